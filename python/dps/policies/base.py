@@ -1,0 +1,147 @@
+"""The one interface every selection policy implements, and the step loop that drives it.
+
+A step, in replay and in training alike (see `run_step`):
+
+1. ``ids = policy.select(batch_size)`` picks prompts before any rollout;
+2. the caller rolls out k responses per prompt and scores them;
+3. ``keep = policy.admit(ids, n_correct, n_rollouts)`` may reject groups after rollout
+   (a dynamic-sampling gate); while fewer than ``batch_size`` groups are admitted and
+   ``policy.max_rounds`` allows, ``select`` is called again for more prompts;
+4. ``policy.observe(all_ids, all_n_correct, all_n_rollouts)`` reports every rolled-out group
+   of the step, rejected ones too, and advances the policy by one step.
+
+Within one step, repeated ``select`` calls return ids not handed out earlier in that step.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+RolloutFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class Policy(abc.ABC):
+    """Chooses which prompts to roll out. Subclass it for a custom policy."""
+
+    num_prompts: int
+    #: How many select/rollout rounds one step may take when `admit` rejects groups.
+    max_rounds: int = 1
+
+    @abc.abstractmethod
+    def select(self, batch_size: int) -> np.ndarray:
+        """Return `batch_size` distinct int64 prompt ids in [0, num_prompts)."""
+
+    @abc.abstractmethod
+    def observe(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        """Take the step's scored groups (one entry per group) and advance one step."""
+
+    def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+        """Boolean mask of the groups to train on. The default admits every group."""
+        return np.ones(len(prompt_ids), dtype=bool)
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: numpy arrays and plain scalars."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; raise ValueError and change nothing if it does not fit."""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalars describing the last step (empty by default)."""
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        save_state(path, type(self).__name__, self.state_dict())
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(load_state(path, type(self).__name__))
+
+
+def save_state(path: str | Path, kind: str, state: dict[str, Any]) -> None:
+    """Write a state dict as an .npz: arrays stored as such, scalars in a JSON header."""
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    scalars = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    header = json.dumps({"kind": kind, "format": 1, "scalars": scalars})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, __header__=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+    tmp.replace(path)
+
+
+def load_state(path: str | Path, kind: str) -> dict[str, Any]:
+    """Read what `save_state` wrote, checking it holds a state of `kind`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["__header__"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "__header__"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable policy state file ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != 1:
+        raise ValueError(f"{path}: unknown policy state format")
+    if header.get("kind") != kind:
+        raise ValueError(f"{path}: holds a {header.get('kind')!r} state, not a {kind!r} state")
+    return {**header["scalars"], **arrays}
+
+
+@dataclass
+class StepResult:
+    """What one step rolled out and what it trained on."""
+
+    prompt_ids: np.ndarray  # every group rolled out this step, in order
+    n_correct: np.ndarray
+    n_rollouts: np.ndarray
+    admitted: np.ndarray  # bool mask over prompt_ids
+    trained: np.ndarray  # indices into prompt_ids of the trained batch (<= batch_size)
+    rounds: int
+    shortfall: int  # batch_size minus the number of trained groups
+
+    @property
+    def rollouts(self) -> int:
+        return int(self.n_rollouts.sum())
+
+    @property
+    def effective_ratio(self) -> float:
+        """Share of the trained groups that were partially solved (0 < correct < k)."""
+        if len(self.trained) == 0:
+            return 0.0
+        c, n = self.n_correct[self.trained], self.n_rollouts[self.trained]
+        return float(np.mean((c > 0) & (c < n)))
+
+
+def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
+    """One selection step: select, roll out, admit (in rounds), observe."""
+    ids_parts, correct_parts, total_parts, admit_parts = [], [], [], []
+    admitted_count = 0
+    rounds = 0
+    while admitted_count < batch_size and rounds < max(1, policy.max_rounds):
+        ids = np.asarray(policy.select(batch_size), dtype=np.int64)
+        if len(ids) == 0:
+            break
+        n_correct, n_rollouts = rollout(ids)
+        n_correct = np.asarray(n_correct, dtype=np.int64)
+        n_rollouts = np.asarray(n_rollouts, dtype=np.int64)
+        keep = np.asarray(policy.admit(ids, n_correct, n_rollouts), dtype=bool)
+        if keep.shape != ids.shape:
+            raise ValueError(f"admit returned a mask of shape {keep.shape} for {len(ids)} groups")
+        ids_parts.append(ids)
+        correct_parts.append(n_correct)
+        total_parts.append(n_rollouts)
+        admit_parts.append(keep)
+        admitted_count += int(keep.sum())
+        rounds += 1
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+    n_correct = np.concatenate(correct_parts) if ids_parts else np.zeros(0, np.int64)
+    n_rollouts = np.concatenate(total_parts) if ids_parts else np.zeros(0, np.int64)
+    admitted = np.concatenate(admit_parts) if ids_parts else np.zeros(0, bool)
+    policy.observe(ids, n_correct, n_rollouts)
+    trained = np.flatnonzero(admitted)[:batch_size]
+    return StepResult(ids, n_correct, n_rollouts, admitted, trained, rounds, batch_size - len(trained))

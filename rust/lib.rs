@@ -1,0 +1,1 @@
+//! Dynamics-Predictive Sampling core: per-prompt HMM filtering and prompt selection.
