@@ -1,0 +1,232 @@
+"""Replay one policy against one world for T steps, with the metrics of method.md section 4.
+
+The step loop is `dps.run_step`, the same one the trainer uses. The policy is wrapped in a
+transparent `Instrumented` policy that times the policy's own calls and, for a predictive policy
+(one with `predicted_state_probs`), records the prediction for each selected batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dps.policies.base import Policy, run_step
+from dps.replay.worlds import World
+
+STATE_NAMES = ("unsolved", "partial", "solved")
+
+
+def group_states(n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+    """0 unsolved (none correct), 1 partial, 2 solved (all correct)."""
+    c, n = np.asarray(n_correct), np.asarray(n_rollouts)
+    return np.where(c == 0, 0, np.where(c >= n, 2, 1)).astype(np.int64)
+
+
+def find_predictor(policy: Any) -> Any:
+    """The object whose `predicted_state_probs` describes the policy's selection, or None."""
+    if callable(getattr(policy, "predicted_state_probs", None)):
+        return policy
+    inner = getattr(policy, "selector", None)
+    if inner is not None and callable(getattr(inner, "predicted_state_probs", None)):
+        return inner
+    return None
+
+
+class Instrumented(Policy):
+    """Delegates every call to `inner`; measures its time and records predictions."""
+
+    def __init__(self, inner: Policy):
+        self.inner = inner
+        self.num_prompts = int(inner.num_prompts)
+        self.predictor = find_predictor(inner)
+        self.policy_time = 0.0
+        self.predicted: list[np.ndarray] = []  # argmax of the predicted state, per select call
+
+    @property  # type: ignore[override]
+    def max_rounds(self) -> int:
+        return int(getattr(self.inner, "max_rounds", 1))
+
+    def select(self, batch_size: int) -> np.ndarray:
+        t = time.perf_counter()
+        ids = self.inner.select(batch_size)
+        self.policy_time += time.perf_counter() - t
+        if self.predictor is not None:
+            probs = np.asarray(self.predictor.predicted_state_probs(np.asarray(ids, np.int64)))
+            self.predicted.append(np.argmax(probs, axis=1))
+        return ids
+
+    def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+        t = time.perf_counter()
+        keep = self.inner.admit(prompt_ids, n_correct, n_rollouts)
+        self.policy_time += time.perf_counter() - t
+        return keep
+
+    def observe(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        t = time.perf_counter()
+        self.inner.observe(prompt_ids, n_correct, n_rollouts)
+        self.policy_time += time.perf_counter() - t
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def metrics(self) -> dict[str, float]:
+        return self.inner.metrics()
+
+    def take_step_timing(self) -> tuple[float, np.ndarray | None]:
+        spent, self.policy_time = self.policy_time, 0.0
+        pred = np.concatenate(self.predicted) if self.predicted else None
+        self.predicted = []
+        return spent, pred
+
+
+#: Per-step columns of a replay (all arrays of length steps).
+STEP_COLUMNS = (
+    "step",
+    "rounds",
+    "groups",
+    "rollouts",
+    "trained",
+    "effective",
+    "shortfall",
+    "effective_ratio",
+    "cum_rollouts",
+    "cum_effective_prompts",
+    "rollouts_per_effective",
+    "distinct_seen",
+    "trained_accuracy",
+    "policy_time_s",
+    "world_time_s",
+)
+CONFUSION_COLUMNS = tuple(f"conf_{i}{j}" for i in range(3) for j in range(3))  # true i, predicted j
+
+
+@dataclass
+class ReplayResult:
+    steps: dict[str, np.ndarray]
+    summary: dict[str, Any]
+    sample_counts: np.ndarray = field(repr=False)
+
+
+def prediction_scores(conf: np.ndarray) -> dict[str, float]:
+    """Accuracy, and precision / recall / F1 of state 1 (partial), from a 3x3 (true, predicted) matrix."""
+    conf = np.asarray(conf, np.float64)
+    total = conf.sum()
+    tp = conf[1, 1]
+    pred1, true1 = conf[:, 1].sum(), conf[1, :].sum()
+    acc = float(np.trace(conf) / total) if total else float("nan")
+    prec = float(tp / pred1) if pred1 else float("nan")
+    rec = float(tp / true1) if true1 else float("nan")
+    f1 = float(2 * prec * rec / (prec + rec)) if pred1 and true1 and (prec + rec) > 0 else float("nan")
+    return {"pred_accuracy": acc, "pred_precision": prec, "pred_recall": rec, "pred_f1": f1}
+
+
+def gini(x: np.ndarray) -> float:
+    x = np.sort(np.asarray(x, np.float64))
+    n, s = len(x), x.sum()
+    if n == 0 or s == 0:
+        return 0.0
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * s))
+
+
+def replay(
+    policy: Policy,
+    world: World,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    progress: Any = None,
+) -> ReplayResult:
+    """Replay `policy` for `steps` steps of `world`; outcome noise keyed by `seed`."""
+    if steps < 1:
+        raise ValueError("steps must be positive")
+    if not 0 < batch_size <= policy.num_prompts:
+        raise ValueError(f"batch_size {batch_size} must be in [1, num_prompts={policy.num_prompts}]")
+    if policy.num_prompts > world.num_prompts:
+        raise ValueError(f"the policy has {policy.num_prompts} prompts, the world only {world.num_prompts}")
+    wrapped = Instrumented(policy)
+    out = {c: np.zeros(steps, np.float64 if c.endswith(("_ratio", "_s", "_effective", "_accuracy")) else np.int64) for c in STEP_COLUMNS}
+    predictive = wrapped.predictor is not None
+    conf_steps = np.zeros((steps, 3, 3), np.int64) if predictive else None
+    counts = np.zeros(policy.num_prompts, np.int64)
+    seen = 0
+    cum_r = cum_e = 0
+    world_time = 0.0
+    wall0 = time.perf_counter()
+    for t in range(steps):
+        world_time = 0.0
+
+        def rollout(ids: np.ndarray, t: int = t) -> tuple[np.ndarray, np.ndarray]:
+            nonlocal world_time
+            w0 = time.perf_counter()
+            res = world.rollout(t, ids, seed)
+            world_time += time.perf_counter() - w0
+            return res
+
+        res = run_step(wrapped, batch_size, rollout)
+        policy_time, pred = wrapped.take_step_timing()
+        ids = res.prompt_ids
+        before = counts[ids] == 0
+        seen += int(before.sum())
+        np.add.at(counts, ids, 1)
+        states = group_states(res.n_correct, res.n_rollouts)
+        tr = res.trained
+        eff = int(np.sum(states[tr] == 1))
+        cum_r += res.rollouts
+        cum_e += eff
+        out["step"][t] = t
+        out["rounds"][t] = res.rounds
+        out["groups"][t] = len(ids)
+        out["rollouts"][t] = res.rollouts
+        out["trained"][t] = len(tr)
+        out["effective"][t] = eff
+        out["shortfall"][t] = res.shortfall
+        out["effective_ratio"][t] = eff / len(tr) if len(tr) else 0.0
+        out["cum_rollouts"][t] = cum_r
+        out["cum_effective_prompts"][t] = cum_e
+        out["rollouts_per_effective"][t] = cum_r / cum_e if cum_e else np.nan
+        out["distinct_seen"][t] = seen
+        n_tr = res.n_rollouts[tr].sum()
+        out["trained_accuracy"][t] = res.n_correct[tr].sum() / n_tr if n_tr else np.nan
+        out["policy_time_s"][t] = policy_time
+        out["world_time_s"][t] = world_time
+        if conf_steps is not None and pred is not None and len(pred) == len(ids):
+            np.add.at(conf_steps[t], (states, pred), 1)
+        if progress is not None:
+            progress()
+    wall = time.perf_counter() - wall0
+    if conf_steps is not None:
+        for c, (i, j) in zip(CONFUSION_COLUMNS, [(i, j) for i in range(3) for j in range(3)]):
+            out[c] = conf_steps[:, i, j].copy()
+    trained_total = int(out["trained"].sum())
+    summary: dict[str, Any] = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "effective_ratio": float(out["effective"].sum() / trained_total) if trained_total else 0.0,
+        "rollouts": int(out["rollouts"].sum()),
+        "effective_prompts": int(out["effective"].sum()),
+        "rollouts_per_effective": float(out["rollouts"].sum() / max(1, out["effective"].sum())),
+        "trained_groups": trained_total,
+        "shortfall": int(out["shortfall"].sum()),
+        "mean_rounds": float(out["rounds"].mean()),
+        "distinct_prompts": int(seen),
+        "distinct_share": float(seen / policy.num_prompts),
+        "count_mean": float(counts.mean()),
+        "count_cv": float(counts.std() / counts.mean()) if counts.mean() else 0.0,
+        "count_max": int(counts.max()),
+        "count_gini": gini(counts),
+        "policy_ms_per_step": float(1e3 * out["policy_time_s"].mean()),
+        "world_ms_per_step": float(1e3 * out["world_time_s"].mean()),
+        "wall_s": wall,
+        "predictive": predictive,
+    }
+    if conf_steps is not None:
+        summary.update(prediction_scores(conf_steps.sum(axis=0)))
+    else:
+        summary.update(dict.fromkeys(("pred_accuracy", "pred_precision", "pred_recall", "pred_f1"), float("nan")))
+    return ReplayResult(out, summary, counts)

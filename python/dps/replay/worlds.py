@@ -1,0 +1,397 @@
+"""Worlds: where a replay gets its rollout outcomes.
+
+A world knows, for every prompt and step, a success probability p (the synthetic world's true
+p, or the log world's estimate), and returns the outcome of a group as the number of correct
+responses among k.
+
+Outcomes use common random numbers: the j-th response of prompt i at step t is correct when
+u(seed, t, i, j) < p(t, i), with u a counter-based hash. So, for one replay seed, every policy
+that rolls out prompt i at step t sees the same outcome, whatever else it picked: differences
+between policies come from their choices, not from the dice. The world is open-loop: the
+model's learning is fixed in advance and does not depend on what the replayed policy trains on
+(see the README section for what that means for the comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_G = np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
+
+
+def hashed_uniforms(seed: int, step: int, ids: np.ndarray, k: int) -> np.ndarray:
+    """(len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j)."""
+    with np.errstate(over="ignore"):
+        s = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + _G)
+        s = _mix(s ^ (np.array([step], dtype=np.uint64) * _G + np.uint64(1)))
+        h = _mix(s ^ (np.asarray(ids, dtype=np.int64).astype(np.uint64) * _M1 + _G))
+        j = np.arange(1, k + 1, dtype=np.uint64) * _M2
+        u = _mix(h[:, None] + j[None, :])
+    return (u >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def draw_correct(seed: int, step: int, ids: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    """Binomial(k, p) per prompt, drawn with common random numbers."""
+    if len(ids) == 0:
+        return np.zeros(0, np.int64)
+    u = hashed_uniforms(seed, step, ids, k)
+    return (u < np.asarray(p, np.float64)[:, None]).sum(axis=1).astype(np.int64)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class World:
+    """Base class. Subclasses define `p` and may override `rollout`."""
+
+    num_prompts: int
+    k: int
+    steps: int
+
+    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        """Success probability of `ids` (every prompt when None) at `step`."""
+        raise NotImplementedError
+
+    def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, np.int64)
+        n_correct = draw_correct(seed, step, ids, self.p(step, ids), self.k)
+        return n_correct, np.full(len(ids), self.k, np.int64)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": type(self).__name__, "num_prompts": self.num_prompts, "k": self.k, "steps": self.steps}
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic world
+
+
+@dataclass
+class SyntheticParams:
+    """Parametric learning dynamics, in logit space, per prompt i:
+
+    logit p_i(t) = a_i + g_i * (sigmoid((t - t0_i) / s_i) - sigmoid(-t0_i / s_i))   learning curve
+                   - d_i * exp(-((t - c_i) / w_i)^2 / 2)                           forgetting dip
+                   + m_i * sin(2 pi t / period_i + phase_i)                         wobble
+
+    a_i ~ Normal(base_mean, base_sd): the starting difficulty (p(0) = sigmoid(a_i)).
+    A share `never_share` of prompts is never solved: a_i ~ Normal(never_logit, 0.5), g_i = 0.
+    g_i ~ Gamma(gain_shape, gain_scale): how far the prompt rises (a plateau at a_i + g_i).
+    t0_i ~ Uniform(onset_lo, onset_hi) * steps: when it rises; s_i = steps * LogNormal(
+    log(width), width_sd): how fast. A share `forget_share` of prompts has one dip of depth
+    d_i ~ Uniform(forget_depth) centred at c_i ~ Uniform(0, steps), width w_i = steps *
+    Uniform(forget_width). m_i ~ Uniform(0, wobble), period_i ~ Uniform(wobble_period) steps.
+    """
+
+    num_prompts: int = 7500
+    steps: int = 360
+    k: int = 8
+    base_mean: float = 1.0
+    base_sd: float = 2.5
+    never_share: float = 0.08
+    never_logit: float = -6.0
+    gain_shape: float = 2.0
+    gain_scale: float = 0.75
+    onset_lo: float = -0.3
+    onset_hi: float = 1.0
+    width: float = 0.1
+    width_sd: float = 0.5
+    forget_share: float = 0.15
+    forget_depth: tuple[float, float] = (0.5, 2.5)
+    forget_width: tuple[float, float] = (0.03, 0.1)
+    wobble: float = 0.5
+    wobble_period: tuple[float, float] = (15.0, 60.0)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SyntheticParams:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown synthetic world parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        out = dict(d)
+        for key in ("forget_depth", "forget_width", "wobble_period"):
+            if key in out:
+                out[key] = tuple(float(v) for v in out[key])
+        return cls(**out)
+
+
+#: Presets shaped like the paper's settings. The dynamics were chosen to be plausible for the
+#: models named (MATH: a distilled reasoning model that already solves much of MATH and climbs
+#: slowly; Countdown: a base model that starts low and learns fast), not fitted to any result.
+PRESETS: dict[str, dict[str, Any]] = {
+    "math": dict(num_prompts=7500, steps=360, k=8),
+    "countdown": dict(
+        num_prompts=2000,
+        steps=120,
+        k=8,
+        base_mean=-2.0,
+        base_sd=2.0,
+        never_share=0.10,
+        gain_shape=3.0,
+        gain_scale=1.0,
+        onset_lo=-0.1,
+        onset_hi=0.8,
+        width=0.08,
+        forget_share=0.10,
+        wobble_period=(8.0, 30.0),
+    ),
+}
+#: The batch size the paper used with each preset.
+PRESET_BATCH = {"math": 256, "countdown": 256}
+
+
+def preset_params(name: str, **overrides: Any) -> SyntheticParams:
+    key = name.lower()
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return SyntheticParams.from_dict({**PRESETS[key], **overrides})
+
+
+class SyntheticWorld(World):
+    """Seeded parametric learning dynamics (see `SyntheticParams`)."""
+
+    def __init__(self, params: SyntheticParams | None = None, seed: int = 0):
+        self.params = params = params or SyntheticParams()
+        if params.num_prompts < 1 or params.steps < 1 or params.k < 1:
+            raise ValueError("num_prompts, steps and k must be positive")
+        self.num_prompts, self.steps, self.k, self.seed = params.num_prompts, params.steps, params.k, seed
+        n, T = params.num_prompts, float(params.steps)
+        rng = np.random.default_rng([seed, 0x5D5])
+        a = rng.normal(params.base_mean, params.base_sd, n)
+        g = rng.gamma(params.gain_shape, params.gain_scale, n)
+        never = rng.random(n) < params.never_share
+        a[never] = rng.normal(params.never_logit, 0.5, int(never.sum()))
+        g[never] = 0.0
+        t0 = rng.uniform(params.onset_lo, params.onset_hi, n) * T
+        s = T * np.exp(rng.normal(math.log(params.width), params.width_sd, n))
+        forget = rng.random(n) < params.forget_share
+        d = np.where(forget, rng.uniform(*params.forget_depth, n), 0.0)
+        c = rng.uniform(0.0, T, n)
+        w = T * rng.uniform(*params.forget_width, n)
+        m = rng.uniform(0.0, params.wobble, n)
+        period = rng.uniform(*params.wobble_period, n)
+        phase = rng.uniform(0.0, 2 * math.pi, n)
+        self.never = never
+        self._a, self._g, self._t0, self._s = a, g, t0, s
+        self._g0 = g * _sigmoid(-t0 / s)
+        self._d, self._c, self._w = d, c, w
+        self._m, self._freq, self._phase = m, 2 * math.pi / period, phase
+        self._cache_step: int | None = None
+        self._cache_p: np.ndarray | None = None
+
+    def logit(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        sel = slice(None) if ids is None else np.asarray(ids, np.int64)
+        t = float(step)
+        a, g, g0 = self._a[sel], self._g[sel], self._g0[sel]
+        x = a + g * _sigmoid((t - self._t0[sel]) / self._s[sel]) - g0
+        d = self._d[sel]
+        x = x - d * np.exp(-0.5 * ((t - self._c[sel]) / self._w[sel]) ** 2)
+        x = x + self._m[sel] * np.sin(self._freq[sel] * t + self._phase[sel])
+        return x
+
+    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        if ids is None:
+            if self._cache_step != step:
+                self._cache_p = _sigmoid(self.logit(step))
+                self._cache_step = step
+            assert self._cache_p is not None
+            return self._cache_p
+        if self._cache_step == step and self._cache_p is not None:
+            return self._cache_p[np.asarray(ids, np.int64)]
+        return _sigmoid(self.logit(step, ids))
+
+    def to_log(self, seed: int = 0, every: int = 1, steps: int | None = None, layout: str = "group") -> pl.DataFrame:
+        """Every prompt rolled out every `every` steps: a dense log of this world."""
+        import polars as pl
+
+        from dps.replay.logs import groups_frame
+
+        steps = self.steps if steps is None else steps
+        ids = np.arange(self.num_prompts, dtype=np.int64)
+        parts = []
+        for t in range(0, steps, max(1, every)):
+            c = draw_correct(seed, t, ids, self.p(t), self.k)
+            parts.append(groups_frame(np.full(len(ids), t), ids, np.full(len(ids), self.k), c))
+        df = pl.concat(parts)
+        if layout == "group":
+            return df
+        if layout != "response":
+            raise ValueError(f"unknown log layout {layout!r}; use 'group' or 'response'")
+        # Expand each group to k responses: the first n_correct are correct.
+        k = self.k
+        rep = df.select(pl.col("step").repeat_by(k).explode(), pl.col("prompt_id").repeat_by(k).explode())
+        j = np.tile(np.arange(k), df.height)
+        reward = (j < np.repeat(df["n_correct"].to_numpy(), k)).astype(np.float64)
+        return rep.with_columns(pl.Series("reward", reward))
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        p0, pT = self.p(0).copy(), self.p(self.steps - 1).copy()
+        k = self.k
+        d.update(
+            seed=self.seed,
+            mean_p_start=float(p0.mean()),
+            mean_p_end=float(pT.mean()),
+            partial_chance_start=float(np.mean(1 - p0**k - (1 - p0) ** k)),
+            partial_chance_end=float(np.mean(1 - pT**k - (1 - pT) ** k)),
+            never_solved=int(self.never.sum()),
+        )
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# Log world
+
+
+@dataclass
+class LogEstimator:
+    """How a log world estimates p where the log has no outcome.
+
+    Per prompt i and step t, the log's observations (t_j, c_j correct of n_j) are weighted by
+    w_j = 0.5 ** (|t - t_j| / half_life) (both directions in time) and pooled with a Beta prior
+    of strength `prior_strength` centred on the population's smoothed accuracy pi(t):
+        a = prior_strength * pi(t) + sum_j w_j c_j,   b = prior_strength * (1 - pi(t)) + sum_j w_j (n_j - c_j).
+    With `draw = "posterior"` (default) the replay uses
+        p = sigmoid(logit(a / (a + b)) + z_i * sqrt(1/a + 1/b)),
+    z_i ~ Normal(0, 1) fixed per prompt and replay seed: a persistent draw from (a logit-normal
+    approximation of) the posterior, so that a prompt the log barely knows is not assumed to
+    sit at the population mean. With `draw = "mean"` it uses a / (a + b).
+    """
+
+    half_life: float = 10.0
+    prior_strength: float = 2.0
+    draw: str = "posterior"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogEstimator:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown log estimator parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        est = cls(**d)
+        if est.half_life <= 0 or est.prior_strength <= 0:
+            raise ValueError("half_life and prior_strength must be positive")
+        if est.draw not in ("posterior", "mean"):
+            raise ValueError(f"estimator draw must be 'posterior' or 'mean', not {est.draw!r}")
+        return est
+
+
+class LogWorld(World):
+    """Outcomes from a per-group log; p estimated elsewhere (see `LogEstimator`).
+
+    Memory: two float32 arrays of steps x num_prompts.
+    """
+
+    def __init__(
+        self,
+        groups: pl.DataFrame,
+        estimator: LogEstimator | None = None,
+        k: int | None = None,
+        num_prompts: int | None = None,
+        steps: int | None = None,
+    ):
+        self.estimator = est = estimator or LogEstimator()
+        step = groups["step"].to_numpy().astype(np.int64)
+        pid = groups["prompt_id"].to_numpy().astype(np.int64)
+        nc = groups["n_correct"].to_numpy().astype(np.int64)
+        nr = groups["n_rollouts"].to_numpy().astype(np.int64)
+        n_log = int(pid.max()) + 1
+        self.num_prompts = N = max(n_log, num_prompts or 0)
+        self.steps = T = max(int(step.max()) + 1, steps or 0)
+        if k is None:
+            vals, counts = np.unique(nr, return_counts=True)
+            k = int(vals[np.argmax(counts)])
+        self.k = int(k)
+        order = np.argsort(step * N + pid, kind="stable")
+        self._keys = (step * N + pid)[order]
+        self._nc, self._nr = nc[order], nr[order]
+        self.coverage = len(step) / (T * N)
+        # Dense observation counts, then two-sided exponential smoothing in time.
+        C = np.zeros((T, N), np.float64)
+        R = np.zeros((T, N), np.float64)
+        np.add.at(C, (step, pid), nc)
+        np.add.at(R, (step, pid), nr)
+        r = 0.5 ** (1.0 / est.half_life)
+        Sc, Sn = self._smooth(C, r), self._smooth(R, r)
+        del C, R
+        pop = (Sc.sum(axis=1) + 1.0) / (Sn.sum(axis=1) + 2.0)  # population accuracy per step
+        self.population_p = pop
+        m = est.prior_strength
+        self._a = (m * pop[:, None] + Sc).astype(np.float32)
+        self._b = (m * (1.0 - pop[:, None]) + (Sn - Sc)).astype(np.float32)
+        self._z_seed: int | None = None
+        self._z: np.ndarray | None = None
+
+    @staticmethod
+    def _smooth(X: np.ndarray, r: float) -> np.ndarray:
+        F = X.copy()
+        for t in range(1, len(F)):
+            F[t] += r * F[t - 1]
+        Bk = X.copy()
+        for t in range(len(Bk) - 2, -1, -1):
+            Bk[t] += r * Bk[t + 1]
+        F += Bk
+        F -= X
+        return F
+
+    def logged(self, step: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found mask, n_correct, n_rollouts) of the log's outcomes for (step, ids)."""
+        keys = step * self.num_prompts + np.asarray(ids, np.int64)
+        pos = np.searchsorted(self._keys, keys)
+        pos_c = np.minimum(pos, len(self._keys) - 1)
+        found = self._keys[pos_c] == keys
+        return found, np.where(found, self._nc[pos_c], 0), np.where(found, self._nr[pos_c], 0)
+
+    def set_seed(self, seed: int) -> None:
+        if self._z_seed != seed:
+            self._z = np.random.default_rng([seed, 0x106]).standard_normal(self.num_prompts)
+            self._z_seed = seed
+
+    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        t = min(max(int(step), 0), self.steps - 1)
+        sel = slice(None) if ids is None else np.asarray(ids, np.int64)
+        a = self._a[t, sel].astype(np.float64)
+        b = self._b[t, sel].astype(np.float64)
+        mean = a / (a + b)
+        if self.estimator.draw == "mean":
+            return mean
+        if self._z is None:
+            self.set_seed(0)
+        assert self._z is not None
+        x = np.log(mean) - np.log1p(-mean) + self._z[sel] * np.sqrt(1.0 / a + 1.0 / b)
+        return _sigmoid(x)
+
+    def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, np.int64)
+        self.set_seed(seed)
+        found, nc, nr = self.logged(step, ids)
+        if found.all():
+            return nc, nr
+        miss = ~found
+        nc = nc.copy()
+        nr = nr.copy()
+        nc[miss] = draw_correct(seed, step, ids[miss], self.p(step, ids[miss]), self.k)
+        nr[miss] = self.k
+        return nc, nr
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(coverage=self.coverage, logged_groups=len(self._keys), half_life=self.estimator.half_life)
+        return d
