@@ -1,0 +1,212 @@
+"""The report folder of a sweep: Parquet results, summary.csv, a Markdown table, PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from dps.replay.sweep import SweepResult
+
+#: summary.csv always starts with these columns.
+SUMMARY_COLUMNS = ("policy", "seed", "effective_ratio", "rollouts", "effective_prompts")
+
+#: Columns of the aggregated table: (column, header, format).
+TABLE = (
+    ("effective_ratio", "effective ratio", "{:.3f}"),
+    ("rollouts", "rollouts", "{:,.0f}"),
+    ("effective_prompts", "effective prompts", "{:,.0f}"),
+    ("rollouts_per_effective", "rollouts / effective", "{:.1f}"),
+    ("mean_rounds", "rounds / step", "{:.2f}"),
+    ("shortfall", "shortfall", "{:,.0f}"),
+    ("distinct_share", "prompts seen", "{:.1%}"),
+    ("count_cv", "count CV", "{:.2f}"),
+    ("pred_accuracy", "pred acc", "{:.3f}"),
+    ("pred_f1", "pred F1 (partial)", "{:.3f}"),
+    ("policy_ms_per_step", "policy ms / step", "{:.2f}"),
+)
+
+
+def aggregate(summary: pl.DataFrame) -> pl.DataFrame:
+    """Mean and standard deviation over seeds, per policy (in the scenario's order)."""
+    import polars as pl
+
+    order = {p: i for i, p in enumerate(dict.fromkeys(summary["policy"].to_list()))}
+    cols = [c for c, _, _ in TABLE if c in summary.columns]
+    agg = summary.group_by("policy").agg(
+        pl.len().alias("seeds"),
+        *(pl.col(c).cast(pl.Float64).mean().alias(c) for c in cols),
+        *(pl.col(c).cast(pl.Float64).std().alias(c + "_std") for c in cols),
+    )
+    return agg.with_columns(pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o")).sort("_o").drop("_o")
+
+
+def _cell(v: Any, fmt: str, sd: Any = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    s = fmt.format(v)
+    if sd is not None and isinstance(sd, float) and not math.isnan(sd) and sd > 0 and fmt.endswith(".3f}"):
+        s += f" ± {sd:.3f}"
+    return s
+
+
+def markdown_table(agg: pl.DataFrame) -> str:
+    cols = [(c, h, f) for c, h, f in TABLE if c in agg.columns]
+    head = "| policy | seeds | " + " | ".join(h for _, h, _ in cols) + " |"
+    sep = "|---|---:|" + "---:|" * len(cols)
+    lines = [head, sep]
+    for row in agg.iter_rows(named=True):
+        cells = [_cell(row[c], f, row.get(c + "_std")) for c, _, f in cols]
+        lines.append(f"| {row['policy']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary, steps = result.summary, result.steps
+    paths: dict[str, Path] = {}
+    front = list(SUMMARY_COLUMNS)
+    ordered = summary.select(front + [c for c in summary.columns if c not in front])
+    ordered.write_csv(out / "summary.csv")
+    ordered.write_parquet(out / "summary.parquet")
+    steps.write_parquet(out / "steps.parquet")
+    paths.update(summary_csv=out / "summary.csv", steps=out / "steps.parquet")
+    agg = aggregate(summary)
+    table = markdown_table(agg)
+    sc = result.scenario
+    meta = {
+        "scenario": sc.name,
+        "source": str(sc.source) if sc.source else None,
+        "world": result.world,
+        "steps": int(steps["step"].max()) + 1,
+        "batch_size": sc.batch_size,
+        "seeds": sc.seeds,
+        "wall_s": round(result.wall_s, 2),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    md = [f"# Replay report: {sc.name}", ""]
+    if sc.description:
+        md += [sc.description, ""]
+    w = result.world
+    md += [
+        f"World: {w.get('kind')} with {w.get('num_prompts')} prompts, k = {w.get('k')}; "
+        f"{meta['steps']} steps of batch {sc.batch_size}; seeds {sc.seeds}; sweep wall time {result.wall_s:.1f} s.",
+        "",
+        "Mean over seeds (± standard deviation where shown). `effective ratio`: share of the trained batch "
+        "whose group was partially solved; `rollouts`: every generated response, rejected groups included; "
+        "`count CV`: coefficient of variation of per-prompt sample counts; `pred`: the predictive policy's "
+        "argmax prediction against the observed state, over the selected groups.",
+        "",
+        table,
+        "",
+    ]
+    if plots:
+        paths.update(plot_all(steps, out))
+        md += ["![effective ratio](effective_ratio.png)", "", "![rollouts](rollouts_vs_effective.png)", ""]
+        if "confusion" in paths:
+            md += ["![confusion](dps_confusion.png)", ""]
+    (out / "report.md").write_text("\n".join(md))
+    paths["report"] = out / "report.md"
+    return paths
+
+
+def _smooth(y: np.ndarray, w: int) -> np.ndarray:
+    if w <= 1 or len(y) < w:
+        return y
+    k = np.ones(w) / w
+    pad = np.concatenate([np.full(w // 2, y[0]), y, np.full(w - 1 - w // 2, y[-1])])
+    return np.convolve(pad, k, mode="valid")
+
+
+def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    paths: dict[str, Path] = {}
+    policies = list(dict.fromkeys(steps["policy"].to_list()))
+    cmap = plt.get_cmap("tab10" if len(policies) <= 10 else "tab20")
+    colors = {p: cmap(i % cmap.N) for i, p in enumerate(policies)}
+    T = int(steps["step"].max()) + 1
+    win = max(1, T // 40)
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for p in policies:
+        d = steps.filter(pl.col("policy") == p).group_by("step").agg(
+            pl.col("effective_ratio").mean().alias("m"), pl.col("effective_ratio").min().alias("lo"), pl.col("effective_ratio").max().alias("hi")
+        ).sort("step")
+        x = d["step"].to_numpy()
+        ax.plot(x, _smooth(d["m"].to_numpy(), win), label=p, color=colors[p], lw=1.6)
+        ax.fill_between(x, _smooth(d["lo"].to_numpy(), win), _smooth(d["hi"].to_numpy(), win), color=colors[p], alpha=0.15, lw=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("effective ratio (partially solved share of batch)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Effective ratio per step (mean over seeds, {win}-step moving average; band: seed range)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / "effective_ratio.png", dpi=120)
+    plt.close(fig)
+    paths["effective_ratio_png"] = out / "effective_ratio.png"
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for p in policies:
+        d = steps.filter(pl.col("policy") == p).group_by("step").agg(
+            pl.col("cum_rollouts").mean(), pl.col("cum_effective_prompts").mean()
+        ).sort("step")
+        ax.plot(d["cum_rollouts"].to_numpy() / 1e6, d["cum_effective_prompts"].to_numpy() / 1e3, label=p, color=colors[p], lw=1.6)
+    ax.set_xlabel("cumulative rollouts (millions)")
+    ax.set_ylabel("cumulative effective prompts (thousands)")
+    ax.set_title("Effective prompts bought per rollout (mean over seeds; steeper is better)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / "rollouts_vs_effective.png", dpi=120)
+    plt.close(fig)
+    paths["rollouts_png"] = out / "rollouts_vs_effective.png"
+
+    conf_cols = [f"conf_{i}{j}" for i in range(3) for j in range(3)]
+    if all(c in steps.columns for c in conf_cols):
+        pred = steps.filter(pl.col("conf_00").is_not_null())
+        pred_policies = [p for p in policies if p in set(pred["policy"].to_list())][:4]
+        if pred_policies:
+            n_win = 4
+            edges = np.linspace(0, T, n_win + 1).astype(int)
+            fig, axes = plt.subplots(len(pred_policies), n_win, figsize=(3.0 * n_win, 2.9 * len(pred_policies)), squeeze=False)
+            labels = ["unsolved", "partial", "solved"]
+            for r, p in enumerate(pred_policies):
+                d = pred.filter(pl.col("policy") == p)
+                for c in range(n_win):
+                    lo, hi = edges[c], edges[c + 1]
+                    dd = d.filter((pl.col("step") >= lo) & (pl.col("step") < hi))
+                    m = np.array([dd[col].sum() for col in conf_cols], dtype=np.float64).reshape(3, 3)
+                    rows = m.sum(axis=1, keepdims=True)
+                    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+                    ax = axes[r, c]
+                    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+                    for i in range(3):
+                        for j in range(3):
+                            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(m[i, j])})", ha="center", va="center", fontsize=7,
+                                    color="white" if norm[i, j] > 0.6 else "black")
+                    ax.set_xticks(range(3), labels, fontsize=7)
+                    ax.set_yticks(range(3), labels, fontsize=7)
+                    if r == len(pred_policies) - 1:
+                        ax.set_xlabel("predicted (argmax prior)", fontsize=8)
+                    if c == 0:
+                        ax.set_ylabel(f"{p}\nobserved", fontsize=8)
+                    ax.set_title(f"steps {lo}-{hi - 1}", fontsize=8)
+            fig.suptitle("Predicted vs observed state of the selected groups (rows normalised; counts in brackets)", fontsize=10)
+            fig.tight_layout()
+            fig.savefig(out / "dps_confusion.png", dpi=120)
+            plt.close(fig)
+            paths["confusion"] = out / "dps_confusion.png"
+    return paths

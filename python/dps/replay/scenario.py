@@ -1,0 +1,252 @@
+"""Scenario files (TOML): a world, run settings, and the policies to replay.
+
+```toml
+name = "math"                 # optional
+description = "..."           # optional
+
+[world]
+preset = "math"               # a synthetic preset ("math", "countdown"), or
+# log = "logs/run.parquet"    # a rollout log (path relative to this file)
+seed = 0                      # synthetic: the dynamics' seed
+# synthetic: any SyntheticParams field overrides the preset (num_prompts, steps, k, ...)
+# log: half_life, prior_strength, draw ("posterior" | "mean"), k, num_prompts, threshold
+
+[run]
+steps = 360                   # default: the world's horizon
+batch_size = 256              # default: the preset's batch size
+seeds = [0, 1, 2]             # replay seeds: policy seed and outcome noise
+workers = 2                   # processes; default: all cores
+
+[[policies]]
+name = "DPS"                  # label in the report (default: type)
+type = "dps"                  # see POLICY_TYPES, or "python" with class = "module:Class"
+decay = 0.7                   # passed to the constructor
+[policies.sweep]              # optional: a grid, one policy per combination
+decay = [0.5, 0.7, 1.0]
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import itertools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dps.policies.base import Policy
+from dps.replay.worlds import (
+    PRESET_BATCH,
+    LogEstimator,
+    LogWorld,
+    SyntheticParams,
+    SyntheticWorld,
+    World,
+    preset_params,
+)
+
+#: Policy type names (case-insensitive) -> the name exported by `dps`.
+POLICY_TYPES = {
+    "uniform": "Uniform",
+    "us": "Uniform",
+    "history_resampling": "HistoryResampling",
+    "hr": "HistoryResampling",
+    "dynamic_sampling": "DynamicSampling",
+    "ds": "DynamicSampling",
+    "mopps": "MoPPS",
+    "greso": "GRESO",
+    "dps": "DPS",
+    "oracle": "Oracle",
+    "python": None,
+}
+TOP_KEYS = {"name", "description", "world", "run", "policies"}
+RUN_KEYS = {"steps", "batch_size", "seeds", "workers"}
+LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", "threshold"}
+POLICY_META_KEYS = {"name", "type", "class", "sweep"}
+
+
+@dataclass
+class PolicySpec:
+    name: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    cls: str | None = None  # "module:Class" for type = "python"
+
+
+@dataclass
+class Scenario:
+    name: str
+    world: dict[str, Any]
+    policies: list[PolicySpec]
+    steps: int
+    batch_size: int
+    seeds: list[int]
+    workers: int
+    source: Path | None = None
+    description: str = ""
+
+    def build_world(self) -> World:
+        return build_world(self.world)
+
+
+def build_world(cfg: dict[str, Any]) -> World:
+    cfg = dict(cfg)
+    if "log" in cfg:
+        unknown = sorted(set(cfg) - LOG_KEYS)
+        if unknown:
+            raise ValueError(f"[world]: unknown key(s) for a log world: {', '.join(unknown)}; known: {', '.join(sorted(LOG_KEYS))}")
+        from dps.replay.logs import DEFAULT_THRESHOLD, read_log
+
+        groups = read_log(cfg["log"], float(cfg.get("threshold", DEFAULT_THRESHOLD)))
+        est = LogEstimator.from_dict({k: cfg[k] for k in ("half_life", "prior_strength", "draw") if k in cfg})
+        return LogWorld(groups, est, k=cfg.get("k"), num_prompts=cfg.get("num_prompts"))
+    seed = int(cfg.pop("seed", 0))
+    preset = cfg.pop("preset", None)
+    params = preset_params(preset, **cfg) if preset is not None else SyntheticParams.from_dict(cfg)
+    return SyntheticWorld(params, seed=seed)
+
+
+def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def expand_policies(tables: list[dict[str, Any]]) -> list[PolicySpec]:
+    specs: list[PolicySpec] = []
+    for i, tab in enumerate(tables):
+        if not isinstance(tab, dict):
+            raise ValueError(f"[[policies]] entry {i} is not a table")
+        if "type" not in tab:
+            raise ValueError(f"[[policies]] entry {i}: missing 'type' (one of {', '.join(sorted(POLICY_TYPES))})")
+        ptype = str(tab["type"]).lower()
+        if ptype not in POLICY_TYPES:
+            raise ValueError(f"[[policies]] entry {i}: unknown policy type {tab['type']!r}; known: {', '.join(sorted(POLICY_TYPES))}")
+        if ptype == "python" and "class" not in tab:
+            raise ValueError(f"[[policies]] entry {i}: type 'python' needs class = \"module:Class\"")
+        base = {k: v for k, v in tab.items() if k not in POLICY_META_KEYS}
+        name = str(tab.get("name", tab["type"]))
+        sweep = tab.get("sweep", {})
+        if not isinstance(sweep, dict) or any(not isinstance(v, list) or not v for v in sweep.values()):
+            raise ValueError(f"[[policies]] {name!r}: sweep must be a table of non-empty lists")
+        keys = list(sweep)
+        for combo in itertools.product(*(sweep[k] for k in keys)):
+            params = copy.deepcopy(base)
+            params.update(zip(keys, combo))
+            label = name if not keys else name + " " + " ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, combo))
+            specs.append(PolicySpec(label, ptype, params, tab.get("class")))
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"policy names must be unique; repeated: {', '.join(dup)}")
+    if not specs:
+        raise ValueError("the scenario lists no [[policies]]")
+    return specs
+
+
+def _builtin(export: str) -> Any:
+    import dps
+
+    try:
+        return getattr(dps, export)
+    except AttributeError:
+        raise ValueError(f"policy {export} is not available: the Rust extension dps._core is not built (run `maturin develop --release`)") from None
+
+
+def build_policy(spec: PolicySpec, world: World, seed: int, num_prompts: int | None = None) -> Policy:
+    """Construct one policy; constructor errors become ValueErrors naming the policy."""
+    n = int(num_prompts or world.num_prompts)
+    params = copy.deepcopy(spec.params)
+    try:
+        if spec.type == "oracle":
+            from dps.replay.oracle import Oracle
+
+            return Oracle(world, num_prompts=n, seed=seed, **params)
+        if spec.type == "python":
+            assert spec.cls is not None
+            mod_name, _, cls_name = spec.cls.partition(":")
+            if not cls_name:
+                raise ValueError(f"policy {spec.name!r}: class must read 'module:Class', not {spec.cls!r}")
+            try:
+                cls = getattr(importlib.import_module(mod_name), cls_name)
+            except (ImportError, AttributeError) as e:
+                raise ValueError(f"policy {spec.name!r}: cannot import {spec.cls!r} ({e})") from e
+            return cls(num_prompts=n, seed=seed, **params)
+        cls = _builtin(POLICY_TYPES[spec.type])  # type: ignore[arg-type]
+        if spec.type in ("dynamic_sampling", "ds"):
+            sel = params.pop("selector", None)
+            selector = None
+            if sel is not None:
+                if isinstance(sel, str):
+                    sel = {"type": sel}
+                sub = expand_policies([{"name": f"{spec.name}.selector", **sel}])
+                if len(sub) != 1:
+                    raise ValueError(f"policy {spec.name!r}: the selector cannot hold a sweep")
+                selector = build_policy(sub[0], world, seed, n)
+            return cls(selector=selector, num_prompts=n, seed=seed, **params)  # type: ignore[no-any-return]
+        return cls(num_prompts=n, seed=seed, **params)  # type: ignore[no-any-return]
+    except TypeError as e:
+        raise ValueError(f"policy {spec.name!r}: bad parameters {sorted(params)} ({e})") from e
+
+
+def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario:
+    where = str(source) if source else "scenario"
+    _check_keys(data, TOP_KEYS, where)
+    world = dict(data.get("world", {}))
+    if not world:
+        raise ValueError(f"{where}: missing [world] (preset = \"math\", or log = \"file.parquet\")")
+    if "log" in world:
+        _check_keys(world, LOG_KEYS, f"{where} [world]")
+        log = Path(world["log"])
+        if source is not None and not log.is_absolute():
+            log = source.parent / log
+        world["log"] = str(log)
+    elif "preset" in world:
+        preset_params(world["preset"], **{k: v for k, v in world.items() if k not in ("preset", "seed")})
+    else:
+        SyntheticParams.from_dict({k: v for k, v in world.items() if k != "seed"})
+    run = dict(data.get("run", {}))
+    _check_keys(run, RUN_KEYS, f"{where} [run]")
+    preset = str(world.get("preset", "")).lower()
+    steps = run.get("steps")
+    if steps is None:
+        steps = preset_params(preset).steps if preset else int(world.get("steps", 0)) or None
+    batch = run.get("batch_size", PRESET_BATCH.get(preset))
+    if batch is None:
+        raise ValueError(f"{where} [run]: batch_size is required for this world")
+    seeds = run.get("seeds", [0])
+    if isinstance(seeds, int):
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"{where} [run]: seeds must be a non-empty list of integers (or a count)")
+    workers = int(run.get("workers", os.cpu_count() or 1))
+    policies = expand_policies(list(data.get("policies", [])))
+    return Scenario(
+        name=str(data.get("name", source.stem if source else "scenario")),
+        world=world,
+        policies=policies,
+        steps=int(steps) if steps else 0,
+        batch_size=int(batch),
+        seeds=[int(s) for s in seeds],
+        workers=max(1, workers),
+        source=source,
+        description=str(data.get("description", "")),
+    )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such scenario file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML ({e})") from e
+    return parse_scenario(data, path)
