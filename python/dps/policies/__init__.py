@@ -1,5 +1,19 @@
 """Selection policies: the `Policy` interface, the built-in Rust-backed policies, the gate."""
 
 from dps.policies.base import Policy, StepResult, run_step
+from dps.policies.builtin import DPS, GRESO, PRIORS, HistoryResampling, MoPPS, Uniform, zero_variance_mask
+from dps.policies.gate import DynamicSampling
 
-__all__ = ["Policy", "StepResult", "run_step"]
+__all__ = [
+    "DPS",
+    "GRESO",
+    "PRIORS",
+    "DynamicSampling",
+    "HistoryResampling",
+    "MoPPS",
+    "Policy",
+    "StepResult",
+    "Uniform",
+    "run_step",
+    "zero_variance_mask",
+]

@@ -1,0 +1,418 @@
+"""The built-in policies: thin Python faces over the Rust core (`dps._core`).
+
+This layer checks argument types and dtypes and converts to contiguous int64 arrays; the core
+checks values (ranges, duplicates, counts) and refuses bad input without changing any state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from dps import _core
+from dps.policies.base import Policy
+
+INT64_MAX = np.iinfo(np.int64).max
+
+#: DPS's structured transition priors alpha0[to][from] (method.md section 2).
+PRIORS: dict[str, list[list[float]]] = {
+    "ones": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+    "progress": [[1.0, 0.5, 0.5], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0]],
+    "stability": [[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]],
+    "local": [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]],
+}
+
+
+def as_int_array(name: str, values: Any) -> np.ndarray:
+    """A 1-D contiguous int64 array, or TypeError / ValueError naming `name`."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.max() > INT64_MAX:
+        raise ValueError(f"{name} holds values too large for int64")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def observation_arrays(prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> tuple[np.ndarray, ...]:
+    return (
+        as_int_array("prompt_ids", prompt_ids),
+        as_int_array("n_correct", n_correct),
+        as_int_array("n_rollouts", n_rollouts),
+    )
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 0:
+        raise ValueError(f"batch_size must be non-negative, got {batch_size}")
+    return int(batch_size)
+
+
+def check_num_prompts(num_prompts: Any) -> int:
+    if isinstance(num_prompts, bool) or not isinstance(num_prompts, (int, np.integer)):
+        raise TypeError(f"num_prompts must be an int, got {type(num_prompts).__name__}")
+    if not 1 <= num_prompts < 2**32:
+        raise ValueError(f"num_prompts must be in [1, 2^32), got {num_prompts}")
+    return int(num_prompts)
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2^64), got {seed}")
+    return int(seed)
+
+
+def state_array(state: dict[str, Any], key: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """state[key] as a flat contiguous array of `dtype`, checked to have `shape`."""
+    value = np.asarray(state[key])
+    if value.shape != shape:
+        raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {shape}")
+    if value.size and not np.can_cast(value.dtype, dtype, casting="same_kind"):
+        raise ValueError(f"state[{key!r}] has dtype {value.dtype}, expected {np.dtype(dtype)}")
+    return np.ascontiguousarray(value, dtype=dtype).reshape(-1)
+
+
+def state_int(state: dict[str, Any], key: str) -> int:
+    value = state[key]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"state[{key!r}] must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def ratio(num: float, den: float) -> float:
+    return num / den if den else math.nan
+
+
+class RustPolicy(Policy):
+    """What the Rust-backed policies share: select, observe, and checked state round trips."""
+
+    _core: Any
+    #: The keys the core's state holds, besides the wrapper's own.
+    _state_keys: tuple[str, ...] = ()
+
+    @property
+    def num_prompts(self) -> int:  # type: ignore[override]
+        return int(self._core.num_prompts)
+
+    @property
+    def step(self) -> int:
+        return int(self._core.step)
+
+    def config(self) -> dict[str, Any]:
+        """The options the policy was built with; a state only loads into the same options."""
+        return {}
+
+    def select(self, batch_size: int) -> np.ndarray:
+        return self._core.select(check_batch_size(batch_size))
+
+    def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
+        self._core.observe(*observation_arrays(prompt_ids, n_correct, n_rollouts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_prompts": self.num_prompts, "config": self.config(), **self._core.state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        expected = {"num_prompts", "config", *self._state_keys}
+        missing = sorted(expected - state.keys())
+        extra = sorted(state.keys() - expected)
+        if missing or extra:
+            raise ValueError(f"state does not fit {type(self).__name__}: missing {missing}, unexpected {extra}")
+        if state["num_prompts"] != self.num_prompts:
+            raise ValueError(f"state is for {state['num_prompts']} prompts, this policy has {self.num_prompts}")
+        if _normalise(state["config"]) != _normalise(self.config()):
+            raise ValueError(f"state was saved with options {state['config']}, this policy has {self.config()}")
+        self._load_core(state)
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def _normalise(value: Any) -> Any:
+    """Config values compared after a JSON round trip (tuples become lists)."""
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def prior_matrix(prior_alpha: Any) -> list[list[float]]:
+    if isinstance(prior_alpha, str):
+        name = "ones" if prior_alpha == "uniform" else prior_alpha
+        if name not in PRIORS:
+            raise ValueError(f"unknown prior_alpha {prior_alpha!r}; choose a number, a 3x3 matrix or one of {sorted(PRIORS)}")
+        return PRIORS[name]
+    if isinstance(prior_alpha, (int, float, np.integer, np.floating)) and not isinstance(prior_alpha, bool):
+        return [[float(prior_alpha)] * 3 for _ in range(3)]
+    matrix = np.asarray(prior_alpha, dtype=np.float64)
+    if matrix.shape != (3, 3):
+        raise ValueError(f"prior_alpha must be a number, a name or a 3x3 matrix, got shape {matrix.shape}")
+    return matrix.tolist()
+
+
+class DPS(RustPolicy):
+    """Dynamics-Predictive Sampling: a 3-state HMM per prompt; take the B prompts most likely
+    to be partially solved at the next step.
+
+    prior_alpha: alpha0, a number (every entry), 'ones', 'progress', 'stability', 'local', or a
+    3x3 matrix [to][from]. prior_state: pi0 (default uniform). entropy_weight: the
+    topk+entropy variant's w (0 = the paper's default).
+    """
+
+    _state_keys = ("alpha", "post", "step", "pending", "confusion")
+
+    def __init__(
+        self,
+        num_prompts: int,
+        *,
+        decay: float = 0.7,
+        prior_alpha: Any = 1.0,
+        prior_state: Any = None,
+        entropy_weight: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        num_prompts = check_num_prompts(num_prompts)
+        self.decay = float(decay)
+        self.prior_alpha = prior_matrix(prior_alpha)
+        pi0 = [1.0 / 3] * 3 if prior_state is None else np.asarray(prior_state, dtype=np.float64).tolist()
+        if len(pi0) != 3:
+            raise ValueError(f"prior_state must hold 3 probabilities, got {len(pi0)}")
+        self.prior_state = pi0
+        self.entropy_weight = float(entropy_weight)
+        self.seed = check_seed(seed)
+        alpha0 = [x for row in self.prior_alpha for x in row]
+        self._core = _core.DpsCore(num_prompts, self.decay, alpha0, pi0, self.entropy_weight, self.seed)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "decay": self.decay,
+            "prior_alpha": self.prior_alpha,
+            "prior_state": self.prior_state,
+            "entropy_weight": self.entropy_weight,
+            "seed": self.seed,
+        }
+
+    def predicted_state_probs(self, prompt_ids: Any = None) -> np.ndarray:
+        """(n, 3) predicted distribution over (unsolved, partial, solved) for the next step."""
+        ids = np.arange(self.num_prompts) if prompt_ids is None else as_int_array("prompt_ids", prompt_ids)
+        return self._core.predicted(ids)
+
+    def bytes_per_prompt(self) -> float:
+        return float(self._core.bytes_per_prompt())
+
+    def metrics(self) -> dict[str, float]:
+        """Prediction quality over the last step's observed groups: argmax(prior) against the
+        observed state; precision / recall / F1 of state 1 (partial); confusion_{observed}{predicted}."""
+        c = self._core.confusion().astype(np.float64)
+        total = float(c.sum())
+        tp = float(c[1, 1])
+        precision, recall = ratio(tp, float(c[:, 1].sum())), ratio(tp, float(c[1, :].sum()))
+        out = {
+            "pred_accuracy": ratio(float(np.trace(c)), total),
+            "pred_precision": precision,
+            "pred_recall": recall,
+            "pred_f1": ratio(2 * precision * recall, precision + recall) if total else math.nan,
+        }
+        out.update({f"confusion_{i}{j}": float(c[i, j]) for i in range(3) for j in range(3)})
+        return out
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        n = self.num_prompts
+        self._core.load_state(
+            state_array(state, "alpha", np.float32, (n, 3, 3)),
+            state_array(state, "post", np.float32, (n, 3)),
+            state_int(state, "step"),
+            as_int_array("pending", state["pending"]),
+            state_array(state, "confusion", np.int64, (3, 3)),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        n = self.num_prompts
+        state["alpha"] = state["alpha"].reshape(n, 3, 3)
+        state["post"] = state["post"].reshape(n, 3)
+        return state
+
+
+class EpochPolicy(RustPolicy):
+    """State handling shared by the policies built on a shuffled epoch order."""
+
+    def _order(self, state: dict[str, Any]) -> tuple[int, int, np.ndarray]:
+        return state_int(state, "epoch"), state_int(state, "cursor"), as_int_array("order", state["order"])
+
+
+class Uniform(EpochPolicy):
+    """US: the shuffled dataloader, a fresh seeded permutation each epoch."""
+
+    _state_keys = ("step", "pending", "epoch", "cursor", "order")
+
+    def __init__(self, num_prompts: int, *, seed: int = 0) -> None:
+        self.seed = check_seed(seed)
+        self._core = _core.UniformCore(check_num_prompts(num_prompts), self.seed)
+
+    def config(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        self._core.load_state(state_int(state, "step"), as_int_array("pending", state["pending"]), *self._order(state))
+
+
+class HistoryResampling(EpochPolicy):
+    """HR (SRPO): uniform epochs that leave out prompts whose last group was all correct."""
+
+    _state_keys = ("step", "resets", "excluded", "pending", "epoch", "cursor", "order")
+
+    def __init__(self, num_prompts: int, *, seed: int = 0) -> None:
+        self.seed = check_seed(seed)
+        self._core = _core.HistoryCore(check_num_prompts(num_prompts), self.seed)
+
+    def config(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def metrics(self) -> dict[str, float]:
+        return {"excluded": float(self._core.excluded_count), "history_resets": float(self._core.resets)}
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        self._core.load_state(
+            state_int(state, "step"),
+            state_int(state, "resets"),
+            state_array(state, "excluded", np.uint8, (self.num_prompts,)),
+            as_int_array("pending", state["pending"]),
+            *self._order(state),
+        )
+
+
+class MoPPS(RustPolicy):
+    """MoPPS: Beta(a, b) per prompt; take the B whose posterior draw is closest to `target`.
+
+    threshold=(lo, hi) is the threshold variant: draws inside the band first, in random order.
+    """
+
+    _state_keys = ("step", "a", "b", "pending")
+
+    def __init__(
+        self,
+        num_prompts: int,
+        *,
+        decay: float = 1.0,
+        prior_a: float = 1.0,
+        prior_b: float = 1.0,
+        target: float = 0.5,
+        threshold: tuple[float, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.decay, self.prior_a, self.prior_b, self.target = float(decay), float(prior_a), float(prior_b), float(target)
+        if threshold is not None and len(threshold) != 2:
+            raise ValueError(f"threshold must be (lo, hi), got {threshold!r}")
+        self.threshold = None if threshold is None else (float(threshold[0]), float(threshold[1]))
+        self.seed = check_seed(seed)
+        self._core = _core.MoppsCore(
+            check_num_prompts(num_prompts), self.decay, self.prior_a, self.prior_b, self.target, self.threshold, self.seed
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "decay": self.decay,
+            "prior_a": self.prior_a,
+            "prior_b": self.prior_b,
+            "target": self.target,
+            "threshold": self.threshold,
+            "seed": self.seed,
+        }
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        n = self.num_prompts
+        self._core.load_state(
+            state_int(state, "step"),
+            state_array(state, "a", np.float64, (n,)),
+            state_array(state, "b", np.float64, (n,)),
+            as_int_array("pending", state["pending"]),
+        )
+
+
+def zero_variance_mask(n_correct: Any, n_rollouts: Any, band: tuple[float, float] | None = None) -> np.ndarray:
+    """True for groups with a learning signal: 0 < correct < k, or a mean inside `band`."""
+    return _core.admit_mask(as_int_array("n_correct", n_correct), as_int_array("n_rollouts", n_rollouts), band)
+
+
+class GRESO(EpochPolicy):
+    """GRESO: skip prompts with zero-variance streaks before rollout (adaptive skip
+    probabilities), then drop zero-variance groups after rollout, in up to `max_rounds` rounds."""
+
+    _state_keys = ("step", "calls", "skipped", "p_easy_now", "p_hard_now", "easy", "hard", "pending", "epoch", "cursor", "order")
+
+    def __init__(
+        self,
+        num_prompts: int,
+        *,
+        p_easy: float = 0.5,
+        p_hard: float = 0.5,
+        step_size: float = 0.01,
+        p_min: float = 0.05,
+        p_max: float = 0.95,
+        min_keep: float = 0.01,
+        target_easy: float = 0.25 / 3,
+        target_hard: float = 0.25 * 2 / 3,
+        max_rounds: int = 10,
+        seed: int = 0,
+    ) -> None:
+        self._options = {
+            "p_easy": float(p_easy),
+            "p_hard": float(p_hard),
+            "step_size": float(step_size),
+            "p_min": float(p_min),
+            "p_max": float(p_max),
+            "min_keep": float(min_keep),
+            "target_easy": float(target_easy),
+            "target_hard": float(target_hard),
+        }
+        self.max_rounds = check_batch_size(max_rounds) or 1
+        self.seed = check_seed(seed)
+        self._core = _core.GresoCore(check_num_prompts(num_prompts), *self._options.values(), self.seed)
+        self._skipped_last = 0
+
+    def config(self) -> dict[str, Any]:
+        return {**self._options, "max_rounds": self.max_rounds, "seed": self.seed}
+
+    def admit(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> np.ndarray:
+        return zero_variance_mask(n_correct, n_rollouts)
+
+    def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
+        skipped = int(self._core.skipped)
+        super().observe(prompt_ids, n_correct, n_rollouts)
+        self._skipped_last = skipped
+
+    def metrics(self) -> dict[str, float]:
+        return {"p_easy": self._core.p_easy, "p_hard": self._core.p_hard, "skipped": float(self._skipped_last)}
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        n = self.num_prompts
+        p_easy, p_hard = state["p_easy_now"], state["p_hard_now"]
+        if not all(isinstance(p, (int, float, np.floating)) and not isinstance(p, bool) for p in (p_easy, p_hard)):
+            raise ValueError("state's p_easy_now and p_hard_now must be numbers")
+        self._core.load_state(
+            state_int(state, "step"),
+            state_int(state, "calls"),
+            state_int(state, "skipped"),
+            float(p_easy),
+            float(p_hard),
+            state_array(state, "easy", np.uint16, (n,)),
+            state_array(state, "hard", np.uint16, (n,)),
+            as_int_array("pending", state["pending"]),
+            *self._order(state),
+        )

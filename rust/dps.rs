@@ -1,0 +1,424 @@
+//! DPS: a 3-state hidden Markov model per prompt, filtered online from observed groups
+//! (method.md section 2), and top-B selection on the predicted probability of "partially solved".
+//!
+//! Storage per prompt: alpha (3x3, f32), the posterior (3, f32) and the selection score (f32),
+//! 52 bytes. Arithmetic is done in f64 from the stored values; the score is always a pure function
+//! of the stored (alpha, posterior), so a saved state reloads to exactly the same selections.
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, Result};
+use crate::observe::{Observations, PARTIAL};
+use crate::pending::Pending;
+use crate::rng::{key, stream};
+use crate::topk::top_k;
+
+pub const STATES: usize = 3;
+const CHUNK: usize = 1 << 14;
+
+/// Concentration matrices alpha0[to][from], flattened row-major (method.md section 2).
+pub const PRIOR_ONES: [f64; 9] = [1.0; 9];
+pub const PRIOR_PROGRESS: [f64; 9] = [1.0, 0.5, 0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0];
+pub const PRIOR_STABILITY: [f64; 9] = [1.0, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 1.0];
+pub const PRIOR_LOCAL: [f64; 9] = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpsConfig {
+    /// lambda in (0, 1]: how much of the transition counts survives each step.
+    pub decay: f64,
+    /// alpha0[to * 3 + from].
+    pub alpha0: [f64; 9],
+    /// The initial state distribution pi0.
+    pub pi0: [f64; 3],
+    /// w in score = P(partial) + w * entropy(prior); 0 is the paper's plain top-k.
+    pub entropy_weight: f64,
+    pub seed: u64,
+}
+
+impl Default for DpsConfig {
+    fn default() -> Self {
+        DpsConfig { decay: 0.7, alpha0: PRIOR_ONES, pi0: [1.0 / 3.0; 3], entropy_weight: 0.0, seed: 0 }
+    }
+}
+
+impl DpsConfig {
+    fn validate(&self) -> Result<()> {
+        if !(self.decay > 0.0 && self.decay <= 1.0) {
+            return invalid(format!("decay must be in (0, 1], got {}", self.decay));
+        }
+        if self.alpha0.iter().any(|a| !a.is_finite() || *a < 0.0) {
+            return invalid("prior_alpha must be finite and non-negative");
+        }
+        if column_sums(&self.alpha0).iter().any(|s| *s <= 0.0) {
+            return invalid("every column of prior_alpha needs a positive sum");
+        }
+        if self.pi0.iter().any(|p| !p.is_finite() || *p < 0.0) || self.pi0.iter().sum::<f64>() <= 0.0 {
+            return invalid("prior_state must be finite, non-negative and not all zero");
+        }
+        if !self.entropy_weight.is_finite() {
+            return invalid("entropy_weight must be finite");
+        }
+        Ok(())
+    }
+}
+
+#[inline]
+fn column_sums(a: &[f64; 9]) -> [f64; 3] {
+    [a[0] + a[3] + a[6], a[1] + a[4] + a[7], a[2] + a[5] + a[8]]
+}
+
+#[inline]
+fn widen9(a: &[f32; 9]) -> [f64; 9] {
+    a.map(|x| x as f64)
+}
+
+#[inline]
+fn widen3(p: &[f32; 3]) -> [f64; 3] {
+    p.map(|x| x as f64)
+}
+
+/// P(alpha) @ post, renormalised: the predicted distribution of the next state.
+#[inline]
+pub fn predict(a: &[f64; 9], post: &[f64; 3]) -> [f64; 3] {
+    let cs = column_sums(a);
+    let w = [post[0] / cs[0], post[1] / cs[1], post[2] / cs[2]];
+    let mut p = [0.0; 3];
+    for (i, pi) in p.iter_mut().enumerate() {
+        *pi = a[3 * i] * w[0] + a[3 * i + 1] * w[1] + a[3 * i + 2] * w[2];
+    }
+    let total = p[0] + p[1] + p[2];
+    if total > 0.0 && total.is_finite() {
+        p.map(|x| x / total)
+    } else {
+        [1.0 / 3.0; 3]
+    }
+}
+
+#[inline]
+fn entropy(p: &[f64; 3]) -> f64 {
+    -p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.ln()).sum::<f64>()
+}
+
+#[inline]
+fn argmax(p: &[f64; 3]) -> usize {
+    let mut best = 0;
+    for i in 1..STATES {
+        if p[i] > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl DpsConfig {
+    #[inline]
+    fn score(&self, a: &[f32; 9], post: &[f32; 3]) -> f32 {
+        let prior = predict(&widen9(a), &widen3(post));
+        let mut s = prior[PARTIAL];
+        if self.entropy_weight != 0.0 {
+            s += self.entropy_weight * entropy(&prior);
+        }
+        s as f32
+    }
+
+    #[inline]
+    fn decayed(&self, a: &[f64; 9]) -> [f64; 9] {
+        let lam = self.decay;
+        let mut out = [0.0; 9];
+        for i in 0..9 {
+            out[i] = lam * a[i] + (1.0 - lam) * self.alpha0[i];
+        }
+        out
+    }
+
+    /// A prompt rolled out this step, in state y. Returns the state the filter had predicted.
+    #[inline]
+    fn update_observed(&self, alpha: &mut [f32; 9], post: &mut [f32; 3], y: usize) -> usize {
+        let a = widen9(alpha);
+        let p = widen3(post);
+        let predicted = argmax(&predict(&a, &p));
+        let cs = column_sums(&a);
+        let xi: [f64; 3] = std::array::from_fn(|j| p[j] * a[3 * y + j] / cs[j]);
+        let z = xi[0] + xi[1] + xi[2];
+        let mut new = self.decayed(&a);
+        // z = 0 happens when the model gives the observed transition no mass (the 'local'
+        // prior's unsolved <-> solved jump): then no count is added, and no NaN appears.
+        if z > 0.0 && z.is_finite() {
+            for j in 0..3 {
+                new[3 * y + j] += xi[j] / z;
+            }
+        }
+        *alpha = new.map(|x| x as f32);
+        *post = [0.0; 3];
+        post[y] = 1.0;
+        predicted
+    }
+
+    /// A prompt not rolled out: the posterior becomes the prediction, the counts decay.
+    #[inline]
+    fn update_unobserved(&self, alpha: &mut [f32; 9], post: &mut [f32; 3]) {
+        let a = widen9(alpha);
+        let prior = predict(&a, &widen3(post));
+        *alpha = self.decayed(&a).map(|x| x as f32);
+        *post = prior.map(|x| x as f32);
+    }
+}
+
+/// The state a DPS filter saves: enough to continue exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpsState {
+    pub alpha: Vec<f32>,
+    pub post: Vec<f32>,
+    pub step: u64,
+    pub pending: Vec<i64>,
+    pub confusion: [[u64; 3]; 3],
+}
+
+#[derive(Clone, Debug)]
+pub struct Dps {
+    cfg: DpsConfig,
+    alpha: Vec<[f32; 9]>,
+    post: Vec<[f32; 3]>,
+    score: Vec<f32>,
+    step: u64,
+    pending: Pending,
+    confusion: [[u64; 3]; 3],
+}
+
+impl Dps {
+    pub fn new(num_prompts: usize, cfg: DpsConfig) -> Result<Self> {
+        cfg.validate()?;
+        crate::error::check_num_prompts(num_prompts)?;
+        let total: f64 = cfg.pi0.iter().sum();
+        let pi0 = cfg.pi0.map(|p| (p / total) as f32);
+        let alpha0 = cfg.alpha0.map(|a| a as f32);
+        let score0 = cfg.score(&alpha0, &pi0);
+        Ok(Dps {
+            alpha: vec![alpha0; num_prompts],
+            post: vec![pi0; num_prompts],
+            score: vec![score0; num_prompts],
+            step: 0,
+            pending: Pending::new(num_prompts),
+            confusion: [[0; 3]; 3],
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &DpsConfig {
+        &self.cfg
+    }
+
+    pub fn num_prompts(&self) -> usize {
+        self.alpha.len()
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The last step's confusion counts, [observed state][predicted state].
+    pub fn confusion(&self) -> [[u64; 3]; 3] {
+        self.confusion
+    }
+
+    /// Bytes held per prompt by the filter and the selection.
+    pub fn bytes_per_prompt(&self) -> f64 {
+        let n = self.num_prompts() as f64;
+        let held = self.alpha.capacity() * 36 + self.post.capacity() * 12 + self.score.capacity() * 4;
+        (held as f64 + n / 8.0) / n
+    }
+
+    pub fn scores(&self) -> &[f32] {
+        &self.score
+    }
+
+    /// The `batch_size` prompts most likely to be partially solved, excluding those already
+    /// selected in this step.
+    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        self.pending.check_room(self.num_prompts(), batch_size)?;
+        let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
+        let pending = &self.pending;
+        let ids = top_k(&self.score, batch_size, tie_seed, |id| pending.contains(id));
+        for &id in &ids {
+            self.pending.insert(id);
+        }
+        Ok(ids)
+    }
+
+    /// One filter step for every prompt: the observed ones take their evidence, the rest decay.
+    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+        if let Some(g) = obs.groups().last() {
+            if g.id as usize >= self.num_prompts() {
+                return invalid(format!("prompt id {} is outside [0, {})", g.id, self.num_prompts()));
+            }
+        }
+        let cfg = &self.cfg;
+        let confusions: Vec<[[u64; 3]; 3]> = self
+            .alpha
+            .par_chunks_mut(CHUNK)
+            .zip(self.post.par_chunks_mut(CHUNK))
+            .zip(self.score.par_chunks_mut(CHUNK))
+            .enumerate()
+            .map(|(c, ((alpha, post), score))| {
+                let start = c * CHUNK;
+                let groups = obs.in_range(start, start + alpha.len());
+                let mut confusion = [[0u64; 3]; 3];
+                let mut next = groups.iter().peekable();
+                for i in 0..alpha.len() {
+                    match next.peek() {
+                        Some(g) if g.id as usize == start + i => {
+                            let y = g.state();
+                            let predicted = cfg.update_observed(&mut alpha[i], &mut post[i], y);
+                            confusion[y][predicted] += 1;
+                            next.next();
+                        }
+                        _ => cfg.update_unobserved(&mut alpha[i], &mut post[i]),
+                    }
+                    score[i] = cfg.score(&alpha[i], &post[i]);
+                }
+                confusion
+            })
+            .collect();
+        self.confusion = [[0; 3]; 3];
+        for m in confusions {
+            for (row, add) in self.confusion.iter_mut().zip(m) {
+                for (x, y) in row.iter_mut().zip(add) {
+                    *x += y;
+                }
+            }
+        }
+        self.step += 1;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The predicted distribution over (unsolved, partial, solved) that the next selection uses.
+    pub fn predicted(&self, id: u32) -> [f64; 3] {
+        let i = id as usize;
+        predict(&widen9(&self.alpha[i]), &widen3(&self.post[i]))
+    }
+
+    pub fn export(&self) -> DpsState {
+        DpsState {
+            alpha: self.alpha.iter().flatten().copied().collect(),
+            post: self.post.iter().flatten().copied().collect(),
+            step: self.step,
+            pending: self.pending.ids().iter().map(|&i| i as i64).collect(),
+            confusion: self.confusion,
+        }
+    }
+
+    /// A filter with `cfg` continued from `state`; refuses a state that does not fit.
+    pub fn restore(num_prompts: usize, cfg: DpsConfig, state: &DpsState) -> Result<Self> {
+        let mut dps = Dps::new(num_prompts, cfg)?;
+        if state.alpha.len() != num_prompts * 9 {
+            return invalid(format!("alpha holds {} values, expected {} x 3 x 3", state.alpha.len(), num_prompts));
+        }
+        if state.post.len() != num_prompts * 3 {
+            return invalid(format!("post holds {} values, expected {} x 3", state.post.len(), num_prompts));
+        }
+        for (i, (a, p)) in state.alpha.chunks_exact(9).zip(state.post.chunks_exact(3)).enumerate() {
+            let a: [f32; 9] = a.try_into().unwrap();
+            let p: [f32; 3] = p.try_into().unwrap();
+            if a.iter().any(|x| !x.is_finite() || *x < 0.0) || column_sums(&widen9(&a)).iter().any(|s| *s <= 0.0) {
+                return invalid(format!("alpha of prompt {i} is not a valid concentration matrix"));
+            }
+            let total: f32 = p.iter().sum();
+            if p.iter().any(|x| !x.is_finite() || *x < 0.0) || (total - 1.0).abs() > 1e-3 {
+                return invalid(format!("post of prompt {i} is not a distribution"));
+            }
+            dps.alpha[i] = a;
+            dps.post[i] = p;
+            dps.score[i] = dps.cfg.score(&a, &p);
+        }
+        dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
+        dps.step = state.step;
+        dps.confusion = state.confusion;
+        Ok(dps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(n: usize, ids: &[i64], c: &[i64], k: i64) -> Observations {
+        Observations::new(n, ids, c, &vec![k; ids.len()]).unwrap()
+    }
+
+    #[test]
+    fn first_step_matches_hand_computation() {
+        // alpha0 = ones, post = uniform; observe partial (y = 1).
+        let mut d = Dps::new(2, DpsConfig { decay: 0.5, ..Default::default() }).unwrap();
+        d.observe(&obs(2, &[0], &[3], 8)).unwrap();
+        // xi row 1 = post[j] * P[1][j] / z = (1/3 * 1/3) / (1/3) each -> 1/3 per column.
+        // alpha = 0.5 * 1 + 0.5 * 1 + xi -> row 1 = 4/3, others 1; column sums 10/3.
+        let p = d.predicted(0);
+        assert!((p[1] - 0.4).abs() < 1e-6, "{p:?}");
+        assert!((p[0] - 0.3).abs() < 1e-6);
+        // The unobserved prompt stays uniform under the all-ones prior.
+        let q = d.predicted(1);
+        assert!(q.iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-6));
+        assert_eq!(d.select(1).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn local_prior_jump_adds_no_count_and_no_nan() {
+        let cfg = DpsConfig { decay: 1.0, alpha0: PRIOR_LOCAL, ..Default::default() };
+        let mut d = Dps::new(1, cfg).unwrap();
+        d.observe(&obs(1, &[0], &[0], 8)).unwrap(); // unsolved
+        d.observe(&obs(1, &[0], &[8], 8)).unwrap(); // solved: the local prior forbids 0 -> 2
+        let p = d.predicted(0);
+        assert!(p.iter().all(|x| x.is_finite()) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(d.scores().iter().all(|s| s.is_finite()));
+    }
+
+    #[test]
+    fn unobserved_prompt_drifts_back_to_uniform() {
+        let mut d = Dps::new(2, DpsConfig { decay: 0.5, ..Default::default() }).unwrap();
+        for _ in 0..5 {
+            d.observe(&obs(2, &[0], &[8], 8)).unwrap();
+        }
+        assert!(d.predicted(0)[2] > 0.5);
+        for _ in 0..60 {
+            d.observe(&obs(2, &[1], &[0], 8)).unwrap();
+        }
+        assert!(d.predicted(0).iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-4));
+    }
+
+    #[test]
+    fn selections_in_one_step_are_disjoint() {
+        let mut d = Dps::new(100, DpsConfig::default()).unwrap();
+        let mut a = d.select(40).unwrap();
+        let b = d.select(40).unwrap();
+        assert!(d.select(21).is_err());
+        a.extend(b);
+        a.sort();
+        a.dedup();
+        assert_eq!(a.len(), 80);
+    }
+
+    #[test]
+    fn restore_round_trips_and_rejects_bad_state() {
+        let mut d = Dps::new(50, DpsConfig::default()).unwrap();
+        d.observe(&obs(50, &[1, 2, 3], &[0, 4, 8], 8)).unwrap();
+        let s = d.export();
+        let mut e = Dps::restore(50, DpsConfig::default(), &s).unwrap();
+        assert_eq!(e.export(), s);
+        assert_eq!(e.select(10).unwrap(), d.select(10).unwrap());
+        let mut bad = s.clone();
+        bad.alpha[4] = f32::NAN;
+        assert!(Dps::restore(50, DpsConfig::default(), &bad).is_err());
+        assert!(Dps::restore(49, DpsConfig::default(), &s).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        assert!(Dps::new(10, DpsConfig { decay: 0.0, ..Default::default() }).is_err());
+        assert!(Dps::new(10, DpsConfig { decay: 1.5, ..Default::default() }).is_err());
+        let mut a0 = PRIOR_ONES;
+        a0[0] = -1.0;
+        assert!(Dps::new(10, DpsConfig { alpha0: a0, ..Default::default() }).is_err());
+        assert!(Dps::new(0, DpsConfig::default()).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! GRESO: skip, before rollout, prompts whose recent groups all had zero variance, with a
+//! probability that adapts to how many zero-variance groups the last step produced.
+
+use crate::error::{invalid, Result};
+use crate::observe::{Observations, SOLVED, UNSOLVED};
+use crate::pending::Pending;
+use crate::rng::{key, stream, Rng};
+use crate::sampler::EpochOrder;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GresoConfig {
+    pub p_easy: f64,
+    pub p_hard: f64,
+    pub step_size: f64,
+    pub p_min: f64,
+    pub p_max: f64,
+    /// The floor on a streaked prompt's chance to be kept.
+    pub min_keep: f64,
+    pub target_easy: f64,
+    pub target_hard: f64,
+    pub seed: u64,
+}
+
+impl Default for GresoConfig {
+    fn default() -> Self {
+        GresoConfig {
+            p_easy: 0.5,
+            p_hard: 0.5,
+            step_size: 0.01,
+            p_min: 0.05,
+            p_max: 0.95,
+            min_keep: 0.01,
+            target_easy: 0.25 / 3.0,
+            target_hard: 0.25 * 2.0 / 3.0,
+            seed: 0,
+        }
+    }
+}
+
+impl GresoConfig {
+    fn validate(&self) -> Result<()> {
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if !(unit(self.p_min) && unit(self.p_max) && self.p_min <= self.p_max) {
+            return invalid("GRESO needs 0 <= p_min <= p_max <= 1");
+        }
+        if !(unit(self.p_easy) && unit(self.p_hard) && unit(self.min_keep) && unit(self.step_size)) {
+            return invalid("GRESO's p_easy, p_hard, min_keep and step_size must lie in [0, 1]");
+        }
+        if !(unit(self.target_easy) && unit(self.target_hard)) {
+            return invalid("GRESO's targets must lie in [0, 1]");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Greso {
+    cfg: GresoConfig,
+    num_prompts: usize,
+    /// Consecutive all-correct (easy) and all-wrong (hard) groups of each prompt.
+    pub(crate) easy: Vec<u16>,
+    pub(crate) hard: Vec<u16>,
+    pub(crate) p_easy: f64,
+    pub(crate) p_hard: f64,
+    pub(crate) order: EpochOrder,
+    pub(crate) pending: Pending,
+    pub(crate) step: u64,
+    /// select calls so far in this step: each draws from its own generator.
+    pub(crate) calls: u64,
+    pub(crate) skipped: u64,
+}
+
+impl Greso {
+    pub fn new(num_prompts: usize, cfg: GresoConfig) -> Result<Self> {
+        crate::error::check_num_prompts(num_prompts)?;
+        cfg.validate()?;
+        Ok(Greso {
+            num_prompts,
+            easy: vec![0; num_prompts],
+            hard: vec![0; num_prompts],
+            p_easy: cfg.p_easy,
+            p_hard: cfg.p_hard,
+            order: EpochOrder::new(cfg.seed),
+            pending: Pending::new(num_prompts),
+            step: 0,
+            calls: 0,
+            skipped: 0,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &GresoConfig {
+        &self.cfg
+    }
+
+    pub fn num_prompts(&self) -> usize {
+        self.num_prompts
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    pub fn probabilities(&self) -> (f64, f64) {
+        (self.p_easy, self.p_hard)
+    }
+
+    /// Prompts skipped by the pre-rollout filter since the last observe.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn keep_probability(&self, id: u32) -> f64 {
+        let (e, h) = (self.easy[id as usize], self.hard[id as usize]);
+        if e > 0 {
+            self.p_easy.powi(e as i32).max(self.cfg.min_keep)
+        } else if h > 0 {
+            self.p_hard.powi(h as i32).max(self.cfg.min_keep)
+        } else {
+            1.0
+        }
+    }
+
+    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        self.pending.check_room(self.num_prompts, batch_size)?;
+        let mut rng = Rng::new(key(&[self.cfg.seed, stream::GRESO_SKIP, self.step, self.calls]));
+        self.calls += 1;
+        let mut out = Vec::with_capacity(batch_size);
+        while out.len() < batch_size {
+            let Some(id) = self.order.next() else {
+                self.order.start_epoch((0..self.num_prompts as u32).collect());
+                continue;
+            };
+            if self.pending.contains(id) {
+                continue;
+            }
+            if rng.uniform() < self.keep_probability(id) {
+                self.pending.insert(id);
+                out.push(id);
+            } else {
+                self.skipped += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+        let (mut n_easy, mut n_hard) = (0usize, 0usize);
+        for g in obs.groups() {
+            let i = g.id as usize;
+            match g.state() {
+                SOLVED => {
+                    self.easy[i] = self.easy[i].saturating_add(1);
+                    self.hard[i] = 0;
+                    n_easy += 1;
+                }
+                UNSOLVED => {
+                    self.hard[i] = self.hard[i].saturating_add(1);
+                    self.easy[i] = 0;
+                    n_hard += 1;
+                }
+                _ => {
+                    self.easy[i] = 0;
+                    self.hard[i] = 0;
+                }
+            }
+        }
+        if !obs.is_empty() {
+            let total = obs.len() as f64;
+            self.p_easy = self.adapt(self.p_easy, n_easy as f64 / total, self.cfg.target_easy);
+            self.p_hard = self.adapt(self.p_hard, n_hard as f64 / total, self.cfg.target_hard);
+        }
+        self.step += 1;
+        self.calls = 0;
+        self.skipped = 0;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Too many zero-variance groups of a kind: keep fewer such prompts next time.
+    fn adapt(&self, p: f64, share: f64, target: f64) -> f64 {
+        let moved = if share > target { p - self.cfg.step_size } else { p + self.cfg.step_size };
+        moved.clamp(self.cfg.p_min, self.cfg.p_max)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        num_prompts: usize,
+        cfg: GresoConfig,
+        easy: &[u16],
+        hard: &[u16],
+        p_easy: f64,
+        p_hard: f64,
+        order: EpochOrder,
+        pending: &[i64],
+        step: u64,
+        calls: u64,
+        skipped: u64,
+    ) -> Result<Self> {
+        let mut g = Greso::new(num_prompts, cfg)?;
+        if easy.len() != num_prompts || hard.len() != num_prompts {
+            return invalid(format!("streaks hold {} and {} values, expected {num_prompts}", easy.len(), hard.len()));
+        }
+        if !((0.0..=1.0).contains(&p_easy) && (0.0..=1.0).contains(&p_hard)) {
+            return invalid("p_easy and p_hard must lie in [0, 1]");
+        }
+        g.easy = easy.to_vec();
+        g.hard = hard.to_vec();
+        g.p_easy = p_easy;
+        g.p_hard = p_hard;
+        g.order = order;
+        g.pending = Pending::from_ids(num_prompts, pending)?;
+        g.step = step;
+        g.calls = calls;
+        g.skipped = skipped;
+        Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaked_prompts_are_skipped_and_p_adapts() {
+        let n = 1000;
+        let mut g = Greso::new(n, GresoConfig::default()).unwrap();
+        let ids: Vec<i64> = (0..n as i64).collect();
+        // Every prompt all correct, three times: p_easy falls, easy prompts are mostly skipped.
+        for _ in 0..3 {
+            g.observe(&Observations::new(n, &ids, &vec![8; n], &vec![8; n]).unwrap()).unwrap();
+        }
+        assert!((g.probabilities().0 - 0.47).abs() < 1e-12);
+        assert!((g.probabilities().1 - 0.53).abs() < 1e-12);
+        g.select(50).unwrap();
+        // keep chance 0.47^3 ~ 0.10: about 450 skipped for 50 kept.
+        assert!(g.skipped() > 200, "skipped {}", g.skipped());
+    }
+}

@@ -1,0 +1,133 @@
+//! HR, history resampling (SRPO): uniform epochs, but a prompt whose group was all correct the
+//! last time it was seen is left out of the following epochs (all-wrong prompts stay).
+//!
+//! When the prompts left cannot fill a batch, the exclusions are reset (counted in `resets`).
+
+use crate::error::{invalid, Result};
+use crate::observe::{Observations, SOLVED};
+use crate::pending::Pending;
+use crate::sampler::EpochOrder;
+
+#[derive(Clone, Debug)]
+pub struct HistoryResampling {
+    num_prompts: usize,
+    pub(crate) excluded: Vec<bool>,
+    pub(crate) order: EpochOrder,
+    pub(crate) pending: Pending,
+    pub(crate) step: u64,
+    pub(crate) resets: u64,
+}
+
+impl HistoryResampling {
+    pub fn new(num_prompts: usize, seed: u64) -> Result<Self> {
+        crate::error::check_num_prompts(num_prompts)?;
+        Ok(HistoryResampling {
+            num_prompts,
+            excluded: vec![false; num_prompts],
+            order: EpochOrder::new(seed),
+            pending: Pending::new(num_prompts),
+            step: 0,
+            resets: 0,
+        })
+    }
+
+    pub fn num_prompts(&self) -> usize {
+        self.num_prompts
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    pub fn excluded_count(&self) -> usize {
+        self.excluded.iter().filter(|&&e| e).count()
+    }
+
+    pub fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    fn next_pool(&mut self, still_needed: usize) -> Vec<u32> {
+        let pool: Vec<u32> = (0..self.num_prompts as u32).filter(|&i| !self.excluded[i as usize]).collect();
+        let fresh = pool.iter().filter(|&&i| !self.pending.contains(i)).count();
+        if fresh >= still_needed {
+            return pool;
+        }
+        self.excluded.fill(false);
+        self.resets += 1;
+        (0..self.num_prompts as u32).collect()
+    }
+
+    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        self.pending.check_room(self.num_prompts, batch_size)?;
+        let mut out = Vec::with_capacity(batch_size);
+        while out.len() < batch_size {
+            match self.order.next() {
+                Some(id) if !self.pending.contains(id) && !self.excluded[id as usize] => {
+                    self.pending.insert(id);
+                    out.push(id);
+                }
+                Some(_) => {}
+                None => {
+                    let pool = self.next_pool(batch_size - out.len());
+                    self.order.start_epoch(pool);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+        for g in obs.groups() {
+            self.excluded[g.id as usize] = g.state() == SOLVED;
+        }
+        self.step += 1;
+        self.pending.clear();
+        Ok(())
+    }
+
+    pub fn restore(
+        num_prompts: usize,
+        seed: u64,
+        step: u64,
+        resets: u64,
+        excluded: &[bool],
+        order: EpochOrder,
+        pending: &[i64],
+    ) -> Result<Self> {
+        let mut h = HistoryResampling::new(num_prompts, seed)?;
+        if excluded.len() != num_prompts {
+            return invalid(format!("excluded holds {} flags, expected {num_prompts}", excluded.len()));
+        }
+        h.excluded = excluded.to_vec();
+        h.pending = Pending::from_ids(num_prompts, pending)?;
+        h.order = order;
+        h.step = step;
+        h.resets = resets;
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn solved_prompts_leave_the_following_epochs() {
+        let n = 20;
+        let mut h = HistoryResampling::new(n, 1).unwrap();
+        // Epoch 1: everything is seen; even ids come back all correct.
+        let ids = h.select(n).unwrap();
+        let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let correct: Vec<i64> = ids.iter().map(|&i| if i % 2 == 0 { 8 } else { 3 }).collect();
+        h.observe(&Observations::new(n, &ids64, &correct, &vec![8; n]).unwrap()).unwrap();
+        let next = h.select(10).unwrap();
+        assert!(next.iter().all(|&i| i % 2 == 1), "{next:?}");
+        assert_eq!(h.resets(), 0);
+        // Asking for more than the 10 that remain resets the history instead of failing.
+        h.observe(&Observations::default()).unwrap();
+        let more = h.select(15).unwrap();
+        assert_eq!(more.len(), 15);
+        assert_eq!(h.resets(), 1);
+    }
+}

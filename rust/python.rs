@@ -1,0 +1,518 @@
+//! Python bindings (`dps._core`): numpy arrays in and out, the GIL released in batch work.
+//! Argument types and dtypes are checked by the Python layer (python/dps/policies/builtin.py);
+//! values are checked here, by the core.
+
+use numpy::{ndarray::Array2, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::dps::{Dps, DpsConfig, DpsState};
+use crate::error::Error;
+use crate::greso::{Greso, GresoConfig};
+use crate::history::HistoryResampling;
+use crate::mopps::{Mopps, MoppsConfig};
+use crate::observe::Observations;
+use crate::sampler::EpochOrder;
+use crate::uniform::Uniform;
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        PyValueError::new_err(e.to_string())
+    }
+}
+
+fn ids_array(py: Python<'_>, ids: Vec<u32>) -> Bound<'_, PyArray1<i64>> {
+    ids.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py)
+}
+
+fn observations(
+    num_prompts: usize,
+    ids: &PyReadonlyArray1<'_, i64>,
+    n_correct: &PyReadonlyArray1<'_, i64>,
+    n_rollouts: &PyReadonlyArray1<'_, i64>,
+) -> PyResult<Observations> {
+    Ok(Observations::new(num_prompts, ids.as_slice()?, n_correct.as_slice()?, n_rollouts.as_slice()?)?)
+}
+
+fn order_state<'py>(d: &Bound<'py, PyDict>, order: &EpochOrder) -> PyResult<()> {
+    let py = d.py();
+    d.set_item("epoch", order.epoch)?;
+    d.set_item("cursor", order.cursor)?;
+    d.set_item("order", ids_array(py, order.order.clone()))?;
+    Ok(())
+}
+
+fn pending_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i64>> {
+    ids_array(py, ids.to_vec())
+}
+
+/// Per-prompt HMM filter and top-B selection.
+#[pyclass(module = "dps._core", name = "DpsCore")]
+struct PyDps {
+    inner: Dps,
+}
+
+#[pymethods]
+impl PyDps {
+    #[new]
+    #[pyo3(signature = (num_prompts, decay, alpha0, pi0, entropy_weight, seed))]
+    fn new(num_prompts: usize, decay: f64, alpha0: [f64; 9], pi0: [f64; 3], entropy_weight: f64, seed: u64) -> PyResult<Self> {
+        let cfg = DpsConfig { decay, alpha0, pi0, entropy_weight, seed };
+        Ok(PyDps { inner: Dps::new(num_prompts, cfg)? })
+    }
+
+    #[getter]
+    fn num_prompts(&self) -> usize {
+        self.inner.num_prompts()
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.inner.step()
+    }
+
+    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let inner = &mut self.inner;
+        let ids = py.detach(|| inner.select(batch_size))?;
+        Ok(ids_array(py, ids))
+    }
+
+    fn observe(
+        &mut self,
+        py: Python<'_>,
+        prompt_ids: PyReadonlyArray1<'_, i64>,
+        n_correct: PyReadonlyArray1<'_, i64>,
+        n_rollouts: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
+        let inner = &mut self.inner;
+        Ok(py.detach(|| inner.observe(&obs))?)
+    }
+
+    /// The (n, 3) predicted state distribution of the given prompts.
+    fn predicted<'py>(&self, py: Python<'py>, prompt_ids: PyReadonlyArray1<'_, i64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let ids = prompt_ids.as_slice()?;
+        let n = self.inner.num_prompts() as i64;
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= n) {
+            return Err(PyValueError::new_err(format!("prompt id {bad} is outside [0, {n})")));
+        }
+        let inner = &self.inner;
+        let flat: Vec<f64> = py.detach(|| ids.iter().flat_map(|&i| inner.predicted(i as u32)).collect());
+        let array = Array2::from_shape_vec((ids.len(), 3), flat).expect("three values per prompt");
+        Ok(array.into_pyarray(py))
+    }
+
+    fn scores<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        PyArray1::from_slice(py, self.inner.scores())
+    }
+
+    /// The last step's confusion counts, [observed state][predicted state].
+    fn confusion<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<u64>> {
+        let c = self.inner.confusion();
+        Array2::from_shape_fn((3, 3), |(i, j)| c[i][j]).into_pyarray(py)
+    }
+
+    fn bytes_per_prompt(&self) -> f64 {
+        self.inner.bytes_per_prompt()
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.export();
+        let d = PyDict::new(py);
+        d.set_item("alpha", s.alpha.into_pyarray(py))?;
+        d.set_item("post", s.post.into_pyarray(py))?;
+        d.set_item("step", s.step)?;
+        d.set_item("pending", s.pending.into_pyarray(py))?;
+        let c = s.confusion;
+        d.set_item("confusion", Array2::from_shape_fn((3, 3), |(i, j)| c[i][j] as i64).into_pyarray(py))?;
+        Ok(d)
+    }
+
+    fn load_state(
+        &mut self,
+        alpha: PyReadonlyArray1<'_, f32>,
+        post: PyReadonlyArray1<'_, f32>,
+        step: u64,
+        pending: PyReadonlyArray1<'_, i64>,
+        confusion: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let c = confusion.as_slice()?;
+        if c.len() != 9 || c.iter().any(|&x| x < 0) {
+            return Err(PyValueError::new_err("confusion must hold 9 non-negative counts"));
+        }
+        let state = DpsState {
+            alpha: alpha.as_slice()?.to_vec(),
+            post: post.as_slice()?.to_vec(),
+            step,
+            pending: pending.as_slice()?.to_vec(),
+            confusion: std::array::from_fn(|i| std::array::from_fn(|j| c[3 * i + j] as u64)),
+        };
+        self.inner = Dps::restore(self.inner.num_prompts(), self.inner.config().clone(), &state)?;
+        Ok(())
+    }
+}
+
+/// The shuffled dataloader.
+#[pyclass(module = "dps._core", name = "UniformCore")]
+struct PyUniform {
+    inner: Uniform,
+    seed: u64,
+}
+
+#[pymethods]
+impl PyUniform {
+    #[new]
+    fn new(num_prompts: usize, seed: u64) -> PyResult<Self> {
+        Ok(PyUniform { inner: Uniform::new(num_prompts, seed)?, seed })
+    }
+
+    #[getter]
+    fn num_prompts(&self) -> usize {
+        self.inner.num_prompts()
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.inner.step()
+    }
+
+    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let inner = &mut self.inner;
+        let ids = py.detach(|| inner.select(batch_size))?;
+        Ok(ids_array(py, ids))
+    }
+
+    fn observe(
+        &mut self,
+        prompt_ids: PyReadonlyArray1<'_, i64>,
+        n_correct: PyReadonlyArray1<'_, i64>,
+        n_rollouts: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
+        Ok(self.inner.observe(&obs)?)
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("step", self.inner.step)?;
+        d.set_item("pending", pending_array(py, self.inner.pending.ids()))?;
+        order_state(&d, &self.inner.order)?;
+        Ok(d)
+    }
+
+    fn load_state(
+        &mut self,
+        step: u64,
+        pending: PyReadonlyArray1<'_, i64>,
+        epoch: u64,
+        cursor: u64,
+        order: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let n = self.inner.num_prompts();
+        let order = EpochOrder::restore(self.seed, n, epoch, cursor, order.as_slice()?)?;
+        self.inner = Uniform::restore(n, self.seed, step, order, pending.as_slice()?)?;
+        Ok(())
+    }
+}
+
+/// Uniform epochs that leave out prompts last seen solved.
+#[pyclass(module = "dps._core", name = "HistoryCore")]
+struct PyHistory {
+    inner: HistoryResampling,
+    seed: u64,
+}
+
+#[pymethods]
+impl PyHistory {
+    #[new]
+    fn new(num_prompts: usize, seed: u64) -> PyResult<Self> {
+        Ok(PyHistory { inner: HistoryResampling::new(num_prompts, seed)?, seed })
+    }
+
+    #[getter]
+    fn num_prompts(&self) -> usize {
+        self.inner.num_prompts()
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.inner.step()
+    }
+
+    #[getter]
+    fn excluded_count(&self) -> usize {
+        self.inner.excluded_count()
+    }
+
+    #[getter]
+    fn resets(&self) -> u64 {
+        self.inner.resets()
+    }
+
+    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let inner = &mut self.inner;
+        let ids = py.detach(|| inner.select(batch_size))?;
+        Ok(ids_array(py, ids))
+    }
+
+    fn observe(
+        &mut self,
+        prompt_ids: PyReadonlyArray1<'_, i64>,
+        n_correct: PyReadonlyArray1<'_, i64>,
+        n_rollouts: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
+        Ok(self.inner.observe(&obs)?)
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("step", self.inner.step)?;
+        d.set_item("resets", self.inner.resets)?;
+        d.set_item("excluded", self.inner.excluded.iter().map(|&e| e as u8).collect::<Vec<_>>().into_pyarray(py))?;
+        d.set_item("pending", pending_array(py, self.inner.pending.ids()))?;
+        order_state(&d, &self.inner.order)?;
+        Ok(d)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_state(
+        &mut self,
+        step: u64,
+        resets: u64,
+        excluded: PyReadonlyArray1<'_, u8>,
+        pending: PyReadonlyArray1<'_, i64>,
+        epoch: u64,
+        cursor: u64,
+        order: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let n = self.inner.num_prompts();
+        let flags = excluded.as_slice()?;
+        if flags.iter().any(|&f| f > 1) {
+            return Err(PyValueError::new_err("excluded must hold 0/1 flags"));
+        }
+        let flags: Vec<bool> = flags.iter().map(|&f| f == 1).collect();
+        let order = EpochOrder::restore(self.seed, n, epoch, cursor, order.as_slice()?)?;
+        self.inner = HistoryResampling::restore(n, self.seed, step, resets, &flags, order, pending.as_slice()?)?;
+        Ok(())
+    }
+}
+
+/// Beta posteriors per prompt, sampled towards a 0.5 success rate.
+#[pyclass(module = "dps._core", name = "MoppsCore")]
+struct PyMopps {
+    inner: Mopps,
+}
+
+#[pymethods]
+impl PyMopps {
+    #[new]
+    #[pyo3(signature = (num_prompts, decay, prior_a, prior_b, target, band, seed))]
+    fn new(num_prompts: usize, decay: f64, prior_a: f64, prior_b: f64, target: f64, band: Option<(f64, f64)>, seed: u64) -> PyResult<Self> {
+        let cfg = MoppsConfig { decay, prior_a, prior_b, target, band, seed };
+        Ok(PyMopps { inner: Mopps::new(num_prompts, cfg)? })
+    }
+
+    #[getter]
+    fn num_prompts(&self) -> usize {
+        self.inner.num_prompts()
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.inner.step()
+    }
+
+    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let inner = &mut self.inner;
+        let ids = py.detach(|| inner.select(batch_size))?;
+        Ok(ids_array(py, ids))
+    }
+
+    fn observe(
+        &mut self,
+        prompt_ids: PyReadonlyArray1<'_, i64>,
+        n_correct: PyReadonlyArray1<'_, i64>,
+        n_rollouts: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
+        Ok(self.inner.observe(&obs)?)
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("step", self.inner.step)?;
+        d.set_item("a", PyArray1::from_slice(py, &self.inner.a))?;
+        d.set_item("b", PyArray1::from_slice(py, &self.inner.b))?;
+        d.set_item("pending", pending_array(py, self.inner.pending.ids()))?;
+        Ok(d)
+    }
+
+    fn load_state(
+        &mut self,
+        step: u64,
+        a: PyReadonlyArray1<'_, f64>,
+        b: PyReadonlyArray1<'_, f64>,
+        pending: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let n = self.inner.num_prompts();
+        self.inner = Mopps::restore(n, self.inner.config().clone(), a.as_slice()?, b.as_slice()?, step, pending.as_slice()?)?;
+        Ok(())
+    }
+}
+
+/// Pre-rollout skipping of prompts with zero-variance streaks.
+#[pyclass(module = "dps._core", name = "GresoCore")]
+struct PyGreso {
+    inner: Greso,
+}
+
+#[pymethods]
+impl PyGreso {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (num_prompts, p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, seed))]
+    fn new(
+        num_prompts: usize,
+        p_easy: f64,
+        p_hard: f64,
+        step_size: f64,
+        p_min: f64,
+        p_max: f64,
+        min_keep: f64,
+        target_easy: f64,
+        target_hard: f64,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let cfg = GresoConfig { p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, seed };
+        Ok(PyGreso { inner: Greso::new(num_prompts, cfg)? })
+    }
+
+    #[getter]
+    fn num_prompts(&self) -> usize {
+        self.inner.num_prompts()
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.inner.step()
+    }
+
+    #[getter]
+    fn p_easy(&self) -> f64 {
+        self.inner.probabilities().0
+    }
+
+    #[getter]
+    fn p_hard(&self) -> f64 {
+        self.inner.probabilities().1
+    }
+
+    #[getter]
+    fn skipped(&self) -> u64 {
+        self.inner.skipped()
+    }
+
+    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let inner = &mut self.inner;
+        let ids = py.detach(|| inner.select(batch_size))?;
+        Ok(ids_array(py, ids))
+    }
+
+    fn observe(
+        &mut self,
+        prompt_ids: PyReadonlyArray1<'_, i64>,
+        n_correct: PyReadonlyArray1<'_, i64>,
+        n_rollouts: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
+        Ok(self.inner.observe(&obs)?)
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let g = &self.inner;
+        let d = PyDict::new(py);
+        d.set_item("step", g.step)?;
+        d.set_item("calls", g.calls)?;
+        d.set_item("skipped", g.skipped)?;
+        d.set_item("p_easy_now", g.p_easy)?;
+        d.set_item("p_hard_now", g.p_hard)?;
+        d.set_item("easy", PyArray1::from_slice(py, &g.easy))?;
+        d.set_item("hard", PyArray1::from_slice(py, &g.hard))?;
+        d.set_item("pending", pending_array(py, g.pending.ids()))?;
+        order_state(&d, &g.order)?;
+        Ok(d)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_state(
+        &mut self,
+        step: u64,
+        calls: u64,
+        skipped: u64,
+        p_easy_now: f64,
+        p_hard_now: f64,
+        easy: PyReadonlyArray1<'_, u16>,
+        hard: PyReadonlyArray1<'_, u16>,
+        pending: PyReadonlyArray1<'_, i64>,
+        epoch: u64,
+        cursor: u64,
+        order: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let n = self.inner.num_prompts();
+        let cfg = self.inner.config().clone();
+        let order = EpochOrder::restore(cfg.seed, n, epoch, cursor, order.as_slice()?)?;
+        self.inner = Greso::restore(
+            n,
+            cfg,
+            easy.as_slice()?,
+            hard.as_slice()?,
+            p_easy_now,
+            p_hard_now,
+            order,
+            pending.as_slice()?,
+            step,
+            calls,
+            skipped,
+        )?;
+        Ok(())
+    }
+}
+
+/// Dynamic sampling's admission mask: std > 0, or a mean inside [lo, hi].
+#[pyfunction]
+#[pyo3(signature = (n_correct, n_rollouts, band=None))]
+fn admit_mask<'py>(
+    py: Python<'py>,
+    n_correct: PyReadonlyArray1<'_, i64>,
+    n_rollouts: PyReadonlyArray1<'_, i64>,
+    band: Option<(f64, f64)>,
+) -> PyResult<Bound<'py, PyArray1<bool>>> {
+    let mask = crate::gate::admit(n_correct.as_slice()?, n_rollouts.as_slice()?, band)?;
+    Ok(mask.into_pyarray(py))
+}
+
+/// The ids of the k highest scores, best first; ties in a seeded random order.
+#[pyfunction]
+fn top_k<'py>(py: Python<'py>, scores: PyReadonlyArray1<'_, f32>, k: usize, seed: u64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let s = scores.as_slice()?;
+    if s.iter().any(|x| x.is_nan()) {
+        return Err(PyValueError::new_err("scores hold NaN"));
+    }
+    let ids = py.detach(|| crate::topk::top_k(s, k, crate::rng::key(&[seed]), |_| false));
+    Ok(ids_array(py, ids))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyDps>()?;
+    m.add_class::<PyUniform>()?;
+    m.add_class::<PyHistory>()?;
+    m.add_class::<PyMopps>()?;
+    m.add_class::<PyGreso>()?;
+    m.add_function(wrap_pyfunction!(admit_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(top_k, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
