@@ -216,8 +216,8 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
     _check_keys(run, RUN_KEYS, f"{where} [run]")
     preset = str(world.get("preset", "")).lower()
     steps = run.get("steps")
-    if steps is None:
-        steps = preset_params(preset).steps if preset else int(world.get("steps", 0)) or None
+    if steps is None and "log" not in world:  # a log world's horizon is known once it is read
+        steps = world.get("steps") or (preset_params(preset).steps if preset else SyntheticParams().steps)
     batch = run.get("batch_size", PRESET_BATCH.get(preset))
     if batch is None:
         raise ValueError(f"{where} [run]: batch_size is required for this world")

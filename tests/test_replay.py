@@ -1,0 +1,411 @@
+"""The replay engine: log schema, worlds, runner, sweeps, reports and the CLI."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dps.policies.base import Policy
+from dps.replay.logs import LogError, aggregate_responses, frame_to_groups, read_log, validate_frame, write_log
+from dps.replay.oracle import Oracle
+from dps.replay.runner import group_states, prediction_scores, replay
+from dps.replay.scenario import load_scenario, parse_scenario
+from dps.replay.sweep import run_sweep
+from dps.replay.worlds import LogWorld, SyntheticParams, SyntheticWorld, World, draw_correct, preset_params
+
+
+# ---------------------------------------------------------------------------------------------
+# Small plain-Python policies: the "custom policy" a user would write.
+
+
+class PyUniform(Policy):
+    """Uniform without replacement within a step; knows nothing about Rust."""
+
+    def __init__(self, num_prompts: int, seed: int = 0):
+        self.num_prompts = num_prompts
+        self.rng = np.random.default_rng(seed)
+        self.taken: list[np.ndarray] = []
+        self.observed_groups = 0
+
+    def select(self, batch_size: int) -> np.ndarray:
+        free = np.ones(self.num_prompts, bool)
+        for t in self.taken:
+            free[t] = False
+        ids = self.rng.choice(np.flatnonzero(free), min(batch_size, int(free.sum())), replace=False)
+        self.taken.append(ids)
+        return ids.astype(np.int64)
+
+    def observe(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        self.taken = []
+        self.observed_groups += len(prompt_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class PyGate(PyUniform):
+    """Dynamic sampling in Python: keep groups with std > 0, up to `max_rounds` rounds."""
+
+    def __init__(self, num_prompts: int, seed: int = 0, max_rounds: int = 4):
+        super().__init__(num_prompts, seed)
+        self.max_rounds = max_rounds
+
+    def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+        return (n_correct > 0) & (n_correct < n_rollouts)
+
+
+class AlwaysPartial(PyUniform):
+    """A 'predictive' policy that always predicts the partial state."""
+
+    def predicted_state_probs(self, prompt_ids: np.ndarray | None = None) -> np.ndarray:
+        n = self.num_prompts if prompt_ids is None else len(prompt_ids)
+        return np.tile([0.1, 0.8, 0.1], (n, 1))
+
+
+class FixedWorld(World):
+    """Every prompt has the same p (handy for exact expectations)."""
+
+    def __init__(self, num_prompts: int, p: float, k: int = 8, steps: int = 10):
+        self.num_prompts, self.k, self.steps, self._p = num_prompts, k, steps, p
+
+    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        n = self.num_prompts if ids is None else len(ids)
+        return np.full(n, self._p)
+
+
+def tiny_world(seed: int = 0, **kw: Any) -> SyntheticWorld:
+    return SyntheticWorld(preset_params("math", num_prompts=300, steps=30, **kw), seed=seed)
+
+
+def good_groups() -> pl.DataFrame:
+    return pl.DataFrame(
+        {"step": [0, 0, 1, 1], "prompt_id": [0, 1, 0, 2], "n_rollouts": [8, 8, 8, 8], "n_correct": [0, 3, 8, 5]}
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Log schema
+
+
+def test_good_log_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    write_log(good_groups(), path)
+    df = read_log(path)
+    assert df.columns[:4] == ["step", "prompt_id", "n_rollouts", "n_correct"]
+    assert df["n_correct"].to_list() == [0, 3, 8, 5]
+
+
+@pytest.mark.parametrize(
+    "change, column, row, words",
+    [
+        (lambda d: d.drop("n_correct"), "n_correct", None, "missing"),
+        (lambda d: d.with_columns(pl.col("step").cast(pl.Float64)), "step", None, "integer"),
+        (lambda d: d.with_columns(n_correct=pl.Series([0, 3, 9, 5])), "n_correct", 2, "exceeds"),
+        (lambda d: d.with_columns(prompt_id=pl.Series([0, 1, -1, 2])), "prompt_id", 2, ">= 0"),
+        (lambda d: d.with_columns(n_rollouts=pl.Series([8, None, 8, 8], dtype=pl.Int64)), "n_rollouts", 1, "null"),
+        (lambda d: d.with_columns(n_rollouts=pl.Series([8, 8, 0, 8])), "n_rollouts", 2, ">= 1"),
+        (lambda d: d.with_columns(prompt_id=pl.Series([0, 1, 0, 0])), "prompt_id", 2, "duplicate"),
+        (lambda d: d.with_columns(reward_mean=pl.Series(["a", "b", "c", "d"])), "reward_mean", None, "float"),
+    ],
+)
+def test_validation_names_file_column_and_row(tmp_path: Path, change: Any, column: str, row: int | None, words: str) -> None:
+    path = tmp_path / "bad.parquet"
+    change(good_groups()).write_parquet(path)
+    with pytest.raises(LogError) as e:
+        read_log(path)
+    msg = str(e.value)
+    assert str(path) in msg and repr(column) in msg and words in msg
+    assert e.value.column == column and e.value.row == row
+    if row is not None:
+        assert f"row {row}" in msg
+
+
+def test_validation_rejects_non_parquet_and_missing(tmp_path: Path) -> None:
+    bad = tmp_path / "x.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(LogError, match="x.parquet"):
+        read_log(bad)
+    with pytest.raises(FileNotFoundError):
+        read_log(tmp_path / "nope.parquet")
+
+
+def test_per_response_log_is_aggregated_from_correctness_not_shaped_reward() -> None:
+    # A 0.1 format bonus on wrong answers must not count as correct.
+    df = pl.DataFrame(
+        {
+            "step": [0] * 4 + [0] * 4 + [1] * 2,
+            "prompt_id": [7] * 4 + [3] * 4 + [7] * 2,
+            "reward": [1.1, 0.1, 0.1, 1.1, 0.1, 0.1, 0.1, 0.1, 1.0, 1.0],
+        }
+    )
+    g = frame_to_groups(df)
+    rows = {(r["step"], r["prompt_id"]): r for r in g.iter_rows(named=True)}
+    assert rows[(0, 7)]["n_rollouts"] == 4 and rows[(0, 7)]["n_correct"] == 2
+    assert rows[(0, 3)]["n_correct"] == 0
+    assert rows[(1, 7)]["n_correct"] == 2 and rows[(1, 7)]["n_rollouts"] == 2
+    assert rows[(0, 7)]["reward_mean"] == pytest.approx(0.6)
+    # An explicit `correct` column wins over the reward.
+    g2 = aggregate_responses(df.with_columns(correct=pl.Series([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])))
+    assert g2.filter((pl.col("step") == 0) & (pl.col("prompt_id") == 7))["n_correct"].item() == 4
+    with pytest.raises(LogError, match="reward"):
+        validate_frame(df.with_columns(reward=pl.Series([1.0, None] + [0.0] * 8)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Worlds
+
+
+def test_synthetic_world_is_deterministic_and_seeded() -> None:
+    a, b, c = tiny_world(1), tiny_world(1), tiny_world(2)
+    assert np.array_equal(a.p(5), b.p(5))
+    assert not np.array_equal(a.p(5), c.p(5))
+    ids = np.array([3, 17, 250])
+    assert np.array_equal(a.rollout(4, ids, seed=9)[0], b.rollout(4, ids, seed=9)[0])
+    p = a.p(4)
+    assert np.all((p >= 0) & (p <= 1)) and a.never.any()
+
+
+def test_outcomes_use_common_random_numbers() -> None:
+    w = tiny_world()
+    alone = w.rollout(3, np.array([42]), seed=5)[0]
+    among = w.rollout(3, np.array([7, 42, 99]), seed=5)[0]
+    assert alone[0] == among[1]
+    # And draws follow Binomial(k, p) on average.
+    c = draw_correct(0, 0, np.arange(20000), np.full(20000, 0.3), 8)
+    assert abs(c.mean() / 8 - 0.3) < 0.01
+
+
+def test_synthetic_dynamics_move() -> None:
+    w = SyntheticWorld(preset_params("math"), seed=0)
+    p0, p1 = w.p(0).copy(), w.p(w.steps - 1).copy()
+    assert p1.mean() > p0.mean()  # the model learns
+    assert (p1 < 0.01).mean() > 0.03  # some prompts are never solved
+    assert np.mean(p1 < p0 - 0.1) > 0.005  # some are forgotten or wobble down
+
+
+def test_unknown_synthetic_parameter_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="nonsense"):
+        SyntheticParams.from_dict({"nonsense": 1})
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_params("gsm9k")
+
+
+def test_log_world_uses_logged_outcomes_and_estimates_elsewhere() -> None:
+    w = tiny_world()
+    log = frame_to_groups(w.to_log(seed=3, every=2))  # every prompt, even steps only
+    lw = LogWorld(log, k=8)
+    ids = np.arange(0, 300, 7)
+    c, n = lw.rollout(4, ids, seed=0)
+    expect = log.filter(pl.col("step") == 4).sort("prompt_id")["n_correct"].to_numpy()[ids]
+    assert np.array_equal(c, expect) and np.all(n == 8)
+    # Different replay seeds do not change logged outcomes.
+    assert np.array_equal(lw.rollout(4, ids, seed=11)[0], c)
+    # Odd steps are not in the log: drawn from the estimate, which tracks the truth.
+    est, truth = lw.p(5), w.p(5)
+    assert np.corrcoef(est, truth)[0, 1] > 0.8
+    c5, n5 = lw.rollout(5, ids, seed=0)
+    assert np.all(n5 == 8) and np.all((c5 >= 0) & (c5 <= 8))
+
+
+def test_log_world_sparse_prompt_falls_back_to_population() -> None:
+    groups = pl.DataFrame({"step": [0, 1, 2], "prompt_id": [0, 0, 0], "n_rollouts": [8] * 3, "n_correct": [8] * 3})
+    from dps.replay.worlds import LogEstimator
+
+    lw = LogWorld(groups, LogEstimator(draw="mean"), num_prompts=5)
+    p = lw.p(1)
+    assert p[0] > 0.85  # observed always solved
+    assert np.allclose(p[1:], p[1])  # never observed: the population prior
+    c, n = lw.rollout(1, np.array([0, 3]), seed=0)
+    assert c[0] == 8 and n[1] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner
+
+
+def test_runner_counts_every_rollout_including_rejected_groups() -> None:
+    w = tiny_world()
+    res = replay(PyGate(300, seed=1, max_rounds=4), w, steps=20, batch_size=32, seed=0)
+    s = res.steps
+    assert np.array_equal(s["rollouts"], s["groups"] * 8)  # every rolled-out group is paid for
+    assert np.any(s["groups"] > 32)  # rejected groups made it ask for more
+    assert res.summary["rollouts"] == int(s["groups"].sum()) * 8
+    assert res.summary["effective_ratio"] == 1.0  # the gate trains on partial groups only
+    assert np.array_equal(s["cum_rollouts"], np.cumsum(s["rollouts"]))
+    assert np.array_equal(s["cum_effective_prompts"], np.cumsum(s["effective"]))
+
+
+def test_gate_at_its_cap_reports_the_shortfall_and_does_not_crash() -> None:
+    w = FixedWorld(100, p=1.0)  # every group solved: the gate never admits anything
+    res = replay(PyGate(100, max_rounds=3), w, steps=4, batch_size=10, seed=0)
+    assert np.all(res.steps["rounds"] == 3)
+    assert np.all(res.steps["shortfall"] == 10)
+    assert res.summary["rollouts"] == 4 * 3 * 10 * 8
+    assert res.summary["effective_ratio"] == 0.0
+
+
+def test_custom_python_policy_runs_unchanged() -> None:
+    w = tiny_world()
+    pol = PyUniform(300, seed=0)
+    res = replay(pol, w, steps=15, batch_size=20, seed=0)
+    assert pol.observed_groups == 15 * 20
+    assert res.summary["rollouts"] == 15 * 20 * 8
+    assert 0 < res.summary["effective_ratio"] < 1
+    assert np.isnan(res.summary["pred_f1"])  # not predictive
+
+
+def test_prediction_metrics_for_a_predictive_policy() -> None:
+    w = FixedWorld(50, p=0.5, k=2)  # partial with probability 1/2
+    res = replay(AlwaysPartial(50), w, steps=40, batch_size=10, seed=0)
+    conf = np.array([[res.steps[f"conf_{i}{j}"].sum() for j in range(3)] for i in range(3)])
+    assert conf.sum() == 400 and conf[:, 0].sum() == 0 and conf[:, 2].sum() == 0
+    partial_share = conf[1, 1] / 400
+    assert res.summary["pred_precision"] == pytest.approx(partial_share)
+    assert res.summary["pred_recall"] == pytest.approx(1.0)
+    assert res.summary["pred_accuracy"] == pytest.approx(res.summary["effective_ratio"])
+    assert 0.4 < partial_share < 0.6
+
+
+def test_prediction_scores_and_states() -> None:
+    assert group_states(np.array([0, 3, 8]), np.array([8, 8, 8])).tolist() == [0, 1, 2]
+    s = prediction_scores(np.array([[5, 1, 0], [2, 6, 2], [0, 1, 3]]))
+    assert s["pred_accuracy"] == pytest.approx(14 / 20)
+    assert s["pred_precision"] == pytest.approx(6 / 8) and s["pred_recall"] == pytest.approx(6 / 10)
+
+
+def test_oracle_beats_uniform() -> None:
+    w = tiny_world()
+    o = replay(Oracle(w), w, steps=20, batch_size=30, seed=0).summary
+    u = replay(PyUniform(300), w, steps=20, batch_size=30, seed=0).summary
+    assert o["effective_ratio"] > u["effective_ratio"] + 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios, sweeps, reports, CLI
+
+
+def scenario_dict(**world: Any) -> dict[str, Any]:
+    return {
+        "name": "tiny",
+        "world": world or {"preset": "math", "num_prompts": 200, "steps": 12},
+        "run": {"batch_size": 16, "seeds": [0, 1], "workers": 1},
+        "policies": [
+            {"name": "mine", "type": "python", "class": "test_replay:PyUniform"},
+            {"name": "gate", "type": "python", "class": "test_replay:PyGate", "sweep": {"max_rounds": [2, 4]}},
+            {"type": "oracle"},
+        ],
+    }
+
+
+def test_scenario_errors_are_clear() -> None:
+    bad = scenario_dict()
+    bad["run"]["stpes"] = 3
+    with pytest.raises(ValueError, match="stpes"):
+        parse_scenario(bad)
+    bad = scenario_dict()
+    bad["policies"].append({"type": "thompson"})
+    with pytest.raises(ValueError, match="unknown policy type 'thompson'"):
+        parse_scenario(bad)
+    bad = scenario_dict()
+    bad["world"]["difficulty"] = 2
+    with pytest.raises(ValueError, match="difficulty"):
+        parse_scenario(bad)
+    bad = scenario_dict()
+    bad["policies"][0]["decay"] = 0.5  # PyUniform takes no decay
+    with pytest.raises(ValueError, match="'mine'"):
+        run_sweep(parse_scenario(bad), progress=False)
+
+
+def test_sweep_and_report(tmp_path: Path) -> None:
+    from dps.replay.report import write_report
+
+    sc = parse_scenario(scenario_dict())
+    assert [p.name for p in sc.policies] == ["mine", "gate max_rounds=2", "gate max_rounds=4", "oracle"]
+    res = run_sweep(sc, progress=False)
+    paths = write_report(res, tmp_path / "rep")
+    with open(paths["summary_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 2
+    assert list(rows[0])[:5] == ["policy", "seed", "effective_ratio", "rollouts", "effective_prompts"]
+    for name in ("effective_ratio.png", "rollouts_vs_effective.png", "report.md", "steps.parquet"):
+        assert (tmp_path / "rep" / name).stat().st_size > 0
+    steps = pl.read_parquet(tmp_path / "rep" / "steps.parquet")
+    assert steps.height == 8 * 12
+    assert "| mine | 2 |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dps.cli import main
+
+    log = tmp_path / "log.parquet"
+    assert main(["synth", "--preset", "countdown", "--num-prompts", "120", "--steps", "10", "--every", "2", "--out", str(log)]) == 0
+    assert main(["validate", str(log)]) == 0
+    assert "ok" in capsys.readouterr().out
+    sc = tmp_path / "sc.toml"
+    sc.write_text(
+        'name = "rt"\n[world]\nlog = "log.parquet"\nhalf_life = 4.0\n[run]\nbatch_size = 16\nseeds = 2\nworkers = 1\n'
+        '[[policies]]\nname = "mine"\ntype = "python"\nclass = "test_replay:PyUniform"\n[[policies]]\ntype = "oracle"\n'
+    )
+    out = tmp_path / "out"
+    assert main(["replay", str(sc), "--out", str(out), "--quiet", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "| mine | 2 |" in printed and "| oracle | 2 |" in printed
+    summary = pl.read_csv(out / "summary.csv")
+    assert summary.columns[:5] == ["policy", "seed", "effective_ratio", "rollouts", "effective_prompts"]
+    assert summary.height == 4 and (summary["rollouts"] == 9 * 16 * 8).all()  # log steps 0..8
+    # Errors come back as a clean message and exit code 2.
+    bad = tmp_path / "bad.parquet"
+    good_groups().with_columns(n_correct=pl.Series([0, 9, 8, 5])).write_parquet(bad)
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.parquet" in err and "'n_correct'" in err and "row 1" in err
+    sc.write_text(sc.read_text().replace('type = "oracle"', 'type = "nope"'))
+    assert main(["replay", str(sc), "--out", str(out)]) == 2
+    assert "unknown policy type 'nope'" in capsys.readouterr().err
+
+
+def test_shipped_scenarios_parse() -> None:
+    root = Path(__file__).resolve().parents[1] / "replay"
+    files = sorted(root.glob("*.toml"))
+    assert {"math.toml", "countdown.toml"} <= {f.name for f in files}
+    for f in files:
+        sc = load_scenario(f)
+        assert sc.policies and sc.seeds
+
+
+def _have_builtins() -> bool:
+    try:
+        from dps import DPS  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_builtins(), reason="the Rust extension is not built")
+def test_builtin_policies_replay_on_a_small_world() -> None:
+    data = {
+        "world": {"preset": "math", "num_prompts": 400, "steps": 25},
+        "run": {"batch_size": 32, "seeds": [0], "workers": 1},
+        "policies": [
+            {"name": "US", "type": "uniform"},
+            {"name": "HR", "type": "history_resampling"},
+            {"name": "DS", "type": "dynamic_sampling", "max_rounds": 4},
+            {"name": "MoPPS", "type": "mopps"},
+            {"name": "GRESO", "type": "greso"},
+            {"name": "DPS", "type": "dps", "decay": 0.7},
+            {"name": "oracle", "type": "oracle"},
+        ],
+    }
+    res = run_sweep(parse_scenario(data), progress=False)
+    s = {r["policy"]: r for r in res.summary.iter_rows(named=True)}
+    assert s["DS"]["rollouts"] > s["US"]["rollouts"] == 25 * 32 * 8
+    assert s["DPS"]["predictive"] and 0 <= s["DPS"]["pred_f1"] <= 1
+    assert s["oracle"]["effective_ratio"] > s["US"]["effective_ratio"]
