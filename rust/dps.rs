@@ -113,10 +113,14 @@ fn argmax(p: &[f64; 3]) -> usize {
 impl DpsConfig {
     #[inline]
     fn score(&self, a: &[f32; 9], post: &[f32; 3]) -> f32 {
-        let prior = predict(&widen9(a), &widen3(post));
+        self.score_of(&predict(&widen9(a), &widen3(post)))
+    }
+
+    #[inline]
+    fn score_of(&self, prior: &[f64; 3]) -> f32 {
         let mut s = prior[PARTIAL];
         if self.entropy_weight != 0.0 {
-            s += self.entropy_weight * entropy(&prior);
+            s += self.entropy_weight * entropy(prior);
         }
         s as f32
     }
@@ -131,12 +135,19 @@ impl DpsConfig {
         out
     }
 
-    /// A prompt rolled out this step, in state y. Returns the state the filter had predicted.
+    /// The initial state distribution, normalised.
+    fn initial(&self) -> [f64; 3] {
+        let total: f64 = self.pi0.iter().sum();
+        self.pi0.map(|p| p / total)
+    }
+
+    /// A prompt rolled out this step, in state y, given the prior its selection used.
+    /// Returns the state that prior predicted.
     #[inline]
-    fn update_observed(&self, alpha: &mut [f32; 9], post: &mut [f32; 3], y: usize) -> usize {
+    fn update_observed(&self, alpha: &mut [f32; 9], post: &mut [f32; 3], prior: &[f64; 3], y: usize) -> usize {
         let a = widen9(alpha);
         let p = widen3(post);
-        let predicted = argmax(&predict(&a, &p));
+        let predicted = argmax(prior);
         let cs = column_sums(&a);
         let xi: [f64; 3] = std::array::from_fn(|j| p[j] * a[3 * y + j] / cs[j]);
         let z = xi[0] + xi[1] + xi[2];
@@ -156,9 +167,8 @@ impl DpsConfig {
 
     /// A prompt not rolled out: the posterior becomes the prediction, the counts decay.
     #[inline]
-    fn update_unobserved(&self, alpha: &mut [f32; 9], post: &mut [f32; 3]) {
+    fn update_unobserved(&self, alpha: &mut [f32; 9], post: &mut [f32; 3], prior: &[f64; 3]) {
         let a = widen9(alpha);
-        let prior = predict(&a, &widen3(post));
         *alpha = self.decayed(&a).map(|x| x as f32);
         *post = prior.map(|x| x as f32);
     }
@@ -189,10 +199,10 @@ impl Dps {
     pub fn new(num_prompts: usize, cfg: DpsConfig) -> Result<Self> {
         cfg.validate()?;
         crate::error::check_num_prompts(num_prompts)?;
-        let total: f64 = cfg.pi0.iter().sum();
-        let pi0 = cfg.pi0.map(|p| (p / total) as f32);
+        let initial = cfg.initial();
+        let pi0 = initial.map(|p| p as f32);
         let alpha0 = cfg.alpha0.map(|a| a as f32);
-        let score0 = cfg.score(&alpha0, &pi0);
+        let score0 = cfg.score_of(&initial);
         Ok(Dps {
             alpha: vec![alpha0; num_prompts],
             post: vec![pi0; num_prompts],
@@ -253,6 +263,10 @@ impl Dps {
             }
         }
         let cfg = &self.cfg;
+        // Before the first step the prior is pi0 itself, not P(alpha0) @ pi0 (method.md: "post =
+        // prior = pi0"); from then on it is always P(alpha) @ post.
+        let fresh = self.step == 0;
+        let initial = cfg.initial();
         let confusions: Vec<[[u64; 3]; 3]> = self
             .alpha
             .par_chunks_mut(CHUNK)
@@ -265,14 +279,15 @@ impl Dps {
                 let mut confusion = [[0u64; 3]; 3];
                 let mut next = groups.iter().peekable();
                 for i in 0..alpha.len() {
+                    let prior = if fresh { initial } else { predict(&widen9(&alpha[i]), &widen3(&post[i])) };
                     match next.peek() {
                         Some(g) if g.id as usize == start + i => {
                             let y = g.state();
-                            let predicted = cfg.update_observed(&mut alpha[i], &mut post[i], y);
+                            let predicted = cfg.update_observed(&mut alpha[i], &mut post[i], &prior, y);
                             confusion[y][predicted] += 1;
                             next.next();
                         }
-                        _ => cfg.update_unobserved(&mut alpha[i], &mut post[i]),
+                        _ => cfg.update_unobserved(&mut alpha[i], &mut post[i], &prior),
                     }
                     score[i] = cfg.score(&alpha[i], &post[i]);
                 }
@@ -294,6 +309,9 @@ impl Dps {
 
     /// The predicted distribution over (unsolved, partial, solved) that the next selection uses.
     pub fn predicted(&self, id: u32) -> [f64; 3] {
+        if self.step == 0 {
+            return self.cfg.initial();
+        }
         let i = id as usize;
         predict(&widen9(&self.alpha[i]), &widen3(&self.post[i]))
     }
@@ -329,7 +347,9 @@ impl Dps {
             }
             dps.alpha[i] = a;
             dps.post[i] = p;
-            dps.score[i] = dps.cfg.score(&a, &p);
+            if state.step > 0 {
+                dps.score[i] = dps.cfg.score(&a, &p);
+            }
         }
         dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
         dps.step = state.step;
