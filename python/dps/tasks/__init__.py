@@ -1,0 +1,33 @@
+"""Verifiable tasks for the trainer: the `Task` interface and the built-in tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dps.tasks.base import Example, Task, extract_answer, last_boxed, wrap_answer
+from dps.tasks.data import BoxedMathTask, DatasetTask
+from dps.tasks.gym import ArithmeticTask, CountdownTask
+
+TASKS: dict[str, type[Task]] = {
+    "arithmetic": ArithmeticTask,
+    "countdown": CountdownTask,
+    "math": BoxedMathTask,
+    "dataset": DatasetTask,
+}
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """Build a built-in task by name; unknown names or options raise ValueError."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    cls = TASKS[name]
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ValueError(f"task {name!r}: {e}") from e
+
+
+__all__ = [
+    "Example", "Task", "TASKS", "make_task", "extract_answer", "last_boxed", "wrap_answer",
+    "ArithmeticTask", "CountdownTask", "BoxedMathTask", "DatasetTask",
+]

