@@ -1,0 +1,160 @@
+"""Type stubs for the Rust extension `dps._core` (hand-written; checked by mypy's stubtest)."""
+
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DpsCore",
+    "UniformCore",
+    "HistoryCore",
+    "MoppsCore",
+    "GresoCore",
+    "admit_mask",
+    "top_k",
+    "__version__",
+]
+
+__version__: str
+
+_Ids = npt.NDArray[np.int64]
+
+@final
+class DpsCore:
+    def __new__(
+        cls,
+        num_prompts: int,
+        decay: float,
+        alpha0: list[float],
+        pi0: list[float],
+        entropy_weight: float,
+        seed: int,
+    ) -> DpsCore: ...
+    @property
+    def num_prompts(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    def select(self, batch_size: int) -> _Ids: ...
+    def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def predicted(self, prompt_ids: _Ids) -> npt.NDArray[np.float64]: ...
+    def scores(self) -> npt.NDArray[np.float32]: ...
+    def confusion(self) -> npt.NDArray[np.uint64]: ...
+    def bytes_per_prompt(self) -> float: ...
+    def state(self) -> dict[str, object]: ...
+    def load_state(
+        self,
+        alpha: npt.NDArray[np.float32],
+        post: npt.NDArray[np.float32],
+        step: int,
+        pending: _Ids,
+        confusion: _Ids,
+    ) -> None: ...
+
+@final
+class UniformCore:
+    def __new__(cls, num_prompts: int, seed: int) -> UniformCore: ...
+    @property
+    def num_prompts(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    def select(self, batch_size: int) -> _Ids: ...
+    def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def state(self) -> dict[str, object]: ...
+    def load_state(self, step: int, pending: _Ids, epoch: int, cursor: int, order: _Ids) -> None: ...
+
+@final
+class HistoryCore:
+    def __new__(cls, num_prompts: int, seed: int) -> HistoryCore: ...
+    @property
+    def num_prompts(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def excluded_count(self) -> int: ...
+    @property
+    def resets(self) -> int: ...
+    def select(self, batch_size: int) -> _Ids: ...
+    def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def state(self) -> dict[str, object]: ...
+    def load_state(
+        self,
+        step: int,
+        resets: int,
+        excluded: npt.NDArray[np.uint8],
+        pending: _Ids,
+        epoch: int,
+        cursor: int,
+        order: _Ids,
+    ) -> None: ...
+
+@final
+class MoppsCore:
+    def __new__(
+        cls,
+        num_prompts: int,
+        decay: float,
+        prior_a: float,
+        prior_b: float,
+        target: float,
+        band: tuple[float, float] | None,
+        seed: int,
+    ) -> MoppsCore: ...
+    @property
+    def num_prompts(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    def select(self, batch_size: int) -> _Ids: ...
+    def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def state(self) -> dict[str, object]: ...
+    def load_state(
+        self, step: int, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], pending: _Ids
+    ) -> None: ...
+
+@final
+class GresoCore:
+    def __new__(
+        cls,
+        num_prompts: int,
+        p_easy: float,
+        p_hard: float,
+        step_size: float,
+        p_min: float,
+        p_max: float,
+        min_keep: float,
+        target_easy: float,
+        target_hard: float,
+        seed: int,
+    ) -> GresoCore: ...
+    @property
+    def num_prompts(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def p_easy(self) -> float: ...
+    @property
+    def p_hard(self) -> float: ...
+    @property
+    def skipped(self) -> int: ...
+    def select(self, batch_size: int) -> _Ids: ...
+    def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def state(self) -> dict[str, object]: ...
+    def load_state(
+        self,
+        step: int,
+        calls: int,
+        skipped: int,
+        p_easy_now: float,
+        p_hard_now: float,
+        easy: npt.NDArray[np.uint16],
+        hard: npt.NDArray[np.uint16],
+        pending: _Ids,
+        epoch: int,
+        cursor: int,
+        order: _Ids,
+    ) -> None: ...
+
+def admit_mask(
+    n_correct: _Ids, n_rollouts: _Ids, band: tuple[float, float] | None = None
+) -> npt.NDArray[np.bool_]: ...
+def top_k(scores: npt.NDArray[np.float32], k: int, seed: int) -> _Ids: ...

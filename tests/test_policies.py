@@ -1,0 +1,263 @@
+"""The policy API: properties, determinism, exact resumption, and refusal of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dps import DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
+from dps.policies import PRIORS
+
+N = 60
+B = 8
+
+FACTORIES = {
+    "dps": lambda seed=0: DPS(num_prompts=N, decay=0.7, seed=seed),
+    "dps-local": lambda seed=0: DPS(num_prompts=N, decay=0.5, prior_alpha="local", seed=seed),
+    "uniform": lambda seed=0: Uniform(num_prompts=N, seed=seed),
+    "history": lambda seed=0: HistoryResampling(num_prompts=N, seed=seed),
+    "mopps": lambda seed=0: MoPPS(num_prompts=N, decay=0.5, seed=seed),
+    "mopps-band": lambda seed=0: MoPPS(num_prompts=N, threshold=(0.3, 0.7), seed=seed),
+    "greso": lambda seed=0: GRESO(num_prompts=N, max_rounds=3, seed=seed),
+    "ds": lambda seed=0: DynamicSampling(num_prompts=N, seed=seed, max_rounds=3),
+    "ds-dps": lambda seed=0: DynamicSampling(DPS(num_prompts=N, seed=seed), lo=0.1, hi=0.9, max_rounds=2),
+}
+
+
+class World:
+    """Prompts with fixed success rates; outcomes drawn from a seeded generator."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.p = np.random.default_rng(99).beta(0.6, 0.6, N)
+
+    def __call__(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.rng.binomial(8, self.p[ids]), np.full(len(ids), 8)
+
+
+def run(policy: Policy, steps: int, world: World) -> list[np.ndarray]:
+    return [run_step(policy, B, world).prompt_ids for _ in range(steps)]
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_select_returns_distinct_valid_ids(name):
+    policy = FACTORIES[name]()
+    world = World()
+    for _ in range(15):
+        ids = policy.select(B)
+        assert ids.dtype == np.int64 and len(ids) == B
+        assert len(np.unique(ids)) == B and ids.min() >= 0 and ids.max() < N
+        more = policy.select(B)  # a second round in the same step never repeats a prompt
+        assert len(np.intersect1d(ids, more)) == 0
+        both = np.concatenate([ids, more])
+        policy.observe(both, *world(both))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_same_seed_same_selections(name):
+    a = run(FACTORIES[name](seed=5), 20, World(1))
+    b = run(FACTORIES[name](seed=5), 20, World(1))
+    c = run(FACTORIES[name](seed=6), 20, World(1))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    if name not in ("dps", "dps-local", "ds-dps"):  # DPS differs by seed only through ties
+        assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@pytest.mark.parametrize("mid_step", [False, True])
+def test_save_load_continue_is_exact(name, mid_step, tmp_path):
+    world_a, world_b = World(2), World(2)
+    straight = FACTORIES[name]()
+    run(straight, 12, world_a)
+    resumed = FACTORIES[name]()
+    run(resumed, 12, world_b)
+    if mid_step:  # save between a select and its observe
+        first_a, first_b = straight.select(3), resumed.select(3)
+        assert np.array_equal(first_a, first_b)
+    resumed.save(tmp_path / "state.npz")
+    fresh = FACTORIES[name]()
+    fresh.load(tmp_path / "state.npz")
+    assert_states_equal(fresh.state_dict(), resumed.state_dict())
+    if mid_step:
+        rest_a, rest_b = straight.select(B), fresh.select(B)
+        assert np.array_equal(rest_a, rest_b)
+        ids = np.concatenate([first_a, rest_a])
+        outcome = world_a(ids)
+        world_b(ids)  # keep the two worlds' generators in step
+        straight.observe(ids, *outcome)
+        fresh.observe(ids, *outcome)
+    a, b = run(straight, 12, world_a), run(fresh, 12, world_b)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert_states_equal(straight.state_dict(), fresh.state_dict())
+    assert straight.metrics().keys() == fresh.metrics().keys()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    prior=st.sampled_from(sorted(PRIORS)),
+    decay=st.floats(0.05, 1.0),
+    outcomes=st.lists(
+        st.lists(st.tuples(st.integers(0, 19), st.integers(0, 8)), min_size=0, max_size=10), min_size=1, max_size=40
+    ),
+    batch=st.integers(0, 20),
+)
+def test_dps_beliefs_stay_distributions(prior, decay, outcomes, batch):
+    policy = DPS(num_prompts=20, decay=decay, prior_alpha=prior)
+    for step in outcomes:
+        groups = dict(step)  # one group per prompt per step
+        ids = np.array(list(groups), dtype=np.int64)
+        policy.observe(ids, np.array(list(groups.values()), dtype=np.int64), np.full(len(ids), 8))
+        probs = policy.predicted_state_probs()
+        assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+        alpha = policy.state_dict()["alpha"]
+        assert np.all(np.isfinite(alpha)) and np.all(alpha >= 0)
+        assert np.all(alpha.sum(axis=1) > 0)  # every column keeps a positive mass
+    picked = policy.select(batch)
+    assert len(picked) == batch == len(np.unique(picked))
+    assert np.all((picked >= 0) & (picked < 20))
+
+
+def test_local_prior_jump_is_not_nan():
+    policy = DPS(num_prompts=2, decay=1.0, prior_alpha="local")
+    for correct in [0, 8, 0, 8, 8, 0]:  # unsolved <-> solved, which 'local' gives no mass
+        policy.observe([0], [correct], [8])
+        assert np.all(np.isfinite(policy.predicted_state_probs()))
+    assert np.all(np.isfinite(policy.state_dict()["alpha"]))
+
+
+def test_unpicked_prompt_drifts_back_to_uniform():
+    policy = DPS(num_prompts=2, decay=0.5)
+    for _ in range(5):
+        policy.observe([0], [8], [8])
+    assert policy.predicted_state_probs([0])[0, 2] > 0.5
+    for _ in range(60):
+        policy.observe([1], [4], [8])
+    np.testing.assert_allclose(policy.predicted_state_probs([0])[0], 1 / 3, atol=1e-4)
+
+
+def test_dps_prefers_partially_solved_prompts():
+    policy = DPS(num_prompts=30, decay=0.7)
+    ids = np.arange(30)
+    correct = np.where(ids < 10, 0, np.where(ids < 20, 4, 8))
+    for _ in range(5):
+        policy.observe(ids, correct, np.full(30, 8))
+    assert set(policy.select(10).tolist()) == set(range(10, 20))
+    m = policy.metrics()
+    assert m["pred_accuracy"] == 1.0 and m["pred_f1"] == 1.0 and m["confusion_11"] == 10
+
+
+def test_dynamic_sampling_rounds_and_shortfall():
+    policy = DynamicSampling(num_prompts=N, max_rounds=4)
+    everything_solved = lambda ids: (np.full(len(ids), 8), np.full(len(ids), 8))  # noqa: E731
+    result = run_step(policy, B, everything_solved)
+    assert result.rounds == 4 and result.shortfall == B and result.rollouts == 4 * B * 8
+    assert policy.metrics()["ds_rejected"] == 4 * B
+    half = lambda ids: (np.full(len(ids), 4), np.full(len(ids), 8))  # noqa: E731
+    result = run_step(policy, B, half)
+    assert result.rounds == 1 and result.shortfall == 0 and result.effective_ratio == 1.0
+
+
+BAD_OBSERVATIONS = {
+    "out of range": ([0, N], [1, 1], [8, 8], ValueError, "outside"),
+    "negative id": ([-1], [1], [8], ValueError, "outside"),
+    "repeated id": ([3, 3], [1, 1], [8, 8], ValueError, "more than once"),
+    "too many correct": ([3], [9], [8], ValueError, "exceeds"),
+    "negative correct": ([3], [-1], [8], ValueError, "negative"),
+    "no rollouts": ([3], [0], [0], ValueError, "at least one rollout"),
+    "lengths": ([3, 4], [1], [8, 8], ValueError, "lengths differ"),
+    "float ids": (np.array([1.0, 2.0]), [1, 1], [8, 8], TypeError, "prompt_ids must hold integers"),
+    "float counts": ([1], np.array([0.5]), [8], TypeError, "n_correct must hold integers"),
+    "2-d ids": (np.array([[1, 2]]), [1, 1], [8, 8], ValueError, "one-dimensional"),
+}
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@pytest.mark.parametrize("case", BAD_OBSERVATIONS)
+def test_bad_observations_are_refused_without_change(name, case):
+    policy = FACTORIES[name]()
+    run(policy, 3, World())
+    before = policy.state_dict()
+    ids, correct, total, error, message = BAD_OBSERVATIONS[case]
+    with pytest.raises(error, match=message):
+        policy.observe(ids, correct, total)
+    assert_states_equal(policy.state_dict(), before)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_bad_batch_size_is_refused_without_change(name):
+    policy = FACTORIES[name]()
+    before = policy.state_dict()
+    with pytest.raises(ValueError, match="exceeds num_prompts"):
+        policy.select(N + 1)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        policy.select(2.5)
+    with pytest.raises(ValueError, match="non-negative"):
+        policy.select(-1)
+    assert_states_equal(policy.state_dict(), before)
+    policy.select(N - 2)
+    with pytest.raises(ValueError, match="not yet selected in this step"):
+        policy.select(3)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_corrupt_or_mismatched_state_is_refused(name, tmp_path):
+    policy = FACTORIES[name]()
+    run(policy, 3, World())
+    before = policy.state_dict()
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a state file")
+    with pytest.raises(ValueError, match="not a readable policy state"):
+        policy.load(garbage)
+    other = Uniform(num_prompts=N) if not isinstance(policy, Uniform) else DPS(num_prompts=N)
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="state"):
+        policy.load(tmp_path / "other.npz")
+    bigger = type(policy)(num_prompts=N + 1) if not isinstance(policy, DynamicSampling) else None
+    if bigger is not None:
+        bigger.save(tmp_path / "bigger.npz")
+        with pytest.raises(ValueError, match="prompts"):
+            policy.load(tmp_path / "bigger.npz")
+    assert_states_equal(policy.state_dict(), before)
+
+
+@pytest.mark.parametrize("key", ["alpha", "post"])
+def test_damaged_dps_arrays_load_nothing(key):
+    policy = DPS(num_prompts=N)
+    run(policy, 3, World())
+    before = policy.state_dict()
+    damaged = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in before.items()}
+    damaged[key].flat[-1] = np.nan
+    with pytest.raises(ValueError, match=f"{key} of prompt {N - 1}"):
+        policy.load_state_dict(damaged)
+    damaged[key] = damaged[key][:-1]
+    with pytest.raises(ValueError, match="shape"):
+        policy.load_state_dict(damaged)
+    assert_states_equal(policy.state_dict(), before)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="decay"):
+        DPS(num_prompts=10, decay=0.0)
+    with pytest.raises(ValueError, match="unknown prior_alpha"):
+        DPS(num_prompts=10, prior_alpha="sticky")
+    with pytest.raises(ValueError, match="num_prompts"):
+        Uniform(num_prompts=0)
+    with pytest.raises(ValueError, match="threshold"):
+        MoPPS(num_prompts=10, threshold=(0.8, 0.2))
+    with pytest.raises(ValueError, match="band"):
+        DynamicSampling(num_prompts=10, lo=0.9, hi=0.1)
+    with pytest.raises(ValueError, match="state was saved with options"):
+        saved = DPS(num_prompts=10, decay=0.5).state_dict()
+        DPS(num_prompts=10, decay=0.7).load_state_dict(saved)
