@@ -227,6 +227,26 @@ def test_log_world_sparse_prompt_falls_back_to_population() -> None:
     assert c[0] == 8 and n[1] == 8
 
 
+def test_closed_loop_world_learns_from_trained_partial_groups_and_resets() -> None:
+    w = tiny_world(train_gain=0.5)
+    before = w.p(3).copy()
+    ids = np.array([1, 2, 3])
+    w.learn(3, ids, np.array([4, 0, 8]), np.array([8, 8, 8]))  # only prompt 1 was partial
+    after = w.p(3)
+    assert after[1] > before[1] and after[2] == before[2] and after[3] == before[3]
+    w.reset()
+    assert np.array_equal(w.p(3), before)
+    # An open-loop world ignores training.
+    o = tiny_world()
+    p0 = o.p(3).copy()
+    o.learn(3, ids, np.array([4, 4, 4]), np.array([8, 8, 8]))
+    assert np.array_equal(o.p(3), p0)
+    # A replay on a closed-loop world starts from the untouched world every time.
+    a = replay(PyUniform(300), w, steps=10, batch_size=40, seed=0).summary
+    b = replay(PyUniform(300), w, steps=10, batch_size=40, seed=0).summary
+    assert a["effective_prompts"] == b["effective_prompts"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Runner
 
@@ -324,6 +344,18 @@ def test_scenario_errors_are_clear() -> None:
         run_sweep(parse_scenario(bad), progress=False)
 
 
+def test_overrides_from_the_command_line() -> None:
+    from dps.replay.scenario import apply_overrides
+
+    data = apply_overrides(scenario_dict(), ["world.train_gain=0.1", "run.seeds=[4, 5]", "name=x"])
+    sc = parse_scenario(data)
+    assert sc.world["train_gain"] == 0.1 and sc.seeds == [4, 5] and sc.name == "x"
+    with pytest.raises(ValueError, match="table.key=value"):
+        apply_overrides(scenario_dict(), ["world.train_gain"])
+    with pytest.raises(ValueError, match="only world"):
+        apply_overrides(scenario_dict(), ["policies.x=1"])
+
+
 def test_sweep_and_report(tmp_path: Path) -> None:
     from dps.replay.report import write_report
 
@@ -401,6 +433,7 @@ def test_builtin_policies_replay_on_a_small_world() -> None:
             {"name": "MoPPS", "type": "mopps"},
             {"name": "GRESO", "type": "greso"},
             {"name": "DPS", "type": "dps", "decay": 0.7},
+            {"name": "DS+DPS", "type": "ds", "max_rounds": 3, "selector": {"type": "dps", "decay": 0.5}},
             {"name": "oracle", "type": "oracle"},
         ],
     }
@@ -409,3 +442,4 @@ def test_builtin_policies_replay_on_a_small_world() -> None:
     assert s["DS"]["rollouts"] > s["US"]["rollouts"] == 25 * 32 * 8
     assert s["DPS"]["predictive"] and 0 <= s["DPS"]["pred_f1"] <= 1
     assert s["oracle"]["effective_ratio"] > s["US"]["effective_ratio"]
+    assert s["DS+DPS"]["predictive"] and s["DS+DPS"]["mean_rounds"] <= 3

@@ -17,6 +17,13 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the scenario's, else all cores)")
     p.add_argument("--seeds", default=None, help="override the seeds: a count (3) or a list (0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
+        help="override a [world] or [run] setting, e.g. --set world.train_gain=0.1 (repeatable)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_replay)
@@ -63,7 +70,7 @@ def _replay(args: argparse.Namespace) -> int:
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
-    sc = load_scenario(args.scenario)
+    sc = load_scenario(args.scenario, args.set)
     if args.seeds is not None:
         sc.seeds = _parse_seeds(args.seeds)
     if args.steps is not None:

@@ -157,6 +157,7 @@ def replay(
     seen = 0
     cum_r = cum_e = 0
     world_time = 0.0
+    world.reset()
     wall0 = time.perf_counter()
     for t in range(steps):
         world_time = 0.0
@@ -176,6 +177,7 @@ def replay(
         np.add.at(counts, ids, 1)
         states = group_states(res.n_correct, res.n_rollouts)
         tr = res.trained
+        world.learn(t, ids[tr], res.n_correct[tr], res.n_rollouts[tr])
         eff = int(np.sum(states[tr] == 1))
         cum_r += res.rollouts
         cum_e += eff

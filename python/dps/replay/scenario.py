@@ -241,7 +241,30 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
     )
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `table.key=value` settings (value in TOML syntax) to [world] or [run], or `name=...`."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--set {item!r}: expected table.key=value, e.g. world.train_gain=0.1")
+        try:
+            parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value.strip()  # a bare word: take it as a string
+        table, dot, name = key.strip().partition(".")
+        if not dot:
+            if table not in ("name", "description"):
+                raise ValueError(f"--set {item!r}: only name, description, world.* and run.* can be set")
+            data[table] = parsed
+        elif table in ("world", "run"):
+            data.setdefault(table, {})[name] = parsed
+        else:
+            raise ValueError(f"--set {item!r}: only world.* and run.* keys can be set")
+    return data
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such scenario file")
@@ -249,4 +272,6 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML ({e})") from e
+    if overrides:
+        data = apply_overrides(data, overrides)
     return parse_scenario(data, path)

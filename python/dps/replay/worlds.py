@@ -75,6 +75,12 @@ class World:
         n_correct = draw_correct(seed, step, ids, self.p(step, ids), self.k)
         return n_correct, np.full(len(ids), self.k, np.int64)
 
+    def reset(self) -> None:
+        """Forget what any earlier replay trained (closed-loop worlds); called before a replay."""
+
+    def learn(self, step: int, ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        """The groups the replay trained on at `step` (closed-loop worlds react; others ignore it)."""
+
     def describe(self) -> dict[str, Any]:
         return {"kind": type(self).__name__, "num_prompts": self.num_prompts, "k": self.k, "steps": self.steps}
 
@@ -98,6 +104,11 @@ class SyntheticParams:
     log(width), width_sd): how fast. A share `forget_share` of prompts has one dip of depth
     d_i ~ Uniform(forget_depth) centred at c_i ~ Uniform(0, steps), width w_i = steps *
     Uniform(forget_width). m_i ~ Uniform(0, wobble), period_i ~ Uniform(wobble_period) steps.
+
+    The curves above are open-loop: the model improves the same way whatever the replayed policy
+    trains on. `train_gain` > 0 closes the loop: each time a prompt is trained on as a partially
+    solved group (the only kind that gives a gradient), its logit rises by `train_gain` for the
+    rest of the replay.
     """
 
     num_prompts: int = 7500
@@ -118,6 +129,7 @@ class SyntheticParams:
     forget_width: tuple[float, float] = (0.03, 0.1)
     wobble: float = 0.5
     wobble_period: tuple[float, float] = (15.0, 60.0)
+    train_gain: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SyntheticParams:
@@ -195,6 +207,20 @@ class SyntheticWorld(World):
         self._m, self._freq, self._phase = m, 2 * math.pi / period, phase
         self._cache_step: int | None = None
         self._cache_p: np.ndarray | None = None
+        self._boost: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._boost = None
+        self._cache_step = None
+
+    def learn(self, step: int, ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        if self.params.train_gain == 0.0 or len(ids) == 0:
+            return
+        partial = (np.asarray(n_correct) > 0) & (np.asarray(n_correct) < np.asarray(n_rollouts))
+        if self._boost is None:
+            self._boost = np.zeros(self.num_prompts)
+        np.add.at(self._boost, np.asarray(ids, np.int64)[partial], self.params.train_gain)
+        self._cache_step = None
 
     def logit(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
         sel = slice(None) if ids is None else np.asarray(ids, np.int64)
@@ -204,6 +230,8 @@ class SyntheticWorld(World):
         d = self._d[sel]
         x = x - d * np.exp(-0.5 * ((t - self._c[sel]) / self._w[sel]) ** 2)
         x = x + self._m[sel] * np.sin(self._freq[sel] * t + self._phase[sel])
+        if self._boost is not None:
+            x = x + self._boost[sel]
         return x
 
     def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
@@ -243,7 +271,9 @@ class SyntheticWorld(World):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
+        boost, self._boost, self._cache_step = self._boost, None, None  # the open-loop curves
         p0, pT = self.p(0).copy(), self.p(self.steps - 1).copy()
+        self._boost, self._cache_step = boost, None
         k = self.k
         d.update(
             seed=self.seed,
@@ -252,6 +282,7 @@ class SyntheticWorld(World):
             partial_chance_start=float(np.mean(1 - p0**k - (1 - p0) ** k)),
             partial_chance_end=float(np.mean(1 - pT**k - (1 - pT) ** k)),
             never_solved=int(self.never.sum()),
+            train_gain=self.params.train_gain,
         )
         return d
 
