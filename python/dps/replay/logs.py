@@ -206,17 +206,19 @@ def groups_frame(step: np.ndarray, prompt_id: np.ndarray, n_rollouts: np.ndarray
 
 def describe(df: pl.DataFrame) -> dict[str, Any]:
     """A few facts about a per-group log, for `dps validate`."""
+    step = df["step"].to_numpy()
+    pid = df["prompt_id"].to_numpy()
     steps = df["step"].n_unique()
     prompts = df["prompt_id"].n_unique()
     c, n = df["n_correct"].to_numpy(), df["n_rollouts"].to_numpy()
     return {
         "groups": df.height,
         "steps": int(steps),
-        "step_range": (int(df["step"].min()), int(df["step"].max())),
+        "step_range": (int(step.min()), int(step.max())),
         "prompts": int(prompts),
-        "max_prompt_id": int(df["prompt_id"].max()),
+        "max_prompt_id": int(pid.max()),
         "rollouts": int(n.sum()),
         "accuracy": float(c.sum() / n.sum()),
         "partial_share": float(np.mean((c > 0) & (c < n))),
-        "coverage": float(df.height / (steps * (int(df["prompt_id"].max()) + 1))),
+        "coverage": float(df.height / (steps * (int(pid.max()) + 1))),
     }

@@ -85,7 +85,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         "scenario": sc.name,
         "source": str(sc.source) if sc.source else None,
         "world": result.world,
-        "steps": int(steps["step"].max()) + 1,
+        "steps": int(steps["step"].to_numpy().max()) + 1,
         "batch_size": sc.batch_size,
         "seeds": sc.seeds,
         "wall_s": round(result.wall_s, 2),
@@ -136,7 +136,7 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
     policies = list(dict.fromkeys(steps["policy"].to_list()))
     cmap = plt.get_cmap("tab10" if len(policies) <= 10 else "tab20")
     colors = {p: cmap(i % cmap.N) for i, p in enumerate(policies)}
-    T = int(steps["step"].max()) + 1
+    T = int(steps["step"].to_numpy().max()) + 1
     win = max(1, T // 40)
 
     fig, ax = plt.subplots(figsize=(8, 4.8))

@@ -42,12 +42,9 @@ class Instrumented(Policy):
         self.inner = inner
         self.num_prompts = int(inner.num_prompts)
         self.predictor = find_predictor(inner)
+        self.max_rounds = int(getattr(inner, "max_rounds", 1))
         self.policy_time = 0.0
         self.predicted: list[np.ndarray] = []  # argmax of the predicted state, per select call
-
-    @property  # type: ignore[override]
-    def max_rounds(self) -> int:
-        return int(getattr(self.inner, "max_rounds", 1))
 
     def select(self, batch_size: int) -> np.ndarray:
         t = time.perf_counter()

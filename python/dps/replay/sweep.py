@@ -72,7 +72,7 @@ class SweepResult:
 
 def make_jobs(scenario: Scenario, world: World) -> list[Job]:
     steps = scenario.steps or world.steps
-    jobs = []
+    jobs: list[Job] = []
     for spec in scenario.policies:
         for seed in scenario.seeds:
             jobs.append(Job(len(jobs), scenario.world, spec, seed, steps, scenario.batch_size))
@@ -81,7 +81,7 @@ def make_jobs(scenario: Scenario, world: World) -> list[Job]:
 
 def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = True) -> SweepResult:
     import polars as pl
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     t0 = time.perf_counter()
     world = build_world(scenario.world)
