@@ -215,6 +215,19 @@ def test_log_world_uses_logged_outcomes_and_estimates_elsewhere() -> None:
     assert np.all(n5 == 8) and np.all((c5 >= 0) & (c5 <= 8))
 
 
+def test_log_world_replay_tracks_the_true_world_on_a_dense_log() -> None:
+    w = SyntheticWorld(preset_params("math", num_prompts=1000, steps=60), seed=4)
+    lw = LogWorld(frame_to_groups(w.to_log(seed=99, every=3)))
+    assert lw.half_life in (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0) and 0.2 <= lw.prior_strength <= 50
+    true = replay(PyUniform(1000), w, steps=57, batch_size=64, seed=1).summary["effective_ratio"]
+    est = replay(PyUniform(1000), lw, steps=57, batch_size=64, seed=1).summary["effective_ratio"]
+    assert abs(true - est) < 0.06
+    with pytest.raises(ValueError, match="half_life"):
+        from dps.replay.worlds import LogEstimator
+
+        LogEstimator.from_dict({"half_life": "soon"})
+
+
 def test_log_world_sparse_prompt_falls_back_to_population() -> None:
     groups = pl.DataFrame({"step": [0, 1, 2], "prompt_id": [0, 0, 0], "n_rollouts": [8] * 3, "n_correct": [8] * 3})
     from dps.replay.worlds import LogEstimator

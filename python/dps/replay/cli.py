@@ -24,6 +24,11 @@ def register(sub: Any) -> None:
         metavar="TABLE.KEY=VALUE",
         help="override a [world] or [run] setting, e.g. --set world.train_gain=0.1 (repeatable)",
     )
+    p.add_argument(
+        "--write-logs",
+        action="store_true",
+        help="also write each replay's own rollouts as a per-group log under DIR/logs/ (a sparse log, as a training run would write)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_replay)
@@ -78,7 +83,7 @@ def _replay(args: argparse.Namespace) -> int:
             raise ValueError("--steps must be positive")
         sc.steps = args.steps
     out = Path(args.out) if args.out else Path("runs") / f"replay-{sc.name}"
-    res = run_sweep(sc, workers=args.workers, progress=not args.quiet)
+    res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
     write_report(res, out, plots=not args.no_plots)
     print(markdown_table(aggregate(res.summary)))
     print(f"\n{len(res.summary)} replays in {res.wall_s:.1f} s; report in {out}/ (summary.csv, report.md, steps.parquet, PNGs)")

@@ -220,5 +220,6 @@ def describe(df: pl.DataFrame) -> dict[str, Any]:
         "rollouts": int(n.sum()),
         "accuracy": float(c.sum() / n.sum()),
         "partial_share": float(np.mean((c > 0) & (c < n))),
-        "coverage": float(df.height / (steps * (int(pid.max()) + 1))),
+        # share of all (step, prompt) cells in 0..max step x 0..max id that the log holds
+        "coverage": float(df.height / ((int(step.max()) + 1) * (int(pid.max()) + 1))),
     }

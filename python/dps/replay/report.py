@@ -78,6 +78,14 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
     ordered.write_parquet(out / "summary.parquet")
     steps.write_parquet(out / "steps.parquet")
     paths.update(summary_csv=out / "summary.csv", steps=out / "steps.parquet")
+    if result.logs:
+        import re
+
+        (out / "logs").mkdir(exist_ok=True)
+        for (policy, seed), log in result.logs.items():
+            safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", policy)
+            log.write_parquet(out / "logs" / f"{safe}-seed{seed}.parquet")
+        paths["logs"] = out / "logs"
     agg = aggregate(summary)
     table = markdown_table(agg)
     sc = result.scenario

@@ -108,6 +108,8 @@ class ReplayResult:
     steps: dict[str, np.ndarray]
     summary: dict[str, Any]
     sample_counts: np.ndarray = field(repr=False)
+    #: every rolled-out group as a per-group log (step, prompt_id, n_rollouts, n_correct), when recorded
+    groups: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
 
 def prediction_scores(conf: np.ndarray) -> dict[str, float]:
@@ -138,8 +140,12 @@ def replay(
     batch_size: int,
     seed: int = 0,
     progress: Any = None,
+    record: bool = False,
 ) -> ReplayResult:
-    """Replay `policy` for `steps` steps of `world`; outcome noise keyed by `seed`."""
+    """Replay `policy` for `steps` steps of `world`; outcome noise keyed by `seed`.
+
+    With `record`, every rolled-out group is kept, as a training run would log it.
+    """
     if steps < 1:
         raise ValueError("steps must be positive")
     if not 0 < batch_size <= policy.num_prompts:
@@ -155,6 +161,7 @@ def replay(
     cum_r = cum_e = 0
     world_time = 0.0
     world.reset()
+    rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     wall0 = time.perf_counter()
     for t in range(steps):
         world_time = 0.0
@@ -173,6 +180,8 @@ def replay(
         seen += int(before.sum())
         np.add.at(counts, ids, 1)
         states = group_states(res.n_correct, res.n_rollouts)
+        if record:
+            rec.append((t, ids, res.n_rollouts, res.n_correct))
         tr = res.trained
         world.learn(t, ids[tr], res.n_correct[tr], res.n_rollouts[tr])
         eff = int(np.sum(states[tr] == 1))
@@ -228,4 +237,12 @@ def replay(
         summary.update(prediction_scores(conf_steps.sum(axis=0)))
     else:
         summary.update(dict.fromkeys(("pred_accuracy", "pred_precision", "pred_recall", "pred_f1"), float("nan")))
-    return ReplayResult(out, summary, counts)
+    groups = None
+    if record:
+        groups = {
+            "step": np.concatenate([np.full(len(r[1]), r[0], np.int64) for r in rec]),
+            "prompt_id": np.concatenate([r[1] for r in rec]),
+            "n_rollouts": np.concatenate([r[2] for r in rec]),
+            "n_correct": np.concatenate([r[3] for r in rec]),
+        }
+    return ReplayResult(out, summary, counts, groups)

@@ -37,13 +37,14 @@ class Job:
     seed: int
     steps: int
     batch_size: int
+    record: bool = False
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """Build the world (cached per process) and the policy, replay, return plain arrays."""
     world = _world(job.world)
     policy = build_policy(job.spec, world, job.seed)
-    res = replay(policy, world, job.steps, job.batch_size, job.seed)
+    res = replay(policy, world, job.steps, job.batch_size, job.seed, record=job.record)
     return {
         "index": job.index,
         "policy": job.spec.name,
@@ -52,6 +53,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "steps": res.steps,
         "summary": res.summary,
         "sample_counts_hist": np.bincount(np.minimum(res.sample_counts, 10_000)),
+        "groups": res.groups,
     }
 
 
@@ -68,18 +70,20 @@ class SweepResult:
     summary: pl.DataFrame  # one row per (policy, seed)
     steps: pl.DataFrame  # one row per (policy, seed, step)
     wall_s: float
+    #: (policy, seed) -> the replay's own rollouts as a per-group log, when recorded
+    logs: dict[tuple[str, int], pl.DataFrame] | None = None
 
 
-def make_jobs(scenario: Scenario, world: World) -> list[Job]:
+def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Job]:
     steps = scenario.steps or world.steps
     jobs: list[Job] = []
     for spec in scenario.policies:
         for seed in scenario.seeds:
-            jobs.append(Job(len(jobs), scenario.world, spec, seed, steps, scenario.batch_size))
+            jobs.append(Job(len(jobs), scenario.world, spec, seed, steps, scenario.batch_size, record))
     return jobs
 
 
-def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = True) -> SweepResult:
+def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = True, record: bool = False) -> SweepResult:
     import polars as pl
     from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -90,7 +94,7 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     # Construct every policy once here, so that a bad parameter fails before any work starts.
     for spec in scenario.policies:
         build_policy(spec, world, scenario.seeds[0])
-    jobs = make_jobs(scenario, world)
+    jobs = make_jobs(scenario, world, record)
     workers = max(1, min(workers or scenario.workers, len(jobs)))
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)
@@ -120,4 +124,7 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     steps_df = pl.concat(frames, how="diagonal_relaxed")
     front = ["policy", "type", "seed"]
     steps_df = steps_df.select(front + [c for c in steps_df.columns if c not in front])
-    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0)
+    logs = None
+    if record:
+        logs = {(r["policy"], r["seed"]): pl.DataFrame(r["groups"]) for r in results}
+    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0, logs)

@@ -297,18 +297,27 @@ class LogEstimator:
 
     Per prompt i and step t, the log's observations (t_j, c_j correct of n_j) are weighted by
     w_j = 0.5 ** (|t - t_j| / half_life) (both directions in time) and pooled with a Beta prior
-    of strength `prior_strength` centred on the population's smoothed accuracy pi(t):
-        a = prior_strength * pi(t) + sum_j w_j c_j,   b = prior_strength * (1 - pi(t)) + sum_j w_j (n_j - c_j).
+    of strength m = `prior_strength` centred on the population's smoothed accuracy pi(t):
+        a = m * pi(t) + sum_j w_j c_j,   b = m * (1 - pi(t)) + sum_j w_j (n_j - c_j).
     With `draw = "posterior"` (default) the replay uses
         p = sigmoid(logit(a / (a + b)) + z_i * sqrt(1/a + 1/b)),
     z_i ~ Normal(0, 1) fixed per prompt and replay seed: a persistent draw from (a logit-normal
     approximation of) the posterior, so that a prompt the log barely knows is not assumed to
     sit at the population mean. With `draw = "mean"` it uses a / (a + b).
+
+    "auto" (the defaults) lets the log choose:
+    - prior_strength: empirical Bayes, the method-of-moments fit of a Beta to the prompts'
+      pooled success rates after removing binomial noise: m = mu (1 - mu) / V - 1 (clamped to
+      [0.2, 50]); a log where prompts are mostly all-or-nothing gives a weak, U-shaped prior;
+    - half_life: the candidate in HALF_LIVES that best predicts each logged group from the
+      others (leave-one-out binomial log-likelihood of the posterior mean).
     """
 
-    half_life: float = 10.0
-    prior_strength: float = 2.0
+    half_life: float | str = "auto"
+    prior_strength: float | str = "auto"
     draw: str = "posterior"
+
+    HALF_LIVES = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogEstimator:
@@ -317,17 +326,34 @@ class LogEstimator:
         if unknown:
             raise ValueError(f"unknown log estimator parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         est = cls(**d)
-        if est.half_life <= 0 or est.prior_strength <= 0:
-            raise ValueError("half_life and prior_strength must be positive")
+        for name in ("half_life", "prior_strength"):
+            v = getattr(est, name)
+            if v != "auto" and (isinstance(v, str) or not v > 0):
+                raise ValueError(f"estimator {name} must be a positive number or 'auto', not {v!r}")
         if est.draw not in ("posterior", "mean"):
             raise ValueError(f"estimator draw must be 'posterior' or 'mean', not {est.draw!r}")
         return est
 
 
+def empirical_bayes_strength(pid: np.ndarray, nc: np.ndarray, nr: np.ndarray) -> float:
+    """Beta prior strength alpha + beta from the spread of per-prompt success rates."""
+    c = np.bincount(pid, weights=nc)
+    n = np.bincount(pid, weights=nr)
+    seen = n > 0
+    c, n = c[seen], n[seen]
+    r = c / n
+    mu = c.sum() / n.sum()
+    noise = np.mean(r * (1 - r) / np.maximum(n - 1, 1))
+    V = r.var() - noise
+    if len(r) < 2 or V <= 1e-6 or mu <= 0 or mu >= 1:
+        return 50.0
+    return float(np.clip(mu * (1 - mu) / V - 1.0, 0.2, 50.0))
+
+
 class LogWorld(World):
     """Outcomes from a per-group log; p estimated elsewhere (see `LogEstimator`).
 
-    Memory: two float32 arrays of steps x num_prompts.
+    Memory: a few float arrays of steps x num_prompts while building, two float32 ones after.
     """
 
     def __init__(
@@ -359,16 +385,36 @@ class LogWorld(World):
         R = np.zeros((T, N), np.float64)
         np.add.at(C, (step, pid), nc)
         np.add.at(R, (step, pid), nr)
-        r = 0.5 ** (1.0 / est.half_life)
-        Sc, Sn = self._smooth(C, r), self._smooth(R, r)
+        m = empirical_bayes_strength(pid, nc, nr) if est.prior_strength == "auto" else float(est.prior_strength)
+        if est.half_life == "auto":
+            scores = {h: self._loo_score(C, R, step, pid, nc, nr, h, m) for h in LogEstimator.HALF_LIVES}
+            h = max(scores, key=lambda x: scores[x])
+            self.half_life_scores = scores
+        else:
+            h = float(est.half_life)
+        self.half_life, self.prior_strength = h, m
+        Sc, Sn = self._smooth(C, 0.5 ** (1.0 / h)), self._smooth(R, 0.5 ** (1.0 / h))
         del C, R
         pop = (Sc.sum(axis=1) + 1.0) / (Sn.sum(axis=1) + 2.0)  # population accuracy per step
         self.population_p = pop
-        m = est.prior_strength
         self._a = (m * pop[:, None] + Sc).astype(np.float32)
         self._b = (m * (1.0 - pop[:, None]) + (Sn - Sc)).astype(np.float32)
         self._z_seed: int | None = None
         self._z: np.ndarray | None = None
+
+    @classmethod
+    def _loo_score(
+        cls, C: np.ndarray, R: np.ndarray, step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, h: float, m: float
+    ) -> float:
+        """Mean log-likelihood per rollout of each logged group, predicted without itself."""
+        r = 0.5 ** (1.0 / h)
+        Sc, Sn = cls._smooth(C, r), cls._smooth(R, r)
+        pop = (Sc.sum(axis=1) + 1.0) / (Sn.sum(axis=1) + 2.0)
+        sc = Sc[step, pid] - nc
+        sn = Sn[step, pid] - nr
+        p = (m * pop[step] + sc) / (m + sn)
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return float(np.sum(nc * np.log(p) + (nr - nc) * np.log1p(-p)) / nr.sum())
 
     @staticmethod
     def _smooth(X: np.ndarray, r: float) -> np.ndarray:
@@ -424,5 +470,11 @@ class LogWorld(World):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(coverage=self.coverage, logged_groups=len(self._keys), half_life=self.estimator.half_life)
+        d.update(
+            coverage=self.coverage,
+            logged_groups=len(self._keys),
+            half_life=self.half_life,
+            prior_strength=round(self.prior_strength, 3),
+            draw=self.estimator.draw,
+        )
         return d
