@@ -144,6 +144,9 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
     policies = list(dict.fromkeys(steps["policy"].to_list()))
     cmap = plt.get_cmap("tab10" if len(policies) <= 10 else "tab20")
     colors = {p: cmap(i % cmap.N) for i, p in enumerate(policies)}
+    # Policies often overlap (every gate sits at 1.0): vary the dash too.
+    dashes = ["-", "--", "-.", ":"]
+    styles = {p: dashes[i % len(dashes)] for i, p in enumerate(policies)}
     T = int(steps["step"].to_numpy().max()) + 1
     win = max(1, T // 40)
 
@@ -153,7 +156,7 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
             pl.col("effective_ratio").mean().alias("m"), pl.col("effective_ratio").min().alias("lo"), pl.col("effective_ratio").max().alias("hi")
         ).sort("step")
         x = d["step"].to_numpy()
-        ax.plot(x, _smooth(d["m"].to_numpy(), win), label=p, color=colors[p], lw=1.6)
+        ax.plot(x, _smooth(d["m"].to_numpy(), win), label=p, color=colors[p], ls=styles[p], lw=1.8)
         ax.fill_between(x, _smooth(d["lo"].to_numpy(), win), _smooth(d["hi"].to_numpy(), win), color=colors[p], alpha=0.15, lw=0)
     ax.set_xlabel("step")
     ax.set_ylabel("effective ratio (partially solved share of batch)")
@@ -171,7 +174,7 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
         d = steps.filter(pl.col("policy") == p).group_by("step").agg(
             pl.col("cum_rollouts").mean(), pl.col("cum_effective_prompts").mean()
         ).sort("step")
-        ax.plot(d["cum_rollouts"].to_numpy() / 1e6, d["cum_effective_prompts"].to_numpy() / 1e3, label=p, color=colors[p], lw=1.6)
+        ax.plot(d["cum_rollouts"].to_numpy() / 1e6, d["cum_effective_prompts"].to_numpy() / 1e3, label=p, color=colors[p], ls=styles[p], lw=1.8)
     ax.set_xlabel("cumulative rollouts (millions)")
     ax.set_ylabel("cumulative effective prompts (thousands)")
     ax.set_title("Effective prompts bought per rollout (mean over seeds; steeper is better)", fontsize=10)
