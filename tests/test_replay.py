@@ -387,6 +387,21 @@ def test_sweep_and_report(tmp_path: Path) -> None:
     assert "| mine | 2 |" in (tmp_path / "rep" / "report.md").read_text()
 
 
+def test_parallel_sweep_matches_serial_and_writes_logs(tmp_path: Path) -> None:
+    from dps.replay.report import write_report
+
+    data = scenario_dict()
+    data["policies"].append({"name": "pred", "type": "python", "class": "test_replay:AlwaysPartial"})
+    serial = run_sweep(parse_scenario(data), progress=False, record=True)
+    parallel = run_sweep(parse_scenario(data), workers=2, progress=False)
+    assert serial.summary["effective_prompts"].to_list() == parallel.summary["effective_prompts"].to_list()
+    assert serial.summary["rollouts"].to_list() == parallel.summary["rollouts"].to_list()
+    paths = write_report(serial, tmp_path / "rep")
+    assert (tmp_path / "rep" / "dps_confusion.png").stat().st_size > 0  # a predictive policy is present
+    log = read_log(paths["logs"] / "mine-seed0.parquet")  # a replay's own rollouts form a valid sparse log
+    assert log.height == 12 * 16 and log["n_rollouts"].sum() == 12 * 16 * 8
+
+
 def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dps.cli import main
 
@@ -412,6 +427,8 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.parquet" in err and "'n_correct'" in err and "row 1" in err
+    assert main(["replay", str(tmp_path / "missing.toml")]) == 2
+    assert "no such scenario file" in capsys.readouterr().err
     sc.write_text(sc.read_text().replace('type = "oracle"', 'type = "nope"'))
     assert main(["replay", str(sc), "--out", str(out)]) == 2
     assert "unknown policy type 'nope'" in capsys.readouterr().err
