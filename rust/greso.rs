@@ -127,7 +127,7 @@ impl Greso {
         self.calls += 1;
         let mut out = Vec::with_capacity(batch_size);
         while out.len() < batch_size {
-            let Some(id) = self.order.next() else {
+            let Some(id) = self.order.next_id() else {
                 self.order.start_epoch((0..self.num_prompts as u32).collect());
                 continue;
             };

@@ -62,7 +62,7 @@ impl HistoryResampling {
         self.pending.check_room(self.num_prompts, batch_size)?;
         let mut out = Vec::with_capacity(batch_size);
         while out.len() < batch_size {
-            match self.order.next() {
+            match self.order.next_id() {
                 Some(id) if !self.pending.contains(id) && !self.excluded[id as usize] => {
                     self.pending.insert(id);
                     out.push(id);

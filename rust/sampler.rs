@@ -27,7 +27,7 @@ impl EpochOrder {
     }
 
     /// The next prompt of the current epoch, or None when it is spent.
-    pub fn next(&mut self) -> Option<u32> {
+    pub fn next_id(&mut self) -> Option<u32> {
         let id = self.order.get(self.cursor).copied();
         if id.is_some() {
             self.cursor += 1;

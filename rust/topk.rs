@@ -1,24 +1,26 @@
 //! Top-k selection over a score per prompt, in parallel, with ties broken by a seeded hash.
+//!
+//! Scores are scanned in blocks: one vectorised pass over a block asks whether any prompt in it
+//! could enter the current best k; most blocks are then skipped whole.
 
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::rng::mix64;
-
-const CHUNK: usize = 1 << 16;
+const CHUNK: usize = 1 << 20;
+const BLOCK: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
     score: f32,
-    tie: u64,
+    tie: u32,
     id: u32,
 }
 
 /// Ordered so that "greater" means "worse": the heap's top is the candidate to evict.
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.score.total_cmp(&self.score).then(self.tie.cmp(&other.tie))
+        other.score.total_cmp(&self.score).then(self.tie.cmp(&other.tie)).then(self.id.cmp(&other.id))
     }
 }
 impl PartialOrd for Candidate {
@@ -33,48 +35,101 @@ impl PartialEq for Candidate {
 }
 impl Eq for Candidate {}
 
-#[inline]
-fn tie_key(tie_seed: u64, id: u32) -> u64 {
-    mix64(tie_seed ^ (id as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+/// A seeded 32-bit hash of the id (murmur3's finaliser): the order among equal scores.
+#[inline(always)]
+fn tie_key(seed: u32, id: u32) -> u32 {
+    let mut h = id.wrapping_mul(0x9E37_79B1) ^ seed;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
 }
 
-fn chunk_best(
-    scores: &[f32],
-    offset: usize,
-    k: usize,
-    tie_seed: u64,
-    skip: &(impl Fn(u32) -> bool + Sync),
-) -> Vec<Candidate> {
+/// Whether any prompt of the block beats (worst_score, worst_tie).
+#[inline(always)]
+fn block_has_better(block: &[f32], first_id: u32, seed: u32, worst_score: f32, worst_tie: u32) -> bool {
+    let mut any = false;
+    for (j, &s) in block.iter().enumerate() {
+        let tie = tie_key(seed, first_id.wrapping_add(j as u32));
+        any |= (s > worst_score) | ((s == worst_score) & (tie < worst_tie));
+    }
+    any
+}
+
+#[inline(always)]
+fn chunk_best_body(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-    for (i, &score) in scores.iter().enumerate() {
-        let id = (offset + i) as u32;
+    for (b, block) in scores.chunks(BLOCK).enumerate() {
+        let first = (offset + b * BLOCK) as u32;
         if heap.len() == k {
             let worst = heap.peek().unwrap();
-            if score < worst.score || (score == worst.score && tie_key(tie_seed, id) > worst.tie) {
+            if !block_has_better(block, first, seed, worst.score, worst.tie) {
                 continue;
             }
         }
-        if skip(id) {
-            continue;
-        }
-        heap.push(Candidate { score, tie: tie_key(tie_seed, id), id });
-        if heap.len() > k {
-            heap.pop();
+        for (i, &score) in block.iter().enumerate() {
+            let id = first + i as u32;
+            let candidate = Candidate { score, tie: tie_key(seed, id), id };
+            if heap.len() == k && candidate >= *heap.peek().unwrap() {
+                continue;
+            }
+            if skip(id) {
+                continue;
+            }
+            heap.push(candidate);
+            if heap.len() > k {
+                heap.pop();
+            }
         }
     }
     heap.into_vec()
 }
 
+fn chunk_best(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { chunk_best_avx512(scores, offset, k, seed, skip) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { chunk_best_avx2(scores, offset, k, seed, skip) };
+        }
+    }
+    chunk_best_body(scores, offset, k, seed, skip)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn chunk_best_avx512(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+    chunk_best_body(scores, offset, k, seed, skip)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_best_avx2(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+    chunk_best_body(scores, offset, k, seed, skip)
+}
+
 /// The ids of the `k` highest scores, best first, leaving out ids for which `skip` is true.
 /// Equal scores are ordered by a hash of (`tie_seed`, id): a seeded random order.
 pub fn top_k(scores: &[f32], k: usize, tie_seed: u64, skip: impl Fn(u32) -> bool + Sync) -> Vec<u32> {
+    top_k_in_chunks(scores, k, tie_seed, skip, CHUNK)
+}
+
+/// Chunks are scanned in parallel, each keeping its own best k. Large chunks pay off: each one
+/// starts with an empty heap and a low bar, so small ones waste time filling heaps.
+fn top_k_in_chunks(scores: &[f32], k: usize, tie_seed: u64, skip: impl Fn(u32) -> bool + Sync, chunk: usize) -> Vec<u32> {
     if k == 0 {
         return Vec::new();
     }
+    let seed = (tie_seed ^ (tie_seed >> 32)) as u32;
     let mut all: Vec<Candidate> = scores
-        .par_chunks(CHUNK)
+        .par_chunks(chunk)
         .enumerate()
-        .flat_map_iter(|(c, chunk)| chunk_best(chunk, c * CHUNK, k, tie_seed, &skip))
+        .flat_map_iter(|(c, part)| chunk_best(part, c * chunk, k, seed, &skip))
         .collect();
     all.sort_unstable();
     all.truncate(k);
@@ -86,11 +141,13 @@ mod tests {
     use super::*;
 
     fn reference(scores: &[f32], k: usize, tie_seed: u64, skip: impl Fn(u32) -> bool) -> Vec<u32> {
+        let seed = (tie_seed ^ (tie_seed >> 32)) as u32;
         let mut ids: Vec<u32> = (0..scores.len() as u32).filter(|&i| !skip(i)).collect();
         ids.sort_by(|&a, &b| {
             scores[b as usize]
                 .total_cmp(&scores[a as usize])
-                .then(tie_key(tie_seed, a).cmp(&tie_key(tie_seed, b)))
+                .then(tie_key(seed, a).cmp(&tie_key(seed, b)))
+                .then(a.cmp(&b))
         });
         ids.truncate(k);
         ids
@@ -102,8 +159,9 @@ mod tests {
         // Few distinct values, so that ties are common, over several chunks.
         let scores: Vec<f32> = (0..200_000).map(|_| (rng.below(7) as f32) / 7.0).collect();
         for &k in &[1usize, 10, 256, 5000] {
-            let got = top_k(&scores, k, 42, |id| id % 3 == 0);
-            assert_eq!(got, reference(&scores, k, 42, |id| id % 3 == 0), "k = {k}");
+            let want = reference(&scores, k, 42, |id| id % 3 == 0);
+            assert_eq!(top_k(&scores, k, 42, |id| id % 3 == 0), want, "k = {k}");
+            assert_eq!(top_k_in_chunks(&scores, k, 42, |id| id % 3 == 0, 777), want, "k = {k}, small chunks");
         }
     }
 
@@ -122,3 +180,4 @@ mod tests {
         assert_eq!(top_k(&scores, 10, 0, |_| false), vec![2, 1, 0]);
     }
 }
+

@@ -31,7 +31,7 @@ impl Uniform {
         self.pending.check_room(self.num_prompts, batch_size)?;
         let mut out = Vec::with_capacity(batch_size);
         while out.len() < batch_size {
-            match self.order.next() {
+            match self.order.next_id() {
                 Some(id) if !self.pending.contains(id) => {
                     self.pending.insert(id);
                     out.push(id);

@@ -2,10 +2,13 @@
 //! (method.md section 2), and top-B selection on the predicted probability of "partially solved".
 //!
 //! Storage per prompt: alpha (3x3, f32), the posterior (3, f32) and the selection score (f32),
-//! 52 bytes. Arithmetic is done in f64 from the stored values; the score is always a pure function
+//! 52 bytes, in column layout (see `columns`). Arithmetic is done in f64 from the stored values; the score is always a pure function
 //! of the stored (alpha, posterior), so a saved state reloads to exactly the same selections.
 
-use rayon::prelude::*;
+mod columns;
+mod kernel;
+
+use columns::Columns;
 
 use crate::error::{invalid, Result};
 use crate::observe::{Observations, PARTIAL};
@@ -14,7 +17,6 @@ use crate::rng::{key, stream};
 use crate::topk::top_k;
 
 pub const STATES: usize = 3;
-const CHUNK: usize = 1 << 14;
 
 /// Concentration matrices alpha0[to][from], flattened row-major (method.md section 2).
 pub const PRIOR_ONES: [f64; 9] = [1.0; 9];
@@ -62,40 +64,40 @@ impl DpsConfig {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn column_sums(a: &[f64; 9]) -> [f64; 3] {
     [a[0] + a[3] + a[6], a[1] + a[4] + a[7], a[2] + a[5] + a[8]]
 }
 
-#[inline]
-fn widen9(a: &[f32; 9]) -> [f64; 9] {
+#[inline(always)]
+pub(crate) fn widen9(a: &[f32; 9]) -> [f64; 9] {
     a.map(|x| x as f64)
 }
 
-#[inline]
-fn widen3(p: &[f32; 3]) -> [f64; 3] {
+#[inline(always)]
+pub(crate) fn widen3(p: &[f32; 3]) -> [f64; 3] {
     p.map(|x| x as f64)
 }
 
 /// P(alpha) @ post, renormalised: the predicted distribution of the next state.
-#[inline]
+/// Written with two divisions, as the per-step loop over every prompt is bound by them.
+#[inline(always)]
 pub fn predict(a: &[f64; 9], post: &[f64; 3]) -> [f64; 3] {
     let cs = column_sums(a);
-    let w = [post[0] / cs[0], post[1] / cs[1], post[2] / cs[2]];
-    let mut p = [0.0; 3];
-    for (i, pi) in p.iter_mut().enumerate() {
-        *pi = a[3 * i] * w[0] + a[3 * i + 1] * w[1] + a[3 * i + 2] * w[2];
-    }
+    let inv = 1.0 / (cs[0] * cs[1] * cs[2]);
+    let w = [post[0] * (cs[1] * cs[2] * inv), post[1] * (cs[0] * cs[2] * inv), post[2] * (cs[0] * cs[1] * inv)];
+    let p: [f64; 3] = std::array::from_fn(|i| a[3 * i] * w[0] + a[3 * i + 1] * w[1] + a[3 * i + 2] * w[2]);
     let total = p[0] + p[1] + p[2];
     if total > 0.0 && total.is_finite() {
-        p.map(|x| x / total)
+        let inv_total = 1.0 / total;
+        p.map(|x| x * inv_total)
     } else {
         [1.0 / 3.0; 3]
     }
 }
 
-#[inline]
-fn entropy(p: &[f64; 3]) -> f64 {
+#[inline(always)]
+pub(crate) fn entropy(p: &[f64; 3]) -> f64 {
     -p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.ln()).sum::<f64>()
 }
 
@@ -164,14 +166,6 @@ impl DpsConfig {
         post[y] = 1.0;
         predicted
     }
-
-    /// A prompt not rolled out: the posterior becomes the prediction, the counts decay.
-    #[inline]
-    fn update_unobserved(&self, alpha: &mut [f32; 9], post: &mut [f32; 3], prior: &[f64; 3]) {
-        let a = widen9(alpha);
-        *alpha = self.decayed(&a).map(|x| x as f32);
-        *post = prior.map(|x| x as f32);
-    }
 }
 
 /// The state a DPS filter saves: enough to continue exactly.
@@ -187,9 +181,7 @@ pub struct DpsState {
 #[derive(Clone, Debug)]
 pub struct Dps {
     cfg: DpsConfig,
-    alpha: Vec<[f32; 9]>,
-    post: Vec<[f32; 3]>,
-    score: Vec<f32>,
+    cols: Columns,
     step: u64,
     pending: Pending,
     confusion: [[u64; 3]; 3],
@@ -200,18 +192,8 @@ impl Dps {
         cfg.validate()?;
         crate::error::check_num_prompts(num_prompts)?;
         let initial = cfg.initial();
-        let pi0 = initial.map(|p| p as f32);
-        let alpha0 = cfg.alpha0.map(|a| a as f32);
-        let score0 = cfg.score_of(&initial);
-        Ok(Dps {
-            alpha: vec![alpha0; num_prompts],
-            post: vec![pi0; num_prompts],
-            score: vec![score0; num_prompts],
-            step: 0,
-            pending: Pending::new(num_prompts),
-            confusion: [[0; 3]; 3],
-            cfg,
-        })
+        let cols = Columns::filled(num_prompts, cfg.alpha0.map(|a| a as f32), initial.map(|p| p as f32), cfg.score_of(&initial));
+        Ok(Dps { cols, step: 0, pending: Pending::new(num_prompts), confusion: [[0; 3]; 3], cfg })
     }
 
     pub fn config(&self) -> &DpsConfig {
@@ -219,7 +201,7 @@ impl Dps {
     }
 
     pub fn num_prompts(&self) -> usize {
-        self.alpha.len()
+        self.cols.len()
     }
 
     pub fn step(&self) -> u64 {
@@ -234,12 +216,11 @@ impl Dps {
     /// Bytes held per prompt by the filter and the selection.
     pub fn bytes_per_prompt(&self) -> f64 {
         let n = self.num_prompts() as f64;
-        let held = self.alpha.capacity() * 36 + self.post.capacity() * 12 + self.score.capacity() * 4;
-        (held as f64 + n / 8.0) / n
+        (self.cols.bytes() as f64 + n / 8.0) / n
     }
 
     pub fn scores(&self) -> &[f32] {
-        &self.score
+        &self.cols.score
     }
 
     /// The `batch_size` prompts most likely to be partially solved, excluding those already
@@ -248,11 +229,21 @@ impl Dps {
         self.pending.check_room(self.num_prompts(), batch_size)?;
         let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
         let pending = &self.pending;
-        let ids = top_k(&self.score, batch_size, tie_seed, |id| pending.contains(id));
+        let ids = top_k(&self.cols.score, batch_size, tie_seed, |id| pending.contains(id));
         for &id in &ids {
             self.pending.insert(id);
         }
         Ok(ids)
+    }
+
+    /// The prior the last selection used for prompt i.
+    fn prior_of(&self, i: usize) -> [f64; 3] {
+        if self.step == 0 {
+            // Before the first step the prior is pi0 itself, not P(alpha0) @ pi0 (method.md:
+            // "post = prior = pi0"); from then on it is always P(alpha) @ post.
+            return self.cfg.initial();
+        }
+        predict(&widen9(&self.cols.alpha_of(i)), &widen3(&self.cols.post_of(i)))
     }
 
     /// One filter step for every prompt: the observed ones take their evidence, the rest decay.
@@ -262,46 +253,33 @@ impl Dps {
                 return invalid(format!("prompt id {} is outside [0, {})", g.id, self.num_prompts()));
             }
         }
-        let cfg = &self.cfg;
-        // Before the first step the prior is pi0 itself, not P(alpha0) @ pi0 (method.md: "post =
-        // prior = pi0"); from then on it is always P(alpha) @ post.
-        let fresh = self.step == 0;
-        let initial = cfg.initial();
-        let confusions: Vec<[[u64; 3]; 3]> = self
-            .alpha
-            .par_chunks_mut(CHUNK)
-            .zip(self.post.par_chunks_mut(CHUNK))
-            .zip(self.score.par_chunks_mut(CHUNK))
-            .enumerate()
-            .map(|(c, ((alpha, post), score))| {
-                let start = c * CHUNK;
-                let groups = obs.in_range(start, start + alpha.len());
-                let mut confusion = [[0u64; 3]; 3];
-                let mut next = groups.iter().peekable();
-                for i in 0..alpha.len() {
-                    let prior = if fresh { initial } else { predict(&widen9(&alpha[i]), &widen3(&post[i])) };
-                    match next.peek() {
-                        Some(g) if g.id as usize == start + i => {
-                            let y = g.state();
-                            let predicted = cfg.update_observed(&mut alpha[i], &mut post[i], &prior, y);
-                            confusion[y][predicted] += 1;
-                            next.next();
-                        }
-                        _ => cfg.update_unobserved(&mut alpha[i], &mut post[i], &prior),
-                    }
-                    score[i] = cfg.score(&alpha[i], &post[i]);
-                }
-                confusion
+        // The observed prompts first, from their old values; then every prompt as if unobserved;
+        // then the observed ones are written back over that.
+        let mut confusion = [[0u64; 3]; 3];
+        let observed: Vec<(usize, [f32; 9], [f32; 3])> = obs
+            .groups()
+            .iter()
+            .map(|g| {
+                let i = g.id as usize;
+                let (mut a, mut p) = (self.cols.alpha_of(i), self.cols.post_of(i));
+                let y = g.state();
+                let predicted = self.cfg.update_observed(&mut a, &mut p, &self.prior_of(i), y);
+                confusion[y][predicted] += 1;
+                (i, a, p)
             })
             .collect();
-        self.confusion = [[0; 3]; 3];
-        for m in confusions {
-            for (row, add) in self.confusion.iter_mut().zip(m) {
-                for (x, y) in row.iter_mut().zip(add) {
-                    *x += y;
-                }
-            }
+        let dense = kernel::Dense {
+            lam: self.cfg.decay,
+            offset: self.cfg.alpha0.map(|a| (1.0 - self.cfg.decay) * a),
+            fresh: (self.step == 0).then(|| self.cfg.initial()),
+            entropy_weight: self.cfg.entropy_weight,
+        };
+        kernel::update_all(self.cols.view(), &dense);
+        for (i, a, p) in observed {
+            let s = self.cfg.score(&a, &p);
+            self.cols.set(i, &a, &p, s);
         }
+        self.confusion = confusion;
         self.step += 1;
         self.pending.clear();
         Ok(())
@@ -309,17 +287,14 @@ impl Dps {
 
     /// The predicted distribution over (unsolved, partial, solved) that the next selection uses.
     pub fn predicted(&self, id: u32) -> [f64; 3] {
-        if self.step == 0 {
-            return self.cfg.initial();
-        }
-        let i = id as usize;
-        predict(&widen9(&self.alpha[i]), &widen3(&self.post[i]))
+        self.prior_of(id as usize)
     }
 
     pub fn export(&self) -> DpsState {
+        let n = self.num_prompts();
         DpsState {
-            alpha: self.alpha.iter().flatten().copied().collect(),
-            post: self.post.iter().flatten().copied().collect(),
+            alpha: (0..n).flat_map(|i| self.cols.alpha_of(i)).collect(),
+            post: (0..n).flat_map(|i| self.cols.post_of(i)).collect(),
             step: self.step,
             pending: self.pending.ids().iter().map(|&i| i as i64).collect(),
             confusion: self.confusion,
@@ -345,11 +320,8 @@ impl Dps {
             if p.iter().any(|x| !x.is_finite() || *x < 0.0) || (total - 1.0).abs() > 1e-3 {
                 return invalid(format!("post of prompt {i} is not a distribution"));
             }
-            dps.alpha[i] = a;
-            dps.post[i] = p;
-            if state.step > 0 {
-                dps.score[i] = dps.cfg.score(&a, &p);
-            }
+            let score = if state.step > 0 { dps.cfg.score(&a, &p) } else { dps.cols.score[i] };
+            dps.cols.set(i, &a, &p, score);
         }
         dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
         dps.step = state.step;
