@@ -40,6 +40,7 @@ demo: $(BUILD_STAMP)
 
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_dps.py
+	$(PY) benchmarks/bench_replay.py
 
 clean:
 	rm -rf $(VENV) target runs
