@@ -1,7 +1,16 @@
 """Selection policies: the `Policy` interface, the built-in Rust-backed policies, the gate."""
 
 from dps.policies.base import Policy, StepResult, run_step
-from dps.policies.builtin import DPS, GRESO, PRIORS, HistoryResampling, MoPPS, Uniform, zero_variance_mask
+from dps.policies.builtin import (
+    DPS,
+    GRESO,
+    PRIORS,
+    HistoryResampling,
+    MoPPS,
+    Uniform,
+    prediction_scores,
+    zero_variance_mask,
+)
 from dps.policies.gate import DynamicSampling
 
 __all__ = [
@@ -15,5 +24,6 @@ __all__ = [
     "StepResult",
     "Uniform",
     "run_step",
+    "prediction_scores",
     "zero_variance_mask",
 ]

@@ -90,8 +90,21 @@ def state_int(state: dict[str, Any], key: str) -> int:
     return int(value)
 
 
-def ratio(num: float, den: float) -> float:
-    return num / den if den else math.nan
+def prediction_scores(confusion: Any) -> dict[str, float]:
+    """Accuracy, and precision / recall / F1 of state 1 (partial), from a 3x3 matrix
+    [observed][predicted]; NaN where a ratio has nothing to count."""
+    c = np.asarray(confusion, dtype=np.float64)
+    tp, predicted, observed = float(c[1, 1]), float(c[:, 1].sum()), float(c[1, :].sum())
+    precision = tp / predicted if predicted else math.nan
+    recall = tp / observed if observed else math.nan
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else math.nan
+    total = float(c.sum())
+    return {
+        "pred_accuracy": float(np.trace(c)) / total if total else math.nan,
+        "pred_precision": precision,
+        "pred_recall": recall,
+        "pred_f1": f1,
+    }
 
 
 class RustPolicy(Policy):
@@ -217,17 +230,9 @@ class DPS(RustPolicy):
 
     def metrics(self) -> dict[str, float]:
         """Prediction quality over the last step's observed groups: argmax(prior) against the
-        observed state; precision / recall / F1 of state 1 (partial); confusion_{observed}{predicted}."""
+        observed state (see `prediction_scores`); confusion_{observed}{predicted} counts."""
         c = self._core.confusion().astype(np.float64)
-        total = float(c.sum())
-        tp = float(c[1, 1])
-        precision, recall = ratio(tp, float(c[:, 1].sum())), ratio(tp, float(c[1, :].sum()))
-        out = {
-            "pred_accuracy": ratio(float(np.trace(c)), total),
-            "pred_precision": precision,
-            "pred_recall": recall,
-            "pred_f1": ratio(2 * precision * recall, precision + recall) if total else math.nan,
-        }
+        out = prediction_scores(c)
         out.update({f"confusion_{i}{j}": float(c[i, j]) for i in range(3) for j in range(3)})
         return out
 

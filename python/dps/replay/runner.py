@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from dps.policies.base import Policy, run_step
+from dps.policies.builtin import prediction_scores
 from dps.replay.worlds import World
 
 STATE_NAMES = ("unsolved", "partial", "solved")
@@ -110,19 +111,6 @@ class ReplayResult:
     sample_counts: np.ndarray = field(repr=False)
     #: every rolled-out group as a per-group log (step, prompt_id, n_rollouts, n_correct), when recorded
     groups: dict[str, np.ndarray] | None = field(default=None, repr=False)
-
-
-def prediction_scores(conf: np.ndarray) -> dict[str, float]:
-    """Accuracy, and precision / recall / F1 of state 1 (partial), from a 3x3 (true, predicted) matrix."""
-    conf = np.asarray(conf, np.float64)
-    total = conf.sum()
-    tp = conf[1, 1]
-    pred1, true1 = conf[:, 1].sum(), conf[1, :].sum()
-    acc = float(np.trace(conf) / total) if total else float("nan")
-    prec = float(tp / pred1) if pred1 else float("nan")
-    rec = float(tp / true1) if true1 else float("nan")
-    f1 = float(2 * prec * rec / (prec + rec)) if pred1 and true1 and (prec + rec) > 0 else float("nan")
-    return {"pred_accuracy": acc, "pred_precision": prec, "pred_recall": rec, "pred_f1": f1}
 
 
 def gini(x: np.ndarray) -> float:
