@@ -29,10 +29,11 @@ def _math_verify():
 
 
 def parse_math(text: str) -> list[Any]:
+    """math-verify's parse without its raw-string fallback: [] when nothing mathematical parses."""
     mv = _math_verify()
-    parsed = mv.parse(text)
+    parsed = mv.parse(text, fallback_mode="no_fallback")
     if not parsed:
-        parsed = mv.parse(f"${text}$")
+        parsed = mv.parse(f"${text}$", fallback_mode="no_fallback")
     return parsed
 
 
@@ -166,7 +167,8 @@ class DatasetTask(Task):
                         ) from None
                 elif self.verifier == "math" and not self._gold_of(ex):
                     raise ValueError(
-                        f"{self.path}: {split} row {ex.id}: answer {ex.answer!r} does not parse as math"
+                        f"{self.path}: {split} row {ex.id}: answer {ex.answer!r} does not parse as math "
+                        "(use verifier = 'exact' for non-mathematical answers)"
                     )
 
 

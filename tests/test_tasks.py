@@ -1,0 +1,126 @@
+"""Tasks: stable ids, disjoint splits, verifiers, format bonus apart from correctness, bad data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("reasoning_gym")
+
+from dps.tasks import (  # noqa: E402
+    ArithmeticTask,
+    BoxedMathTask,
+    CountdownTask,
+    DatasetTask,
+    extract_answer,
+    last_boxed,
+    make_task,
+)
+
+
+def test_arithmetic_splits_are_stable_disjoint_and_graded():
+    a = ArithmeticTask(n_train=60, n_test=30, n_warmup=40, seed=3)
+    b = ArithmeticTask(n_train=60, n_test=30, n_warmup=40, seed=3)
+    assert [e.prompt for e in a.train()] == [e.prompt for e in b.train()]
+    assert [e.id for e in a.train()] == list(range(60))
+    prompts = [set(e.prompt for e in s) for s in (a.train(), a.test(), a.warmup())]
+    assert not (prompts[0] & prompts[1]) and not (prompts[0] & prompts[2]) and not (prompts[1] & prompts[2])
+    assert len({e.meta["level"] for e in a.train()}) > 1
+    a.validate()
+    ex = a.train()[0]
+    assert ex.prompt.endswith("=") and " " not in ex.prompt
+    assert a.verify(ex, ex.answer) and a.verify(ex, f" {ex.answer} ")
+    assert not a.verify(ex, str(int(ex.answer) + 1))
+    assert not a.verify(ex, "")
+
+
+def test_arithmetic_bad_options():
+    with pytest.raises(ValueError, match="level"):
+        ArithmeticTask(n_train=5, n_test=5, n_warmup=5, levels=[[1, 1]])
+    with pytest.raises(ValueError, match="distinct prompts"):
+        ArithmeticTask(n_train=500, n_test=10, n_warmup=0, levels=[[2, 1]])
+
+
+def test_countdown_scoring_and_format_bonus_is_apart_from_correctness():
+    c = CountdownTask(n_train=20, n_test=10, n_warmup=5, seed=1)
+    c.validate()
+    ex = c.train()[0]
+    assert c.verify(ex, ex.answer)
+    assert not c.verify(ex, "1+1")
+    # A well-formed wrong answer earns the format bonus but stays incorrect.
+    assert c.format_score(ex, "1+1") == 1.0 and not c.verify(ex, "1+1")
+    assert c.format_score(ex, "   ") == 0.0
+
+
+def test_answer_extraction():
+    assert last_boxed(r"x \boxed{\frac{1}{2}} and \boxed{3}") == "3"
+    assert last_boxed(r"\boxed{\frac{1}{2}}") == r"\frac{1}{2}"
+    assert last_boxed(r"\boxed{unclosed") is None
+    assert extract_answer("<answer> 7 </answer>", "tag") == "7"
+    assert extract_answer("no tag", "tag") is None
+    with pytest.raises(ValueError):
+        extract_answer("x", "nope")
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_dataset_task_jsonl_math_verify(tmp_path):
+    rows = [{"prompt": f"What is {i}/2?", "answer": f"\\frac{{{i}}}{{2}}"} for i in range(1, 21)]
+    t = DatasetTask(_jsonl(tmp_path / "d.jsonl", rows), test_fraction=0.25, seed=0)
+    t.validate()
+    assert len(t.train()) == 15 and len(t.test()) == 5
+    ex = t.train()[0]
+    num = int(ex.answer.split("{")[1].split("}")[0])
+    assert t.verify(ex, f"so \\boxed{{{num / 2}}}")  # 0.5 == \frac{1}{2} symbolically
+    assert not t.verify(ex, f"\\boxed{{{num + 1}}}")
+    assert not t.verify(ex, f"{num / 2}")  # boxed format required
+    # stable ids: same file, same seed -> same train order
+    t2 = DatasetTask(tmp_path / "d.jsonl", test_fraction=0.25, seed=0)
+    assert [e.key for e in t2.train()] == [e.key for e in t.train()]
+
+
+def test_dataset_task_parquet_and_test_file(tmp_path):
+    import polars as pl
+
+    pl.DataFrame({"q": ["a", "b", "c"], "a": ["1", "2", "3"]}).write_parquet(tmp_path / "tr.parquet")
+    pl.DataFrame({"q": ["d"], "a": ["4"]}).write_parquet(tmp_path / "te.parquet")
+    t = DatasetTask(tmp_path / "tr.parquet", test_path=tmp_path / "te.parquet", prompt_field="q", answer_field="a",
+                    verifier="numeric", answer_format="plain")
+    t.validate()
+    assert [e.prompt for e in t.train()] == ["a", "b", "c"] and t.test()[0].answer == "4"
+    assert t.verify(t.train()[1], "2.0") and not t.verify(t.train()[1], "two")
+
+
+def test_dataset_bad_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        DatasetTask(tmp_path / "missing.jsonl")
+    p = _jsonl(tmp_path / "nocol.jsonl", [{"question": "x", "answer": "1"}])
+    with pytest.raises(ValueError, match="'prompt'"):
+        DatasetTask(p, test_fraction=0.0)
+    p = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "x", "answer": "1"}, {"prompt": "y", "answer": "@@@ ???"}])
+    t = DatasetTask(p, test_fraction=0.0, test_path=p)
+    with pytest.raises(ValueError, match="row 1.*does not parse"):
+        t.validate()
+    p = _jsonl(tmp_path / "num.jsonl", [{"prompt": "x", "answer": "abc"}])
+    t = DatasetTask(p, test_path=p, verifier="numeric")
+    with pytest.raises(ValueError, match="not a number"):
+        t.validate()
+    with pytest.raises(ValueError, match="verifier"):
+        DatasetTask(p, verifier="fuzzy")
+
+
+def test_boxed_math_generated_and_make_task():
+    m = BoxedMathTask(n_train=12, n_test=4)
+    m.validate()
+    ex = m.train()[0]
+    assert "\\boxed" in ex.prompt
+    assert m.verify(ex, f"The answer is \\boxed{{{ex.answer}}}.")
+    assert m.reference_response(ex) == f"\\boxed{{{ex.answer}}}"
+    with pytest.raises(ValueError, match="unknown task"):
+        make_task("chess")
+    with pytest.raises(ValueError, match="arithmetic"):
+        make_task("arithmetic", n_trian=3)
