@@ -25,7 +25,9 @@ pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T> {
 
 pub(crate) fn check_num_prompts(num_prompts: usize) -> Result<()> {
     if num_prompts == 0 || num_prompts > u32::MAX as usize {
-        return invalid(format!("num_prompts must be in [1, 2^32), got {num_prompts}"));
+        return invalid(format!(
+            "num_prompts must be in [1, 2^32), got {num_prompts}"
+        ));
     }
     Ok(())
 }

@@ -5,11 +5,17 @@ use crate::error::{invalid, Result};
 /// Which groups pass: reward std > 0 (0 < correct < k) by default, or a mean inside [lo, hi].
 pub fn admit(n_correct: &[i64], n_rollouts: &[i64], band: Option<(f64, f64)>) -> Result<Vec<bool>> {
     if n_correct.len() != n_rollouts.len() {
-        return invalid(format!("lengths differ: n_correct has {}, n_rollouts {}", n_correct.len(), n_rollouts.len()));
+        return invalid(format!(
+            "lengths differ: n_correct has {}, n_rollouts {}",
+            n_correct.len(),
+            n_rollouts.len()
+        ));
     }
     if let Some((lo, hi)) = band {
         if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
-            return invalid(format!("the band [lo, hi] = [{lo}, {hi}] must satisfy 0 <= lo <= hi <= 1"));
+            return invalid(format!(
+                "the band [lo, hi] = [{lo}, {hi}] must satisfy 0 <= lo <= hi <= 1"
+            ));
         }
     }
     n_correct
@@ -18,7 +24,9 @@ pub fn admit(n_correct: &[i64], n_rollouts: &[i64], band: Option<(f64, f64)>) ->
         .enumerate()
         .map(|(i, (&c, &n))| {
             if n <= 0 || c < 0 || c > n {
-                return invalid(format!("group {i}: n_correct = {c}, n_rollouts = {n} is not a valid count"));
+                return invalid(format!(
+                    "group {i}: n_correct = {c}, n_rollouts = {n} is not a valid count"
+                ));
             }
             Ok(match band {
                 None => c > 0 && c < n,
@@ -37,8 +45,14 @@ mod tests {
 
     #[test]
     fn keeps_partial_groups() {
-        assert_eq!(admit(&[0, 3, 8], &[8, 8, 8], None).unwrap(), vec![false, true, false]);
-        assert_eq!(admit(&[0, 3, 8], &[8, 8, 8], Some((0.0, 0.5))).unwrap(), vec![true, true, false]);
+        assert_eq!(
+            admit(&[0, 3, 8], &[8, 8, 8], None).unwrap(),
+            vec![false, true, false]
+        );
+        assert_eq!(
+            admit(&[0, 3, 8], &[8, 8, 8], Some((0.0, 0.5))).unwrap(),
+            vec![true, true, false]
+        );
         assert!(admit(&[9], &[8], None).is_err());
         assert!(admit(&[1], &[8], Some((0.6, 0.2))).is_err());
     }

@@ -43,7 +43,8 @@ impl GresoConfig {
         if !(unit(self.p_min) && unit(self.p_max) && self.p_min <= self.p_max) {
             return invalid("GRESO needs 0 <= p_min <= p_max <= 1");
         }
-        if !(unit(self.p_easy) && unit(self.p_hard) && unit(self.min_keep) && unit(self.step_size)) {
+        if !(unit(self.p_easy) && unit(self.p_hard) && unit(self.min_keep) && unit(self.step_size))
+        {
             return invalid("GRESO's p_easy, p_hard, min_keep and step_size must lie in [0, 1]");
         }
         if !(unit(self.target_easy) && unit(self.target_hard)) {
@@ -123,12 +124,18 @@ impl Greso {
 
     pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts, batch_size)?;
-        let mut rng = Rng::new(key(&[self.cfg.seed, stream::GRESO_SKIP, self.step, self.calls]));
+        let mut rng = Rng::new(key(&[
+            self.cfg.seed,
+            stream::GRESO_SKIP,
+            self.step,
+            self.calls,
+        ]));
         self.calls += 1;
         let mut out = Vec::with_capacity(batch_size);
         while out.len() < batch_size {
             let Some(id) = self.order.next_id() else {
-                self.order.start_epoch((0..self.num_prompts as u32).collect());
+                self.order
+                    .start_epoch((0..self.num_prompts as u32).collect());
                 continue;
             };
             if self.pending.contains(id) {
@@ -179,7 +186,11 @@ impl Greso {
 
     /// Too many zero-variance groups of a kind: keep fewer such prompts next time.
     fn adapt(&self, p: f64, share: f64, target: f64) -> f64 {
-        let moved = if share > target { p - self.cfg.step_size } else { p + self.cfg.step_size };
+        let moved = if share > target {
+            p - self.cfg.step_size
+        } else {
+            p + self.cfg.step_size
+        };
         moved.clamp(self.cfg.p_min, self.cfg.p_max)
     }
 
@@ -199,7 +210,11 @@ impl Greso {
     ) -> Result<Self> {
         let mut g = Greso::new(num_prompts, cfg)?;
         if easy.len() != num_prompts || hard.len() != num_prompts {
-            return invalid(format!("streaks hold {} and {} values, expected {num_prompts}", easy.len(), hard.len()));
+            return invalid(format!(
+                "streaks hold {} and {} values, expected {num_prompts}",
+                easy.len(),
+                hard.len()
+            ));
         }
         if !((0.0..=1.0).contains(&p_easy) && (0.0..=1.0).contains(&p_hard)) {
             return invalid("p_easy and p_hard must lie in [0, 1]");
@@ -228,7 +243,8 @@ mod tests {
         let ids: Vec<i64> = (0..n as i64).collect();
         // Every prompt all correct, three times: p_easy falls, easy prompts are mostly skipped.
         for _ in 0..3 {
-            g.observe(&Observations::new(n, &ids, &vec![8; n], &vec![8; n]).unwrap()).unwrap();
+            g.observe(&Observations::new(n, &ids, &vec![8; n], &vec![8; n]).unwrap())
+                .unwrap();
         }
         assert!((g.probabilities().0 - 0.47).abs() < 1e-12);
         assert!((g.probabilities().1 - 0.53).abs() < 1e-12);

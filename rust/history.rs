@@ -48,7 +48,9 @@ impl HistoryResampling {
     }
 
     fn next_pool(&mut self, still_needed: usize) -> Vec<u32> {
-        let pool: Vec<u32> = (0..self.num_prompts as u32).filter(|&i| !self.excluded[i as usize]).collect();
+        let pool: Vec<u32> = (0..self.num_prompts as u32)
+            .filter(|&i| !self.excluded[i as usize])
+            .collect();
         let fresh = pool.iter().filter(|&&i| !self.pending.contains(i)).count();
         if fresh >= still_needed {
             return pool;
@@ -97,7 +99,10 @@ impl HistoryResampling {
     ) -> Result<Self> {
         let mut h = HistoryResampling::new(num_prompts, seed)?;
         if excluded.len() != num_prompts {
-            return invalid(format!("excluded holds {} flags, expected {num_prompts}", excluded.len()));
+            return invalid(format!(
+                "excluded holds {} flags, expected {num_prompts}",
+                excluded.len()
+            ));
         }
         h.excluded = excluded.to_vec();
         h.pending = Pending::from_ids(num_prompts, pending)?;
@@ -119,8 +124,12 @@ mod tests {
         // Epoch 1: everything is seen; even ids come back all correct.
         let ids = h.select(n).unwrap();
         let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let correct: Vec<i64> = ids.iter().map(|&i| if i % 2 == 0 { 8 } else { 3 }).collect();
-        h.observe(&Observations::new(n, &ids64, &correct, &vec![8; n]).unwrap()).unwrap();
+        let correct: Vec<i64> = ids
+            .iter()
+            .map(|&i| if i % 2 == 0 { 8 } else { 3 })
+            .collect();
+        h.observe(&Observations::new(n, &ids64, &correct, &vec![8; n]).unwrap())
+            .unwrap();
         let next = h.select(10).unwrap();
         assert!(next.iter().all(|&i| i % 2 == 1), "{next:?}");
         assert_eq!(h.resets(), 0);

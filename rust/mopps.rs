@@ -24,7 +24,14 @@ pub struct MoppsConfig {
 
 impl Default for MoppsConfig {
     fn default() -> Self {
-        MoppsConfig { decay: 1.0, prior_a: 1.0, prior_b: 1.0, target: 0.5, band: None, seed: 0 }
+        MoppsConfig {
+            decay: 1.0,
+            prior_a: 1.0,
+            prior_b: 1.0,
+            target: 0.5,
+            band: None,
+            seed: 0,
+        }
     }
 }
 
@@ -33,7 +40,11 @@ impl MoppsConfig {
         if !(self.decay > 0.0 && self.decay <= 1.0) {
             return invalid(format!("decay must be in (0, 1], got {}", self.decay));
         }
-        if !(self.prior_a > 0.0 && self.prior_b > 0.0 && self.prior_a.is_finite() && self.prior_b.is_finite()) {
+        if !(self.prior_a > 0.0
+            && self.prior_b > 0.0
+            && self.prior_a.is_finite()
+            && self.prior_b.is_finite())
+        {
             return invalid("prior_a and prior_b must be positive and finite");
         }
         if !(0.0..=1.0).contains(&self.target) {
@@ -41,7 +52,9 @@ impl MoppsConfig {
         }
         if let Some((lo, hi)) = self.band {
             if !(0.0 <= lo && lo <= hi && hi <= 1.0) {
-                return invalid(format!("threshold [{lo}, {hi}] must satisfy 0 <= lo <= hi <= 1"));
+                return invalid(format!(
+                    "threshold [{lo}, {hi}] must satisfy 0 <= lo <= hi <= 1"
+                ));
             }
         }
         Ok(())
@@ -93,16 +106,19 @@ impl Mopps {
     fn scores(&self) -> Vec<f32> {
         let cfg = &self.cfg;
         let mut scores = vec![0f32; self.a.len()];
-        scores.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-            let mut rng = Rng::new(key(&[cfg.seed, stream::MOPPS, self.step, c as u64]));
-            for (i, s) in out.iter_mut().enumerate() {
-                let g = rng.beta(self.a[c * CHUNK + i], self.b[c * CHUNK + i]);
-                *s = match cfg.band {
-                    Some((lo, hi)) if lo <= g && g <= hi => 1.0,
-                    _ => -((g - cfg.target) * (g - cfg.target)) as f32,
-                };
-            }
-        });
+        scores
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let mut rng = Rng::new(key(&[cfg.seed, stream::MOPPS, self.step, c as u64]));
+                for (i, s) in out.iter_mut().enumerate() {
+                    let g = rng.beta(self.a[c * CHUNK + i], self.b[c * CHUNK + i]);
+                    *s = match cfg.band {
+                        Some((lo, hi)) if lo <= g && g <= hi => 1.0,
+                        _ => -((g - cfg.target) * (g - cfg.target)) as f32,
+                    };
+                }
+            });
         scores
     }
 
@@ -136,10 +152,21 @@ impl Mopps {
         Ok(())
     }
 
-    pub fn restore(num_prompts: usize, cfg: MoppsConfig, a: &[f64], b: &[f64], step: u64, pending: &[i64]) -> Result<Self> {
+    pub fn restore(
+        num_prompts: usize,
+        cfg: MoppsConfig,
+        a: &[f64],
+        b: &[f64],
+        step: u64,
+        pending: &[i64],
+    ) -> Result<Self> {
         let mut m = Mopps::new(num_prompts, cfg)?;
         if a.len() != num_prompts || b.len() != num_prompts {
-            return invalid(format!("a and b hold {} and {} values, expected {num_prompts}", a.len(), b.len()));
+            return invalid(format!(
+                "a and b hold {} and {} values, expected {num_prompts}",
+                a.len(),
+                b.len()
+            ));
         }
         if a.iter().chain(b).any(|x| !(x.is_finite() && *x > 0.0)) {
             return invalid("a and b must be positive and finite");
@@ -162,9 +189,21 @@ mod tests {
         let mut m = Mopps::new(n, MoppsConfig::default()).unwrap();
         // Prompts 0..100 always solved, 100..200 never, 200..300 half the time.
         let ids: Vec<i64> = (0..n as i64).collect();
-        let correct: Vec<i64> = ids.iter().map(|&i| if i < 100 { 8 } else if i < 200 { 0 } else { 4 }).collect();
+        let correct: Vec<i64> = ids
+            .iter()
+            .map(|&i| {
+                if i < 100 {
+                    8
+                } else if i < 200 {
+                    0
+                } else {
+                    4
+                }
+            })
+            .collect();
         for _ in 0..5 {
-            m.observe(&Observations::new(n, &ids, &correct, &vec![8; n]).unwrap()).unwrap();
+            m.observe(&Observations::new(n, &ids, &correct, &vec![8; n]).unwrap())
+                .unwrap();
         }
         let picked = m.select(50).unwrap();
         assert!(picked.iter().all(|&i| i >= 200), "{picked:?}");

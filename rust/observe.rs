@@ -34,7 +34,12 @@ pub struct Observations {
 }
 
 impl Observations {
-    pub fn new(num_prompts: usize, ids: &[i64], n_correct: &[i64], n_rollouts: &[i64]) -> Result<Self> {
+    pub fn new(
+        num_prompts: usize,
+        ids: &[i64],
+        n_correct: &[i64],
+        n_rollouts: &[i64],
+    ) -> Result<Self> {
         if ids.len() != n_correct.len() || ids.len() != n_rollouts.len() {
             return invalid(format!(
                 "lengths differ: prompt_ids has {}, n_correct {}, n_rollouts {}",
@@ -46,25 +51,38 @@ impl Observations {
         let mut groups = Vec::with_capacity(ids.len());
         for (i, ((&id, &c), &n)) in ids.iter().zip(n_correct).zip(n_rollouts).enumerate() {
             if id < 0 || id as u64 >= num_prompts as u64 {
-                return invalid(format!("prompt_ids[{i}] = {id} is outside [0, {num_prompts})"));
+                return invalid(format!(
+                    "prompt_ids[{i}] = {id} is outside [0, {num_prompts})"
+                ));
             }
             if c < 0 {
                 return invalid(format!("n_correct[{i}] = {c} is negative"));
             }
             if n <= 0 {
-                return invalid(format!("n_rollouts[{i}] = {n}: a group needs at least one rollout"));
+                return invalid(format!(
+                    "n_rollouts[{i}] = {n}: a group needs at least one rollout"
+                ));
             }
             if n > u32::MAX as i64 {
                 return invalid(format!("n_rollouts[{i}] = {n} is too large"));
             }
             if c > n {
-                return invalid(format!("n_correct[{i}] = {c} exceeds n_rollouts[{i}] = {n}"));
+                return invalid(format!(
+                    "n_correct[{i}] = {c} exceeds n_rollouts[{i}] = {n}"
+                ));
             }
-            groups.push(Group { id: id as u32, n_correct: c as u32, n_rollouts: n as u32 });
+            groups.push(Group {
+                id: id as u32,
+                n_correct: c as u32,
+                n_rollouts: n as u32,
+            });
         }
         groups.sort_unstable_by_key(|g| g.id);
         if let Some(w) = groups.windows(2).find(|w| w[0].id == w[1].id) {
-            return invalid(format!("prompt id {} appears more than once in one observe call", w[0].id));
+            return invalid(format!(
+                "prompt id {} appears more than once in one observe call",
+                w[0].id
+            ));
         }
         Ok(Observations { groups })
     }
@@ -95,7 +113,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_groups() {
-        let err = |ids: &[i64], c: &[i64], n: &[i64]| Observations::new(10, ids, c, n).unwrap_err().to_string();
+        let err = |ids: &[i64], c: &[i64], n: &[i64]| {
+            Observations::new(10, ids, c, n).unwrap_err().to_string()
+        };
         assert!(err(&[10], &[0], &[8]).contains("outside [0, 10)"));
         assert!(err(&[-1], &[0], &[8]).contains("outside"));
         assert!(err(&[1, 1], &[0, 0], &[8, 8]).contains("more than once"));

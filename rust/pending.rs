@@ -11,7 +11,10 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(num_prompts: usize) -> Self {
-        Pending { bits: vec![0; num_prompts.div_ceil(64)], ids: Vec::new() }
+        Pending {
+            bits: vec![0; num_prompts.div_ceil(64)],
+            ids: Vec::new(),
+        }
     }
 
     #[inline]
@@ -65,7 +68,9 @@ impl Pending {
         let room = num_prompts - self.len();
         if batch_size > room {
             if self.is_empty() {
-                return invalid(format!("batch_size {batch_size} exceeds num_prompts {num_prompts}"));
+                return invalid(format!(
+                    "batch_size {batch_size} exceeds num_prompts {num_prompts}"
+                ));
             }
             return invalid(format!(
                 "batch_size {batch_size} exceeds the {room} prompts not yet selected in this step"

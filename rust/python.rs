@@ -23,7 +23,10 @@ impl From<Error> for PyErr {
 }
 
 fn ids_array(py: Python<'_>, ids: Vec<u32>) -> Bound<'_, PyArray1<i64>> {
-    ids.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py)
+    ids.into_iter()
+        .map(i64::from)
+        .collect::<Vec<_>>()
+        .into_pyarray(py)
 }
 
 fn observations(
@@ -32,7 +35,12 @@ fn observations(
     n_correct: &PyReadonlyArray1<'_, i64>,
     n_rollouts: &PyReadonlyArray1<'_, i64>,
 ) -> PyResult<Observations> {
-    Ok(Observations::new(num_prompts, ids.as_slice()?, n_correct.as_slice()?, n_rollouts.as_slice()?)?)
+    Ok(Observations::new(
+        num_prompts,
+        ids.as_slice()?,
+        n_correct.as_slice()?,
+        n_rollouts.as_slice()?,
+    )?)
 }
 
 fn order_state<'py>(d: &Bound<'py, PyDict>, order: &EpochOrder) -> PyResult<()> {
@@ -47,47 +55,56 @@ fn pending_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i64>>
     ids_array(py, ids.to_vec())
 }
 
+/// The methods every selector class shares, followed by the class's own (`$extra`).
+macro_rules! selector_methods {
+    ($class:ident { $($extra:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            #[getter]
+            fn num_prompts(&self) -> usize {
+                self.inner.num_prompts()
+            }
+
+            #[getter]
+            fn step(&self) -> u64 {
+                self.inner.step()
+            }
+
+            fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+                let inner = &mut self.inner;
+                let ids = py.detach(|| inner.select(batch_size))?;
+                Ok(ids_array(py, ids))
+            }
+
+            fn observe(
+                &mut self,
+                py: Python<'_>,
+                prompt_ids: PyReadonlyArray1<'_, i64>,
+                n_correct: PyReadonlyArray1<'_, i64>,
+                n_rollouts: PyReadonlyArray1<'_, i64>,
+            ) -> PyResult<()> {
+                let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
+                let inner = &mut self.inner;
+                Ok(py.detach(|| inner.observe(&obs))?)
+            }
+
+            $($extra)*
+        }
+    };
+}
+
 /// Per-prompt HMM filter and top-B selection.
 #[pyclass(module = "dps._core", name = "DpsCore")]
 struct PyDps {
     inner: Dps,
 }
 
-#[pymethods]
-impl PyDps {
+selector_methods!(PyDps {
     #[new]
     #[pyo3(signature = (num_prompts, decay, alpha0, pi0, entropy_weight, seed))]
     fn new(num_prompts: usize, decay: f64, alpha0: [f64; 9], pi0: [f64; 3], entropy_weight: f64, seed: u64) -> PyResult<Self> {
         let cfg = DpsConfig { decay, alpha0, pi0, entropy_weight, seed };
         Ok(PyDps { inner: Dps::new(num_prompts, cfg)? })
-    }
-
-    #[getter]
-    fn num_prompts(&self) -> usize {
-        self.inner.num_prompts()
-    }
-
-    #[getter]
-    fn step(&self) -> u64 {
-        self.inner.step()
-    }
-
-    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = &mut self.inner;
-        let ids = py.detach(|| inner.select(batch_size))?;
-        Ok(ids_array(py, ids))
-    }
-
-    fn observe(
-        &mut self,
-        py: Python<'_>,
-        prompt_ids: PyReadonlyArray1<'_, i64>,
-        n_correct: PyReadonlyArray1<'_, i64>,
-        n_rollouts: PyReadonlyArray1<'_, i64>,
-    ) -> PyResult<()> {
-        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
-        let inner = &mut self.inner;
-        Ok(py.detach(|| inner.observe(&obs))?)
     }
 
     /// The (n, 3) predicted state distribution of the given prompts.
@@ -151,7 +168,7 @@ impl PyDps {
         self.inner = Dps::restore(self.inner.num_prompts(), self.inner.config().clone(), &state)?;
         Ok(())
     }
-}
+});
 
 /// The shuffled dataloader.
 #[pyclass(module = "dps._core", name = "UniformCore")]
@@ -160,37 +177,10 @@ struct PyUniform {
     seed: u64,
 }
 
-#[pymethods]
-impl PyUniform {
+selector_methods!(PyUniform {
     #[new]
     fn new(num_prompts: usize, seed: u64) -> PyResult<Self> {
         Ok(PyUniform { inner: Uniform::new(num_prompts, seed)?, seed })
-    }
-
-    #[getter]
-    fn num_prompts(&self) -> usize {
-        self.inner.num_prompts()
-    }
-
-    #[getter]
-    fn step(&self) -> u64 {
-        self.inner.step()
-    }
-
-    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = &mut self.inner;
-        let ids = py.detach(|| inner.select(batch_size))?;
-        Ok(ids_array(py, ids))
-    }
-
-    fn observe(
-        &mut self,
-        prompt_ids: PyReadonlyArray1<'_, i64>,
-        n_correct: PyReadonlyArray1<'_, i64>,
-        n_rollouts: PyReadonlyArray1<'_, i64>,
-    ) -> PyResult<()> {
-        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
-        Ok(self.inner.observe(&obs)?)
     }
 
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -214,7 +204,7 @@ impl PyUniform {
         self.inner = Uniform::restore(n, self.seed, step, order, pending.as_slice()?)?;
         Ok(())
     }
-}
+});
 
 /// Uniform epochs that leave out prompts last seen solved.
 #[pyclass(module = "dps._core", name = "HistoryCore")]
@@ -223,21 +213,10 @@ struct PyHistory {
     seed: u64,
 }
 
-#[pymethods]
-impl PyHistory {
+selector_methods!(PyHistory {
     #[new]
     fn new(num_prompts: usize, seed: u64) -> PyResult<Self> {
         Ok(PyHistory { inner: HistoryResampling::new(num_prompts, seed)?, seed })
-    }
-
-    #[getter]
-    fn num_prompts(&self) -> usize {
-        self.inner.num_prompts()
-    }
-
-    #[getter]
-    fn step(&self) -> u64 {
-        self.inner.step()
     }
 
     #[getter]
@@ -248,22 +227,6 @@ impl PyHistory {
     #[getter]
     fn resets(&self) -> u64 {
         self.inner.resets()
-    }
-
-    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = &mut self.inner;
-        let ids = py.detach(|| inner.select(batch_size))?;
-        Ok(ids_array(py, ids))
-    }
-
-    fn observe(
-        &mut self,
-        prompt_ids: PyReadonlyArray1<'_, i64>,
-        n_correct: PyReadonlyArray1<'_, i64>,
-        n_rollouts: PyReadonlyArray1<'_, i64>,
-    ) -> PyResult<()> {
-        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
-        Ok(self.inner.observe(&obs)?)
     }
 
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -297,7 +260,7 @@ impl PyHistory {
         self.inner = HistoryResampling::restore(n, self.seed, step, resets, &flags, order, pending.as_slice()?)?;
         Ok(())
     }
-}
+});
 
 /// Beta posteriors per prompt, sampled towards a 0.5 success rate.
 #[pyclass(module = "dps._core", name = "MoppsCore")]
@@ -305,39 +268,12 @@ struct PyMopps {
     inner: Mopps,
 }
 
-#[pymethods]
-impl PyMopps {
+selector_methods!(PyMopps {
     #[new]
     #[pyo3(signature = (num_prompts, decay, prior_a, prior_b, target, band, seed))]
     fn new(num_prompts: usize, decay: f64, prior_a: f64, prior_b: f64, target: f64, band: Option<(f64, f64)>, seed: u64) -> PyResult<Self> {
         let cfg = MoppsConfig { decay, prior_a, prior_b, target, band, seed };
         Ok(PyMopps { inner: Mopps::new(num_prompts, cfg)? })
-    }
-
-    #[getter]
-    fn num_prompts(&self) -> usize {
-        self.inner.num_prompts()
-    }
-
-    #[getter]
-    fn step(&self) -> u64 {
-        self.inner.step()
-    }
-
-    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = &mut self.inner;
-        let ids = py.detach(|| inner.select(batch_size))?;
-        Ok(ids_array(py, ids))
-    }
-
-    fn observe(
-        &mut self,
-        prompt_ids: PyReadonlyArray1<'_, i64>,
-        n_correct: PyReadonlyArray1<'_, i64>,
-        n_rollouts: PyReadonlyArray1<'_, i64>,
-    ) -> PyResult<()> {
-        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
-        Ok(self.inner.observe(&obs)?)
     }
 
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -360,7 +296,7 @@ impl PyMopps {
         self.inner = Mopps::restore(n, self.inner.config().clone(), a.as_slice()?, b.as_slice()?, step, pending.as_slice()?)?;
         Ok(())
     }
-}
+});
 
 /// Pre-rollout skipping of prompts with zero-variance streaks.
 #[pyclass(module = "dps._core", name = "GresoCore")]
@@ -368,8 +304,7 @@ struct PyGreso {
     inner: Greso,
 }
 
-#[pymethods]
-impl PyGreso {
+selector_methods!(PyGreso {
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (num_prompts, p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, seed))]
@@ -390,16 +325,6 @@ impl PyGreso {
     }
 
     #[getter]
-    fn num_prompts(&self) -> usize {
-        self.inner.num_prompts()
-    }
-
-    #[getter]
-    fn step(&self) -> u64 {
-        self.inner.step()
-    }
-
-    #[getter]
     fn p_easy(&self) -> f64 {
         self.inner.probabilities().0
     }
@@ -412,22 +337,6 @@ impl PyGreso {
     #[getter]
     fn skipped(&self) -> u64 {
         self.inner.skipped()
-    }
-
-    fn select<'py>(&mut self, py: Python<'py>, batch_size: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = &mut self.inner;
-        let ids = py.detach(|| inner.select(batch_size))?;
-        Ok(ids_array(py, ids))
-    }
-
-    fn observe(
-        &mut self,
-        prompt_ids: PyReadonlyArray1<'_, i64>,
-        n_correct: PyReadonlyArray1<'_, i64>,
-        n_rollouts: PyReadonlyArray1<'_, i64>,
-    ) -> PyResult<()> {
-        let obs = observations(self.inner.num_prompts(), &prompt_ids, &n_correct, &n_rollouts)?;
-        Ok(self.inner.observe(&obs)?)
     }
 
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -478,7 +387,7 @@ impl PyGreso {
         )?;
         Ok(())
     }
-}
+});
 
 /// Dynamic sampling's admission mask: std > 0, or a mean inside [lo, hi].
 #[pyfunction]
@@ -495,7 +404,12 @@ fn admit_mask<'py>(
 
 /// The ids of the k highest scores, best first; ties in a seeded random order.
 #[pyfunction]
-fn top_k<'py>(py: Python<'py>, scores: PyReadonlyArray1<'_, f32>, k: usize, seed: u64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+fn top_k<'py>(
+    py: Python<'py>,
+    scores: PyReadonlyArray1<'_, f32>,
+    k: usize,
+    seed: u64,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let s = scores.as_slice()?;
     if s.iter().any(|x| x.is_nan()) {
         return Err(PyValueError::new_err("scores hold NaN"));

@@ -12,7 +12,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Hash a sequence of words into one key.
 pub fn key(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x243F_6A88_85A3_08D3, |h, &p| mix64(h ^ mix64(p)))
+    parts
+        .iter()
+        .fold(0x243F_6A88_85A3_08D3, |h, &p| mix64(h ^ mix64(p)))
 }
 
 /// Streams, so that different uses of one seed never share draws.
@@ -145,7 +147,10 @@ mod tests {
         for &(a, b) in &[(1.0, 1.0), (2.0, 5.0), (0.5, 0.5), (30.0, 3.0)] {
             let n = 40_000;
             let mean: f64 = (0..n).map(|_| rng.beta(a, b)).sum::<f64>() / n as f64;
-            assert!((mean - a / (a + b)).abs() < 0.01, "Beta({a},{b}) mean {mean}");
+            assert!(
+                (mean - a / (a + b)).abs() < 0.01,
+                "Beta({a},{b}) mean {mean}"
+            );
         }
     }
 

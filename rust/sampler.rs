@@ -15,7 +15,12 @@ pub struct EpochOrder {
 
 impl EpochOrder {
     pub fn new(seed: u64) -> Self {
-        EpochOrder { seed, epoch: 0, cursor: 0, order: Vec::new() }
+        EpochOrder {
+            seed,
+            epoch: 0,
+            cursor: 0,
+            order: Vec::new(),
+        }
     }
 
     /// Start the next epoch over `pool`, in a fresh seeded order.
@@ -35,7 +40,13 @@ impl EpochOrder {
         id
     }
 
-    pub fn restore(seed: u64, num_prompts: usize, epoch: u64, cursor: u64, order: &[i64]) -> Result<Self> {
+    pub fn restore(
+        seed: u64,
+        num_prompts: usize,
+        epoch: u64,
+        cursor: u64,
+        order: &[i64],
+    ) -> Result<Self> {
         let mut seen = vec![false; num_prompts];
         let mut ids = Vec::with_capacity(order.len());
         for &id in order {
@@ -46,8 +57,16 @@ impl EpochOrder {
             ids.push(id as u32);
         }
         if cursor as usize > ids.len() {
-            return invalid(format!("epoch cursor {cursor} is past the order's end ({})", ids.len()));
+            return invalid(format!(
+                "epoch cursor {cursor} is past the order's end ({})",
+                ids.len()
+            ));
         }
-        Ok(EpochOrder { seed, epoch, cursor: cursor as usize, order: ids })
+        Ok(EpochOrder {
+            seed,
+            epoch,
+            cursor: cursor as usize,
+            order: ids,
+        })
     }
 }

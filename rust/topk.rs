@@ -20,7 +20,11 @@ struct Candidate {
 /// Ordered so that "greater" means "worse": the heap's top is the candidate to evict.
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.score.total_cmp(&self.score).then(self.tie.cmp(&other.tie)).then(self.id.cmp(&other.id))
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.tie.cmp(&other.tie))
+            .then(self.id.cmp(&other.id))
     }
 }
 impl PartialOrd for Candidate {
@@ -48,7 +52,13 @@ fn tie_key(seed: u32, id: u32) -> u32 {
 
 /// Whether any prompt of the block beats (worst_score, worst_tie).
 #[inline(always)]
-fn block_has_better(block: &[f32], first_id: u32, seed: u32, worst_score: f32, worst_tie: u32) -> bool {
+fn block_has_better(
+    block: &[f32],
+    first_id: u32,
+    seed: u32,
+    worst_score: f32,
+    worst_tie: u32,
+) -> bool {
     let mut any = false;
     for (j, &s) in block.iter().enumerate() {
         let tie = tie_key(seed, first_id.wrapping_add(j as u32));
@@ -58,7 +68,13 @@ fn block_has_better(block: &[f32], first_id: u32, seed: u32, worst_score: f32, w
 }
 
 #[inline(always)]
-fn chunk_best_body(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+fn chunk_best_body(
+    scores: &[f32],
+    offset: usize,
+    k: usize,
+    seed: u32,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
     for (b, block) in scores.chunks(BLOCK).enumerate() {
         let first = (offset + b * BLOCK) as u32;
@@ -70,7 +86,11 @@ fn chunk_best_body(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(i
         }
         for (i, &score) in block.iter().enumerate() {
             let id = first + i as u32;
-            let candidate = Candidate { score, tie: tie_key(seed, id), id };
+            let candidate = Candidate {
+                score,
+                tie: tie_key(seed, id),
+                id,
+            };
             if heap.len() == k && candidate >= *heap.peek().unwrap() {
                 continue;
             }
@@ -86,7 +106,13 @@ fn chunk_best_body(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(i
     heap.into_vec()
 }
 
-fn chunk_best(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+fn chunk_best(
+    scores: &[f32],
+    offset: usize,
+    k: usize,
+    seed: u32,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
@@ -103,25 +129,48 @@ fn chunk_best(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl F
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn chunk_best_avx512(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+unsafe fn chunk_best_avx512(
+    scores: &[f32],
+    offset: usize,
+    k: usize,
+    seed: u32,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
     chunk_best_body(scores, offset, k, seed, skip)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn chunk_best_avx2(scores: &[f32], offset: usize, k: usize, seed: u32, skip: &(impl Fn(u32) -> bool + Sync)) -> Vec<Candidate> {
+unsafe fn chunk_best_avx2(
+    scores: &[f32],
+    offset: usize,
+    k: usize,
+    seed: u32,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
     chunk_best_body(scores, offset, k, seed, skip)
 }
 
 /// The ids of the `k` highest scores, best first, leaving out ids for which `skip` is true.
 /// Equal scores are ordered by a hash of (`tie_seed`, id): a seeded random order.
-pub fn top_k(scores: &[f32], k: usize, tie_seed: u64, skip: impl Fn(u32) -> bool + Sync) -> Vec<u32> {
+pub fn top_k(
+    scores: &[f32],
+    k: usize,
+    tie_seed: u64,
+    skip: impl Fn(u32) -> bool + Sync,
+) -> Vec<u32> {
     top_k_in_chunks(scores, k, tie_seed, skip, CHUNK)
 }
 
 /// Chunks are scanned in parallel, each keeping its own best k. Large chunks pay off: each one
 /// starts with an empty heap and a low bar, so small ones waste time filling heaps.
-fn top_k_in_chunks(scores: &[f32], k: usize, tie_seed: u64, skip: impl Fn(u32) -> bool + Sync, chunk: usize) -> Vec<u32> {
+fn top_k_in_chunks(
+    scores: &[f32],
+    k: usize,
+    tie_seed: u64,
+    skip: impl Fn(u32) -> bool + Sync,
+    chunk: usize,
+) -> Vec<u32> {
     if k == 0 {
         return Vec::new();
     }
@@ -161,7 +210,11 @@ mod tests {
         for &k in &[1usize, 10, 256, 5000] {
             let want = reference(&scores, k, 42, |id| id % 3 == 0);
             assert_eq!(top_k(&scores, k, 42, |id| id % 3 == 0), want, "k = {k}");
-            assert_eq!(top_k_in_chunks(&scores, k, 42, |id| id % 3 == 0, 777), want, "k = {k}, small chunks");
+            assert_eq!(
+                top_k_in_chunks(&scores, k, 42, |id| id % 3 == 0, 777),
+                want,
+                "k = {k}, small chunks"
+            );
         }
     }
 
@@ -180,4 +233,3 @@ mod tests {
         assert_eq!(top_k(&scores, 10, 0, |_| false), vec![2, 1, 0]);
     }
 }
-

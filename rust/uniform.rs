@@ -16,7 +16,12 @@ pub struct Uniform {
 impl Uniform {
     pub fn new(num_prompts: usize, seed: u64) -> Result<Self> {
         crate::error::check_num_prompts(num_prompts)?;
-        Ok(Uniform { num_prompts, order: EpochOrder::new(seed), pending: Pending::new(num_prompts), step: 0 })
+        Ok(Uniform {
+            num_prompts,
+            order: EpochOrder::new(seed),
+            pending: Pending::new(num_prompts),
+            step: 0,
+        })
     }
 
     pub fn num_prompts(&self) -> usize {
@@ -37,7 +42,9 @@ impl Uniform {
                     out.push(id);
                 }
                 Some(_) => {}
-                None => self.order.start_epoch((0..self.num_prompts as u32).collect()),
+                None => self
+                    .order
+                    .start_epoch((0..self.num_prompts as u32).collect()),
             }
         }
         Ok(out)
@@ -49,7 +56,13 @@ impl Uniform {
         Ok(())
     }
 
-    pub fn restore(num_prompts: usize, seed: u64, step: u64, order: EpochOrder, pending: &[i64]) -> Result<Self> {
+    pub fn restore(
+        num_prompts: usize,
+        seed: u64,
+        step: u64,
+        order: EpochOrder,
+        pending: &[i64],
+    ) -> Result<Self> {
         let mut u = Uniform::new(num_prompts, seed)?;
         u.pending = Pending::from_ids(num_prompts, pending)?;
         u.order = order;

@@ -11,7 +11,11 @@ pub struct Columns {
 
 impl Columns {
     pub fn filled(n: usize, alpha: [f32; 9], post: [f32; 3], score: f32) -> Self {
-        Columns { alpha: alpha.map(|a| vec![a; n]), post: post.map(|p| vec![p; n]), score: vec![score; n] }
+        Columns {
+            alpha: alpha.map(|a| vec![a; n]),
+            post: post.map(|p| vec![p; n]),
+            score: vec![score; n],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -37,7 +41,13 @@ impl Columns {
     }
 
     pub fn bytes(&self) -> usize {
-        let floats: usize = self.alpha.iter().chain(&self.post).map(|c| c.capacity()).sum::<usize>() + self.score.capacity();
+        let floats: usize = self
+            .alpha
+            .iter()
+            .chain(&self.post)
+            .map(|c| c.capacity())
+            .sum::<usize>()
+            + self.score.capacity();
         floats * std::mem::size_of::<f32>()
     }
 
@@ -65,7 +75,10 @@ impl<'a> ColumnsMut<'a> {
     }
 
     pub fn split_at(self, mid: usize) -> (Self, Self) {
-        fn halves<const K: usize>(cols: [&mut [f32]; K], mid: usize) -> ([&mut [f32]; K], [&mut [f32]; K]) {
+        fn halves<const K: usize>(
+            cols: [&mut [f32]; K],
+            mid: usize,
+        ) -> ([&mut [f32]; K], [&mut [f32]; K]) {
             let mut left = Vec::with_capacity(K);
             let mut right = Vec::with_capacity(K);
             for c in cols {
@@ -73,12 +86,26 @@ impl<'a> ColumnsMut<'a> {
                 left.push(l);
                 right.push(r);
             }
-            (left.try_into().ok().unwrap(), right.try_into().ok().unwrap())
+            (
+                left.try_into().ok().unwrap(),
+                right.try_into().ok().unwrap(),
+            )
         }
         let (al, ar) = halves(self.alpha, mid);
         let (pl, pr) = halves(self.post, mid);
         let (sl, sr) = self.score.split_at_mut(mid);
-        (ColumnsMut { alpha: al, post: pl, score: sl }, ColumnsMut { alpha: ar, post: pr, score: sr })
+        (
+            ColumnsMut {
+                alpha: al,
+                post: pl,
+                score: sl,
+            },
+            ColumnsMut {
+                alpha: ar,
+                post: pr,
+                score: sr,
+            },
+        )
     }
 
     /// Apply `f` to pieces of at most `chunk` prompts, in parallel.

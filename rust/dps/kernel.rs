@@ -66,14 +66,26 @@ fn lanes<const FRESH: bool, const ENTROPY: bool>(c: ColumnsMut<'_>, k: &Dense, i
     let n = c.len();
     let ColumnsMut { alpha, post, score } = c;
     let [a0, a1, a2, a3, a4, a5, a6, a7, a8] = alpha;
-    let (a0, a1, a2, a3, a4) = (&mut a0[..n], &mut a1[..n], &mut a2[..n], &mut a3[..n], &mut a4[..n]);
+    let (a0, a1, a2, a3, a4) = (
+        &mut a0[..n],
+        &mut a1[..n],
+        &mut a2[..n],
+        &mut a3[..n],
+        &mut a4[..n],
+    );
     let (a5, a6, a7, a8) = (&mut a5[..n], &mut a6[..n], &mut a7[..n], &mut a8[..n]);
     let [p0, p1, p2] = post;
     let (p0, p1, p2) = (&mut p0[..n], &mut p1[..n], &mut p2[..n]);
     let score = &mut score[..n];
     for i in 0..n {
-        let a = [a0[i], a1[i], a2[i], a3[i], a4[i], a5[i], a6[i], a7[i], a8[i]];
-        let q = if FRESH { init } else { predict(&widen9(&a), &widen3(&[p0[i], p1[i], p2[i]])) };
+        let a = [
+            a0[i], a1[i], a2[i], a3[i], a4[i], a5[i], a6[i], a7[i], a8[i],
+        ];
+        let q = if FRESH {
+            init
+        } else {
+            predict(&widen9(&a), &widen3(&[p0[i], p1[i], p2[i]]))
+        };
         let a_new: [f32; 9] = std::array::from_fn(|j| (k.lam * a[j] as f64 + k.offset[j]) as f32);
         let q_new = q.map(|x| x as f32);
         a0[i] = a_new[0];
@@ -90,7 +102,10 @@ fn lanes<const FRESH: bool, const ENTROPY: bool>(c: ColumnsMut<'_>, k: &Dense, i
         p2[i] = q_new[2];
         // The score comes from the stored (rounded) values, as a reload would compute it.
         let prior = predict(&widen9(&a_new), &widen3(&q_new));
-        score[i] = if ENTROPY { (prior[1] + k.entropy_weight * entropy(&prior)) as f32 } else { prior[1] as f32 };
+        score[i] = if ENTROPY {
+            (prior[1] + k.entropy_weight * entropy(&prior)) as f32
+        } else {
+            prior[1] as f32
+        };
     }
 }
-

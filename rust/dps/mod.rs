@@ -39,7 +39,13 @@ pub struct DpsConfig {
 
 impl Default for DpsConfig {
     fn default() -> Self {
-        DpsConfig { decay: 0.7, alpha0: PRIOR_ONES, pi0: [1.0 / 3.0; 3], entropy_weight: 0.0, seed: 0 }
+        DpsConfig {
+            decay: 0.7,
+            alpha0: PRIOR_ONES,
+            pi0: [1.0 / 3.0; 3],
+            entropy_weight: 0.0,
+            seed: 0,
+        }
     }
 }
 
@@ -54,7 +60,9 @@ impl DpsConfig {
         if column_sums(&self.alpha0).iter().any(|s| *s <= 0.0) {
             return invalid("every column of prior_alpha needs a positive sum");
         }
-        if self.pi0.iter().any(|p| !p.is_finite() || *p < 0.0) || self.pi0.iter().sum::<f64>() <= 0.0 {
+        if self.pi0.iter().any(|p| !p.is_finite() || *p < 0.0)
+            || self.pi0.iter().sum::<f64>() <= 0.0
+        {
             return invalid("prior_state must be finite, non-negative and not all zero");
         }
         if !self.entropy_weight.is_finite() {
@@ -85,8 +93,13 @@ pub(crate) fn widen3(p: &[f32; 3]) -> [f64; 3] {
 pub fn predict(a: &[f64; 9], post: &[f64; 3]) -> [f64; 3] {
     let cs = column_sums(a);
     let inv = 1.0 / (cs[0] * cs[1] * cs[2]);
-    let w = [post[0] * (cs[1] * cs[2] * inv), post[1] * (cs[0] * cs[2] * inv), post[2] * (cs[0] * cs[1] * inv)];
-    let p: [f64; 3] = std::array::from_fn(|i| a[3 * i] * w[0] + a[3 * i + 1] * w[1] + a[3 * i + 2] * w[2]);
+    let w = [
+        post[0] * (cs[1] * cs[2] * inv),
+        post[1] * (cs[0] * cs[2] * inv),
+        post[2] * (cs[0] * cs[1] * inv),
+    ];
+    let p: [f64; 3] =
+        std::array::from_fn(|i| a[3 * i] * w[0] + a[3 * i + 1] * w[1] + a[3 * i + 2] * w[2]);
     let total = p[0] + p[1] + p[2];
     if total > 0.0 && total.is_finite() {
         let inv_total = 1.0 / total;
@@ -98,7 +111,10 @@ pub fn predict(a: &[f64; 9], post: &[f64; 3]) -> [f64; 3] {
 
 #[inline(always)]
 pub(crate) fn entropy(p: &[f64; 3]) -> f64 {
-    -p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.ln()).sum::<f64>()
+    -p.iter()
+        .filter(|&&x| x > 0.0)
+        .map(|&x| x * x.ln())
+        .sum::<f64>()
 }
 
 #[inline]
@@ -146,7 +162,13 @@ impl DpsConfig {
     /// A prompt rolled out this step, in state y, given the prior its selection used.
     /// Returns the state that prior predicted.
     #[inline]
-    fn update_observed(&self, alpha: &mut [f32; 9], post: &mut [f32; 3], prior: &[f64; 3], y: usize) -> usize {
+    fn update_observed(
+        &self,
+        alpha: &mut [f32; 9],
+        post: &mut [f32; 3],
+        prior: &[f64; 3],
+        y: usize,
+    ) -> usize {
         let a = widen9(alpha);
         let p = widen3(post);
         let predicted = argmax(prior);
@@ -192,8 +214,19 @@ impl Dps {
         cfg.validate()?;
         crate::error::check_num_prompts(num_prompts)?;
         let initial = cfg.initial();
-        let cols = Columns::filled(num_prompts, cfg.alpha0.map(|a| a as f32), initial.map(|p| p as f32), cfg.score_of(&initial));
-        Ok(Dps { cols, step: 0, pending: Pending::new(num_prompts), confusion: [[0; 3]; 3], cfg })
+        let cols = Columns::filled(
+            num_prompts,
+            cfg.alpha0.map(|a| a as f32),
+            initial.map(|p| p as f32),
+            cfg.score_of(&initial),
+        );
+        Ok(Dps {
+            cols,
+            step: 0,
+            pending: Pending::new(num_prompts),
+            confusion: [[0; 3]; 3],
+            cfg,
+        })
     }
 
     pub fn config(&self) -> &DpsConfig {
@@ -229,7 +262,9 @@ impl Dps {
         self.pending.check_room(self.num_prompts(), batch_size)?;
         let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
         let pending = &self.pending;
-        let ids = top_k(&self.cols.score, batch_size, tie_seed, |id| pending.contains(id));
+        let ids = top_k(&self.cols.score, batch_size, tie_seed, |id| {
+            pending.contains(id)
+        });
         for &id in &ids {
             self.pending.insert(id);
         }
@@ -243,14 +278,21 @@ impl Dps {
             // "post = prior = pi0"); from then on it is always P(alpha) @ post.
             return self.cfg.initial();
         }
-        predict(&widen9(&self.cols.alpha_of(i)), &widen3(&self.cols.post_of(i)))
+        predict(
+            &widen9(&self.cols.alpha_of(i)),
+            &widen3(&self.cols.post_of(i)),
+        )
     }
 
     /// One filter step for every prompt: the observed ones take their evidence, the rest decay.
     pub fn observe(&mut self, obs: &Observations) -> Result<()> {
         if let Some(g) = obs.groups().last() {
             if g.id as usize >= self.num_prompts() {
-                return invalid(format!("prompt id {} is outside [0, {})", g.id, self.num_prompts()));
+                return invalid(format!(
+                    "prompt id {} is outside [0, {})",
+                    g.id,
+                    self.num_prompts()
+                ));
             }
         }
         // The observed prompts first, from their old values; then every prompt as if unobserved;
@@ -263,7 +305,9 @@ impl Dps {
                 let i = g.id as usize;
                 let (mut a, mut p) = (self.cols.alpha_of(i), self.cols.post_of(i));
                 let y = g.state();
-                let predicted = self.cfg.update_observed(&mut a, &mut p, &self.prior_of(i), y);
+                let predicted = self
+                    .cfg
+                    .update_observed(&mut a, &mut p, &self.prior_of(i), y);
                 confusion[y][predicted] += 1;
                 (i, a, p)
             })
@@ -305,22 +349,43 @@ impl Dps {
     pub fn restore(num_prompts: usize, cfg: DpsConfig, state: &DpsState) -> Result<Self> {
         let mut dps = Dps::new(num_prompts, cfg)?;
         if state.alpha.len() != num_prompts * 9 {
-            return invalid(format!("alpha holds {} values, expected {} x 3 x 3", state.alpha.len(), num_prompts));
+            return invalid(format!(
+                "alpha holds {} values, expected {} x 3 x 3",
+                state.alpha.len(),
+                num_prompts
+            ));
         }
         if state.post.len() != num_prompts * 3 {
-            return invalid(format!("post holds {} values, expected {} x 3", state.post.len(), num_prompts));
+            return invalid(format!(
+                "post holds {} values, expected {} x 3",
+                state.post.len(),
+                num_prompts
+            ));
         }
-        for (i, (a, p)) in state.alpha.chunks_exact(9).zip(state.post.chunks_exact(3)).enumerate() {
+        for (i, (a, p)) in state
+            .alpha
+            .chunks_exact(9)
+            .zip(state.post.chunks_exact(3))
+            .enumerate()
+        {
             let a: [f32; 9] = a.try_into().unwrap();
             let p: [f32; 3] = p.try_into().unwrap();
-            if a.iter().any(|x| !x.is_finite() || *x < 0.0) || column_sums(&widen9(&a)).iter().any(|s| *s <= 0.0) {
-                return invalid(format!("alpha of prompt {i} is not a valid concentration matrix"));
+            if a.iter().any(|x| !x.is_finite() || *x < 0.0)
+                || column_sums(&widen9(&a)).iter().any(|s| *s <= 0.0)
+            {
+                return invalid(format!(
+                    "alpha of prompt {i} is not a valid concentration matrix"
+                ));
             }
             let total: f32 = p.iter().sum();
             if p.iter().any(|x| !x.is_finite() || *x < 0.0) || (total - 1.0).abs() > 1e-3 {
                 return invalid(format!("post of prompt {i} is not a distribution"));
             }
-            let score = if state.step > 0 { dps.cfg.score(&a, &p) } else { dps.cols.score[i] };
+            let score = if state.step > 0 {
+                dps.cfg.score(&a, &p)
+            } else {
+                dps.cols.score[i]
+            };
             dps.cols.set(i, &a, &p, score);
         }
         dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
@@ -341,7 +406,14 @@ mod tests {
     #[test]
     fn first_step_matches_hand_computation() {
         // alpha0 = ones, post = uniform; observe partial (y = 1).
-        let mut d = Dps::new(2, DpsConfig { decay: 0.5, ..Default::default() }).unwrap();
+        let mut d = Dps::new(
+            2,
+            DpsConfig {
+                decay: 0.5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         d.observe(&obs(2, &[0], &[3], 8)).unwrap();
         // xi row 1 = post[j] * P[1][j] / z = (1/3 * 1/3) / (1/3) each -> 1/3 per column.
         // alpha = 0.5 * 1 + 0.5 * 1 + xi -> row 1 = 4/3, others 1; column sums 10/3.
@@ -356,7 +428,11 @@ mod tests {
 
     #[test]
     fn local_prior_jump_adds_no_count_and_no_nan() {
-        let cfg = DpsConfig { decay: 1.0, alpha0: PRIOR_LOCAL, ..Default::default() };
+        let cfg = DpsConfig {
+            decay: 1.0,
+            alpha0: PRIOR_LOCAL,
+            ..Default::default()
+        };
         let mut d = Dps::new(1, cfg).unwrap();
         d.observe(&obs(1, &[0], &[0], 8)).unwrap(); // unsolved
         d.observe(&obs(1, &[0], &[8], 8)).unwrap(); // solved: the local prior forbids 0 -> 2
@@ -367,7 +443,14 @@ mod tests {
 
     #[test]
     fn unobserved_prompt_drifts_back_to_uniform() {
-        let mut d = Dps::new(2, DpsConfig { decay: 0.5, ..Default::default() }).unwrap();
+        let mut d = Dps::new(
+            2,
+            DpsConfig {
+                decay: 0.5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for _ in 0..5 {
             d.observe(&obs(2, &[0], &[8], 8)).unwrap();
         }
@@ -406,11 +489,32 @@ mod tests {
 
     #[test]
     fn rejects_bad_config() {
-        assert!(Dps::new(10, DpsConfig { decay: 0.0, ..Default::default() }).is_err());
-        assert!(Dps::new(10, DpsConfig { decay: 1.5, ..Default::default() }).is_err());
+        assert!(Dps::new(
+            10,
+            DpsConfig {
+                decay: 0.0,
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(Dps::new(
+            10,
+            DpsConfig {
+                decay: 1.5,
+                ..Default::default()
+            }
+        )
+        .is_err());
         let mut a0 = PRIOR_ONES;
         a0[0] = -1.0;
-        assert!(Dps::new(10, DpsConfig { alpha0: a0, ..Default::default() }).is_err());
+        assert!(Dps::new(
+            10,
+            DpsConfig {
+                alpha0: a0,
+                ..Default::default()
+            }
+        )
+        .is_err());
         assert!(Dps::new(0, DpsConfig::default()).is_err());
     }
 }
