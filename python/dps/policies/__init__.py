@@ -12,6 +12,7 @@ from dps.policies.builtin import (
     zero_variance_mask,
 )
 from dps.policies.gate import DynamicSampling
+from dps.policies.registry import make_policy
 
 __all__ = [
     "DPS",
@@ -24,6 +25,7 @@ __all__ = [
     "StepResult",
     "Uniform",
     "run_step",
+    "make_policy",
     "prediction_scores",
     "zero_variance_mask",
 ]

@@ -72,8 +72,9 @@ def save_state(path: str | Path, kind: str, state: dict[str, Any]) -> None:
     header = json.dumps({"kind": kind, "format": 1, "scalars": scalars})
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    payload: dict[str, Any] = {"__header__": np.frombuffer(header.encode(), dtype=np.uint8), **arrays}
     with open(tmp, "wb") as f:
-        np.savez(f, __header__=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+        np.savez(f, **payload)
     tmp.replace(path)
 
 

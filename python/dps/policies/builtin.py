@@ -388,7 +388,19 @@ class GRESO(EpochPolicy):
         }
         self.max_rounds = check_batch_size(max_rounds) or 1
         self.seed = check_seed(seed)
-        self._core = _core.GresoCore(check_num_prompts(num_prompts), *self._options.values(), self.seed)
+        o = self._options
+        self._core = _core.GresoCore(
+            check_num_prompts(num_prompts),
+            o["p_easy"],
+            o["p_hard"],
+            o["step_size"],
+            o["p_min"],
+            o["p_max"],
+            o["min_keep"],
+            o["target_easy"],
+            o["target_hard"],
+            self.seed,
+        )
         self._skipped_last = 0
 
     def config(self) -> dict[str, Any]:

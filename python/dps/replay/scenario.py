@@ -29,7 +29,6 @@ decay = [0.5, 0.7, 1.0]
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
 import os
 import tomllib
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from dps.policies.base import Policy
+from dps.policies.gate import DynamicSampling
+from dps.policies.registry import GATES, SELECTORS, make_policy
 from dps.replay.worlds import (
     PRESET_BATCH,
     LogEstimator,
@@ -48,20 +49,9 @@ from dps.replay.worlds import (
     preset_params,
 )
 
-#: Policy type names (case-insensitive) -> the name exported by `dps`.
-POLICY_TYPES = {
-    "uniform": "Uniform",
-    "us": "Uniform",
-    "history_resampling": "HistoryResampling",
-    "hr": "HistoryResampling",
-    "dynamic_sampling": "DynamicSampling",
-    "ds": "DynamicSampling",
-    "mopps": "MoPPS",
-    "greso": "GRESO",
-    "dps": "DPS",
-    "oracle": "Oracle",
-    "python": None,
-}
+#: Policy types a scenario may name (case-insensitive): the registry's, the oracle, and
+#: "python" with class = "module:Class".
+POLICY_TYPES = {*SELECTORS, *GATES, "oracle", "python"}
 TOP_KEYS = {"name", "description", "world", "run", "policies"}
 RUN_KEYS = {"steps", "batch_size", "seeds", "workers"}
 LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", "threshold"}
@@ -151,49 +141,41 @@ def expand_policies(tables: list[dict[str, Any]]) -> list[PolicySpec]:
     return specs
 
 
-def _builtin(export: str) -> Any:
-    import dps
-
-    try:
-        return getattr(dps, export)
-    except AttributeError:
-        raise ValueError(f"policy {export} is not available: the Rust extension dps._core is not built (run `maturin develop --release`)") from None
-
-
 def build_policy(spec: PolicySpec, world: World, seed: int, num_prompts: int | None = None) -> Policy:
     """Construct one policy; constructor errors become ValueErrors naming the policy."""
     n = int(num_prompts or world.num_prompts)
     params = copy.deepcopy(spec.params)
-    try:
-        if spec.type == "oracle":
-            from dps.replay.oracle import Oracle
+    if spec.type == "oracle":
+        from dps.replay.oracle import Oracle
 
+        try:
             return Oracle(world, num_prompts=n, seed=seed, **params)
-        if spec.type == "python":
-            assert spec.cls is not None
-            mod_name, _, cls_name = spec.cls.partition(":")
-            if not cls_name:
-                raise ValueError(f"policy {spec.name!r}: class must read 'module:Class', not {spec.cls!r}")
-            try:
-                cls = getattr(importlib.import_module(mod_name), cls_name)
-            except (ImportError, AttributeError) as e:
-                raise ValueError(f"policy {spec.name!r}: cannot import {spec.cls!r} ({e})") from e
-            return cls(num_prompts=n, seed=seed, **params)
-        cls = _builtin(POLICY_TYPES[spec.type])  # type: ignore[arg-type]
-        if spec.type in ("dynamic_sampling", "ds"):
-            sel = params.pop("selector", None)
-            selector = None
-            if sel is not None:
-                if isinstance(sel, str):
-                    sel = {"type": sel}
-                sub = expand_policies([{"name": f"{spec.name}.selector", **sel}])
-                if len(sub) != 1:
-                    raise ValueError(f"policy {spec.name!r}: the selector cannot hold a sweep")
-                selector = build_policy(sub[0], world, seed, n)
-            return cls(selector=selector, num_prompts=n, seed=seed, **params)  # type: ignore[no-any-return]
-        return cls(num_prompts=n, seed=seed, **params)  # type: ignore[no-any-return]
-    except TypeError as e:
-        raise ValueError(f"policy {spec.name!r}: bad parameters {sorted(params)} ({e})") from e
+        except TypeError as e:
+            raise ValueError(f"policy {spec.name!r}: bad parameters {sorted(params)} ({e})") from e
+    if spec.type == "python":
+        assert spec.cls is not None
+        if ":" not in spec.cls:
+            raise ValueError(f"policy {spec.name!r}: class must read 'module:Class', not {spec.cls!r}")
+        return _named(spec, spec.cls, n, seed, params)
+    if spec.type in GATES and "selector" in params:
+        sel = params.pop("selector")
+        if isinstance(sel, str):
+            sel = {"type": sel}
+        sub = expand_policies([{"name": f"{spec.name}.selector", **sel}])
+        if len(sub) != 1:
+            raise ValueError(f"policy {spec.name!r}: the selector cannot hold a sweep")
+        try:
+            return DynamicSampling(build_policy(sub[0], world, seed, n), **params)
+        except TypeError as e:
+            raise ValueError(f"policy {spec.name!r}: bad parameters {sorted(params)} ({e})") from e
+    return _named(spec, spec.type, n, seed, params)
+
+
+def _named(spec: PolicySpec, name: str, n: int, seed: int, params: dict[str, Any]) -> Policy:
+    try:
+        return make_policy(name, n, seed, **params)
+    except ValueError as e:
+        raise ValueError(f"policy {spec.name!r}: {e}") from e
 
 
 def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario:
