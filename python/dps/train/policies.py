@@ -29,7 +29,8 @@ def _cls(name: str) -> Any:
         raise ValueError(f"policy {name} is not available: the Rust extension dps._core is not built") from None
 
 
-def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] | None = None) -> Policy:
+def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] | None = None,
+                batch_size: int = 1) -> Policy:
     """Build the named policy. ``ds`` is dynamic sampling over uniform; ``X+ds`` gates selector X.
 
     Gate options (``lo``, ``hi``, ``max_rounds``) go to the gate, the rest to the selector.
@@ -54,6 +55,9 @@ def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] 
             if sel_name not in BUILTIN:
                 raise ValueError(f"policy {name!r}: unknown selector {sel_name!r}")
             gate_opts = {k: opts.pop(k) for k in GATE_KEYS if k in opts}
+            # Each round hands out batch_size fresh prompts: never ask for more rounds than the
+            # dataset can fill (run_step would ask the selector for prompts it no longer has).
+            gate_opts["max_rounds"] = max(1, min(int(gate_opts.get("max_rounds", 10)), num_prompts // max(batch_size, 1)))
             selector = _cls(BUILTIN[sel_name])(num_prompts=num_prompts, seed=seed, **opts)
             return _cls("DynamicSampling")(selector=selector, num_prompts=num_prompts, seed=seed, **gate_opts)
         if key not in BUILTIN:

@@ -83,6 +83,11 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def _py_rng_state() -> list[Any]:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
@@ -182,7 +187,7 @@ class Trainer:
         if cfg.policy.batch_size > n:
             raise ValueError(f"config: policy.batch_size {cfg.policy.batch_size} exceeds the {n} train prompts")
         if self.policy is None:
-            self.policy = make_policy(cfg.policy.name, n, cfg.seed, cfg.policy.options)
+            self.policy = make_policy(cfg.policy.name, n, cfg.seed, cfg.policy.options, cfg.policy.batch_size)
         if self.policy.num_prompts != n:
             raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")
         if cfg.model.path:
@@ -471,6 +476,8 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy.name}", dynamic_ncols=True)
         B, policy = cfg.policy.batch_size, self.policy
+        step_delay = float(os.environ.get("DPS_TRAIN_STEP_DELAY", "0") or 0)
+        self._write_replay_scenario()
         for step in range(start, cfg.steps):
             groups: list[Group] = []
             calls = [0]
@@ -498,6 +505,8 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             t_upd = time.perf_counter() - t1
+            if step_delay:
+                time.sleep(step_delay)  # DPS_TRAIN_STEP_DELAY: widens a step, for crash tests
             t2 = time.perf_counter()
             self.engine.sync_weights(model)
             t_sync = time.perf_counter() - t2
@@ -562,6 +571,22 @@ class Trainer:
         self.engine.close()
         return summary
 
+    def _write_replay_scenario(self) -> None:
+        """``replay.toml``: a scenario that replays US, DS and DPS against this run's log."""
+        cfg = self.cfg
+        log = "dense.parquet" if cfg.log.sweep_every else "rollouts.parquet"
+        text = (
+            f'name = "train-{cfg.policy.name}"\n'
+            f'description = "Replay against the rollout log of the dps train run in this folder"\n\n'
+            f'[world]\nlog = "{log}"\n\n'
+            f"[run]\nbatch_size = {cfg.policy.batch_size}\nsteps = {max(cfg.steps, 1)}\nseeds = [0, 1, 2]\n\n"
+            '[[policies]]\nname = "US"\ntype = "uniform"\n\n'
+            '[[policies]]\nname = "DS"\ntype = "dynamic_sampling"\n'
+            f"max_rounds = {max(1, min(10, len(self.train_ex) // cfg.policy.batch_size))}\n\n"
+            '[[policies]]\nname = "DPS"\ntype = "dps"\ndecay = 0.5\n'
+        )
+        _atomic_write_bytes(self.out / "replay.toml", text.encode())
+
     def _summary(self, metrics: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
         def mean(key: str) -> float:
             vals = [m[key] for m in metrics if m.get(key) is not None]
@@ -574,8 +599,8 @@ class Trainer:
             "rollouts_total": int(sum(m["rollouts"] for m in metrics)),
             "effective_ratio": mean("effective_ratio"),
             "rollouts_per_trained_group": mean("rollouts_per_trained_group"),
-            "reward_first10": float(np.mean([m["reward_mean"] for m in metrics[:10]])) if metrics else None,
-            "reward_last10": float(np.mean([m["reward_mean"] for m in metrics[-10:]])) if metrics else None,
+            "reward_first10": _mean_of(metrics[:10], "reward_mean"),
+            "reward_last10": _mean_of(metrics[-10:], "reward_mean"),
             "test_accuracy_start": evals[0]["test_accuracy"] if evals else None,
             "test_accuracy_end": evals[-1]["test_accuracy"] if evals else None,
             "time_generate": mean("time_generate"),

@@ -1,0 +1,251 @@
+"""The live trainer: config errors, the GRPO learner, a tiny end-to-end run, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("reasoning_gym")
+
+from dps.train.config import config_from_dict, load_config  # noqa: E402
+from dps.train.grpo import GRPOLearner, Sequence, group_advantages  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "seed": 0,
+    "steps": 4,
+    "model": {"tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1, "intermediate_size": 64}},
+    "task": {"name": "arithmetic", "options": {"n_train": 24, "n_test": 12, "n_warmup": 40,
+                                               "levels": [[2, 1], [3, 1]]}},
+    "policy": {"name": "uniform", "batch_size": 4},
+    "rollout": {"k": 4, "max_new_tokens": 3, "gen_batch_size": 32},
+    "grpo": {"lr": 1e-3, "micro_batch_size": 8},
+    "warmup": {"steps": 3, "batch_size": 8},
+    "log": {"eval_every": 2, "checkpoint_every": 2, "progress": False},
+}
+
+
+def _toml(d: dict, prefix: str = "") -> str:
+    """A minimal TOML writer for the test configs (tables, scalars, lists)."""
+    lines, tables = [], []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
+    out = "\n".join(lines) + "\n"
+    for k, v in tables:
+        name = f"{prefix}{k}"
+        out += f"\n[{name}]\n" + _toml(v, name + ".")
+    return out
+
+
+def _write_cfg(path: Path, d: dict) -> Path:
+    path.write_text(_toml(d))
+    return path
+
+
+# ---------------------------------------------------------------- config and early errors
+def test_config_rejects_unknown_keys_types_and_ranges(tmp_path):
+    with pytest.raises(ValueError, match=r"grpo\.clip_hgh: unknown key"):
+        config_from_dict({"grpo": {"clip_hgh": 0.3}})
+    with pytest.raises(ValueError, match=r"rollout\.k: expected an integer"):
+        config_from_dict({"rollout": {"k": "eight"}})
+    with pytest.raises(ValueError, match=r"rollout\.k: GRPO needs at least 2"):
+        config_from_dict({"rollout": {"k": 1}})
+    with pytest.raises(ValueError, match="loss_agg"):
+        config_from_dict({"grpo": {"loss_agg": "sum"}})
+    p = tmp_path / "bad.toml"
+    p.write_text("steps = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(p)
+    cfg = load_config(_write_cfg(tmp_path / "ok.toml", TINY))
+    assert cfg.model.tiny.hidden_size == 32 and cfg.policy.batch_size == 4
+
+
+def _dps(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dps.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, **kw)
+
+
+def test_cli_errors_come_before_model_work(tmp_path):
+    bad = dict(TINY, grpo={"lrr": 1.0})
+    r = _dps("train", str(_write_cfg(tmp_path / "a.toml", bad)), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "grpo.lrr: unknown key" in r.stderr
+    missing = dict(TINY, model={"path": str(tmp_path / "no-such-model")})
+    r = _dps("train", str(_write_cfg(tmp_path / "b.toml", missing)), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    (tmp_path / "data.jsonl").write_text('{"prompt": "x", "answer": "@@ ??"}\n')
+    badtask = dict(TINY, task={"name": "dataset", "options": {"path": str(tmp_path / "data.jsonl"),
+                                                              "test_path": str(tmp_path / "data.jsonl")}})
+    r = _dps("train", str(_write_cfg(tmp_path / "c.toml", badtask)), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "does not parse" in r.stderr
+    r = _dps("train", "--preset", "tiny-cpu", "--policy", "nope", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "unknown policy" in r.stderr
+    r = _dps("train", "--preset", "tiny-cpu", "--policy", "ds", "--check", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0 and "ok: task arithmetic" in r.stdout
+
+
+# ---------------------------------------------------------------- the learner
+def test_group_advantages():
+    a = group_advantages([np.array([1, 1, 1, 1.0]), np.array([0, 1, 0, 1.0])])
+    assert np.all(a[0] == 0)
+    assert np.allclose(a[1], [-1, 1, -1, 1], atol=1e-5)
+    b = group_advantages([np.array([0, 1, 0, 1.0])], std_norm=False)
+    assert np.allclose(b[0], [-0.5, 0.5, -0.5, 0.5])
+
+
+def _tiny_lm(seed=0):
+    from dps.train.model import char_tokenizer, tiny_model
+
+    tok = char_tokenizer()
+    return tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, seed=seed), tok
+
+
+def _grads(agg: str, seqs, **cfg_kw):
+    from dps.train.config import GRPOConfig
+
+    model, _ = _tiny_lm()
+    cfg = GRPOConfig(loss_agg=agg, lr=1e-3, max_grad_norm=1e9, **cfg_kw)
+    learner = GRPOLearner(model, cfg, 0, torch.device("cpu"))
+    before = [p.detach().clone() for p in model.parameters()]
+    # capture the gradient: one optimizer step of SGD-like size is hard to invert, so hook clip
+    grads = {}
+    orig = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm):
+        params = list(params)
+        grads["g"] = torch.cat([p.grad.flatten() for p in params if p.grad is not None])
+        return orig(params, max_norm)
+
+    torch.nn.utils.clip_grad_norm_ = spy
+    try:
+        m = learner.update(seqs)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = orig
+    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    return grads.get("g"), m, changed
+
+
+def test_loss_aggregation_dilution_and_zero_advantage_skip():
+    rng = np.random.default_rng(0)
+    informative = [Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 4)), float(a))
+                   for a in (1.0, -1.0, 0.5, -0.5)]
+    zero = [Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 4)), 0.0) for _ in range(4)]
+    g_tm, m1, changed = _grads("token-mean", informative + zero)
+    g_inf, _, _ = _grads("token-mean-informative", informative + zero)
+    g_only, _, _ = _grads("token-mean", informative)
+    assert changed and m1["update_tokens"] == 32 and m1["forward_tokens"] == 16  # zero-adv rows skipped
+    # token-mean keeps the zero-advantage tokens in the denominator: half the gradient here
+    assert torch.allclose(g_tm * 2, g_inf, atol=1e-6)
+    assert torch.allclose(g_inf, g_only, atol=1e-6)
+    # with KL on, zero-advantage rows are forwarded too, and the result is finite
+    g_kl, m_kl, _ = _grads("token-mean", informative + zero, kl_coef=0.1, entropy_coef=0.01)
+    assert m_kl["forward_tokens"] == 32 and torch.isfinite(g_kl).all()
+    # all-zero batch: no optimizer step, nothing changes
+    g0, m0, changed0 = _grads("token-mean", zero)
+    assert g0 is None and not changed0 and m0["optimizer_steps"] == 0
+
+
+def test_clipping_with_several_minibatches():
+    from dps.train.config import GRPOConfig
+
+    model, _ = _tiny_lm()
+    rng = np.random.default_rng(1)
+    seqs = [Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 6)), float(a))
+            for a in rng.choice([-1.0, 1.0], 16)]
+    learner = GRPOLearner(model, GRPOConfig(lr=5e-2, mini_batches=4, epochs=2, micro_batch_size=3), 0,
+                          torch.device("cpu"))
+    m = learner.update(seqs, seed=3)
+    assert m["optimizer_steps"] == 8
+    assert 0.0 < m["clip_frac"] <= 1.0  # a large lr moves the ratio out of [0.8, 1.28]
+
+
+# ---------------------------------------------------------------- end to end
+def _frame(path):
+    import polars as pl
+
+    return pl.read_parquet(path).sort("step", "prompt_id")
+
+
+def test_tiny_run_uniform_and_ds_logs_replayable(tmp_path):
+    from dps.replay.logs import read_log
+    from dps.train.trainer import train
+
+    out = {}
+    for pol in ("uniform", "ds"):
+        cfg = config_from_dict(dict(TINY, policy={"name": pol, "batch_size": 4}))
+        summary = train(cfg, tmp_path / pol)
+        out[pol] = summary
+        log = read_log(tmp_path / pol / "rollouts.parquet")
+        assert set(log["step"].unique().to_list()) == set(range(4))
+        metrics = [json.loads(x) for x in (tmp_path / pol / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == [0, 1, 2, 3]
+        assert sum(m["rollouts"] for m in metrics) == int(log["n_rollouts"].sum())
+        evals = [json.loads(x) for x in (tmp_path / pol / "eval.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in evals] == [0, 2, 4]
+        for key in ("time_select", "time_generate", "time_update", "effective_ratio"):
+            assert key in metrics[0]
+        assert (tmp_path / pol / "model" / "config.json").exists()
+    assert out["uniform"]["rollouts_per_trained_group"] == 4.0
+    # DS pays for what it filters: at least k rollouts per trained group, usually more
+    assert out["ds"]["rollouts_per_trained_group"] >= 4.0
+    # the run's log replays with `dps replay`
+    r = _dps("replay", str(tmp_path / "ds" / "replay.toml"), "--out", str(tmp_path / "rep"), "--quiet",
+             "--no-plots", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rep" / "summary.csv").exists()
+
+
+def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(tmp_path):
+    d = dict(TINY, steps=8, log={"eval_every": 2, "checkpoint_every": 2, "progress": False})
+    cfg = _write_cfg(tmp_path / "c.toml", d)
+    ref = _dps("train", str(cfg), "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    env = dict(os.environ, DPS_TRAIN_STEP_DELAY="0.4")  # widen the window between steps for the kill
+    proc = subprocess.Popen([sys.executable, "-m", "dps.cli", "train", str(cfg), "--out", str(tmp_path / "run")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.2)  # somewhere inside a later step
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    res = _dps("train", str(cfg), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    a, b = _frame(tmp_path / "ref" / "rollouts.parquet"), _frame(tmp_path / "run" / "rollouts.parquet")
+    assert b.select("step", "prompt_id").is_duplicated().sum() == 0
+    assert a.equals(b), "the resumed run's log differs from the uninterrupted run's"
+    ma = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert ma == list(range(8))
+    ea = [json.loads(x)["step"] for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert ea == [0, 2, 4, 6, 8]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    from dps.train.trainer import train
+
+    train(config_from_dict(dict(TINY, steps=2)), tmp_path / "r")
+    with pytest.raises(ValueError, match="different configuration"):
+        train(config_from_dict(dict(TINY, steps=3, grpo={"lr": 0.5})), tmp_path / "r")
+    # more steps with the same config continues the run
+    s = train(config_from_dict(dict(TINY, steps=3)), tmp_path / "r")
+    assert s["steps"] == 3
