@@ -38,6 +38,11 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
             t = Trainer(cfg, cfg.out)
             t.prepare()
             summary = t.run()
+            import polars as pl
+
+            log = pl.read_parquet(Path(cfg.out) / "rollouts.parquet")
+            summary["distinct_prompts"] = int(log["prompt_id"].n_unique())
+            summary["max_groups_per_prompt"] = int(log.group_by("prompt_id").len()["len"].max())
             results.append({"loss_agg": agg, "policy": pol, "summary": summary,
                             "metrics": _rows(Path(cfg.out) / "metrics.jsonl"),
                             "eval": _rows(Path(cfg.out) / "eval.jsonl")})
@@ -54,9 +59,9 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
     budget = min(r["eval"][-1]["rollouts_total"] for r in results if r["eval"])
     lines = [
         "| loss agg | policy | steps | rollouts | rollouts / trained group | effective ratio | "
-        "train reward first 10 -> last 10 | held-out acc start | held-out acc end | "
+        "distinct prompts (max uses) | train reward first 10 -> last 10 | held-out acc start | held-out acc end | "
         f"held-out acc at {budget} rollouts |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r["summary"]
@@ -64,6 +69,7 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
         lines.append(
             f"| {r['loss_agg']} | {r['policy']} | {s['steps']} | {s['rollouts_total']} | "
             f"{s['rollouts_per_trained_group']:.1f} | {s['effective_ratio']:.2f} | "
+            f"{s['distinct_prompts']} ({s['max_groups_per_prompt']}) | "
             f"{s['reward_first10']:.3f} -> {s['reward_last10']:.3f} | {s['test_accuracy_start']:.3f} | "
             f"{s['test_accuracy_end']:.3f} | {at:.3f} |"
         )

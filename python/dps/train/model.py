@@ -87,6 +87,19 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None) -> tuple[Any
     else:
         tok = AutoTokenizer.from_pretrained(p, **kw)
     model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32, **kw)
+    if gguf_file:
+        # GGUF weights are dequantised on load: the model is a plain fp32 model from here on,
+        # so drop the GGUF marker that would stop save_pretrained (needed to hand it to vLLM).
+        if hasattr(model.config, "quantization_config"):
+            delattr(model.config, "quantization_config")
+        for attr in ("hf_quantizer", "quantization_method"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
+        if hasattr(model, "is_quantized"):
+            try:
+                model.is_quantized = False
+            except AttributeError:
+                pass
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
