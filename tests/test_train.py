@@ -249,3 +249,21 @@ def test_resume_refuses_a_different_config(tmp_path):
     # more steps with the same config continues the run
     s = train(config_from_dict(dict(TINY, steps=3)), tmp_path / "r")
     assert s["steps"] == 3
+
+
+def test_config_example_matches_the_preset():
+    import argparse
+
+    from dps.train.cli import build_config
+
+    def ns(**kw):
+        base = dict(config=None, preset=None, policy=None, steps=None, seed=None, out="x", engine=None, model=None,
+                    gguf_file=None, warmup_cache=None, loss_agg=None, set=[], no_progress=False)
+        base.update(kw)
+        return argparse.Namespace(**base)
+
+    from_file = build_config(ns(config=str(ROOT / "configs" / "tiny-cpu.toml")))
+    from_preset = build_config(ns(preset="tiny-cpu"))
+    assert from_file.to_dict() == from_preset.to_dict()
+    ds = build_config(ns(preset="tiny-cpu", policy="ds"))
+    assert ds.policy.name == "ds" and ds.policy.options == {}
