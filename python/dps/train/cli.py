@@ -98,6 +98,8 @@ def build_config(args: argparse.Namespace):
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         _set(data, k.strip(), _parse_value(v.strip()))
+    if args.preset == "smollm2-gpu" and not data.get("model", {}).get("path"):
+        raise ValueError("preset smollm2-gpu needs --model DIR (scripts/gpu_train.sh makes the SmolLM2 folder)")
     where = args.config or f"preset {args.preset}"
     try:
         return config_from_dict(data)

