@@ -23,6 +23,7 @@ class _GymTask(Task):
     _train: list[Example]
     _test: list[Example]
     _warmup: list[Example]
+    _datasets: dict[str, Any]
 
     def train(self) -> list[Example]:
         return self._train

@@ -42,7 +42,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 
             log = pl.read_parquet(Path(cfg.out) / "rollouts.parquet")
             summary["distinct_prompts"] = int(log["prompt_id"].n_unique())
-            summary["max_groups_per_prompt"] = int(log.group_by("prompt_id").len()["len"].max())
+            summary["max_groups_per_prompt"] = int(log.group_by("prompt_id").len()["len"].max())  # type: ignore[arg-type]
             results.append({"loss_agg": agg, "policy": pol, "summary": summary,
                             "metrics": _rows(Path(cfg.out) / "metrics.jsonl"),
                             "eval": _rows(Path(cfg.out) / "eval.jsonl")})
@@ -95,11 +95,12 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
         m = r["metrics"]
         steps = np.array([x["step"] + 1 for x in m])
 
-        def smooth(v: list[float], w: int = 9) -> np.ndarray:
-            v = np.asarray([np.nan if x is None else x for x in v], dtype=float)
+        def smooth(vals: list[Any], w: int = 9) -> Any:
+            v = np.asarray([np.nan if x is None else x for x in vals], dtype=np.float64)
             k = np.ones(w) / w
             pad = np.pad(v, (w // 2, w - 1 - w // 2), mode="edge")
-            return np.convolve(np.nan_to_num(pad, nan=np.nanmean(v)), k, mode="valid")
+            fill = float(np.nanmean(v)) if np.isfinite(v).any() else 0.0
+            return np.convolve(np.nan_to_num(pad, nan=fill), k, mode="valid")
 
         ax[0, 0].plot(steps, smooth([x["reward_mean"] for x in m]), ls, color=c, label=label)
         ax[0, 1].plot(steps, smooth([x["effective_ratio"] for x in m]), ls, color=c, label=label)

@@ -128,7 +128,7 @@ class VLLMEngine(RolloutEngine):
         )
         if on_gpu:
             kw["gpu_memory_utilization"] = gpu_memory_utilization
-        self.llm = LLM(**kw)
+        self.llm: Any = LLM(**kw)
         self.eos_token_id = int(eos_token_id)
 
     def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):

@@ -24,7 +24,7 @@ def char_tokenizer():
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
     fast.padding_side = "left"
-    fast.dps_char = True
+    fast.dps_char = True  # type: ignore[attr-defined]
     return fast
 
 
@@ -97,7 +97,7 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None) -> tuple[Any
                 setattr(model, attr, None)
         if hasattr(model, "is_quantized"):
             try:
-                model.is_quantized = False
+                model.is_quantized = False  # type: ignore[assignment]
             except AttributeError:
                 pass
     if tok.pad_token is None:

@@ -94,7 +94,8 @@ def _py_rng_state() -> list[Any]:
 
 
 def _np_rng_state() -> list[Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: Any = np.random.get_state(legacy=True)
+    name, keys, pos, has_gauss, gauss = state
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
 
 
@@ -141,12 +142,9 @@ class LogBuffer:
         if not self.rows["step"]:
             return
         df = self.frame()
-        try:
-            from dps.replay.logs import validate_frame
-        except ImportError:  # pragma: no cover - replay always ships with dps
-            validate_frame = None
-        if validate_frame is not None:
-            validate_frame(df, self.path)
+        from dps.replay.logs import validate_frame
+
+        validate_frame(df, self.path)
         tmp = self.path.with_name(self.path.name + ".tmp")
         df.write_parquet(tmp)
         os.replace(tmp, self.path)
@@ -165,12 +163,17 @@ class LogBuffer:
 class Trainer:
     """Build with a config and a run folder; `prepare()` checks everything cheap, `run()` trains."""
 
+    task: Task
+    policy: Policy
+    learner: Any
+    engine: Any
+
     def __init__(self, cfg: TrainConfig, out: str | Path, *, task: Task | None = None,
                  policy: Policy | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out)
-        self.task = task
-        self.policy = policy
+        self._given_task = task
+        self._given_policy = policy
         self._prepared = False
 
     # ------------------------------------------------------------------ set-up
@@ -178,16 +181,15 @@ class Trainer:
         """Every check that needs no model: config, task (answers parse), policy, model path."""
         cfg = self.cfg
         cfg.validate()
-        if self.task is None:
-            self.task = make_task(cfg.task.name, **cfg.task.options)
+        self.task = self._given_task or make_task(cfg.task.name, **cfg.task.options)
         self.task.validate()
         self.train_ex: list[Example] = self.task.train()
         self.test_ex: list[Example] = self.task.test()
         n = len(self.train_ex)
         if cfg.policy.batch_size > n:
             raise ValueError(f"config: policy.batch_size {cfg.policy.batch_size} exceeds the {n} train prompts")
-        if self.policy is None:
-            self.policy = make_policy(cfg.policy.name, n, cfg.seed, cfg.policy.options, cfg.policy.batch_size)
+        self.policy = self._given_policy or make_policy(cfg.policy.name, n, cfg.seed, cfg.policy.options,
+                                                        cfg.policy.batch_size)
         if self.policy.num_prompts != n:
             raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")
         if cfg.model.path:
@@ -382,10 +384,10 @@ class Trainer:
             exs, enc = exs[: self.cfg.log.eval_max], enc[: self.cfg.log.eval_max]
         t0 = time.perf_counter()
         outs = self.engine.generate(enc, 1, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=True)
-        correct = np.array([self.task.verify(ex, self._decode(o[0])) for ex, o in zip(exs, outs)], dtype=bool)
+        correct = np.array([bool(self.task.verify(ex, self._decode(o[0]))) for ex, o in zip(exs, outs)])
         row = {"step": step, "rollouts_total": self.counters["rollouts_total"], "test_accuracy": float(correct.mean()),
                "test_prompts": len(exs), "eval_seconds": time.perf_counter() - t0}
-        by_level = {}
+        by_level: dict[int, list[bool]] = {}
         for ex, c in zip(exs, correct):
             if "level" in ex.meta:
                 by_level.setdefault(ex.meta["level"], []).append(c)
@@ -412,10 +414,11 @@ class Trainer:
         for pid, rs in zip(ids, resp):
             ex = self.train_ex[int(pid)]
             texts = [self._decode(x) for x in rs]
-            correct = np.array([self.task.verify(ex, t) for t in texts], dtype=bool)
-            reward = correct.astype(np.float64)
+            correct = np.array([bool(self.task.verify(ex, t)) for t in texts])
+            reward: np.ndarray = correct.astype(np.float64)
             if r.format_bonus:
-                reward = reward + r.format_bonus * np.array([self.task.format_score(ex, t) for t in texts])
+                bonus = np.array([self.task.format_score(ex, t) for t in texts], dtype=np.float64)
+                reward = reward + r.format_bonus * bonus
             groups.append(Group(int(pid), rs, correct, reward))
             self._gen_tokens += sum(len(x) for x in rs)
         return groups
