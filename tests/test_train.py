@@ -267,3 +267,46 @@ def test_config_example_matches_the_preset():
     assert from_file.to_dict() == from_preset.to_dict()
     ds = build_config(ns(preset="tiny-cpu", policy="ds"))
     assert ds.policy.name == "ds" and ds.policy.options == {}
+
+
+def _user_policy_class():
+    """A user's policy in plain Python: always the first batch_size prompts."""
+    from dps.policies.base import Policy
+
+    class FirstPrompts(Policy):
+        def __init__(self, num_prompts: int, seed: int = 0) -> None:
+            self.num_prompts = num_prompts
+            self.seen: list[int] = []
+
+        def select(self, batch_size: int) -> np.ndarray:
+            return np.arange(batch_size, dtype=np.int64)
+
+        def observe(self, prompt_ids, n_correct, n_rollouts) -> None:
+            self.seen.extend(int(i) for i in prompt_ids)
+
+        def state_dict(self):
+            return {"seen": np.asarray(self.seen, dtype=np.int64)}
+
+        def load_state_dict(self, state) -> None:
+            self.seen = [int(i) for i in state["seen"]]
+
+    return FirstPrompts
+
+
+def test_user_policy_and_dense_sweep(tmp_path):
+    import polars as pl
+
+    from dps.train.trainer import train
+
+    cls = _user_policy_class()
+    pol = cls(num_prompts=24)
+    d = dict(TINY, steps=2, log={"eval_every": 0, "checkpoint_every": 1, "sweep_every": 2, "progress": False})
+    train(config_from_dict(d), tmp_path / "u", policy=pol)
+    assert pol.seen == [0, 1, 2, 3, 0, 1, 2, 3]
+    log = pl.read_parquet(tmp_path / "u" / "rollouts.parquet")
+    assert sorted(set(log["prompt_id"].to_list())) == [0, 1, 2, 3]
+    dense = pl.read_parquet(tmp_path / "u" / "dense.parquet")
+    # every train prompt, k samples, at steps 0 and 2
+    assert dense.group_by("step").len().sort("step")["len"].to_list() == [24, 24]
+    assert set(dense["n_rollouts"].to_list()) == {4}
+    assert 'log = "dense.parquet"' in (tmp_path / "u" / "replay.toml").read_text()

@@ -456,6 +456,7 @@ class Trainer:
         if latest is not None and cfg.rollout.engine == "vllm":
             self.engine.sync_weights(model)
 
+        self._gen_tokens = 0
         log = LogBuffer(self.out / "rollouts.parquet")
         dense = LogBuffer(self.out / "dense.parquet")
         log.load(start)
