@@ -310,3 +310,13 @@ def test_user_policy_and_dense_sweep(tmp_path):
     assert dense.group_by("step").len().sort("step")["len"].to_list() == [24, 24]
     assert set(dense["n_rollouts"].to_list()) == {4}
     assert 'log = "dense.parquet"' in (tmp_path / "u" / "replay.toml").read_text()
+
+
+@pytest.mark.parametrize("name", ["dps", "hr", "mopps", "greso", "dps+ds"])
+def test_every_builtin_policy_trains(tmp_path, name):
+    from dps.train.trainer import train
+
+    d = dict(TINY, steps=3, policy={"name": name, "batch_size": 4},
+             log={"eval_every": 0, "checkpoint_every": 2, "progress": False})
+    s = train(config_from_dict(d), tmp_path / name)
+    assert s["steps"] == 3 and s["rollouts_total"] >= 3 * 4 * 4

@@ -62,6 +62,8 @@ def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] 
             return _cls("DynamicSampling")(selector=selector, num_prompts=num_prompts, seed=seed, **gate_opts)
         if key not in BUILTIN:
             raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")
+        if key == "greso":  # GRESO gates in rounds too: cap them like DS's
+            opts["max_rounds"] = max(1, min(int(opts.get("max_rounds", 10)), num_prompts // max(batch_size, 1)))
         return _cls(BUILTIN[key])(num_prompts=num_prompts, seed=seed, **opts)
     except TypeError as e:
         raise ValueError(f"policy {name!r}: bad options {sorted(opts)} ({e})") from e
