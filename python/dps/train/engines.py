@@ -111,6 +111,7 @@ class VLLMEngine(RolloutEngine):
                  dtype: str = "auto") -> None:
         # Colocated: keep the engine core in this process so weights can be handed over in memory.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             import torch
             on_gpu = torch.cuda.is_available()

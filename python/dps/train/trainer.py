@@ -197,6 +197,7 @@ class Trainer:
 
             check_model_path(cfg.model.path, cfg.model.gguf_file or None)
         if cfg.rollout.engine == "vllm":
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every weight push at INFO
             try:
                 import vllm  # noqa: F401
             except ImportError as e:
