@@ -289,3 +289,11 @@ def test_batch_work_releases_the_gil():
     assert min(b - a for a, b in intervals) > 0.02, "the calls were too short to tell"
     middle = sum(any(a + 0.25 * (b - a) < t < a + 0.75 * (b - a) for a, b in intervals) for t in ticks)
     assert middle > 0, "no Python code ran while the core was working: the GIL was held"
+
+
+def test_gate_rounds_stop_when_the_dataset_is_spent():
+    policy = DynamicSampling(num_prompts=20, max_rounds=10)
+    solved = lambda ids: (np.full(len(ids), 8), np.full(len(ids), 8))  # noqa: E731
+    result = run_step(policy, 8, solved)
+    assert len(np.unique(result.prompt_ids)) == 20 == len(result.prompt_ids)
+    assert result.rounds == 3 and result.shortfall == 8

@@ -123,8 +123,14 @@ def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
     ids_parts, correct_parts, total_parts, admit_parts = [], [], [], []
     admitted_count = 0
     rounds = 0
+    handed_out = 0
     while admitted_count < batch_size and rounds < max(1, policy.max_rounds):
-        ids = np.asarray(policy.select(batch_size), dtype=np.int64)
+        # A later round asks only for what the dataset still has this step, and stops when empty.
+        request = batch_size if rounds == 0 else min(batch_size, policy.num_prompts - handed_out)
+        if request <= 0:
+            break
+        ids = np.asarray(policy.select(request), dtype=np.int64)
+        handed_out += len(ids)
         if len(ids) == 0:
             break
         n_correct, n_rollouts = rollout(ids)
