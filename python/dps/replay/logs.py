@@ -1,6 +1,6 @@
 """Rollout logs: the Parquet schema, reading, writing, aggregation and validation.
 
-Two layouts are accepted (see README_SECTION.md for the full description):
+Two layouts are accepted (see the README's replay section for the full description):
 
 * per group, one row per (step, prompt) group: ``step``, ``prompt_id``, ``n_rollouts``,
   ``n_correct`` (all integers), optionally ``reward_mean`` (float) and ``rewards``
