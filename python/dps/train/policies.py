@@ -8,7 +8,9 @@ from typing import Any
 from dps.policies.base import Policy
 from dps.policies.registry import GATES, POLICY_NAMES, make_policy as _registry_make
 
-__all__ = ["make_policy", "POLICY_NAMES"]
+__all__ = ["make_policy", "capped_rounds", "POLICY_NAMES"]
+
+DEFAULT_MAX_ROUNDS = 10
 
 
 def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] | None = None,
@@ -17,13 +19,18 @@ def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] 
     ``module:Class``).
 
     Gates that select in rounds (dynamic sampling, GRESO) hand out ``batch_size`` fresh prompts
-    per round, so their ``max_rounds`` is capped at ``num_prompts // batch_size``: the step loop
-    would otherwise ask the selector for prompts it no longer has in that step.
+    per round; their ``max_rounds`` is capped by :func:`capped_rounds` so that every round is a
+    full batch. (``run_step`` itself stops once a step has used every prompt; the cap only
+    drops a final, partial round.)
     """
     opts = dict(options or {})
     key = name.strip().lower()
     _, plus, gate = key.partition("+")
-    rounds_cap = max(1, num_prompts // max(batch_size, 1))
     if ":" not in key and (key in GATES or (plus and gate in GATES) or key == "greso"):
-        opts["max_rounds"] = max(1, min(int(opts.get("max_rounds", 10)), rounds_cap))
+        opts["max_rounds"] = capped_rounds(num_prompts, batch_size, int(opts.get("max_rounds", DEFAULT_MAX_ROUNDS)))
     return _registry_make(name, num_prompts, seed, **opts)
+
+
+def capped_rounds(num_prompts: int, batch_size: int, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
+    """``max_rounds`` limited to the number of full batches the dataset holds (at least 1)."""
+    return max(1, min(max_rounds, num_prompts // max(batch_size, 1)))

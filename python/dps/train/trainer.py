@@ -36,7 +36,7 @@ import numpy as np
 from dps.policies.base import Policy, run_step
 from dps.tasks import Example, Task, make_task
 from dps.train.config import TrainConfig
-from dps.train.policies import make_policy
+from dps.train.policies import capped_rounds, make_policy
 
 RESUME_IGNORED = ("steps", "out", "log")  # may change between a run and its resumption
 
@@ -587,7 +587,7 @@ class Trainer:
             f"[run]\nbatch_size = {cfg.policy.batch_size}\nsteps = {max(cfg.steps, 1)}\nseeds = [0, 1, 2]\n\n"
             '[[policies]]\nname = "US"\ntype = "uniform"\n\n'
             '[[policies]]\nname = "DS"\ntype = "dynamic_sampling"\n'
-            f"max_rounds = {max(1, min(10, len(self.train_ex) // cfg.policy.batch_size))}\n\n"
+            f"max_rounds = {capped_rounds(len(self.train_ex), cfg.policy.batch_size)}\n\n"
             '[[policies]]\nname = "DPS"\ntype = "dps"\ndecay = 0.5\n'
         )
         _atomic_write_bytes(self.out / "replay.toml", text.encode())
