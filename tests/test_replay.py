@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from dps.policies.base import Policy
-from dps.replay.logs import LogError, aggregate_responses, frame_to_groups, read_log, validate_frame, write_log
+from dps.logs import LogError, aggregate_responses, frame_to_groups, read_log, validate_frame, write_log
 from dps.replay.oracle import Oracle
 from dps.replay.runner import group_states, prediction_scores, replay
 from dps.replay.scenario import load_scenario, parse_scenario
@@ -478,3 +478,22 @@ def test_builtin_policies_replay_on_a_small_world() -> None:
     assert s["DPS"]["predictive"] and 0 <= s["DPS"]["pred_f1"] <= 1
     assert s["oracle"]["effective_ratio"] > s["US"]["effective_ratio"]
     assert s["DS+DPS"]["predictive"] and s["DS+DPS"]["mean_rounds"] <= 3
+
+
+def test_rollout_log_writer_round_trip_and_resume(tmp_path):
+    from dps.logs import RolloutLogWriter, read_log
+
+    path = tmp_path / "rollouts.parquet"
+    log = RolloutLogWriter(path)
+    log.add(0, [3, 1], np.array([2, 0]), np.array([4, 4]), [[1, 1, 0, 0], [0, 0, 0, 0]])
+    log.add(1, [0], np.array([4]), np.array([4]), [[1, 1, 1, 1]])
+    log.write()
+    df = read_log(path)
+    assert df["step"].to_list() == [0, 0, 1] and df["prompt_id"].to_list() == [1, 3, 0]
+    assert df["n_correct"].to_list() == [0, 2, 4] and df["reward_mean"].to_list() == [0.0, 0.5, 1.0]
+    resumed = RolloutLogWriter(path)
+    resumed.load(keep_below=1)
+    assert len(resumed) == 2 and resumed.rows["rewards"][0] == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(TypeError, match="integer"):
+        log.add(2, [0], np.array([0.5]), np.array([4]))
+    assert len(log) == 3  # the refused call added nothing

@@ -180,7 +180,7 @@ def _frame(path):
 
 
 def test_tiny_run_uniform_and_ds_logs_replayable(tmp_path):
-    from dps.replay.logs import read_log
+    from dps.logs import read_log
     from dps.train.trainer import train
 
     out = {}

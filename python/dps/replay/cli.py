@@ -91,7 +91,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from dps.replay.logs import describe, write_log
+    from dps.logs import describe, write_log
     from dps.replay.worlds import SyntheticWorld, preset_params
 
     over = {k: v for k, v in (("steps", args.steps), ("num_prompts", args.num_prompts), ("k", args.k)) if v is not None}
@@ -100,7 +100,7 @@ def _synth(args: argparse.Namespace) -> int:
         raise ValueError("--every must be positive")
     df = world.to_log(seed=args.noise_seed, every=args.every, layout=args.layout)
     write_log(df, args.out)
-    from dps.replay.logs import frame_to_groups
+    from dps.logs import frame_to_groups
 
     d = describe(frame_to_groups(df, args.out))
     print(
@@ -111,7 +111,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from dps.replay.logs import DEFAULT_THRESHOLD, describe, read_log
+    from dps.logs import DEFAULT_THRESHOLD, describe, read_log
 
     for path in args.logs:
         df = read_log(path, args.threshold if args.threshold is not None else DEFAULT_THRESHOLD)

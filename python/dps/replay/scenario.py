@@ -88,7 +88,7 @@ def build_world(cfg: dict[str, Any]) -> World:
         unknown = sorted(set(cfg) - LOG_KEYS)
         if unknown:
             raise ValueError(f"[world]: unknown key(s) for a log world: {', '.join(unknown)}; known: {', '.join(sorted(LOG_KEYS))}")
-        from dps.replay.logs import DEFAULT_THRESHOLD, read_log
+        from dps.logs import DEFAULT_THRESHOLD, read_log
 
         groups = read_log(cfg["log"], float(cfg.get("threshold", DEFAULT_THRESHOLD)))
         est = LogEstimator.from_dict({k: cfg[k] for k in ("half_life", "prior_strength", "draw") if k in cfg})

@@ -249,7 +249,7 @@ class SyntheticWorld(World):
         """Every prompt rolled out every `every` steps: a dense log of this world."""
         import polars as pl
 
-        from dps.replay.logs import groups_frame
+        from dps.logs import groups_frame
 
         steps = self.steps if steps is None else steps
         ids = np.arange(self.num_prompts, dtype=np.int64)

@@ -27,12 +27,13 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dps.logs import RolloutLogWriter
 from dps.policies.base import Policy, run_step
 from dps.tasks import Example, Task, make_task
 from dps.train.config import TrainConfig
@@ -107,57 +108,9 @@ class Group:
     rewards: np.ndarray
 
 
-@dataclass
-class LogBuffer:
-    """Rollout groups of the whole run, kept in memory and rewritten atomically each step."""
-
-    path: Path
-    rows: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in
-                                       ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards")})
-
-    def add(self, step: int, groups: list[Group]) -> None:
-        for g in groups:
-            self.rows["step"].append(step)
-            self.rows["prompt_id"].append(g.prompt_id)
-            self.rows["n_rollouts"].append(len(g.correct))
-            self.rows["n_correct"].append(int(g.correct.sum()))
-            self.rows["reward_mean"].append(float(g.rewards.mean()))
-            self.rows["rewards"].append([float(x) for x in g.rewards])
-
-    def frame(self):
-        import polars as pl
-
-        return pl.DataFrame(
-            {
-                "step": pl.Series(self.rows["step"], dtype=pl.Int64),
-                "prompt_id": pl.Series(self.rows["prompt_id"], dtype=pl.Int64),
-                "n_rollouts": pl.Series(self.rows["n_rollouts"], dtype=pl.Int64),
-                "n_correct": pl.Series(self.rows["n_correct"], dtype=pl.Int64),
-                "reward_mean": pl.Series(self.rows["reward_mean"], dtype=pl.Float64),
-                "rewards": pl.Series(self.rows["rewards"], dtype=pl.List(pl.Float64)),
-            }
-        )
-
-    def write(self) -> None:
-        if not self.rows["step"]:
-            return
-        df = self.frame()
-        from dps.replay.logs import validate_frame
-
-        validate_frame(df, self.path)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        df.write_parquet(tmp)
-        os.replace(tmp, self.path)
-
-    def load(self, keep_below: int) -> None:
-        """Read an existing log, keeping the rows of steps < keep_below (resume)."""
-        import polars as pl
-
-        if not self.path.exists():
-            return
-        df = pl.read_parquet(self.path).filter(pl.col("step") < keep_below)
-        for k in self.rows:
-            self.rows[k] = df[k].to_list() if k in df.columns else []
+def add_groups(log: RolloutLogWriter, step: int, groups: list[Group]) -> None:
+    log.add(step, [g.prompt_id for g in groups], np.array([int(g.correct.sum()) for g in groups], np.int64),
+            np.array([len(g.correct) for g in groups], np.int64), [list(g.rewards) for g in groups])
 
 
 class Trainer:
@@ -458,8 +411,8 @@ class Trainer:
             self.engine.sync_weights(model)
 
         self._gen_tokens = 0
-        log = LogBuffer(self.out / "rollouts.parquet")
-        dense = LogBuffer(self.out / "dense.parquet")
+        log = RolloutLogWriter(self.out / "rollouts.parquet")
+        dense = RolloutLogWriter(self.out / "dense.parquet")
         log.load(start)
         dense.load(start + 1)
         metrics = [m for m in _read_jsonl(self.out / "metrics.jsonl") if m.get("step", -1) < start]
@@ -468,8 +421,8 @@ class Trainer:
             evals = []
             evals.append(self.evaluate(0))
             if cfg.log.sweep_every:
-                dense.rows = LogBuffer(dense.path).rows
-                dense.add(0, self.sweep(0))
+                dense = RolloutLogWriter(dense.path)
+                add_groups(dense, 0, self.sweep(0))
                 dense.write()
             _atomic_jsonl(self.out / "eval.jsonl", evals)
             if info:
@@ -548,12 +501,12 @@ class Trainer:
                 **{f"policy_{k}": v for k, v in policy.metrics().items()},
             }
             metrics.append(_json_safe(row))
-            log.add(step, groups)
+            add_groups(log, step, groups)
             done = step + 1
             if (cfg.log.eval_every and done % cfg.log.eval_every == 0) or done == cfg.steps:
                 evals.append(self.evaluate(done))
             if cfg.log.sweep_every and done % cfg.log.sweep_every == 0:
-                dense.add(done, self.sweep(done))
+                add_groups(dense, done, self.sweep(done))
                 dense.write()
             # logs first, then the checkpoint that vouches for them
             log.write()

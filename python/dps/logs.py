@@ -1,4 +1,7 @@
-"""Rollout logs: the Parquet schema, reading, writing, aggregation and validation.
+"""Rollout logs: the schema, reading, writing, aggregation and validation.
+
+The log belongs to no single part of dps: the trainer and the framework integrations write it
+(`RolloutLogWriter`), replay and `dps validate` read it.
 
 Two layouts are accepted (see the README's replay section for the full description):
 
@@ -16,6 +19,7 @@ Every check raises `LogError` (a ValueError) naming the file, the column and the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -223,3 +227,81 @@ def describe(df: pl.DataFrame) -> dict[str, Any]:
         # share of all (step, prompt) cells in 0..max step x 0..max id that the log holds
         "coverage": float(df.height / ((int(step.max()) + 1) * (int(pid.max()) + 1))),
     }
+
+
+LOG_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards")
+
+
+class RolloutLogWriter:
+    """Every rolled-out group of a run, kept in memory and rewritten atomically on `write()`.
+
+    `add` takes one step's groups as arrays; `write` validates and replaces the file through a
+    temporary one, so a reader (or a resumed run) never sees a torn file; `load(keep_below)`
+    reads an existing file back, dropping the rows of steps >= keep_below (resume from a
+    checkpoint of that step).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: dict[str, list[Any]] = {k: [] for k in LOG_COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.rows["step"])
+
+    def add(
+        self,
+        step: int,
+        prompt_ids: Any,
+        n_correct: Any,
+        n_rollouts: Any,
+        rewards: list[list[float]] | None = None,
+    ) -> None:
+        ids = np.asarray(prompt_ids, np.int64)
+        nc = np.asarray(n_correct)
+        nr = np.asarray(n_rollouts)
+        if not (len(ids) == len(nc) == len(nr)) or (rewards is not None and len(rewards) != len(ids)):
+            raise ValueError("RolloutLogWriter.add: prompt_ids, n_correct, n_rollouts and rewards differ in length")
+        if not (np.issubdtype(nc.dtype, np.integer) and np.issubdtype(nr.dtype, np.integer)):
+            raise TypeError("RolloutLogWriter.add: n_correct and n_rollouts must be integer arrays")
+        for i in range(len(ids)):
+            r = [float(x) for x in rewards[i]] if rewards is not None else None
+            self.rows["step"].append(int(step))
+            self.rows["prompt_id"].append(int(ids[i]))
+            self.rows["n_rollouts"].append(int(nr[i]))
+            self.rows["n_correct"].append(int(nc[i]))
+            self.rows["reward_mean"].append(float(np.mean(r)) if r else float(nc[i]) / max(int(nr[i]), 1))
+            self.rows["rewards"].append(r)
+
+    def frame(self) -> pl.DataFrame:
+        """The rows as a frame; the `rewards` column only when every group has its rewards."""
+        pl = _pl()
+        columns = {
+            "step": pl.Series(self.rows["step"], dtype=pl.Int64),
+            "prompt_id": pl.Series(self.rows["prompt_id"], dtype=pl.Int64),
+            "n_rollouts": pl.Series(self.rows["n_rollouts"], dtype=pl.Int64),
+            "n_correct": pl.Series(self.rows["n_correct"], dtype=pl.Int64),
+            "reward_mean": pl.Series(self.rows["reward_mean"], dtype=pl.Float64),
+        }
+        if all(r is not None for r in self.rows["rewards"]):
+            columns["rewards"] = pl.Series(self.rows["rewards"], dtype=pl.List(pl.Float64))
+        return pl.DataFrame(columns)
+
+    def write(self) -> None:
+        if not self.rows["step"]:
+            return
+        df = self.frame()
+        validate_frame(df, self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        df.write_parquet(tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, keep_below: int) -> None:
+        """Read an existing log back, keeping the rows of steps < keep_below (resume)."""
+        pl = _pl()
+        self.rows = {k: [] for k in LOG_COLUMNS}
+        if not self.path.exists():
+            return
+        df = pl.read_parquet(self.path).filter(pl.col("step") < keep_below)
+        for k in self.rows:
+            self.rows[k] = df[k].to_list() if k in df.columns else [None] * df.height
