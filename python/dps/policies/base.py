@@ -11,6 +11,19 @@ A step, in replay and in training alike (see `run_step`):
    of the step, rejected ones too, and advances the policy by one step.
 
 Within one step, repeated ``select`` calls return ids not handed out earlier in that step.
+
+Where a policy meets someone else's loop:
+
+* counts are integers: ``n_correct`` is the number of correct responses, never a mean reward;
+  `observe` and `run_step` both refuse float arrays (TypeError), they never round;
+* a step that fails between `select` and `observe` (the rollout raised) is undone with
+  ``policy.abandon()``: the built-ins return exactly to their state before the step's first
+  `select`, so the next step selects what it would have selected. `run_step` calls it for you
+  when the rollout (or `admit`) raises, then re-raises;
+* `observe` accepts groups that were never selected: replaying a log into a fresh policy, or
+  warm-starting one from an earlier run, is `observe` step after step, and reaches the same
+  state as the live run that selected those prompts. Ids handed out but not observed are
+  released by `observe`.
 """
 
 from __future__ import annotations
@@ -53,6 +66,13 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; raise ValueError and change nothing if it does not fit."""
+
+    def abandon(self) -> None:
+        """Undo the `select` calls since the last `observe` (a step whose rollout failed).
+
+        The built-ins go back exactly to their state before the step. A policy of your own
+        overrides this when `select` changes its state (e.g. marks ids as handed out)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement abandon()")
 
     def metrics(self) -> dict[str, float]:
         """Scalars describing the last step (empty by default)."""
@@ -118,8 +138,46 @@ class StepResult:
         return float(np.mean((c > 0) & (c < n)))
 
 
+def count_array(name: str, values: object, n_groups: int) -> np.ndarray:
+    """A rollout's counts as int64, refusing floats (a mean reward is not a count)."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
+        raise TypeError(
+            f"the rollout returned {name} of dtype {array.dtype}; it must hold integer counts "
+            f"(the number of correct responses and of responses per prompt, not a mean reward)"
+        )
+    if array.shape != (n_groups,):
+        raise ValueError(f"the rollout returned {name} of shape {array.shape} for {n_groups} prompts")
+    return array.astype(np.int64)
+
+
+def abandon_step(policy: Policy, error: BaseException) -> None:
+    """Undo a failed step's selection; say so on the error when the policy cannot."""
+    try:
+        policy.abandon()
+    except NotImplementedError:
+        error.add_note(
+            f"{type(policy).__name__} does not implement abandon(): the ids it handed out in this "
+            "step stay pending until its next observe()"
+        )
+
+
 def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
-    """One selection step: select, roll out, admit (in rounds), observe."""
+    """One selection step: select, roll out, admit (in rounds), observe.
+
+    If the rollout or `admit` raises, the step is abandoned (`policy.abandon()`) and the error
+    propagates: the policy is as it was before the step."""
+    try:
+        ids, n_correct, n_rollouts, admitted, rounds = _rounds(policy, batch_size, rollout)
+    except BaseException as error:
+        abandon_step(policy, error)
+        raise
+    policy.observe(ids, n_correct, n_rollouts)
+    trained = np.flatnonzero(admitted)[:batch_size]
+    return StepResult(ids, n_correct, n_rollouts, admitted, trained, rounds, batch_size - len(trained))
+
+
+def _rounds(policy: Policy, batch_size: int, rollout: RolloutFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     ids_parts, correct_parts, total_parts, admit_parts = [], [], [], []
     admitted_count = 0
     rounds = 0
@@ -134,8 +192,8 @@ def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
         if len(ids) == 0:
             break
         n_correct, n_rollouts = rollout(ids)
-        n_correct = np.asarray(n_correct, dtype=np.int64)
-        n_rollouts = np.asarray(n_rollouts, dtype=np.int64)
+        n_correct = count_array("n_correct", n_correct, len(ids))
+        n_rollouts = count_array("n_rollouts", n_rollouts, len(ids))
         keep = np.asarray(policy.admit(ids, n_correct, n_rollouts), dtype=bool)
         if keep.shape != ids.shape:
             raise ValueError(f"admit returned a mask of shape {keep.shape} for {len(ids)} groups")
@@ -145,10 +203,7 @@ def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
         admit_parts.append(keep)
         admitted_count += int(keep.sum())
         rounds += 1
-    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
-    n_correct = np.concatenate(correct_parts) if ids_parts else np.zeros(0, np.int64)
-    n_rollouts = np.concatenate(total_parts) if ids_parts else np.zeros(0, np.int64)
-    admitted = np.concatenate(admit_parts) if ids_parts else np.zeros(0, bool)
-    policy.observe(ids, n_correct, n_rollouts)
-    trained = np.flatnonzero(admitted)[:batch_size]
-    return StepResult(ids, n_correct, n_rollouts, admitted, trained, rounds, batch_size - len(trained))
+    if not ids_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), rounds
+    return (np.concatenate(ids_parts), np.concatenate(correct_parts), np.concatenate(total_parts),
+            np.concatenate(admit_parts), rounds)

@@ -113,6 +113,12 @@ class RustPolicy(Policy):
     _core: Any
     #: The keys the core's state holds, besides the wrapper's own.
     _state_keys: tuple[str, ...] = ()
+    #: True where `select` changes nothing but the set of ids handed out (DPS, MoPPS): undoing a
+    #: step then only clears that set; the epoch-based policies also move their epoch order,
+    #: so their state at the step's first `select` is kept until the step ends.
+    _select_only_marks_pending = False
+    _step_open = False
+    _step_start: dict[str, Any] | None = None
 
     @property
     def num_prompts(self) -> int:  # type: ignore[override]
@@ -127,10 +133,32 @@ class RustPolicy(Policy):
         return {}
 
     def select(self, batch_size: int) -> np.ndarray:
-        return self._core.select(check_batch_size(batch_size))
+        batch_size = check_batch_size(batch_size)
+        start = None
+        if not self._step_open and not self._select_only_marks_pending:
+            start = self.state_dict()
+        ids = self._core.select(batch_size)
+        if not self._step_open:
+            self._step_open, self._step_start = True, start
+        return ids
 
     def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
         self._core.observe(*observation_arrays(prompt_ids, n_correct, n_rollouts))
+        self._end_step()
+
+    def abandon(self) -> None:
+        """Go back to the state before this step's first `select` (exactly)."""
+        if not self._step_open:
+            return
+        if self._step_start is not None:
+            state = self._step_start
+        else:
+            state = self.state_dict()
+            state["pending"] = np.zeros(0, np.int64)
+        self.load_state_dict(state)
+
+    def _end_step(self) -> None:
+        self._step_open, self._step_start = False, None
 
     def state_dict(self) -> dict[str, Any]:
         return {"num_prompts": self.num_prompts, "config": self.config(), **self._core.state()}
@@ -148,6 +176,9 @@ class RustPolicy(Policy):
         if _normalise(state["config"]) != _normalise(self.config()):
             raise ValueError(f"state was saved with options {state['config']}, this policy has {self.config()}")
         self._load_core(state)
+        self._end_step()
+        if len(state["pending"]):
+            self._step_open = True  # a state saved mid-step; abandon() then only clears the pending ids
 
     def _load_core(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -186,6 +217,8 @@ class DPS(RustPolicy):
     3x3 matrix [to][from]. prior_state: pi0 (default uniform). entropy_weight: the
     topk+entropy variant's w (0 = the paper's default).
     """
+
+    _select_only_marks_pending = True
 
     _state_keys = ("alpha", "post", "step", "pending", "confusion")
 
@@ -307,6 +340,8 @@ class MoPPS(RustPolicy):
 
     threshold=(lo, hi) is the threshold variant: draws inside the band first, in random order.
     """
+
+    _select_only_marks_pending = True
 
     _state_keys = ("step", "a", "b", "pending")
 

@@ -68,6 +68,10 @@ class DynamicSampling(Policy):
         self._last = {"ds_kept": float(self._kept), "ds_rejected": float(self._rejected)}
         self._kept = self._rejected = 0
 
+    def abandon(self) -> None:
+        self.selector.abandon()
+        self._kept = self._rejected = 0
+
     def metrics(self) -> dict[str, float]:
         return {**self.selector.metrics(), **self._last}
 
