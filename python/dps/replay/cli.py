@@ -29,6 +29,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also write each replay's own rollouts as a per-group log under DIR/logs/ (a sparse log, as a training run would write)",
     )
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="SCHEMA=NAME",
+        help="a log world: the log's name for a schema column, e.g. --column step=global_step (= --set world.columns.step=...)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_replay)
@@ -36,9 +43,9 @@ def register(sub: Any) -> None:
     s = sub.add_parser(
         "synth",
         help="write a synthetic world out as a dense rollout log",
-        description="Write a synthetic world's outcomes as a Parquet rollout log (every prompt, every `--every` steps).",
+        description="Write a synthetic world's outcomes as a rollout log (every prompt, every `--every` steps).",
     )
-    s.add_argument("--out", required=True, help="Parquet file to write")
+    s.add_argument("--out", required=True, help="log file to write: .parquet, .csv or .jsonl")
     s.add_argument("--preset", default="math", help="synthetic preset: math or countdown (default math)")
     s.add_argument("--seed", type=int, default=0, help="the world's dynamics seed")
     s.add_argument("--noise-seed", type=int, default=0, help="seed of the outcome draws")
@@ -51,12 +58,59 @@ def register(sub: Any) -> None:
 
     v = sub.add_parser(
         "validate",
-        help="check rollout log files against the schema",
-        description="Check Parquet rollout logs (per-group or per-response) and describe them.",
+        help="check rollout logs and say how they were understood",
+        description="Read rollout logs (Parquet, CSV, JSONL or a folder of them; per group or per response), "
+        "check them and say what was understood: layout, prompt ids, steps, kinds of rows, repeated groups.",
     )
-    v.add_argument("logs", nargs="+", help="Parquet log file(s)")
-    v.add_argument("--threshold", type=float, default=None, help="per-response logs: reward >= threshold counts as correct (default 0.5)")
+    v.add_argument("logs", nargs="+", help="log file(s) or folder(s)")
+    add_log_options(v)
     v.set_defaults(func=_validate)
+
+
+def add_log_options(p: argparse.ArgumentParser) -> None:
+    """The options of `dps.logs.LogSpec`, for commands that read a log."""
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="SCHEMA=NAME",
+        help="the log's name for a schema column (step, prompt_id, n_rollouts, n_correct, reward, correct, kind, ...), "
+        "e.g. --column step=global_step --column prompt_id=prompt (repeatable)",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="a response is correct when its score is >= this (default 0.5)")
+    p.add_argument("--format", choices=("parquet", "csv", "jsonl", "json"), default=None, help="default: from the file name")
+    p.add_argument("--layout", choices=("group", "response"), default=None, help="default: from the columns")
+    p.add_argument("--prompt-ids", choices=("dense", "index"), default=None, help="dense (default): any ids -> 0..N-1; index: integer ids as they are")
+    p.add_argument("--group-by", action="append", default=None, metavar="COLUMN", help="per-response logs: a column that tells groups of one (step, prompt) apart")
+    p.add_argument("--kinds", default=None, help="keep only rows of these kinds (comma-separated), e.g. train")
+
+
+def parse_columns(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, eq, col = item.partition("=")
+        if not eq or not name.strip() or not col.strip():
+            raise ValueError(f"--column {item!r}: expected SCHEMA=NAME, e.g. step=global_step")
+        out[name.strip()] = col.strip()
+    return out
+
+
+def log_spec_from_args(args: argparse.Namespace) -> Any:
+    from dps.logs import LogSpec
+
+    settings: dict[str, Any] = {"columns": parse_columns(args.column)}
+    for key in ("threshold", "format", "layout", "prompt_ids", "group_by"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if args.kinds is not None:
+        settings["kinds"] = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    return LogSpec.from_dict(settings, "options")
+
+
+def _toml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)  # a JSON string is a valid TOML basic string
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -75,7 +129,8 @@ def _replay(args: argparse.Namespace) -> int:
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
-    sc = load_scenario(args.scenario, args.set)
+    columns = [f"world.columns.{name}={_toml_string(col)}" for name, col in parse_columns(args.column).items()]
+    sc = load_scenario(args.scenario, [*args.set, *columns])
     if args.seeds is not None:
         sc.seeds = _parse_seeds(args.seeds)
     if args.steps is not None:
@@ -111,14 +166,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from dps.logs import DEFAULT_THRESHOLD, describe, read_log
+    from dps.logs import explain, load_log
 
+    spec = log_spec_from_args(args)
     for path in args.logs:
-        df = read_log(path, args.threshold if args.threshold is not None else DEFAULT_THRESHOLD)
-        d = describe(df)
-        print(
-            f"{path}: ok. {d['groups']:,} groups, {d['prompts']:,} prompts (max id {d['max_prompt_id']}), "
-            f"steps {d['step_range'][0]}..{d['step_range'][1]} ({d['steps']} distinct), {d['rollouts']:,} rollouts, "
-            f"accuracy {d['accuracy']:.3f}, partially solved {d['partial_share']:.3f}, coverage {d['coverage']:.3f}"
-        )
+        print(explain(load_log(path, spec)))
     return 0

@@ -9,7 +9,9 @@ preset = "math"               # a synthetic preset ("math", "countdown"), or
 # log = "logs/run.parquet"    # a rollout log (path relative to this file)
 seed = 0                      # synthetic: the dynamics' seed
 # synthetic: any SyntheticParams field overrides the preset (num_prompts, steps, k, ...)
-# log: half_life, prior_strength, draw ("posterior" | "mean"), k, num_prompts, threshold
+# log: half_life, prior_strength, draw ("posterior" | "mean"), k, num_prompts, and how to
+#   read it (dps.logs.LogSpec): threshold, format, layout, prompt_ids, group_by, kinds and
+#   [world.columns] (step = "global_step", prompt_id = "prompt", reward = "score", ...)
 
 [run]
 steps = 360                   # default: the world's horizon
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dps.logs import LogSpec, load_log
 from dps.policies.base import Policy
 from dps.policies.gate import DynamicSampling
 from dps.policies.registry import GATES, SELECTORS, make_policy
@@ -54,7 +57,7 @@ from dps.replay.worlds import (
 POLICY_TYPES = {*SELECTORS, *GATES, "oracle", "python"}
 TOP_KEYS = {"name", "description", "world", "run", "policies"}
 RUN_KEYS = {"steps", "batch_size", "seeds", "workers"}
-LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", "threshold"}
+LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", *LogSpec.KEYS}
 POLICY_META_KEYS = {"name", "type", "class", "sweep"}
 
 
@@ -88,11 +91,10 @@ def build_world(cfg: dict[str, Any]) -> World:
         unknown = sorted(set(cfg) - LOG_KEYS)
         if unknown:
             raise ValueError(f"[world]: unknown key(s) for a log world: {', '.join(unknown)}; known: {', '.join(sorted(LOG_KEYS))}")
-        from dps.logs import DEFAULT_THRESHOLD, read_log
-
-        groups = read_log(cfg["log"], float(cfg.get("threshold", DEFAULT_THRESHOLD)))
+        log = load_log(cfg["log"], LogSpec.from_dict(cfg, "[world]"))
         est = LogEstimator.from_dict({k: cfg[k] for k in ("half_life", "prior_strength", "draw") if k in cfg})
-        return LogWorld(groups, est, k=cfg.get("k"), num_prompts=cfg.get("num_prompts"))
+        num_prompts = max(int(cfg.get("num_prompts") or 0), log.info.num_prompts)  # prompts a kinds filter left out stay
+        return LogWorld(log.groups, est, k=cfg.get("k"), num_prompts=num_prompts)
     seed = int(cfg.pop("seed", 0))
     preset = cfg.pop("preset", None)
     params = preset_params(preset, **cfg) if preset is not None else SyntheticParams.from_dict(cfg)
@@ -186,6 +188,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
         raise ValueError(f"{where}: missing [world] (preset = \"math\", or log = \"file.parquet\")")
     if "log" in world:
         _check_keys(world, LOG_KEYS, f"{where} [world]")
+        LogSpec.from_dict(world, f"{where} [world]")
         log = Path(world["log"])
         if source is not None and not log.is_absolute():
             log = source.parent / log
@@ -224,7 +227,10 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `table.key=value` settings (value in TOML syntax) to [world] or [run], or `name=...`."""
+    """Apply `table.key=value` settings (value in TOML syntax) to [world] or [run], or `name=...`.
+
+    Keys may be dotted further: `world.columns.step="global_step"` sets [world.columns] step.
+    """
     data = copy.deepcopy(data)
     for item in overrides:
         key, eq, value = item.partition("=")
@@ -240,7 +246,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ValueError(f"--set {item!r}: only name, description, world.* and run.* can be set")
             data[table] = parsed
         elif table in ("world", "run"):
-            data.setdefault(table, {})[name] = parsed
+            *inner, last = name.split(".")  # world.columns.step=... sets a key of [world.columns]
+            target = data.setdefault(table, {})
+            for part in inner:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ValueError(f"--set {item!r}: {table}.{part} is not a table")
+            target[last] = parsed
         else:
             raise ValueError(f"--set {item!r}: only world.* and run.* keys can be set")
     return data

@@ -536,7 +536,9 @@ class Trainer:
         text = (
             f'name = "train-{cfg.policy.name}"\n'
             f'description = "Replay against the rollout log of the dps train run in this folder"\n\n'
-            f'[world]\nlog = "{log}"\n\n'
+            f'[world]\nlog = "{log}"\n'
+            # the log's ids are dataset indices: keep them, and the prompts it never rolled out
+            f'prompt_ids = "index"\nnum_prompts = {len(self.train_ex)}\n\n'
             f"[run]\nbatch_size = {cfg.policy.batch_size}\nsteps = {max(cfg.steps, 1)}\nseeds = [0, 1, 2]\n\n"
             '[[policies]]\nname = "US"\ntype = "uniform"\n\n'
             '[[policies]]\nname = "DS"\ntype = "dynamic_sampling"\n'
