@@ -107,6 +107,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         f"World: {w.get('kind')} with {w.get('num_prompts')} prompts, k = {w.get('k')}; "
         f"{meta['steps']} steps of batch {sc.batch_size}; seeds {sc.seeds}; sweep wall time {result.wall_s:.1f} s.",
         "",
+        *_closed_loop_lines(w),
         "Mean over seeds (± standard deviation where shown). `effective ratio`: share of the trained batch "
         "whose group was partially solved; `rollouts`: every generated response, rejected groups included; "
         "`count CV`: coefficient of variation of per-prompt sample counts; `pred`: the predictive policy's "
@@ -123,6 +124,18 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
     (out / "report.md").write_text("\n".join(md))
     paths["report"] = out / "report.md"
     return paths
+
+
+def _closed_loop_lines(w: dict[str, Any]) -> list[str]:
+    if "closed_loop_gain" not in w:
+        return []
+    return [
+        f"Closed loop fitted from the log: each trained, partially solved group moves its prompt by "
+        f"{w['closed_loop_gain']:+.4f} logits (standard error {w['closed_loop_gain_se']:.4f}; half-life "
+        f"{w['closed_loop_half_life']} steps), minus the log run's own trainings. Rows named "
+        f"\"(open loop)\" replay the same log without it.",
+        "",
+    ]
 
 
 def _smooth(y: np.ndarray, w: int) -> np.ndarray:

@@ -12,6 +12,7 @@ seed = 0                      # synthetic: the dynamics' seed
 # log: half_life, prior_strength, draw ("posterior" | "mean"), k, num_prompts, and how to
 #   read it (dps.logs.LogSpec): threshold, format, layout, prompt_ids, group_by, kinds and
 #   [world.columns] (step = "global_step", prompt_id = "prompt", reward = "score", ...)
+#   closed_loop ("fit" | "off" | a gain), train_log, effect_half_life (see dps.replay.closedloop)
 
 [run]
 steps = 360                   # default: the world's horizon
@@ -42,6 +43,7 @@ from dps.logs import LogSpec, load_log
 from dps.policies.base import Policy
 from dps.policies.gate import DynamicSampling
 from dps.policies.registry import GATES, SELECTORS, make_policy
+from dps.replay.closedloop import CLOSED_LOOP_KEYS, check_closed_loop_config, closed_loop_enabled, closed_loop_world
 from dps.replay.worlds import (
     PRESET_BATCH,
     LogEstimator,
@@ -57,7 +59,7 @@ from dps.replay.worlds import (
 POLICY_TYPES = {*SELECTORS, *GATES, "oracle", "python"}
 TOP_KEYS = {"name", "description", "world", "run", "policies"}
 RUN_KEYS = {"steps", "batch_size", "seeds", "workers"}
-LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", *LogSpec.KEYS}
+LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", *LogSpec.KEYS, *CLOSED_LOOP_KEYS}
 POLICY_META_KEYS = {"name", "type", "class", "sweep"}
 
 
@@ -85,8 +87,11 @@ class Scenario:
         return build_world(self.world)
 
 
-def build_world(cfg: dict[str, Any]) -> World:
+def build_world(cfg: dict[str, Any], base: World | None = None) -> World:
+    """The world a [world] table describes; a closed-loop log world may be given its open-loop `base`."""
     cfg = dict(cfg)
+    if closed_loop_enabled(cfg):
+        return closed_loop_world(base or build_world(open_loop(cfg)), cfg)
     if "log" in cfg:
         unknown = sorted(set(cfg) - LOG_KEYS)
         if unknown:
@@ -99,6 +104,11 @@ def build_world(cfg: dict[str, Any]) -> World:
     preset = cfg.pop("preset", None)
     params = preset_params(preset, **cfg) if preset is not None else SyntheticParams.from_dict(cfg)
     return SyntheticWorld(params, seed=seed)
+
+
+def open_loop(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The same [world] table without the closed loop."""
+    return {k: v for k, v in cfg.items() if k not in CLOSED_LOOP_KEYS}
 
 
 def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -186,13 +196,17 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
     world = dict(data.get("world", {}))
     if not world:
         raise ValueError(f"{where}: missing [world] (preset = \"math\", or log = \"file.parquet\")")
+    check_closed_loop_config(world, where)
     if "log" in world:
         _check_keys(world, LOG_KEYS, f"{where} [world]")
         LogSpec.from_dict(world, f"{where} [world]")
-        log = Path(world["log"])
-        if source is not None and not log.is_absolute():
-            log = source.parent / log
-        world["log"] = str(log)
+        for key in ("log", "train_log"):
+            if key not in world:
+                continue
+            log = Path(world[key])
+            if source is not None and not log.is_absolute():
+                log = source.parent / log
+            world[key] = str(log)
     elif "preset" in world:
         preset_params(world["preset"], **{k: v for k, v in world.items() if k not in ("preset", "seed")})
     else:

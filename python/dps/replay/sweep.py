@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.replay.closedloop import closed_loop_enabled
 from dps.replay.runner import replay
-from dps.replay.scenario import PolicySpec, Scenario, build_policy, build_world
+from dps.replay.scenario import PolicySpec, Scenario, build_policy, build_world, open_loop
 from dps.replay.worlds import World
 
 if TYPE_CHECKING:
@@ -22,11 +23,20 @@ _WORLDS: dict[str, World] = {}
 
 
 def _world(cfg: dict[str, Any]) -> World:
+    """Built once per process; a closed-loop world and its open-loop twin share the base world."""
     key = json.dumps(cfg, sort_keys=True, default=str)
     if key not in _WORLDS:
-        _WORLDS.clear()
-        _WORLDS[key] = build_world(cfg)
+        base = None
+        if closed_loop_on(cfg):
+            base = _world(open_loop(cfg))
+        if len(_WORLDS) >= 2:
+            _WORLDS.clear()
+        _WORLDS[key] = build_world(cfg, base)
     return _WORLDS[key]
+
+
+def closed_loop_on(cfg: dict[str, Any]) -> bool:
+    return closed_loop_enabled(cfg)
 
 
 @dataclass
@@ -75,11 +85,17 @@ class SweepResult:
 
 
 def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Job]:
+    """Every (policy, seed); with a closed loop, each policy also against the open-loop world, named "NAME (open loop)"."""
     steps = scenario.steps or world.steps
+    variants = [(scenario.world, "")]
+    if closed_loop_on(scenario.world):
+        variants.append((open_loop(scenario.world), " (open loop)"))
     jobs: list[Job] = []
     for spec in scenario.policies:
-        for seed in scenario.seeds:
-            jobs.append(Job(len(jobs), scenario.world, spec, seed, steps, scenario.batch_size, record))
+        for cfg, suffix in variants:
+            named = PolicySpec(spec.name + suffix, spec.type, spec.params, spec.cls)
+            for seed in scenario.seeds:
+                jobs.append(Job(len(jobs), cfg, named, seed, steps, scenario.batch_size, record))
     return jobs
 
 
@@ -99,6 +115,9 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)
     if workers == 1:
+        _WORLDS.clear()
+        if closed_loop_on(scenario.world):
+            _WORLDS[json.dumps(open_loop(scenario.world), sort_keys=True, default=str)] = world.base  # type: ignore[attr-defined]
         _WORLDS[json.dumps(scenario.world, sort_keys=True, default=str)] = world
         for job in jobs:
             results.append(run_job(job))

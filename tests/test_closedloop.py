@@ -1,0 +1,159 @@
+"""The closed loop fitted from a log: the fitter, the closed-loop world, scenarios."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dps import DPS, DynamicSampling, Uniform
+from dps.replay.closedloop import (
+    ClosedLoopWorld,
+    TrainingEffect,
+    fit_training_effect,
+    trained_level,
+    training_log,
+)
+from dps.replay.runner import replay
+from dps.replay.scenario import load_scenario, parse_scenario
+from dps.replay.sweep import run_sweep
+from dps.replay.worlds import LogWorld, SyntheticWorld, preset_params
+
+N, T, B = 2000, 200, 128
+
+
+def synthetic_log(gain: float, seed: int = 1, sweep_every: int = 10) -> tuple[SyntheticWorld, pl.DataFrame]:
+    world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=gain), seed=0)
+    log = training_log(world, Uniform(num_prompts=N, seed=seed), T, B, seed, sweep_every)
+    return world, log
+
+
+def trained(log: pl.DataFrame) -> pl.DataFrame:
+    return log.filter(pl.col("kind") == "train")
+
+
+def test_trained_level_counts_earlier_trainings_with_decay() -> None:
+    # prompt 0 trained at steps 2 and 5; observed at 2 (sees nothing), 3, 6 and 10
+    obs_step, obs_pid = np.array([2, 3, 6, 10, 6]), np.array([0, 0, 0, 0, 1])
+    tr_step, tr_pid = np.array([5, 2]), np.array([0, 0])
+    assert trained_level(obs_step, obs_pid, tr_step, tr_pid, math.inf, 2).tolist() == [0, 1, 2, 2, 0]
+    rho = 0.5 ** (1 / 4)
+    got = trained_level(obs_step, obs_pid, tr_step, tr_pid, 4.0, 2)
+    want = [0, 1, rho**3 + 1, rho**7 + rho**4, 0]
+    np.testing.assert_allclose(got, want)
+
+
+@pytest.mark.parametrize("gain", [0.2, 0.0])
+def test_fit_recovers_a_known_training_effect(gain: float) -> None:
+    _, log = synthetic_log(gain)
+    eff = fit_training_effect(log, trained(log), half_life="inf")
+    assert 0 < eff.gain_se < 0.03
+    assert abs(eff.gain - gain) < 3 * eff.gain_se, (eff.gain, eff.gain_se)
+    if gain:
+        assert eff.gain > 3 * eff.gain_se  # the effect is detected, not just tolerated
+    assert eff.drift_steps[0] == 0 and eff.drift[0] == 0 and len(eff.drift) == T
+    assert eff.drift[-1] > 0.3  # the open-loop curves rise: the whole model moves up
+
+
+def test_fit_auto_half_life_keeps_a_permanent_effect() -> None:
+    _, log = synthetic_log(0.2)
+    eff = fit_training_effect(log, trained(log))
+    assert set(eff.scores) == {math.inf, 64.0, 16.0, 4.0}
+    assert eff.half_life >= 64  # the synthetic effect never fades; a short half-life fits worse
+    assert abs(eff.gain - 0.2) < 0.06
+
+
+def test_closed_loop_over_an_open_truth_is_the_closed_truth() -> None:
+    open_world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T), seed=0)
+    closed_truth = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=0.1), seed=0)
+    wrapped = ClosedLoopWorld(open_world, TrainingEffect(gain=0.1))
+    for make in (lambda: DPS(num_prompts=N, seed=3), lambda: DynamicSampling(num_prompts=N, seed=3)):
+        a = replay(make(), wrapped, 60, B, seed=3, record=True)
+        b = replay(make(), closed_truth, 60, B, seed=3, record=True)
+        assert a.groups is not None and b.groups is not None
+        for col in ("step", "prompt_id", "n_correct"):
+            np.testing.assert_array_equal(a.groups[col], b.groups[col])
+        np.testing.assert_allclose(wrapped.p(60), closed_truth.p(60), rtol=1e-9)  # both after step 59's training
+
+
+def test_replaying_the_logging_policy_gives_back_the_log() -> None:
+    _, log = synthetic_log(0.1, seed=7, sweep_every=0)
+    train = trained(log)
+    base = LogWorld(train.drop("kind"))
+    world = ClosedLoopWorld(base, fit_training_effect(log, train, half_life="inf"), train)
+    assert world.effect.gain > 0
+    res = replay(Uniform(num_prompts=N, seed=7), world, T, B, seed=7, record=True)
+    assert res.groups is not None
+    got = pl.DataFrame(res.groups).sort("step", "prompt_id")
+    want = train.select("step", "prompt_id", "n_rollouts", "n_correct").sort("step", "prompt_id")
+    assert got.select(want.columns).equals(want)
+    # other uniform seeds train like the log on average: the closed loop barely moves them
+    opened = replay(Uniform(num_prompts=N, seed=8), base, T, B, seed=8).summary["effective_ratio"]
+    closed = replay(Uniform(num_prompts=N, seed=8), world, T, B, seed=8).summary["effective_ratio"]
+    assert abs(closed - opened) < 0.02
+
+
+def test_closed_loop_moves_a_repeating_policy_towards_the_truth() -> None:
+    truth, log = synthetic_log(0.2)
+    train = trained(log)
+    sweep = log.filter(pl.col("kind") == "sweep").join(train.select("step", "prompt_id"), on=["step", "prompt_id"], how="anti")
+    base = LogWorld(pl.concat([train, sweep]).drop("kind"))
+    closed = ClosedLoopWorld(base, fit_training_effect(log, train), train)
+    ratio = {name: replay(DPS(num_prompts=N, seed=0), w, T, B, seed=0).summary["effective_ratio"]
+             for name, w in (("open", base), ("closed", closed), ("truth", truth))}
+    assert abs(ratio["closed"] - ratio["truth"]) < abs(ratio["open"] - ratio["truth"]) / 2, ratio
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def write_logs(tmp_path: Path) -> None:
+    _, log = synthetic_log(0.2, sweep_every=10)
+    train = trained(log)
+    train.drop("kind").write_parquet(tmp_path / "rollouts.parquet")
+    log.filter(pl.col("kind") == "sweep").drop("kind").write_parquet(tmp_path / "dense.parquet")
+
+
+def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> None:
+    write_logs(tmp_path)
+    (tmp_path / "s.toml").write_text(
+        '[world]\nlog = "dense.parquet"\nclosed_loop = "fit"\ntrain_log = "rollouts.parquet"\n'
+        '[run]\nbatch_size = 128\nsteps = 100\nseeds = [0]\n[[policies]]\nname = "DPS"\ntype = "dps"\n'
+    )
+    sc = load_scenario(tmp_path / "s.toml")
+    res = run_sweep(sc, workers=1, progress=False)
+    rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"]))
+    assert set(rows) == {"DPS", "DPS (open loop)"}
+    assert rows["DPS"] < rows["DPS (open loop)"] - 0.02
+    assert res.world["kind"] == "ClosedLoop(LogWorld)" and res.world["closed_loop_gain"] > 0.05
+    from dps.replay.report import write_report
+
+    write_report(res, tmp_path / "out", plots=False)
+    assert "Closed loop fitted from the log" in (tmp_path / "out" / "report.md").read_text()
+    # a fixed gain instead of a fit
+    fixed = load_scenario(tmp_path / "s.toml", ["world.closed_loop=0.0"])
+    res0 = run_sweep(fixed, workers=1, progress=False)
+    rows0 = dict(zip(res0.summary["policy"], res0.summary["effective_ratio"]))
+    assert rows0["DPS"] == rows0["DPS (open loop)"]
+
+
+@pytest.mark.parametrize(
+    "world, key",
+    [
+        ({"log": "x.parquet", "closed_loop": "fitt"}, "closed_loop"),
+        ({"log": "x.parquet", "closed_loop": True}, "closed_loop"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_half_life": -2}, "effect_half_life"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_half_life": "long"}, "effect_half_life"),
+        ({"log": "x.parquet", "closed_loop": "fit", "train_log": 3}, "train_log"),
+        ({"log": "x.parquet", "train_log": "y.parquet"}, "train_log"),
+        ({"preset": "math", "closed_loop": "fit"}, "closed_loop"),
+    ],
+)
+def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:
+    data = {"world": world, "run": {"batch_size": 8}, "policies": [{"type": "uniform"}]}
+    with pytest.raises(ValueError, match=rf"sc\.toml \[world\] {key}"):
+        parse_scenario(data, Path("sc.toml"))
