@@ -1,5 +1,6 @@
 """The README's worked example of a custom policy runs, as written, through the same code paths
-as the built-ins: run_step, a replay, and save / load."""
+as the built-ins: run_step, a replay, and save / load; and its replay examples (Python and a
+scenario with the class in a module next to it) run as written."""
 
 import re
 import sys
@@ -16,10 +17,14 @@ from dps.replay.worlds import SyntheticWorld, preset_params
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def readme_block(title: str, lang: str = "python") -> str:
+    blocks = re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
+    return next(b for b in blocks if b.split("\n", 1)[0] == f"# example: {title}")
+
+
 @pytest.fixture(scope="module")
 def example():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    source = next(b for b in blocks if b.startswith("# example: custom policy"))
+    source = readme_block("custom policy")
     module = types.ModuleType("readme_example")
     exec(compile(source, str(README), "exec"), module.__dict__)
     sys.modules["readme_example"] = module
@@ -61,3 +66,30 @@ def test_custom_policy_saves_and_resumes(example, tmp_path):
     b.load(tmp_path / "mine.npz")
     for _ in range(5):
         assert np.array_equal(run_step(a, 6, outcome).prompt_ids, run_step(b, 6, outcome).prompt_ids)
+
+
+def test_readme_replay_block_runs_as_written(example, capsys):
+    sys.modules["my_policies"] = example  # "the class above, saved as my_policies.py"
+    try:
+        exec(compile(readme_block("custom policy in replay"), str(README), "exec"), {})
+    finally:
+        del sys.modules["my_policies"]
+    ratio, rollouts = capsys.readouterr().out.split()
+    assert int(rollouts) == 120 * 256 * 8 and 0.3 < float(ratio) <= 1
+
+
+def test_readme_scenario_block_imports_the_module_next_to_it(tmp_path, monkeypatch, capsys):
+    from dps.cli import main
+
+    (tmp_path / "sc").mkdir()
+    (tmp_path / "sc" / "my_policies.py").write_text(readme_block("custom policy"))
+    (tmp_path / "sc" / "mine.toml").write_text(readme_block("custom policy scenario", "toml"))
+    monkeypatch.chdir(tmp_path)  # not the scenario's folder; no PYTHONPATH
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delitem(sys.modules, "my_policies", raising=False)
+    out = tmp_path / "out"
+    assert main(["replay", "sc/mine.toml", "--steps", "20", "--out", str(out), "--quiet", "--no-plots", "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| closest to half | 2 |" in printed and "| DPS | 2 |" in printed
+    assert "PNG" not in printed and ".png" not in printed and not list(out.glob("*.png"))  # --no-plots announces no PNGs
+    assert str((tmp_path / "sc").resolve()) not in sys.path  # the search path is left as it was

@@ -114,12 +114,18 @@ def _toml_string(text: str) -> str:
 
 
 def _parse_seeds(text: str) -> list[int]:
+    """--seeds: a count >= 1 (3 -> 0, 1, 2) or a comma-separated list of integers >= 0."""
+    bad = ValueError(f"--seeds must be a count >= 1 or a comma-separated list of integers >= 0, not {text!r}")
     try:
         if "," in text:
-            return [int(x) for x in text.split(",") if x.strip()]
-        return list(range(int(text)))
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+        else:
+            seeds = list(range(int(text)))
     except ValueError:
-        raise ValueError(f"--seeds must be a count or a comma-separated list, not {text!r}") from None
+        raise bad from None
+    if not seeds or min(seeds) < 0:
+        raise bad
+    return seeds
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -139,9 +145,10 @@ def _replay(args: argparse.Namespace) -> int:
         sc.steps = args.steps
     out = Path(args.out) if args.out else Path("runs") / f"replay-{sc.name}"
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
-    write_report(res, out, plots=not args.no_plots)
+    paths = write_report(res, out, plots=not args.no_plots)
     print(markdown_table(aggregate(res.summary)))
-    print(f"\n{len(res.summary)} replays in {res.wall_s:.1f} s; report in {out}/ (summary.csv, report.md, steps.parquet, PNGs)")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
+    print(f"\n{len(res.summary)} replays in {res.wall_s:.1f} s; report in {out}/ ({', '.join(files)})")
     return 0
 
 

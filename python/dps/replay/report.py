@@ -77,7 +77,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
     ordered.write_csv(out / "summary.csv")
     ordered.write_parquet(out / "summary.parquet")
     steps.write_parquet(out / "steps.parquet")
-    paths.update(summary_csv=out / "summary.csv", steps=out / "steps.parquet")
+    paths.update(summary_csv=out / "summary.csv", summary_parquet=out / "summary.parquet", steps=out / "steps.parquet")
     if result.logs:
         import re
 
@@ -99,6 +99,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         "wall_s": round(result.wall_s, 2),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    paths["meta"] = out / "meta.json"
     md = [f"# Replay report: {sc.name}", ""]
     if sc.description:
         md += [sc.description, ""]
@@ -146,6 +147,12 @@ def _smooth(y: np.ndarray, w: int) -> np.ndarray:
     return np.convolve(pad, k, mode="valid")
 
 
+def curve_label(policy: str, y: np.ndarray, drawn: dict[str, np.ndarray]) -> str:
+    """The legend label of a curve: its policy, and the first drawn one it coincides with."""
+    same = [q for q, yq in drawn.items() if len(yq) == len(y) and np.allclose(yq, y, atol=1e-3)]
+    return policy + (f" (same as {same[0]})" if same else "")
+
+
 def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -160,20 +167,27 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
     # Policies often overlap (every gate sits at 1.0): vary the dash too.
     dashes = ["-", "--", "-.", ":"]
     styles = {p: dashes[i % len(dashes)] for i, p in enumerate(policies)}
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
     T = int(steps["step"].to_numpy().max()) + 1
     win = max(1, T // 40)
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for p in policies:
+    drawn: dict[str, np.ndarray] = {}
+    for i, p in enumerate(policies):
         d = steps.filter(pl.col("policy") == p).group_by("step").agg(
             pl.col("effective_ratio").mean().alias("m"), pl.col("effective_ratio").min().alias("lo"), pl.col("effective_ratio").max().alias("hi")
         ).sort("step")
-        x = d["step"].to_numpy()
-        ax.plot(x, _smooth(d["m"].to_numpy(), win), label=p, color=colors[p], ls=styles[p], lw=1.8)
+        x, y = d["step"].to_numpy(), _smooth(d["m"].to_numpy(), win)
+        # Lines that coincide (every gate sits at 1.0) would hide each other: staggered markers
+        # keep each visible, and the legend says which curves are the same.
+        every = max(1, len(x) // 8)
+        ax.plot(x, y, label=curve_label(p, y, drawn), color=colors[p], ls=styles[p], lw=1.8, marker=markers[i % len(markers)],
+                ms=5, markevery=(i * every // max(1, len(policies)), every))
         ax.fill_between(x, _smooth(d["lo"].to_numpy(), win), _smooth(d["hi"].to_numpy(), win), color=colors[p], alpha=0.15, lw=0)
+        drawn[p] = y
     ax.set_xlabel("step")
     ax.set_ylabel("effective ratio (partially solved share of batch)")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, 1.05)
     ax.set_title(f"Effective ratio per step (mean over seeds, {win}-step moving average; band: seed range)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)

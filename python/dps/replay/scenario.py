@@ -31,13 +31,15 @@ decay = [0.5, 0.7, 1.0]
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dps.logs import LogSpec, load_log
 from dps.policies.base import Policy
@@ -69,6 +71,7 @@ class PolicySpec:
     type: str
     params: dict[str, Any] = field(default_factory=dict)
     cls: str | None = None  # "module:Class" for type = "python"
+    import_dirs: tuple[str, ...] = ()  # where a "python" module may live: the scenario's folder, the current one
 
 
 @dataclass
@@ -121,35 +124,148 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def expand_policies(tables: list[dict[str, Any]]) -> list[PolicySpec]:
+# --------------------------------------------------------------------------------------------
+# Value types: a wrong-typed value names the file, the table and the key (and the --set that
+# gave it, when one did).
+
+#: "table.key" -> the --set item that gave it (filled by apply_overrides).
+OVERRIDES_KEY = "__set__"
+
+
+def _bad(where: str, key: str, want: str, value: Any, origins: dict[str, str], table: str) -> ValueError:
+    via = origins.get(f"{table}.{key}")
+    return ValueError(f"{where}: {key} must be {want}, not {value!r}" + (f" (from {via})" if via else ""))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: A kind of value: (test, how the error names it).
+VALUE_KINDS: dict[str, tuple[Any, str]] = {
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "count": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "number": (_is_number, "a number"),
+    "auto": (lambda v: v == "auto" or (_is_number(v) and v > 0), 'a number > 0 or "auto"'),
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "pair": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v), "a list of two numbers"),
+}
+
+
+def _check_value(where: str, table: str, key: str, value: Any, kind: str, origins: dict[str, str]) -> None:
+    test, phrase = VALUE_KINDS[kind]
+    if not test(value):
+        raise _bad(where, key, phrase, value, origins, table)
+
+
+def _synthetic_kinds() -> dict[str, str]:
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(SyntheticParams):
+        default = f.default
+        out[f.name] = "pair" if isinstance(default, tuple) else "count" if _is_int(default) else "number"
+    return out
+
+
+LOG_VALUE_KINDS = {"log": "string", "half_life": "auto", "prior_strength": "auto", "draw": "string", "k": "count", "num_prompts": "count"}
+
+
+def _check_world_values(world: dict[str, Any], where: str, origins: dict[str, str]) -> None:
+    kinds = dict(LOG_VALUE_KINDS) if "log" in world else {**_synthetic_kinds(), "preset": "string", "seed": "seed"}
+    for key, value in world.items():
+        if key in kinds:
+            _check_value(where, "world", key, value, kinds[key], origins)
+
+
+def _check_run_values(run: dict[str, Any], where: str, origins: dict[str, str]) -> list[int] | None:
+    """Check [run]'s values; return its seeds as a list (None when not given)."""
+    for key in ("steps", "batch_size", "workers"):
+        if key in run:
+            _check_value(where, "run", key, run[key], "count", origins)
+    if "seeds" not in run:
+        return None
+    seeds = run["seeds"]
+    if _is_int(seeds) and seeds >= 1:
+        return list(range(seeds))
+    if isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds):
+        return list(seeds)
+    raise _bad(where, "seeds", "a count >= 1 or a non-empty list of integers >= 0", seeds, origins, "run")
+
+
+def _expected_kind(cls: Any, key: str) -> str | None:
+    """'number' / 'integer' when a constructor parameter plainly wants one (annotation or default)."""
+    import inspect
+
+    try:
+        param = inspect.signature(cls).parameters.get(key)
+    except (TypeError, ValueError):
+        return None
+    if param is None:
+        return None
+    ann = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    ann = ann.replace(" ", "")
+    if ann in ("float", "float|None", "int", "int|None"):
+        return ("integer" if ann.startswith("int") else "number") + ("|None" if ann.endswith("None") else "")
+    if param.annotation is inspect.Parameter.empty and _is_number(param.default):
+        return "number"
+    return None
+
+
+def _check_policy_values(cls: Any, params: dict[str, Any], where: str) -> None:
+    for key, value in params.items():
+        want = _expected_kind(cls, key)
+        if want is None or (value is None and want.endswith("|None")):
+            continue
+        if (want.startswith("integer") and not _is_int(value)) or (want.startswith("number") and not _is_number(value)):
+            raise ValueError(f"{where}: {key} must be {'an integer' if want.startswith('integer') else 'a number'}, not {value!r}")
+
+
+def _policy_classes(ptype: str, params: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """The built-in classes a policy type constructs, each with the parameters it receives."""
+    if ptype in GATES:
+        gate = {k: v for k, v in params.items() if k != "selector"}
+        return [(DynamicSampling, gate)]
+    if ptype in SELECTORS:
+        return [(SELECTORS[ptype], params)]
+    return []
+
+
+def expand_policies(tables: list[dict[str, Any]], where: str = "scenario", import_dirs: tuple[str, ...] = ()) -> list[PolicySpec]:
     specs: list[PolicySpec] = []
     for i, tab in enumerate(tables):
         if not isinstance(tab, dict):
-            raise ValueError(f"[[policies]] entry {i} is not a table")
+            raise ValueError(f"{where} [[policies]] entry {i} is not a table")
         if "type" not in tab:
-            raise ValueError(f"[[policies]] entry {i}: missing 'type' (one of {', '.join(sorted(POLICY_TYPES))})")
+            raise ValueError(f"{where} [[policies]] entry {i}: missing 'type' (one of {', '.join(sorted(POLICY_TYPES))})")
         ptype = str(tab["type"]).lower()
         if ptype not in POLICY_TYPES:
-            raise ValueError(f"[[policies]] entry {i}: unknown policy type {tab['type']!r}; known: {', '.join(sorted(POLICY_TYPES))}")
+            raise ValueError(f"{where} [[policies]] entry {i}: unknown policy type {tab['type']!r}; known: {', '.join(sorted(POLICY_TYPES))}")
         if ptype == "python" and "class" not in tab:
-            raise ValueError(f"[[policies]] entry {i}: type 'python' needs class = \"module:Class\"")
+            raise ValueError(f"{where} [[policies]] entry {i}: type 'python' needs class = \"module:Class\"")
         base = {k: v for k, v in tab.items() if k not in POLICY_META_KEYS}
         name = str(tab.get("name", tab["type"]))
         sweep = tab.get("sweep", {})
         if not isinstance(sweep, dict) or any(not isinstance(v, list) or not v for v in sweep.values()):
-            raise ValueError(f"[[policies]] {name!r}: sweep must be a table of non-empty lists")
+            raise ValueError(f"{where} [[policies]] {name!r}: sweep must be a table of non-empty lists")
         keys = list(sweep)
         for combo in itertools.product(*(sweep[k] for k in keys)):
             params = copy.deepcopy(base)
             params.update(zip(keys, combo))
             label = name if not keys else name + " " + " ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, combo))
-            specs.append(PolicySpec(label, ptype, params, tab.get("class")))
+            for cls, given in _policy_classes(ptype, params):
+                _check_policy_values(cls, given, f"{where} [[policies]] {label!r}")
+            specs.append(PolicySpec(label, ptype, params, tab.get("class"), import_dirs))
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"policy names must be unique; repeated: {', '.join(dup)}")
+        raise ValueError(f"{where}: policy names must be unique; repeated: {', '.join(dup)}")
     if not specs:
-        raise ValueError("the scenario lists no [[policies]]")
+        raise ValueError(f"{where}: the scenario lists no [[policies]]")
     return specs
 
 
@@ -168,7 +284,8 @@ def build_policy(spec: PolicySpec, world: World, seed: int, num_prompts: int | N
         assert spec.cls is not None
         if ":" not in spec.cls:
             raise ValueError(f"policy {spec.name!r}: class must read 'module:Class', not {spec.cls!r}")
-        return _named(spec, spec.cls, n, seed, params)
+        with _importable_from(spec.import_dirs):
+            return _named(spec, spec.cls, n, seed, params)
     if spec.type in GATES and "selector" in params:
         sel = params.pop("selector")
         if isinstance(sel, str):
@@ -183,6 +300,19 @@ def build_policy(spec: PolicySpec, world: World, seed: int, num_prompts: int | N
     return _named(spec, spec.type, n, seed, params)
 
 
+@contextlib.contextmanager
+def _importable_from(dirs: tuple[str, ...]) -> Iterator[None]:
+    """Let `import` find a user's policy module next to the scenario or in the current folder."""
+    added = [d for d in dirs if d not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
+
+
 def _named(spec: PolicySpec, name: str, n: int, seed: int, params: dict[str, Any]) -> Policy:
     try:
         return make_policy(name, n, seed, **params)
@@ -192,14 +322,21 @@ def _named(spec: PolicySpec, name: str, n: int, seed: int, params: dict[str, Any
 
 def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario:
     where = str(source) if source else "scenario"
+    data = dict(data)
+    origins: dict[str, str] = data.pop(OVERRIDES_KEY, {})
     _check_keys(data, TOP_KEYS, where)
     world = dict(data.get("world", {}))
     if not world:
         raise ValueError(f"{where}: missing [world] (preset = \"math\", or log = \"file.parquet\")")
+    _check_world_values(world, f"{where} [world]", origins)
     check_closed_loop_config(world, where)
     if "log" in world:
         _check_keys(world, LOG_KEYS, f"{where} [world]")
         LogSpec.from_dict(world, f"{where} [world]")
+        try:
+            LogEstimator.from_dict({k: world[k] for k in ("half_life", "prior_strength", "draw") if k in world})
+        except ValueError as e:
+            raise ValueError(f"{where} [world]: {e}") from None
         for key in ("log", "train_log"):
             if key not in world:
                 continue
@@ -213,6 +350,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
         SyntheticParams.from_dict({k: v for k, v in world.items() if k != "seed"})
     run = dict(data.get("run", {}))
     _check_keys(run, RUN_KEYS, f"{where} [run]")
+    seeds = _check_run_values(run, f"{where} [run]", origins) or [0]
     preset = str(world.get("preset", "")).lower()
     steps = run.get("steps")
     if steps is None and "log" not in world:  # a log world's horizon is known once it is read
@@ -220,20 +358,16 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
     batch = run.get("batch_size", PRESET_BATCH.get(preset))
     if batch is None:
         raise ValueError(f"{where} [run]: batch_size is required for this world")
-    seeds = run.get("seeds", [0])
-    if isinstance(seeds, int):
-        seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"{where} [run]: seeds must be a non-empty list of integers (or a count)")
     workers = int(run.get("workers", os.cpu_count() or 1))
-    policies = expand_policies(list(data.get("policies", [])))
+    dirs = tuple(dict.fromkeys([*([str(source.resolve().parent)] if source else []), os.getcwd()]))
+    policies = expand_policies(list(data.get("policies", [])), where, dirs)
     return Scenario(
         name=str(data.get("name", source.stem if source else "scenario")),
         world=world,
         policies=policies,
         steps=int(steps) if steps else 0,
         batch_size=int(batch),
-        seeds=[int(s) for s in seeds],
+        seeds=seeds,
         workers=max(1, workers),
         source=source,
         description=str(data.get("description", "")),
@@ -255,6 +389,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         except tomllib.TOMLDecodeError:
             parsed = value.strip()  # a bare word: take it as a string
         table, dot, name = key.strip().partition(".")
+        data.setdefault(OVERRIDES_KEY, {})[key.strip()] = f"--set {item}"
         if not dot:
             if table not in ("name", "description"):
                 raise ValueError(f"--set {item!r}: only name, description, world.* and run.* can be set")

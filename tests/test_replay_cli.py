@@ -1,0 +1,171 @@
+"""What a new user tripped on: seeds, wrong-typed scenario values, a policy module beside the
+scenario or in the current folder, --no-plots, and curves that hide each other in the plot."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dps.cli import main
+
+SCENARIO = """name = "tiny"
+[world]
+preset = "countdown"
+num_prompts = 120
+steps = 6
+[run]
+batch_size = 8
+seeds = 1
+workers = 1
+[[policies]]
+name = "US"
+type = "uniform"
+[[policies]]
+name = "DPS"
+type = "dps"
+decay = 0.7
+"""
+
+
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str, text: str = SCENARIO) -> tuple[int, str, str]:
+    sc = tmp_path / "sc.toml"
+    sc.write_text(text)
+    code = main(["replay", str(sc), "--out", str(tmp_path / "out"), "--quiet", "--no-plots", *args])
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+@pytest.mark.parametrize("seeds", ["0", "-1", "1,-2", ",", "x"])
+def test_bad_seeds_on_the_command_line_are_a_clear_error(tmp_path, capsys, seeds):
+    code, _, err = run(tmp_path, capsys, "--seeds", seeds)
+    assert code == 2 and "--seeds must be a count >= 1" in err and repr(seeds) in err
+
+
+def test_good_seeds_on_the_command_line(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys, "--seeds", "2")
+    assert code == 0 and "| US | 2 |" in out
+    code, out, _ = run(tmp_path, capsys, "--seeds", "3,5")
+    assert code == 0 and "| DPS | 2 |" in out
+
+
+@pytest.mark.parametrize(
+    "old, new, words",
+    [
+        ("steps = 6\n[run]", 'steps = "twenty"\n[run]', "[world]: steps must be an integer >= 1, not 'twenty'"),
+        ("batch_size = 8", 'batch_size = "eight"', "[run]: batch_size must be an integer >= 1, not 'eight'"),
+        ("batch_size = 8", "batch_size = 8\nsteps = 2.5", "[run]: steps must be an integer >= 1, not 2.5"),
+        ("seeds = 1", "seeds = 0", "[run]: seeds must be a count >= 1"),
+        ("seeds = 1", "seeds = [-1]", "[run]: seeds must be a count >= 1"),
+        ("workers = 1", "workers = true", "[run]: workers must be an integer >= 1, not True"),
+        ("decay = 0.7", 'decay = "high"', "[[policies]] 'DPS': decay must be a number, not 'high'"),
+        ("num_prompts = 120", 'num_prompts = 120\nbase_mean = "low"', "[world]: base_mean must be a number, not 'low'"),
+        ("num_prompts = 120", "num_prompts = 120\nwobble_period = [1]", "[world]: wobble_period must be a list of two numbers"),
+        ('type = "uniform"', 'type = "ds"\nmax_rounds = 2.5', "[[policies]] 'US': max_rounds must be an integer, not 2.5"),
+    ],
+)
+def test_wrong_typed_scenario_values_name_file_table_and_key(tmp_path, capsys, old, new, words):
+    assert old in SCENARIO
+    code, _, err = run(tmp_path, capsys, text=SCENARIO.replace(old, new, 1))
+    assert code == 2 and f"sc.toml {words}" in err, err
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("run.steps=abc", "[run]: steps must be an integer >= 1, not 'abc' (from --set run.steps=abc)"),
+        ("world.seed=-3", "[world]: seed must be an integer >= 0, not -3 (from --set world.seed=-3)"),
+        ("world.train_gain=high", "[world]: train_gain must be a number, not 'high' (from --set world.train_gain=high)"),
+    ],
+)
+def test_wrong_typed_set_values_name_the_setting(tmp_path, capsys, setting, words):
+    code, _, err = run(tmp_path, capsys, "--set", setting)
+    assert code == 2 and f"sc.toml {words}" in err, err
+
+
+def test_log_world_values_are_checked_too(tmp_path, capsys):
+    ids = [f"q{i}" for i in range(20)]
+    pl.DataFrame({"step": [0] * 20 + [1] * 20, "prompt_id": ids * 2, "n_rollouts": [4] * 40, "n_correct": list(range(5)) * 8}).write_csv(tmp_path / "l.csv")
+    text = SCENARIO.replace('preset = "countdown"\nnum_prompts = 120\nsteps = 6', 'log = "l.csv"\nhalf_life = "soon"')
+    code, _, err = run(tmp_path, capsys, text=text)
+    assert code == 2 and "sc.toml [world]: half_life must be a number > 0 or \"auto\", not 'soon'" in err
+    code, _, err = run(tmp_path, capsys, text=text.replace('"soon"', "4.0").replace("[run]", 'threshold = "x"\n[run]'))
+    assert code == 2 and "sc.toml [world]: threshold must be a number" in err
+    code, out, _ = run(tmp_path, capsys, text=text.replace('"soon"', "4.0"))
+    assert code == 0 and "| DPS | 1 |" in out
+
+
+MODULE = """
+import numpy as np
+from dps import Policy
+
+
+class FirstFew(Policy):
+    def __init__(self, num_prompts, seed=0, offset=0):
+        self.num_prompts, self.offset = num_prompts, offset
+
+    def select(self, batch_size):
+        return (np.arange(batch_size) + self.offset) % self.num_prompts
+
+    def observe(self, prompt_ids, n_correct, n_rollouts):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+"""
+
+
+@pytest.mark.parametrize("where", ["beside the scenario", "in the current folder"])
+def test_python_policy_module_imports_without_pythonpath(tmp_path, capsys, monkeypatch, where):
+    name = "mod_" + where.replace(" ", "_")  # a fresh module name per case
+    folder = tmp_path / "sc" if where == "beside the scenario" else tmp_path / "cwd"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(MODULE)
+    (tmp_path / "cwd").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    path_before = list(sys.path)
+    text = SCENARIO + f'[[policies]]\nname = "mine"\ntype = "python"\nclass = "{name}:FirstFew"\noffset = 3\n'
+    (tmp_path / "sc").mkdir(exist_ok=True)
+    sc = tmp_path / "sc" / "sc.toml"
+    sc.write_text(text)
+    assert main(["replay", str(sc), "--out", str(tmp_path / "out"), "--quiet", "--no-plots"]) == 0
+    assert "| mine | 1 |" in capsys.readouterr().out
+    assert sys.path == path_before
+    sys.modules.pop(name, None)
+
+
+def test_no_plots_announces_no_pngs_and_plots_do(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys)
+    assert code == 0 and "(meta.json, report.md, steps.parquet, summary.csv, summary.parquet)" in out and ".png" not in out
+    assert not list((tmp_path / "out").glob("*.png"))
+    sc = tmp_path / "sc.toml"
+    assert main(["replay", str(sc), "--out", str(tmp_path / "out2"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "effective_ratio.png" in out and (tmp_path / "out2" / "effective_ratio.png").exists()
+
+
+def test_coinciding_curves_are_named_in_the_legend(tmp_path):
+    from dps.replay.report import curve_label, plot_all
+
+    flat, other = np.ones(50), np.linspace(0.5, 0.9, 50)
+    drawn = {"DS": flat, "US": other}
+    assert curve_label("GRESO", flat.copy(), drawn) == "GRESO (same as DS)"
+    assert curve_label("DPS", other + 0.05, drawn) == "DPS"
+    steps = pl.DataFrame(
+        {
+            "policy": ["DS"] * 50 + ["GRESO"] * 50 + ["US"] * 50,
+            "step": list(range(50)) * 3,
+            "effective_ratio": [1.0] * 100 + list(other),
+            "cum_rollouts": list(range(150)),
+            "cum_effective_prompts": list(range(150)),
+        }
+    )
+    paths = plot_all(steps, tmp_path)
+    assert paths["effective_ratio_png"].stat().st_size > 0
