@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -93,7 +94,7 @@ def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Jo
     jobs: list[Job] = []
     for spec in scenario.policies:
         for cfg, suffix in variants:
-            named = PolicySpec(spec.name + suffix, spec.type, spec.params, spec.cls)
+            named = dataclasses.replace(spec, name=spec.name + suffix)
             for seed in scenario.seeds:
                 jobs.append(Job(len(jobs), cfg, named, seed, steps, scenario.batch_size, record))
     return jobs
