@@ -320,3 +320,40 @@ def test_every_builtin_policy_trains(tmp_path, name):
              log={"eval_every": 0, "checkpoint_every": 2, "progress": False})
     s = train(config_from_dict(d), tmp_path / name)
     assert s["steps"] == 3 and s["rollouts_total"] >= 3 * 4 * 4
+
+
+# ---------------------------------------------------------------- sampling
+def _peaked_tiny_model(scale: float = 4.0):
+    """A tiny model whose next-token distribution is neither flat nor one-hot (T matters)."""
+    from dps.train.model import char_tokenizer, tiny_model
+
+    tok = char_tokenizer()
+    model = tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, seed=3)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(scale)
+    return model, tok
+
+
+def test_hf_engine_samples_softmax_of_logits_over_temperature():
+    """Sampled first tokens follow softmax(logits / T) over the whole vocabulary: no top-k 50
+    (which would cut the 29% of mass outside the 50 likeliest tokens here), T applied."""
+    from sampling_stats import chi2_pvalue
+
+    from dps.train.engines import HFEngine
+
+    model, tok = _peaked_tiny_model()
+    model.generation_config.top_k = 5  # a model config's defaults must not leak into sampling
+    model.generation_config.repetition_penalty = 1.3
+    prompt = tok("7+8=", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].double()
+    engine = HFEngine(model, tok, batch_size=1)
+    for temp in (1.0, 0.6):
+        out = engine.generate([prompt], 4000, max_new_tokens=1, temperature=temp, seed=1)
+        counts = np.bincount([r[0] if r else tok.pad_token_id for r in out[0]], minlength=len(logits))
+        assert chi2_pvalue(counts, torch.softmax(logits / temp, -1).numpy()) > 1e-3
+        wrong_t = 1.0 if temp != 1.0 else 0.6
+        assert chi2_pvalue(counts, torch.softmax(logits / wrong_t, -1).numpy()) < 1e-6  # the check has power
+        if temp == 1.0:
+            assert (counts > 0).sum() > 50
+    assert model.generation_config.top_k == 5  # put back

