@@ -69,11 +69,14 @@ class GRPOConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     clip_low: float = 0.2
     clip_high: float = 0.28
+    clip_ratio_c: float = 3.0  # dual clip: the loss of an A < 0 token is capped at -A * c (verl: 3; paper: 10)
     std_norm: bool = True
+    std_unbiased: bool = True  # the group std with Bessel's correction, as verl and TRL
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     loss_agg: str = "token-mean"
-    mini_batches: int = 1  # optimizer steps per rollout batch
+    mini_batches: int = 1  # optimizer steps per rollout batch (mini-batches of whole groups)
+    step_uninformative: bool = True  # a mini-batch with no informative group still steps (verl)
     epochs: int = 1  # passes over the rollout batch
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
     max_grad_norm: float = 1.0
@@ -140,6 +143,7 @@ class TrainConfig:
         need(self.rollout.gen_batch_size >= 1, "rollout.gen_batch_size", "must be >= 1")
         need(self.grpo.lr > 0, "grpo.lr", "must be > 0")
         need(self.grpo.clip_low >= 0 and self.grpo.clip_high >= 0, "grpo.clip_low/clip_high", "must be >= 0")
+        need(self.grpo.clip_ratio_c > 1, "grpo.clip_ratio_c", f"must be > 1, got {self.grpo.clip_ratio_c}")
         need(self.grpo.loss_agg in LOSS_AGGS, "grpo.loss_agg", f"{self.grpo.loss_agg!r} is not one of {LOSS_AGGS}")
         need(self.grpo.mini_batches >= 1, "grpo.mini_batches", "must be >= 1")
         need(self.grpo.epochs >= 1, "grpo.epochs", "must be >= 1")

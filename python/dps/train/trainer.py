@@ -402,7 +402,7 @@ class Trainer:
         info: dict[str, Any] = {}
         if latest is None:
             info = self._warmup(model, self.device)
-        self.learner = GRPOLearner(model, cfg.grpo, self.pad_id, self.device)
+        self.learner = GRPOLearner(model, cfg.grpo, self.pad_id, self.device, temperature=cfg.rollout.temperature)
         start = 0
         if latest is not None:
             start = self._load_checkpoint(latest)
@@ -455,9 +455,9 @@ class Trainer:
             res = run_step(policy, B, rollout_fn)
             t_sel = time.perf_counter() - t0 - gen_time[0]
             trained = [groups[i] for i in res.trained]
-            advs = group_advantages([g.rewards for g in trained], cfg.grpo.std_norm)
-            seqs = [Sequence(self.enc_train[g.prompt_id], resp, float(a))
-                    for g, ga in zip(trained, advs) for resp, a in zip(g.responses, ga)]
+            advs = group_advantages([g.rewards for g in trained], cfg.grpo.std_norm, unbiased=cfg.grpo.std_unbiased)
+            seqs = [Sequence(self.enc_train[g.prompt_id], resp, float(a), group=j)
+                    for j, (g, ga) in enumerate(zip(trained, advs)) for resp, a in zip(g.responses, ga)]
             t1 = time.perf_counter()
             upd = self.learner.update(seqs, seed=_seed(cfg.seed, step, 31337))
             if self.device.type == "cuda":
