@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("reasoning_gym")
 
 from dps.tasks import (  # noqa: E402
+    Example,
     ArithmeticTask,
     BoxedMathTask,
     CountdownTask,
@@ -124,3 +125,41 @@ def test_boxed_math_generated_and_make_task():
         make_task("chess")
     with pytest.raises(ValueError, match="arithmetic"):
         make_task("arithmetic", n_trian=3)
+
+
+# ---------------------------------------------------------------- hostile answers
+HOSTILE = ["9**9**9", "2**10**8", "9^{9^{9^{9}}}", "(" * 3000 + "1" + ")" * 3000, "1+" * 50_000 + "1"]
+
+
+def _hostile_tasks(tmp_path):
+    rows = [{"prompt": f"What is {i}/2?", "answer": f"\\frac{{{i}}}{{2}}"} for i in range(1, 9)]
+    path = _jsonl(tmp_path / "m.jsonl", rows)
+    numeric = _jsonl(tmp_path / "n.jsonl", [{"prompt": f"What is {i}/2?", "answer": str(i / 2)} for i in range(1, 9)])
+    return [ArithmeticTask(n_train=8, n_test=4, n_warmup=4), CountdownTask(n_train=8, n_test=4, n_warmup=4),
+            DatasetTask(path, test_path=path),  # math-verify
+            DatasetTask(numeric, test_path=numeric, verifier="numeric", answer_format="plain")]
+
+
+def test_every_verifier_is_bounded_in_time_on_hostile_answers(tmp_path):
+    """A huge power, nesting 3000 deep, 10^5 characters: each is judged wrong within the limit,
+    counted, and the verifier goes on (countdown's scorer alone never returns on 9**9**9)."""
+    import time
+
+    from dps.tasks.bounded import BoundedVerifier
+
+    limit = 1.0
+    for task in _hostile_tasks(tmp_path):
+        ex = task.train()[0]
+        good = task.reference_response(ex)
+        pairs = [(ex, good)] + [(ex, task.reference_response(Example(0, "", "", h))) for h in HOSTILE] + [(ex, good)]
+        with BoundedVerifier(task, timeout_s=limit) as v:
+            v.verify([(ex, good)])  # started
+            t0 = time.monotonic()
+            got = v.verify(pairs)
+            took = time.monotonic() - t0
+        assert got == [True] + [False] * len(HOSTILE) + [True], type(task).__name__
+        # each hostile answer costs at most the limit plus a worker restart (well under a second)
+        assert took < len(HOSTILE) * (limit + 3.0), (type(task).__name__, took)
+        assert v.timeouts <= len(HOSTILE)
+        if isinstance(task, CountdownTask):
+            assert v.timeouts >= 1  # 9**9**9 did hang and was cut off

@@ -60,6 +60,7 @@ class RolloutConfig:
     top_p: float = 1.0
     gen_batch_size: int = 64  # prompts per generate call (hf engine)
     format_bonus: float = 0.0  # reward = correct + format_bonus * format_score
+    verify_timeout_s: float = 5.0  # per response; longer counts as wrong (0: no limit, in-process)
 
 
 @dataclass
@@ -140,6 +141,7 @@ class TrainConfig:
         need(self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         need(self.rollout.temperature > 0, "rollout.temperature", "must be > 0 for sampling")
         need(0 < self.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        need(self.rollout.verify_timeout_s >= 0, "rollout.verify_timeout_s", "must be >= 0")
         need(self.rollout.gen_batch_size >= 1, "rollout.gen_batch_size", "must be >= 1")
         need(self.grpo.lr > 0, "grpo.lr", "must be > 0")
         need(self.grpo.clip_low >= 0 and self.grpo.clip_high >= 0, "grpo.clip_low/clip_high", "must be >= 0")

@@ -338,7 +338,7 @@ class Trainer:
             exs, enc = exs[: self.cfg.log.eval_max], enc[: self.cfg.log.eval_max]
         t0 = time.perf_counter()
         outs = self.engine.generate(enc, 1, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=True)
-        correct = np.array([bool(self.task.verify(ex, self._decode(o[0]))) for ex, o in zip(exs, outs)])
+        correct = np.array(self.verifier.verify([(ex, self._decode(o[0])) for ex, o in zip(exs, outs)]))
         row = {"step": step, "rollouts_total": self.counters["rollouts_total"], "test_accuracy": float(correct.mean()),
                "test_prompts": len(exs), "eval_seconds": time.perf_counter() - t0}
         by_level: dict[int, list[bool]] = {}
@@ -364,14 +364,16 @@ class Trainer:
         prompts = [self.enc_train[int(i)] for i in ids]
         resp = self.engine.generate(prompts, r.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                     top_p=r.top_p, seed=seed)
+        texts = [[self._decode(x) for x in rs] for rs in resp]
+        flat = self.verifier.verify([(self.train_ex[int(pid)], t) for pid, ts in zip(ids, texts) for t in ts])
         groups = []
-        for pid, rs in zip(ids, resp):
+        for g, (pid, rs) in enumerate(zip(ids, resp)):
             ex = self.train_ex[int(pid)]
-            texts = [self._decode(x) for x in rs]
-            correct = np.array([bool(self.task.verify(ex, t)) for t in texts])
+            texts_g = texts[g]
+            correct = np.array(flat[g * r.k : (g + 1) * r.k])
             reward: np.ndarray = correct.astype(np.float64)
             if r.format_bonus:
-                bonus = np.array([self.task.format_score(ex, t) for t in texts], dtype=np.float64)
+                bonus = np.array([self.task.format_score(ex, t) for t in texts_g], dtype=np.float64)
                 reward = reward + r.format_bonus * bonus
             groups.append(Group(int(pid), rs, correct, reward))
             self._gen_tokens += sum(len(x) for x in rs)
@@ -386,6 +388,10 @@ class Trainer:
         if not self._prepared:
             self.prepare()
         cfg = self.cfg
+        from dps.tasks.bounded import BoundedVerifier
+
+        self.verifier = BoundedVerifier(self.task, cfg.rollout.verify_timeout_s)
+        self.verifier.launch()  # imports in its own process while the model is built
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         random.seed(cfg.seed)
@@ -441,6 +447,7 @@ class Trainer:
             calls = [0]
             gen_time = [0.0]
             self._gen_tokens = 0
+            timeouts_before = self.verifier.timeouts
 
             def rollout_fn(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 t = time.perf_counter()
@@ -492,6 +499,7 @@ class Trainer:
                 "solved_all_ratio": float(np.mean([g.correct.all() for g in groups])) if groups else 0.0,
                 "unsolved_ratio": float(np.mean([not g.correct.any() for g in groups])) if groups else 0.0,
                 "gen_tokens": self._gen_tokens,
+                "verify_timeouts": self.verifier.timeouts - timeouts_before,
                 "gen_tokens_per_s": self._gen_tokens / max(gen_time[0], 1e-9),
                 "time_select": t_sel,
                 "time_generate": gen_time[0],
@@ -527,6 +535,7 @@ class Trainer:
 
             save_model_dir(model, self.tok, self.out / "model")
         self.engine.close()
+        self.verifier.close()
         return summary
 
     def _write_replay_scenario(self) -> None:
