@@ -10,6 +10,7 @@ pub mod history;
 pub mod mopps;
 pub mod observe;
 pub mod pending;
+pub mod pool;
 pub mod rng;
 pub mod sampler;
 pub mod topk;

@@ -6,8 +6,10 @@ use rayon::prelude::*;
 use crate::error::{invalid, Result};
 use crate::observe::Observations;
 use crate::pending::Pending;
+use crate::pool::{check_ratio, CandidatePool};
 use crate::rng::{key, stream, Rng};
-use crate::topk::top_k;
+use crate::sampler::EpochOrder;
+use crate::topk::{top_k, top_k_among};
 
 const CHUNK: usize = 1 << 14;
 
@@ -19,6 +21,8 @@ pub struct MoppsConfig {
     pub target: f64,
     /// The threshold variant: draws inside [lo, hi] are taken first, in random order.
     pub band: Option<(f64, f64)>,
+    /// Draw only for a pool of floor(ratio x batch_size) prompts (see `pool`); None: all.
+    pub candidate_ratio: Option<f64>,
     pub seed: u64,
 }
 
@@ -30,6 +34,7 @@ impl Default for MoppsConfig {
             prior_b: 1.0,
             target: 0.5,
             band: None,
+            candidate_ratio: None,
             seed: 0,
         }
     }
@@ -57,7 +62,7 @@ impl MoppsConfig {
                 ));
             }
         }
-        Ok(())
+        check_ratio(self.candidate_ratio)
     }
 }
 
@@ -68,6 +73,7 @@ pub struct Mopps {
     pub(crate) b: Vec<f64>,
     pub(crate) pending: Pending,
     pub(crate) step: u64,
+    pub(crate) pool: CandidatePool,
     /// This step's selection scores; derived from (a, b, seed, step), so never saved.
     cache: Option<(u64, Vec<f32>)>,
 }
@@ -82,6 +88,7 @@ impl Mopps {
             pending: Pending::new(num_prompts),
             step: 0,
             cache: None,
+            pool: CandidatePool::new(cfg.candidate_ratio, cfg.seed)?,
             cfg,
         })
     }
@@ -130,7 +137,10 @@ impl Mopps {
         let scores = &self.cache.as_ref().unwrap().1;
         let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
         let pending = &self.pending;
-        let ids = top_k(scores, batch_size, tie_seed, |id| pending.contains(id));
+        let ids = match self.pool.draw(self.a.len(), batch_size, pending) {
+            Some(pool) => top_k_among(scores, &pool, batch_size, tie_seed),
+            None => top_k(scores, batch_size, tie_seed, |id| pending.contains(id)),
+        };
         for &id in &ids {
             self.pending.insert(id);
         }
@@ -159,6 +169,7 @@ impl Mopps {
         b: &[f64],
         step: u64,
         pending: &[i64],
+        pool: EpochOrder,
     ) -> Result<Self> {
         let mut m = Mopps::new(num_prompts, cfg)?;
         if a.len() != num_prompts || b.len() != num_prompts {
@@ -175,6 +186,7 @@ impl Mopps {
         m.b = b.to_vec();
         m.step = step;
         m.pending = Pending::from_ids(num_prompts, pending)?;
+        m.pool = CandidatePool::restore(m.cfg.candidate_ratio, num_prompts, pool)?;
         Ok(m)
     }
 }
@@ -209,5 +221,46 @@ mod tests {
         assert!(picked.iter().all(|&i| i >= 200), "{picked:?}");
         let (a, b) = m.posterior(0);
         assert_eq!((a, b), (41.0, 1.0));
+    }
+
+    #[test]
+    fn a_pool_takes_the_best_draws_within_it_and_restores_exactly() {
+        let cfg = MoppsConfig {
+            decay: 0.5,
+            candidate_ratio: Some(4.0),
+            seed: 3,
+            ..Default::default()
+        };
+        let n = 80;
+        let mut m = Mopps::new(n, cfg.clone()).unwrap();
+        let mut seen = Vec::new();
+        for step in 0..5 {
+            let all = m.scores();
+            let picked = m.select(4).unwrap();
+            let pool = &m.pool.order().order[m.pool.order().cursor - 16..m.pool.order().cursor];
+            let tie_seed = key(&[3, stream::TIE_BREAK, step]);
+            assert_eq!(picked, top_k_among(&all, pool, 4, tie_seed));
+            seen.extend_from_slice(pool);
+            let ids: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+            m.observe(&Observations::new(n, &ids, &[0, 3, 5, 8], &[8; 4]).unwrap())
+                .unwrap();
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..80).collect::<Vec<_>>(),
+            "five pools of 16 cover the epoch"
+        );
+        let (a, b) = (m.a.clone(), m.b.clone());
+        let mut r = Mopps::restore(n, cfg, &a, &b, m.step, &[], m.pool.order().clone()).unwrap();
+        for _ in 0..8 {
+            let x = m.select(4).unwrap();
+            assert_eq!(x, r.select(4).unwrap());
+            let ids: Vec<i64> = x.iter().map(|&i| i as i64).collect();
+            let obs = Observations::new(n, &ids, &[1, 1, 7, 8], &[8; 4]).unwrap();
+            m.observe(&obs).unwrap();
+            r.observe(&obs).unwrap();
+        }
+        assert_eq!(m.pool.order(), r.pool.order());
     }
 }

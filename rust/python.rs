@@ -51,6 +51,15 @@ fn order_state<'py>(d: &Bound<'py, PyDict>, order: &EpochOrder) -> PyResult<()> 
     Ok(())
 }
 
+/// The candidate pool's epoch order, under `pool_` keys.
+fn pool_state<'py>(d: &Bound<'py, PyDict>, order: &EpochOrder) -> PyResult<()> {
+    let py = d.py();
+    d.set_item("pool_epoch", order.epoch)?;
+    d.set_item("pool_cursor", order.cursor)?;
+    d.set_item("pool_order", ids_array(py, order.order.clone()))?;
+    Ok(())
+}
+
 fn pending_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i64>> {
     ids_array(py, ids.to_vec())
 }
@@ -101,9 +110,10 @@ struct PyDps {
 
 selector_methods!(PyDps {
     #[new]
-    #[pyo3(signature = (num_prompts, decay, alpha0, pi0, entropy_weight, seed))]
-    fn new(num_prompts: usize, decay: f64, alpha0: [f64; 9], pi0: [f64; 3], entropy_weight: f64, seed: u64) -> PyResult<Self> {
-        let cfg = DpsConfig { decay, alpha0, pi0, entropy_weight, seed };
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (num_prompts, decay, alpha0, pi0, entropy_weight, seed, candidate_ratio=None))]
+    fn new(num_prompts: usize, decay: f64, alpha0: [f64; 9], pi0: [f64; 3], entropy_weight: f64, seed: u64, candidate_ratio: Option<f64>) -> PyResult<Self> {
+        let cfg = DpsConfig { decay, alpha0, pi0, entropy_weight, candidate_ratio, seed };
         Ok(PyDps { inner: Dps::new(num_prompts, cfg)? })
     }
 
@@ -143,9 +153,11 @@ selector_methods!(PyDps {
         d.set_item("pending", s.pending.into_pyarray(py))?;
         let c = s.confusion;
         d.set_item("confusion", Array2::from_shape_fn((3, 3), |(i, j)| c[i][j] as i64).into_pyarray(py))?;
+        pool_state(&d, &s.pool)?;
         Ok(d)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load_state(
         &mut self,
         alpha: PyReadonlyArray1<'_, f32>,
@@ -153,7 +165,12 @@ selector_methods!(PyDps {
         step: u64,
         pending: PyReadonlyArray1<'_, i64>,
         confusion: PyReadonlyArray1<'_, i64>,
+        pool_epoch: u64,
+        pool_cursor: u64,
+        pool_order: PyReadonlyArray1<'_, i64>,
     ) -> PyResult<()> {
+        let n = self.inner.num_prompts();
+        let cfg = self.inner.config().clone();
         let c = confusion.as_slice()?;
         if c.len() != 9 || c.iter().any(|&x| x < 0) {
             return Err(PyValueError::new_err("confusion must hold 9 non-negative counts"));
@@ -164,8 +181,9 @@ selector_methods!(PyDps {
             step,
             pending: pending.as_slice()?.to_vec(),
             confusion: std::array::from_fn(|i| std::array::from_fn(|j| c[3 * i + j] as u64)),
+            pool: EpochOrder::restore(cfg.seed, n, pool_epoch, pool_cursor, pool_order.as_slice()?)?,
         };
-        self.inner = Dps::restore(self.inner.num_prompts(), self.inner.config().clone(), &state)?;
+        self.inner = Dps::restore(n, cfg, &state)?;
         Ok(())
     }
 });
@@ -270,9 +288,10 @@ struct PyMopps {
 
 selector_methods!(PyMopps {
     #[new]
-    #[pyo3(signature = (num_prompts, decay, prior_a, prior_b, target, band, seed))]
-    fn new(num_prompts: usize, decay: f64, prior_a: f64, prior_b: f64, target: f64, band: Option<(f64, f64)>, seed: u64) -> PyResult<Self> {
-        let cfg = MoppsConfig { decay, prior_a, prior_b, target, band, seed };
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (num_prompts, decay, prior_a, prior_b, target, band, seed, candidate_ratio=None))]
+    fn new(num_prompts: usize, decay: f64, prior_a: f64, prior_b: f64, target: f64, band: Option<(f64, f64)>, seed: u64, candidate_ratio: Option<f64>) -> PyResult<Self> {
+        let cfg = MoppsConfig { decay, prior_a, prior_b, target, band, candidate_ratio, seed };
         Ok(PyMopps { inner: Mopps::new(num_prompts, cfg)? })
     }
 
@@ -282,18 +301,25 @@ selector_methods!(PyMopps {
         d.set_item("a", PyArray1::from_slice(py, &self.inner.a))?;
         d.set_item("b", PyArray1::from_slice(py, &self.inner.b))?;
         d.set_item("pending", pending_array(py, self.inner.pending.ids()))?;
+        pool_state(&d, self.inner.pool.order())?;
         Ok(d)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load_state(
         &mut self,
         step: u64,
         a: PyReadonlyArray1<'_, f64>,
         b: PyReadonlyArray1<'_, f64>,
         pending: PyReadonlyArray1<'_, i64>,
+        pool_epoch: u64,
+        pool_cursor: u64,
+        pool_order: PyReadonlyArray1<'_, i64>,
     ) -> PyResult<()> {
         let n = self.inner.num_prompts();
-        self.inner = Mopps::restore(n, self.inner.config().clone(), a.as_slice()?, b.as_slice()?, step, pending.as_slice()?)?;
+        let cfg = self.inner.config().clone();
+        let pool = EpochOrder::restore(cfg.seed, n, pool_epoch, pool_cursor, pool_order.as_slice()?)?;
+        self.inner = Mopps::restore(n, cfg, a.as_slice()?, b.as_slice()?, step, pending.as_slice()?, pool)?;
         Ok(())
     }
 });

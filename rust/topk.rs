@@ -162,6 +162,26 @@ pub fn top_k(
     top_k_in_chunks(scores, k, tie_seed, skip, CHUNK)
 }
 
+/// The ids among `ids` (distinct) with the `k` highest scores, best first, in the same order
+/// as `top_k` over those ids alone: equal scores by the hash of (`tie_seed`, id).
+pub fn top_k_among(scores: &[f32], ids: &[u32], k: usize, tie_seed: u64) -> Vec<u32> {
+    let seed = (tie_seed ^ (tie_seed >> 32)) as u32;
+    let mut all: Vec<Candidate> = ids
+        .iter()
+        .map(|&id| Candidate {
+            score: scores[id as usize],
+            tie: tie_key(seed, id),
+            id,
+        })
+        .collect();
+    if k < all.len() {
+        all.select_nth_unstable(k);
+        all.truncate(k);
+    }
+    all.sort_unstable();
+    all.into_iter().map(|c| c.id).collect()
+}
+
 /// Chunks are scanned in parallel, each keeping its own best k. Large chunks pay off: each one
 /// starts with an empty heap and a low bar, so small ones waste time filling heaps.
 fn top_k_in_chunks(
@@ -214,6 +234,23 @@ mod tests {
                 top_k_in_chunks(&scores, k, 42, |id| id % 3 == 0, 777),
                 want,
                 "k = {k}, small chunks"
+            );
+        }
+    }
+
+    #[test]
+    fn among_a_subset_matches_top_k_that_skips_the_rest() {
+        let mut rng = crate::rng::Rng::new(9);
+        let scores: Vec<f32> = (0..5000).map(|_| (rng.below(5) as f32) / 5.0).collect();
+        let mut ids: Vec<u32> = (0..5000).filter(|i| i % 7 != 3).collect();
+        rng.shuffle(&mut ids);
+        ids.truncate(700);
+        let inside: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        for &k in &[0usize, 1, 64, 699, 700, 900] {
+            assert_eq!(
+                top_k_among(&scores, &ids, k, 11),
+                top_k(&scores, k, 11, |id| !inside.contains(&id)),
+                "k = {k}"
             );
         }
     }

@@ -20,9 +20,13 @@ FACTORIES = {
     "history": lambda seed=0: HistoryResampling(num_prompts=N, seed=seed),
     "mopps": lambda seed=0: MoPPS(num_prompts=N, decay=0.5, seed=seed),
     "mopps-band": lambda seed=0: MoPPS(num_prompts=N, threshold=(0.3, 0.7), seed=seed),
+    # Pools of 24 (two per epoch of 60, 12 prompts dropped) and of 20 (three per epoch).
+    "dps-pool": lambda seed=0: DPS(num_prompts=N, decay=0.7, candidate_ratio=3.0, seed=seed),
+    "mopps-pool": lambda seed=0: MoPPS(num_prompts=N, decay=0.5, candidate_ratio=2.5, seed=seed),
     "greso": lambda seed=0: GRESO(num_prompts=N, max_rounds=3, seed=seed),
     "ds": lambda seed=0: DynamicSampling(num_prompts=N, seed=seed, max_rounds=3),
     "ds-dps": lambda seed=0: DynamicSampling(DPS(num_prompts=N, seed=seed), lo=0.1, hi=0.9, max_rounds=2),
+    "ds-dps-pool": lambda seed=0: DynamicSampling(DPS(num_prompts=N, candidate_ratio=2.0, seed=seed), max_rounds=3),
 }
 
 
@@ -297,3 +301,95 @@ def test_gate_rounds_stop_when_the_dataset_is_spent():
     result = run_step(policy, 8, solved)
     assert len(np.unique(result.prompt_ids)) == 20 == len(result.prompt_ids)
     assert result.rounds == 3 and result.shortfall == 8
+
+
+def pool_of_last_select(state: dict, pool_size: int) -> np.ndarray:
+    """The pool the last select drew: the slice of the epoch order just before the cursor."""
+    cursor = int(state["pool_cursor"])
+    return np.asarray(state["pool_order"])[cursor - pool_size : cursor]
+
+
+@pytest.mark.parametrize("policy_class", [DPS, MoPPS])
+def test_pool_has_the_ratio_size_covers_each_epoch_once_and_yields_its_top_b(policy_class):
+    # 70 prompts, pools of floor(2.7 x 8) = 21: three per epoch, 7 prompts dropped each epoch.
+    policy = policy_class(num_prompts=70, candidate_ratio=2.7, seed=4)
+    world = World(3)
+    world.p = np.random.default_rng(5).uniform(0, 1, 70)
+    pools = []
+    for _ in range(9):
+        scores = policy._core.scores() if isinstance(policy, DPS) else None
+        ids = policy.select(B)
+        state = policy.state_dict()
+        pool = pool_of_last_select(state, 21)
+        assert len(pool) == 21 and len(np.unique(pool)) == 21
+        assert np.all(np.isin(ids, pool))
+        if scores is not None:  # the picks are the pool's best scores (ties allowed)
+            rest = np.setdiff1d(pool, ids)
+            assert scores[ids].min() >= scores[rest].max()
+        pools.append(pool)
+        policy.observe(ids, *world(ids))
+    for epoch in range(3):
+        covered = np.concatenate(pools[3 * epoch : 3 * epoch + 3])
+        assert len(np.unique(covered)) == 63  # each prompt at most once, 7 dropped
+    assert int(policy.state_dict()["pool_epoch"]) == 3
+
+
+def test_a_pool_as_large_as_the_dataset_is_plain_dps():
+    plain = DPS(num_prompts=N, decay=0.5, seed=2)
+    whole = DPS(num_prompts=N, decay=0.5, seed=2, candidate_ratio=N / B)  # pool of N
+    a, b = run(plain, 25, World(4)), run(whole, 25, World(4))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert whole.state_dict()["pool_order"].size == 0  # the epoch order was never drawn
+
+
+def test_dps_ratio_one_selects_the_uniform_loaders_batches():
+    dps = DPS(num_prompts=64, candidate_ratio=1.0, seed=8)
+    uniform = Uniform(num_prompts=64, seed=8)
+    for _ in range(20):
+        a, b = dps.select(B), uniform.select(B)
+        assert set(a.tolist()) == set(b.tolist())
+        dps.observe(a, np.full(B, 4), np.full(B, 8))
+        uniform.observe(b, np.full(B, 4), np.full(B, 8))
+
+
+def test_a_pool_spreads_dps_over_more_prompts():
+    plain, pooled = DPS(num_prompts=N, decay=0.5), DPS(num_prompts=N, decay=0.5, candidate_ratio=2.5)
+    used = [len(np.unique(np.concatenate(run(p, 30, World(6))))) for p in (plain, pooled)]
+    assert used[1] > used[0] + 10, used
+
+
+@pytest.mark.parametrize("policy_class", [DPS, MoPPS])
+@pytest.mark.parametrize("ratio", [0.5, 0.0, -1.0, float("nan"), float("inf")])
+def test_bad_candidate_ratio_is_refused(policy_class, ratio):
+    with pytest.raises(ValueError, match="candidate_ratio must be a finite number >= 1"):
+        policy_class(num_prompts=N, candidate_ratio=ratio)
+
+
+def test_candidate_ratio_must_be_a_number():
+    with pytest.raises(TypeError, match="candidate_ratio must be a number"):
+        DPS(num_prompts=N, candidate_ratio="4")
+    with pytest.raises(TypeError, match="candidate_ratio must be a number"):
+        MoPPS(num_prompts=N, candidate_ratio=True)
+
+
+def test_damaged_pool_order_loads_nothing():
+    policy = FACTORIES["dps-pool"]()
+    run(policy, 3, World())
+    before = policy.state_dict()
+    damaged = dict(before, pool_order=before["pool_order"][:-1])
+    with pytest.raises(ValueError, match="candidate pool's order holds 59 ids"):
+        policy.load_state_dict(damaged)
+    damaged = dict(before, pool_cursor=N + 1)
+    with pytest.raises(ValueError, match="cursor"):
+        policy.load_state_dict(damaged)
+    assert_states_equal(policy.state_dict(), before)
+
+
+def test_registry_passes_candidate_ratio():
+    from dps.policies.registry import make_policy
+
+    gated = make_policy("dps+ds", num_prompts=N, seed=1, candidate_ratio=2.0, max_rounds=2)
+    assert isinstance(gated, DynamicSampling) and gated.selector.config()["candidate_ratio"] == 2.0
+    assert make_policy("mopps", num_prompts=N, candidate_ratio=3).config()["candidate_ratio"] == 3.0
+    with pytest.raises(ValueError, match="candidate_ratio"):
+        make_policy("dps", num_prompts=N, candidate_ratio=0.9)

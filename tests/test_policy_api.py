@@ -14,9 +14,11 @@ N, B, K = 40, 8, 4
 def builtins() -> list[Policy]:
     return [
         DPS(N, seed=1),
+        DPS(N, seed=1, candidate_ratio=2.0),
         Uniform(N, seed=1),
         HistoryResampling(N, seed=1),
         MoPPS(N, seed=1),
+        MoPPS(N, seed=1, candidate_ratio=2.0),
         GRESO(N, seed=1),
         DynamicSampling(DPS(N, seed=1)),
         DynamicSampling(num_prompts=N, seed=1),
@@ -67,8 +69,10 @@ def test_run_step_refuses_float_counts_like_observe(policy: Policy) -> None:
 @pytest.mark.parametrize("make", [lambda: DPS(N, seed=1), lambda: Uniform(N, seed=1),
                                   lambda: HistoryResampling(N, seed=1), lambda: MoPPS(N, seed=1),
                                   lambda: GRESO(N, seed=1), lambda: DynamicSampling(DPS(N, seed=1)),
-                                  lambda: DynamicSampling(num_prompts=N, seed=1)],
-                         ids=["DPS", "Uniform", "HR", "MoPPS", "GRESO", "DS(DPS)", "DS"])
+                                  lambda: DynamicSampling(num_prompts=N, seed=1),
+                                  lambda: DPS(N, seed=1, candidate_ratio=2.0),
+                                  lambda: MoPPS(N, seed=1, candidate_ratio=2.0)],
+                         ids=["DPS", "Uniform", "HR", "MoPPS", "GRESO", "DS(DPS)", "DS", "DPS-pool", "MoPPS-pool"])
 def test_failed_rollout_leaves_the_policy_as_it_was(make) -> None:
     rollout = world()
     failing, twin = make(), make()

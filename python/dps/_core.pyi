@@ -30,6 +30,7 @@ class DpsCore:
         pi0: list[float],
         entropy_weight: float,
         seed: int,
+        candidate_ratio: float | None = None,
     ) -> DpsCore: ...
     @property
     def num_prompts(self) -> int: ...
@@ -49,6 +50,9 @@ class DpsCore:
         step: int,
         pending: _Ids,
         confusion: _Ids,
+        pool_epoch: int,
+        pool_cursor: int,
+        pool_order: _Ids,
     ) -> None: ...
 
 @final
@@ -99,6 +103,7 @@ class MoppsCore:
         target: float,
         band: tuple[float, float] | None,
         seed: int,
+        candidate_ratio: float | None = None,
     ) -> MoppsCore: ...
     @property
     def num_prompts(self) -> int: ...
@@ -108,7 +113,14 @@ class MoppsCore:
     def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
     def state(self) -> dict[str, object]: ...
     def load_state(
-        self, step: int, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], pending: _Ids
+        self,
+        step: int,
+        a: npt.NDArray[np.float64],
+        b: npt.NDArray[np.float64],
+        pending: _Ids,
+        pool_epoch: int,
+        pool_cursor: int,
+        pool_order: _Ids,
     ) -> None: ...
 
 @final

@@ -13,8 +13,10 @@ use columns::Columns;
 use crate::error::{invalid, Result};
 use crate::observe::{Observations, PARTIAL};
 use crate::pending::Pending;
+use crate::pool::{check_ratio, CandidatePool};
 use crate::rng::{key, stream};
-use crate::topk::top_k;
+use crate::sampler::EpochOrder;
+use crate::topk::{top_k, top_k_among};
 
 pub const STATES: usize = 3;
 
@@ -34,6 +36,9 @@ pub struct DpsConfig {
     pub pi0: [f64; 3],
     /// w in score = P(partial) + w * entropy(prior); 0 is the paper's plain top-k.
     pub entropy_weight: f64,
+    /// Score only a pool of floor(ratio x batch_size) prompts from an epoch-wise shuffled
+    /// order (see `pool`); None scores the whole dataset (the paper's setting).
+    pub candidate_ratio: Option<f64>,
     pub seed: u64,
 }
 
@@ -44,6 +49,7 @@ impl Default for DpsConfig {
             alpha0: PRIOR_ONES,
             pi0: [1.0 / 3.0; 3],
             entropy_weight: 0.0,
+            candidate_ratio: None,
             seed: 0,
         }
     }
@@ -68,7 +74,7 @@ impl DpsConfig {
         if !self.entropy_weight.is_finite() {
             return invalid("entropy_weight must be finite");
         }
-        Ok(())
+        check_ratio(self.candidate_ratio)
     }
 }
 
@@ -198,6 +204,8 @@ pub struct DpsState {
     pub step: u64,
     pub pending: Vec<i64>,
     pub confusion: [[u64; 3]; 3],
+    /// The candidate pool's epoch order (empty while the whole dataset is scored).
+    pub pool: EpochOrder,
 }
 
 #[derive(Clone, Debug)]
@@ -207,6 +215,7 @@ pub struct Dps {
     step: u64,
     pending: Pending,
     confusion: [[u64; 3]; 3],
+    pool: CandidatePool,
 }
 
 impl Dps {
@@ -225,6 +234,7 @@ impl Dps {
             step: 0,
             pending: Pending::new(num_prompts),
             confusion: [[0; 3]; 3],
+            pool: CandidatePool::new(cfg.candidate_ratio, cfg.seed)?,
             cfg,
         })
     }
@@ -257,14 +267,17 @@ impl Dps {
     }
 
     /// The `batch_size` prompts most likely to be partially solved, excluding those already
-    /// selected in this step.
+    /// selected in this step; among the candidate pool when there is one.
     pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts(), batch_size)?;
         let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
         let pending = &self.pending;
-        let ids = top_k(&self.cols.score, batch_size, tie_seed, |id| {
-            pending.contains(id)
-        });
+        let ids = match self.pool.draw(self.num_prompts(), batch_size, pending) {
+            Some(pool) => top_k_among(&self.cols.score, &pool, batch_size, tie_seed),
+            None => top_k(&self.cols.score, batch_size, tie_seed, |id| {
+                pending.contains(id)
+            }),
+        };
         for &id in &ids {
             self.pending.insert(id);
         }
@@ -342,6 +355,7 @@ impl Dps {
             step: self.step,
             pending: self.pending.ids().iter().map(|&i| i as i64).collect(),
             confusion: self.confusion,
+            pool: self.pool.order().clone(),
         }
     }
 
@@ -389,6 +403,8 @@ impl Dps {
             dps.cols.set(i, &a, &p, score);
         }
         dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
+        dps.pool =
+            CandidatePool::restore(dps.cfg.candidate_ratio, num_prompts, state.pool.clone())?;
         dps.step = state.step;
         dps.confusion = state.confusion;
         Ok(dps)
@@ -488,7 +504,108 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_selects_the_top_scores_within_it() {
+        let cfg = DpsConfig {
+            candidate_ratio: Some(3.0),
+            seed: 4,
+            ..Default::default()
+        };
+        let mut d = Dps::new(90, cfg).unwrap();
+        let mut order = EpochOrder::new(4);
+        let mut rng = crate::rng::Rng::new(2);
+        for step in 0..12u64 {
+            // The pool is the next 15 prompts of the same seeded epoch order.
+            let pool: Vec<u32> = (0..15)
+                .map(|_| {
+                    order.next_id().unwrap_or_else(|| {
+                        order.start_epoch((0..90).collect());
+                        order.next_id().unwrap()
+                    })
+                })
+                .collect();
+            let picked = d.select(5).unwrap();
+            let tie_seed = key(&[4, stream::TIE_BREAK, step]);
+            assert_eq!(picked, top_k_among(d.scores(), &pool, 5, tie_seed));
+            let worst = picked
+                .iter()
+                .map(|&i| d.scores()[i as usize])
+                .fold(f32::MAX, f32::min);
+            assert!(pool
+                .iter()
+                .filter(|id| !picked.contains(id))
+                .all(|&i| d.scores()[i as usize] <= worst));
+            let ids: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+            let correct: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+            d.observe(&obs(90, &ids, &correct, 8)).unwrap();
+        }
+    }
+
+    #[test]
+    fn ratio_one_is_the_uniform_loader() {
+        let cfg = DpsConfig {
+            candidate_ratio: Some(1.0),
+            seed: 9,
+            ..Default::default()
+        };
+        let mut d = Dps::new(64, cfg).unwrap();
+        let mut u = crate::uniform::Uniform::new(64, 9).unwrap();
+        for _ in 0..20 {
+            let mut a = d.select(8).unwrap();
+            let mut b = u.select(8).unwrap();
+            let ids: Vec<i64> = a.iter().map(|&i| i as i64).collect();
+            d.observe(&obs(64, &ids, &vec![4; 8], 8)).unwrap();
+            u.observe(&Observations::default()).unwrap();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn without_a_pool_the_order_is_never_used() {
+        let mut d = Dps::new(64, DpsConfig::default()).unwrap();
+        for _ in 0..5 {
+            let ids: Vec<i64> = d.select(8).unwrap().iter().map(|&i| i as i64).collect();
+            d.observe(&obs(64, &ids, &vec![4; 8], 8)).unwrap();
+        }
+        assert_eq!(d.export().pool, EpochOrder::new(0));
+    }
+
+    #[test]
+    fn restore_continues_the_pool_exactly() {
+        let cfg = DpsConfig {
+            candidate_ratio: Some(2.5),
+            ..Default::default()
+        };
+        let mut d = Dps::new(50, cfg.clone()).unwrap();
+        for step in 0..7 {
+            let ids: Vec<i64> = d.select(4).unwrap().iter().map(|&i| i as i64).collect();
+            d.observe(&obs(50, &ids, &vec![step % 9; 4], 8)).unwrap();
+        }
+        let mut e = Dps::restore(50, cfg.clone(), &d.export()).unwrap();
+        for _ in 0..10 {
+            let a = d.select(4).unwrap();
+            assert_eq!(a, e.select(4).unwrap());
+            let ids: Vec<i64> = a.iter().map(|&i| i as i64).collect();
+            d.observe(&obs(50, &ids, &[1, 2, 8, 0], 8)).unwrap();
+            e.observe(&obs(50, &ids, &[1, 2, 8, 0], 8)).unwrap();
+        }
+        assert_eq!(d.export(), e.export());
+        let mut bad = d.export();
+        bad.pool.order.truncate(10);
+        let err = Dps::restore(50, cfg, &bad).unwrap_err();
+        assert!(err.to_string().contains("candidate pool"), "{err}");
+    }
+
+    #[test]
     fn rejects_bad_config() {
+        for ratio in [0.5, f64::NAN, f64::INFINITY] {
+            let cfg = DpsConfig {
+                candidate_ratio: Some(ratio),
+                ..Default::default()
+            };
+            assert!(Dps::new(10, cfg).is_err());
+        }
         assert!(Dps::new(
             10,
             DpsConfig {

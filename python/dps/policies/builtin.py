@@ -195,6 +195,32 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+def check_candidate_ratio(candidate_ratio: Any) -> float | None:
+    """None (score the whole dataset) or a number; the core checks that it is finite and >= 1."""
+    if candidate_ratio is None:
+        return None
+    if isinstance(candidate_ratio, bool) or not isinstance(candidate_ratio, (int, float, np.integer, np.floating)):
+        raise TypeError(f"candidate_ratio must be a number or None, got {type(candidate_ratio).__name__}")
+    return float(candidate_ratio)
+
+
+class PooledPolicy(RustPolicy):
+    """A scoring policy that can score only a candidate pool: floor(candidate_ratio x
+    batch_size) prompts, the next slice of an epoch-wise shuffled order (the released sampler's
+    loader); a pool never spans two epochs, so an epoch's rest too small for a pool is skipped.
+    None (default) scores the whole dataset."""
+
+    candidate_ratio: float | None = None
+
+    @property
+    def _select_only_marks_pending(self) -> bool:  # type: ignore[override]
+        """Without a pool `select` only marks ids as handed out; a pool also moves the epoch order."""
+        return self.candidate_ratio is None
+
+    def _pool(self, state: dict[str, Any]) -> tuple[int, int, np.ndarray]:
+        return state_int(state, "pool_epoch"), state_int(state, "pool_cursor"), as_int_array("pool_order", state["pool_order"])
+
+
 def prior_matrix(prior_alpha: Any) -> list[list[float]]:
     if isinstance(prior_alpha, str):
         name = "ones" if prior_alpha == "uniform" else prior_alpha
@@ -209,18 +235,17 @@ def prior_matrix(prior_alpha: Any) -> list[list[float]]:
     return matrix.tolist()
 
 
-class DPS(RustPolicy):
+class DPS(PooledPolicy):
     """Dynamics-Predictive Sampling: a 3-state HMM per prompt; take the B prompts most likely
     to be partially solved at the next step.
 
     prior_alpha: alpha0, a number (every entry), 'ones', 'progress', 'stability', 'local', or a
     3x3 matrix [to][from]. prior_state: pi0 (default uniform). entropy_weight: the
-    topk+entropy variant's w (0 = the paper's default).
+    topk+entropy variant's w (0 = the paper's default). candidate_ratio: take the B best of a
+    pool of floor(ratio x B) prompts drawn epoch-wise (see `PooledPolicy`); None = all prompts.
     """
 
-    _select_only_marks_pending = True
-
-    _state_keys = ("alpha", "post", "step", "pending", "confusion")
+    _state_keys = ("alpha", "post", "step", "pending", "confusion", "pool_epoch", "pool_cursor", "pool_order")
 
     def __init__(
         self,
@@ -230,6 +255,7 @@ class DPS(RustPolicy):
         prior_alpha: Any = 1.0,
         prior_state: Any = None,
         entropy_weight: float = 0.0,
+        candidate_ratio: float | None = None,
         seed: int = 0,
     ) -> None:
         num_prompts = check_num_prompts(num_prompts)
@@ -240,9 +266,12 @@ class DPS(RustPolicy):
             raise ValueError(f"prior_state must hold 3 probabilities, got {len(pi0)}")
         self.prior_state = pi0
         self.entropy_weight = float(entropy_weight)
+        self.candidate_ratio = check_candidate_ratio(candidate_ratio)
         self.seed = check_seed(seed)
         alpha0 = [x for row in self.prior_alpha for x in row]
-        self._core = _core.DpsCore(num_prompts, self.decay, alpha0, pi0, self.entropy_weight, self.seed)
+        self._core = _core.DpsCore(
+            num_prompts, self.decay, alpha0, pi0, self.entropy_weight, self.seed, self.candidate_ratio
+        )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -250,6 +279,7 @@ class DPS(RustPolicy):
             "prior_alpha": self.prior_alpha,
             "prior_state": self.prior_state,
             "entropy_weight": self.entropy_weight,
+            "candidate_ratio": self.candidate_ratio,
             "seed": self.seed,
         }
 
@@ -277,6 +307,7 @@ class DPS(RustPolicy):
             state_int(state, "step"),
             as_int_array("pending", state["pending"]),
             state_array(state, "confusion", np.int64, (3, 3)),
+            *self._pool(state),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -335,15 +366,14 @@ class HistoryResampling(EpochPolicy):
         )
 
 
-class MoPPS(RustPolicy):
+class MoPPS(PooledPolicy):
     """MoPPS: Beta(a, b) per prompt; take the B whose posterior draw is closest to `target`.
 
     threshold=(lo, hi) is the threshold variant: draws inside the band first, in random order.
+    candidate_ratio: the B best of a pool of floor(ratio x B) prompts (see `PooledPolicy`).
     """
 
-    _select_only_marks_pending = True
-
-    _state_keys = ("step", "a", "b", "pending")
+    _state_keys = ("step", "a", "b", "pending", "pool_epoch", "pool_cursor", "pool_order")
 
     def __init__(
         self,
@@ -354,15 +384,24 @@ class MoPPS(RustPolicy):
         prior_b: float = 1.0,
         target: float = 0.5,
         threshold: tuple[float, float] | None = None,
+        candidate_ratio: float | None = None,
         seed: int = 0,
     ) -> None:
         self.decay, self.prior_a, self.prior_b, self.target = float(decay), float(prior_a), float(prior_b), float(target)
         if threshold is not None and len(threshold) != 2:
             raise ValueError(f"threshold must be (lo, hi), got {threshold!r}")
         self.threshold = None if threshold is None else (float(threshold[0]), float(threshold[1]))
+        self.candidate_ratio = check_candidate_ratio(candidate_ratio)
         self.seed = check_seed(seed)
         self._core = _core.MoppsCore(
-            check_num_prompts(num_prompts), self.decay, self.prior_a, self.prior_b, self.target, self.threshold, self.seed
+            check_num_prompts(num_prompts),
+            self.decay,
+            self.prior_a,
+            self.prior_b,
+            self.target,
+            self.threshold,
+            self.seed,
+            self.candidate_ratio,
         )
 
     def config(self) -> dict[str, Any]:
@@ -372,6 +411,7 @@ class MoPPS(RustPolicy):
             "prior_b": self.prior_b,
             "target": self.target,
             "threshold": self.threshold,
+            "candidate_ratio": self.candidate_ratio,
             "seed": self.seed,
         }
 
@@ -382,6 +422,7 @@ class MoPPS(RustPolicy):
             state_array(state, "a", np.float64, (n,)),
             state_array(state, "b", np.float64, (n,)),
             as_int_array("pending", state["pending"]),
+            *self._pool(state),
         )
 
 
