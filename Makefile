@@ -10,7 +10,7 @@ RUST_SRC := Cargo.toml $(shell find rust -name '*.rs')
 DEPS_STAMP := $(VENV)/.deps
 BUILD_STAMP := $(VENV)/.built
 
-.PHONY: install build test test-rust test-python demo bench clean
+.PHONY: install build test test-rust test-python test-verl demo bench clean
 
 install: $(BUILD_STAMP)
 
@@ -36,6 +36,22 @@ test-python: $(BUILD_STAMP)
 
 test: test-rust test-python
 
+# verl 0.9.1 needs transformers < 5.11, so it gets a venv of its own; dps comes from python/
+# (the extension built above, an abi3 module) through a .pth file.
+VERL_VENV := .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.deps
+
+$(VERL_STAMP): Makefile
+	test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -q --upgrade pip
+	$(VERL_PY) -m pip install -q "$(TORCH_SPEC)" "verl[verl-core]==0.9.1" "polars>=1.0" "pytest>=8"
+	echo "$(CURDIR)/python" > "$$($(VERL_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dps-src.pth"
+	touch $(VERL_STAMP)
+
+test-verl: $(BUILD_STAMP) $(VERL_STAMP)
+	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -q tests/verl
+
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math
 
@@ -44,4 +60,4 @@ bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_replay.py
 
 clean:
-	rm -rf $(VENV) target runs
+	rm -rf $(VENV) $(VERL_VENV) target runs

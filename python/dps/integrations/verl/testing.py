@@ -1,0 +1,173 @@
+"""A CPU stand-in for verl's rollout, to run `DPSTrainer`'s prompt path and replay buffer
+against a real TransferQueue without GPUs, Ray workers or a model (as verl's own
+``tests/trainer/ppo/v1/*_on_cpu.py`` do).
+
+`SeededRollout` takes the place of verl's `AgentLoopManagerTQ`: for every prompt it receives it
+writes k trajectories into TransferQueue, each with a reward drawn from the prompt's success
+rate, seeded by (seed, step, prompt id, session), so a rerun or a resumed run sees the same
+outcomes; then it marks the group finished, as verl's agent loop workers do.
+`cpu_trainer` builds a `DPSTrainer` with the parts a step needs (config, training set, replay
+buffer, policy; stubs for the actor's checkpoint calls); `run_steps` runs the sampling half of
+`PPOTrainer.fit`'s steps (prepare_step, sample, clear), which is what dps changes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import numpy as np
+import torch
+import transfer_queue as tq
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+
+from dps.integrations.verl.trainer import DPSTrainer
+
+PARTITION = "train"
+
+
+class SeededRollout:
+    """verl's rollout stand-in: k scored responses per prompt, written to TransferQueue."""
+
+    def __init__(self, success: np.ndarray, k: int, seed: int = 0, reward_correct: float = 1.0, reward_wrong: float = 0.0):
+        self.success = np.asarray(success, float)
+        self.k, self.seed = k, seed
+        self.reward_correct, self.reward_wrong = reward_correct, reward_wrong
+        self.batches: list[list[int]] = []  # dataset indices of each batch received, in order
+        self.seconds = 0.0
+
+    def generate_sequences(self, batch: TensorDict) -> None:
+        started = time.perf_counter()
+        uids, index = list(batch["uid"]), [int(i) for i in batch["index"]]
+        step = int(batch["global_steps"])
+        self.batches.append(index)
+        keys, rewards = [], []
+        for uid, prompt_id in zip(uids, index, strict=True):
+            rng = np.random.default_rng([self.seed, step, prompt_id])
+            correct = rng.random(self.k) < self.success[prompt_id]
+            for session, ok in enumerate(correct):
+                keys.append(f"{uid}_{session}_0")
+                rewards.append(self.reward_correct if ok else self.reward_wrong)
+        n = len(keys)
+        scores = torch.zeros(n, 4)
+        scores[:, -1] = torch.tensor(rewards)
+        fields = TensorDict({"rm_scores": scores, "input_ids": torch.ones(n, 8, dtype=torch.int64)}, batch_size=n)
+        tags = [{"status": "success", "seq_len": 8, "global_steps": step} for _ in keys]
+        tq.kv_batch_put(keys=keys, partition_id=PARTITION, fields=fields, tags=tags)
+        done = [{"is_prompt": True, "status": "finished", "global_steps": step} for _ in uids]
+        tq.kv_batch_put(keys=uids, partition_id=PARTITION, tags=done)
+        self.seconds += time.perf_counter() - started
+
+
+class _Stub:
+    """Accepts the actor / checkpoint-callback calls `_save_checkpoint` and `_load_checkpoint` make."""
+
+    def save_checkpoint(self, local_path: str, *args: Any, **kwargs: Any) -> None:
+        Path(local_path).mkdir(parents=True, exist_ok=True)
+
+    def load_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_save(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def dataset(num_prompts: int) -> list[dict[str, Any]]:
+    """Rows as verl's RLHFDataset returns them (the fields the trainer and rollout read)."""
+    return [
+        {"raw_prompt": [{"role": "user", "content": f"question {i}"}], "index": i, "data_source": "cpu"}
+        for i in range(num_prompts)
+    ]
+
+
+def cpu_config(out: str | Path, batch_size: int, dps: dict[str, Any], resume: bool = False) -> Any:
+    return OmegaConf.create(
+        {
+            "algorithm": {"filter_groups": None},
+            "data": {
+                "train_batch_size": batch_size,
+                "gen_batch_size": None,
+                "train_files": [],
+                "val_files": [],
+                "train_max_samples": -1,
+                "val_max_samples": -1,
+                "dataloader_num_workers": 0,
+                "val_batch_size": 1,
+                "validation_shuffle": False,
+            },
+            "reward": {"reward_model": {"enable": False, "enable_resource_pool": False}},
+            "actor_rollout_ref": {"actor": {"checkpoint": {}}},
+            "trainer": {
+                "total_epochs": 1000,
+                "total_training_steps": None,
+                "default_local_dir": str(out),
+                "default_hdfs_dir": None,
+                "resume_mode": "auto" if resume else "disable",
+                "resume_from_path": None,
+                "del_local_ckpt_after_load": False,
+                "v1": {
+                    "trainer_mode": "dps",
+                    "sampler": {
+                        "custom_sampler": None,
+                        "max_off_policy_threshold": None,
+                        "max_off_policy_strategy": "drop",
+                        "sampler_kwargs": {},
+                    },
+                },
+            },
+            "dps": dps,
+        }
+    )
+
+
+def cpu_trainer(config: Any, rollout: SeededRollout, num_prompts: int) -> DPSTrainer:
+    """A `DPSTrainer` with its config, data, replay buffer and policy, and stubs for the rest."""
+    trainer = DPSTrainer.__new__(DPSTrainer)
+    trainer.trainer_mode = config.trainer.v1.trainer_mode
+    trainer.config = config
+    trainer.parameter_sync_step = 1
+    trainer.use_critic = False
+    trainer.tokenizer = trainer.processor = None
+    trainer.actor_rollout_wg = trainer.checkpoint_callback = _Stub()
+    trainer.replay_buffer = trainer._build_replay_buffer()
+    trainer.replay_buffer.poll_interval = 0.0
+    rows = dataset(num_prompts)
+    with (
+        patch("verl.trainer.ppo.v1.trainer_base.create_rl_dataset", side_effect=[rows, rows[:1]]),
+        patch("verl.trainer.ppo.v1.trainer_base.create_rl_sampler", return_value=None),
+    ):
+        trainer._init_dataloader()
+    trainer.agent_loop_manager = rollout
+    trainer._load_checkpoint()
+    return trainer
+
+
+def run_steps(trainer: DPSTrainer, steps: int, save_every: int = 0) -> list[dict[str, float]]:
+    """`PPOTrainer.fit`'s sampling half, `steps` times: dispatch the batch, sample (observe,
+    evict, refill), clear the trained groups; checkpoint every `save_every` steps."""
+    batch_size = int(trainer.config.data.train_batch_size)
+    all_metrics = []
+    for _ in range(steps):
+        trainer.global_steps += 1
+        started = time.perf_counter()
+        trainer.prepare_step()
+        batch, metrics = trainer.replay_buffer.sample(global_steps=trainer.global_steps, partition_id=PARTITION, batch_size=batch_size)
+        metrics["step_seconds"] = time.perf_counter() - started
+        metrics["trained_uids"] = sorted({key.rsplit("_", 2)[0] for key in batch.keys})  # type: ignore[assignment]
+        metrics["trained_keys"] = list(batch.keys)  # type: ignore[assignment]
+        tq.kv_clear(keys=batch.keys, partition_id=PARTITION)
+        if save_every and trainer.global_steps % save_every == 0:
+            trainer._save_checkpoint()
+        all_metrics.append(metrics)
+    return all_metrics
+
+
+def clear_partition() -> None:
+    """Remove whatever a test left in the training partition."""
+    listing = tq.kv_list(PARTITION) or {}
+    keys = list(listing.get(PARTITION, {}))
+    if keys:
+        tq.kv_clear(keys=keys, partition_id=PARTITION)
