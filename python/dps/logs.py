@@ -396,17 +396,18 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     if "kind" in chk.df.columns:
         chk.df = chk.df.with_columns(pl.col("kind").cast(pl.String))
         chk.not_null("kind")
-    frame, keys, id_type, mapping = _map_ids(chk)
-    rows = frame.height
+    id_type = _check_ids(chk)
+    frame, rows = chk.df, chk.df.height
     if layout == "response":
         frame = aggregate_responses(frame, threshold if threshold is not None else DEFAULT_THRESHOLD, spec.group_by)
+    frame, keys, mapping = _dense_ids(frame, id_type, spec.prompt_ids)
     if spec.kinds is not None:
         if "kind" not in frame.columns:
             raise LogError(path, spec.file_column("kind"), None, "missing: kinds were asked for, but the log has no kind column")
         frame = frame.filter(pl.col("kind").is_in(list(spec.kinds)))
         if frame.height == 0:
             raise LogError(path, spec.file_column("kind"), None, f"no rows of kind {', '.join(spec.kinds)}")
-    frame = _order(frame, spec).sort("step", "prompt_id", maintain_order=True)
+    frame = _sorted(_order(frame, spec))
     used = {name: spec.file_column(name) for name in df.columns if name in SCHEMA_COLUMNS}
     info = LogInfo(str(path), "frame", 1, layout, rows, used, id_type, mapping, len(keys), correctness, threshold, spec.kinds)
     return LoadedLog(frame, info, keys)
@@ -455,34 +456,56 @@ def _check_responses(chk: _Checker) -> tuple[str, float | None]:
     return f"{col} >= {th:g}", th
 
 
-def _map_ids(chk: _Checker) -> tuple[pl.DataFrame, pl.Series, str, str]:
-    """Dense int64 prompt_id and the user's prompt_key; the key of each dense id."""
+def _check_ids(chk: _Checker) -> str:
+    """Check the prompt id column (integers or strings, no nulls); return 'integer' or 'string'."""
     pl = _pl()
-    df = chk.df
-    dtype = df["prompt_id"].dtype
+    dtype = chk.df["prompt_id"].dtype
     if isinstance(dtype, (pl.Categorical, pl.Enum)):
-        df = df.with_columns(pl.col("prompt_id").cast(pl.String))
+        chk.df = chk.df.with_columns(pl.col("prompt_id").cast(pl.String))
         dtype = pl.String
     if not (dtype.is_integer() or dtype == pl.String):
         raise chk.error("prompt_id", None, f"has type {dtype}; prompt ids must be integers or strings")
-    chk.df = df
     chk.not_null("prompt_id")
-    id_type = "integer" if dtype.is_integer() else "string"
-    key = df["prompt_id"]
     if chk.spec.prompt_ids == "index":
         if not dtype.is_integer():
             raise chk.error("prompt_id", None, f"has type {dtype}; prompt_ids = 'index' needs integer ids (use 'dense')")
         chk.whole("prompt_id", 0)
-        n = int(chk.df["prompt_id"].max()) + 1  # type: ignore[arg-type]
-        keys = pl.Series("prompt_key", np.arange(n, dtype=np.int64))
-        return chk.df.with_columns(pl.col("prompt_id").alias("prompt_key")), keys, id_type, "index"
+    return "integer" if dtype.is_integer() else "string"
+
+
+def _dense_ids(frame: pl.DataFrame, id_type: str, mode: str) -> tuple[pl.DataFrame, pl.Series, str]:
+    """prompt_id -> dense int64 ids (the user's id moves to prompt_key); the key of each dense id."""
+    pl = _pl()
+    key = frame["prompt_id"]
+    with_key = frame.with_columns(pl.col("prompt_id").alias("prompt_key"))
+    if mode == "index":
+        n = int(key.max()) + 1  # type: ignore[arg-type]
+        return with_key, pl.Series("prompt_key", np.arange(n, dtype=np.int64)), "index"
     unique = key.unique().sort()
     if id_type == "integer" and unique[0] == 0 and unique[-1] == len(unique) - 1:
-        dense, mapping = pl.col("prompt_id").cast(pl.Int64), "identity"
-    else:
-        dense, mapping = (pl.col("prompt_id").rank("dense") - 1).cast(pl.Int64), "dense"
-    frame = df.with_columns(pl.col("prompt_id").alias("prompt_key")).with_columns(dense.alias("prompt_id"))
-    return frame, unique.alias("prompt_key"), id_type, mapping
+        return with_key.with_columns(pl.col("prompt_id").cast(pl.Int64)), unique.alias("prompt_key"), "identity"
+    if id_type == "integer" and int(unique[-1]) - int(unique[0]) < max(4 * len(key), 1 << 22):
+        # a lookup table over the ids' range: one pass, no hashing
+        lo, u = int(unique[0]), unique.to_numpy()
+        table = np.zeros(int(u[-1]) - lo + 1, np.int64)
+        table[u - lo] = np.arange(len(u))
+        dense = pl.Series("prompt_id", table[key.to_numpy() - lo])
+        return with_key.with_columns(dense), unique.alias("prompt_key"), "dense"
+    ids = pl.DataFrame({"prompt_key": unique, "_dense": np.arange(len(unique), dtype=np.int64)})
+    joined = with_key.join(ids, on="prompt_key", how="left", maintain_order="left")
+    return joined.with_columns(pl.col("_dense").alias("prompt_id")).drop("_dense"), unique.alias("prompt_key"), "dense"
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """Stable sort by (step, prompt_id), skipped when the rows already are in that order."""
+    step, pid = frame["step"].to_numpy(), frame["prompt_id"].to_numpy()
+    n = int(pid.max()) + 1
+    if int(step.max()) >= (1 << 62) // n:
+        return frame.sort("step", "prompt_id", maintain_order=True)
+    order = step * n + pid
+    if np.all(order[1:] >= order[:-1]):
+        return frame
+    return frame[np.argsort(order, kind="stable")]
 
 
 def _order(frame: pl.DataFrame, spec: LogSpec) -> pl.DataFrame:
@@ -493,7 +516,8 @@ def _order(frame: pl.DataFrame, spec: LogSpec) -> pl.DataFrame:
 
 
 def aggregate_responses(df: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD, group_by: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Per-response rows -> per-group rows, one per (step, prompt[, kind][, group_by]).
+    """Per-response rows -> per-group rows, one per (step, prompt[, kind][, group_by]), in the
+    order of their first response.
 
     `df` holds checked schema columns (`correct` bool, 0/1 or a float score; else `reward`).
     """
@@ -512,8 +536,7 @@ def aggregate_responses(df: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD, 
         df.with_columns(correct.alias("_correct"))
         .group_by(keys, maintain_order=True)
         .agg(pl.len().cast(pl.Int64).alias("n_rollouts"), pl.col("_correct").sum().cast(pl.Int64).alias("n_correct"), *rewards)
-        .with_columns(pl.col("step").cast(pl.Int64), pl.col("prompt_id").cast(pl.Int64))
-        .sort("step", "prompt_id", maintain_order=True)
+        .with_columns(pl.col("step").cast(pl.Int64))
     )
 
 
