@@ -66,6 +66,14 @@ def test_fit_auto_half_life_keeps_a_permanent_effect() -> None:
     assert abs(eff.gain - 0.2) < 0.06
 
 
+def test_a_log_that_cannot_identify_the_effect_is_refused() -> None:
+    # one training row per prompt and no untrained measurement: M is a function of the step
+    log = pl.DataFrame({"step": np.arange(40) // 4, "prompt_id": np.arange(40) % 4,
+                        "n_rollouts": np.full(40, 8), "n_correct": np.full(40, 4)})
+    with pytest.raises(ValueError, match="does not identify the training effect"):
+        fit_training_effect(log, log, half_life="inf")
+
+
 def test_closed_loop_over_an_open_truth_is_the_closed_truth() -> None:
     open_world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T), seed=0)
     closed_truth = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=0.1), seed=0)
@@ -80,9 +88,9 @@ def test_closed_loop_over_an_open_truth_is_the_closed_truth() -> None:
 
 
 def test_replaying_the_logging_policy_gives_back_the_log() -> None:
-    _, log = synthetic_log(0.1, seed=7, sweep_every=0)
+    _, log = synthetic_log(0.1, seed=7)
     train = trained(log)
-    base = LogWorld(train.drop("kind"))
+    base = LogWorld(train.drop("kind"))  # the sparse log; its sweeps only inform the fit
     world = ClosedLoopWorld(base, fit_training_effect(log, train, half_life="inf"), train)
     assert world.effect.gain > 0
     res = replay(Uniform(num_prompts=N, seed=7), world, T, B, seed=7, record=True)

@@ -1,0 +1,83 @@
+"""Does a uniform run's log predict the live DPS and DS runs of the same setting? Open vs closed loop.
+
+Expects, for each seed S, three `dps train` run folders RUNS/sS-uniform, RUNS/sS-dps and
+RUNS/sS-ds made with `--set log.sweep_every=N` (see the README's closed-loop section). The
+uniform run's dense sweeps are the world's log and its rollouts the trainings the closed loop
+is fitted from; DPS and DS are replayed (replay seeds 0-2, their options from the live runs'
+configs) with and without the closed loop and compared with what the live runs measured.
+
+    .venv/bin/python scripts/closedloop_train.py /work/runs-closedloop --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from dps.replay.scenario import parse_scenario
+from dps.replay.sweep import run_sweep
+from dps.train.policies import DEFAULT_MAX_ROUNDS, capped_rounds
+
+
+def config(run: Path) -> dict[str, Any]:
+    return dict(json.loads((run / "config.json").read_text())["config"])
+
+
+def live(run: Path) -> dict[str, float]:
+    s = json.loads((run / "summary.json").read_text())
+    return {"effective_ratio": float(s["effective_ratio"]), "rollouts": float(s["rollouts_total"])}
+
+
+def scenario(us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int]) -> dict[str, Any]:
+    cfg = config(us_run)
+    n, batch = int(cfg["task"]["options"]["n_train"]), int(cfg["policy"]["batch_size"])
+    ds_opts = dict(ds_cfg["policy"]["options"])
+    ds_opts["max_rounds"] = capped_rounds(n, batch, int(ds_opts.get("max_rounds", DEFAULT_MAX_ROUNDS)))
+    return {
+        "name": f"closed-loop-{us_run.name}",
+        "world": {"log": str(us_run / "dense.parquet"), "closed_loop": "fit", "train_log": str(us_run / "rollouts.parquet")},
+        "run": {"batch_size": batch, "steps": int(cfg["steps"]), "seeds": replay_seeds, "workers": 1},
+        "policies": [
+            {"name": "US", "type": "uniform"},
+            {"name": "DS", "type": "dynamic_sampling", **ds_opts},
+            {"name": "DPS", "type": "dps", **dict(dps_cfg["policy"]["options"])},
+        ],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--replay-seeds", type=int, default=3)
+    a = ap.parse_args()
+    print(
+        "| seed | fitted gain (se), half-life | US eff. ratio open / closed / live | DPS eff. ratio open / closed / live "
+        "| DS rollouts open / closed / live |"
+    )
+    print("|---:|---|---|---|---|")
+    for seed in a.seeds:
+        us, dps, ds = (a.runs / f"s{seed}-{p}" for p in ("uniform", "dps", "ds"))
+        sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds))))
+        res = run_sweep(sc, workers=1, progress=False)
+        mean = res.summary.group_by("policy").mean()
+        got = {r["policy"]: r for r in mean.iter_rows(named=True)}
+        w = res.world
+        truth = {"US": live(us), "DPS": live(dps), "DS": live(ds)}
+
+        def three(policy: str, key: str, fmt: str) -> str:
+            vals = (got[f"{policy} (open loop)"][key], got[policy][key], truth[policy][key])
+            return " / ".join(format(v, fmt) for v in vals)
+
+        print(
+            f"| {seed} | {w['closed_loop_gain']:+.3f} ({w['closed_loop_gain_se']:.3f}), {w['closed_loop_half_life']} "
+            f"| {three('US', 'effective_ratio', '.3f')} | {three('DPS', 'effective_ratio', '.3f')} "
+            f"| {three('DS', 'rollouts', ',.0f')} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
