@@ -131,7 +131,7 @@ def _parse_seeds(text: str) -> list[int]:
 def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dps.replay.report import aggregate, markdown_table, write_report
+    from dps.replay.report import aggregate, closed_loop_lines, markdown_table, write_report
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
@@ -147,6 +147,8 @@ def _replay(args: argparse.Namespace) -> int:
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
     paths = write_report(res, out, plots=not args.no_plots)
     print(markdown_table(aggregate(res.summary)))
+    for line in closed_loop_lines(res.world)[:-1]:  # the sentence, without the report's blank line
+        print("\n" + line)
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
     print(f"\n{len(res.summary)} replays in {res.wall_s:.1f} s; report in {out}/ ({', '.join(files)})")
     return 0

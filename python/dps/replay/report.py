@@ -108,7 +108,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         f"World: {w.get('kind')} with {w.get('num_prompts')} prompts, k = {w.get('k')}; "
         f"{meta['steps']} steps of batch {sc.batch_size}; seeds {sc.seeds}; sweep wall time {result.wall_s:.1f} s.",
         "",
-        *_closed_loop_lines(w),
+        *closed_loop_lines(w),
         "Mean over seeds (± standard deviation where shown). `effective ratio`: share of the trained batch "
         "whose group was partially solved; `rollouts`: every generated response, rejected groups included; "
         "`count CV`: coefficient of variation of per-prompt sample counts; `pred`: the predictive policy's "
@@ -127,7 +127,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
     return paths
 
 
-def _closed_loop_lines(w: dict[str, Any]) -> list[str]:
+def closed_loop_lines(w: dict[str, Any]) -> list[str]:
     if "closed_loop_gain" not in w:
         return []
     return [
