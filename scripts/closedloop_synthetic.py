@@ -61,7 +61,12 @@ def main() -> None:
         train = log.filter(pl.col("kind") == "train")
         effect = fit_training_effect(log, train)
         base = log_world(log)
-        worlds = {"open loop (log)": base, "closed loop (log, fitted)": ClosedLoopWorld(base, effect, train), "truth": truth}
+        worlds = {
+            "open loop (log)": base,
+            "closed loop (log, fitted)": ClosedLoopWorld(base, effect, train),
+            "closed loop, effect_cap = log": ClosedLoopWorld(base, effect, train, cap="log"),
+            "truth": truth,
+        }
         fitted = f"{effect.gain:.4f} ({effect.gain_se:.4f})"
         hl = "inf" if np.isinf(effect.half_life) else f"{effect.half_life:g}"
         for wname, world in worlds.items():

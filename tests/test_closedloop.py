@@ -87,6 +87,16 @@ def test_closed_loop_over_an_open_truth_is_the_closed_truth() -> None:
         np.testing.assert_allclose(wrapped.p(60), closed_truth.p(60), rtol=1e-9)  # both after step 59's training
 
 
+def test_effect_cap_stops_the_shift_at_the_log_s_most_trained_prompt() -> None:
+    open_world = SyntheticWorld(preset_params("math", num_prompts=10, steps=20), seed=0)
+    log = pl.DataFrame({"step": [0, 1, 2], "prompt_id": [3, 3, 4], "n_rollouts": [8, 8, 8], "n_correct": [4, 8, 4]})
+    world = ClosedLoopWorld(open_world, TrainingEffect(gain=0.5), log, cap="log")
+    assert world.cap == 1.0  # prompt 3's second group was all correct: no gradient, no training
+    for t in range(5):
+        world.learn(t, np.array([0, 3]), np.array([4, 4]), np.array([8, 8]))
+    np.testing.assert_allclose(world.shift(5, np.array([0, 3, 4, 5])), [0.5, 0.0, -0.5, 0.0])
+
+
 def test_replaying_the_logging_policy_gives_back_the_log() -> None:
     _, log = synthetic_log(0.1, seed=7)
     train = trained(log)
@@ -159,6 +169,9 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
         ({"log": "x.parquet", "closed_loop": "fit", "train_log": 3}, "train_log"),
         ({"log": "x.parquet", "train_log": "y.parquet"}, "train_log"),
         ({"preset": "math", "closed_loop": "fit"}, "closed_loop"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_cap": "big"}, "effect_cap"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_cap": 0}, "effect_cap"),
+        ({"log": "x.parquet", "effect_cap": "log"}, "effect_cap"),
     ],
 )
 def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 #: Candidate half-lives (steps) of the training effect; inf: permanent.
 EFFECT_HALF_LIVES = (math.inf, 64.0, 16.0, 4.0)
 #: Scenario [world] keys of the closed loop (log worlds only).
-CLOSED_LOOP_KEYS = {"closed_loop", "train_log", "effect_half_life"}
+CLOSED_LOOP_KEYS = {"closed_loop", "train_log", "effect_half_life", "effect_cap"}
 #: A fit whose gain has a larger standard error (logits per training) is refused as unidentified.
 MAX_GAIN_SE = 0.25
 _PRIOR_SD = 4.0
@@ -297,9 +297,13 @@ class ClosedLoopWorld(World):
     `log_trainings`: the log run's trained groups (step, prompt_id, n_correct, n_rollouts), or
     None when the base world is itself an untrained, open-loop truth (then the effect of the
     replay's trainings is simply added).
+
+    `cap`: the most (decayed) trainings of one prompt that count; the shift is
+    gain * (min(M^replay, cap) - min(M^log, cap)). "log" caps at the most any prompt had in the
+    log, so that the fitted line is never extrapolated past what the log measured.
     """
 
-    def __init__(self, base: World, effect: TrainingEffect, log_trainings: pl.DataFrame | None = None):
+    def __init__(self, base: World, effect: TrainingEffect, log_trainings: pl.DataFrame | None = None, cap: float | str = math.inf):
         self.base = base
         self.effect = effect
         self.num_prompts, self.k, self.steps = base.num_prompts, base.k, base.steps
@@ -313,11 +317,16 @@ class ClosedLoopWorld(World):
             self._log_steps, self._log_ids = ls[order], lp[order]
         else:
             self._log_steps, self._log_ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if cap == "log":
+            after = trained_level(self._log_steps + 1, self._log_ids, self._log_steps, self._log_ids, effect.half_life, self.num_prompts)
+            cap = float(after.max()) if len(after) else 0.0
+        self.cap = float(cap)
         self.reset()
 
     def reset(self) -> None:
         self.base.reset()
-        self._diff = np.zeros(self.num_prompts)  # M^replay - M^log at step self._at
+        self._replay = np.zeros(self.num_prompts)  # M^replay at step self._at
+        self._log = np.zeros(self.num_prompts)  # M^log at step self._at
         self._at = 0
         self._pending: dict[int, list[np.ndarray]] = {}
 
@@ -335,19 +344,20 @@ class ClosedLoopWorld(World):
         while self._at < step:
             t = self._at
             if self._rho != 1.0:
-                self._diff *= self._rho
+                self._replay *= self._rho
+                self._log *= self._rho
             for ids in self._pending.pop(t, []):
-                np.add.at(self._diff, ids, 1.0)
+                np.add.at(self._replay, ids, 1.0)
             lo, hi = np.searchsorted(self._log_steps, [t, t + 1])
             if hi > lo:
-                np.add.at(self._diff, self._log_ids[lo:hi], -1.0)
+                np.add.at(self._log, self._log_ids[lo:hi], 1.0)
             self._at = t + 1
 
     def shift(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
-        """The logit shift gain * (M^replay - M^log) at `step`."""
+        """The logit shift gain * (min(M^replay, cap) - min(M^log, cap)) at `step`."""
         self._advance(int(step))
-        d = self._diff if ids is None else self._diff[np.asarray(ids, np.int64)]
-        return self.effect.gain * d
+        sel = slice(None) if ids is None else np.asarray(ids, np.int64)
+        return self.effect.gain * (np.minimum(self._replay[sel], self.cap) - np.minimum(self._log[sel], self.cap))
 
     def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
         base = np.clip(np.asarray(self.base.p(step, ids), np.float64), _CLIP, 1 - _CLIP)
@@ -367,6 +377,7 @@ class ClosedLoopWorld(World):
     def describe(self) -> dict[str, Any]:
         d = self.base.describe()
         d.update({f"closed_loop_{k}": v for k, v in self.effect.describe().items()})
+        d["closed_loop_cap"] = "none" if math.isinf(self.cap) else round(self.cap, 3)
         d["kind"] = f"ClosedLoop({d['kind']})"
         return d
 
@@ -438,7 +449,8 @@ def closed_loop_world(base: World, cfg: dict[str, Any]) -> World:
         effect = fit_training_effect(observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts)
     else:
         effect = TrainingEffect(gain=float(mode), half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"))
-    return ClosedLoopWorld(base, effect, trainings)
+    cap = cfg.get("effect_cap", "none")
+    return ClosedLoopWorld(base, effect, trainings, math.inf if cap == "none" else cap)
 
 
 def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> None:
@@ -459,8 +471,12 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
             parse_half_life(cfg["effect_half_life"], "effect_half_life")
         except ValueError as e:
             raise ValueError(f"{where} {e}") from None
-    if (mode is False or mode == "off") and ({"train_log", "effect_half_life"} & set(cfg)):
-        raise ValueError(f"{where} [world] {sorted({'train_log', 'effect_half_life'} & set(cfg))[0]}: needs closed_loop = \"fit\" (or a gain)")
+    cap = cfg.get("effect_cap", "none")
+    if not (cap in ("none", "log") or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0)):
+        raise ValueError(f"{where} [world] effect_cap: must be \"none\", \"log\" or a positive number of trainings, not {cap!r}")
+    extra = sorted({"train_log", "effect_half_life", "effect_cap"} & set(cfg))
+    if (mode is False or mode == "off") and extra:
+        raise ValueError(f"{where} [world] {extra[0]}: needs closed_loop = \"fit\" (or a gain)")
 
 
 # --------------------------------------------------------------------------------------------
