@@ -178,3 +178,18 @@ def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:
     data = {"world": world, "run": {"batch_size": 8}, "policies": [{"type": "uniform"}]}
     with pytest.raises(ValueError, match=rf"sc\.toml \[world\] {key}"):
         parse_scenario(data, Path("sc.toml"))
+
+
+SHARED_LOG = Path(__file__).resolve().parents[1] / "replay" / "smollm2-closed-loop.toml"
+
+
+@pytest.mark.skipif(not (SHARED_LOG.parent.parent.parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet").exists(),
+                    reason="the shared SmolLM2 log is not beside the repository")
+def test_the_shared_real_log_fits_a_positive_effect_and_slows_dps() -> None:
+    sc = load_scenario(SHARED_LOG, ["run.seeds=[0]", "run.steps=60"])
+    sc.policies = [p for p in sc.policies if p.name == "DPS"]
+    res = run_sweep(sc, workers=1, progress=False)
+    gain, se = res.world["closed_loop_gain"], res.world["closed_loop_gain_se"]
+    assert 0 < se < 0.05 and gain > 2 * se  # trained prompts rise more than untrained ones
+    rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"]))
+    assert rows["DPS"] < rows["DPS (open loop)"]
