@@ -207,3 +207,22 @@ def test_two_processes_train_on_one_selection_and_the_policy_sees_each_group_onc
         assert sorted(rows) == sorted(p for p in selected for _ in range(K))  # k rows per selected prompt
     # Every rank saw the same selection (broadcast from the main process).
     assert ranks[0]["selected"] == ranks[1]["selected"]
+
+
+def test_a_generation_whose_scoring_raises_is_abandoned(tmp_path) -> None:
+    calls = [0]
+
+    def flaky(prompts: list, completions: list, prompt_id: list, **kwargs: Any) -> list[float]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("verifier went away")
+        return trl_tiny.accuracy(prompts, completions, prompt_id)
+
+    policy = DPS(N, decay=0.5, seed=0)
+    trainer = trl_tiny.trainer(str(tmp_path / "flaky"), policy, max_steps=4, reward_funcs=[flaky], save_steps=100)
+    with pytest.raises(RuntimeError, match="verifier went away"):
+        trainer.train()
+    state = policy.state_dict()
+    assert state["step"] == 1 and len(state["pending"]) == 0  # the second generation's ids were handed back
+    assert len(policy.select(N)) == N
+    assert read_log(tmp_path / "flaky" / "rollouts.parquet")["step"].to_list() == [0] * B  # written on the way out
