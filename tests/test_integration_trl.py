@@ -20,7 +20,14 @@ torch = pytest.importorskip("torch")
 from transformers import TrainerCallback  # noqa: E402
 
 from dps import DPS, DynamicSampling, Policy  # noqa: E402
-from dps.logs import read_log  # noqa: E402
+from dps.logs import LogSpec  # noqa: E402
+from dps.logs import read_log as read_any_log  # noqa: E402
+
+
+def read_log(path: Path):
+    """The integration's log: prompt ids are dataset rows, kept as they are."""
+    return read_any_log(path, LogSpec(prompt_ids="index"))
+
 
 sys.path.insert(0, str(Path(__file__).parent))
 import trl_tiny  # noqa: E402
