@@ -4,7 +4,7 @@
 
 One row per run: rollouts, effective ratio, distinct prompts trained on (most uses of one
 prompt), and held-out accuracy at 0, half and all of the run's rollouts; then the mean over
-seeds per run name. Only finished runs (with summary.json) are read.
+seeds per run name, and the mean held-out accuracy against rollouts spent. Only finished runs (with summary.json) are read.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def run_row(folder: Path) -> dict:
         "acc_0": accuracy_at(evals, 0),
         "acc_half": accuracy_at(evals, total // 2),
         "acc_end": accuracy_at(evals, total),
+        "curve": {e["rollouts_total"]: e["test_accuracy"] for e in evals},
     }
 
 
@@ -56,6 +57,13 @@ def main(root: Path) -> None:
         change = [r["acc_end"] - r["acc_0"] for r in group]
         print(f"| {name} | {len(group)} | {mean['effective_ratio']:.2f} | {mean['distinct']:.0f} | "
               f"{mean['acc_0']:.3f} -> {mean['acc_end']:.3f} ({', '.join(f'{c:+.3f}' for c in change)}) |")
+    points = sorted(set.intersection(*(set(r["curve"]) for r in rows)))[::2] if rows else []
+    print("\nHeld-out accuracy against rollouts spent, mean over seeds:\n")
+    print("| run | " + " | ".join(f"{p:,}" for p in points) + " |")
+    print("|---|" + "---:|" * len(points))
+    for name in dict.fromkeys(r["run"] for r in rows):
+        group = [r for r in rows if r["run"] == name]
+        print(f"| {name} | " + " | ".join(f"{np.mean([r['curve'][p] for r in group]):.3f}" for p in points) + " |")
 
 
 if __name__ == "__main__":
