@@ -137,9 +137,15 @@ class Task(abc.ABC):
 
 
 def split_disjoint(
-    items: list[tuple[str, str, dict[str, Any]]], n_train: int, n_test: int, n_warmup: int, what: str
+    items: list[tuple[str, str, dict[str, Any]]], n_train: int, n_test: int, n_warmup: int, what: str,
+    stratum: str | None = None,
 ) -> tuple[list[Example], list[Example], list[Example]]:
-    """Dedupe (prompt, answer, meta) items by prompt and cut them into three disjoint splits."""
+    """Dedupe (prompt, answer, meta) items by prompt and cut them into three disjoint splits.
+
+    With `stratum` (a meta key such as ``"level"``), the test split takes the strata in turn
+    (as many of each as it can), so a stratum with few distinct prompts is not left out of it;
+    train and warm-up take the rest in order.
+    """
     seen: set[str] = set()
     unique = []
     for prompt, answer, meta in items:
@@ -153,10 +159,26 @@ def split_disjoint(
             f"{what}: only {len(unique)} distinct prompts for {n_train} train + {n_test} test + "
             f"{n_warmup} warm-up; lower the sizes or widen the difficulty range"
         )
-    out: list[list[Example]] = []
-    start = 0
-    for n in (n_train, n_test, n_warmup):
-        part = unique[start : start + n]
-        out.append([Example(i, content_key(p, a), p, a, m) for i, (p, a, m) in enumerate(part)])
-        start += n
+    test_idx = _balanced_pick(unique, n_test, stratum) if stratum else list(range(n_test))
+    taken = set(test_idx)
+    rest = [i for i in range(len(unique)) if i not in taken]
+    parts = (rest[:n_train], test_idx, rest[n_train : n_train + n_warmup])
+    out = [[Example(j, content_key(unique[i][0], unique[i][1]), *unique[i]) for j, i in enumerate(part)]
+           for part in parts]
     return out[0], out[1], out[2]
+
+
+def _balanced_pick(unique: list[tuple[str, str, dict[str, Any]]], n: int, stratum: str) -> list[int]:
+    """n indices taking each stratum in turn (in order of first appearance), each in item order."""
+    by: dict[Any, list[int]] = {}
+    for i, (_, _, meta) in enumerate(unique):
+        by.setdefault(meta.get(stratum), []).append(i)
+    queues = list(by.values())
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n:
+        for q in queues:
+            if depth < len(q) and len(picked) < n:
+                picked.append(q[depth])
+        depth += 1
+    return sorted(picked)

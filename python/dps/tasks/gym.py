@@ -101,7 +101,8 @@ class ArithmeticTask(_GymTask):
                 items.append((prompt, str(entry["answer"]), {"dataset": key, "entry": entry, "level": li}))
         order = np.random.default_rng(seed).permutation(len(items))
         items = [items[i] for i in order]
-        self._train, self._test, self._warmup = split_disjoint(items, n_train, n_test, n_warmup, "arithmetic")
+        self._train, self._test, self._warmup = split_disjoint(items, n_train, n_test, n_warmup, "arithmetic",
+                                                                    stratum="level")
 
 
 class CountdownTask(_GymTask):

@@ -17,7 +17,9 @@ def register(sub: Any) -> None:
         description="Train with GRPO. Give a TOML config, or a --preset (tiny-cpu runs at once on a CPU).",
     )
     p.add_argument("config", nargs="?", help="a TOML config file (see configs/)")
-    p.add_argument("--preset", help="start from a built-in preset: tiny-cpu, tiny-vllm, smollm2-gpu")
+    p.add_argument("--preset", help="start from a built-in preset: tiny-cpu, tiny-vllm, smollm2-gpu, paper-countdown, "
+                                    "paper-math (the paper's recipe, for a real model on GPUs), paper-countdown-cpu, "
+                                    "paper-math-cpu (the same algorithm settings on the tiny CPU model)")
     p.add_argument("--policy", help="dps, uniform, ds, hr, mopps, greso, dps+ds, or module:Class")
     p.add_argument("--steps", type=int, help="training steps")
     p.add_argument("--seed", type=int, help="random seed")
@@ -57,7 +59,7 @@ def build_config(args: argparse.Namespace):
     from pathlib import Path
 
     from dps.train.config import config_from_dict, merge
-    from dps.train.presets import preset
+    from dps.train.presets import NEEDS_MODEL, preset
 
     data: dict[str, Any] = {}
     if args.preset:
@@ -98,8 +100,9 @@ def build_config(args: argparse.Namespace):
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         _set(data, k.strip(), _parse_value(v.strip()))
-    if args.preset == "smollm2-gpu" and not data.get("model", {}).get("path"):
-        raise ValueError("preset smollm2-gpu needs --model DIR (scripts/gpu_train.sh makes the SmolLM2 folder)")
+    if args.preset in NEEDS_MODEL and not data.get("model", {}).get("path"):
+        raise ValueError(f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
+                         "scripts/gpu_train.sh makes the SmolLM2 one)")
     where = args.config or f"preset {args.preset}"
     try:
         return config_from_dict(data)

@@ -17,6 +17,7 @@ from typing import Any
 
 LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
 ENGINES = ("hf", "vllm")
+EVAL_MODES = ("greedy", "sampled", "both")
 
 
 @dataclass
@@ -103,8 +104,13 @@ class VLLMConfig:
 
 @dataclass
 class LogConfig:
-    eval_every: int = 10  # held-out greedy accuracy every N steps (0: only at start and end)
+    eval_every: int = 10  # held-out accuracy every N steps (0: only at start and end)
     eval_max: int = 0  # cap on test prompts per eval (0: all)
+    # "greedy": one greedy answer per prompt; "sampled": mean accuracy of eval_samples answers
+    # at eval_temperature (the paper's: 16 at 0.6); "both": both, test_accuracy the sampled one
+    eval_mode: str = "greedy"
+    eval_samples: int = 16
+    eval_temperature: float = 0.6
     sweep_every: int = 0  # dense sweep of every train prompt with k samples (0: off)
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
@@ -153,6 +159,9 @@ class TrainConfig:
         need(self.grpo.max_grad_norm > 0, "grpo.max_grad_norm", "must be > 0")
         need(self.grpo.kl_coef >= 0 and self.grpo.entropy_coef >= 0, "grpo.kl_coef/entropy_coef", "must be >= 0")
         need(self.warmup.steps >= 0, "warmup.steps", "must be >= 0")
+        need(self.log.eval_mode in EVAL_MODES, "log.eval_mode", f"{self.log.eval_mode!r} is not one of {EVAL_MODES}")
+        need(self.log.eval_samples >= 1, "log.eval_samples", "must be >= 1")
+        need(self.log.eval_temperature > 0, "log.eval_temperature", "must be > 0")
         need(self.log.checkpoint_every >= 1, "log.checkpoint_every", "must be >= 1")
         need(self.log.keep_checkpoints >= 1, "log.keep_checkpoints", "must be >= 1")
         need(self.model.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda")

@@ -7,7 +7,8 @@ rollout function. Files written under the run folder ``out``:
   schema (int64 step, prompt_id, n_rollouts, n_correct; float64 reward_mean; list rewards), so
   ``dps replay`` / ``dps validate`` read it directly;
 * ``metrics.jsonl``: one line per step (reward, effective ratio, rollouts, time split);
-* ``eval.jsonl``: held-out greedy accuracy against steps and cumulative rollouts;
+* ``eval.jsonl``: held-out accuracy (greedy and/or the paper's mean over 16 samples at T = 0.6)
+  against steps and cumulative rollouts, per level;
 * ``dense.parquet``: with ``log.sweep_every``, every train prompt evaluated with k samples;
 * ``ckpt/``: checkpoints (model, optimizer, policy, counters, random states);
 * ``config.json``, ``summary.json``, ``model/`` (the final model, loadable by transformers/vLLM).
@@ -332,22 +333,38 @@ class Trainer:
         return self.tok.decode(ids, skip_special_tokens=True)
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        """Greedy accuracy on the held-out test split (one response per prompt)."""
+        """Held-out accuracy: greedy (one answer per prompt) and/or the paper's mean accuracy
+        over `eval_samples` answers at `eval_temperature` (``log.eval_mode``)."""
+        lg = self.cfg.log
         exs, enc = self.test_ex, self.enc_test
-        if self.cfg.log.eval_max:
-            exs, enc = exs[: self.cfg.log.eval_max], enc[: self.cfg.log.eval_max]
+        if lg.eval_max:
+            exs, enc = exs[: lg.eval_max], enc[: lg.eval_max]
         t0 = time.perf_counter()
-        outs = self.engine.generate(enc, 1, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=True)
-        correct = np.array(self.verifier.verify([(ex, self._decode(o[0])) for ex, o in zip(exs, outs)]))
-        row = {"step": step, "rollouts_total": self.counters["rollouts_total"], "test_accuracy": float(correct.mean()),
-               "test_prompts": len(exs), "eval_seconds": time.perf_counter() - t0}
-        by_level: dict[int, list[bool]] = {}
-        for ex, c in zip(exs, correct):
-            if "level" in ex.meta:
-                by_level.setdefault(ex.meta["level"], []).append(c)
-        for lv in sorted(by_level):
-            row[f"test_accuracy_level{lv}"] = float(np.mean(by_level[lv]))
+        row: dict[str, Any] = {"step": step, "rollouts_total": self.counters["rollouts_total"]}
+        per_prompt: dict[str, np.ndarray] = {}
+        if lg.eval_mode in ("greedy", "both"):
+            per_prompt["greedy"] = self._eval_correct(exs, enc, 1, greedy=True)
+        if lg.eval_mode in ("sampled", "both"):
+            per_prompt["sampled"] = self._eval_correct(exs, enc, lg.eval_samples, greedy=False)
+        for name, acc in per_prompt.items():
+            row[f"test_accuracy_{name}"] = float(acc.mean())
+        main = per_prompt.get("sampled", per_prompt.get("greedy"))
+        assert main is not None
+        row["test_accuracy"] = float(main.mean())
+        row["test_prompts"] = len(exs)
+        row["eval_seconds"] = time.perf_counter() - t0
+        levels = np.array([ex.meta.get("level", -1) for ex in exs])
+        for lv in sorted(set(levels.tolist()) - {-1}):
+            row[f"test_accuracy_level{lv}"] = float(main[levels == lv].mean())
         return row
+
+    def _eval_correct(self, exs: list[Example], enc: list[list[int]], n: int, greedy: bool) -> np.ndarray:
+        """Per test prompt, the share of `n` answers judged correct."""
+        lg = self.cfg.log
+        outs = self.engine.generate(enc, n, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=greedy,
+                                    temperature=lg.eval_temperature, top_p=1.0, seed=_seed(self.cfg.seed, 424242))
+        flat = self.verifier.verify([(ex, self._decode(o)) for ex, answers in zip(exs, outs) for o in answers])
+        return np.array(flat, dtype=np.float64).reshape(len(exs), n).mean(1)
 
     def sweep(self, step: int) -> list[Group]:
         """Every train prompt with k samples: a dense log for unbiased replay."""
