@@ -104,7 +104,13 @@ def test_dataset_bad_input_is_named(tmp_path):
         DatasetTask(p, test_fraction=0.0)
     p = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "x", "answer": "1"}, {"prompt": "y", "answer": "@@@ ???"}])
     t = DatasetTask(p, test_fraction=0.0, test_path=p)
-    with pytest.raises(ValueError, match="row 1.*does not parse"):
+    with pytest.raises(ValueError, match="bad.jsonl line 2 .*does not parse"):
+        t.validate()
+    # the error names the line of the file, not the row of the split (41 here, train prompt 35)
+    rows = [{"prompt": f"q{i}", "answer": str(i)} for i in range(50)]
+    rows[40]["answer"] = "@@@ ???"
+    t = DatasetTask(_jsonl(tmp_path / "many.jsonl", rows), test_fraction=0.1, seed=0)
+    with pytest.raises(ValueError, match=r"many.jsonl line 41 \((train|test) prompt \d+\)"):
         t.validate()
     p = _jsonl(tmp_path / "num.jsonl", [{"prompt": "x", "answer": "abc"}])
     t = DatasetTask(p, test_path=p, verifier="numeric")

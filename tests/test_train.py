@@ -72,6 +72,10 @@ def test_config_rejects_unknown_keys_types_and_ranges(tmp_path):
         load_config(p)
     cfg = load_config(_write_cfg(tmp_path / "ok.toml", TINY))
     assert cfg.model.tiny.hidden_size == 32 and cfg.policy.batch_size == 4
+    with pytest.raises(ValueError, match=r"grpo\.clip_ratio_c: must be > 1"):
+        config_from_dict({"grpo": {"clip_ratio_c": 1.0}})
+    with pytest.raises(ValueError, match=r"log\.eval_mode"):
+        config_from_dict({"log": {"eval_mode": "best"}})
 
 
 def _dps(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -95,6 +99,16 @@ def test_cli_errors_come_before_model_work(tmp_path):
     assert r.returncode == 2 and "unknown policy" in r.stderr
     r = _dps("train", "--preset", "tiny-cpu", "--policy", "ds", "--check", "--out", str(tmp_path / "o"))
     assert r.returncode == 0 and "ok: task arithmetic" in r.stdout
+    assert not (tmp_path / "o").exists()  # --check writes nothing
+    # relative paths in a config file are relative to the file (as a scenario's), not to the cwd
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "d.jsonl").write_text("".join(f'{{"prompt": "{i}+1=", "answer": "{i + 1}"}}\n' for i in range(12)))
+    rel = dict(TINY, task={"name": "dataset", "options": {"path": "d.jsonl", "test_fraction": 0.25,
+                                                          "verifier": "numeric", "answer_format": "plain"}})
+    r = _dps("train", str(_write_cfg(sub / "rel.toml", rel)), "--check", "--out", str(tmp_path / "o2"))
+    assert r.returncode == 0 and "ok: task dataset (9 train / 3 test" in r.stdout, r.stderr
+    assert load_config(sub / "rel.toml").task.options["path"] == str(sub / "d.jsonl")
 
 
 # ---------------------------------------------------------------- the learner

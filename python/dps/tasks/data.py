@@ -42,7 +42,8 @@ def _number(text: str) -> float:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a .parquet, .jsonl or .json(-lines) file as dicts."""
+    """Rows of a .parquet, .jsonl or .json(-lines) file as dicts, each with ``"__where__"``: how
+    an error names it (``file.jsonl line 41``, ``file.parquet row 40``)."""
     import polars as pl
 
     p = Path(path)
@@ -58,7 +59,16 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"dataset file {p}: expected .parquet or .jsonl, got {suffix!r}")
     except (pl.exceptions.PolarsError, OSError) as e:
         raise ValueError(f"dataset file {p}: cannot be read ({e})") from e
-    return df.to_dicts()
+    rows = df.to_dicts()
+    if suffix == ".parquet":
+        places = [f"{p} row {i}" for i in range(len(rows))]
+    else:  # JSON lines: the line number, blank lines counted as an editor counts them
+        with open(p, "rb") as f:
+            lines = [n for n, line in enumerate(f, start=1) if line.strip()]
+        places = [f"{p} line {n}" for n in lines] if len(lines) == len(rows) else [f"{p} record {i + 1}" for i in range(len(rows))]
+    for r, where in zip(rows, places):
+        r["__where__"] = where
+    return rows
 
 
 class DatasetTask(Task):
@@ -119,14 +129,16 @@ class DatasetTask(Task):
     def _examples(self, rows, pf, af, idf, template, split) -> list[Example]:
         out = []
         for i, r in enumerate(rows):
+            where = r["__where__"]
             for col in (pf, af):
                 if col not in r:
-                    raise ValueError(f"{self.path}: {split} row {i} has no {col!r} column (columns: {sorted(r)})")
+                    columns = sorted(k for k in r if k != "__where__")
+                    raise ValueError(f"{where} ({split} prompt {i}): no {col!r} column (columns: {columns})")
                 if r[col] is None or str(r[col]).strip() == "":
-                    raise ValueError(f"{self.path}: {split} row {i}: {col!r} is empty")
+                    raise ValueError(f"{where} ({split} prompt {i}): {col!r} is empty")
             prompt, answer = template.format(prompt=str(r[pf])), str(r[af])
             key = str(r[idf]) if idf and r.get(idf) is not None else content_key(prompt, answer)
-            out.append(Example(i, key, prompt, answer, {"split": split}))
+            out.append(Example(i, key, prompt, answer, {"split": split, "where": where}))
         return out
 
     def train(self) -> list[Example]:
@@ -163,11 +175,11 @@ class DatasetTask(Task):
                         _number(ex.answer)
                     except ValueError:
                         raise ValueError(
-                            f"{self.path}: {split} row {ex.id}: answer {ex.answer!r} is not a number"
+                            f"{ex.meta['where']} ({split} prompt {ex.id}): answer {ex.answer!r} is not a number"
                         ) from None
                 elif self.verifier == "math" and not self._gold_of(ex):
                     raise ValueError(
-                        f"{self.path}: {split} row {ex.id}: answer {ex.answer!r} does not parse as math "
+                        f"{ex.meta['where']} ({split} prompt {ex.id}): answer {ex.answer!r} does not parse as math "
                         "(use verifier = 'exact' for non-mathematical answers)"
                     )
 

@@ -55,23 +55,14 @@ def _parse_value(text: str) -> Any:
 
 
 def build_config(args: argparse.Namespace):
-    import tomllib
-    from pathlib import Path
-
-    from dps.train.config import config_from_dict, merge
+    from dps.train.config import config_from_dict, merge, read_config_file
     from dps.train.presets import NEEDS_MODEL, preset
 
     data: dict[str, Any] = {}
     if args.preset:
         data = preset(args.preset)
-    if args.config:
-        p = Path(args.config)
-        if not p.exists():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        try:
-            data = merge(data, tomllib.loads(p.read_text()))
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{p}: not valid TOML ({e})") from e
+    if args.config:  # its relative paths are relative to the file, as in a replay scenario
+        data = merge(data, read_config_file(args.config))
     if not args.config and not args.preset:
         raise ValueError("give a config file or --preset (e.g. dps train --preset tiny-cpu --out runs/tiny)")
     if args.policy:

@@ -212,6 +212,40 @@ def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# Config keys holding paths. In a config file, a relative one is taken relative to the file's
+# folder (as a replay scenario's paths are); on the command line, relative to the current one.
+PATH_KEYS = (("out",), ("model", "path"), ("warmup", "cache_dir"), ("task", "options", "path"),
+             ("task", "options", "test_path"))
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`data` (a config file's table) with its relative paths joined to `base`, the file's folder."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for key in PATH_KEYS:
+        table = out
+        for k in key[:-1]:
+            table = table.get(k) if isinstance(table, dict) else None
+        if not isinstance(table, dict) or not isinstance(table.get(key[-1]), str) or not table[key[-1]]:
+            continue
+        p = Path(table[key[-1]]).expanduser()
+        table[key[-1]] = str(p if p.is_absolute() else base / p)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML config file's table, its relative paths resolved against the file's folder."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{p}: not valid TOML ({e})") from e
+    return resolve_paths(data, p.parent)
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     cfg = _build(TrainConfig, data)
     cfg.validate()
@@ -220,12 +254,7 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 def load_config(path: str | Path) -> TrainConfig:
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"config file {p} does not exist")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{p}: not valid TOML ({e})") from e
+    data = read_config_file(p)
     try:
         return config_from_dict(data)
     except ValueError as e:

