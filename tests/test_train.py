@@ -457,3 +457,32 @@ def test_hf_engine_samples_softmax_of_logits_over_temperature():
         if temp == 1.0:
             assert (counts > 0).sum() > 50
     assert model.generation_config.top_k == 5  # put back
+
+
+# ---------------------------------------------------------------- the paper's presets
+def test_paper_presets_follow_the_released_recipe(tmp_path):
+    """paper-countdown / paper-math carry ../shared/method.md section 7; the CPU-sized variant
+    trains with the same algorithm settings (4 optimizer steps per step, sampled evaluation)."""
+    from dps.train.presets import preset
+    from dps.train.trainer import train
+
+    for name, mini, decay, tokens in (("paper-countdown", 4, 0.5, 1024), ("paper-math", 2, 0.7, 8192)):
+        c = config_from_dict(dict(preset(name), model={"path": "/m"}))
+        g = c.grpo
+        assert (g.lr, g.weight_decay, g.max_grad_norm, g.clip_low, g.clip_high, g.clip_ratio_c, g.entropy_coef,
+                g.kl_coef, g.loss_agg, g.std_unbiased) == (1e-6, 0.1, 1.0, 0.2, 0.28, 10.0, 0.001, 0.0,
+                                                           "token-mean", True)
+        assert (c.policy.batch_size, g.mini_batches, c.policy.options["decay"]) == (256, mini, decay)
+        assert (c.rollout.k, c.rollout.temperature, c.rollout.top_p, c.rollout.max_new_tokens) == (8, 1.0, 1.0, tokens)
+        assert (c.log.eval_mode, c.log.eval_samples, c.log.eval_temperature) == ("sampled", 16, 0.6)
+        cpu = config_from_dict(preset(name + "-cpu"))
+        assert cpu.grpo.mini_batches == mini and cpu.grpo.clip_ratio_c == 10.0 and cpu.log.eval_mode == "sampled"
+    d = preset("paper-countdown-cpu")
+    d.update(steps=2, model=TINY["model"], warmup={"steps": 3, "batch_size": 8})
+    d["task"]["options"].update(n_train=24, n_test=6, n_warmup=20)
+    d["log"].update(eval_samples=4, progress=False)
+    summary = train(config_from_dict(d), tmp_path / "cd")
+    metrics = [json.loads(x) for x in (tmp_path / "cd" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 2 and all(m["update_optimizer_steps"] == 4 for m in metrics)
+    evals = [json.loads(x) for x in (tmp_path / "cd" / "eval.jsonl").read_text().splitlines()]
+    assert all("test_accuracy_sampled" in e and "test_accuracy_greedy" not in e for e in evals)

@@ -224,7 +224,7 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
     out = copy.deepcopy(data)
     for key in PATH_KEYS:
-        table = out
+        table: Any = out
         for k in key[:-1]:
             table = table.get(k) if isinstance(table, dict) else None
         if not isinstance(table, dict) or not isinstance(table.get(key[-1]), str) or not table[key[-1]]:

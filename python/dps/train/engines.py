@@ -71,9 +71,11 @@ class HFEngine(RolloutEngine):
         """Every field that shapes the distribution, set: nothing is left to a default."""
         from transformers import GenerationConfig
 
+        # Greedy decoding ignores the sampling knobs: leave them to the (bare) defaults, which
+        # transformers would otherwise warn about.
+        knobs = {} if greedy else dict(temperature=float(temperature), top_k=0, top_p=float(top_p), typical_p=1.0)
         return GenerationConfig(
-            do_sample=not greedy, temperature=1.0 if greedy else float(temperature),
-            top_k=0, top_p=1.0 if greedy else float(top_p), min_p=None, top_h=None, typical_p=1.0,
+            do_sample=not greedy, **knobs, min_p=None, top_h=None,
             epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
             no_repeat_ngram_size=0, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
             sequence_bias=None, renormalize_logits=False, exponential_decay_length_penalty=None,

@@ -402,160 +402,190 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
-        import torch
-
-        from dps.train.grpo import GRPOLearner, Sequence, group_advantages
-
+        """Train from step 0, or resume from the run folder's latest checkpoint."""
         if not self._prepared:
             self.prepare()
         self._write_config()
-        cfg = self.cfg
-        from dps.tasks.bounded import BoundedVerifier
+        start = self._setup()
+        self._open_logs(start)
+        bar = self._progress_bar(start)
+        for step in range(start, self.cfg.steps):
+            row, groups = self.train_step(step)
+            self._record(step, row, groups)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", eff=f"{row['effective_ratio']:.2f}",
+                                roll=row["rollouts"], test=f"{self.evals[-1]['test_accuracy']:.2f}")
+        if bar is not None:
+            bar.close()
+        return self._finish(start)
 
+    def train_step(self, step: int) -> tuple[dict[str, Any], list[Group]]:
+        """One GRPO step: the policy selects (a gate may ask for more) -> roll out and verify ->
+        group advantages -> learner update -> push the weights to the engine."""
+        cfg = self.cfg
+        groups: list[Group] = []
+        timer: dict[str, Any] = {"generate": 0.0, "calls": 0}
+        self._gen_tokens, timeouts_before = 0, self.verifier.timeouts
+
+        def rollout_fn(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            t = time.perf_counter()
+            new = self._rollout_groups(ids, _seed(cfg.seed, step, timer["calls"]))
+            timer["calls"] += 1
+            timer["generate"] += time.perf_counter() - t
+            groups.extend(new)
+            return (np.array([int(g.correct.sum()) for g in new], dtype=np.int64),
+                    np.array([len(g.correct) for g in new], dtype=np.int64))
+
+        t0 = time.perf_counter()
+        res = run_step(self.policy, cfg.policy.batch_size, rollout_fn)
+        t1 = time.perf_counter()
+        trained = [groups[i] for i in res.trained]
+        update = self.learner.update(self._sequences(trained), seed=_seed(cfg.seed, step, 31337))
+        self._synchronize()
+        t2 = time.perf_counter()
+        if self._step_delay:
+            time.sleep(self._step_delay)  # DPS_TRAIN_STEP_DELAY: widens a step, for crash tests
+        t3 = time.perf_counter()
+        self.engine.sync_weights(self.model)
+        times = {"time_select": t1 - t0 - timer["generate"], "time_generate": timer["generate"],
+                 "time_update": t2 - t1, "time_sync": time.perf_counter() - t3}
+        row = self._step_metrics(step, res, groups, trained, times, update)
+        row["verify_timeouts"] = self.verifier.timeouts - timeouts_before
+        return row, groups
+
+    def _sequences(self, trained: list[Group]) -> list[Any]:
+        """The trained groups' responses with their group-normalised advantages."""
+        from dps.train.grpo import Sequence, group_advantages
+
+        g = self.cfg.grpo
+        advs = group_advantages([grp.rewards for grp in trained], g.std_norm, unbiased=g.std_unbiased)
+        return [Sequence(self.enc_train[grp.prompt_id], resp, float(a), group=j)
+                for j, (grp, ga) in enumerate(zip(trained, advs)) for resp, a in zip(grp.responses, ga)]
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def _step_metrics(self, step: int, res: Any, groups: list[Group], trained: list[Group],
+                      times: dict[str, float], update: dict[str, float]) -> dict[str, Any]:
+        c = self.counters
+        n_roll, eff = res.rollouts, res.effective_ratio
+        c["rollouts_total"] += n_roll
+        c["trained_groups_total"] += len(trained)
+        c["effective_total"] += int(round(eff * len(trained)))
+        c["gen_tokens_total"] += self._gen_tokens
+
+        def share(pred: Any) -> float:
+            return float(np.mean([pred(g) for g in groups])) if groups else 0.0
+
+        return {
+            "step": step,
+            "reward_mean": float(np.mean([g.rewards.mean() for g in trained])) if trained else float("nan"),
+            "reward_mean_all": float(np.mean([g.rewards.mean() for g in groups])) if groups else float("nan"),
+            "accuracy_all": float(res.n_correct.sum() / max(n_roll, 1)),
+            "effective_ratio": eff,
+            "rollouts": n_roll,
+            "rollouts_total": c["rollouts_total"],
+            "trained_groups": len(trained),
+            "rollouts_per_trained_group": n_roll / max(len(trained), 1),
+            "shortfall": res.shortfall,
+            "rounds": res.rounds,
+            "solved_all_ratio": share(lambda g: g.correct.all()),
+            "unsolved_ratio": share(lambda g: not g.correct.any()),
+            "gen_tokens": self._gen_tokens,
+            "gen_tokens_per_s": self._gen_tokens / max(times["time_generate"], 1e-9),
+            **times,
+            **{f"update_{k}": v for k, v in update.items()},
+            **{f"policy_{k}": v for k, v in self.policy.metrics().items()},
+        }
+
+    def _setup(self) -> int:
+        """Model, tokenizer, learner, engine and verifier; returns the step to start from."""
+        import torch
+
+        from dps.tasks.bounded import BoundedVerifier
+        from dps.train.grpo import GRPOLearner
+
+        cfg = self.cfg
         self.verifier = BoundedVerifier(self.task, cfg.rollout.verify_timeout_s)
         self.verifier.launch()  # imports in its own process while the model is built
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         random.seed(cfg.seed)
         self.device = self._device()
-        model, self.tok = self._build_model()
+        self.model, self.tok = self._build_model()
         self.pad_id = int(self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id)
         self.enc_train = [self._encode(ex.prompt) for ex in self.train_ex]
         self.enc_test = [self._encode(ex.prompt) for ex in self.test_ex]
         self._check_vocab()
-        model.to(self.device)
-        self.model = model
+        self.model.to(self.device)
         self.counters = {"rollouts_total": 0, "trained_groups_total": 0, "effective_total": 0, "gen_tokens_total": 0}
         latest = self._latest()
-        info: dict[str, Any] = {}
-        if latest is None:
-            info = self._warmup(model, self.device)
-        self.learner = GRPOLearner(model, cfg.grpo, self.pad_id, self.device, temperature=cfg.rollout.temperature)
-        start = 0
-        if latest is not None:
-            start = self._load_checkpoint(latest)
-        self.engine = self._make_engine(model, self.device)
+        self._warmup_info = self._warmup(self.model, self.device) if latest is None else {}
+        self.learner = GRPOLearner(self.model, cfg.grpo, self.pad_id, self.device, temperature=cfg.rollout.temperature)
+        start = self._load_checkpoint(latest) if latest is not None else 0
+        self.engine = self._make_engine(self.model, self.device)
         if latest is not None and cfg.rollout.engine == "vllm":
-            self.engine.sync_weights(model)
-
+            self.engine.sync_weights(self.model)
         self._gen_tokens = 0
-        log = RolloutLogWriter(self.out / "rollouts.parquet")
-        dense = RolloutLogWriter(self.out / "dense.parquet")
-        log.load(start)
-        dense.load(start + 1)
-        metrics = [m for m in _read_jsonl(self.out / "metrics.jsonl") if m.get("step", -1) < start]
-        evals = [m for m in _read_jsonl(self.out / "eval.jsonl") if m.get("step", -1) <= start]
+        self._step_delay = float(os.environ.get("DPS_TRAIN_STEP_DELAY", "0") or 0)
+        return start
+
+    def _open_logs(self, start: int) -> None:
+        """The run's logs cut back to step `start`; a fresh run evaluates (and sweeps) step 0."""
+        cfg = self.cfg
+        self.log = RolloutLogWriter(self.out / "rollouts.parquet")
+        self.dense = RolloutLogWriter(self.out / "dense.parquet")
+        self.log.load(start)
+        self.dense.load(start + 1)
+        self.metrics = [m for m in _read_jsonl(self.out / "metrics.jsonl") if m.get("step", -1) < start]
+        self.evals = [m for m in _read_jsonl(self.out / "eval.jsonl") if m.get("step", -1) <= start]
         if start == 0:
-            evals = []
-            evals.append(self.evaluate(0))
+            self.evals = [self.evaluate(0)]
             if cfg.log.sweep_every:
-                dense = RolloutLogWriter(dense.path)
-                add_groups(dense, 0, self.sweep(0))
-                dense.write()
-            _atomic_jsonl(self.out / "eval.jsonl", evals)
-            if info:
-                _atomic_write_bytes(self.out / "warmup.json", json.dumps(info).encode())
-
-        bar = None
-        if cfg.log.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy.name}", dynamic_ncols=True)
-        B, policy = cfg.policy.batch_size, self.policy
-        step_delay = float(os.environ.get("DPS_TRAIN_STEP_DELAY", "0") or 0)
+                self.dense = RolloutLogWriter(self.dense.path)
+                add_groups(self.dense, 0, self.sweep(0))
+                self.dense.write()
+            _atomic_jsonl(self.out / "eval.jsonl", self.evals)
+            if self._warmup_info:
+                _atomic_write_bytes(self.out / "warmup.json", json.dumps(self._warmup_info).encode())
         self._write_replay_scenario()
-        for step in range(start, cfg.steps):
-            groups: list[Group] = []
-            calls = [0]
-            gen_time = [0.0]
-            self._gen_tokens = 0
-            timeouts_before = self.verifier.timeouts
 
-            def rollout_fn(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                t = time.perf_counter()
-                gs = self._rollout_groups(ids, _seed(cfg.seed, step, calls[0]))
-                calls[0] += 1
-                groups.extend(gs)
-                gen_time[0] += time.perf_counter() - t
-                return (np.array([int(g.correct.sum()) for g in gs], dtype=np.int64),
-                        np.array([len(g.correct) for g in gs], dtype=np.int64))
+    def _record(self, step: int, row: dict[str, Any], groups: list[Group]) -> None:
+        """Log the step, evaluate / sweep when due, then checkpoint (logs first: the checkpoint
+        vouches for them)."""
+        cfg = self.cfg
+        self.metrics.append(_json_safe(row))
+        add_groups(self.log, step, groups)
+        done = step + 1
+        if (cfg.log.eval_every and done % cfg.log.eval_every == 0) or done == cfg.steps:
+            self.evals.append(self.evaluate(done))
+        if cfg.log.sweep_every and done % cfg.log.sweep_every == 0:
+            add_groups(self.dense, done, self.sweep(done))
+            self.dense.write()
+        self.log.write()
+        _atomic_jsonl(self.out / "metrics.jsonl", self.metrics)
+        _atomic_jsonl(self.out / "eval.jsonl", [_json_safe(e) for e in self.evals])
+        if done % cfg.log.checkpoint_every == 0 or done == cfg.steps:
+            self._save_checkpoint(done)
 
-            t0 = time.perf_counter()
-            res = run_step(policy, B, rollout_fn)
-            t_sel = time.perf_counter() - t0 - gen_time[0]
-            trained = [groups[i] for i in res.trained]
-            advs = group_advantages([g.rewards for g in trained], cfg.grpo.std_norm, unbiased=cfg.grpo.std_unbiased)
-            seqs = [Sequence(self.enc_train[g.prompt_id], resp, float(a), group=j)
-                    for j, (g, ga) in enumerate(zip(trained, advs)) for resp, a in zip(g.responses, ga)]
-            t1 = time.perf_counter()
-            upd = self.learner.update(seqs, seed=_seed(cfg.seed, step, 31337))
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            t_upd = time.perf_counter() - t1
-            if step_delay:
-                time.sleep(step_delay)  # DPS_TRAIN_STEP_DELAY: widens a step, for crash tests
-            t2 = time.perf_counter()
-            self.engine.sync_weights(model)
-            t_sync = time.perf_counter() - t2
+    def _progress_bar(self, start: int) -> Any:
+        if not self.cfg.log.progress:
+            return None
+        from tqdm import tqdm
 
-            n_roll = res.rollouts
-            eff = res.effective_ratio
-            c = self.counters
-            c["rollouts_total"] += n_roll
-            c["trained_groups_total"] += len(trained)
-            c["effective_total"] += int(round(eff * len(trained)))
-            c["gen_tokens_total"] += self._gen_tokens
-            all_correct = res.n_correct.sum() / max(n_roll, 1)
-            row = {
-                "step": step,
-                "reward_mean": float(np.mean([g.rewards.mean() for g in trained])) if trained else float("nan"),
-                "reward_mean_all": float(np.mean([g.rewards.mean() for g in groups])) if groups else float("nan"),
-                "accuracy_all": float(all_correct),
-                "effective_ratio": eff,
-                "rollouts": n_roll,
-                "rollouts_total": c["rollouts_total"],
-                "trained_groups": len(trained),
-                "rollouts_per_trained_group": n_roll / max(len(trained), 1),
-                "shortfall": res.shortfall,
-                "rounds": res.rounds,
-                "solved_all_ratio": float(np.mean([g.correct.all() for g in groups])) if groups else 0.0,
-                "unsolved_ratio": float(np.mean([not g.correct.any() for g in groups])) if groups else 0.0,
-                "gen_tokens": self._gen_tokens,
-                "verify_timeouts": self.verifier.timeouts - timeouts_before,
-                "gen_tokens_per_s": self._gen_tokens / max(gen_time[0], 1e-9),
-                "time_select": t_sel,
-                "time_generate": gen_time[0],
-                "time_update": t_upd,
-                "time_sync": t_sync,
-                **{f"update_{k}": v for k, v in upd.items()},
-                **{f"policy_{k}": v for k, v in policy.metrics().items()},
-            }
-            metrics.append(_json_safe(row))
-            add_groups(log, step, groups)
-            done = step + 1
-            if (cfg.log.eval_every and done % cfg.log.eval_every == 0) or done == cfg.steps:
-                evals.append(self.evaluate(done))
-            if cfg.log.sweep_every and done % cfg.log.sweep_every == 0:
-                add_groups(dense, done, self.sweep(done))
-                dense.write()
-            # logs first, then the checkpoint that vouches for them
-            log.write()
-            _atomic_jsonl(self.out / "metrics.jsonl", metrics)
-            _atomic_jsonl(self.out / "eval.jsonl", [_json_safe(e) for e in evals])
-            if done % cfg.log.checkpoint_every == 0 or done == cfg.steps:
-                self._save_checkpoint(done)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", eff=f"{eff:.2f}", roll=n_roll,
-                                test=f"{evals[-1]['test_accuracy']:.2f}")
-        if bar is not None:
-            bar.close()
-        summary = self._summary(metrics, evals)
+        return tqdm(total=self.cfg.steps, initial=start, desc=f"train {self.cfg.policy.name}", dynamic_ncols=True)
+
+    def _finish(self, start: int) -> dict[str, Any]:
+        summary = self._summary(self.metrics, self.evals)
         _atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=1).encode())
-        if cfg.steps > start:
+        if self.cfg.steps > start:
             from dps.train.model import save_model_dir
 
-            save_model_dir(model, self.tok, self.out / "model")
+            save_model_dir(self.model, self.tok, self.out / "model")
         self.engine.close()
         self.verifier.close()
         return summary
