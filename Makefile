@@ -50,7 +50,7 @@ $(VERL_STAMP): Makefile
 	touch $(VERL_STAMP)
 
 test-verl: $(BUILD_STAMP) $(VERL_STAMP)
-	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -q tests/verl
+	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -q tests/integration_verl
 
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-pytest.importorskip("verl", reason="verl is tested in its own venv: make test-verl")
+pytest.importorskip("verl.trainer.ppo.v1", reason="verl is tested in its own venv: make test-verl")
 
 import ray  # noqa: E402
 import transfer_queue as tq  # noqa: E402
