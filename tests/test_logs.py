@@ -347,12 +347,12 @@ def test_scenario_reads_a_foreign_log_through_its_columns_table(tmp_path: Path, 
     pl.DataFrame(rows).write_csv(tmp_path / "theirs.csv")
     sc = tmp_path / "sc.toml"
     body = '[run]\nbatch_size = 4\nseeds = 1\nworkers = 1\nsteps = 3\n[[policies]]\nname = "mine"\ntype = "python"\nclass = "test_replay:PyUniform"\n'
-    sc.write_text('name = "theirs"\n[world]\nlog = "theirs.csv"\nhalf_life = 4.0\n[world.columns]\nstep = "global_step"\nprompt_id = "uid"\nreward = "score"\n' + body)
+    sc.write_text('name = "theirs"\n[world]\nlog = "theirs.csv"\nswitch_rate = 0.05\n[world.columns]\nstep = "global_step"\nprompt_id = "uid"\nreward = "score"\n' + body)
     world = load_scenario(sc).build_world()
     assert world.num_prompts == len(set(r["uid"] for r in rows))
     # the same from the command line, on a scenario without the table
     sc2 = tmp_path / "sc2.toml"
-    sc2.write_text('name = "theirs2"\n[world]\nlog = "theirs.csv"\nhalf_life = 4.0\n' + body)
+    sc2.write_text('name = "theirs2"\n[world]\nlog = "theirs.csv"\nswitch_rate = 0.05\n' + body)
     assert main(["replay", str(sc2), "--out", str(tmp_path / "o"), "--quiet", "--no-plots", "--column", "step=global_step",
                  "--set", 'world.columns.prompt_id="uid"', "--column", "reward=score"]) == 0
     assert "| mine | 1 |" in capsys.readouterr().out

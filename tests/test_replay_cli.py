@@ -89,12 +89,12 @@ def test_wrong_typed_set_values_name_the_setting(tmp_path, capsys, setting, word
 def test_log_world_values_are_checked_too(tmp_path, capsys):
     ids = [f"q{i}" for i in range(20)]
     pl.DataFrame({"step": [0] * 20 + [1] * 20, "prompt_id": ids * 2, "n_rollouts": [4] * 40, "n_correct": list(range(5)) * 8}).write_csv(tmp_path / "l.csv")
-    text = SCENARIO.replace('preset = "countdown"\nnum_prompts = 120\nsteps = 6', 'log = "l.csv"\nhalf_life = "soon"')
+    text = SCENARIO.replace('preset = "countdown"\nnum_prompts = 120\nsteps = 6', 'log = "l.csv"\nswitch_rate = "soon"')
     code, _, err = run(tmp_path, capsys, text=text)
-    assert code == 2 and "sc.toml [world]: half_life must be a number > 0 or \"auto\", not 'soon'" in err
-    code, _, err = run(tmp_path, capsys, text=text.replace('"soon"', "4.0").replace("[run]", 'threshold = "x"\n[run]'))
+    assert code == 2 and "sc.toml [world]: switch_rate must be a number in [0, 1) or \"auto\", not 'soon'" in err
+    code, _, err = run(tmp_path, capsys, text=text.replace('"soon"', "0.05").replace("[run]", 'threshold = "x"\n[run]'))
     assert code == 2 and "sc.toml [world]: threshold must be a number" in err
-    code, out, _ = run(tmp_path, capsys, text=text.replace('"soon"', "4.0"))
+    code, out, _ = run(tmp_path, capsys, text=text.replace('"soon"', "0.05"))
     assert code == 0 and "| DPS | 1 |" in out
 
 

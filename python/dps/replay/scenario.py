@@ -9,7 +9,7 @@ preset = "math"               # a synthetic preset ("math", "countdown"), or
 # log = "logs/run.parquet"    # a rollout log (path relative to this file)
 seed = 0                      # synthetic: the dynamics' seed
 # synthetic: any SyntheticParams field overrides the preset (num_prompts, steps, k, ...)
-# log: half_life, prior_strength, draw ("posterior" | "mean"), k, num_prompts, and how to
+# log: switch_rate, prior_half_life, draw ("posterior" | "mean"), extrapolate, k, num_prompts, and how to
 #   read it (dps.logs.LogSpec): threshold, format, layout, prompt_ids, group_by, kinds and
 #   [world.columns] (step = "global_step", prompt_id = "prompt", reward = "score", ...)
 #   closed_loop ("fit" | "off" | a gain), train_log, effect_half_life (see dps.replay.closedloop)
@@ -46,10 +46,9 @@ from dps.policies.base import Policy
 from dps.policies.gate import DynamicSampling
 from dps.policies.registry import GATES, SELECTORS, make_policy
 from dps.replay.closedloop import CLOSED_LOOP_KEYS, check_closed_loop_config, closed_loop_enabled, closed_loop_world
+from dps.replay.logworld import ESTIMATOR_KEYS, LogEstimator, LogWorld
 from dps.replay.worlds import (
     PRESET_BATCH,
-    LogEstimator,
-    LogWorld,
     SyntheticParams,
     SyntheticWorld,
     World,
@@ -61,7 +60,7 @@ from dps.replay.worlds import (
 POLICY_TYPES = {*SELECTORS, *GATES, "oracle", "python"}
 TOP_KEYS = {"name", "description", "world", "run", "policies"}
 RUN_KEYS = {"steps", "batch_size", "seeds", "workers"}
-LOG_KEYS = {"log", "half_life", "prior_strength", "draw", "k", "num_prompts", *LogSpec.KEYS, *CLOSED_LOOP_KEYS}
+LOG_KEYS = {"log", "k", "num_prompts", *ESTIMATOR_KEYS, *LogSpec.KEYS, *CLOSED_LOOP_KEYS}
 POLICY_META_KEYS = {"name", "type", "class", "sweep"}
 
 
@@ -100,7 +99,7 @@ def build_world(cfg: dict[str, Any], base: World | None = None) -> World:
         if unknown:
             raise ValueError(f"[world]: unknown key(s) for a log world: {', '.join(unknown)}; known: {', '.join(sorted(LOG_KEYS))}")
         log = load_log(cfg["log"], LogSpec.from_dict(cfg, "[world]"))
-        est = LogEstimator.from_dict({k: cfg[k] for k in ("half_life", "prior_strength", "draw") if k in cfg})
+        est = LogEstimator.from_dict({k: cfg[k] for k in ESTIMATOR_KEYS if k in cfg})
         num_prompts = max(int(cfg.get("num_prompts") or 0), log.info.num_prompts)  # prompts a kinds filter left out stay
         return LogWorld(log.groups, est, k=cfg.get("k"), num_prompts=num_prompts)
     seed = int(cfg.pop("seed", 0))
@@ -151,6 +150,9 @@ VALUE_KINDS: dict[str, tuple[Any, str]] = {
     "count": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "number": (_is_number, "a number"),
     "auto": (lambda v: v == "auto" or (_is_number(v) and v > 0), 'a number > 0 or "auto"'),
+    "rate": (lambda v: v == "auto" or (_is_number(v) and 0 <= v < 1), 'a number in [0, 1) or "auto"'),
+    "window": (lambda v: v in ("auto", "inf") or (_is_number(v) and v > 0), 'a number > 0, "inf" or "auto"'),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
     "string": (lambda v: isinstance(v, str), "a string"),
     "pair": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v), "a list of two numbers"),
 }
@@ -172,7 +174,15 @@ def _synthetic_kinds() -> dict[str, str]:
     return out
 
 
-LOG_VALUE_KINDS = {"log": "string", "half_life": "auto", "prior_strength": "auto", "draw": "string", "k": "count", "num_prompts": "count"}
+LOG_VALUE_KINDS = {
+    "log": "string",
+    "switch_rate": "rate",
+    "prior_half_life": "window",
+    "draw": "string",
+    "extrapolate": "flag",
+    "k": "count",
+    "num_prompts": "count",
+}
 
 
 def _check_world_values(world: dict[str, Any], where: str, origins: dict[str, str]) -> None:
@@ -334,7 +344,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
         _check_keys(world, LOG_KEYS, f"{where} [world]")
         LogSpec.from_dict(world, f"{where} [world]")
         try:
-            LogEstimator.from_dict({k: world[k] for k in ("half_life", "prior_strength", "draw") if k in world})
+            LogEstimator.from_dict({k: world[k] for k in ESTIMATOR_KEYS if k in world})
         except ValueError as e:
             raise ValueError(f"{where} [world]: {e}") from None
         for key in ("log", "train_log"):

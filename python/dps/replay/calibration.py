@@ -1,0 +1,168 @@
+"""How well a log world predicts its own log, so a user knows whether to trust a replay of it.
+
+Each logged group (a random sample of up to `max_groups`) is predicted with its (step, prompt)
+cell left out: the world's posterior for that prompt at that step from the prompt's other groups
+gives a probability that a group of its size is partly solved (0 < n_correct < n_rollouts, the
+state that decides the effective ratio). Held-out groups are binned by that probability; in a
+calibrated world each bin's observed partial share matches its mean prediction.
+
+Numbers: ECE (expected calibration error: the groups-weighted mean |observed - predicted| over
+the bins), the Brier score of the predictions, the Brier score of a constant prediction (the
+log's overall partial share), their skill 1 - Brier / Brier_constant, the mean predicted and
+observed partial shares (their gap is what a uniform replay's effective ratio would be off by on
+cells like the logged ones), and the mean held-out log-likelihood of n_correct per group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from dps.replay.logworld import LogWorld
+
+CALIBRATION_BINS = 10
+
+
+@dataclass
+class Calibration:
+    table: pl.DataFrame  # one row per bin: lo, hi, groups, predicted, observed
+    groups: int
+    ece: float
+    brier: float
+    brier_constant: float
+    predicted_share: float
+    observed_share: float
+    loglik: float
+
+    @property
+    def skill(self) -> float:
+        return 1.0 - self.brier / self.brier_constant if self.brier_constant > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "groups": self.groups,
+            "ece": self.ece,
+            "brier": self.brier,
+            "brier_constant": self.brier_constant,
+            "skill": self.skill,
+            "predicted_partial_share": self.predicted_share,
+            "observed_partial_share": self.observed_share,
+            "loglik_per_group": self.loglik,
+        }
+
+    def line(self) -> str:
+        return (
+            f"calibration on {self.groups:,} held-out logged groups: ECE {self.ece:.3f}, Brier {self.brier:.3f} "
+            f"(constant {self.brier_constant:.3f}, skill {self.skill:.2f}), predicted partial share "
+            f"{self.predicted_share:.3f} vs observed {self.observed_share:.3f}"
+        )
+
+
+def reliability(chance: np.ndarray, partial: np.ndarray, bins: int = CALIBRATION_BINS) -> Calibration:
+    import polars as pl
+
+    chance = np.asarray(chance, np.float64)
+    partial = np.asarray(partial, np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(chance, edges) - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    pred = np.bincount(idx, weights=chance, minlength=bins) / np.maximum(count, 1)
+    obs = np.bincount(idx, weights=partial, minlength=bins) / np.maximum(count, 1)
+    table = pl.DataFrame({"lo": edges[:-1], "hi": edges[1:], "groups": count, "predicted": pred, "observed": obs})
+    n = len(chance)
+    share = float(partial.mean())
+    return Calibration(
+        table=table,
+        groups=n,
+        ece=float(np.sum(count * np.abs(obs - pred)) / n),
+        brier=float(np.mean((chance - partial) ** 2)),
+        brier_constant=float(np.mean((share - partial) ** 2)),
+        predicted_share=float(chance.mean()),
+        observed_share=share,
+        loglik=float("nan"),
+    )
+
+
+def calibrate(world: LogWorld, max_groups: int | None = 50_000, bins: int = CALIBRATION_BINS, seed: int = 0) -> Calibration:
+    """Held-out calibration of `world` on its own log (see the module docstring)."""
+    held = world.held_out_predictions(max_groups=max_groups, seed=seed)
+    cal = reliability(held["partial_chance"], held["partial"], bins)
+    cal.loglik = float(np.mean(held["loglik"]))
+    return cal
+
+
+def markdown(cal: Calibration) -> str:
+    lines = [
+        "| predicted P(partial) | groups | mean predicted | observed partial share |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in cal.table.iter_rows(named=True):
+        if r["groups"]:
+            lines.append(f"| {r['lo']:.1f}-{r['hi']:.1f} | {r['groups']:,} | {r['predicted']:.3f} | {r['observed']:.3f} |")
+    return "\n".join(lines)
+
+
+def plot(cal: Calibration, path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = cal.table.filter(cal.table["groups"] > 0)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.2), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfectly calibrated")
+    ax.plot(t["predicted"].to_numpy(), t["observed"].to_numpy(), "o-", color="C0", lw=1.8, label="held-out logged groups")
+    ax.set_ylabel("observed partially-solved share")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title(
+        (title + "\n" if title else "") + f"ECE {cal.ece:.3f}, Brier {cal.brier:.3f} (skill {cal.skill:.2f}), "
+        f"{cal.groups:,} groups",
+        fontsize=9,
+    )
+    width = (t["hi"] - t["lo"]).to_numpy()
+    hist.bar(t["lo"].to_numpy(), t["groups"].to_numpy(), width=width, align="edge", color="C0", alpha=0.5, edgecolor="white")
+    hist.set_xlabel("predicted probability that the group is partly solved (its cell held out)")
+    hist.set_ylabel("groups")
+    hist.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(cal: Calibration, out: Path, stem: str = "calibration", plots: bool = True, title: str = "") -> dict[str, Path]:
+    """<stem>.csv (the table), <stem>.json (the numbers), and <stem>.png unless plots is off."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"calibration_csv": out / f"{stem}.csv", "calibration_json": out / f"{stem}.json"}
+    cal.table.write_csv(paths["calibration_csv"])
+    paths["calibration_json"].write_text(json.dumps(cal.summary(), indent=2))
+    if plots:
+        paths["calibration_png"] = plot(cal, out / f"{stem}.png", title)
+    return paths
+
+
+def validate_calibration(groups: pl.DataFrame, path: str | Path, out: str | Path | None, plots: bool = True) -> Calibration:
+    """`dps validate --calibration`: build the log world of one log, print and write its calibration."""
+    from dps.replay.logworld import LogWorld
+
+    world = LogWorld(groups)
+    cal = calibrate(world)
+    stem = Path(path).name.split(".")[0] + "-calibration"
+    folder = Path(out) if out else Path(".")
+    paths = write(cal, folder, stem, plots, title=str(path))
+    print(f"{path}: {cal.line()}")
+    print(f"  log world: switch rate {world.switch_rate:g}, prior window half-life {world.prior.half_life:g} steps")
+    print(markdown(cal))
+    print(f"  wrote {', '.join(str(p) for p in paths.values())}")
+    return cal

@@ -1,0 +1,525 @@
+"""The log world: replay against a rollout log, with p estimated where the log has no outcome.
+
+The model (an empirical-Bayes hidden Markov model per prompt; the README's replay section says
+why, with the measurements that chose it):
+
+* **Population prior g_t.** At each step t the prompts' success rates are spread by a
+  distribution g_t on a fixed grid of GRID_SIZE rates (logit-spaced, 6e-6 .. 1 - 6e-6), fitted
+  from the log's groups near t as a nonparametric maximum-likelihood mixture (EM on the histogram
+  of (n_rollouts, n_correct)). A histogram on a grid can hold "never solved" and "always solved"
+  atoms as well as a spread in between, which one Beta cannot: real logs are U-shaped with mass
+  at the ends. g_t is fitted at up to MAX_ANCHORS anchor steps from the groups weighted by
+  0.5 ** (|t - t_j| / prior_half_life) and interpolated linearly between anchors.
+* **Dynamics.** A prompt's rate stays where it is from one step to the next, except that with
+  probability `switch_rate` per step it is redrawn from the population at that step (it was
+  learned, or forgotten). The posterior of p_i(t) given all of prompt i's logged groups is exact
+  for this model (forward-backward over the prompt's rows; between two rows the rate is a
+  mixture of "unchanged" and "redrawn from g over the gap").
+* **Draws.** The replay draws p from that posterior with a uniform u fixed per (prompt, replay
+  seed) for the whole replay (p = the posterior's u-quantile), so a prompt keeps its place in
+  its own posterior from step to step and one group's outcome follows the posterior predictive.
+  `draw = "mean"` uses the posterior mean instead (biased toward partial groups: f(p) = 1 - p^k
+  - (1 - p)^k is concave, so E f(p) < f(E p)).
+
+"auto" settings: switch_rate is the candidate in SWITCH_RATES (0 = a stationary log) that best
+predicts the logged groups of a sample of prompts with each (step, prompt) cell left out (mean
+log predictive probability of n_correct); prior_half_life is the smallest power of two whose
+window holds PRIOR_MIN_GROUPS groups at every anchor.
+
+Lookups: where the log holds the (step, prompt) cell, a rollout returns the logged outcome; a cell
+logged more than once (a training group and a sweep of the same prompt at the same step, dynamic
+sampling's extra rounds, an epoch wrap) returns its group number (replay seed mod count), in the
+log's row order, so different replay seeds use different logged groups. Every group counts as
+evidence for the estimates.
+
+Steps: replay step s is the log's step first_step + s; the world has last_step - first_step + 1
+steps. A step past the last logged one is an error unless `extrapolate` is set (the estimate then
+relaxes toward the last step's population prior at the switch rate).
+
+Memory is proportional to the log's rows: per row its outcome and two GRID_SIZE-float messages
+(float16 in logs of more than FLOAT16_ROWS rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dps.replay.worlds import World, draw_correct, hashed_uniforms
+
+if TYPE_CHECKING:
+    import polars as pl
+
+GRID_SIZE = 32
+GRID_LOGIT = 12.0
+MAX_ANCHORS = 32
+#: Groups the population prior of one anchor step should rest on (its time window widens until it does).
+PRIOR_MIN_GROUPS = 2000.0
+EM_ITERATIONS = 300
+#: Prompts sampled (all their groups) to choose the switch rate by held-out likelihood.
+SELECTION_PROMPTS = 4000
+_DRAW_SALT = 0x5EED_D12A_57
+#: Per-row messages are float32, or float16 (3 significant digits, half the memory) in logs of more rows.
+FLOAT16_ROWS = 1_000_000
+#: Messages are stored scaled to a maximum of 1 and floored here (float16 holds it as a subnormal), so that a
+#: prompt whose rows disagree beyond what the dynamics allow still gets a defined posterior.
+_FLOOR = 2.0**-20
+
+
+def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.linspace(-GRID_LOGIT, GRID_LOGIT, GRID_SIZE)
+    return 1.0 / (1.0 + np.exp(-x)), -np.logaddexp(0.0, -x), -np.logaddexp(0.0, x)
+
+
+P_GRID, LOG_P, LOG_1MP = _grid()
+
+
+@dataclass
+class LogEstimator:
+    """How a log world estimates p where the log has no outcome (see the module docstring)."""
+
+    switch_rate: float | str = "auto"
+    prior_half_life: float | str = "auto"
+    draw: str = "posterior"
+    extrapolate: bool = False
+
+    SWITCH_RATES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogEstimator:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            gone = {"half_life", "prior_strength"} & set(unknown)
+            hint = f" ({', '.join(sorted(gone))}: replaced by switch_rate and a prior fitted from the log)" if gone else ""
+            raise ValueError(f"unknown log estimator parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}{hint}")
+        est = cls(**d)
+        r = est.switch_rate
+        if r != "auto" and (isinstance(r, (str, bool)) or not 0.0 <= r < 1.0):
+            raise ValueError(f"estimator switch_rate must be a number in [0, 1) or 'auto', not {r!r}")
+        h = est.prior_half_life
+        if isinstance(h, str) and h.lower() in ("inf", "infinity"):
+            est.prior_half_life = math.inf
+        elif h != "auto" and (isinstance(h, (str, bool)) or not h > 0):
+            raise ValueError(f"estimator prior_half_life must be a positive number, 'inf' or 'auto', not {h!r}")
+        if est.draw not in ("posterior", "mean"):
+            raise ValueError(f"estimator draw must be 'posterior' or 'mean', not {est.draw!r}")
+        if not isinstance(est.extrapolate, bool):
+            raise ValueError(f"estimator extrapolate must be true or false, not {est.extrapolate!r}")
+        return est
+
+
+ESTIMATOR_KEYS = tuple(f.name for f in fields(LogEstimator))
+
+
+# --------------------------------------------------------------------------------------------
+# The population prior
+
+
+def binomial_loglik(c: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """(len(c), GRID_SIZE) log P(c | n, p_g) without the binomial coefficient."""
+    c = np.asarray(c, np.float64)[:, None]
+    n = np.asarray(n, np.float64)[:, None]
+    return c * LOG_P[None, :] + (n - c) * LOG_1MP[None, :]
+
+
+def fit_mixture(loglik: np.ndarray, weight: np.ndarray, iterations: int = EM_ITERATIONS) -> np.ndarray:
+    """Nonparametric ML mixing weights on the grid (EM), for rows of (weighted) group likelihoods."""
+    lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+    w = weight / weight.sum()
+    pi = np.full(GRID_SIZE, 1.0 / GRID_SIZE)
+    for _ in range(iterations):
+        post = lik * pi
+        post /= post.sum(axis=1, keepdims=True)
+        pi = w @ post
+    return np.maximum(pi, 1e-300)
+
+
+def _kernel(dt: np.ndarray, half_life: float) -> np.ndarray:
+    if math.isinf(half_life):
+        return np.ones_like(dt, np.float64)
+    return np.exp2(-np.abs(dt) / half_life)
+
+
+class PopulationPrior:
+    """g_t at anchor steps (relative to the log's first step), from the (step, n, c) histogram."""
+
+    def __init__(self, step: np.ndarray, nc: np.ndarray, nr: np.ndarray, half_life: float | str = "auto"):
+        base = int(nr.max()) + 1
+        codes, counts = np.unique((step.astype(np.int64) * base + nr) * base + nc, return_counts=True)
+        hist_steps = codes // (base * base)
+        pair_codes, pair_idx = np.unique(codes % (base * base), return_inverse=True)
+        pairs = np.stack([pair_codes // base, pair_codes % base], axis=1)
+        steps_seen = np.unique(hist_steps)
+        lo, hi = int(steps_seen[0]), int(steps_seen[-1])
+        self.anchors = np.unique(np.round(np.linspace(lo, hi, min(MAX_ANCHORS, len(steps_seen)))).astype(np.int64))
+        if half_life == "auto":
+            half_life = self._narrowest_window(hist_steps, counts)
+        self.half_life = float(half_life)
+        pair_ll = binomial_loglik(pairs[:, 1], pairs[:, 0])
+        table = np.empty((len(self.anchors), GRID_SIZE))
+        for a, t in enumerate(self.anchors):
+            pw = np.bincount(pair_idx, weights=counts * _kernel(hist_steps - t, self.half_life), minlength=len(pairs))
+            keep = pw > 0
+            table[a] = fit_mixture(pair_ll[keep], pw[keep])
+        self.table = table
+
+    def _narrowest_window(self, hist_steps: np.ndarray, counts: np.ndarray) -> float:
+        """The smallest half-life in 1, 2, 4, ... whose window holds PRIOR_MIN_GROUPS groups at every anchor."""
+        if float(counts.sum()) <= PRIOR_MIN_GROUPS:
+            return math.inf
+        h = 1.0
+        while h < 1e7:
+            if min(float(counts @ _kernel(hist_steps - t, h)) for t in self.anchors) >= PRIOR_MIN_GROUPS:
+                return h
+            h *= 2.0
+        return math.inf
+
+    def at(self, t: np.ndarray | int) -> np.ndarray:
+        """(len(t), GRID_SIZE) prior weights at steps t (linear between anchors, flat outside)."""
+        t = np.atleast_1d(np.asarray(t, np.float64))
+        if len(self.anchors) == 1:
+            return np.repeat(self.table[:1], len(t), axis=0)
+        j = np.clip(np.searchsorted(self.anchors, t, side="right") - 1, 0, len(self.anchors) - 2)
+        t0, t1 = self.anchors[j], self.anchors[j + 1]
+        lam = np.clip((t - t0) / (t1 - t0), 0.0, 1.0)[:, None]
+        return (1.0 - lam) * self.table[j] + lam * self.table[j + 1]
+
+
+class Switching:
+    """The dynamics: stay, or with probability `rate` per step be redrawn from g at that step.
+
+    Over a gap from step s to t > s the rate is unchanged with probability (1 - rate)^(t - s);
+    else it was last redrawn at some step u in (s, t] (u = t - j with weight (1 - rate)^j), from
+    g_u. g moves slowly (it is interpolated between anchors), so that mixture is taken as g at
+    the expected u of the last redraw: G(s, t) = (1 - (1 - rate)^(t - s)) g_(t - e), with
+    e = min((t - s - 1) / 2, (1 - rate) / rate) (the middle of a short gap; 1 / rate - 1 back
+    from t in a long one). No table over steps is needed.
+    """
+
+    def __init__(self, prior: PopulationPrior, rate: float):
+        self.rate, self.prior = float(rate), prior
+
+    def stay(self, dt: np.ndarray) -> np.ndarray:
+        return np.power(1.0 - self.rate, np.asarray(dt, np.float64))
+
+    def prior_at(self, t: np.ndarray) -> np.ndarray:
+        return self.prior.at(t)
+
+    def redraw(self, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """G(s, t): the (unnormalised) rate distribution of a prompt redrawn between s and t."""
+        gap = (np.asarray(t) - np.asarray(s)).astype(np.float64)
+        back = np.minimum((gap - 1.0) / 2.0, (1.0 - self.rate) / self.rate)
+        return (1.0 - self.stay(gap))[:, None] * self.prior.at(np.asarray(t) - back)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-prompt messages over the log's rows
+
+
+def _emission(c: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(table, index): the likelihood over the grid of each distinct (n, c), scaled to a maximum of 1, and each row's entry."""
+    base = int(n.max(initial=0)) + 1
+    codes, index = np.unique(n.astype(np.int64) * base + c, return_inverse=True)
+    ll = binomial_loglik(codes % base, codes // base)
+    return np.exp(ll - ll.max(axis=1, keepdims=True)), index.ravel()
+
+
+class RowLog:
+    """The log's groups sorted by (prompt, step), with forward and backward messages per row.
+
+    fwd[j]: P(p_i(t_j) | the prompt's rows up to and including j);
+    bwd[j]: P(the prompt's rows from j on | p_i(t_j)); both scaled to a maximum of 1 and floored.
+    """
+
+    def __init__(self, step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, span: int):
+        self.span = span
+        key = pid.astype(np.int64) * span + step.astype(np.int64)
+        order = np.argsort(key, kind="stable")  # stable: a repeated cell keeps the log's row order
+        self.key = key[order]
+        self.step = step[order].astype(np.int64)
+        self.pid = pid[order].astype(np.int64)
+        self.nc = nc[order].astype(np.int32)
+        self.nr = nr[order].astype(np.int32)
+        self.rows = len(order)
+        new_prompt = np.ones(self.rows, bool)
+        new_prompt[1:] = self.pid[1:] != self.pid[:-1]
+        starts = np.flatnonzero(new_prompt)
+        lengths = np.diff(np.append(starts, self.rows))
+        self.rank = np.arange(self.rows) - np.repeat(starts, lengths)
+        self.rank_back = np.repeat(starts + lengths - 1, lengths) - np.arange(self.rows)
+        self.emission, self.emission_index = _emission(self.nc, self.nr)
+        self._orders = {True: self._rank_order(self.rank), False: self._rank_order(self.rank_back)}
+        self.dtype = np.float16 if self.rows > FLOAT16_ROWS else np.float32
+        self.fwd = np.zeros((0, GRID_SIZE), self.dtype)
+        self.bwd = np.zeros((0, GRID_SIZE), self.dtype)
+
+    def build(self, dyn: Switching) -> None:
+        self.fwd = self._pass(dyn, forward=True)
+        self.bwd = self._pass(dyn, forward=False)
+
+    @staticmethod
+    def _rank_order(rank: np.ndarray) -> list[np.ndarray]:
+        """Rows grouped by rank (ascending row order within a rank)."""
+        order = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=0)) + 2))
+        return [order[bounds[r] : bounds[r + 1]] for r in range(len(bounds) - 1) if bounds[r + 1] > bounds[r]]
+
+    def _pass(self, dyn: Switching, forward: bool) -> np.ndarray:
+        out = np.empty((self.rows, GRID_SIZE), self.dtype)
+        prev_rows = np.zeros(0, np.int64)
+        prev_msg = np.zeros((0, GRID_SIZE))
+        for r, rows in enumerate(self._orders[forward]):
+            e = self.emission[self.emission_index[rows]]
+            if r == 0:
+                msg = dyn.prior_at(self.step[rows]) * e if forward else e
+            else:
+                nb = rows - 1 if forward else rows + 1
+                m = prev_msg[np.searchsorted(prev_rows, nb)]
+                msg = self._carry(dyn, m, self.step[nb], self.step[rows], forward) * e
+            msg = np.maximum(msg / msg.max(axis=1, keepdims=True), _FLOOR)
+            out[rows] = msg
+            if forward:
+                msg /= msg.sum(axis=1, keepdims=True)
+            prev_rows, prev_msg = rows, msg
+        return out
+
+    @staticmethod
+    def _carry(dyn: Switching, m: np.ndarray, t_from: np.ndarray, t_to: np.ndarray, forward: bool) -> np.ndarray:
+        """A forward message moved from t_from to t_to > t_from, or a backward one from t_from back to t_to."""
+        if dyn.rate == 0.0:
+            return m
+        if forward:
+            return dyn.stay(t_to - t_from)[:, None] * m + dyn.redraw(t_from, t_to)
+        s = dyn.stay(t_from - t_to)[:, None]
+        return s * m + np.sum(dyn.redraw(t_to, t_from) * m, axis=1, keepdims=True)
+
+    def neighbours(self, t: np.ndarray, ids: np.ndarray, include_cell: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: the prompt's last row at or before t (before t without include_cell), the first row after t."""
+        beyond = t >= self.span
+        key = ids * self.span + np.minimum(t, self.span - 1)
+        after = np.searchsorted(self.key, key, side="right")
+        prev = after - 1 if include_cell else np.where(beyond, after, np.searchsorted(self.key, key, side="left")) - 1
+        last = max(self.rows - 1, 0)
+        jp, jn = np.clip(prev, 0, last), np.minimum(after, last)
+        has_prev = (prev >= 0) & (self.pid[jp] == ids)
+        has_next = (after < self.rows) & (self.pid[jn] == ids) & ~beyond
+        return jp, has_prev, jn, has_next
+
+    def posterior(self, dyn: Switching, t: np.ndarray, ids: np.ndarray, include_cell: bool = True) -> np.ndarray:
+        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless include_cell)."""
+        t = np.asarray(t, np.int64)
+        ids = np.asarray(ids, np.int64)
+        jp, has_prev, jn, has_next = self.neighbours(t, ids, include_cell)
+        alpha = dyn.prior_at(t)
+        if has_prev.any():
+            m = self.fwd[jp[has_prev]].astype(np.float64)
+            a = self._carry(dyn, m / m.sum(axis=1, keepdims=True), self.step[jp[has_prev]], t[has_prev], True)
+            alpha[has_prev] = a
+        beta = np.ones_like(alpha)
+        if has_next.any():
+            beta[has_next] = self._carry(dyn, self.bwd[jn[has_next]].astype(np.float64), self.step[jn[has_next]], t[has_next], False)
+        w = alpha * beta
+        return w / w.sum(axis=1, keepdims=True)
+
+    def cell_rows(self) -> np.ndarray:
+        """Row index of the first group of each row's (step, prompt) cell."""
+        new_cell = np.ones(self.rows, bool)
+        new_cell[1:] = self.key[1:] != self.key[:-1]
+        return np.maximum.accumulate(np.where(new_cell, np.arange(self.rows), 0))
+
+    def lookup(self, t: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found, n_correct, n_rollouts) of the logged group at relative step t; a repeated cell's by seed."""
+        ids = np.asarray(ids, np.int64)
+        if self.rows == 0 or not 0 <= t < self.span:
+            z = np.zeros(len(ids), np.int64)
+            return np.zeros(len(ids), bool), z, z.copy()
+        key = ids * self.span + t
+        lo = np.searchsorted(self.key, key, side="left")
+        hi = np.searchsorted(self.key, key, side="right")
+        found = hi > lo
+        pos = np.minimum(lo + (seed % np.maximum(hi - lo, 1)), self.rows - 1)
+        return found, np.where(found, self.nc[pos], 0).astype(np.int64), np.where(found, self.nr[pos], 0).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions
+
+
+def partial_chance(n: np.ndarray | int) -> np.ndarray:
+    """(len(n), GRID_SIZE): P(a group of n is partly solved | p_g)."""
+    n = np.atleast_1d(np.asarray(n, np.float64))[:, None]
+    return 1.0 - np.exp(n * LOG_P[None, :]) - np.exp(n * LOG_1MP[None, :])
+
+
+def predictive_loglik(w: np.ndarray, c: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """log P(c of n | posterior weights w), with the binomial coefficient."""
+    ll = binomial_loglik(c, n)
+    m = ll.max(axis=1)
+    n = np.asarray(n, np.int64)
+    c = np.asarray(c, np.int64)
+    lg = np.array([math.lgamma(x + 1.0) for x in range(int(n.max(initial=0)) + 1)])
+    coef = lg[n] - lg[c] - lg[n - c]
+    return coef + m + np.log(np.sum(w * np.exp(ll - m[:, None]), axis=1))
+
+
+def held_out(log: RowLog, dyn: Switching, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For `rows` of `log`: P(partial) and log P(n_correct), predicted without the row's (step, prompt) cell."""
+    chance, loglik = [], []
+    for part in np.array_split(rows, max(1, len(rows) // 20_000)):
+        w = log.posterior(dyn, log.step[part], log.pid[part], include_cell=False)
+        chance.append(np.sum(w * partial_chance(log.nr[part]), axis=1))
+        loglik.append(predictive_loglik(w, log.nc[part], log.nr[part]))
+    return np.concatenate(chance), np.concatenate(loglik)
+
+
+class LogWorld(World):
+    """Outcomes from a per-group log; elsewhere draws from the estimator's posterior (module docstring)."""
+
+    def __init__(
+        self,
+        groups: pl.DataFrame,
+        estimator: LogEstimator | None = None,
+        k: int | None = None,
+        num_prompts: int | None = None,
+        steps: int | None = None,
+    ):
+        self.estimator = est = estimator or LogEstimator()
+        if groups.height == 0:
+            raise ValueError("the log holds no groups")
+        step = groups["step"].to_numpy().astype(np.int64)
+        pid = groups["prompt_id"].to_numpy().astype(np.int64)
+        nc = groups["n_correct"].to_numpy().astype(np.int64)
+        nr = groups["n_rollouts"].to_numpy().astype(np.int64)
+        self.first_step, self.last_step = int(step.min()), int(step.max())
+        span = self.last_step - self.first_step + 1
+        if steps is not None and steps > span and not est.extrapolate:
+            raise ValueError(f"the log covers steps {self.first_step}..{self.last_step} ({span} steps); {steps} steps need extrapolate = true")
+        self.steps = max(span, steps or 0)
+        self.num_prompts = max(int(pid.max()) + 1, num_prompts or 0)
+        if k is None:
+            vals, counts = np.unique(nr, return_counts=True)
+            k = int(vals[np.argmax(counts)])
+        self.k = int(k)
+        self.coverage = len(step) / (span * self.num_prompts)
+        self.logged_groups = len(step)
+        rel = step - self.first_step
+        del step
+        self.prior = PopulationPrior(rel, nc, nr, est.prior_half_life)
+        self.log = RowLog(rel, pid, nc, nr, span)
+        del rel, pid, nc, nr
+        self.switch_scores: dict[float, float] = {}
+        rate = self._select_switch_rate(span) if est.switch_rate == "auto" else float(est.switch_rate)
+        self.dynamics = Switching(self.prior, rate)
+        self.log.build(self.dynamics)
+        self._seed = 0
+
+    @property
+    def switch_rate(self) -> float:
+        return self.dynamics.rate
+
+    def _select_switch_rate(self, span: int) -> float:
+        """The SWITCH_RATES candidate with the best held-out likelihood on a sample of prompts."""
+        prompts = np.unique(self.log.pid)
+        if len(prompts) > SELECTION_PROMPTS:
+            prompts = np.random.default_rng(0x4A1F).choice(prompts, SELECTION_PROMPTS, replace=False)
+        keep = np.isin(self.log.pid, prompts)
+        sub = RowLog(self.log.step[keep], self.log.pid[keep], self.log.nc[keep], self.log.nr[keep], span)
+        for rate in LogEstimator.SWITCH_RATES:
+            dyn = Switching(self.prior, rate)
+            sub.build(dyn)
+            self.switch_scores[rate] = float(np.mean(held_out(sub, dyn, np.arange(sub.rows))[1]))
+        return max(self.switch_scores, key=lambda r: self.switch_scores[r])
+
+    def held_out_predictions(self, max_groups: int | None = 50_000, seed: int = 0) -> dict[str, np.ndarray]:
+        """Each logged group (a random sample of max_groups) predicted without its (step, prompt) cell.
+
+        Returns step (the log's own), prompt_id, n_rollouts, n_correct, partial_chance (the
+        predicted probability that the group is partly solved), partial (0/1, observed) and
+        loglik (log predictive probability of its n_correct). The population prior and the switch
+        rate are fitted on the whole log, held-out groups included (one group among thousands).
+        """
+        log = self.log
+        rows = np.arange(log.rows)
+        if max_groups is not None and log.rows > max_groups:
+            rows = np.sort(np.random.default_rng(seed).choice(log.rows, max_groups, replace=False))
+        chance, loglik = held_out(log, self.dynamics, rows)
+        nc, nr = log.nc[rows].astype(np.int64), log.nr[rows].astype(np.int64)
+        return {
+            "step": log.step[rows] + self.first_step,
+            "prompt_id": log.pid[rows],
+            "n_rollouts": nr,
+            "n_correct": nc,
+            "partial_chance": chance,
+            "partial": ((nc > 0) & (nc < nr)).astype(np.int64),
+            "loglik": loglik,
+        }
+
+    # -- the World interface -------------------------------------------------------------------
+
+    def _rel_step(self, step: int) -> int:
+        t = int(step)
+        if t < 0:
+            raise ValueError(f"step {t} is before the log's first step (replay step 0 = log step {self.first_step})")
+        if t >= self.log.span and not self.estimator.extrapolate:
+            raise ValueError(
+                f"replay step {t} (log step {self.first_step + t}) is past the log's last step {self.last_step}; "
+                "set extrapolate = true in [world] to replay beyond it"
+            )
+        return t
+
+    def set_seed(self, seed: int) -> None:
+        self._seed = int(seed)
+
+    def posterior_weights(self, step: int, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), GRID_SIZE) posterior of p at `step` over the grid P_GRID."""
+        t = self._rel_step(step)
+        ids = np.asarray(ids, np.int64)
+        return self.log.posterior(self.dynamics, np.full(len(ids), t), ids)
+
+    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        ids = np.arange(self.num_prompts, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        out = np.empty(len(ids))
+        chunk = 65_536
+        for lo in range(0, len(ids), chunk):
+            part = ids[lo : lo + chunk]
+            w = self.posterior_weights(step, part)
+            if self.estimator.draw == "mean":
+                out[lo : lo + chunk] = w @ P_GRID
+            else:
+                u = hashed_uniforms(self._seed ^ _DRAW_SALT, 0, part, 1)[:, 0]
+                g = np.minimum((np.cumsum(w, axis=1) < u[:, None]).sum(axis=1), GRID_SIZE - 1)
+                out[lo : lo + chunk] = P_GRID[g]
+        return out
+
+    def logged(self, step: int, ids: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found mask, n_correct, n_rollouts) of the log's outcomes for (step, ids)."""
+        return self.log.lookup(int(step), ids, self._seed if seed is None else seed)
+
+    def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, np.int64)
+        t = self._rel_step(step)
+        self.set_seed(seed)
+        found, nc, nr = self.log.lookup(t, ids, seed)
+        if found.all():
+            return nc, nr
+        miss = ~found
+        nc[miss] = draw_correct(seed, t, ids[miss], self.p(t, ids[miss]), self.k)
+        nr[miss] = self.k
+        return nc, nr
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            first_step=self.first_step,
+            last_step=self.last_step,
+            coverage=self.coverage,
+            logged_groups=self.logged_groups,
+            switch_rate=self.switch_rate,
+            prior_half_life=self.prior.half_life,
+            draw=self.estimator.draw,
+        )
+        return d

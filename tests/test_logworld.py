@@ -1,0 +1,145 @@
+"""The log world's estimator: calibrated on logs with a known answer, and sized by the log's rows."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dps.policies.registry import make_policy
+from dps.replay.logworld import LogEstimator, LogWorld
+from dps.replay.runner import replay
+
+SHARED_LOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet"
+
+
+def distinct_per_row(rng: np.random.Generator, rows: int, n: int, size: int) -> np.ndarray:
+    """(rows, size) ids, distinct within each row, uniform over range(n) (n >> size)."""
+    draws = rng.integers(0, n, (rows, 2 * size))
+    order = np.argsort(draws, axis=1, kind="stable")
+    ranked = np.take_along_axis(draws, order, axis=1)
+    dup = np.zeros_like(draws, dtype=bool)
+    repeat_sorted = np.zeros_like(dup)
+    repeat_sorted[:, 1:] = ranked[:, 1:] == ranked[:, :-1]  # a later copy (stable sort keeps draw order)
+    np.put_along_axis(dup, order, repeat_sorted, axis=1)
+    keep = ~dup & (np.cumsum(~dup, axis=1) <= size)
+    assert np.all(keep.sum(axis=1) == size)
+    return draws[keep].reshape(rows, size)
+
+
+def stationary_log(seed: int = 0, prompts: int = 40_000, steps: int = 1000, batch: int = 512, k: int = 8) -> tuple[pl.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.5, 0.5, prompts)
+    ids = distinct_per_row(rng, steps, prompts, batch).ravel()
+    log = pl.DataFrame(
+        {
+            "step": np.repeat(np.arange(steps), batch),
+            "prompt_id": ids,
+            "n_rollouts": np.full(len(ids), k),
+            "n_correct": rng.binomial(k, p[ids]),
+        }
+    )
+    return log, p
+
+
+def uniform_ratio(world: LogWorld, batch: int, seeds: range) -> float:
+    runs = [replay(make_policy("uniform", world.num_prompts, s), world, steps=world.steps, batch_size=batch, seed=s) for s in seeds]
+    return float(np.mean([r.summary["effective_ratio"] for r in runs]))
+
+
+def test_stationary_log_replays_to_the_exact_effective_ratio() -> None:
+    """40,000 prompts with p ~ Beta(0.5, 0.5) drawn once, 512 x 8 logged per step for 1,000 steps.
+
+    Uniform's exact effective ratio is 1 - 2 E[p^8] = 1 - 2 C(16, 8) / 4^8 = 0.607.
+    """
+    exact = 1 - 2 * 12870 / 4**8
+    log, _ = stationary_log()
+    world = LogWorld(log)
+    assert world.switch_rate == 0.0  # held-out likelihood finds the log stationary
+    ratio = uniform_ratio(world, 512, range(1))
+    print(f"stationary: uniform replay {ratio:.4f}, exact {exact:.4f}")
+    assert abs(ratio - exact) < 0.02
+
+
+def test_real_log_replays_to_what_its_dense_sweeps_measured() -> None:
+    """The shared SmolLM2 GRPO log: uniform replayed on the sweep rows alone, and on the training rows alone."""
+    if not SHARED_LOG.exists():
+        pytest.skip(f"{SHARED_LOG} is not here")
+    log = pl.read_parquet(SHARED_LOG)
+    partial = (pl.col("n_correct") > 0) & (pl.col("n_correct") < pl.col("n_rollouts"))
+    sweeps = log.filter(pl.col("kind") == "sweep")
+    truth = sweeps.group_by("step").agg(partial.mean())["n_correct"].mean()
+    for kind in ("sweep", "train"):
+        world = LogWorld(log.filter(pl.col("kind") == kind).drop("kind"), num_prompts=1024)
+        ratio = uniform_ratio(world, 64, range(3))
+        print(f"{kind} rows: uniform replay {ratio:.4f}, dense-sweep truth {truth:.4f} (switch rate {world.switch_rate})")
+        assert abs(ratio - truth) < 0.03
+
+
+def small_log() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "step": [5, 5, 5, 6, 7, 7],
+            "prompt_id": [0, 1, 1, 0, 0, 1],
+            "n_rollouts": [8, 8, 8, 8, 8, 8],
+            "n_correct": [3, 0, 8, 4, 8, 2],
+        }
+    )
+
+
+def test_the_log_s_own_step_range_and_extrapolation() -> None:
+    world = LogWorld(small_log(), num_prompts=3)
+    assert (world.first_step, world.last_step, world.steps) == (5, 7, 3)  # no invented steps before step 5
+    c, n = world.rollout(0, np.array([0]), seed=0)  # replay step 0 is log step 5
+    assert c[0] == 3 and n[0] == 8
+    assert world.rollout(1, np.array([0]), seed=0)[0][0] == 4
+    with pytest.raises(ValueError, match="past the log's last step 7.*extrapolate"):
+        world.rollout(3, np.array([0]), seed=0)
+    with pytest.raises(ValueError, match="extrapolate"):
+        LogWorld(small_log(), steps=10)
+    far = LogWorld(small_log(), LogEstimator(extrapolate=True, switch_rate=0.1), steps=10)
+    assert far.steps == 10
+    c, n = far.rollout(9, np.array([0, 2]), seed=0)
+    assert np.all(n == 8) and np.all((c >= 0) & (c <= 8))
+
+
+def test_a_repeated_cell_returns_one_logged_group_chosen_by_the_seed() -> None:
+    world = LogWorld(small_log(), num_prompts=3)
+    # Prompt 1 at step 5 was logged twice (0 of 8, then 8 of 8): seed 0 gets the first, seed 1 the second.
+    assert world.rollout(0, np.array([1]), seed=0)[0][0] == 0
+    assert world.rollout(0, np.array([1]), seed=1)[0][0] == 8
+    assert world.rollout(0, np.array([1]), seed=2)[0][0] == 0
+    # Both count as evidence: the posterior mean of prompt 1 at step 6 (not logged) sits between them.
+    mean = LogWorld(small_log(), LogEstimator(draw="mean"), num_prompts=3).p(1, np.array([1]))[0]
+    assert 0.15 < mean < 0.85
+
+
+def test_memory_follows_the_rows_not_steps_times_prompts() -> None:
+    """2,000 rows spread over 10^7 prompt ids and 10^6 steps: a dense array would need 10^13 cells."""
+    rng = np.random.default_rng(1)
+    rows = 2000
+    log = pl.DataFrame(
+        {
+            "step": rng.integers(0, 1_000_000, rows),
+            "prompt_id": rng.integers(0, 10_000_000, rows),
+            "n_rollouts": np.full(rows, 8),
+            "n_correct": rng.integers(0, 9, rows),
+        }
+    )
+    tracemalloc.start()
+    world = LogWorld(log, LogEstimator(switch_rate=0.01))
+    c, n = world.rollout(500_000, np.arange(0, 10_000_000, 10_000), seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(c) == 1000 and np.all(n == 8)
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_estimator_settings_are_checked() -> None:
+    for bad in ({"switch_rate": 1.5}, {"switch_rate": "often"}, {"prior_half_life": -1}, {"draw": "median"}, {"extrapolate": "yes"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            LogEstimator.from_dict(bad)
+    assert LogEstimator.from_dict({"prior_half_life": "inf"}).prior_half_life == float("inf")
