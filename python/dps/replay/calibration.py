@@ -97,6 +97,16 @@ def calibrate(world: LogWorld, max_groups: int | None = 50_000, bins: int = CALI
     return cal
 
 
+def world_calibration(world: Any) -> Calibration | None:
+    """The calibration of a log world (or of the log world under a closed-loop one); None for other worlds."""
+    from dps.replay.logworld import LogWorld
+
+    for w in (world, getattr(world, "base", None)):
+        if isinstance(w, LogWorld):
+            return calibrate(w)
+    return None
+
+
 def markdown(cal: Calibration) -> str:
     lines = [
         "| predicted P(partial) | groups | mean predicted | observed partial share |",
@@ -152,15 +162,15 @@ def write(cal: Calibration, out: Path, stem: str = "calibration", plots: bool = 
     return paths
 
 
-def validate_calibration(groups: pl.DataFrame, path: str | Path, out: str | Path | None, plots: bool = True) -> Calibration:
+def validate_calibration(groups: pl.DataFrame, path: str | Path, out: str | Path | None, num_prompts: int | None = None) -> Calibration:
     """`dps validate --calibration`: build the log world of one log, print and write its calibration."""
     from dps.replay.logworld import LogWorld
 
-    world = LogWorld(groups)
+    world = LogWorld(groups, num_prompts=num_prompts)
     cal = calibrate(world)
     stem = Path(path).name.split(".")[0] + "-calibration"
     folder = Path(out) if out else Path(".")
-    paths = write(cal, folder, stem, plots, title=str(path))
+    paths = write(cal, folder, stem, title=str(path))
     print(f"{path}: {cal.line()}")
     print(f"  log world: switch rate {world.switch_rate:g}, prior window half-life {world.prior.half_life:g} steps")
     print(markdown(cal))

@@ -63,6 +63,15 @@ def register(sub: Any) -> None:
         "check them and say what was understood: layout, prompt ids, steps, kinds of rows, repeated groups.",
     )
     v.add_argument("logs", nargs="+", help="log file(s) or folder(s)")
+    v.add_argument(
+        "--calibration",
+        nargs="?",
+        const=".",
+        default=None,
+        metavar="DIR",
+        help="also say how well a replay's log world predicts each log (held-out groups): table, ECE, Brier; "
+        "writes LOGNAME-calibration.png/.csv/.json in DIR (default: the current folder)",
+    )
     add_log_options(v)
     v.set_defaults(func=_validate)
 
@@ -150,6 +159,8 @@ def _replay(args: argparse.Namespace) -> int:
     for line in closed_loop_lines(res.world)[:-1]:  # the sentence, without the report's blank line
         print("\n" + line)
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
+    if res.calibration is not None:
+        print(f"\nlog world {res.calibration.line()}")
     print(f"\n{len(res.summary)} replays in {res.wall_s:.1f} s; report in {out}/ ({', '.join(files)})")
     return 0
 
@@ -179,5 +190,10 @@ def _validate(args: argparse.Namespace) -> int:
 
     spec = log_spec_from_args(args)
     for path in args.logs:
-        print(explain(load_log(path, spec)))
+        log = load_log(path, spec)
+        print(explain(log))
+        if args.calibration is not None:
+            from dps.replay.calibration import validate_calibration
+
+            validate_calibration(log.groups, path, args.calibration, log.info.num_prompts)
     return 0

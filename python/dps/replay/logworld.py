@@ -37,7 +37,7 @@ steps. A step past the last logged one is an error unless `extrapolate` is set (
 relaxes toward the last step's population prior at the switch rate).
 
 Memory is proportional to the log's rows: per row its outcome and two GRID_SIZE-float messages
-(float16 in logs of more than FLOAT16_ROWS rows).
+(float16 in logs of more than FLOAT16_ROWS rows), plus one offset per prompt id.
 """
 
 from __future__ import annotations
@@ -59,11 +59,15 @@ MAX_ANCHORS = 32
 #: Groups the population prior of one anchor step should rest on (its time window widens until it does).
 PRIOR_MIN_GROUPS = 2000.0
 EM_ITERATIONS = 300
+#: Steps at which the interpolated population prior is tabulated (nearest is used in between).
+PRIOR_POINTS = 4096
 #: Prompts sampled (all their groups) to choose the switch rate by held-out likelihood.
 SELECTION_PROMPTS = 4000
 _DRAW_SALT = 0x5EED_D12A_57
 #: Per-row messages are float32, or float16 (3 significant digits, half the memory) in logs of more rows.
 FLOAT16_ROWS = 1_000_000
+#: Rows per vectorised block while building messages (bounds the temporaries: 32 MB each).
+PASS_CHUNK = 131_072
 #: Messages are stored scaled to a maximum of 1 and floored here (float16 holds it as a subnormal), so that a
 #: prompt whose rows disagree beyond what the dynamics allow still gets a defined posterior.
 _FLOOR = 2.0**-20
@@ -178,15 +182,28 @@ class PopulationPrior:
             h *= 2.0
         return math.inf
 
-    def at(self, t: np.ndarray | int) -> np.ndarray:
-        """(len(t), GRID_SIZE) prior weights at steps t (linear between anchors, flat outside)."""
-        t = np.atleast_1d(np.asarray(t, np.float64))
+    def _interpolate(self, t: np.ndarray) -> np.ndarray:
         if len(self.anchors) == 1:
             return np.repeat(self.table[:1], len(t), axis=0)
         j = np.clip(np.searchsorted(self.anchors, t, side="right") - 1, 0, len(self.anchors) - 2)
         t0, t1 = self.anchors[j], self.anchors[j + 1]
         lam = np.clip((t - t0) / (t1 - t0), 0.0, 1.0)[:, None]
         return (1.0 - lam) * self.table[j] + lam * self.table[j + 1]
+
+    def at(self, t: np.ndarray | int) -> np.ndarray:
+        """(len(t), GRID_SIZE) prior weights at steps t (linear between anchors, flat outside).
+
+        Read from a table of PRIOR_POINTS evenly spaced steps across the anchors (nearest point):
+        one gather instead of an interpolation per query.
+        """
+        t = np.atleast_1d(np.asarray(t, np.float64))
+        if not hasattr(self, "_points"):
+            lo, hi = float(self.anchors[0]), float(self.anchors[-1])
+            self._points = np.linspace(lo, hi, PRIOR_POINTS if hi > lo else 1)
+            self._dense = self._interpolate(self._points)
+            self._scale = (len(self._points) - 1) / (hi - lo) if hi > lo else 0.0
+        i = np.clip(np.rint((t - self._points[0]) * self._scale), 0, len(self._points) - 1).astype(np.intp)
+        return self._dense[i]
 
 
 class Switching:
@@ -239,20 +256,27 @@ class RowLog:
         self.span = span
         key = pid.astype(np.int64) * span + step.astype(np.int64)
         order = np.argsort(key, kind="stable")  # stable: a repeated cell keeps the log's row order
-        self.key = key[order]
-        self.step = step[order].astype(np.int64)
-        self.pid = pid[order].astype(np.int64)
+        del key
+        small = np.int32 if span < 2**31 and (len(pid) == 0 or int(pid.max()) < 2**31) else np.int64
+        self.step = step[order].astype(small)
+        self.pid = pid[order].astype(small)
         self.nc = nc[order].astype(np.int32)
         self.nr = nr[order].astype(np.int32)
         self.rows = len(order)
+        del order
         new_prompt = np.ones(self.rows, bool)
         new_prompt[1:] = self.pid[1:] != self.pid[:-1]
         starts = np.flatnonzero(new_prompt)
+        del new_prompt
         lengths = np.diff(np.append(starts, self.rows))
-        self.rank = np.arange(self.rows) - np.repeat(starts, lengths)
-        self.rank_back = np.repeat(starts + lengths - 1, lengths) - np.arange(self.rows)
-        self.emission, self.emission_index = _emission(self.nc, self.nr)
-        self._orders = {True: self._rank_order(self.rank), False: self._rank_order(self.rank_back)}
+        rank = np.arange(self.rows) - np.repeat(starts, lengths)
+        self._orders = {True: self._rank_order(rank)}
+        rank = np.repeat(starts + lengths - 1, lengths) - np.arange(self.rows)
+        self._orders[False] = self._rank_order(rank)
+        del rank, starts, lengths
+        self.offsets = np.searchsorted(self.pid, np.arange(int(self.pid.max(initial=-1)) + 2))
+        self.emission, index = _emission(self.nc, self.nr)
+        self.emission_index = index.astype(np.int16 if len(self.emission) < 2**15 else np.int64)
         self.dtype = np.float16 if self.rows > FLOAT16_ROWS else np.float32
         self.fwd = np.zeros((0, GRID_SIZE), self.dtype)
         self.bwd = np.zeros((0, GRID_SIZE), self.dtype)
@@ -269,23 +293,33 @@ class RowLog:
         return [order[bounds[r] : bounds[r + 1]] for r in range(len(bounds) - 1) if bounds[r + 1] > bounds[r]]
 
     def _pass(self, dyn: Switching, forward: bool) -> np.ndarray:
+        """Messages rank by rank (a prompt's first row, second row, ...), in chunks of PASS_CHUNK rows.
+
+        A row's message starts from its neighbour's stored one (float32, or float16 in big logs:
+        a relative rounding of 1e-3 per row, far below what the model itself gets wrong).
+        """
         out = np.empty((self.rows, GRID_SIZE), self.dtype)
-        prev_rows = np.zeros(0, np.int64)
-        prev_msg = np.zeros((0, GRID_SIZE))
-        for r, rows in enumerate(self._orders[forward]):
-            e = self.emission[self.emission_index[rows]]
-            if r == 0:
-                msg = dyn.prior_at(self.step[rows]) * e if forward else e
-            else:
-                nb = rows - 1 if forward else rows + 1
-                m = prev_msg[np.searchsorted(prev_rows, nb)]
-                msg = self._carry(dyn, m, self.step[nb], self.step[rows], forward) * e
-            msg = np.maximum(msg / msg.max(axis=1, keepdims=True), _FLOOR)
-            out[rows] = msg
-            if forward:
-                msg /= msg.sum(axis=1, keepdims=True)
-            prev_rows, prev_msg = rows, msg
+        emission = self.emission.astype(np.float32)
+        for r, rank_rows in enumerate(self._orders[forward]):
+            for lo in range(0, len(rank_rows), PASS_CHUNK):
+                rows = rank_rows[lo : lo + PASS_CHUNK]
+                e = emission[self.emission_index[rows]]
+                if r == 0:
+                    msg = dyn.prior_at(self.step[rows]).astype(np.float32) * e if forward else e
+                else:
+                    nb = rows - 1 if forward else rows + 1
+                    m = out[nb].astype(np.float32)
+                    if forward:
+                        m /= m.sum(axis=1, keepdims=True)
+                    msg = self._carry(dyn, m, self.step[nb], self.step[rows], forward)
+                    msg *= e
+                msg /= msg.max(axis=1, keepdims=True)
+                out[rows] = np.maximum(msg, np.float32(_FLOOR), out=msg)
         return out
+
+    def release(self) -> None:
+        """Drop what only building needs (the rank orders)."""
+        self._orders = {}
 
     @staticmethod
     def _carry(dyn: Switching, m: np.ndarray, t_from: np.ndarray, t_to: np.ndarray, forward: bool) -> np.ndarray:
@@ -297,51 +331,66 @@ class RowLog:
         s = dyn.stay(t_from - t_to)[:, None]
         return s * m + np.sum(dyn.redraw(t_to, t_from) * m, axis=1, keepdims=True)
 
-    def neighbours(self, t: np.ndarray, ids: np.ndarray, include_cell: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per query: the prompt's last row at or before t (before t without include_cell), the first row after t."""
-        beyond = t >= self.span
-        key = ids * self.span + np.minimum(t, self.span - 1)
-        after = np.searchsorted(self.key, key, side="right")
-        prev = after - 1 if include_cell else np.where(beyond, after, np.searchsorted(self.key, key, side="left")) - 1
-        last = max(self.rows - 1, 0)
-        jp, jn = np.clip(prev, 0, last), np.minimum(after, last)
-        has_prev = (prev >= 0) & (self.pid[jp] == ids)
-        has_next = (after < self.rows) & (self.pid[jn] == ids) & ~beyond
-        return jp, has_prev, jn, has_next
+    def locate(self, t: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per query (t, prompt): its rows lo..hi-1, and within them the first row at step >= t and > t.
 
-    def posterior(self, dyn: Switching, t: np.ndarray, ids: np.ndarray, include_cell: bool = True) -> np.ndarray:
-        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless include_cell)."""
-        t = np.asarray(t, np.int64)
+        A bisection inside each prompt's rows (found through `offsets`), vectorised over the queries.
+        """
         ids = np.asarray(ids, np.int64)
-        jp, has_prev, jn, has_next = self.neighbours(t, ids, include_cell)
+        t = np.asarray(t, np.int64)
+        inside = ids < len(self.offsets) - 1
+        safe = np.where(inside, ids, 0)
+        lo = np.where(inside, self.offsets[safe], 0)
+        hi = np.where(inside, self.offsets[safe + 1], 0)
+        at_or_after = self._bisect(lo, hi, t, strict=False)
+        after = self._bisect(at_or_after, hi, t, strict=True)
+        return lo, at_or_after, after, hi
+
+    def _bisect(self, a: np.ndarray, b: np.ndarray, t: np.ndarray, strict: bool) -> np.ndarray:
+        """First row in [a, b) whose step is > t (strict) or >= t; b when none."""
+        a, b = a.copy(), b.copy()
+        last = max(self.rows - 1, 0)
+        while True:
+            active = a < b
+            if not active.any():
+                return a
+            mid = np.minimum((a + b) // 2, last)
+            s = self.step[mid]
+            right = active & ((s <= t) if strict else (s < t))
+            a = np.where(right, mid + 1, a)
+            b = np.where(active & ~right, mid, b)
+
+    def posterior(self, dyn: Switching, t: np.ndarray, ids: np.ndarray, include_cell: bool = True, where: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless include_cell).
+
+        `where`: the queries' `locate` result, when the caller has it already.
+        """
+        t = np.asarray(t, np.int64)
+        lo, at_or_after, after, hi = where if where is not None else self.locate(t, ids)
+        prev = (after if include_cell else at_or_after) - 1
+        has_prev = prev >= lo
+        has_next = after < hi
         alpha = dyn.prior_at(t)
         if has_prev.any():
-            m = self.fwd[jp[has_prev]].astype(np.float64)
-            a = self._carry(dyn, m / m.sum(axis=1, keepdims=True), self.step[jp[has_prev]], t[has_prev], True)
-            alpha[has_prev] = a
+            jp = prev[has_prev]
+            m = self.fwd[jp].astype(np.float64)
+            alpha[has_prev] = self._carry(dyn, m / m.sum(axis=1, keepdims=True), self.step[jp], t[has_prev], True)
         beta = np.ones_like(alpha)
         if has_next.any():
-            beta[has_next] = self._carry(dyn, self.bwd[jn[has_next]].astype(np.float64), self.step[jn[has_next]], t[has_next], False)
+            jn = after[has_next]
+            beta[has_next] = self._carry(dyn, self.bwd[jn].astype(np.float64), self.step[jn], t[has_next], False)
         w = alpha * beta
         return w / w.sum(axis=1, keepdims=True)
 
-    def cell_rows(self) -> np.ndarray:
-        """Row index of the first group of each row's (step, prompt) cell."""
-        new_cell = np.ones(self.rows, bool)
-        new_cell[1:] = self.key[1:] != self.key[:-1]
-        return np.maximum.accumulate(np.where(new_cell, np.arange(self.rows), 0))
-
-    def lookup(self, t: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(self, t: int, ids: np.ndarray, seed: int, where: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(found, n_correct, n_rollouts) of the logged group at relative step t; a repeated cell's by seed."""
         ids = np.asarray(ids, np.int64)
-        if self.rows == 0 or not 0 <= t < self.span:
+        _, first, after, _ = where if where is not None else self.locate(np.full(len(ids), t), ids)
+        found = after > first
+        pos = np.minimum(first + (seed % np.maximum(after - first, 1)), max(self.rows - 1, 0))
+        if self.rows == 0:
             z = np.zeros(len(ids), np.int64)
-            return np.zeros(len(ids), bool), z, z.copy()
-        key = ids * self.span + t
-        lo = np.searchsorted(self.key, key, side="left")
-        hi = np.searchsorted(self.key, key, side="right")
-        found = hi > lo
-        pos = np.minimum(lo + (seed % np.maximum(hi - lo, 1)), self.rows - 1)
+            return found, z, z.copy()
         return found, np.where(found, self.nc[pos], 0).astype(np.int64), np.where(found, self.nr[pos], 0).astype(np.int64)
 
 
@@ -390,10 +439,10 @@ class LogWorld(World):
         self.estimator = est = estimator or LogEstimator()
         if groups.height == 0:
             raise ValueError("the log holds no groups")
-        step = groups["step"].to_numpy().astype(np.int64)
-        pid = groups["prompt_id"].to_numpy().astype(np.int64)
-        nc = groups["n_correct"].to_numpy().astype(np.int64)
-        nr = groups["n_rollouts"].to_numpy().astype(np.int64)
+        step = np.asarray(groups["step"].to_numpy(), np.int64)
+        pid = np.asarray(groups["prompt_id"].to_numpy(), np.int64)
+        nc = np.asarray(groups["n_correct"].to_numpy(), np.int64)
+        nr = np.asarray(groups["n_rollouts"].to_numpy(), np.int64)
         self.first_step, self.last_step = int(step.min()), int(step.max())
         span = self.last_step - self.first_step + 1
         if steps is not None and steps > span and not est.extrapolate:
@@ -415,6 +464,7 @@ class LogWorld(World):
         rate = self._select_switch_rate(span) if est.switch_rate == "auto" else float(est.switch_rate)
         self.dynamics = Switching(self.prior, rate)
         self.log.build(self.dynamics)
+        self.log.release()
         self._seed = 0
 
     @property
@@ -449,8 +499,8 @@ class LogWorld(World):
         chance, loglik = held_out(log, self.dynamics, rows)
         nc, nr = log.nc[rows].astype(np.int64), log.nr[rows].astype(np.int64)
         return {
-            "step": log.step[rows] + self.first_step,
-            "prompt_id": log.pid[rows],
+            "step": log.step[rows].astype(np.int64) + self.first_step,
+            "prompt_id": log.pid[rows].astype(np.int64),
             "n_rollouts": nr,
             "n_correct": nc,
             "partial_chance": chance,
@@ -474,19 +524,20 @@ class LogWorld(World):
     def set_seed(self, seed: int) -> None:
         self._seed = int(seed)
 
-    def posterior_weights(self, step: int, ids: np.ndarray) -> np.ndarray:
+    def posterior_weights(self, step: int, ids: np.ndarray, where: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
         """(len(ids), GRID_SIZE) posterior of p at `step` over the grid P_GRID."""
         t = self._rel_step(step)
         ids = np.asarray(ids, np.int64)
-        return self.log.posterior(self.dynamics, np.full(len(ids), t), ids)
+        return self.log.posterior(self.dynamics, np.full(len(ids), t), ids, where=where)
 
-    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+    def p(self, step: int, ids: np.ndarray | None = None, where: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
         ids = np.arange(self.num_prompts, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
         out = np.empty(len(ids))
         chunk = 65_536
         for lo in range(0, len(ids), chunk):
             part = ids[lo : lo + chunk]
-            w = self.posterior_weights(step, part)
+            part_where = None if where is None else tuple(x[lo : lo + chunk] for x in where)
+            w = self.posterior_weights(step, part, part_where)
             if self.estimator.draw == "mean":
                 out[lo : lo + chunk] = w @ P_GRID
             else:
@@ -503,11 +554,13 @@ class LogWorld(World):
         ids = np.asarray(ids, np.int64)
         t = self._rel_step(step)
         self.set_seed(seed)
-        found, nc, nr = self.log.lookup(t, ids, seed)
+        where = self.log.locate(np.full(len(ids), t), ids)
+        found, nc, nr = self.log.lookup(t, ids, seed, where)
         if found.all():
             return nc, nr
         miss = ~found
-        nc[miss] = draw_correct(seed, t, ids[miss], self.p(t, ids[miss]), self.k)
+        p = self.p(t, ids[miss], tuple(x[miss] for x in where))
+        nc[miss] = draw_correct(seed, t, ids[miss], p, self.k)
         nr[miss] = self.k
         return nc, nr
 

@@ -117,6 +117,11 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         table,
         "",
     ]
+    if result.calibration is not None:
+        md += calibration_section(result.calibration)
+        if plots:
+            md += ["![calibration](calibration.png)", ""]
+        paths.update(write_calibration(result.calibration, out, plots=plots, title=f"log world of {sc.name}"))
     if plots:
         paths.update(plot_all(steps, out))
         md += ["![effective ratio](effective_ratio.png)", "", "![rollouts](rollouts_vs_effective.png)", ""]
@@ -137,6 +142,27 @@ def closed_loop_lines(w: dict[str, Any]) -> list[str]:
         f"\"(open loop)\" replay the same log without it.",
         "",
     ]
+
+
+def calibration_section(cal: Any) -> list[str]:
+    from dps.replay.calibration import markdown
+
+    return [
+        "## How well the log world predicts its own log",
+        "",
+        "Each logged group predicted with its (step, prompt) cell held out (calibration.csv, calibration.json): "
+        + cal.line()
+        + ". Trust a replay of this log about as far as the predicted and observed columns agree.",
+        "",
+        markdown(cal),
+        "",
+    ]
+
+
+def write_calibration(cal: Any, out: Path, plots: bool, title: str) -> dict[str, Path]:
+    from dps.replay.calibration import write
+
+    return write(cal, out, "calibration", plots, title)
 
 
 def _smooth(y: np.ndarray, w: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.replay.calibration import world_calibration
 from dps.replay.closedloop import closed_loop_enabled
 from dps.replay.runner import replay
 from dps.replay.scenario import PolicySpec, Scenario, build_policy, build_world, open_loop
@@ -83,6 +84,8 @@ class SweepResult:
     wall_s: float
     #: (policy, seed) -> the replay's own rollouts as a per-group log, when recorded
     logs: dict[tuple[str, int], pl.DataFrame] | None = None
+    #: a log world's held-out calibration on its own log (dps.replay.calibration)
+    calibration: Any = None
 
 
 def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Job]:
@@ -106,6 +109,7 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
 
     t0 = time.perf_counter()
     world = build_world(scenario.world)
+    calibration = world_calibration(world)
     if scenario.batch_size > world.num_prompts:
         raise ValueError(f"batch_size {scenario.batch_size} exceeds the world's {world.num_prompts} prompts")
     # Construct every policy once here, so that a bad parameter fails before any work starts.
@@ -147,4 +151,4 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     logs = None
     if record:
         logs = {(r["policy"], r["seed"]): pl.DataFrame(r["groups"]) for r in results}
-    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0, logs)
+    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0, logs, calibration)
