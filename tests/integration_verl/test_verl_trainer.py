@@ -216,3 +216,13 @@ def test_launch_scripts_compose_with_verls_config(script, batch, decay):
     assert config["actor_rollout_ref"]["rollout"]["n"] == 8
     assert config["dps"]["policy"] == "dps" and config["dps"]["options"] == {"decay": decay}
     assert config["actor_rollout_ref"]["actor"]["clip_ratio_high"] == 0.28
+
+
+def test_policy_share_of_the_step_is_logged(tmp_path, monkeypatch):
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    trainer, _, _ = build(tmp_path, "dps")
+    monkeypatch.setattr(PPOTrainer, "_compute_metrics", lambda self, *args, **kwargs: None)
+    metrics = {"dps/policy_seconds": 0.5}
+    trainer._compute_metrics(None, metrics, {"step": 10.0}, global_steps=1, epoch=0)
+    assert metrics["dps/policy_share_of_step"] == pytest.approx(0.05)
