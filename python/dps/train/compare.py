@@ -112,8 +112,9 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     ax[0, 0].set(title="training reward of the trained batch (9-step mean)", xlabel="step", ylabel="reward")
     ax[0, 1].set(title="effective ratio (share of partially solved groups)", xlabel="step", ylabel="ratio",
                  ylim=(0, 1.05))
-    ax[1, 0].set(title="held-out greedy accuracy vs steps", xlabel="step", ylabel="accuracy")
-    ax[1, 1].set(title="held-out greedy accuracy vs rollouts", xlabel="rollouts generated", ylabel="accuracy")
+    kind = "sampled (16 at T=0.6)" if "test_accuracy_sampled" in results[0]["eval"][0] else "greedy"
+    ax[1, 0].set(title=f"held-out accuracy, {kind}, vs steps", xlabel="step", ylabel="accuracy")
+    ax[1, 1].set(title=f"held-out accuracy, {kind}, vs rollouts", xlabel="rollouts generated", ylabel="accuracy")
     for a in ax.flat:
         a.grid(alpha=0.3)
     ax[1, 1].legend(fontsize=8)
