@@ -162,7 +162,8 @@ def main() -> None:
         print(f"| {r['trainer']} | {r['steps']} | {r['median_s']:.3f} | {r['mean_s']:.3f} | {r['policy_ms']:.3f} "
               f"| {100 * r['policy_share']:.3f}% |")
     print(f"TRL whole train(): {cost['train_s']:.1f} s, policy {cost['policy_s'] * 1000:.1f} ms "
-          f"({100 * cost['policy_share']:.3f}%), rollout log {cost['log_s'] * 1000:.1f} ms "
+          f"({100 * cost['policy_share']:.3f}%; of CPU time {100 * cost['policy_cpu_share']:.3f}%), "
+          f"rollout log {cost['log_s'] * 1000:.1f} ms "
           f"({100 * cost['log_share']:.3f}%)", file=sys.stdout)
     print("TRL/dps train median step ratio:", f"{rows[1]['median_s'] / rows[0]['median_s']:.2f}")
 

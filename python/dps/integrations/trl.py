@@ -76,7 +76,9 @@ class DPSGRPOTrainer(GRPOTrainer):
         self.prompts_per_generation = self.args.generation_batch_size // self.num_generations
         self.dps_generation = 0
         self.dps_log = RolloutLogWriter(Path(self.args.output_dir) / LOG_FILE)
-        self.dps_timing = {"policy_s": 0.0, "log_s": 0.0, "train_s": 0.0, "generations": 0}
+        # wall seconds, and the process's CPU seconds (robust to preemption on a shared machine)
+        self.dps_timing = {"policy_s": 0.0, "log_s": 0.0, "train_s": 0.0, "generations": 0,
+                           "policy_cpu_s": 0.0, "train_cpu_s": 0.0}
         self._gathered_rewards: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ checks
@@ -130,9 +132,10 @@ class DPSGRPOTrainer(GRPOTrainer):
     def _select(self) -> np.ndarray:
         payload: list[Any] = [None]
         if self.accelerator.is_main_process:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ids = np.asarray(self.policy.select(self.prompts_per_generation), dtype=np.int64)
             self.dps_timing["policy_s"] += time.perf_counter() - t0
+            self.dps_timing["policy_cpu_s"] += time.process_time() - c0
             if ids.shape != (self.prompts_per_generation,):
                 raise ValueError(f"{type(self.policy).__name__}.select({self.prompts_per_generation}) "
                                  f"returned {len(ids)} ids")
@@ -177,12 +180,13 @@ class DPSGRPOTrainer(GRPOTrainer):
         if self.accelerator.is_main_process:
             k = self.num_generations
             n_rollouts = np.full(len(ids), k, np.int64)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             keep = np.asarray(self.policy.admit(ids, n_correct, n_rollouts), dtype=bool)
             self.policy.observe(ids, n_correct, n_rollouts)
             policy_metrics = self.policy.metrics()
             spent = time.perf_counter() - t0
             self.dps_timing["policy_s"] += spent
+            self.dps_timing["policy_cpu_s"] += time.process_time() - c0
             self.dps_timing["generations"] += 1
             t1 = time.perf_counter()
             self.dps_log.add(self.dps_generation, ids, n_correct, n_rollouts, rewards)
@@ -252,13 +256,14 @@ class DPSGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ cost
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return super().train(*args, **kwargs)
         finally:
             if self.accelerator.is_main_process:
                 self._write_log()
             self.dps_timing["train_s"] += time.perf_counter() - t0
+            self.dps_timing["train_cpu_s"] += time.process_time() - c0
 
     def _write_log(self) -> None:
         t0 = time.perf_counter()
@@ -266,7 +271,9 @@ class DPSGRPOTrainer(GRPOTrainer):
         self.dps_timing["log_s"] += time.perf_counter() - t0
 
     def dps_cost(self) -> dict[str, float]:
-        """The policy's and the log's share of the wall time of `train()` (main process)."""
+        """The policy's and the log's share of `train()` (main process): of its wall time, and of
+        the process's CPU time (which preemption on a shared machine does not inflate)."""
         timing = self.dps_timing
-        train = max(timing["train_s"], 1e-12)
-        return {**timing, "policy_share": timing["policy_s"] / train, "log_share": timing["log_s"] / train}
+        train, cpu = max(timing["train_s"], 1e-12), max(timing["train_cpu_s"], 1e-12)
+        return {**timing, "policy_share": timing["policy_s"] / train, "log_share": timing["log_s"] / train,
+                "policy_cpu_share": timing["policy_cpu_s"] / cpu}
