@@ -226,3 +226,28 @@ def test_policy_share_of_the_step_is_logged(tmp_path, monkeypatch):
     metrics = {"dps/policy_seconds": 0.5}
     trainer._compute_metrics(None, metrics, {"step": 10.0}, global_steps=1, epoch=0)
     assert metrics["dps/policy_share_of_step"] == pytest.approx(0.05)
+
+
+def test_groups_finishing_while_verl_polls_are_each_observed_once(tmp_path):
+    rollout = SeededRollout(mixed_success(), k=K, seed=1, delay=0.01)
+    config = cpu_config(tmp_path, B, {"policy": "dps+ds", "seed": 3, "options": {"max_rounds": 4}})
+    trainer = cpu_trainer(config, rollout, N)
+    trainer.replay_buffer.poll_interval = 0.005
+    recording = Recording(trainer.driver.policy)
+    trainer.driver.policy = recording
+    for step in range(3):
+        metrics = run_steps(trainer, 1)[0]
+        selected = recording.selected[step]
+        assert Counter(recording.observed[step].tolist()) == Counter(selected)
+        assert sorted(recording.admitted[-len(selected):]) == sorted(selected)
+        record = trainer.driver.last_step
+        correct = dict(zip(record.ids, record.n_correct, strict=True))
+        trained = trained_prompts(trainer, metrics)
+        assert len(trained) == B
+        if metrics["dps/gate_kept_at_cap"] == 0:
+            assert all(0 < correct[p] < K for p in trained)
+        rejected = sum(correct[p] in (0, K) for p in selected)
+        assert metrics["dps/groups_evicted"] + metrics["dps/gate_kept_at_cap"] == rejected
+    for thread in rollout.threads:
+        thread.join(timeout=10)
+    assert (tq.kv_list("train") or {}).get("train", {}) == {}

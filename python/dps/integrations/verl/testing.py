@@ -5,7 +5,8 @@ against a real TransferQueue without GPUs, Ray workers or a model (as verl's own
 `SeededRollout` takes the place of verl's `AgentLoopManagerTQ`: for every prompt it receives it
 writes k trajectories into TransferQueue, each with a reward drawn from the prompt's success
 rate, seeded by (seed, step, prompt id, session), so a rerun or a resumed run sees the same
-outcomes; then it marks the group finished, as verl's agent loop workers do.
+outcomes; then it marks the group finished, as verl's agent loop workers do. With `delay` the
+groups finish one at a time in a background thread while verl's buffer polls, as on GPUs.
 `cpu_trainer` builds a `DPSTrainer` with the parts a step needs (config, training set, replay
 buffer, policy; stubs for the actor's checkpoint calls); `run_steps` runs the sampling half of
 `PPOTrainer.fit`'s steps (prepare_step, sample, clear), which is what dps changes.
@@ -13,6 +14,7 @@ buffer, policy; stubs for the actor's checkpoint calls); `run_steps` runs the sa
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,18 +34,43 @@ PARTITION = "train"
 class SeededRollout:
     """verl's rollout stand-in: k scored responses per prompt, written to TransferQueue."""
 
-    def __init__(self, success: np.ndarray, k: int, seed: int = 0, reward_correct: float = 1.0, reward_wrong: float = 0.0):
+    def __init__(
+        self,
+        success: np.ndarray,
+        k: int,
+        seed: int = 0,
+        reward_correct: float = 1.0,
+        reward_wrong: float = 0.0,
+        delay: float = 0.0,
+    ):
         self.success = np.asarray(success, float)
         self.k, self.seed = k, seed
         self.reward_correct, self.reward_wrong = reward_correct, reward_wrong
+        self.delay = delay  # > 0: groups finish one by one in a background thread, this far apart
         self.batches: list[list[int]] = []  # dataset indices of each batch received, in order
+        self.threads: list[threading.Thread] = []
         self.seconds = 0.0
 
     def generate_sequences(self, batch: TensorDict) -> None:
-        started = time.perf_counter()
         uids, index = list(batch["uid"]), [int(i) for i in batch["index"]]
         step = int(batch["global_steps"])
         self.batches.append(index)
+        if not self.delay:
+            self._finish(uids, index, step)
+            return
+        running = [{"status": "running"} for _ in uids]
+        tq.kv_batch_put(keys=uids, partition_id=PARTITION, tags=running)
+        thread = threading.Thread(target=self._finish_slowly, args=(uids, index, step), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _finish_slowly(self, uids: list[str], index: list[int], step: int) -> None:
+        for uid, prompt_id in zip(uids, index, strict=True):
+            time.sleep(self.delay)
+            self._finish([uid], [prompt_id], step)
+
+    def _finish(self, uids: list[str], index: list[int], step: int) -> None:
+        started = time.perf_counter()
         keys, rewards = [], []
         for uid, prompt_id in zip(uids, index, strict=True):
             rng = np.random.default_rng([self.seed, step, prompt_id])
