@@ -358,3 +358,14 @@ def test_scenario_reads_a_foreign_log_through_its_columns_table(tmp_path: Path, 
     assert "| mine | 1 |" in capsys.readouterr().out
     assert main(["replay", str(sc2), "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 2
     assert "perhaps --column step=global_step" in capsys.readouterr().err
+
+
+def test_whole_floats_are_integers_and_index_ids_must_be_non_negative() -> None:
+    df = good_groups().with_columns(pl.col("step").cast(pl.Float64), pl.col("n_correct").cast(pl.Float64))
+    g = frame_to_groups(df)
+    assert g["step"].dtype == pl.Int64 and g["n_correct"].to_list() == [0, 3, 8, 5]
+    with pytest.raises(LogError, match=">= 0") as e:
+        frame_to_groups(good_groups().with_columns(prompt_id=pl.Series([0, 1, -4, 2])), spec=LogSpec(prompt_ids="index"))
+    assert e.value.row == 2
+    # dense mode takes the same negative id as any other key
+    assert frame_to_groups(good_groups().with_columns(prompt_id=pl.Series([0, 1, -4, 2])))["prompt_key"].to_list() == [0, 1, -4, 2]
