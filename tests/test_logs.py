@@ -299,6 +299,8 @@ def test_format_override_and_spec_errors(tmp_path: Path) -> None:
         LogSpec.from_dict({"columns": {"stpe": "global_step"}}, "[world]")
     with pytest.raises(ValueError, match="group_by must be"):
         LogSpec.from_dict({"group_by": 3}, "[world]")
+    with pytest.raises(ValueError, match="prompt_ids must be 'dense' or 'index'"):
+        read_log(path, LogSpec(format="csv", prompt_ids="sorted"))  # a spec built directly is checked too
 
 
 def test_write_log_by_suffix(tmp_path: Path) -> None:

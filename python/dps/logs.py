@@ -384,6 +384,7 @@ def _require(df: pl.DataFrame, path: str | Path, spec: LogSpec, layout: str, ava
 def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list[str] | None = None) -> LoadedLog:
     """Validate a frame in schema names and return its groups (dense ids, sorted by step)."""
     pl = _pl()
+    spec.check("log settings")
     layout = _layout(df, spec)
     _require(df, path, spec, layout, available or [])
     chk = _Checker(df, path, spec)
