@@ -251,3 +251,15 @@ def test_groups_finishing_while_verl_polls_are_each_observed_once(tmp_path):
     for thread in rollout.threads:
         thread.join(timeout=10)
     assert (tq.kv_list("train") or {}).get("train", {}) == {}
+
+
+def test_the_entry_point_refuses_another_trainer_mode():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dps.integrations.verl", "trainer.v1.trainer_mode=colocate_async"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "trainer_mode='colocate_async', where the dps section would be ignored" in result.stderr

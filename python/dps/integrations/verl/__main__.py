@@ -18,9 +18,16 @@ def main(config: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     from dps.integrations.verl.runner import DPSTaskRunner
-    from dps.integrations.verl.trainer import dps_options
+    from dps.integrations.verl.trainer import TRAINER_MODE, dps_options
 
     dps_options(config)  # unknown keys in the dps section fail here, before Ray starts
+    mode = config.trainer.v1.trainer_mode
+    if mode != TRAINER_MODE or not config.trainer.use_v1:
+        raise SystemExit(
+            f"python -m dps.integrations.verl runs verl's V1 trainer in mode {TRAINER_MODE!r} "
+            f"(trainer.use_v1=true, trainer.v1.trainer_mode={TRAINER_MODE}); got use_v1={config.trainer.use_v1}, "
+            f"trainer_mode={mode!r}, where the dps section would be ignored"
+        )
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=DPSTaskRunner)
