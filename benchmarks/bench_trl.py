@@ -29,37 +29,41 @@ from typing import Any
 import numpy as np
 
 from dps import DPS, Policy
+from dps.tasks import Example, Task
 
 B, K, DECAY, MAX_TOKENS, LR = 16, 8, 0.5, 7, 3e-5
 N_PROMPTS = 512
 CHARS = [chr(c) for c in range(33, 127)]
 
 
-def first_char_task() -> Any:
-    from dps.tasks import Example, Task
+def target(i: int) -> set[str]:
+    return set(CHARS[: 6 * (i % 12 + 1)])
 
-    def target(i: int) -> set[str]:
-        return set(CHARS[: 6 * (i % 12 + 1)])
 
-    class FirstChar(Task):
-        name = "first-char"
+class FirstChar(Task):
+    """Prompt i is "q<i>:"; a response is correct when its first character is in target(i).
+    At module level: `dps train` verifies in a worker process, which unpickles the task."""
 
-        def __init__(self) -> None:
-            self.examples = [Example(i, f"q{i}", f"q{i}:", CHARS[0]) for i in range(N_PROMPTS)]
-            self.held_out = [Example(i, f"t{i}", f"t{i}:", CHARS[0]) for i in range(16)]
+    name = "first-char"
 
-        def train(self) -> list:
-            return self.examples
+    def __init__(self) -> None:
+        self.examples = [Example(i, f"q{i}", f"q{i}:", CHARS[0]) for i in range(N_PROMPTS)]
+        self.held_out = [Example(i, f"t{i}", f"t{i}:", CHARS[0]) for i in range(16)]
 
-        def test(self) -> list:
-            return self.held_out
+    def train(self) -> list[Example]:
+        return self.examples
 
-        def check(self, example: Any, answer: str) -> bool:
-            return answer[:1] in target(int(example.key[1:]))
+    def test(self) -> list[Example]:
+        return self.held_out
 
-        def verify(self, example: Any, response: str) -> bool:
-            return self.check(example, response)
+    def check(self, example: Example, answer: str) -> bool:
+        return answer[:1] in target(int(example.key[1:]))
 
+    def verify(self, example: Example, response: str) -> bool:
+        return self.check(example, response)
+
+
+def first_char_task() -> FirstChar:
     return FirstChar()
 
 
@@ -110,7 +114,8 @@ def run_dps_train(steps: int, out: Path) -> Timed:
     cfg.update(steps=steps)
     cfg["warmup"]["steps"] = 0
     cfg["policy"].update(name="dps", batch_size=B)
-    cfg["rollout"].update(k=K, max_new_tokens=MAX_TOKENS, temperature=1.0)
+    # verify in-process, as TRL's reward function does (no worker process, no time limit)
+    cfg["rollout"].update(k=K, max_new_tokens=MAX_TOKENS, temperature=1.0, verify_timeout_s=0)
     cfg["grpo"].update(lr=LR)
     cfg["log"].update(eval_every=0, checkpoint_every=10**6, progress=False)
     policy = Timed(N_PROMPTS)
