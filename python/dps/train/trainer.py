@@ -209,13 +209,9 @@ class Trainer:
         return model, tok
 
     def _encode(self, text: str) -> list[int]:
-        if self.cfg.model.chat_template and getattr(self.tok, "chat_template", None):
-            ids = self.tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                               tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-            return list(ids)
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+        from dps.train.model import encode_prompt
+
+        return encode_prompt(self.tok, text, self.cfg.model.chat_template, self.task.response_prefix)
 
     def _check_vocab(self) -> None:
         unk = self.tok.unk_token_id
