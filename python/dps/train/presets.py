@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"path": SMOLLM2_DIR, "chat_template": True},
         "task": {"name": "arithmetic-qa", "options": {"n_train": 1024, "n_test": 256}},
         "policy": {"name": "dps", "batch_size": 64, "options": {"decay": 0.5}},
-        "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 16, "temperature": 1.0, "gen_batch_size": 512},
+        "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 16, "temperature": 1.0, "gen_batch_size": 64},
         "grpo": {"lr": 1e-6, "micro_batch_size": 256},
         "vllm": {"gpu_memory_utilization": 0.3, "dtype": "bfloat16"},
         "log": {"eval_every": 10, "eval_max": 256, "checkpoint_every": 10},
