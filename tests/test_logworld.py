@@ -171,3 +171,25 @@ def test_calibration_of_a_synthetic_log_and_its_report(tmp_path: Path, capsys: p
     assert main(["replay", str(sc), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
     assert "log world calibration on" in capsys.readouterr().out
     assert (tmp_path / "rep" / "calibration.png").exists() and "How well the log world predicts" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
+    """A log that re-picks its partly solved prompts, and holds only 20 of 200 prompts."""
+    from dps.replay.calibration import calibrate
+
+    rng = np.random.default_rng(3)
+    first = pl.DataFrame({"step": np.zeros(20, np.int64), "prompt_id": np.arange(20), "n_rollouts": np.full(20, 8), "n_correct": rng.choice([0, 8], 20)})
+    again = pl.DataFrame(
+        {
+            "step": np.repeat(np.arange(1, 31), 10),
+            "prompt_id": np.tile(np.arange(10), 30),
+            "n_rollouts": np.full(300, 8),
+            "n_correct": rng.integers(1, 8, 300),
+        }
+    )
+    cal = calibrate(LogWorld(pl.concat([first, again]), num_prompts=200))
+    warnings = " ".join(cal.warnings())
+    assert "180 of 200 prompts were never logged" in warnings and "first logged group" in warnings
+    assert "WARNING" in cal.line()
+    dense = stationary_log(prompts=200, steps=40, batch=50)[0]
+    assert calibrate(LogWorld(dense)).warnings() == []

@@ -39,6 +39,11 @@ class Calibration:
     predicted_share: float
     observed_share: float
     loglik: float
+    #: prompts of the world with no logged group at all (their outcomes come from the population prior alone)
+    unlogged_prompts: int = 0
+    num_prompts: int = 0
+    #: partial share of each prompt's first logged group (chosen before the policy saw that prompt)
+    first_look_share: float = float("nan")
 
     @property
     def skill(self) -> float:
@@ -54,14 +59,34 @@ class Calibration:
             "predicted_partial_share": self.predicted_share,
             "observed_partial_share": self.observed_share,
             "loglik_per_group": self.loglik,
+            "unlogged_prompts": self.unlogged_prompts,
+            "num_prompts": self.num_prompts,
+            "first_look_partial_share": self.first_look_share,
         }
 
     def line(self) -> str:
-        return (
+        text = (
             f"calibration on {self.groups:,} held-out logged groups: ECE {self.ece:.3f}, Brier {self.brier:.3f} "
             f"(constant {self.brier_constant:.3f}, skill {self.skill:.2f}), predicted partial share "
             f"{self.predicted_share:.3f} vs observed {self.observed_share:.3f}"
         )
+        return text + "".join(f"; WARNING: {w}" for w in self.warnings())
+
+    def warnings(self) -> list[str]:
+        """What the held-out check cannot see: prompts the log never holds, and a selective log."""
+        out = []
+        if self.num_prompts and self.unlogged_prompts / self.num_prompts > 0.05:
+            out.append(
+                f"{self.unlogged_prompts:,} of {self.num_prompts:,} prompts were never logged: their outcomes come "
+                "from the population prior alone"
+            )
+        if abs(self.first_look_share - self.observed_share) > 0.1:
+            out.append(
+                f"each prompt's first logged group is partly solved {self.first_look_share:.3f} of the time against "
+                f"{self.observed_share:.3f} over all groups: the logging policy chose prompts by their outcomes, so "
+                "the population prior leans toward what it chose"
+            )
+        return out
 
 
 def reliability(chance: np.ndarray, partial: np.ndarray, bins: int = CALIBRATION_BINS) -> Calibration:
@@ -94,6 +119,9 @@ def calibrate(world: LogWorld, max_groups: int | None = 50_000, bins: int = CALI
     held = world.held_out_predictions(max_groups=max_groups, seed=seed)
     cal = reliability(held["partial_chance"], held["partial"], bins)
     cal.loglik = float(np.mean(held["loglik"]))
+    cal.num_prompts = world.num_prompts
+    cal.unlogged_prompts = world.num_prompts - world.logged_prompts
+    cal.first_look_share = world.first_look_partial_share()
     return cal
 
 

@@ -471,6 +471,17 @@ class LogWorld(World):
     def switch_rate(self) -> float:
         return self.dynamics.rate
 
+    @property
+    def logged_prompts(self) -> int:
+        """Prompt ids with at least one logged group."""
+        return int(np.count_nonzero(np.diff(self.log.offsets)))
+
+    def first_look_partial_share(self) -> float:
+        """Partial share of each prompt's first logged group (picked before the policy saw the prompt)."""
+        first = self.log.offsets[:-1][np.diff(self.log.offsets) > 0]
+        nc, nr = self.log.nc[first], self.log.nr[first]
+        return float(np.mean((nc > 0) & (nc < nr))) if len(first) else float("nan")
+
     def _select_switch_rate(self, span: int) -> float:
         """The SWITCH_RATES candidate with the best held-out likelihood on a sample of prompts."""
         prompts = np.unique(self.log.pid)
