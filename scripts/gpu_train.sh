@@ -28,6 +28,9 @@ whl=$(ls .gpu/wheels/dps-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$whl" ]; then
   say "no .gpu/wheels/dps-*.whl: run scripts/gpu_pack.sh here and carry .gpu/wheels"; exit 2
 fi
+if [ "$("$PY" -c "import hashlib, pathlib; h = hashlib.sha256(); [h.update(p.as_posix().encode() + p.read_bytes()) for p in sorted(pathlib.Path('rust').rglob('*.rs')) + [pathlib.Path('Cargo.toml')]]; print(h.hexdigest())")" != "$(cat .gpu/wheels/rust.sha256 2>/dev/null)" ]; then
+  say "the wheel in .gpu/wheels was built from other Rust sources than this tree's: run scripts/gpu_pack.sh again"; exit 2
+fi
 "$PY" -c "import zipfile, sys; z = zipfile.ZipFile(sys.argv[1]); open('python/dps/_core.abi3.so', 'wb').write(z.read('dps/_core.abi3.so'))" "$whl"
 # 2. gguf (pure Python) beside the machine's own packages.
 "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --upgrade .gpu/wheels/gguf-*.whl
