@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dps.tasks.base import Example, Task, extract_answer, last_boxed, wrap_answer
+from dps.tasks.base import Example, SplitTask, Task, extract_answer, last_boxed, wrap_answer
 from dps.tasks.data import BoxedMathTask, DatasetTask
 from dps.tasks.gym import ArithmeticTask, CountdownTask
 from dps.tasks.questions import QuestionArithmeticTask
@@ -30,6 +30,6 @@ def make_task(name: str, **options: Any) -> Task:
 
 
 __all__ = [
-    "Example", "Task", "TASKS", "make_task", "extract_answer", "last_boxed", "wrap_answer",
+    "Example", "Task", "SplitTask", "TASKS", "make_task", "extract_answer", "last_boxed", "wrap_answer",
     "ArithmeticTask", "CountdownTask", "QuestionArithmeticTask", "BoxedMathTask", "DatasetTask",
 ]

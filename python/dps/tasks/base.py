@@ -143,6 +143,23 @@ class Task(abc.ABC):
         return {"name": self.name, "train": len(self.train()), "test": len(self.test())}
 
 
+class SplitTask(Task):
+    """A task that builds its splits once, in its constructor (the built-in tasks)."""
+
+    _train: list[Example]
+    _test: list[Example]
+    _warmup: list[Example] = []
+
+    def train(self) -> list[Example]:
+        return self._train
+
+    def test(self) -> list[Example]:
+        return self._test
+
+    def warmup(self) -> list[Example]:
+        return self._warmup or self._train
+
+
 def split_disjoint(
     items: list[tuple[str, str, dict[str, Any]]], n_train: int, n_test: int, n_warmup: int, what: str,
     stratum: str | None = None,

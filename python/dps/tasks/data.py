@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dps.tasks.base import ANSWER_FORMATS, Example, Task, content_key
+from dps.tasks.base import ANSWER_FORMATS, Example, SplitTask, content_key
 
 VERIFIERS = ("math", "numeric", "exact")
 
@@ -71,7 +71,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-class DatasetTask(Task):
+class DatasetTask(SplitTask):
     """A user's dataset: one row per prompt with a reference answer.
 
     ``test_path`` gives a separate held-out file; otherwise ``test_fraction`` of the rows
@@ -140,12 +140,6 @@ class DatasetTask(Task):
             key = str(r[idf]) if idf and r.get(idf) is not None else content_key(prompt, answer)
             out.append(Example(i, key, prompt, answer, {"split": split, "where": where}))
         return out
-
-    def train(self) -> list[Example]:
-        return self._train
-
-    def test(self) -> list[Example]:
-        return self._test
 
     def _gold_of(self, example: Example) -> Any:
         k = (example.meta.get("split", "train"), example.id)

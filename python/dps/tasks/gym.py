@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from dps.tasks.base import Example, Task, split_disjoint
+from dps.tasks.base import Example, SplitTask, split_disjoint
 
 
 def _rg():
@@ -17,22 +17,10 @@ def _rg():
     return reasoning_gym
 
 
-class _GymTask(Task):
+class _GymTask(SplitTask):
     """Keeps each example's reasoning-gym entry so that its own scorer judges answers."""
 
-    _train: list[Example]
-    _test: list[Example]
-    _warmup: list[Example]
     _datasets: dict[str, Any]
-
-    def train(self) -> list[Example]:
-        return self._train
-
-    def test(self) -> list[Example]:
-        return self._test
-
-    def warmup(self) -> list[Example]:
-        return self._warmup or self._train
 
     def check(self, example: Example, answer: str) -> bool:
         ds = self._datasets[example.meta["dataset"]]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dps.tasks.base import Example, Task, split_disjoint
+from dps.tasks.base import Example, SplitTask, split_disjoint
 
 # name -> (operator, [(low, high) inclusive range of each operand]); easiest first, as in the
 # real run's eight levels.
@@ -40,7 +40,7 @@ def _level_pool(op: str, ranges: list[tuple[int, int]]) -> list[tuple[str, str]]
     return pool
 
 
-class QuestionArithmeticTask(Task):
+class QuestionArithmeticTask(SplitTask):
     """Graded arithmetic questions (levels of `QUESTION_LEVELS`, all by default).
 
     Prompts are drawn round-robin over the levels, distinct within and across the splits; a
@@ -79,15 +79,6 @@ class QuestionArithmeticTask(Task):
         items = items[:need]
         items = [items[i] for i in rng.permutation(len(items))]
         self._train, self._test, self._warmup = split_disjoint(items, n_train, n_test, n_warmup, "arithmetic-qa")
-
-    def train(self) -> list[Example]:
-        return self._train
-
-    def test(self) -> list[Example]:
-        return self._test
-
-    def warmup(self) -> list[Example]:
-        return self._warmup or self._train
 
     def check(self, example: Example, answer: str) -> bool:
         digits = answer.lstrip("-")
