@@ -17,6 +17,7 @@ from dps.logs import (
     aggregate_responses,
     explain,
     frame_to_groups,
+    load_frame,
     load_log,
     prompt_keys,
     read_log,
@@ -163,6 +164,47 @@ def test_sparse_int_ids_and_index_mode() -> None:
     assert idx["prompt_id"].to_list() == [20, 1000, 1000]
     with pytest.raises(LogError, match="index"):
         frame_to_groups(df.with_columns(pl.col("prompt_id").cast(pl.String)), spec=LogSpec(prompt_ids="index"))
+
+
+@pytest.mark.parametrize("keys", [["zz", "aa", "mm"], [7000, 30, 512]])
+def test_a_log_with_prompt_key_is_read_by_the_users_ids(tmp_path: Path, keys: list[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """A log as `dps replay --write-logs` writes it: dense prompt_id beside the user's prompt_key."""
+    from dps.cli import main
+
+    order = sorted(keys)
+    df = pl.DataFrame(
+        {
+            "step": [0, 0, 1, 2],
+            "prompt_id": [order.index(k) for k in (keys[0], keys[2], keys[0], keys[1])],
+            "prompt_key": [keys[0], keys[2], keys[0], keys[1]],
+            "n_rollouts": [4] * 4,
+            "n_correct": [1, 2, 3, 0],
+        }
+    )
+    path = tmp_path / "written.parquet"
+    df.write_parquet(path)
+    log = load_log(path)
+    assert log.keys.to_list() == order  # the user's ids, not the dense ones beside them
+    assert {(r["step"], r["prompt_key"]): r["n_correct"] for r in log.groups.iter_rows(named=True)} == {
+        (r["step"], r["prompt_key"]): r["n_correct"] for r in df.iter_rows(named=True)
+    }
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "prompt_id <- prompt_key" in out and f"3 distinct ({order[0]!r} .. {order[-1]!r})" in out.replace('"', "'")
+    # the keys alone suffice
+    assert load_frame(df.drop("prompt_id")).keys.to_list() == order
+
+
+def test_prompt_key_must_pair_with_prompt_id_one_to_one() -> None:
+    df = pl.DataFrame({"step": [0, 0, 1], "prompt_id": [0, 1, 0], "prompt_key": ["a", "b", "a"], "n_rollouts": [4] * 3, "n_correct": [1, 2, 3]})
+    for bad, column, row in (
+        (df.with_columns(prompt_id=pl.Series([0, 1, 2])), "prompt_key", 0),  # "a" is 0 and 2
+        (df.with_columns(prompt_key=pl.Series(["a", "b", "c"])), "prompt_id", 0),  # 0 is "a" and "c"
+        (df.with_columns(prompt_key=pl.Series(["a", None, "a"])), "prompt_key", 1),
+    ):
+        with pytest.raises(LogError) as e:
+            load_frame(bad)
+        assert (e.value.column, e.value.row) == (column, row)
 
 
 def test_repeated_groups_are_kept_as_separate_rows() -> None:

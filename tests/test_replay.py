@@ -432,3 +432,104 @@ def test_rollout_log_writer_round_trip_and_resume(tmp_path):
     with pytest.raises(TypeError, match="integer"):
         log.add(2, [0], np.array([0.5]), np.array([4]))
     assert len(log) == 3  # the refused call added nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's own prompt ids in what a replay writes
+
+
+def dense_log_with_ids(kind: str, prompts: int = 30, steps: int = 10, k: int = 8) -> tuple[pl.DataFrame, list[Any]]:
+    """Every prompt every step (each replayed cell is a logged one), ids of the given kind; and the ids."""
+    import hashlib
+
+    ids: list[Any] = {
+        "hashes": [hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in range(prompts)],
+        "sparse ints": [7 + 1009 * i for i in range(prompts)][::-1],
+        "dense ints": list(range(prompts)),
+    }[kind]
+    rng = np.random.default_rng(5)
+    p = rng.beta(0.5, 0.5, prompts)
+    step = np.repeat(np.arange(steps), prompts)
+    who = np.tile(np.arange(prompts), steps)
+    df = pl.DataFrame({"step": step, "prompt_id": pl.Series([ids[i] for i in who]), "n_rollouts": np.full(len(step), k), "n_correct": rng.binomial(k, p[who])})
+    return df, ids
+
+
+ID_SCENARIO = (
+    'name = "ids"\n[world]\nlog = "{log}"\n{extra}\n[run]\nbatch_size = 6\nseeds = 1\nworkers = 1\n'
+    '[[policies]]\nname = "US"\ntype = "uniform"\n[[policies]]\nname = "DPS"\ntype = "dps"\ndecay = 0.7\n'
+)
+
+
+def replay_and_write_logs(tmp_path: Path, log: str, extra: str = "", name: str = "out") -> Path:
+    from dps.cli import main
+
+    sc = tmp_path / f"{name}.toml"
+    sc.write_text(ID_SCENARIO.format(log=log, extra=extra))
+    out = tmp_path / name
+    assert main(["replay", str(sc), "--out", str(out), "--quiet", "--no-plots", "--write-logs"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("kind, closed", [("hashes", False), ("sparse ints", False), ("hashes", True), ("dense ints", False)])
+def test_written_logs_name_prompts_by_the_users_ids(tmp_path: Path, kind: str, closed: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    df, ids = dense_log_with_ids(kind)
+    df.write_parquet(tmp_path / "log.parquet")
+    out = replay_and_write_logs(tmp_path, "log.parquet", "closed_loop = 0.05" if closed else "")
+    written = sorted((out / "logs").glob("*.parquet"))
+    assert [p.name for p in written] == (
+        ["DPS-seed0.parquet", "DPS_open_loop_-seed0.parquet", "US-seed0.parquet", "US_open_loop_-seed0.parquet"]
+        if closed
+        else ["DPS-seed0.parquet", "US-seed0.parquet"]
+    )
+    logged = {(r["step"], r["prompt_id"]): (r["n_rollouts"], r["n_correct"]) for r in df.iter_rows(named=True)}
+    order = sorted(ids)
+    for path in written:
+        w = pl.read_parquet(path)
+        if kind == "dense ints":  # the dense ids are the user's own: nothing to add
+            assert w.columns == ["step", "prompt_id", "n_rollouts", "n_correct"]
+            continue
+        assert w.columns == ["step", "prompt_id", "prompt_key", "n_rollouts", "n_correct"]
+        assert w["prompt_key"].dtype == df["prompt_id"].dtype and w["prompt_key"].null_count() == 0
+        # each dense id is the user's id at that place in sorted order (how the reader assigned them)
+        assert w["prompt_key"].to_list() == [order[i] for i in w["prompt_id"]]
+        if not closed or "open_loop" in path.name:  # every cell is logged: the world returned the logged group
+            assert all(logged[(r["step"], r["prompt_key"])] == (r["n_rollouts"], r["n_correct"]) for r in w.iter_rows(named=True))
+
+
+@pytest.mark.parametrize("kind", ["hashes", "sparse ints"])
+def test_a_written_log_reads_back_and_replays_like_the_users_own(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from dps.cli import main
+
+    df, ids = dense_log_with_ids(kind)
+    df.write_parquet(tmp_path / "log.parquet")
+    first = replay_and_write_logs(tmp_path, "log.parquet", name="first")
+    written = first / "logs" / "DPS-seed0.parquet"
+    w = pl.read_parquet(written)
+    capsys.readouterr()
+    assert main(["validate", str(written)]) == 0
+    said = capsys.readouterr().out.replace('"', "'")
+    picked = sorted(set(w["prompt_key"].to_list()))
+    assert "prompt_id <- prompt_key" in said and f"{len(picked)} distinct ({picked[0]!r} .. {picked[-1]!r})" in said
+    back = read_log(written)
+    assert {(r["step"], r["prompt_key"]): r["n_correct"] for r in back.iter_rows(named=True)} == {
+        (r["step"], r["prompt_key"]): r["n_correct"] for r in w.iter_rows(named=True)
+    }
+    # replaying the written log = replaying the same groups as the user's trainer would have logged them
+    as_user = w.drop("prompt_id").rename({"prompt_key": "prompt_id"})
+    as_user.write_parquet(tmp_path / "as_user.parquet")
+    again = replay_and_write_logs(tmp_path, str(written), name="again")
+    user = replay_and_write_logs(tmp_path, "as_user.parquet", name="user")
+    a, u = pl.read_csv(again / "summary.csv"), pl.read_csv(user / "summary.csv")
+    assert a.drop("wall_s", "policy_ms_per_step", "world_ms_per_step").equals(u.drop("wall_s", "policy_ms_per_step", "world_ms_per_step"))
+    for name in ("US-seed0.parquet", "DPS-seed0.parquet"):
+        la, lu = pl.read_parquet(again / "logs" / name), pl.read_parquet(user / "logs" / name)
+        assert la.equals(lu) and set(la["prompt_key"].to_list()) <= set(picked)
+
+
+def test_log_world_prompt_keys_are_null_past_the_logs_own_prompts() -> None:
+    groups = frame_to_groups(pl.DataFrame({"step": [0, 1], "prompt_id": ["b", "a"], "n_rollouts": [4, 4], "n_correct": [1, 2]}))
+    world = LogWorld(groups, LogEstimator(switch_rate=0.0), num_prompts=4, keys=pl.Series(["a", "b"]))
+    assert world.prompt_keys(np.array([1, 3, 0])).to_list() == ["b", None, "a"]
+    assert LogWorld(groups, LogEstimator(switch_rate=0.0)).prompt_keys(np.array([0])) is None
+    assert SyntheticWorld(preset_params("countdown", num_prompts=10, steps=2)).prompt_keys(np.array([0])) is None

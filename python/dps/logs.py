@@ -26,7 +26,9 @@ these with `LogSpec.columns` (e.g. ``{"step": "global_step", "prompt_id": "promp
 Prompt ids may be integers of any range or strings (hashes, the prompt text): inside, prompts
 get dense ids ``prompt_id`` 0..N-1 (in the sorted order of the user's ids; ids that already are
 0..N-1 stay as they are) and the user's own id is kept in ``prompt_key``; `LoadedLog.keys` and
-`prompt_keys` map dense ids back. Steps are the log's own values, never shifted or padded. The
+`prompt_keys` map dense ids back. A file that holds a ``prompt_key`` column (as the logs that
+``dps replay --write-logs`` writes do: the dense id beside the user's id) is read by its
+``prompt_key``: that is the prompt's own id, and its ``prompt_id`` must pair with it one to one. Steps are the log's own values, never shifted or padded. The
 same (step, prompt) may appear more than once (extra generation rounds, an epoch wrap-around, a
 training group and an evaluation sweep at the same step): each such group stays its own row.
 
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 GROUP_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct")
 RESPONSE_COLUMNS = ("step", "prompt_id", "reward")
 #: Every column the reader knows, by its schema name.
-SCHEMA_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards", "reward", "correct", "kind")
+SCHEMA_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards", "reward", "correct", "kind", "prompt_key")
 DEFAULT_THRESHOLD = 0.5
 #: File name endings and the format each means.
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -379,7 +381,7 @@ def _require(df: pl.DataFrame, path: str | Path, spec: LogSpec, layout: str, ava
         required.append("reward")
     has = f"; the file has {', '.join(available)}" if available else ""
     for name in required:
-        if name not in df.columns:
+        if name not in df.columns and not (name == "prompt_id" and "prompt_key" in df.columns):
             col = spec.file_column(name)
             hint = f" (map a column of yours to it with columns.{name} = \"NAME\" or --column {name}=NAME)" if col == name else ""
             raise LogError(path, col, None, f"missing: a {layout} log needs {', '.join(required)}{hint}{has}{_suggest(name, available)}")
@@ -403,6 +405,8 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     if "kind" in chk.df.columns:
         chk.df = chk.df.with_columns(pl.col("kind").cast(pl.String))
         chk.not_null("kind")
+    if "prompt_key" in chk.df.columns:
+        _use_keys(chk)
     id_type = _check_ids(chk)
     frame, rows = chk.df, chk.df.height
     if layout == "response":
@@ -415,7 +419,8 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
         if frame.height == 0:
             raise LogError(path, spec.file_column("kind"), None, f"no rows of kind {', '.join(spec.kinds)}")
     frame = _sorted(_order(frame, spec))
-    used = {name: spec.file_column(name) for name in df.columns if name in SCHEMA_COLUMNS}
+    used = {name: spec.file_column(name) for name in df.columns if name in SCHEMA_COLUMNS and name != "prompt_key"}
+    used["prompt_id"] = chk.spec.file_column("prompt_id")  # the file's prompt_key, where it has one
     info = LogInfo(str(path), "frame", 1, layout, rows, used, id_type, mapping, len(keys), correctness, threshold, spec.kinds)
     return LoadedLog(frame, info, keys)
 
@@ -461,6 +466,34 @@ def _check_responses(chk: _Checker) -> tuple[str, float | None]:
             raise chk.error("correct", bad, f"is {chk.df['correct'][bad]}, expected 0 or 1 (or give a float score and a threshold)")
         return f"{col} (0 / 1)", None
     return f"{col} >= {th:g}", th
+
+
+def _use_keys(chk: _Checker) -> None:
+    """A log with the user's ids in prompt_key (beside dense ids, as a replay writes it): read by the keys.
+
+    Its prompt_id must pair with prompt_key one to one; from here on prompt_key is the id column
+    (errors name the file's prompt_key column).
+    """
+    import dataclasses
+
+    pl = _pl()
+    df = chk.df
+    if df["prompt_key"].null_count():
+        bad = chk.first(pl.col("prompt_key").is_null())
+        raise chk.error(
+            "prompt_key", bad, "is null: every row needs the prompt's own id (a replay writes none for prompts its "
+            "log never named, which a larger [world] num_prompts adds)"
+        )
+    if "prompt_id" in df.columns:
+        for one, other in (("prompt_key", "prompt_id"), ("prompt_id", "prompt_key")):
+            bad = chk.first(pl.col(other).n_unique().over(one) > 1)
+            if bad is not None:
+                raise chk.error(
+                    one, bad, f"{df[one][bad]!r} is paired with more than one {chk.spec.file_column(other)}; "
+                    "prompt_id and prompt_key must name the same prompts one to one"
+                )
+    chk.df = df.drop("prompt_id", strict=False).rename({"prompt_key": "prompt_id"})
+    chk.spec = dataclasses.replace(chk.spec, columns={**chk.spec.columns, "prompt_id": chk.spec.file_column("prompt_key")})
 
 
 def _check_ids(chk: _Checker) -> str:

@@ -435,8 +435,12 @@ class LogWorld(World):
         k: int | None = None,
         num_prompts: int | None = None,
         steps: int | None = None,
+        keys: pl.Series | None = None,
     ):
+        """`keys`: the user's id of each dense id 0..len(keys)-1 (`LoadedLog.keys`), or None when the
+        dense ids are the user's own; replay outputs name prompts by them (`prompt_keys`)."""
         self.estimator = est = estimator or LogEstimator()
+        self.keys = keys
         if groups.height == 0:
             raise ValueError("the log holds no groups")
         step = np.asarray(groups["step"].to_numpy(), np.int64)
@@ -574,6 +578,16 @@ class LogWorld(World):
         nc[miss] = draw_correct(seed, t, ids[miss], p, self.k)
         nr[miss] = self.k
         return nc, nr
+
+    def prompt_keys(self, ids: np.ndarray) -> pl.Series | None:
+        if self.keys is None:
+            return None
+        import polars as pl
+
+        ids = np.asarray(ids, np.int64)
+        known = ids < len(self.keys)  # dense ids past the log's own prompts ([world] num_prompts) have no user id
+        named = self.keys.gather(np.where(known, ids, 0))
+        return pl.select(pl.when(pl.lit(pl.Series(known))).then(named)).to_series().alias("prompt_key")
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

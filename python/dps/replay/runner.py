@@ -109,8 +109,9 @@ class ReplayResult:
     steps: dict[str, np.ndarray]
     summary: dict[str, Any]
     sample_counts: np.ndarray = field(repr=False)
-    #: every rolled-out group as a per-group log (step, prompt_id, n_rollouts, n_correct), when recorded
-    groups: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: every rolled-out group as a per-group log (step, prompt_id, n_rollouts, n_correct), when recorded;
+    #: with prompt_key (a polars Series: the user's own ids) where the world's dense ids are not the user's
+    groups: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def gini(x: np.ndarray) -> float:
@@ -225,12 +226,17 @@ def replay(
         summary.update(prediction_scores(conf_steps.sum(axis=0)))
     else:
         summary.update(dict.fromkeys(("pred_accuracy", "pred_precision", "pred_recall", "pred_f1"), float("nan")))
-    groups = None
-    if record:
-        groups = {
-            "step": np.concatenate([np.full(len(r[1]), r[0], np.int64) for r in rec]),
-            "prompt_id": np.concatenate([r[1] for r in rec]),
-            "n_rollouts": np.concatenate([r[2] for r in rec]),
-            "n_correct": np.concatenate([r[3] for r in rec]),
-        }
+    groups = recorded_groups(rec, world) if record else None
     return ReplayResult(out, summary, counts, groups)
+
+
+def recorded_groups(rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], world: World) -> dict[str, Any]:
+    """The recorded (step, ids, n_rollouts, n_correct) as a per-group log, naming prompts by the user's ids where the world has them."""
+    ids = np.concatenate([r[1] for r in rec])
+    groups: dict[str, Any] = {"step": np.concatenate([np.full(len(r[1]), r[0], np.int64) for r in rec]), "prompt_id": ids}
+    keys = world.prompt_keys(ids)
+    if keys is not None:
+        groups["prompt_key"] = keys
+    groups["n_rollouts"] = np.concatenate([r[2] for r in rec])
+    groups["n_correct"] = np.concatenate([r[3] for r in rec])
+    return groups

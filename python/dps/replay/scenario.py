@@ -101,7 +101,8 @@ def build_world(cfg: dict[str, Any], base: World | None = None) -> World:
         log = load_log(cfg["log"], LogSpec.from_dict(cfg, "[world]"))
         est = LogEstimator.from_dict({k: cfg[k] for k in ESTIMATOR_KEYS if k in cfg})
         num_prompts = max(int(cfg.get("num_prompts") or 0), log.info.num_prompts)  # prompts a kinds filter left out stay
-        return LogWorld(log.groups, est, k=cfg.get("k"), num_prompts=num_prompts)
+        keys = log.keys if log.info.id_mapping == "dense" else None  # else the dense ids are the user's own
+        return LogWorld(log.groups, est, k=cfg.get("k"), num_prompts=num_prompts, keys=keys)
     seed = int(cfg.pop("seed", 0))
     preset = cfg.pop("preset", None)
     params = preset_params(preset, **cfg) if preset is not None else SyntheticParams.from_dict(cfg)

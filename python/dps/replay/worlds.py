@@ -84,6 +84,15 @@ class World:
     def describe(self) -> dict[str, Any]:
         return {"kind": type(self).__name__, "num_prompts": self.num_prompts, "k": self.k, "steps": self.steps}
 
+    def prompt_keys(self, ids: np.ndarray) -> pl.Series | None:
+        """The user's own ids of dense prompt `ids` (null where it has none), or None where the
+        dense ids are the user's ids (synthetic worlds, logs whose ids already were 0..N-1).
+
+        A world that wraps another (`base`, e.g. a closed loop) names its base's prompts.
+        """
+        base = getattr(self, "base", None)
+        return base.prompt_keys(ids) if isinstance(base, World) else None
+
 
 # --------------------------------------------------------------------------------------------
 # Synthetic world
