@@ -4,8 +4,9 @@ Expects, for each seed S, three `dps train` run folders RUNS/sS-uniform, RUNS/sS
 RUNS/sS-ds made with `--set log.sweep_every=N` (see the README's closed-loop section). The
 uniform run's dense sweeps are the world's log and its rollouts the trainings the closed loop
 is fitted from; DPS and DS are replayed (replay seeds 0-2, their options from the live runs'
-configs) in the open-loop world, the fitted closed loop, and the closed loop with
-effect_cap = "log", and compared with what the live runs measured.
+configs) in the open-loop world, the fitted closed loop (its shape chosen from the log: the
+default), the fitted closed loop forced linear (effect_saturation = "linear"), and compared
+with what the live runs measured.
 
     .venv/bin/python scripts/closedloop_train.py /work/runs-closedloop --seeds 0 1 2
 """
@@ -31,7 +32,7 @@ def live(run: Path) -> dict[str, float]:
     return {"effective_ratio": float(s["effective_ratio"]), "rollouts": float(s["rollouts_total"])}
 
 
-def scenario(us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int], cap: str) -> dict[str, Any]:
+def scenario(us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int], shape: str) -> dict[str, Any]:
     cfg = config(us_run)
     n, batch = int(cfg["task"]["options"]["n_train"]), int(cfg["policy"]["batch_size"])
     ds_opts = dict(ds_cfg["policy"]["options"])
@@ -39,7 +40,7 @@ def scenario(us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], repl
     return {
         "name": f"closed-loop-{us_run.name}",
         "world": {"log": str(us_run / "dense.parquet"), "closed_loop": "fit", "train_log": str(us_run / "rollouts.parquet"),
-                  "effect_cap": cap},
+                  "effect_saturation": shape},
         "run": {"batch_size": batch, "steps": int(cfg["steps"]), "seeds": replay_seeds, "workers": 1},
         "policies": [
             {"name": "US", "type": "uniform"},
@@ -49,6 +50,14 @@ def scenario(us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], repl
     }
 
 
+def shape_label(w: dict[str, Any]) -> str:
+    """The chosen saturation, why, and the best candidate's log-likelihood over the default's."""
+    scores = w["closed_loop_shape_loglik"]
+    best = max(scores, key=lambda c: scores[c])
+    lead = scores[best] - scores[w["closed_loop_shape_default"]]
+    return f"sat. {w['closed_loop_saturation']} ({w['closed_loop_shape']}; best {best} by {lead:.1f}, margin {w['closed_loop_shape_margin']})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path)
@@ -56,29 +65,30 @@ def main() -> None:
     ap.add_argument("--replay-seeds", type=int, default=3)
     a = ap.parse_args()
     print(
-        "| seed | fitted gain (se), half-life | US eff. ratio open / closed / capped / live | DPS eff. ratio open / closed / capped / live "
-        "| DS rollouts open / closed / capped / live |"
+        "| seed | fitted gain (se), half-life, shape | US eff. ratio open / closed / linear / live "
+        "| DPS eff. ratio open / closed / linear / live | DS rollouts open / closed / linear / live |"
     )
     print("|---:|---|---|---|---|")
     for seed in a.seeds:
         us, dps, ds = (a.runs / f"s{seed}-{p}" for p in ("uniform", "dps", "ds"))
         got: dict[str, dict[str, Any]] = {}
-        for cap in ("none", "log"):
-            sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds)), cap))
+        for shape in ("auto", "linear"):
+            sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds)), shape))
             res = run_sweep(sc, workers=1, progress=False)
             for r in res.summary.select("policy", "effective_ratio", "rollouts").group_by("policy").mean().iter_rows(named=True):
-                name = r["policy"] if cap == "none" or r["policy"].endswith("(open loop)") else r["policy"] + " capped"
+                name = r["policy"] if shape == "auto" or r["policy"].endswith("(open loop)") else r["policy"] + " linear"
                 got[name] = r
-            if cap == "none":
+            if shape == "auto":
                 w = res.world
         truth = {"US": live(us), "DPS": live(dps), "DS": live(ds)}
 
         def four(policy: str, key: str, fmt: str) -> str:
-            vals = (got[f"{policy} (open loop)"][key], got[policy][key], got[f"{policy} capped"][key], truth[policy][key])
+            vals = (got[f"{policy} (open loop)"][key], got[policy][key], got[f"{policy} linear"][key], truth[policy][key])
             return " / ".join(format(v, fmt) for v in vals)
 
         print(
-            f"| {seed} | {w['closed_loop_gain']:+.3f} ({w['closed_loop_gain_se']:.3f}), {w['closed_loop_half_life']} "
+            f"| {seed} | {w['closed_loop_gain']:+.3f} ({w['closed_loop_gain_se']:.3f}), {w['closed_loop_half_life']}, "
+            f"{shape_label(w)} "
             f"| {four('US', 'effective_ratio', '.3f')} | {four('DPS', 'effective_ratio', '.3f')} "
             f"| {four('DS', 'rollouts', ',.0f')} |",
             flush=True,

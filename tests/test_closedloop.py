@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from dps import DPS, DynamicSampling, Uniform
 from dps.replay.closedloop import (
+    EFFECT_SATURATIONS,
     ClosedLoopWorld,
     TrainingEffect,
     fit_training_effect,
@@ -25,8 +27,9 @@ from dps.replay.worlds import LogWorld, SyntheticWorld, preset_params
 N, T, B = 2000, 200, 128
 
 
-def synthetic_log(gain: float, seed: int = 1, sweep_every: int = 10) -> tuple[SyntheticWorld, pl.DataFrame]:
-    world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=gain), seed=0)
+@functools.lru_cache(maxsize=4)
+def synthetic_log(gain: float, seed: int = 1, sweep_every: int = 10, saturation: float = math.inf) -> tuple[SyntheticWorld, pl.DataFrame]:
+    world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=gain, train_saturation=saturation), seed=0)
     log = training_log(world, Uniform(num_prompts=N, seed=seed), T, B, seed, sweep_every)
     return world, log
 
@@ -49,7 +52,7 @@ def test_trained_level_counts_earlier_trainings_with_decay() -> None:
 @pytest.mark.parametrize("gain", [0.2, 0.0])
 def test_fit_recovers_a_known_training_effect(gain: float) -> None:
     _, log = synthetic_log(gain)
-    eff = fit_training_effect(log, trained(log), half_life="inf")
+    eff = fit_training_effect(log, trained(log), half_life="inf", saturation="linear")
     assert 0 < eff.gain_se < 0.03
     assert abs(eff.gain - gain) < 3 * eff.gain_se, (eff.gain, eff.gain_se)
     if gain:
@@ -60,10 +63,34 @@ def test_fit_recovers_a_known_training_effect(gain: float) -> None:
 
 def test_fit_auto_half_life_keeps_a_permanent_effect() -> None:
     _, log = synthetic_log(0.2)
-    eff = fit_training_effect(log, trained(log))
+    eff = fit_training_effect(log, trained(log), saturation="linear")
     assert set(eff.scores) == {math.inf, 64.0, 16.0, 4.0}
     assert eff.half_life >= 64  # the synthetic effect never fades; a short half-life fits worse
     assert abs(eff.gain - 0.2) < 0.06
+
+
+@pytest.mark.parametrize("saturation, lo, hi", [(math.inf, 16.0, math.inf), (2.0, 1.0, 4.0)])
+def test_the_shape_is_chosen_from_the_log(saturation: float, lo: float, hi: float) -> None:
+    # a log with a sweep every 4 steps tells a linear effect from one that saturates after 2 trainings
+    _, log = synthetic_log(0.2 if math.isinf(saturation) else 0.4, sweep_every=4, saturation=saturation)
+    eff = fit_training_effect(log, trained(log), half_life="inf")
+    assert eff.shape_reason == "fitted" and lo <= eff.saturation <= hi, eff.describe()
+    assert set(eff.shape_scores) == {*EFFECT_SATURATIONS, eff.shape_default}
+    assert 4 < eff.shape_default < 8  # the log's own partial trainings per prompt
+    true_gain = 0.2 if math.isinf(saturation) else 0.4
+    assert abs(eff.gain - true_gain) < 3 * eff.gain_se, eff.describe()
+
+
+def test_a_log_that_cannot_tell_the_shape_gets_the_default_saturation() -> None:
+    # a weak effect seen through sparse sweeps: every shape fits about as well
+    _, log = synthetic_log(0.1)
+    eff = fit_training_effect(log, trained(log), half_life="inf")
+    assert eff.shape_reason == "default" and eff.saturation == eff.shape_default
+    assert max(eff.shape_scores.values()) - eff.shape_scores[eff.shape_default] < 0.5 * math.log(eff.observations)
+    M = np.array([0.0, 1.0, 100.0])
+    level = eff.level(M)
+    assert level[0] == 0 and level[1] == pytest.approx(eff.gain * eff.saturation * (1 - math.exp(-1 / eff.saturation)))
+    assert level[2] < eff.gain * eff.shape_default  # never more than the log's own trainings per prompt at the first one's rate
 
 
 def test_a_log_that_cannot_identify_the_effect_is_refused() -> None:
@@ -74,10 +101,11 @@ def test_a_log_that_cannot_identify_the_effect_is_refused() -> None:
         fit_training_effect(log, log, half_life="inf")
 
 
-def test_closed_loop_over_an_open_truth_is_the_closed_truth() -> None:
+@pytest.mark.parametrize("saturation", [math.inf, 3.0])
+def test_closed_loop_over_an_open_truth_is_the_closed_truth(saturation: float) -> None:
     open_world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T), seed=0)
-    closed_truth = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=0.1), seed=0)
-    wrapped = ClosedLoopWorld(open_world, TrainingEffect(gain=0.1))
+    closed_truth = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=0.1, train_saturation=saturation), seed=0)
+    wrapped = ClosedLoopWorld(open_world, TrainingEffect(gain=0.1, saturation=saturation))
     for make in (lambda: DPS(num_prompts=N, seed=3), lambda: DynamicSampling(num_prompts=N, seed=3)):
         a = replay(make(), wrapped, 60, B, seed=3, record=True)
         b = replay(make(), closed_truth, 60, B, seed=3, record=True)
@@ -115,7 +143,7 @@ def test_replaying_the_logging_policy_gives_back_the_log() -> None:
 
 
 def test_closed_loop_moves_a_repeating_policy_towards_the_truth() -> None:
-    truth, log = synthetic_log(0.2)
+    truth, log = synthetic_log(0.2, sweep_every=4)
     train = trained(log)
     sweep = log.filter(pl.col("kind") == "sweep").join(train.select("step", "prompt_id"), on=["step", "prompt_id"], how="anti")
     base = LogWorld(pl.concat([train, sweep]).drop("kind"))
@@ -172,6 +200,11 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
         ({"log": "x.parquet", "closed_loop": "fit", "effect_cap": "big"}, "effect_cap"),
         ({"log": "x.parquet", "closed_loop": "fit", "effect_cap": 0}, "effect_cap"),
         ({"log": "x.parquet", "effect_cap": "log"}, "effect_cap"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_saturation": "flat"}, "effect_saturation"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_saturation": -1}, "effect_saturation"),
+        ({"log": "x.parquet", "closed_loop": "fit", "effect_saturation": True}, "effect_saturation"),
+        ({"log": "x.parquet", "closed_loop": 0.1, "effect_saturation": "auto"}, "effect_saturation"),
+        ({"log": "x.parquet", "effect_saturation": 4}, "effect_saturation"),
     ],
 )
 def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:

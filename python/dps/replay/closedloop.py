@@ -56,8 +56,10 @@ if TYPE_CHECKING:
 
 #: Candidate half-lives (steps) of the training effect; inf: permanent.
 EFFECT_HALF_LIVES = (math.inf, 64.0, 16.0, 4.0)
+#: Candidate saturation counts of the effect's shape (trainings that give a gradient); inf: linear.
+EFFECT_SATURATIONS = (math.inf, 32.0, 16.0, 8.0, 4.0, 2.0, 1.0)
 #: Scenario [world] keys of the closed loop (log worlds only).
-CLOSED_LOOP_KEYS = {"closed_loop", "train_log", "effect_half_life", "effect_cap"}
+CLOSED_LOOP_KEYS = {"closed_loop", "train_log", "effect_half_life", "effect_saturation", "effect_cap"}
 #: A fit whose gain has a larger standard error (logits per training) is refused as unidentified.
 MAX_GAIN_SE = 0.25
 _PRIOR_SD = 4.0
@@ -100,17 +102,31 @@ def trained_level(
     return out
 
 
+def effect_curve(M: np.ndarray, saturation: float) -> np.ndarray:
+    """f(M) = c (1 - exp(-M / c)) for saturation c: the n-th training adds exp(-(n - 1) / c) of the
+    first one's effect, and no number of trainings adds more than c of them; c = inf: f(M) = M."""
+    M = np.asarray(M, np.float64)
+    if math.isinf(saturation):
+        return M
+    return -saturation * np.expm1(-M / saturation)
+
+
 # --------------------------------------------------------------------------------------------
 # The fit
 
 
 @dataclass
 class TrainingEffect:
-    """The fitted closed loop: logit gain per trained partial group and its half-life (steps)."""
+    """The fitted closed loop: gain * f(M) logits for M (decayed) trainings that gave a gradient.
+
+    `gain` is the effect of a prompt's first such training; `saturation` the shape of f (see
+    effect_curve; inf: linear, every training adds `gain`); `half_life` how fast it fades (steps).
+    """
 
     gain: float
     half_life: float = math.inf
     gain_se: float = float("nan")
+    saturation: float = math.inf
     #: population drift d(t) at each observed step, relative to the first (logits)
     drift_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -120,12 +136,27 @@ class TrainingEffect:
     observations: int = 0
     trainings: int = 0
     prompts: int = 0
+    #: total log-likelihood of each candidate saturation (the shape), with the half-life chosen
+    shape_scores: dict[float, float] = field(default_factory=dict)
+    #: the shape used when the log cannot tell: saturation at the log's own trainings per prompt
+    shape_default: float = math.inf
+    #: why this shape: "fitted" (the log prefers it), "default" (it cannot tell) or "given"
+    shape_reason: str = "given"
+
+    def level(self, M: np.ndarray) -> np.ndarray:
+        """The logit effect of M (decayed) trainings of a prompt."""
+        return self.gain * effect_curve(M, self.saturation)
 
     def describe(self) -> dict[str, Any]:
         return {
             "gain": round(self.gain, 5),
             "gain_se": round(self.gain_se, 5),
             "half_life": "inf" if math.isinf(self.half_life) else self.half_life,
+            "saturation": _count_label(self.saturation),
+            "shape": self.shape_reason,
+            "shape_default": _count_label(self.shape_default),
+            "shape_loglik": {_count_label(c): round(v, 2) for c, v in self.shape_scores.items()},
+            "shape_margin": round(0.5 * math.log(max(self.observations, 2)), 2),
             "drift_total": round(float(self.drift[-1]), 4) if len(self.drift) else 0.0,
             "observations": self.observations,
             "trainings": self.trainings,
@@ -141,34 +172,50 @@ def _loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray) -> float:
 def _fit_one(
     pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, M: np.ndarray, N: int, S: int, iters: int = 50
 ) -> tuple[float, np.ndarray, np.ndarray, float, float]:
-    """Maximum likelihood of logit p = a[pid] + d[sidx] + coef * M by Newton's method.
+    """`_fit` with one regressor: (coef, a, d, log-likelihood per rollout, standard error of coef)."""
+    coef, a, d, ll, cov = _fit(pid, sidx, nc, nr, M[:, None], N, S, iters)
+    se = float(math.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
+    return float(coef[0]), a, d, ll, se
+
+
+def _fit(
+    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, X: np.ndarray, N: int, S: int, iters: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """Maximum likelihood of logit p = a[pid] + d[sidx] + X @ coef by Newton's method.
 
     The prompt levels a (diagonal block of the Hessian, with the N(0, 4^2) prior) are eliminated
-    by their Schur complement, so each step solves an (S + 1)-sized system. Returns (coef, a, d,
-    log-likelihood per rollout, standard error of coef).
+    by their Schur complement, so each step solves an (S + q)-sized system for q regressors.
+    Returns (coef, a, d, log-likelihood per rollout, covariance of coef).
     """
     lam = 1.0 / _PRIOR_SD**2
-    a, x = np.zeros(N), np.zeros(S + 1)  # x = (d, coef)
+    q = X.shape[1]
+    a, x = np.zeros(N), np.zeros(S + q)  # x = (d, coef)
     cell = sidx * N + pid
 
+    def eta(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return a[pid] + x[sidx] + X @ x[S:]
+
     def objective(a: np.ndarray, x: np.ndarray) -> float:
-        return _loglik(nc, nr, a[pid] + x[sidx] + x[-1] * M) - 0.5 * lam * float(a @ a)
+        return _loglik(nc, nr, eta(a, x)) - 0.5 * lam * float(a @ a)
 
     cur = objective(a, x)
-    se = float("nan")
+    cov = np.full((q, q), np.nan)
     for _ in range(iters):
-        p = _sigmoid(a[pid] + x[sidx] + x[-1] * M)
+        p = _sigmoid(eta(a, x))
         r, w = nc - nr * p, nr * p * (1 - p) + 1e-12
         g_a = np.bincount(pid, r, N) - lam * a
-        g_x = np.append(np.bincount(sidx, r, S), r @ M)
+        g_x = np.concatenate([np.bincount(sidx, r, S), r @ X])
         D = np.bincount(pid, w, N) + lam
-        H_xa = np.zeros((S + 1, N))
+        H_xa = np.zeros((S + q, N))
         H_xa[:S] = np.bincount(cell, w, S * N).reshape(S, N)
-        H_xa[S] = np.bincount(pid, w * M, N)
-        H_xx = np.zeros((S + 1, S + 1))
+        wX = w[:, None] * X
+        for j in range(q):
+            H_xa[S + j] = np.bincount(pid, wX[:, j], N)
+        H_xx = np.zeros((S + q, S + q))
         H_xx[np.arange(S), np.arange(S)] = np.bincount(sidx, w, S) + 1e-8
-        H_xx[:S, S] = H_xx[S, :S] = np.bincount(sidx, w * M, S)
-        H_xx[S, S] = float(w @ (M * M)) + 1e-12
+        for j in range(q):
+            H_xx[:S, S + j] = H_xx[S + j, :S] = np.bincount(sidx, wX[:, j], S)
+        H_xx[S:, S:] = X.T @ wX + 1e-12 * np.eye(q)
         schur = H_xx - (H_xa / D) @ H_xa.T
         try:
             inv = np.linalg.inv(schur)
@@ -176,7 +223,7 @@ def _fit_one(
             inv = np.linalg.pinv(schur)
         dx = inv @ (g_x - H_xa @ (g_a / D))
         da = (g_a - H_xa.T @ dx) / D
-        se = float(math.sqrt(inv[-1, -1])) if inv[-1, -1] > 0 else float("nan")
+        cov = inv[S:, S:]
         step = 1.0
         while step > 1e-4:
             new = objective(a + step * da, x + step * dx)
@@ -188,8 +235,8 @@ def _fit_one(
         cur = new
         if done:
             break
-    ll = _loglik(nc, nr, a[pid] + x[sidx] + x[-1] * M)
-    return float(x[-1]), a, x[:S], ll / float(nr.sum()), se
+    ll = _loglik(nc, nr, eta(a, x))
+    return x[S:], a, x[:S], ll / float(nr.sum()), cov
 
 
 def fit_training_effect(
@@ -198,6 +245,7 @@ def fit_training_effect(
     half_life: float | str = "auto",
     num_prompts: int | None = None,
     count: str = "selection",
+    saturation: float | str = "auto",
 ) -> TrainingEffect:
     """Fit the closed loop from a log.
 
@@ -205,6 +253,9 @@ def fit_training_effect(
     groups, rejected ones and sweep rows alike. `trainings`: the groups the run trained on
     (step, prompt_id, n_correct, n_rollouts); only the partially solved ones count, since a
     group whose responses all score the same gives GRPO no gradient.
+
+    The half-life is chosen with the linear effect; then the shape (`saturation`, see
+    `choose_shape`) with that half-life, unless `saturation` names one.
     """
     for name, df in (("observations", observations), ("trainings", trainings)):
         missing = [c for c in ("step", "prompt_id", "n_correct", "n_rollouts") if c not in df.columns]
@@ -228,11 +279,12 @@ def fit_training_effect(
         candidates: tuple[float, ...] = EFFECT_HALF_LIVES
     else:
         candidates = (parse_half_life(half_life, "effect_half_life"),)
-    fits = {}
+    fits, counts = {}, {}
     for h in candidates:
         MP = trained_level(step, pid, tstep, tpid, h, N)
         if count == "partial":
             fits[h] = _fit_one(pid, sidx, nc, nr, MP, N, len(steps))
+            counts[h] = MP
             continue
         MS = trained_level(step, pid, sstep, spid, h, N)
         coef, a, d, ll, se = _fit_one(pid, sidx, nc, nr, MS, N, len(steps))
@@ -240,8 +292,17 @@ def fit_training_effect(
         w = nr * p * (1 - p)
         share = float(w @ MP) / max(float(w @ MS), 1e-12)
         fits[h] = (coef / share, a, d, ll, se / share)
+        counts[h] = share * MS  # selections in units of trainings that gave a gradient
     best = _choose_half_life(fits, float(nr.sum()), len(step))
     gain, _, d, _, se = fits[best]
+    shape: tuple[float, float, float, dict[float, float], float, str] = (math.inf, gain, se, {}, math.inf, "given")
+    if saturation == "auto":
+        scale = len(tstep) / max(len(np.unique(pid)), 1)  # trainings per prompt in the log
+        shape = choose_shape(pid, sidx, nc, nr, counts[best], N, len(steps), scale)
+    elif not math.isinf(c := parse_saturation(saturation, "effect_saturation")):
+        g, _, _, _, s = _fit_one(pid, sidx, nc, nr, effect_curve(counts[best], c), N, len(steps))
+        shape = (c, g, s, {}, math.inf, "given")
+    sat, gain, se, shape_scores, shape_default, reason = shape
     if not se <= MAX_GAIN_SE:
         raise ValueError(
             f"the log does not identify the training effect (standard error {se:.3g} logits per training): it needs "
@@ -252,6 +313,10 @@ def fit_training_effect(
         gain=float(gain),
         half_life=best,
         gain_se=float(se),
+        saturation=sat,
+        shape_scores=shape_scores,
+        shape_default=shape_default,
+        shape_reason=reason,
         drift_steps=steps,
         drift=d - d[0],
         scores={h: f[3] for h, f in fits.items()},
@@ -260,6 +325,41 @@ def fit_training_effect(
         trainings=len(tstep),
         prompts=int(len(np.unique(pid))),
     )
+
+
+def choose_shape(
+    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, M: np.ndarray, N: int, S: int, scale: float
+) -> tuple[float, float, float, dict[float, float], float, str]:
+    """The saturation c of gain * f_c(M), by likelihood, with a default when the log cannot tell.
+
+    Every candidate of EFFECT_SATURATIONS, and the default c = `scale` (the log's own trainings
+    per prompt), is fitted; the best replaces the default only when it beats it by BIC's margin
+    for one more parameter, 0.5 ln(observations). The default says: the log measured what about
+    `scale` trainings do to a prompt; further ones are assumed to add less and less, so that no
+    prompt gains more than `scale` first trainings' worth (gain * scale logits). A replayed policy
+    that trains a prompt far more often than the log did is then never credited with an effect
+    the log could not see; a log whose effect is clearly linear over its range gets the line.
+
+    Returns (saturation, gain, its standard error, total log-likelihood by saturation, the
+    default saturation, "fitted" or "default").
+    """
+    default = float(max(round(scale, 2), 0.01))
+    fits = {}
+    for c in (*EFFECT_SATURATIONS, default):
+        if c in fits:
+            continue
+        g, _, _, ll, se = _fit_one(pid, sidx, nc, nr, effect_curve(M, c), N, S)
+        fits[c] = (g, se, ll * float(nr.sum()))
+    scores = {c: f[2] for c, f in fits.items()}
+    best = max(scores, key=lambda c: scores[c])
+    margin = 0.5 * math.log(max(len(pid), 2))
+    chosen, reason = (best, "fitted") if scores[best] - scores[default] >= margin else (default, "default")
+    g, se, _ = fits[chosen]
+    return chosen, g, se, scores, default, reason
+
+
+def _count_label(c: float) -> str:
+    return "inf" if math.isinf(c) else f"{c:.3g}"
 
 
 def _choose_half_life(fits: dict[float, tuple[Any, ...]], rollouts: float, n_obs: int) -> float:
@@ -277,6 +377,17 @@ def partial_trainings(trainings: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     n = trainings["n_rollouts"].to_numpy()
     keep = (c > 0) & (c < n)
     return trainings["step"].to_numpy().astype(np.int64)[keep], trainings["prompt_id"].to_numpy().astype(np.int64)[keep]
+
+
+def parse_saturation(value: Any, key: str) -> float:
+    if isinstance(value, str) and value.lower() in ("inf", "linear", "none"):
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise ValueError(
+            f"[world] {key}: must be \"auto\", \"linear\" (or \"inf\") or a positive number of trainings "
+            f"at which the effect saturates, not {value!r}"
+        )
+    return float(value)
 
 
 def parse_half_life(value: Any, key: str) -> float:
@@ -299,7 +410,7 @@ class ClosedLoopWorld(World):
     replay's trainings is simply added).
 
     `cap`: the most (decayed) trainings of one prompt that count; the shift is
-    gain * (min(M^replay, cap) - min(M^log, cap)). "log" caps at the most any prompt had in the
+    level(min(M^replay, cap)) - level(min(M^log, cap)), level = the effect's gain * f(M). "log" caps at the most any prompt had in the
     log, so that the fitted line is never extrapolated past what the log measured.
     """
 
@@ -354,10 +465,11 @@ class ClosedLoopWorld(World):
             self._at = t + 1
 
     def shift(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
-        """The logit shift gain * (min(M^replay, cap) - min(M^log, cap)) at `step`."""
+        """The logit shift level(min(M^replay, cap)) - level(min(M^log, cap)) at `step`."""
         self._advance(int(step))
         sel = slice(None) if ids is None else np.asarray(ids, np.int64)
-        return self.effect.gain * (np.minimum(self._replay[sel], self.cap) - np.minimum(self._log[sel], self.cap))
+        level = self.effect.level
+        return level(np.minimum(self._replay[sel], self.cap)) - level(np.minimum(self._log[sel], self.cap))
 
     def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
         base = np.clip(np.asarray(self.base.p(step, ids), np.float64), _CLIP, 1 - _CLIP)
@@ -446,9 +558,15 @@ def closed_loop_world(base: World, cfg: dict[str, Any]) -> World:
     if trainings.height == 0:
         raise ValueError(f"{cfg.get('train_log', cfg['log'])}: no trained groups (rows of kind 'train') to fit the closed loop from")
     if mode == "fit":
-        effect = fit_training_effect(observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts)
+        effect = fit_training_effect(
+            observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts, saturation=cfg.get("effect_saturation", "auto")
+        )
     else:
-        effect = TrainingEffect(gain=float(mode), half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"))
+        effect = TrainingEffect(
+            gain=float(mode),
+            half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"),
+            saturation=parse_saturation(cfg.get("effect_saturation", "linear"), "effect_saturation"),
+        )
     cap = cfg.get("effect_cap", "none")
     return ClosedLoopWorld(base, effect, trainings, math.inf if cap == "none" else cap)
 
@@ -471,10 +589,18 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
             parse_half_life(cfg["effect_half_life"], "effect_half_life")
         except ValueError as e:
             raise ValueError(f"{where} {e}") from None
+    sat = cfg.get("effect_saturation", "auto")
+    if sat == "auto" and mode != "fit" and "effect_saturation" in cfg:
+        raise ValueError(f"{where} [world] effect_saturation: \"auto\" needs closed_loop = \"fit\"; with a gain of your own give a number or \"linear\"")
+    if sat != "auto":
+        try:
+            parse_saturation(sat, "effect_saturation")
+        except ValueError as e:
+            raise ValueError(f"{where} {e}") from None
     cap = cfg.get("effect_cap", "none")
     if not (cap in ("none", "log") or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0)):
         raise ValueError(f"{where} [world] effect_cap: must be \"none\", \"log\" or a positive number of trainings, not {cap!r}")
-    extra = sorted({"train_log", "effect_half_life", "effect_cap"} & set(cfg))
+    extra = sorted({"train_log", "effect_half_life", "effect_saturation", "effect_cap"} & set(cfg))
     if (mode is False or mode == "off") and extra:
         raise ValueError(f"{where} [world] {extra[0]}: needs closed_loop = \"fit\" (or a gain)")
 

@@ -136,12 +136,35 @@ def closed_loop_lines(w: dict[str, Any]) -> list[str]:
     if "closed_loop_gain" not in w:
         return []
     return [
-        f"Closed loop fitted from the log: each trained, partially solved group moves its prompt by "
+        f"Closed loop fitted from the log: a prompt's first trained, partially solved group moves it by "
         f"{w['closed_loop_gain']:+.4f} logits (standard error {w['closed_loop_gain_se']:.4f}; half-life "
-        f"{w['closed_loop_half_life']} steps), minus the log run's own trainings. Rows named "
+        f"{w['closed_loop_half_life']} steps; {shape_sentence(w)}), minus the log run's own trainings. Rows named "
         f"\"(open loop)\" replay the same log without it.",
         "",
     ]
+
+
+def shape_sentence(w: dict[str, Any]) -> str:
+    """How the effect of a prompt's n-th training shrinks, and why this shape (see closedloop.choose_shape)."""
+    sat = w.get("closed_loop_saturation", "inf")
+    shape = "linear: every training adds the same" if sat == "inf" else f"saturating after about {sat} trainings"
+    reason = w.get("closed_loop_shape", "given")
+    scores: dict[str, float] = w.get("closed_loop_shape_loglik") or {}
+    if reason == "given" or not scores:
+        return f"shape {shape}, as given"
+    default = w.get("closed_loop_shape_default")
+    best = max(scores, key=lambda c: scores[c])
+    ref = scores.get(str(default), 0.0)
+    lik = ", ".join(f"{c}: {v - ref:+.1f}" for c, v in scores.items())
+    margin = w.get("closed_loop_shape_margin", float("nan"))
+    why = (
+        f"the log prefers it over the default, saturation at the log's own {default} trainings per prompt, "
+        f"by more than BIC's margin of {margin}"
+        if reason == "fitted"
+        else f"the default, saturation at the log's own {default} trainings per prompt: the log cannot tell the shapes "
+        f"apart (the best, saturation {best}, beats it by less than BIC's margin of {margin})"
+    )
+    return f"shape {shape}; {why}; log-likelihood by saturation count, relative to the default: {lik}"
 
 
 def calibration_section(cal: Any) -> list[str]:

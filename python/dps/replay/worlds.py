@@ -117,7 +117,9 @@ class SyntheticParams:
     The curves above are open-loop: the model improves the same way whatever the replayed policy
     trains on. `train_gain` > 0 closes the loop: each time a prompt is trained on as a partially
     solved group (the only kind that gives a gradient), its logit rises by `train_gain` for the
-    rest of the replay.
+    rest of the replay. `train_saturation` = c < inf makes that effect saturate: after n such
+    trainings the prompt has risen by train_gain * c * (1 - exp(-n / c)), never more than
+    train_gain * c.
     """
 
     num_prompts: int = 7500
@@ -139,6 +141,7 @@ class SyntheticParams:
     wobble: float = 0.5
     wobble_period: tuple[float, float] = (15.0, 60.0)
     train_gain: float = 0.0
+    train_saturation: float = math.inf
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SyntheticParams:
@@ -228,7 +231,11 @@ class SyntheticWorld(World):
         partial = (np.asarray(n_correct) > 0) & (np.asarray(n_correct) < np.asarray(n_rollouts))
         if self._boost is None:
             self._boost = np.zeros(self.num_prompts)
-        np.add.at(self._boost, np.asarray(ids, np.int64)[partial], self.params.train_gain)
+            self._trainings = np.zeros(self.num_prompts)
+        np.add.at(self._trainings, np.asarray(ids, np.int64)[partial], 1.0)
+        c = self.params.train_saturation
+        n = self._trainings
+        self._boost = self.params.train_gain * (n if math.isinf(c) else -c * np.expm1(-n / c))
         self._cache_step = None
 
     def logit(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
@@ -293,6 +300,8 @@ class SyntheticWorld(World):
             never_solved=int(self.never.sum()),
             train_gain=self.params.train_gain,
         )
+        if not math.isinf(self.params.train_saturation):
+            d["train_saturation"] = self.params.train_saturation
         return d
 
 
