@@ -50,7 +50,8 @@ fn tie_key(seed: u32, id: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// Whether any prompt of the block beats (worst_score, worst_tie).
+/// Whether any prompt of the block beats (worst_score, worst_tie). The tie hash is computed only
+/// for a block that holds the worst score itself.
 #[inline(always)]
 fn block_has_better(
     block: &[f32],
@@ -59,12 +60,17 @@ fn block_has_better(
     worst_score: f32,
     worst_tie: u32,
 ) -> bool {
-    let mut any = false;
-    for (j, &s) in block.iter().enumerate() {
-        let tie = tie_key(seed, first_id.wrapping_add(j as u32));
-        any |= (s > worst_score) | ((s == worst_score) & (tie < worst_tie));
+    let (mut greater, mut equal) = (false, false);
+    for &s in block {
+        greater |= s > worst_score;
+        equal |= s == worst_score;
     }
-    any
+    greater
+        || (equal
+            && block.iter().enumerate().fold(false, |any, (j, &s)| {
+                let tie = tie_key(seed, first_id.wrapping_add(j as u32));
+                any | ((s == worst_score) & (tie < worst_tie))
+            }))
 }
 
 #[inline(always)]

@@ -279,7 +279,7 @@ def test_batch_work_releases_the_gil():
     intervals: list[tuple[float, float]] = []
 
     def work():
-        for _ in range(4):
+        for _ in range(2):  # the first two steps update every prompt; later ones skip settled prompts
             start = time.perf_counter()
             policy.observe([0], [4], [8])  # one native call per interval
             intervals.append((start, time.perf_counter()))

@@ -1,13 +1,23 @@
-//! The dense half of a DPS step: every prompt updated as if unobserved (posterior <- prior,
-//! counts decay), written as a branch-free loop over columns so that it vectorises; on x86-64
-//! CPUs with AVX-512 or AVX2 the same loop is also compiled for those and chosen at run time. No fused
-//! multiply-add is used, so every build computes bit-identical results.
+//! The unobserved half of a DPS step: a prompt not rolled out takes its prior as posterior and
+//! its counts decay toward alpha0.
+//!
+//! That update is a fixed map of the stored f32 state, so a prompt it leaves bit-for-bit
+//! unchanged sits at a fixed point and stays there until it is observed again. Unobserved for
+//! some tens of steps (about 45 at decay 0.7) a prompt reaches one, so the caller passes only the
+//! prompts that may still change and gets back those that did: at a large N most prompts are
+//! settled and a step touches only the recently observed ones. Skipping them changes no bit.
+//!
+//! Prompts are gathered in blocks into column scratch, updated by a branch-free loop that the
+//! compiler vectorises (also compiled for AVX2 and AVX-512 and chosen at run time), and written
+//! back. No fused multiply-add is used, so every build computes bit-identical results.
 
-use super::columns::ColumnsMut;
+use super::store::{Record, Store};
 use super::{entropy, predict, widen3, widen9};
 
+/// Prompts per vectorised block.
+const LANES: usize = 64;
 /// Prompts per task handed to a thread.
-const CHUNK: usize = 1 << 15;
+const CHUNK: usize = 1 << 14;
 
 pub struct Dense {
     pub lam: f64,
@@ -18,91 +28,177 @@ pub struct Dense {
     pub entropy_weight: f64,
 }
 
-pub fn update_all(cols: ColumnsMut<'_>, k: &Dense) {
-    cols.for_each_chunk(CHUNK, &|c| run(c, k));
+/// Updates the prompts `ids` (sorted, distinct) as unobserved and returns those whose state
+/// changed. On the first step (`fresh`) every prompt is written and none is returned: a state
+/// unchanged by that step's different map says nothing about the later ones.
+pub fn update(store: &mut Store, ids: &[u32], k: &Dense) -> Vec<u32> {
+    let Store { records, score } = store;
+    split(records, score, 0, ids, k)
 }
 
-fn run(c: ColumnsMut<'_>, k: &Dense) {
+/// `records[0]` and `score[0]` are prompt `base`; the halves of `ids` own disjoint ranges.
+fn split(records: &mut [Record], score: &mut [f32], base: u32, ids: &[u32], k: &Dense) -> Vec<u32> {
+    if ids.len() <= CHUNK {
+        let mut changed = Vec::new();
+        run(records, score, base, ids, k, &mut changed);
+        return changed;
+    }
+    let mid = ids.len() / 2;
+    let cut = ids[mid];
+    let at = (cut - base) as usize;
+    let (records_l, records_r) = records.split_at_mut(at);
+    let (score_l, score_r) = score.split_at_mut(at);
+    let (mut left, right) = rayon::join(
+        || split(records_l, score_l, base, &ids[..mid], k),
+        || split(records_r, score_r, cut, &ids[mid..], k),
+    );
+    left.extend(right);
+    left
+}
+
+fn run(
+    records: &mut [Record],
+    score: &mut [f32],
+    base: u32,
+    ids: &[u32],
+    k: &Dense,
+    changed: &mut Vec<u32>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            unsafe { run_avx512(c, k) };
+            unsafe { run_avx512(records, score, base, ids, k, changed) };
             return;
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { run_avx2(c, k) };
+            unsafe { run_avx2(records, score, base, ids, k, changed) };
             return;
         }
     }
-    body(c, k)
+    body(records, score, base, ids, k, changed)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn run_avx512(c: ColumnsMut<'_>, k: &Dense) {
-    body(c, k)
+unsafe fn run_avx512(
+    records: &mut [Record],
+    score: &mut [f32],
+    base: u32,
+    ids: &[u32],
+    k: &Dense,
+    changed: &mut Vec<u32>,
+) {
+    body(records, score, base, ids, k, changed)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2(c: ColumnsMut<'_>, k: &Dense) {
-    body(c, k)
+unsafe fn run_avx2(
+    records: &mut [Record],
+    score: &mut [f32],
+    base: u32,
+    ids: &[u32],
+    k: &Dense,
+    changed: &mut Vec<u32>,
+) {
+    body(records, score, base, ids, k, changed)
 }
 
 #[inline(always)]
-fn body(c: ColumnsMut<'_>, k: &Dense) {
-    match (k.fresh, k.entropy_weight != 0.0) {
-        (Some(init), false) => lanes::<true, false>(c, k, init),
-        (Some(init), true) => lanes::<true, true>(c, k, init),
-        (None, false) => lanes::<false, false>(c, k, [0.0; 3]),
-        (None, true) => lanes::<false, true>(c, k, [0.0; 3]),
+fn body(
+    records: &mut [Record],
+    score: &mut [f32],
+    base: u32,
+    ids: &[u32],
+    k: &Dense,
+    changed: &mut Vec<u32>,
+) {
+    let init = k.fresh.unwrap_or([0.0; 3]);
+    match (k.fresh.is_some(), k.entropy_weight != 0.0) {
+        (true, false) => blocks::<true, false>(records, score, base, ids, k, init, changed),
+        (true, true) => blocks::<true, true>(records, score, base, ids, k, init, changed),
+        (false, false) => blocks::<false, false>(records, score, base, ids, k, init, changed),
+        (false, true) => blocks::<false, true>(records, score, base, ids, k, init, changed),
+    }
+}
+
+/// Column scratch for one block of prompts; its lanes always hold a valid state.
+struct Block {
+    alpha: [[f32; LANES]; 9],
+    post: [[f32; LANES]; 3],
+    score: [f32; LANES],
+}
+
+#[inline(always)]
+fn blocks<const FRESH: bool, const ENTROPY: bool>(
+    records: &mut [Record],
+    score: &mut [f32],
+    base: u32,
+    ids: &[u32],
+    k: &Dense,
+    init: [f64; 3],
+    changed: &mut Vec<u32>,
+) {
+    let mut b = Block {
+        alpha: [[1.0; LANES]; 9],
+        post: [[1.0 / 3.0; LANES]; 3],
+        score: [0.0; LANES],
+    };
+    for chunk in ids.chunks(LANES) {
+        for (j, &id) in chunk.iter().enumerate() {
+            let r = &records[(id - base) as usize];
+            for (column, &value) in b.alpha.iter_mut().chain(&mut b.post).zip(r) {
+                column[j] = value;
+            }
+        }
+        lanes::<FRESH, ENTROPY>(&mut b, k, init);
+        for (j, &id) in chunk.iter().enumerate() {
+            let i = (id - base) as usize;
+            let new: Record = std::array::from_fn(|e| {
+                if e < 9 {
+                    b.alpha[e][j]
+                } else {
+                    b.post[e - 9][j]
+                }
+            });
+            if FRESH || new.map(f32::to_bits) != records[i].map(f32::to_bits) {
+                records[i] = new;
+                score[i] = b.score[j];
+                if !FRESH {
+                    changed.push(id);
+                }
+            }
+        }
     }
 }
 
 #[inline(always)]
-fn lanes<const FRESH: bool, const ENTROPY: bool>(c: ColumnsMut<'_>, k: &Dense, init: [f64; 3]) {
-    let n = c.len();
-    let ColumnsMut { alpha, post, score } = c;
-    let [a0, a1, a2, a3, a4, a5, a6, a7, a8] = alpha;
-    let (a0, a1, a2, a3, a4) = (
-        &mut a0[..n],
-        &mut a1[..n],
-        &mut a2[..n],
-        &mut a3[..n],
-        &mut a4[..n],
-    );
-    let (a5, a6, a7, a8) = (&mut a5[..n], &mut a6[..n], &mut a7[..n], &mut a8[..n]);
-    let [p0, p1, p2] = post;
-    let (p0, p1, p2) = (&mut p0[..n], &mut p1[..n], &mut p2[..n]);
-    let score = &mut score[..n];
-    for i in 0..n {
-        let a = [
-            a0[i], a1[i], a2[i], a3[i], a4[i], a5[i], a6[i], a7[i], a8[i],
-        ];
+fn lanes<const FRESH: bool, const ENTROPY: bool>(b: &mut Block, k: &Dense, init: [f64; 3]) {
+    for i in 0..LANES {
+        let a: [f32; 9] = std::array::from_fn(|e| b.alpha[e][i]);
         let q = if FRESH {
             init
         } else {
-            predict(&widen9(&a), &widen3(&[p0[i], p1[i], p2[i]]))
+            predict(
+                &widen9(&a),
+                &widen3(&[b.post[0][i], b.post[1][i], b.post[2][i]]),
+            )
         };
         let a_new: [f32; 9] = std::array::from_fn(|j| (k.lam * a[j] as f64 + k.offset[j]) as f32);
         let q_new = q.map(|x| x as f32);
-        a0[i] = a_new[0];
-        a1[i] = a_new[1];
-        a2[i] = a_new[2];
-        a3[i] = a_new[3];
-        a4[i] = a_new[4];
-        a5[i] = a_new[5];
-        a6[i] = a_new[6];
-        a7[i] = a_new[7];
-        a8[i] = a_new[8];
-        p0[i] = q_new[0];
-        p1[i] = q_new[1];
-        p2[i] = q_new[2];
+        for (column, &value) in b
+            .alpha
+            .iter_mut()
+            .chain(&mut b.post)
+            .zip(a_new.iter().chain(&q_new))
+        {
+            column[i] = value;
+        }
         // The score comes from the stored (rounded) values, as a reload would compute it.
         let prior = predict(&widen9(&a_new), &widen3(&q_new));
-        score[i] = if ENTROPY {
+        b.score[i] = if ENTROPY {
             (prior[1] + k.entropy_weight * entropy(&prior)) as f32
         } else {
             prior[1] as f32

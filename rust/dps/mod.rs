@@ -1,14 +1,16 @@
 //! DPS: a 3-state hidden Markov model per prompt, filtered online from observed groups
 //! (method.md section 2), and top-B selection on the predicted probability of "partially solved".
 //!
-//! Storage per prompt: alpha (3x3, f32), the posterior (3, f32) and the selection score (f32),
-//! 52 bytes, in column layout (see `columns`). Arithmetic is done in f64 from the stored values; the score is always a pure function
-//! of the stored (alpha, posterior), so a saved state reloads to exactly the same selections.
+//! Storage per prompt: alpha (3x3, f32) and the posterior (3, f32) in one record, the selection
+//! score (f32) in a column (see `store`): 52 bytes, plus 4 for each prompt whose state may still
+//! change (see `kernel`). Arithmetic is done in f64 from the stored values; the score is always a
+//! pure function of the stored (alpha, posterior), so a saved state reloads to exactly the same
+//! selections.
 
-mod columns;
 mod kernel;
+mod store;
 
-use columns::Columns;
+use store::Store;
 
 use crate::error::{invalid, Result};
 use crate::observe::{Observations, PARTIAL};
@@ -211,7 +213,9 @@ pub struct DpsState {
 #[derive(Clone, Debug)]
 pub struct Dps {
     cfg: DpsConfig,
-    cols: Columns,
+    cols: Store,
+    /// The prompts the unobserved update may still change, sorted; None: all of them.
+    unsettled: Option<Vec<u32>>,
     step: u64,
     pending: Pending,
     confusion: [[u64; 3]; 3],
@@ -223,7 +227,7 @@ impl Dps {
         cfg.validate()?;
         crate::error::check_num_prompts(num_prompts)?;
         let initial = cfg.initial();
-        let cols = Columns::filled(
+        let cols = Store::filled(
             num_prompts,
             cfg.alpha0.map(|a| a as f32),
             initial.map(|p| p as f32),
@@ -231,6 +235,7 @@ impl Dps {
         );
         Ok(Dps {
             cols,
+            unsettled: None,
             step: 0,
             pending: Pending::new(num_prompts),
             confusion: [[0; 3]; 3],
@@ -259,7 +264,8 @@ impl Dps {
     /// Bytes held per prompt by the filter and the selection.
     pub fn bytes_per_prompt(&self) -> f64 {
         let n = self.num_prompts() as f64;
-        (self.cols.bytes() as f64 + n / 8.0) / n
+        let unsettled = self.unsettled.as_ref().map_or(0, |v| v.capacity());
+        ((self.cols.bytes() + 4 * unsettled) as f64 + n / 8.0) / n
     }
 
     pub fn scores(&self) -> &[f32] {
@@ -331,11 +337,17 @@ impl Dps {
             fresh: (self.step == 0).then(|| self.cfg.initial()),
             entropy_weight: self.cfg.entropy_weight,
         };
-        kernel::update_all(self.cols.view(), &dense);
+        let ids = self
+            .unsettled
+            .take()
+            .unwrap_or_else(|| (0..self.num_prompts() as u32).collect());
+        let changed = kernel::update(&mut self.cols, &ids, &dense);
+        let observed_ids: Vec<u32> = observed.iter().map(|o| o.0 as u32).collect();
         for (i, a, p) in observed {
             let s = self.cfg.score(&a, &p);
             self.cols.set(i, &a, &p, s);
         }
+        self.unsettled = (self.step > 0).then(|| merge_sorted(&changed, &observed_ids));
         self.confusion = confusion;
         self.step += 1;
         self.pending.clear();
@@ -411,6 +423,21 @@ impl Dps {
     }
 }
 
+/// The union of two sorted lists of distinct ids, sorted.
+fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        out.push(x.min(y));
+        i += (x <= y) as usize;
+        j += (y <= x) as usize;
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +502,66 @@ mod tests {
             d.observe(&obs(2, &[1], &[0], 8)).unwrap();
         }
         assert!(d.predicted(0).iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-4));
+    }
+
+    /// Settled prompts are skipped: the same run with every prompt updated every step must give
+    /// the same bits, for every prior, several decays and the entropy bonus.
+    #[test]
+    fn skipping_settled_prompts_changes_no_bit() {
+        let priors = [PRIOR_ONES, PRIOR_PROGRESS, PRIOR_STABILITY, PRIOR_LOCAL];
+        for (case, (&alpha0, decay, w)) in priors
+            .iter()
+            .flat_map(|a| [(a, 0.7, 0.0), (a, 0.3, 0.0), (a, 1.0, 0.0), (a, 0.9, 0.5)])
+            .enumerate()
+        {
+            let cfg = DpsConfig {
+                decay,
+                alpha0,
+                pi0: [0.2, 0.5, 0.3],
+                entropy_weight: w,
+                ..Default::default()
+            };
+            let n = 3000;
+            let (mut fast, mut full) =
+                (Dps::new(n, cfg.clone()).unwrap(), Dps::new(n, cfg).unwrap());
+            let mut rng = crate::rng::Rng::new(case as u64);
+            let mut smallest = usize::MAX;
+            for step in 0..200 {
+                let b = if step % 50 == 7 {
+                    0
+                } else {
+                    1 + rng.below(40) as usize
+                };
+                let ids: Vec<i64> = fast.select(b).unwrap().iter().map(|&i| i as i64).collect();
+                assert_eq!(
+                    full.select(b)
+                        .unwrap()
+                        .iter()
+                        .map(|&i| i as i64)
+                        .collect::<Vec<_>>(),
+                    ids
+                );
+                let correct: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+                fast.observe(&obs(n, &ids, &correct, 8)).unwrap();
+                full.observe(&obs(n, &ids, &correct, 8)).unwrap();
+                full.unsettled = None;
+                assert_eq!(
+                    bits(fast.scores()),
+                    bits(full.scores()),
+                    "case {case} step {step}"
+                );
+                smallest = smallest.min(fast.unsettled.as_ref().map_or(n, |v| v.len()));
+            }
+            assert_eq!(fast.export(), full.export(), "case {case}");
+            assert!(
+                smallest < n / 2,
+                "case {case}: {smallest} of {n} prompts never settled"
+            );
+        }
+    }
+
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
     }
 
     #[test]
