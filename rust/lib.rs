@@ -7,6 +7,7 @@ pub mod error;
 pub mod gate;
 pub mod greso;
 pub mod history;
+pub mod messages;
 pub mod mopps;
 pub mod observe;
 pub mod pending;

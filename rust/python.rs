@@ -2,7 +2,10 @@
 //! Argument types and dtypes are checked by the Python layer (python/dps/policies/builtin.py);
 //! values are checked here, by the core.
 
-use numpy::{ndarray::Array2, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{
+    ndarray::Array2, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2,
+    PyReadwriteArray2,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -444,6 +447,59 @@ fn top_k<'py>(
     Ok(ids_array(py, ids))
 }
 
+/// The log world's forward (or backward) messages, written into `out`: float32, or float16
+/// passed as its uint16 bits (see rust/messages.rs).
+#[pyfunction]
+#[pyo3(signature = (step, offsets, emission, emission_index, prior, prior_start, prior_scale, rate, forward, floor, out))]
+#[allow(clippy::too_many_arguments)]
+fn log_messages(
+    py: Python<'_>,
+    step: PyReadonlyArray1<'_, i64>,
+    offsets: PyReadonlyArray1<'_, i64>,
+    emission: PyReadonlyArray2<'_, f32>,
+    emission_index: PyReadonlyArray1<'_, i64>,
+    prior: PyReadonlyArray2<'_, f64>,
+    prior_start: f64,
+    prior_scale: f64,
+    rate: f64,
+    forward: bool,
+    floor: f32,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    use crate::messages::{pass, PriorTable, Rows, Switching};
+    let grid = emission.as_array().ncols();
+    if prior.as_array().ncols() != grid {
+        return Err(PyValueError::new_err("emission and prior grids differ"));
+    }
+    let rows = Rows {
+        step: step.as_slice()?,
+        offsets: offsets.as_slice()?,
+        emission: emission.as_slice()?,
+        emission_index: emission_index.as_slice()?,
+    };
+    let dynamics = Switching {
+        rate,
+        prior: PriorTable {
+            start: prior_start,
+            scale: prior_scale,
+            dense: prior.as_slice()?,
+        },
+    };
+    if let Ok(mut o) = out.extract::<PyReadwriteArray2<'_, f32>>() {
+        let o = o.as_slice_mut()?;
+        return Ok(py.detach(|| pass(&rows, &dynamics, grid, forward, floor, o))?);
+    }
+    let mut o = out.extract::<PyReadwriteArray2<'_, u16>>().map_err(|_| {
+        PyValueError::new_err(
+            "out must be a C-contiguous float32 or uint16 (float16 bits) 2-d array",
+        )
+    })?;
+    let bits = o.as_slice_mut()?;
+    use half::slice::HalfBitsSliceExt;
+    let o: &mut [half::f16] = bits.reinterpret_cast_mut();
+    Ok(py.detach(|| pass(&rows, &dynamics, grid, forward, floor, o))?)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDps>()?;
@@ -453,6 +509,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyGreso>()?;
     m.add_function(wrap_pyfunction!(admit_mask, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(log_messages, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -193,3 +193,31 @@ def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
     assert "WARNING" in cal.line()
     dense = stationary_log(prompts=200, steps=40, batch=50)[0]
     assert calibrate(LogWorld(dense)).warnings() == []
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.003, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_rust_message_passes_match_the_numpy_reference(rate: float, dtype: type) -> None:
+    """Uneven prompts (1 to 40 rows, gaps of 0 to 300 steps, repeated cells, two rollout counts,
+    empty ids): both passes agree with the numpy implementation to its storage precision."""
+    from reference_logworld import reference_pass
+
+    from dps.replay.logworld import PopulationPrior, RowLog, Switching
+
+    rng = np.random.default_rng(7)
+    rows_per_prompt = rng.integers(1, 41, 300) * (rng.random(300) > 0.1)
+    pid = np.repeat(np.arange(300), rows_per_prompt)
+    step = rng.integers(0, 3000, len(pid))
+    nr = rng.choice([4, 8], len(pid))
+    nc = rng.binomial(nr, rng.beta(0.5, 0.5, 300)[pid])
+    prior = PopulationPrior(step, nc, nr)
+    log = RowLog(step, pid, nc, nr, 3000)
+    log.dtype = dtype
+    dyn = Switching(prior, rate)
+    for forward in (True, False):
+        want = reference_pass(log, dyn, forward).astype(np.float64)
+        got = log._pass(dyn, forward).astype(np.float64)
+        assert got.dtype == want.dtype and got.shape == want.shape == (len(pid), 32)
+        tol = 4e-3 if dtype == np.float16 else 2e-5
+        assert np.max(np.abs(got - want)) < tol, (forward, np.max(np.abs(got - want)))
+        assert np.all(got.max(axis=1) == 1.0)

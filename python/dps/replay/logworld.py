@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps import _core
 from dps.replay.worlds import World, draw_correct, hashed_uniforms
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ SELECTION_PROMPTS = 4000
 _DRAW_SALT = 0x5EED_D12A_57
 #: Per-row messages are float32, or float16 (3 significant digits, half the memory) in logs of more rows.
 FLOAT16_ROWS = 1_000_000
-#: Rows per vectorised block while building messages (bounds the temporaries: 32 MB each).
-PASS_CHUNK = 131_072
 #: Messages are stored scaled to a maximum of 1 and floored here (float16 holds it as a subnormal), so that a
 #: prompt whose rows disagree beyond what the dynamics allow still gets a defined posterior.
 _FLOOR = 2.0**-20
@@ -197,13 +196,19 @@ class PopulationPrior:
         one gather instead of an interpolation per query.
         """
         t = np.atleast_1d(np.asarray(t, np.float64))
-        if not hasattr(self, "_points"):
+        start, scale, dense = self.tabulated()
+        i = np.clip(np.rint((t - start) * scale), 0, len(dense) - 1).astype(np.intp)
+        return dense[i]
+
+    def tabulated(self) -> tuple[float, float, np.ndarray]:
+        """(first point's step, points per step, (points, GRID_SIZE) weights): what `at` reads."""
+        if not hasattr(self, "_dense"):
             lo, hi = float(self.anchors[0]), float(self.anchors[-1])
-            self._points = np.linspace(lo, hi, PRIOR_POINTS if hi > lo else 1)
-            self._dense = self._interpolate(self._points)
-            self._scale = (len(self._points) - 1) / (hi - lo) if hi > lo else 0.0
-        i = np.clip(np.rint((t - self._points[0]) * self._scale), 0, len(self._points) - 1).astype(np.intp)
-        return self._dense[i]
+            points = np.linspace(lo, hi, PRIOR_POINTS if hi > lo else 1)
+            self._dense = np.ascontiguousarray(self._interpolate(points))
+            self._start = lo
+            self._scale = (len(points) - 1) / (hi - lo) if hi > lo else 0.0
+        return self._start, self._scale, self._dense
 
 
 class Switching:
@@ -264,16 +269,6 @@ class RowLog:
         self.nr = nr[order].astype(np.int32)
         self.rows = len(order)
         del order
-        new_prompt = np.ones(self.rows, bool)
-        new_prompt[1:] = self.pid[1:] != self.pid[:-1]
-        starts = np.flatnonzero(new_prompt)
-        del new_prompt
-        lengths = np.diff(np.append(starts, self.rows))
-        rank = np.arange(self.rows) - np.repeat(starts, lengths)
-        self._orders = {True: self._rank_order(rank)}
-        rank = np.repeat(starts + lengths - 1, lengths) - np.arange(self.rows)
-        self._orders[False] = self._rank_order(rank)
-        del rank, starts, lengths
         self.offsets = np.searchsorted(self.pid, np.arange(int(self.pid.max(initial=-1)) + 2))
         self.emission, index = _emission(self.nc, self.nr)
         self.emission_index = index.astype(np.int16 if len(self.emission) < 2**15 else np.int64)
@@ -285,41 +280,28 @@ class RowLog:
         self.fwd = self._pass(dyn, forward=True)
         self.bwd = self._pass(dyn, forward=False)
 
-    @staticmethod
-    def _rank_order(rank: np.ndarray) -> list[np.ndarray]:
-        """Rows grouped by rank (ascending row order within a rank)."""
-        order = np.argsort(rank, kind="stable")
-        bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=0)) + 2))
-        return [order[bounds[r] : bounds[r + 1]] for r in range(len(bounds) - 1) if bounds[r + 1] > bounds[r]]
-
     def _pass(self, dyn: Switching, forward: bool) -> np.ndarray:
-        """Messages rank by rank (a prompt's first row, second row, ...), in chunks of PASS_CHUNK rows.
+        """Every row's forward (or backward) message, prompt by prompt in the Rust core (rust/messages.rs).
 
         A row's message starts from its neighbour's stored one (float32, or float16 in big logs:
         a relative rounding of 1e-3 per row, far below what the model itself gets wrong).
         """
         out = np.empty((self.rows, GRID_SIZE), self.dtype)
-        emission = self.emission.astype(np.float32)
-        for r, rank_rows in enumerate(self._orders[forward]):
-            for lo in range(0, len(rank_rows), PASS_CHUNK):
-                rows = rank_rows[lo : lo + PASS_CHUNK]
-                e = emission[self.emission_index[rows]]
-                if r == 0:
-                    msg = dyn.prior_at(self.step[rows]).astype(np.float32) * e if forward else e
-                else:
-                    nb = rows - 1 if forward else rows + 1
-                    m = out[nb].astype(np.float32)
-                    if forward:
-                        m /= m.sum(axis=1, keepdims=True)
-                    msg = self._carry(dyn, m, self.step[nb], self.step[rows], forward)
-                    msg *= e
-                msg /= msg.max(axis=1, keepdims=True)
-                out[rows] = np.maximum(msg, np.float32(_FLOOR), out=msg)
+        start, scale, dense = dyn.prior.tabulated()
+        _core.log_messages(
+            np.ascontiguousarray(self.step, np.int64),
+            self.offsets,
+            np.ascontiguousarray(self.emission, np.float32),
+            np.ascontiguousarray(self.emission_index, np.int64),
+            dense,
+            start,
+            scale,
+            dyn.rate,
+            forward,
+            _FLOOR,
+            out if self.dtype == np.float32 else out.view(np.uint16),
+        )
         return out
-
-    def release(self) -> None:
-        """Drop what only building needs (the rank orders)."""
-        self._orders = {}
 
     @staticmethod
     def _carry(dyn: Switching, m: np.ndarray, t_from: np.ndarray, t_to: np.ndarray, forward: bool) -> np.ndarray:
@@ -468,7 +450,6 @@ class LogWorld(World):
         rate = self._select_switch_rate(span) if est.switch_rate == "auto" else float(est.switch_rate)
         self.dynamics = Switching(self.prior, rate)
         self.log.build(self.dynamics)
-        self.log.release()
         self._seed = 0
 
     @property
