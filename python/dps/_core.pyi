@@ -13,6 +13,7 @@ __all__ = [
     "GresoCore",
     "admit_mask",
     "top_k",
+    "log_messages",
     "__version__",
 ]
 
@@ -170,3 +171,16 @@ def admit_mask(
     n_correct: _Ids, n_rollouts: _Ids, band: tuple[float, float] | None = None
 ) -> npt.NDArray[np.bool_]: ...
 def top_k(scores: npt.NDArray[np.float32], k: int, seed: int) -> _Ids: ...
+def log_messages(
+    step: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    emission: npt.NDArray[np.float32],
+    emission_index: npt.NDArray[np.int64],
+    prior: npt.NDArray[np.float64],
+    prior_start: float,
+    prior_scale: float,
+    rate: float,
+    forward: bool,
+    floor: float,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+) -> None: ...
