@@ -7,14 +7,16 @@
 //! prompts that may still change and gets back those that did: at a large N most prompts are
 //! settled and a step touches only the recently observed ones. Skipping them changes no bit.
 //!
-//! Prompts are gathered in blocks into column scratch, updated by a branch-free loop that the
-//! compiler vectorises (also compiled for AVX2 and AVX-512 and chosen at run time), and written
-//! back. No fused multiply-add is used, so every build computes bit-identical results.
+//! Prompts are copied in blocks of LANES records, updated by a branch-free loop (compiled for
+//! AVX2 and AVX-512 too and chosen at run time), and written back where they changed. No fused
+//! multiply-add is used, so every build computes bit-identical results. The price of the record
+//! layout: a step that updates every prompt (the first two, or all of them at a decay close to 1)
+//! costs about 3 times what the column layout did; benchmarks/bench_dps.py shows both.
 
 use super::store::{Record, Store};
 use super::{entropy, predict, widen3, widen9};
 
-/// Prompts per vectorised block.
+/// Prompts per block.
 const LANES: usize = 64;
 /// Prompts per task handed to a thread.
 const CHUNK: usize = 1 << 14;
@@ -124,13 +126,6 @@ fn body(
     }
 }
 
-/// Column scratch for one block of prompts; its lanes always hold a valid state.
-struct Block {
-    alpha: [[f32; LANES]; 9],
-    post: [[f32; LANES]; 3],
-    score: [f32; LANES],
-}
-
 #[inline(always)]
 fn blocks<const FRESH: bool, const ENTROPY: bool>(
     records: &mut [Record],
@@ -141,31 +136,19 @@ fn blocks<const FRESH: bool, const ENTROPY: bool>(
     init: [f64; 3],
     changed: &mut Vec<u32>,
 ) {
-    let mut b = Block {
-        alpha: [[1.0; LANES]; 9],
-        post: [[1.0 / 3.0; LANES]; 3],
-        score: [0.0; LANES],
-    };
+    let mut rows: [Record; LANES] = [[1.0; 12]; LANES];
+    let mut new: [Record; LANES] = [[1.0; 12]; LANES];
+    let mut scores = [0.0f32; LANES];
     for chunk in ids.chunks(LANES) {
-        for (j, &id) in chunk.iter().enumerate() {
-            let r = &records[(id - base) as usize];
-            for (column, &value) in b.alpha.iter_mut().chain(&mut b.post).zip(r) {
-                column[j] = value;
-            }
+        for (row, &id) in rows.iter_mut().zip(chunk) {
+            *row = records[(id - base) as usize];
         }
-        lanes::<FRESH, ENTROPY>(&mut b, k, init);
+        lanes::<FRESH, ENTROPY>(&rows, &mut new, &mut scores, k, init);
         for (j, &id) in chunk.iter().enumerate() {
             let i = (id - base) as usize;
-            let new: Record = std::array::from_fn(|e| {
-                if e < 9 {
-                    b.alpha[e][j]
-                } else {
-                    b.post[e - 9][j]
-                }
-            });
-            if FRESH || new.map(f32::to_bits) != records[i].map(f32::to_bits) {
-                records[i] = new;
-                score[i] = b.score[j];
+            if FRESH || new[j].map(f32::to_bits) != rows[j].map(f32::to_bits) {
+                records[i] = new[j];
+                score[i] = scores[j];
                 if !FRESH {
                     changed.push(id);
                 }
@@ -175,30 +158,26 @@ fn blocks<const FRESH: bool, const ENTROPY: bool>(
 }
 
 #[inline(always)]
-fn lanes<const FRESH: bool, const ENTROPY: bool>(b: &mut Block, k: &Dense, init: [f64; 3]) {
+fn lanes<const FRESH: bool, const ENTROPY: bool>(
+    rows: &[Record; LANES],
+    new: &mut [Record; LANES],
+    scores: &mut [f32; LANES],
+    k: &Dense,
+    init: [f64; 3],
+) {
     for i in 0..LANES {
-        let a: [f32; 9] = std::array::from_fn(|e| b.alpha[e][i]);
+        let r = rows[i];
+        let a: [f32; 9] = std::array::from_fn(|e| r[e]);
         let q = if FRESH {
             init
         } else {
-            predict(
-                &widen9(&a),
-                &widen3(&[b.post[0][i], b.post[1][i], b.post[2][i]]),
-            )
+            predict(&widen9(&a), &widen3(&[r[9], r[10], r[11]]))
         };
         let a_new: [f32; 9] = std::array::from_fn(|j| (k.lam * a[j] as f64 + k.offset[j]) as f32);
         let q_new = q.map(|x| x as f32);
-        for (column, &value) in b
-            .alpha
-            .iter_mut()
-            .chain(&mut b.post)
-            .zip(a_new.iter().chain(&q_new))
-        {
-            column[i] = value;
-        }
-        // The score comes from the stored (rounded) values, as a reload would compute it.
+        new[i] = super::store::record(&a_new, &q_new);
         let prior = predict(&widen9(&a_new), &widen3(&q_new));
-        b.score[i] = if ENTROPY {
+        scores[i] = if ENTROPY {
             (prior[1] + k.entropy_weight * entropy(&prior)) as f32
         } else {
             prior[1] as f32
