@@ -9,6 +9,7 @@ use std::collections::BinaryHeap;
 
 const CHUNK: usize = 1 << 20;
 const BLOCK: usize = 64;
+const _: () = assert!(BLOCK <= 64, "a block's prompts are bits of a u64");
 
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
@@ -50,27 +51,22 @@ fn tie_key(seed: u32, id: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// Whether any prompt of the block beats (worst_score, worst_tie). The tie hash is computed only
-/// for a block that holds the worst score itself.
+/// A bit per prompt of the block (at most 64) that beats (worst_score, worst_tie). The tie
+/// hash is computed only for a block that holds the worst score itself.
 #[inline(always)]
-fn block_has_better(
-    block: &[f32],
-    first_id: u32,
-    seed: u32,
-    worst_score: f32,
-    worst_tie: u32,
-) -> bool {
-    let (mut greater, mut equal) = (false, false);
-    for &s in block {
-        greater |= s > worst_score;
+fn better_mask(block: &[f32], first_id: u32, seed: u32, worst_score: f32, worst_tie: u32) -> u64 {
+    let (mut greater, mut equal) = (0u64, false);
+    for (j, &s) in block.iter().enumerate() {
+        greater |= ((s > worst_score) as u64) << j;
         equal |= s == worst_score;
     }
-    greater
-        || (equal
-            && block.iter().enumerate().fold(false, |any, (j, &s)| {
-                let tie = tie_key(seed, first_id.wrapping_add(j as u32));
-                any | ((s == worst_score) & (tie < worst_tie))
-            }))
+    if !equal {
+        return greater;
+    }
+    block.iter().enumerate().fold(greater, |mask, (j, &s)| {
+        let tie = tie_key(seed, first_id.wrapping_add(j as u32));
+        mask | ((((s == worst_score) & (tie < worst_tie)) as u64) << j)
+    })
 }
 
 #[inline(always)]
@@ -84,14 +80,17 @@ fn chunk_best_body(
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
     for (b, block) in scores.chunks(BLOCK).enumerate() {
         let first = (offset + b * BLOCK) as u32;
+        // Once the heap is full its worst only rises, so a prompt that does not beat the worst
+        // at the start of the block never enters it.
+        let mut mask = u64::MAX >> (64 - block.len());
         if heap.len() == k {
             let worst = heap.peek().unwrap();
-            if !block_has_better(block, first, seed, worst.score, worst.tie) {
-                continue;
-            }
+            mask = better_mask(block, first, seed, worst.score, worst.tie);
         }
-        for (i, &score) in block.iter().enumerate() {
-            let id = first + i as u32;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let (score, id) = (block[i], first + i as u32);
             let candidate = Candidate {
                 score,
                 tie: tie_key(seed, id),
