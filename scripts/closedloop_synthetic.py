@@ -2,10 +2,12 @@
 
 A uniform run in the true closed-loop world is logged (its trained groups, plus a sweep of every
 prompt every --sweep-every steps); the training effect is fitted from that log; US, DS and DPS
-are then replayed in the open-loop log world, in the closed-loop log world, and in the true
-world itself. Prints a markdown table (mean over replay seeds).
+are then replayed in the open-loop log world, in the closed-loop log world (the effect's shape
+chosen from the log: the default), in the closed loop forced linear, and in the true world
+itself. Each case is a true gain, linear, or GAIN:C for an effect that saturates after about C
+trainings (train_saturation). Prints a markdown table (mean over replay seeds).
 
-    .venv/bin/python scripts/closedloop_synthetic.py --gains 0.05 0.1 0.0
+    .venv/bin/python scripts/closedloop_synthetic.py --cases 0.05 0.1 0 0.2:4
 """
 
 from __future__ import annotations
@@ -45,34 +47,40 @@ def run(world: World, seeds: list[int], steps: int, batch: int) -> dict[str, dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="math")
-    ap.add_argument("--gains", type=float, nargs="+", default=[0.05, 0.1, 0.0])
+    ap.add_argument("--cases", nargs="+", default=["0.05", "0.1", "0", "0.2:4"], help="GAIN (linear) or GAIN:C (saturating)")
     ap.add_argument("--sweep-every", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--log-seed", type=int, default=100)
     a = ap.parse_args()
     seeds = list(range(a.seeds))
-    print("| true gain | fitted gain (se) | half-life | world | US eff. ratio | DPS eff. ratio | DS rollouts | DS rounds/step |")
-    print("|---:|---|---|---|---:|---:|---:|---:|")
-    for gain in a.gains:
-        params = preset_params(a.preset, train_gain=gain)
+    print("| true gain, saturation | fitted gain (se), half-life, saturation | world | US eff. ratio | DPS eff. ratio | DS rollouts | DS rounds/step |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for case in a.cases:
+        gain, _, sat = case.partition(":")
+        params = preset_params(a.preset, train_gain=float(gain), train_saturation=float(sat or "inf"))
         truth = SyntheticWorld(params, seed=0)
         batch = 256
         log = training_log(truth, Uniform(num_prompts=truth.num_prompts, seed=a.log_seed), params.steps, batch, a.log_seed, a.sweep_every)
         train = log.filter(pl.col("kind") == "train")
         effect = fit_training_effect(log, train)
+        linear = fit_training_effect(log, train, saturation="linear")
         base = log_world(log)
         worlds = {
             "open loop (log)": base,
             "closed loop (log, fitted)": ClosedLoopWorld(base, effect, train),
-            "closed loop, effect_cap = log": ClosedLoopWorld(base, effect, train, cap="log"),
+            "closed loop, forced linear": ClosedLoopWorld(base, linear, train),
             "truth": truth,
         }
-        fitted = f"{effect.gain:.4f} ({effect.gain_se:.4f})"
-        hl = "inf" if np.isinf(effect.half_life) else f"{effect.half_life:g}"
+        d = effect.describe()
+        lead = max(d["shape_loglik"].values()) - d["shape_loglik"][d["shape_default"]]
+        fitted = (
+            f"{effect.gain:.4f} ({effect.gain_se:.4f}), {d['half_life']}, {d['saturation']} ({d['shape']}; best by {lead:.1f}, "
+            f"margin {d['shape_margin']})"
+        )
         for wname, world in worlds.items():
             r = run(world, seeds, params.steps, batch)
             print(
-                f"| {gain:g} | {fitted} | {hl} | {wname} | {r['US']['effective_ratio']:.3f} | {r['DPS']['effective_ratio']:.3f} "
+                f"| {gain}, {sat or 'inf'} | {fitted} | {wname} | {r['US']['effective_ratio']:.3f} | {r['DPS']['effective_ratio']:.3f} "
                 f"| {r['DS']['rollouts']:,.0f} | {r['DS']['mean_rounds']:.2f} |",
                 flush=True,
             )

@@ -179,7 +179,10 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
     from dps.replay.report import write_report
 
     write_report(res, tmp_path / "out", plots=False)
-    assert "Closed loop fitted from the log" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Closed loop fitted from the log" in report
+    assert f"saturation at the log's own {res.world['closed_loop_shape_default']} trainings per prompt" in report
+    assert "log-likelihood by saturation count, relative to the default: inf: " in report
     # a fixed gain instead of a fit
     fixed = load_scenario(tmp_path / "s.toml", ["world.closed_loop=0.0"])
     res0 = run_sweep(fixed, workers=1, progress=False)

@@ -156,7 +156,7 @@ def _replay(args: argparse.Namespace) -> int:
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
     paths = write_report(res, out, plots=not args.no_plots)
     print(markdown_table(aggregate(res.summary)))
-    for line in closed_loop_lines(res.world)[:-1]:  # the sentence, without the report's blank line
+    for line in filter(None, closed_loop_lines(res.world)):  # the sentences, without the report's blank lines
         print("\n" + line)
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
     if res.calibration is not None:

@@ -7,12 +7,14 @@ module estimates that effect from the log and adds it to any world.
 The model, in logit space, for an observation of prompt i at step t (a logged group, trained
 or not, or a sweep row; each rolled out before step t's update):
 
-    logit p_i(t) = a_i + d(t) + gain * M_i(t),   M_i(t) = sum over trainings of i at steps s < t of rho^(t - 1 - s)
+    logit p_i(t) = a_i + d(t) + gain * f_c(M_i(t)),   M_i(t) = sum over trainings of i at steps s < t of rho^(t - 1 - s)
 
 a_i is the prompt's own level, d(t) the population drift (how the whole model moves, one free
 value per observed step), and M_i(t) counts the prompt's trainings that gave a gradient (its
 partially solved trained groups), decayed with the half-life h (rho = 2^(-1/h); h = inf: the
-effect is permanent).
+effect is permanent). f_c is the effect's shape: f_c(M) = c (1 - exp(-M / c)), so `gain` is what
+a prompt's first training does, the n-th adds exp(-(n - 1) / c) of it and no number of trainings
+adds more than c first ones; c = inf is the line f(M) = M.
 
 Fitting `gain` by regressing on those partial trainings directly is biased: which prompts are
 partially solved, and when, is tied to how each prompt moves on its own. What a uniform run
@@ -28,9 +30,18 @@ revisits); a log of epoch permutations alone does not identify it, and is refuse
 half-life is chosen among EFFECT_HALF_LIVES by likelihood, a finite one only when it beats the
 permanent effect by BIC's margin.
 
+The shape matters most where the log is silent: a uniform log trains each prompt a few times,
+a selective policy trains some prompts dozens of times. `choose_shape` fits every saturation
+of EFFECT_SATURATIONS and the default, c = the log's own trainings per prompt, and keeps the
+default unless another beats it by BIC's margin (each shape is fitted on the selections scaled
+by the partial share, share * M_selections, which stand for the partial trainings as above): a log that shows a line over its range gets
+the line (and the line is extrapolated), one that cannot tell gets an effect that keeps its
+measured rate for about the log's own number of trainings and then levels off, so a replay
+never credits a prompt with much more effect than the log ever saw one prompt get.
+
 `ClosedLoopWorld` wraps a base world (the open-loop estimate): its p for prompt i at step t is
 
-    logit p = logit p_base + gain * (M_i^replay(t) - M_i^log(t)),
+    logit p = logit p_base + gain * (f_c(M_i^replay(t)) - f_c(M_i^log(t))),
 
 the fitted effect of what the replayed policy trained on minus what the log's own run trained
 on. A prompt whose shift is zero (its training in the replay equals the log's, or gain = 0) keeps
@@ -293,16 +304,20 @@ def fit_training_effect(
         share = float(w @ MP) / max(float(w @ MS), 1e-12)
         fits[h] = (coef / share, a, d, ll, se / share)
         counts[h] = share * MS  # selections in units of trainings that gave a gradient
-    best = _choose_half_life(fits, float(nr.sum()), len(step))
-    gain, _, d, _, se = fits[best]
-    shape: tuple[float, float, float, dict[float, float], float, str] = (math.inf, gain, se, {}, math.inf, "given")
+    rollouts, S = float(nr.sum()), len(steps)
     if saturation == "auto":
         scale = len(tstep) / max(len(np.unique(pid)), 1)  # trainings per prompt in the log
-        shape = choose_shape(pid, sidx, nc, nr, counts[best], N, len(steps), scale)
-    elif not math.isinf(c := parse_saturation(saturation, "effect_saturation")):
-        g, _, _, _, s = _fit_one(pid, sidx, nc, nr, effect_curve(counts[best], c), N, len(steps))
-        shape = (c, g, s, {}, math.inf, "given")
-    sat, gain, se, shape_scores, shape_default, reason = shape
+        best, (sat, gain, se, shape_scores, shape_default, reason) = choose_shape(
+            pid, sidx, nc, nr, counts, N, S, scale, len(candidates) > 1
+        )
+    else:
+        sat = parse_saturation(saturation, "effect_saturation")
+        if not math.isinf(sat):
+            for h in candidates:
+                fits[h] = _fit_one(pid, sidx, nc, nr, effect_curve(counts[h], sat), N, S)
+        best = _choose_half_life(fits, rollouts, len(step))
+        gain, se, shape_scores, shape_default, reason = fits[best][0], fits[best][4], {}, math.inf, "given"
+    d = fits[best][2]
     if not se <= MAX_GAIN_SE:
         raise ValueError(
             f"the log does not identify the training effect (standard error {se:.3g} logits per training): it needs "
@@ -328,34 +343,44 @@ def fit_training_effect(
 
 
 def choose_shape(
-    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, M: np.ndarray, N: int, S: int, scale: float
-) -> tuple[float, float, float, dict[float, float], float, str]:
-    """The saturation c of gain * f_c(M), by likelihood, with a default when the log cannot tell.
+    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, counts: dict[float, np.ndarray], N: int, S: int,
+    scale: float, half_life_free: bool,
+) -> tuple[float, tuple[float, float, float, dict[float, float], float, str]]:
+    """The half-life and saturation c of gain * f_c(M), by likelihood, with a default when the log cannot tell.
 
-    Every candidate of EFFECT_SATURATIONS, and the default c = `scale` (the log's own trainings
-    per prompt), is fitted; the best replaces the default only when it beats it by BIC's margin
-    for one more parameter, 0.5 ln(observations). The default says: the log measured what about
-    `scale` trainings do to a prompt; further ones are assumed to add less and less, so that no
-    prompt gains more than `scale` first trainings' worth (gain * scale logits). A replayed policy
-    that trains a prompt far more often than the log did is then never credited with an effect
-    the log could not see; a log whose effect is clearly linear over its range gets the line.
+    `counts`: M (partial-training units) by candidate half-life. Every pair of a half-life and a
+    saturation of EFFECT_SATURATIONS or the default c = `scale` (the log's own trainings per
+    prompt) is fitted; the default is the permanent effect (or the one half-life given) with
+    c = `scale`, and each way a pair differs from it (a finite half-life, another saturation)
+    costs BIC's margin for one more parameter, 0.5 ln(observations). Both a half-life and a
+    saturation make repeated trainings count less, so they are chosen together.
 
-    Returns (saturation, gain, its standard error, total log-likelihood by saturation, the
-    default saturation, "fitted" or "default").
+    The default says: the log measured what about `scale` trainings do to a prompt; further ones
+    are assumed to add less and less, so that no prompt gains more than `scale` first trainings'
+    worth (gain * scale logits). A replayed policy that trains a prompt far more often than the
+    log did is then never credited with an effect the log could not see; a log whose effect is
+    clearly linear over its range gets the line.
+
+    Returns (half-life, (saturation, gain, its standard error, total log-likelihood by saturation
+    at that half-life, the default saturation, "fitted" or "default")).
     """
-    default = float(max(round(scale, 2), 0.01))
-    fits = {}
-    for c in (*EFFECT_SATURATIONS, default):
-        if c in fits:
-            continue
-        g, _, _, ll, se = _fit_one(pid, sidx, nc, nr, effect_curve(M, c), N, S)
-        fits[c] = (g, se, ll * float(nr.sum()))
-    scores = {c: f[2] for c, f in fits.items()}
-    best = max(scores, key=lambda c: scores[c])
+    default_c = float(max(round(scale, 2), 0.01))
+    default_h = math.inf if half_life_free else next(iter(counts))
     margin = 0.5 * math.log(max(len(pid), 2))
-    chosen, reason = (best, "fitted") if scores[best] - scores[default] >= margin else (default, "default")
-    g, se, _ = fits[chosen]
-    return chosen, g, se, scores, default, reason
+    fits: dict[tuple[float, float], tuple[float, float, float]] = {}
+    for h, M in counts.items():
+        for c in dict.fromkeys((*EFFECT_SATURATIONS, default_c)):
+            g, _, _, ll, se = _fit_one(pid, sidx, nc, nr, effect_curve(M, c), N, S)
+            fits[(h, c)] = (g, se, ll * float(nr.sum()))
+
+    def penalised(key: tuple[float, float]) -> float:
+        h, c = key
+        return fits[key][2] - margin * ((h != default_h) + (c != default_c))
+
+    h, c = max(fits, key=penalised)
+    g, se, _ = fits[(h, c)]
+    scores = {cc: f[2] for (hh, cc), f in fits.items() if hh == h}
+    return h, (c, g, se, scores, default_c, "default" if c == default_c else "fitted")
 
 
 def _count_label(c: float) -> str:

@@ -138,8 +138,10 @@ def closed_loop_lines(w: dict[str, Any]) -> list[str]:
     return [
         f"Closed loop fitted from the log: a prompt's first trained, partially solved group moves it by "
         f"{w['closed_loop_gain']:+.4f} logits (standard error {w['closed_loop_gain_se']:.4f}; half-life "
-        f"{w['closed_loop_half_life']} steps; {shape_sentence(w)}), minus the log run's own trainings. Rows named "
+        f"{w['closed_loop_half_life']} steps), minus the log run's own trainings. Rows named "
         f"\"(open loop)\" replay the same log without it.",
+        "",
+        f"Effect of repeated trainings: {shape_sentence(w)}.",
         "",
     ]
 
@@ -162,7 +164,8 @@ def shape_sentence(w: dict[str, Any]) -> str:
         f"by more than BIC's margin of {margin}"
         if reason == "fitted"
         else f"the default, saturation at the log's own {default} trainings per prompt: the log cannot tell the shapes "
-        f"apart (the best, saturation {best}, beats it by less than BIC's margin of {margin})"
+        f"apart (the best, saturation {best}, beats it by less than BIC's margin of {margin}); "
+        f"[world] effect_saturation = \"linear\" replays the other end, an effect that never saturates"
     )
     return f"shape {shape}; {why}; log-likelihood by saturation count, relative to the default: {lik}"
 
