@@ -229,3 +229,16 @@ def test_the_shared_real_log_fits_a_positive_effect_and_slows_dps() -> None:
     assert 0 < se < 0.05 and gain > 2 * se  # trained prompts rise more than untrained ones
     rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"]))
     assert rows["DPS"] < rows["DPS (open loop)"]
+
+
+def test_the_report_says_which_shape_and_why() -> None:
+    from dps.replay.report import shape_sentence
+
+    w = {"closed_loop_saturation": "inf", "closed_loop_shape": "fitted", "closed_loop_shape_default": "5.6",
+         "closed_loop_shape_loglik": {"inf": -100.0, "2": -130.0, "5.6": -120.0}, "closed_loop_shape_margin": 5.5}
+    line = shape_sentence(w)
+    assert line.startswith("shape linear") and "the log prefers it over the default" in line
+    assert "inf: +20.0, 2: -10.0, 5.6: +0.0" in line
+    w.update(closed_loop_saturation="5.6", closed_loop_shape="default", closed_loop_shape_loglik={"inf": -118.0, "5.6": -120.0})
+    line = shape_sentence(w)
+    assert "saturating after about 5.6 trainings" in line and "cannot tell" in line and 'effect_saturation = "linear"' in line
