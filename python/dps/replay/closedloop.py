@@ -12,9 +12,9 @@ or not, or a sweep row; each rolled out before step t's update):
 a_i is the prompt's own level, d(t) the population drift (how the whole model moves, one free
 value per observed step), and M_i(t) counts the prompt's trainings that gave a gradient (its
 partially solved trained groups), decayed with the half-life h (rho = 2^(-1/h); h = inf: the
-effect is permanent). f_c is the effect's shape: f_c(M) = c (1 - exp(-M / c)), so `gain` is what
-a prompt's first training does, the n-th adds exp(-(n - 1) / c) of it and no number of trainings
-adds more than c first ones; c = inf is the line f(M) = M.
+effect is permanent). f_c is the effect's shape: f_c(M) = c (1 - exp(-M / c)), so `gain` is the
+effect's initial rate per training, each training adds exp(-1 / c) times what the one before it
+added, and no number of trainings adds more than gain * c; c = inf is the line f(M) = M.
 
 Fitting `gain` by regressing on those partial trainings directly is biased: which prompts are
 partially solved, and when, is tied to how each prompt moves on its own. What a uniform run
@@ -114,8 +114,9 @@ def trained_level(
 
 
 def effect_curve(M: np.ndarray, saturation: float) -> np.ndarray:
-    """f(M) = c (1 - exp(-M / c)) for saturation c: the n-th training adds exp(-(n - 1) / c) of the
-    first one's effect, and no number of trainings adds more than c of them; c = inf: f(M) = M."""
+    """f(M) = c (1 - exp(-M / c)) for saturation c: each training adds exp(-1 / c) times what the
+    one before it added, and no number of them adds more than c (the rate's worth of c trainings
+    at the start); c = inf: f(M) = M."""
     M = np.asarray(M, np.float64)
     if math.isinf(saturation):
         return M
@@ -130,7 +131,8 @@ def effect_curve(M: np.ndarray, saturation: float) -> np.ndarray:
 class TrainingEffect:
     """The fitted closed loop: gain * f(M) logits for M (decayed) trainings that gave a gradient.
 
-    `gain` is the effect of a prompt's first such training; `saturation` the shape of f (see
+    `gain` is the effect's initial rate per such training (the first adds gain * f(1), f(1) =
+    c (1 - exp(-1 / c)): 1 for the line, 0.8 at c = 2.3); `saturation` the shape c of f (see
     effect_curve; inf: linear, every training adds `gain`); `half_life` how fast it fades (steps).
     """
 
@@ -162,6 +164,8 @@ class TrainingEffect:
         return {
             "gain": round(self.gain, 5),
             "gain_se": round(self.gain_se, 5),
+            "first_training": round(float(self.level(np.array([1.0]))[0]), 5),
+            "most": "inf" if math.isinf(self.saturation) else round(self.gain * self.saturation, 5),
             "half_life": "inf" if math.isinf(self.half_life) else self.half_life,
             "saturation": _count_label(self.saturation),
             "shape": self.shape_reason,
@@ -356,8 +360,8 @@ def choose_shape(
     saturation make repeated trainings count less, so they are chosen together.
 
     The default says: the log measured what about `scale` trainings do to a prompt; further ones
-    are assumed to add less and less, so that no prompt gains more than `scale` first trainings'
-    worth (gain * scale logits). A replayed policy that trains a prompt far more often than the
+    are assumed to add less and less, so that no prompt gains more than `scale` trainings' worth
+    at the initial rate (gain * scale logits). A replayed policy that trains a prompt far more often than the
     log did is then never credited with an effect the log could not see; a log whose effect is
     clearly linear over its range gets the line.
 

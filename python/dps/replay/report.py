@@ -137,13 +137,19 @@ def closed_loop_lines(w: dict[str, Any]) -> list[str]:
         return []
     return [
         f"Closed loop fitted from the log: a prompt's first trained, partially solved group moves it by "
-        f"{w['closed_loop_gain']:+.4f} logits (standard error {w['closed_loop_gain_se']:.4f}; half-life "
+        f"{w.get('closed_loop_first_training', w['closed_loop_gain']):+.4f} logits (the effect's initial rate "
+        f"{w['closed_loop_gain']:+.4f} per training, standard error {w['closed_loop_gain_se']:.4f}; at most "
+        f"{_logits(w.get('closed_loop_most', 'inf'))} logits in all; half-life "
         f"{w['closed_loop_half_life']} steps), minus the log run's own trainings. Rows named "
         f"\"(open loop)\" replay the same log without it.",
         "",
         f"Effect of repeated trainings: {shape_sentence(w)}.",
         "",
     ]
+
+
+def _logits(v: Any) -> str:
+    return v if isinstance(v, str) else f"{v:.3f}"
 
 
 def shape_sentence(w: dict[str, Any]) -> str:
