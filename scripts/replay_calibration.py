@@ -84,7 +84,7 @@ def row(name: str, groups: pl.DataFrame, truth: float, batch: int, args: argpars
         old_txt = f"{old_ratio:.3f} ({old_ratio - truth:+.3f})"
     print(
         f"| {name} | {groups.height:,} | {truth:.3f} | {old_txt} | {new:.3f} ({new - truth:+.3f}) | "
-        f"{world.switch_rate:g} | {cal.ece:.3f} | {cal.skill:.2f} | {build:.1f} |",
+        f"{world.switch_rate:g} | {world.population.replace('_', ' ')} | {cal.ece:.3f} | {cal.skill:.2f} | {build:.1f} |",
         flush=True,
     )
 
@@ -97,8 +97,8 @@ def main() -> int:
     ap.add_argument("--skip-stationary", action="store_true")
     args = ap.parse_args()
     old = load_old(args.old_worlds)
-    print("| log | rows | truth | old replay (error) | new replay (error) | switch rate | held-out ECE | skill | build s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| log | rows | truth | old replay (error) | new replay (error) | switch rate | prior fitted on | held-out ECE | skill | build s |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     if not args.skip_stationary:
         row("stationary Beta(0.5, 0.5), 512 x 8 per step", stationary_log(), 1 - 2 * 12870 / 4**8, 512, args, old)
     if SHARED_LOG.exists():

@@ -44,6 +44,12 @@ class Calibration:
     num_prompts: int = 0
     #: partial share of each prompt's first logged group (chosen before the policy saw that prompt)
     first_look_share: float = float("nan")
+    #: which groups the population prior was fitted on, and why (LogWorld.population_line)
+    population: str = ""
+    #: the prior rests on first looks alone (a selective log), their number and their share's standard error
+    first_look_prior: bool = False
+    first_looks: int = 0
+    first_look_spread: float = float("nan")
 
     @property
     def skill(self) -> float:
@@ -62,6 +68,10 @@ class Calibration:
             "unlogged_prompts": self.unlogged_prompts,
             "num_prompts": self.num_prompts,
             "first_look_partial_share": self.first_look_share,
+            "population": self.population,
+            "first_look_prior": self.first_look_prior,
+            "first_looks": self.first_looks,
+            "first_look_partial_share_spread": self.first_look_spread,
         }
 
     def line(self) -> str:
@@ -80,11 +90,18 @@ class Calibration:
                 f"{self.unlogged_prompts:,} of {self.num_prompts:,} prompts were never logged: their outcomes come "
                 "from the population prior alone"
             )
-        if abs(self.first_look_share - self.observed_share) > 0.1:
+        if self.first_look_prior:
+            out.append(
+                f"the population prior rests on the {self.first_looks:,} prompts' first logged groups alone (partly solved {self.first_look_share:.3f} of the time, "
+                f"against {self.observed_share:.3f} over all groups): a replay's prompts the log never holds are uncertain by "
+                f"about +-{self.first_look_spread:.3f} in their partial share"
+            )
+        elif abs(self.first_look_share - self.observed_share) > 0.1:
             out.append(
                 f"each prompt's first logged group is partly solved {self.first_look_share:.3f} of the time against "
-                f"{self.observed_share:.3f} over all groups: the logging policy chose prompts by their outcomes, so "
-                "the population prior leans toward what it chose"
+                f"{self.observed_share:.3f} over all groups: if the logging policy chose prompts by their outcomes (drift can "
+                "do this too; the within-step test did not show it), the population prior leans toward what it chose, and "
+                "population = 'first_looks' fits it on first looks alone"
             )
         return out
 
@@ -122,6 +139,10 @@ def calibrate(world: LogWorld, max_groups: int | None = 50_000, bins: int = CALI
     cal.num_prompts = world.num_prompts
     cal.unlogged_prompts = world.num_prompts - world.logged_prompts
     cal.first_look_share = world.first_look_partial_share()
+    cal.population = world.population_line()
+    cal.first_look_prior = world.population == "first_looks"
+    cal.first_looks = world.selection.first_looks
+    cal.first_look_spread = world.first_look_spread()
     return cal
 
 
@@ -201,6 +222,7 @@ def validate_calibration(groups: pl.DataFrame, path: str | Path, out: str | Path
     paths = write(cal, folder, stem, title=str(path))
     print(f"{path}: {cal.line()}")
     print(f"  log world: switch rate {world.switch_rate:g}, prior window half-life {world.prior.half_life:g} steps")
+    print(f"  {cal.population}")
     print(markdown(cal))
     print(f"  wrote {', '.join(str(p) for p in paths.values())}")
     return cal

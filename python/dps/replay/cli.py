@@ -161,6 +161,8 @@ def _replay(args: argparse.Namespace) -> int:
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
     if res.calibration is not None:
         print(f"\nlog world {res.calibration.line()}")
+        if res.calibration.population:
+            print(res.calibration.population)
     print(f"\n{len(res.summary)} replays in {res.wall_s:.1f} s; report in {out}/ ({', '.join(files)})")
     return 0
 

@@ -10,6 +10,13 @@ why, with the measurements that chose it):
   atoms as well as a spread in between, which one Beta cannot: real logs are U-shaped with mass
   at the ends. g_t is fitted at up to MAX_ANCHORS anchor steps from the groups weighted by
   0.5 ** (|t - t_j| / prior_half_life) and interpolated linearly between anchors.
+* **Which groups g_t is fitted on.** A prompt's first logged group was chosen before the logging
+  policy had seen that prompt's outcomes, so first looks are a fair sample of the population;
+  later groups are one only if the policy did not pick them by what it saw. `selection_test`
+  compares later groups with first looks within each step that holds both; where they differ
+  (a DPS training log, any filter on past outcomes), g_t is fitted on the first looks alone
+  (population "auto"; "all" / "first_looks" force either). Each logged prompt's posterior
+  still uses all its rows.
 * **Dynamics.** A prompt's rate stays where it is from one step to the next, except that with
   probability `switch_rate` per step it is redrawn from the population at that step (it was
   learned, or forgotten). The posterior of p_i(t) given all of prompt i's logged groups is exact
@@ -88,6 +95,7 @@ class LogEstimator:
     prior_half_life: float | str = "auto"
     draw: str = "posterior"
     extrapolate: bool = False
+    population: str = "auto"
 
     SWITCH_RATES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
@@ -112,10 +120,94 @@ class LogEstimator:
             raise ValueError(f"estimator draw must be 'posterior' or 'mean', not {est.draw!r}")
         if not isinstance(est.extrapolate, bool):
             raise ValueError(f"estimator extrapolate must be true or false, not {est.extrapolate!r}")
+        if est.population not in POPULATIONS:
+            raise ValueError(f"estimator population must be one of {', '.join(map(repr, POPULATIONS))}, not {est.population!r}")
         return est
 
 
 ESTIMATOR_KEYS = tuple(f.name for f in fields(LogEstimator))
+#: What the population prior is fitted on: decided from the log ("auto"), every group, or each prompt's first group.
+POPULATIONS = ("auto", "all", "first_looks")
+
+
+# --------------------------------------------------------------------------------------------
+# Is the log selective?
+
+
+def first_look_rows(step: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """Index of each logged prompt's first group (its first step; the first in the log's order there)."""
+    order = np.lexsort((np.arange(len(pid)), step, pid))
+    p = pid[order]
+    first = np.ones(len(p), bool)
+    first[1:] = p[1:] != p[:-1]
+    return order[first]
+
+
+@dataclass
+class SelectionTest:
+    """First-look groups against later groups of the same steps (see `selection_test`)."""
+
+    z: float  # the larger |z| of the two statistics, with its sign
+    gap: float  # later minus first-look partial share, weighted over the shared steps
+    first_looks: int
+    compared_steps: int  # steps holding both a first look and a later group
+    selective: bool
+
+    def reason(self) -> str:
+        if self.compared_steps == 0:
+            return "no step holds both a prompt's first logged group and a later one, so the log cannot show selection"
+        verdict = "the logging policy chose its groups by their outcomes" if self.selective else "no sign that the logging policy chose its groups by their outcomes"
+        return (
+            f"at the {self.compared_steps:,} steps holding both, later groups are partly solved {self.gap:+.3f} "
+            f"(z = {self.z:+.1f}) against first looks: {verdict}"
+        )
+
+
+#: |z| from which a log counts as selective (and the partial-share gap it must show as well).
+SELECTION_Z = 3.0
+SELECTION_GAP = 0.05
+
+
+def _stratified_gap(y: np.ndarray, later: np.ndarray, step: np.ndarray) -> tuple[float, float, int]:
+    """(z, weighted gap, strata) of mean y in later groups minus first looks, within each step (Mantel-Haenszel weights)."""
+    steps, inv = np.unique(step, return_inverse=True)
+    nl = np.bincount(inv, weights=later, minlength=len(steps))
+    nf = np.bincount(inv, weights=~later, minlength=len(steps))
+    both = (nl > 0) & (nf > 0)
+    if not both.any():
+        return 0.0, 0.0, 0
+    sl = np.bincount(inv, weights=y * later, minlength=len(steps))
+    sf = np.bincount(inv, weights=y * ~later, minlength=len(steps))
+    n = nl + nf
+    mean = (sl + sf) / n
+    var = np.bincount(inv, weights=y * y, minlength=len(steps)) / n - mean**2
+    nl, nf, n, var = nl[both], nf[both], n[both], var[both]
+    w = nl * nf / n
+    diff = sl[both] / nl - sf[both] / nf
+    num, den = float(w @ diff), float(np.sum(w * w * var * (1.0 / nl + 1.0 / nf)))
+    return (num / math.sqrt(den) if den > 0 else 0.0), num / float(w.sum()), int(both.sum())
+
+
+def selection_test(step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray) -> SelectionTest:
+    """Did the logging policy choose groups by the prompts' outcome histories?
+
+    A prompt's first logged group was chosen before the policy had seen that prompt's outcomes, so
+    at any one step first looks and later groups come from the same population unless the policy
+    picks later groups by what it saw (DPS, or any filter on past outcomes). Within each step that
+    holds both, later groups are compared with first looks on the partially-solved share and on
+    the success rate (a stratified two-sample z, Mantel-Haenszel weights); comparing within a step
+    keeps drift out of the test. Selective when either |z| >= SELECTION_Z and the groups'
+    partial shares or success rates differ by SELECTION_GAP or more.
+    """
+    later = np.ones(len(step), bool)
+    firsts = first_look_rows(step, pid)
+    later[firsts] = False
+    partial = ((nc > 0) & (nc < nr)).astype(np.float64)
+    z_p, gap_p, strata = _stratified_gap(partial, later, step)
+    z_a, gap_a, _ = _stratified_gap(nc / np.maximum(nr, 1), later, step)
+    selective = (abs(z_p) >= SELECTION_Z and abs(gap_p) >= SELECTION_GAP) or (abs(z_a) >= SELECTION_Z and abs(gap_a) >= SELECTION_GAP)
+    z = z_p if abs(z_p) >= abs(z_a) else z_a
+    return SelectionTest(z=float(z), gap=float(gap_p), first_looks=len(firsts), compared_steps=strata, selective=bool(selective))
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,7 +535,13 @@ class LogWorld(World):
         self.logged_groups = len(step)
         rel = step - self.first_step
         del step
-        self.prior = PopulationPrior(rel, nc, nr, est.prior_half_life)
+        self.selection = selection_test(rel, pid, nc, nr)
+        self.population = est.population if est.population != "auto" else ("first_looks" if self.selection.selective else "all")
+        if self.population == "first_looks":
+            firsts = first_look_rows(rel, pid)
+            self.prior = PopulationPrior(rel[firsts], nc[firsts], nr[firsts], est.prior_half_life)
+        else:
+            self.prior = PopulationPrior(rel, nc, nr, est.prior_half_life)
         self.log = RowLog(rel, pid, nc, nr, span)
         del rel, pid, nc, nr
         self.switch_scores: dict[float, float] = {}
@@ -466,6 +564,24 @@ class LogWorld(World):
         first = self.log.offsets[:-1][np.diff(self.log.offsets) > 0]
         nc, nr = self.log.nc[first], self.log.nr[first]
         return float(np.mean((nc > 0) & (nc < nr))) if len(first) else float("nan")
+
+    def population_line(self) -> str:
+        """Which groups the population prior (what unlogged prompts are drawn from) was fitted on, and why."""
+        sel = self.selection
+        forced = self.estimator.population != "auto"
+        why = f"set by population = {self.population!r}" if forced else sel.reason()
+        if self.population == "all":
+            return f"unlogged prompts are drawn from a population prior fitted on all {self.logged_groups:,} logged groups: {why}"
+        return (
+            f"unlogged prompts are drawn from a population prior fitted on the {sel.first_looks:,} prompts' first logged groups "
+            f"alone, not all {self.logged_groups:,} groups: {why}; first looks are partly solved "
+            f"{self.first_look_partial_share():.3f} of the time, +-{self.first_look_spread():.3f} from their number alone"
+        )
+
+    def first_look_spread(self) -> float:
+        """Standard error of the first-look partial share from the number of first looks alone (binomial)."""
+        share = self.first_look_partial_share()
+        return math.sqrt(max(share * (1.0 - share), 0.0) / max(self.selection.first_looks, 1))
 
     def _select_switch_rate(self, span: int) -> float:
         """The SWITCH_RATES candidate with the best held-out likelihood on a sample of prompts."""
@@ -579,6 +695,7 @@ class LogWorld(World):
             logged_groups=self.logged_groups,
             switch_rate=self.switch_rate,
             prior_half_life=self.prior.half_life,
+            population=self.population,
             draw=self.estimator.draw,
         )
         return d

@@ -186,6 +186,7 @@ def calibration_section(cal: Any) -> list[str]:
         + cal.line()
         + ". Trust a replay of this log about as far as the predicted and observed columns agree.",
         "",
+        *([cal.population[0].upper() + cal.population[1:] + ".", ""] if cal.population else []),
         markdown(cal),
         "",
     ]
