@@ -12,6 +12,11 @@ seeds, against the truth, and the log world's held-out calibration):
 * runs of `dps train ... --set log.sweep_every=N` (each RUN_DIR's dense.parquet and
   rollouts.parquet), against the mean partial share of that run's sweeps.
 
+With --synthetic-dps N, DPS's training logs of synthetic worlds with a known truth (presets
+countdown and math; 512 x 100 steps x B = 16, 1,000 x 100 x 16, 2,000 x 150 x 32; N world seeds
+each): the selection test's z, and uniform replayed on the log with the population prior fitted
+as "auto" decides and on every group, against uniform on the world itself.
+
 With --old-worlds, the same replays also run on the LogWorld of an older dps.replay.worlds module
 saved as a file (e.g. `git show b3b4bd8:python/dps/replay/worlds.py > old_worlds.py`).
 """
@@ -89,12 +94,37 @@ def row(name: str, groups: pl.DataFrame, truth: float, batch: int, args: argpars
     )
 
 
+def synthetic_dps_rows(seeds: int, replay_seeds: int) -> None:
+    """DPS logs of synthetic worlds: is the selection found, and how close is uniform's replay of the log?"""
+    from dps.replay.logworld import LogEstimator
+    from dps.replay.worlds import SyntheticWorld, preset_params
+
+    print("\n| preset | prompts x steps x B | world seed | logged prompts | z | prior fitted on | truth | replay (error) | on every group (error) |")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|")
+    for preset in ("countdown", "math"):
+        for n, steps, batch in ((512, 100, 16), (1000, 100, 16), (2000, 150, 32)):
+            for ws in range(seeds):
+                world = SyntheticWorld(preset_params(preset, num_prompts=n, steps=steps), seed=ws)
+                truth = uniform_ratio(world, batch, replay_seeds, steps)
+                rec = replay(make_policy("dps", n, ws), world, steps, batch, seed=ws, record=True)
+                log = pl.DataFrame(rec.groups).select("step", "prompt_id", "n_rollouts", "n_correct")
+                auto = LogWorld(log, num_prompts=n)
+                every = LogWorld(log, LogEstimator(population="all"), num_prompts=n)
+                a, e = uniform_ratio(auto, batch, replay_seeds, steps), uniform_ratio(every, batch, replay_seeds, steps)
+                print(
+                    f"| {preset} | {n} x {steps} x {batch} | {ws} | {auto.logged_prompts} | {auto.selection.z:+.1f} | "
+                    f"{auto.population.replace('_', ' ')} | {truth:.3f} | {a:.3f} ({a - truth:+.3f}) | {e:.3f} ({e - truth:+.3f}) |",
+                    flush=True,
+                )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="*", default=[], help="dps train run folders made with log.sweep_every")
     ap.add_argument("--old-worlds", default=None, help="an older worlds.py to compare against")
     ap.add_argument("--seeds", type=int, default=3, help="replay seeds per check (default 3)")
     ap.add_argument("--skip-stationary", action="store_true")
+    ap.add_argument("--synthetic-dps", type=int, default=0, metavar="N", help="also DPS logs of synthetic worlds, N world seeds per size")
     args = ap.parse_args()
     old = load_old(args.old_worlds)
     print("| log | rows | truth | old replay (error) | new replay (error) | switch rate | prior fitted on | held-out ECE | skill | build s |")
@@ -117,6 +147,8 @@ def main() -> int:
         truth = sweep_truth(dense)
         row(f"{folder.name}: dense sweep rows", dense, truth, batch, args, old, n)
         row(f"{folder.name}: training rows", train, truth, batch, args, old, n)
+    if args.synthetic_dps:
+        synthetic_dps_rows(args.synthetic_dps, args.seeds)
     return 0
 
 

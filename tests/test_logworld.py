@@ -155,6 +155,7 @@ def test_calibration_of_a_synthetic_log_and_its_report(tmp_path: Path, capsys: p
     assert main(["validate", str(log), "--calibration", str(tmp_path / "cal")]) == 0
     out = capsys.readouterr().out
     assert "ECE" in out and "| predicted P(partial) |" in out
+    assert "unlogged prompts are drawn from a population prior fitted on all 6,000 logged groups" in out
     png = tmp_path / "cal" / "log-calibration.png"
     assert png.stat().st_size > 10_000
     table = pl.read_csv(tmp_path / "cal" / "log-calibration.csv")
@@ -170,7 +171,9 @@ def test_calibration_of_a_synthetic_log_and_its_report(tmp_path: Path, capsys: p
     sc.write_text('[world]\nlog = "log.parquet"\n[run]\nbatch_size = 16\nseeds = 1\nworkers = 1\n[[policies]]\ntype = "uniform"\n')
     assert main(["replay", str(sc), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
     assert "log world calibration on" in capsys.readouterr().out
-    assert (tmp_path / "rep" / "calibration.png").exists() and "How well the log world predicts" in (tmp_path / "rep" / "report.md").read_text()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "calibration.png").exists() and "How well the log world predicts" in report
+    assert "Unlogged prompts are drawn from a population prior fitted on all" in report
 
 
 def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
@@ -193,6 +196,8 @@ def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
     assert "WARNING" in cal.line()
     dense = stationary_log(prompts=200, steps=40, batch=50)[0]
     assert calibrate(LogWorld(dense)).warnings() == []
+    kept = dense.filter((pl.col("n_correct") > 0) & (pl.col("n_correct") < 8))  # only what a dynamic-sampling filter keeps
+    assert any("only the groups a filter kept" in w for w in calibrate(LogWorld(kept)).warnings())
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.003, 0.2])
@@ -252,6 +257,10 @@ def test_a_selective_log_draws_unlogged_prompts_from_first_looks() -> None:
     assert world.selection.selective and world.population == "first_looks"
     line = world.population_line()
     assert "first logged groups" in line and "chose its groups by their outcomes" in line
+    from dps.replay.calibration import calibrate
+
+    cal = calibrate(world)
+    assert cal.population == line and cal.first_look_prior and "rests on the" in " ".join(cal.warnings())
 
 
 def test_an_unselective_log_keeps_its_prior_on_every_group() -> None:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from dps.replay.logworld import LogWorld
 
 CALIBRATION_BINS = 10
+#: A log whose groups, first looks included, are nearly all partly solved looks filtered (a warning).
+FILTERED_SHARE = 0.99
+FILTERED_MIN_GROUPS = 50
 
 
 @dataclass
@@ -102,6 +105,12 @@ class Calibration:
                 f"{self.observed_share:.3f} over all groups: if the logging policy chose prompts by their outcomes (drift can "
                 "do this too; the within-step test did not show it), the population prior leans toward what it chose, and "
                 "population = 'first_looks' fits it on first looks alone"
+            )
+        if self.groups >= FILTERED_MIN_GROUPS and min(self.first_look_share, self.observed_share) >= FILTERED_SHARE:
+            out.append(
+                "every logged group, first looks included, is partly solved: if the log holds only the groups a filter kept "
+                "(dynamic sampling's training batches), it holds no fair sample of the population and a replay of it "
+                "overstates the partial share; log every rolled-out group"
             )
         return out
 
