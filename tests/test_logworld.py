@@ -270,6 +270,17 @@ def test_an_unselective_log_keeps_its_prior_on_every_group() -> None:
     world = LogWorld(log)
     assert world.selection.compared_steps > 50 and abs(world.selection.z) < 3 and not world.selection.selective
     assert world.population == "all" and "no sign" in world.population_line()
+    from dps.replay.logworld import selection_test
+
+    spread = LogWorld(log.with_columns(pl.col("step") * 100_000))  # more steps than rows: counted over logged steps only
+    assert spread.selection.z == pytest.approx(world.selection.z) and spread.selection.compared_steps == world.selection.compared_steps
+    firsts = world.log.first_rows()
+    assert len(firsts) == world.logged_prompts == world.selection.first_looks
+    picked = world.log.nc.copy()
+    later = np.ones(len(picked), bool)
+    later[firsts] = False
+    picked[later] = 4  # every later group partly solved, as if chosen for it
+    assert selection_test(world.log.step, picked, world.log.nr, firsts).selective
     forced = LogWorld(log, LogEstimator(population="first_looks"))
     assert forced.population == "first_looks" and "set by population = 'first_looks'" in forced.population_line()
     with pytest.raises(ValueError, match="population"):

@@ -134,15 +134,6 @@ POPULATIONS = ("auto", "all", "first_looks")
 # Is the log selective?
 
 
-def first_look_rows(step: np.ndarray, pid: np.ndarray) -> np.ndarray:
-    """Index of each logged prompt's first group (its first step; the first in the log's order there)."""
-    order = np.lexsort((np.arange(len(pid)), step, pid))
-    p = pid[order]
-    first = np.ones(len(p), bool)
-    first[1:] = p[1:] != p[:-1]
-    return order[first]
-
-
 @dataclass
 class SelectionTest:
     """First-look groups against later groups of the same steps (see `selection_test`)."""
@@ -169,18 +160,24 @@ SELECTION_GAP = 0.05
 
 
 def _stratified_gap(y: np.ndarray, later: np.ndarray, step: np.ndarray) -> tuple[float, float, int]:
-    """(z, weighted gap, strata) of mean y in later groups minus first looks, within each step (Mantel-Haenszel weights)."""
-    steps, inv = np.unique(step, return_inverse=True)
-    nl = np.bincount(inv, weights=later, minlength=len(steps))
-    nf = np.bincount(inv, weights=~later, minlength=len(steps))
+    """(z, weighted gap, strata) of mean y in later groups minus first looks, within each step (Mantel-Haenszel weights).
+
+    `step`: non-negative integers (steps relative to the log's first).
+    """
+    span = int(step.max(initial=-1)) + 1
+    if span > len(step):  # more steps than rows: count over the logged steps only (memory follows the rows)
+        _, step = np.unique(step, return_inverse=True)
+        span = int(step.max(initial=-1)) + 1
+    nl = np.bincount(step, weights=later, minlength=span)
+    n = np.bincount(step, minlength=span).astype(np.float64)
+    nf = n - nl
     both = (nl > 0) & (nf > 0)
     if not both.any():
         return 0.0, 0.0, 0
-    sl = np.bincount(inv, weights=y * later, minlength=len(steps))
-    sf = np.bincount(inv, weights=y * ~later, minlength=len(steps))
-    n = nl + nf
-    mean = (sl + sf) / n
-    var = np.bincount(inv, weights=y * y, minlength=len(steps)) / n - mean**2
+    sl = np.bincount(step, weights=np.where(later, y, 0.0), minlength=span)
+    sf = np.bincount(step, weights=y, minlength=span) - sl
+    mean = (sl + sf) / np.maximum(n, 1.0)
+    var = np.bincount(step, weights=y * y, minlength=span) / np.maximum(n, 1.0) - mean**2
     nl, nf, n, var = nl[both], nf[both], n[both], var[both]
     w = nl * nf / n
     diff = sl[both] / nl - sf[both] / nf
@@ -188,7 +185,7 @@ def _stratified_gap(y: np.ndarray, later: np.ndarray, step: np.ndarray) -> tuple
     return (num / math.sqrt(den) if den > 0 else 0.0), num / float(w.sum()), int(both.sum())
 
 
-def selection_test(step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray) -> SelectionTest:
+def selection_test(step: np.ndarray, nc: np.ndarray, nr: np.ndarray, firsts: np.ndarray) -> SelectionTest:
     """Did the logging policy choose groups by the prompts' outcome histories?
 
     A prompt's first logged group was chosen before the policy had seen that prompt's outcomes, so
@@ -198,9 +195,10 @@ def selection_test(step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.nda
     the success rate (a stratified two-sample z, Mantel-Haenszel weights); comparing within a step
     keeps drift out of the test. Selective when either |z| >= SELECTION_Z and the groups'
     partial shares or success rates differ by SELECTION_GAP or more.
+
+    `step`: each group's step relative to the log's first; `firsts`: the rows that are first looks.
     """
     later = np.ones(len(step), bool)
-    firsts = first_look_rows(step, pid)
     later[firsts] = False
     partial = ((nc > 0) & (nc < nr)).astype(np.float64)
     z_p, gap_p, strata = _stratified_gap(partial, later, step)
@@ -367,6 +365,10 @@ class RowLog:
         self.dtype = np.float16 if self.rows > FLOAT16_ROWS else np.float32
         self.fwd = np.zeros((0, GRID_SIZE), self.dtype)
         self.bwd = np.zeros((0, GRID_SIZE), self.dtype)
+
+    def first_rows(self) -> np.ndarray:
+        """Each logged prompt's first row (its first step; the first in the log's order there)."""
+        return self.offsets[:-1][np.diff(self.offsets) > 0]
 
     def build(self, dyn: Switching) -> None:
         self.fwd = self._pass(dyn, forward=True)
@@ -535,15 +537,16 @@ class LogWorld(World):
         self.logged_groups = len(step)
         rel = step - self.first_step
         del step
-        self.selection = selection_test(rel, pid, nc, nr)
+        self.log = log = RowLog(rel, pid, nc, nr, span)
+        del rel, pid, nc, nr
+        firsts = log.first_rows()
+        self.selection = selection_test(log.step, log.nc, log.nr, firsts)
         self.population = est.population if est.population != "auto" else ("first_looks" if self.selection.selective else "all")
         if self.population == "first_looks":
-            firsts = first_look_rows(rel, pid)
-            self.prior = PopulationPrior(rel[firsts], nc[firsts], nr[firsts], est.prior_half_life)
+            self.prior = PopulationPrior(log.step[firsts], log.nc[firsts], log.nr[firsts], est.prior_half_life)
         else:
-            self.prior = PopulationPrior(rel, nc, nr, est.prior_half_life)
-        self.log = RowLog(rel, pid, nc, nr, span)
-        del rel, pid, nc, nr
+            self.prior = PopulationPrior(log.step, log.nc, log.nr, est.prior_half_life)
+        del firsts
         self.switch_scores: dict[float, float] = {}
         rate = self._select_switch_rate(span) if est.switch_rate == "auto" else float(est.switch_rate)
         self.dynamics = Switching(self.prior, rate)
@@ -561,7 +564,7 @@ class LogWorld(World):
 
     def first_look_partial_share(self) -> float:
         """Partial share of each prompt's first logged group (picked before the policy saw the prompt)."""
-        first = self.log.offsets[:-1][np.diff(self.log.offsets) > 0]
+        first = self.log.first_rows()
         nc, nr = self.log.nc[first], self.log.nr[first]
         return float(np.mean((nc > 0) & (nc < nr))) if len(first) else float("nan")
 
