@@ -138,7 +138,7 @@ POPULATIONS = ("auto", "all", "first_looks")
 class SelectionTest:
     """First-look groups against later groups of the same steps (see `selection_test`)."""
 
-    z: float  # the larger |z| of the two statistics, with its sign
+    z: float  # stratified z of later minus first-look partial share
     gap: float  # later minus first-look partial share, weighted over the shared steps
     first_looks: int
     compared_steps: int  # steps holding both a first look and a later group
@@ -155,7 +155,7 @@ class SelectionTest:
 
 
 #: |z| from which a log counts as selective (and the partial-share gap it must show as well).
-SELECTION_Z = 3.0
+SELECTION_Z = 2.5
 SELECTION_GAP = 0.05
 
 
@@ -191,21 +191,20 @@ def selection_test(step: np.ndarray, nc: np.ndarray, nr: np.ndarray, firsts: np.
     A prompt's first logged group was chosen before the policy had seen that prompt's outcomes, so
     at any one step first looks and later groups come from the same population unless the policy
     picks later groups by what it saw (DPS, or any filter on past outcomes). Within each step that
-    holds both, later groups are compared with first looks on the partially-solved share and on
-    the success rate (a stratified two-sample z, Mantel-Haenszel weights); comparing within a step
-    keeps drift out of the test. Selective when either |z| >= SELECTION_Z and the groups'
-    partial shares or success rates differ by SELECTION_GAP or more.
+    holds both, the partially-solved share of later groups is compared with that of first looks (a
+    stratified two-sample z, Mantel-Haenszel weights); comparing within a step keeps drift out of
+    the test. Selective when |z| >= SELECTION_Z and the shares differ by SELECTION_GAP or more.
+    The partial share, not the success rate: training raises the success rate of prompts trained
+    on (later groups of an unselective log too) while leaving the partial share nearly as it was.
 
     `step`: each group's step relative to the log's first; `firsts`: the rows that are first looks.
     """
     later = np.ones(len(step), bool)
     later[firsts] = False
     partial = ((nc > 0) & (nc < nr)).astype(np.float64)
-    z_p, gap_p, strata = _stratified_gap(partial, later, step)
-    z_a, gap_a, _ = _stratified_gap(nc / np.maximum(nr, 1), later, step)
-    selective = (abs(z_p) >= SELECTION_Z and abs(gap_p) >= SELECTION_GAP) or (abs(z_a) >= SELECTION_Z and abs(gap_a) >= SELECTION_GAP)
-    z = z_p if abs(z_p) >= abs(z_a) else z_a
-    return SelectionTest(z=float(z), gap=float(gap_p), first_looks=len(firsts), compared_steps=strata, selective=bool(selective))
+    z, gap, strata = _stratified_gap(partial, later, step)
+    selective = abs(z) >= SELECTION_Z and abs(gap) >= SELECTION_GAP
+    return SelectionTest(z=float(z), gap=float(gap), first_looks=len(firsts), compared_steps=strata, selective=bool(selective))
 
 
 # --------------------------------------------------------------------------------------------
