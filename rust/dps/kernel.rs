@@ -11,7 +11,7 @@
 //! AVX2 and AVX-512 too and chosen at run time), and written back where they changed. No fused
 //! multiply-add is used, so every build computes bit-identical results. The price of the record
 //! layout: a step that updates every prompt (the first two, or all of them at a decay close to 1)
-//! costs about 3 times what the column layout did; benchmarks/bench_dps.py shows both.
+//! costs about 2.4 times what the column layout did; benchmarks/bench_dps.py shows both.
 
 use super::store::{Record, Store};
 use super::{entropy, predict, widen3, widen9};
