@@ -204,11 +204,18 @@ selector_methods!(PyUniform {
         Ok(PyUniform { inner: Uniform::new(num_prompts, seed)?, seed })
     }
 
-    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// The state; without the epoch order (N ids) when `with_order` is false.
+    #[pyo3(signature = (with_order=true))]
+    fn state<'py>(&self, py: Python<'py>, with_order: bool) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("step", self.inner.step)?;
         d.set_item("pending", pending_array(py, self.inner.pending.ids()))?;
-        order_state(&d, &self.inner.order)?;
+        if with_order {
+            order_state(&d, &self.inner.order)?;
+        } else {
+            d.set_item("epoch", self.inner.order.epoch)?;
+            d.set_item("cursor", self.inner.order.cursor)?;
+        }
         Ok(d)
     }
 

@@ -159,3 +159,25 @@ def test_observe_releases_ids_handed_out_but_not_observed() -> None:
     policy.select(N // 2)
     policy.observe(np.array([0, 1]), np.array([1, 2]), np.array([K, K]))  # not the selected ids
     assert len(policy.select(N)) == N
+
+
+def test_uniform_copies_its_epoch_order_only_before_a_select_that_may_start_an_epoch() -> None:
+    """Within an epoch a step's undo point leaves the N-id order out (it is what makes a step cost
+    O(N)); a select that may start the next epoch copies it first; both undo exactly."""
+    policy, rollout = Uniform(N, seed=2), world()
+    run_step(policy, B, rollout)  # cursor 8 of 40
+    before = policy.state_dict()
+    policy.select(B)
+    policy.select(B)
+    assert "order" not in policy._step_start
+    policy.abandon()
+    assert states_equal(policy.state_dict(), before)
+    for _ in range(3):
+        run_step(policy, B, rollout)  # cursor 32 of 40
+    before = policy.state_dict()
+    policy.select(B)  # to 40: this epoch's ids suffice
+    assert "order" not in policy._step_start
+    policy.select(3)  # the next epoch begins
+    assert "order" in policy._step_start and policy.state_dict()["epoch"] == before["epoch"] + 1
+    policy.abandon()
+    assert states_equal(policy.state_dict(), before)

@@ -134,13 +134,19 @@ class RustPolicy(Policy):
 
     def select(self, batch_size: int) -> np.ndarray:
         batch_size = check_batch_size(batch_size)
-        start = None
-        if not self._step_open and not self._select_only_marks_pending:
-            start = self.state_dict()
-        ids = self._core.select(batch_size)
         if not self._step_open:
-            self._step_open, self._step_start = True, start
+            self._step_start = None if self._select_only_marks_pending else self._step_snapshot()
+        self._before_select(batch_size)
+        ids = self._core.select(batch_size)
+        self._step_open = True
         return ids
+
+    def _step_snapshot(self) -> dict[str, Any]:
+        """What `abandon` returns to: the state before the step's first select."""
+        return self.state_dict()
+
+    def _before_select(self, batch_size: int) -> None:
+        """Complete the step's snapshot if this select may change what it left out."""
 
     def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
         self._core.observe(*observation_arrays(prompt_ids, n_correct, n_rollouts))
@@ -329,6 +335,26 @@ class Uniform(EpochPolicy):
     """US: the shuffled dataloader, a fresh seeded permutation each epoch."""
 
     _state_keys = ("step", "pending", "epoch", "cursor", "order")
+
+    # A step's snapshot leaves out the epoch order (N ids, the cost of a step at large N): within
+    # an epoch only the cursor moves, so the order is copied only before a select that may start
+    # the next epoch, and otherwise taken from the core when a step is abandoned.
+    def _step_snapshot(self) -> dict[str, Any]:
+        return {"num_prompts": self.num_prompts, "config": self.config(), **self._core.state(with_order=False)}
+
+    def _before_select(self, batch_size: int) -> None:
+        start = self._step_start
+        if start is None or "order" in start:
+            return
+        now = self._core.state(with_order=False)
+        if now["epoch"] == 0 or now["cursor"] + batch_size + len(now["pending"]) > self.num_prompts:
+            start["order"] = self._core.state()["order"]
+
+    def abandon(self) -> None:
+        start = self._step_start
+        if self._step_open and start is not None and "order" not in start:
+            start["order"] = self._core.state()["order"]  # no new epoch began since the snapshot
+        super().abandon()
 
     def __init__(self, num_prompts: int, *, seed: int = 0) -> None:
         self.seed = check_seed(seed)
