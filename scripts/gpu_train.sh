@@ -69,7 +69,7 @@ if [ ! -f "$MODEL_DIR/config.json" ]; then
   want=$(grep " $GGUF\$" scripts/smollm2.sha256 | cut -d' ' -f1)
   [ "$(sha256sum "runs/models/$GGUF" | cut -d' ' -f1)" = "$want" ] || { say "joined GGUF is corrupt"; exit 2; }
   say "dequantising $GGUF into $MODEL_DIR"
-  "$PY" -m dps.train.model "$MODEL_DIR" --gguf "runs/models/$GGUF"
+  "$PY" -m dps.cli model "$MODEL_DIR" --gguf "runs/models/$GGUF"
 fi
 
 # 5. Train each policy from the same start.

@@ -22,7 +22,8 @@ from dps.replay.closedloop import (
 from dps.replay.runner import replay
 from dps.replay.scenario import load_scenario, parse_scenario
 from dps.replay.sweep import run_sweep
-from dps.replay.worlds import LogWorld, SyntheticWorld, preset_params
+from dps.replay.logworld import LogWorld
+from dps.replay.worlds import SyntheticWorld, preset_params
 
 N, T, B = 2000, 200, 128
 

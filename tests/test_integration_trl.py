@@ -124,7 +124,7 @@ def test_policy_metrics_go_to_trls_logs(full_run) -> None:
 
 def test_the_log_replays_to_the_same_selections(full_run) -> None:
     from dps.replay.runner import replay
-    from dps.replay.worlds import LogWorld
+    from dps.replay.logworld import LogWorld
 
     log = full_run["log"]
     result = replay(DPS(N, decay=0.5, seed=0), LogWorld(log, num_prompts=N), steps=STEPS // 2, batch_size=B,

@@ -80,6 +80,7 @@ def test_rollout_log_without_polars_matches_the_polars_file(tmp_path, monkeypatc
     import polars as pl
 
     import dps.logs as logs
+    import dps.logs.write
 
     def fill(writer):
         writer.add(0, [3, 1], np.array([2, 0]), np.array([4, 4]), [[1, 1, 0, 0], [0, 0, 0, 0]])
@@ -88,7 +89,7 @@ def test_rollout_log_without_polars_matches_the_polars_file(tmp_path, monkeypatc
     with_polars = logs.RolloutLogWriter(tmp_path / "a.parquet")
     fill(with_polars)
     with_polars.write()
-    monkeypatch.setattr(logs, "_have_polars", lambda: False)
+    monkeypatch.setattr(logs.write, "_have_polars", lambda: False)
     without = logs.RolloutLogWriter(tmp_path / "b.parquet")
     fill(without)
     without.write()

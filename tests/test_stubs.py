@@ -28,7 +28,7 @@ def test_policies_and_replay_type_check(tmp_path):
     package = Path(dps.__file__).parent
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"), "--cache-dir", str(tmp_path / "cache"),
-         str(package / "policies"), str(package / "replay"), str(package / "logs.py")],
+         str(package / "policies"), str(package / "replay"), str(package / "logs")],
         capture_output=True,
         text=True,
     )

@@ -486,3 +486,33 @@ def test_paper_presets_follow_the_released_recipe(tmp_path):
     assert summary["steps"] == 2 and all(m["update_optimizer_steps"] == 4 for m in metrics)
     evals = [json.loads(x) for x in (tmp_path / "cd" / "eval.jsonl").read_text().splitlines()]
     assert all("test_accuracy_sampled" in e and "test_accuracy_greedy" not in e for e in evals)
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
+    import torch
+
+    from dps.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from dps.train.config import GRPOConfig
+    from dps.train.grpo import GRPOLearner
+    from dps.train.model import char_tokenizer, tiny_model
+
+    tok = char_tokenizer()
+    model = tiny_model(tok, 32, 1, 2, 1, 64, 64, seed=0)
+    learner = GRPOLearner(model, GRPOConfig(), 0, torch.device("cpu"))
+    from dps import DPS
+
+    policy = DPS(num_prompts=8, seed=0)
+    save_checkpoint(tmp_path, 3, model, learner, policy, {"rollouts_total": 5}, keep=2)
+    step, counters = load_checkpoint(tmp_path / "step-0000003", model, learner, policy, torch.device("cpu"))
+    assert step == 3 and counters == {"rollouts_total": 5}
+    torch.save({"opt": PickledThing()}, tmp_path / "step-0000003" / "learner.pt")
+    with pytest.raises(CheckpointError, match="learner.pt: refused"):
+        load_checkpoint(tmp_path / "step-0000003", model, learner, policy, torch.device("cpu"))
+    assert not PickledThing.loaded
+
+
+class PickledThing:
+    loaded = False
+
+    def __setstate__(self, state):
+        PickledThing.loaded = True

@@ -1,26 +1,25 @@
-"""The `dps` command line. Each concern registers its own subcommands."""
+"""dps: active prompt selection for RL finetuning. Replay selection policies on logged rollouts,
+check logs, and train with GRPO (or inside TRL and verl) with a policy choosing the prompts."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# Modules that define `register(subparsers)`; they must import heavy packages lazily.
-COMMAND_MODULES = ["dps.replay.cli", "dps.train.cli"]
+from dps.integrations import cli as integrations_cli
+from dps.replay import cli as replay_cli
+from dps.train import cli as train_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dps import __version__
+
     parser = argparse.ArgumentParser(prog="dps", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(sub)
+    parser.add_argument("--version", action="version", version=f"dps {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    replay_cli.register(sub)  # replay, synth, validate
+    train_cli.register(sub)  # train, compare, model
+    integrations_cli.register(sub)  # verl
     return parser
 
 

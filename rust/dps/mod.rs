@@ -28,6 +28,9 @@ pub const PRIOR_PROGRESS: [f64; 9] = [1.0, 0.5, 0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 1.
 pub const PRIOR_STABILITY: [f64; 9] = [1.0, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 1.0];
 pub const PRIOR_LOCAL: [f64; 9] = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0];
 
+/// lambda of the default configuration: the paper's released MATH setting.
+pub const DEFAULT_DECAY: f64 = 0.7;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DpsConfig {
     /// lambda in (0, 1]: how much of the transition counts survives each step.
@@ -47,7 +50,7 @@ pub struct DpsConfig {
 impl Default for DpsConfig {
     fn default() -> Self {
         DpsConfig {
-            decay: 0.7,
+            decay: DEFAULT_DECAY,
             alpha0: PRIOR_ONES,
             pi0: [1.0 / 3.0; 3],
             entropy_weight: 0.0,

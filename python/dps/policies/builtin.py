@@ -252,12 +252,13 @@ class DPS(PooledPolicy):
     """
 
     _state_keys = ("alpha", "post", "step", "pending", "confusion", "pool_epoch", "pool_cursor", "pool_order")
+    DEFAULT_DECAY = _core.DpsCore.DEFAULT_DECAY
 
     def __init__(
         self,
         num_prompts: int,
         *,
-        decay: float = 0.7,
+        decay: float = DEFAULT_DECAY,
         prior_alpha: Any = 1.0,
         prior_state: Any = None,
         entropy_weight: float = 0.0,

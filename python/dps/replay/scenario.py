@@ -36,7 +36,6 @@ import copy
 import itertools
 import os
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,6 +46,7 @@ from dps.policies.gate import DynamicSampling
 from dps.policies.registry import GATES, SELECTORS, make_policy
 from dps.replay.closedloop import CLOSED_LOOP_KEYS, check_closed_loop_config, closed_loop_enabled, closed_loop_world
 from dps.replay.logworld import ESTIMATOR_KEYS, LogEstimator, LogWorld
+from dps.tomlfile import parse_value, read_toml, set_dotted
 from dps.replay.worlds import (
     PRESET_BATCH,
     SyntheticParams,
@@ -395,24 +395,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"--set {item!r}: expected table.key=value, e.g. world.train_gain=0.1")
-        try:
-            parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value.strip()  # a bare word: take it as a string
+        parsed = parse_value(value)
         table, dot, name = key.strip().partition(".")
         data.setdefault(OVERRIDES_KEY, {})[key.strip()] = f"--set {item}"
         if not dot:
             if table not in ("name", "description"):
                 raise ValueError(f"--set {item!r}: only name, description, world.* and run.* can be set")
             data[table] = parsed
-        elif table in ("world", "run"):
-            *inner, last = name.split(".")  # world.columns.step=... sets a key of [world.columns]
-            target = data.setdefault(table, {})
-            for part in inner:
-                target = target.setdefault(part, {})
-                if not isinstance(target, dict):
-                    raise ValueError(f"--set {item!r}: {table}.{part} is not a table")
-            target[last] = parsed
+        elif table in ("world", "run"):  # world.columns.step=... sets a key of [world.columns]
+            set_dotted(data.setdefault(table, {}), name, parsed, f"--set {item!r}: {table}")
         else:
             raise ValueError(f"--set {item!r}: only world.* and run.* keys can be set")
     return data
@@ -420,12 +411,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such scenario file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML ({e})") from e
+    data = read_toml(path, "scenario file")
     if overrides:
         data = apply_overrides(data, overrides)
     return parse_scenario(data, path)

@@ -303,15 +303,3 @@ class SyntheticWorld(World):
         if not math.isinf(self.params.train_saturation):
             d["train_saturation"] = self.params.train_saturation
         return d
-
-
-# --------------------------------------------------------------------------------------------
-# The log world lives in dps.replay.logworld; these names stay importable from here.
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("LogEstimator", "LogWorld"):
-        from dps.replay import logworld
-
-        return getattr(logworld, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

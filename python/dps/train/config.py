@@ -9,11 +9,12 @@ validation so that their errors come early too.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dps.tomlfile import read_toml
 
 LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
 ENGINES = ("hf", "vllm")
@@ -237,13 +238,7 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML config file's table, its relative paths resolved against the file's folder."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"config file {p} does not exist")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{p}: not valid TOML ({e})") from e
-    return resolve_paths(data, p.parent)
+    return resolve_paths(read_toml(p, "config file"), p.parent)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

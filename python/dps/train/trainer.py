@@ -26,92 +26,26 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dps.logs import RolloutLogWriter
 from dps.policies.base import Policy, run_step
+from dps.policies.builtin import DPS
 from dps.tasks import Example, Task, make_task
+from dps.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dps.train.config import TrainConfig
 from dps.train.policies import capped_rounds, make_policy
+from dps.train.presets import task_decay
+from dps.train.records import Group, RunRecords, atomic_write_bytes, replay_scenario
 
 RESUME_IGNORED = ("steps", "out", "log")  # may change between a run and its resumption
 
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(1)[0])
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    _atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line (cannot happen with atomic writes, but be safe)
-    return out
-
-
-def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (np.floating, float)):
-            v = float(v)
-            out[k] = v if np.isfinite(v) else None
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        else:
-            out[k] = v
-    return out
-
-
-def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def _py_rng_state() -> list[Any]:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _np_rng_state() -> list[Any]:
-    state: Any = np.random.get_state(legacy=True)
-    name, keys, pos, has_gauss, gauss = state
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
-
-
-@dataclass
-class Group:
-    prompt_id: int
-    responses: list[list[int]]
-    correct: np.ndarray
-    rewards: np.ndarray
-
-
-def add_groups(log: RolloutLogWriter, step: int, groups: list[Group]) -> None:
-    log.add(step, [g.prompt_id for g in groups], np.array([int(g.correct.sum()) for g in groups], np.int64),
-            np.array([len(g.correct) for g in groups], np.int64), [list(g.rewards) for g in groups])
 
 
 class Trainer:
@@ -182,7 +116,7 @@ class Trainer:
     def _write_config(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         mine = self._check_resume_config()
-        _atomic_write_bytes(self.out / "config.json", json.dumps({"config": self.cfg.to_dict(), "compare": mine},
+        atomic_write_bytes(self.out / "config.json", json.dumps({"config": self.cfg.to_dict(), "compare": mine},
                                                                  indent=1, default=str).encode())
 
     def _device(self):
@@ -270,64 +204,6 @@ class Trainer:
                           gpu_memory_utilization=v.gpu_memory_utilization, kv_cache_gib=v.kv_cache_gib,
                           enforce_eager=v.enforce_eager, dtype=v.dtype)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _ckpt_dir(self) -> Path:
-        return self.out / "ckpt"
-
-    def _latest(self) -> Path | None:
-        p = self._ckpt_dir() / "latest"
-        if not p.exists():
-            return None
-        d = self._ckpt_dir() / p.read_text().strip()
-        return d if (d / "trainer.json").exists() else None
-
-    def _save_checkpoint(self, next_step: int) -> None:
-        import torch
-
-        root = self._ckpt_dir()
-        root.mkdir(exist_ok=True)
-        name = f"step-{next_step:07d}"
-        tmp = root / f"{name}.tmp{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        torch.save(self.model.state_dict(), tmp / "model.pt")
-        torch.save(self.learner.state_dict(), tmp / "learner.pt")
-        self.policy.save(tmp / "policy.npz")
-        state = {
-            "next_step": next_step, "counters": self.counters,
-            "python_random": _py_rng_state(),
-            "numpy_random": _np_rng_state(),
-        }
-        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-        (tmp / "trainer.json").write_text(json.dumps(state))
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _atomic_write_bytes(root / "latest", name.encode())
-        keep = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and ".tmp" not in p.name)
-        for old in keep[: -self.cfg.log.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob("*.tmp*"):
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-
-    def _load_checkpoint(self, d: Path) -> int:
-        import torch
-
-        state = json.loads((d / "trainer.json").read_text())
-        self.model.load_state_dict(torch.load(d / "model.pt", map_location=self.device, weights_only=True))
-        self.learner.load_state_dict(torch.load(d / "learner.pt", map_location=self.device, weights_only=False))
-        self.policy.load(d / "policy.npz")
-        self.counters = state["counters"]
-        torch.set_rng_state(torch.load(d / "rng.pt", weights_only=False)["torch"])
-        name, keys, pos, has_gauss, gauss = state["numpy_random"]
-        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-        version, internal, pgauss = state["python_random"]
-        random.setstate((version, tuple(internal), pgauss))
-        return int(state["next_step"])
-
     # ------------------------------------------------------------------ evaluation
     def _decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
@@ -411,7 +287,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward_mean']:.2f}", eff=f"{row['effective_ratio']:.2f}",
-                                roll=row["rollouts"], test=f"{self.evals[-1]['test_accuracy']:.2f}")
+                                roll=row["rollouts"], test=f"{self.records.evals[-1]['test_accuracy']:.2f}")
         if bar is not None:
             bar.close()
         return self._finish(start)
@@ -519,10 +395,12 @@ class Trainer:
         self._check_vocab()
         self.model.to(self.device)
         self.counters = {"rollouts_total": 0, "trained_groups_total": 0, "effective_total": 0, "gen_tokens_total": 0}
-        latest = self._latest()
+        latest = latest_checkpoint(self.out / "ckpt")
         self._warmup_info = self._warmup(self.model, self.device) if latest is None else {}
         self.learner = GRPOLearner(self.model, cfg.grpo, self.pad_id, self.device, temperature=cfg.rollout.temperature)
-        start = self._load_checkpoint(latest) if latest is not None else 0
+        start = 0
+        if latest is not None:
+            start, self.counters = load_checkpoint(latest, self.model, self.learner, self.policy, self.device)
         self.engine = self._make_engine(self.model, self.device)
         if latest is not None and cfg.rollout.engine == "vllm":
             self.engine.sync_weights(self.model)
@@ -532,41 +410,31 @@ class Trainer:
 
     def _open_logs(self, start: int) -> None:
         """The run's logs cut back to step `start`; a fresh run evaluates (and sweeps) step 0."""
-        cfg = self.cfg
-        self.log = RolloutLogWriter(self.out / "rollouts.parquet")
-        self.dense = RolloutLogWriter(self.out / "dense.parquet")
-        self.log.load(start)
-        self.dense.load(start + 1)
-        self.metrics = [m for m in _read_jsonl(self.out / "metrics.jsonl") if m.get("step", -1) < start]
-        self.evals = [m for m in _read_jsonl(self.out / "eval.jsonl") if m.get("step", -1) <= start]
+        self.records = RunRecords(self.out)
+        self.records.open(start)
         if start == 0:
-            self.evals = [self.evaluate(0)]
-            if cfg.log.sweep_every:
-                self.dense = RolloutLogWriter(self.dense.path)
-                add_groups(self.dense, 0, self.sweep(0))
-                self.dense.write()
-            _atomic_jsonl(self.out / "eval.jsonl", self.evals)
+            self.records.evals = [self.evaluate(0)]
+            if self.cfg.log.sweep_every:
+                self.records.add_sweep(0, self.sweep(0))
+            self.records.write_evals()
             if self._warmup_info:
-                _atomic_write_bytes(self.out / "warmup.json", json.dumps(self._warmup_info).encode())
+                atomic_write_bytes(self.out / "warmup.json", json.dumps(self._warmup_info).encode())
         self._write_replay_scenario()
 
     def _record(self, step: int, row: dict[str, Any], groups: list[Group]) -> None:
         """Log the step, evaluate / sweep when due, then checkpoint (logs first: the checkpoint
         vouches for them)."""
-        cfg = self.cfg
-        self.metrics.append(_json_safe(row))
-        add_groups(self.log, step, groups)
+        cfg, records = self.cfg, self.records
+        records.add_step(step, row, groups)
         done = step + 1
         if (cfg.log.eval_every and done % cfg.log.eval_every == 0) or done == cfg.steps:
-            self.evals.append(self.evaluate(done))
+            records.evals.append(self.evaluate(done))
         if cfg.log.sweep_every and done % cfg.log.sweep_every == 0:
-            add_groups(self.dense, done, self.sweep(done))
-            self.dense.write()
-        self.log.write()
-        _atomic_jsonl(self.out / "metrics.jsonl", self.metrics)
-        _atomic_jsonl(self.out / "eval.jsonl", [_json_safe(e) for e in self.evals])
+            records.add_sweep(done, self.sweep(done))
+        records.write()
         if done % cfg.log.checkpoint_every == 0 or done == cfg.steps:
-            self._save_checkpoint(done)
+            save_checkpoint(self.out / "ckpt", done, self.model, self.learner, self.policy, self.counters,
+                            cfg.log.keep_checkpoints)
 
     def _progress_bar(self, start: int) -> Any:
         if not self.cfg.log.progress:
@@ -576,8 +444,8 @@ class Trainer:
         return tqdm(total=self.cfg.steps, initial=start, desc=f"train {self.cfg.policy.name}", dynamic_ncols=True)
 
     def _finish(self, start: int) -> dict[str, Any]:
-        summary = self._summary(self.metrics, self.evals)
-        _atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=1).encode())
+        summary = self.records.summary(self.cfg.policy.name, self.cfg.seed)
+        atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=1).encode())
         if self.cfg.steps > start:
             from dps.train.model import save_model_dir
 
@@ -587,44 +455,20 @@ class Trainer:
         return summary
 
     def _write_replay_scenario(self) -> None:
-        """``replay.toml``: a scenario that replays US, DS and DPS against this run's log."""
         cfg = self.cfg
-        log = "dense.parquet" if cfg.log.sweep_every else "rollouts.parquet"
-        text = (
-            f'name = "train-{cfg.policy.name}"\n'
-            f'description = "Replay against the rollout log of the dps train run in this folder"\n\n'
-            f'[world]\nlog = "{log}"\n'
-            # the log's ids are dataset indices: keep them, and the prompts it never rolled out
-            f'prompt_ids = "index"\nnum_prompts = {len(self.train_ex)}\n\n'
-            f"[run]\nbatch_size = {cfg.policy.batch_size}\nsteps = {max(cfg.steps, 1)}\nseeds = [0, 1, 2]\n\n"
-            '[[policies]]\nname = "US"\ntype = "uniform"\n\n'
-            '[[policies]]\nname = "DS"\ntype = "dynamic_sampling"\n'
-            f"max_rounds = {capped_rounds(len(self.train_ex), cfg.policy.batch_size)}\n\n"
-            '[[policies]]\nname = "DPS"\ntype = "dps"\ndecay = 0.5\n'
+        text = replay_scenario(
+            cfg.policy.name, "dense.parquet" if cfg.log.sweep_every else "rollouts.parquet", len(self.train_ex),
+            cfg.policy.batch_size, cfg.steps, capped_rounds(len(self.train_ex), cfg.policy.batch_size),
+            self._replay_dps_decay(),
         )
-        _atomic_write_bytes(self.out / "replay.toml", text.encode())
+        atomic_write_bytes(self.out / "replay.toml", text.encode())
 
-    def _summary(self, metrics: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
-        def mean(key: str) -> float | None:
-            return _mean_of(metrics, key)
-
-        return {
-            "policy": self.cfg.policy.name,
-            "seed": self.cfg.seed,
-            "steps": len(metrics),
-            "rollouts_total": int(sum(m["rollouts"] for m in metrics)),
-            "effective_ratio": mean("effective_ratio"),
-            "rollouts_per_trained_group": mean("rollouts_per_trained_group"),
-            "reward_first10": _mean_of(metrics[:10], "reward_mean"),
-            "reward_last10": _mean_of(metrics[-10:], "reward_mean"),
-            "test_accuracy_start": evals[0]["test_accuracy"] if evals else None,
-            "test_accuracy_end": evals[-1]["test_accuracy"] if evals else None,
-            "time_generate": mean("time_generate"),
-            "time_update": mean("time_update"),
-            "time_select": mean("time_select"),
-            "time_sync": mean("time_sync"),
-            "gen_tokens_per_s": mean("gen_tokens_per_s"),
-        }
+    def _replay_dps_decay(self) -> float:
+        """DPS's decay in replay.toml: the run's own when it ran DPS, else the paper's for the task."""
+        selector = getattr(self.policy, "selector", self.policy)
+        if isinstance(selector, DPS):
+            return selector.decay
+        return task_decay(self.cfg.task.name) or DPS.DEFAULT_DECAY
 
 
 def train(cfg: TrainConfig, out: str | Path, **kw: Any) -> dict[str, Any]:

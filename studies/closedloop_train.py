@@ -8,7 +8,7 @@ configs) in the open-loop world, the fitted closed loop (its shape chosen from t
 default), the fitted closed loop forced linear (effect_saturation = "linear"), and compared
 with what the live runs measured.
 
-    .venv/bin/python scripts/closedloop_train.py /work/runs-closedloop --seeds 0 1 2
+    .venv/bin/python studies/closedloop_train.py /work/runs-closedloop --seeds 0 1 2
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ against the default). With --groups, also the spillover: how much training the o
 a prompt's group (a column of a prompts file, e.g. the difficulty level) moves it, per training
 of every prompt of the group.
 
-    .venv/bin/python scripts/closedloop_evidence.py /work/runs-closedloop/s0-uniform/dense.parquet \\
+    .venv/bin/python studies/closedloop_evidence.py /work/runs-closedloop/s0-uniform/dense.parquet \\
         --train-log /work/runs-closedloop/s0-uniform/rollouts.parquet
-    .venv/bin/python scripts/closedloop_evidence.py ../shared/data/smollm2-arith-lr1e6/log.parquet --max-n 10 \\
+    .venv/bin/python studies/closedloop_evidence.py ../shared/data/smollm2-arith-lr1e6/log.parquet --max-n 10 \\
         --groups ../shared/data/smollm2-arith-lr1e6/prompts.parquet --group-col level
 """
 

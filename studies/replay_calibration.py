@@ -1,6 +1,6 @@
 """Is a log world calibrated? Uniform sampling replayed on a log against the truth.
 
-    python scripts/replay_calibration.py [--runs RUN_DIR ...] [--old-worlds OLD.py] [--seeds 3]
+    python studies/replay_calibration.py [--runs RUN_DIR ...] [--old-worlds OLD.py] [--seeds 3]
 
 Checks, each printed as a Markdown row (uniform replay's effective ratio, mean over replay
 seeds, against the truth, and the log world's held-out calibration):

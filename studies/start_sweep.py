@@ -3,8 +3,8 @@
 Prints accuracy, the share of partially solved prompts (the groups GRPO learns from), of solved
 and unsolved ones, per level and overall, and the generation speed; writes them as JSON.
 
-    .venv/bin/python scripts/start_sweep.py --preset smollm2-cpu --k 8 --out runs/sweep.json
-    .venv/bin/python scripts/start_sweep.py --preset smollm2-cpu \\
+    .venv/bin/python studies/start_sweep.py --preset smollm2-cpu --k 8 --out runs/sweep.json
+    .venv/bin/python studies/start_sweep.py --preset smollm2-cpu \\
         --prompts-file ../shared/data/smollm2-arith-lr1e6/prompts.parquet     # the real run's prompts
 
 The model is the preset's (`model.path`, made from the packaged GGUF by
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="write the numbers here as JSON")
     args = ap.parse_args(argv)
 
-    from dps.train.cli import _parse_value, _set
+    from dps.tomlfile import parse_value, set_dotted
     from dps.train.config import config_from_dict
     from dps.train.presets import preset
     from dps.tasks import make_task
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     data = preset(args.preset)
     for item in args.set:
         key, _, value = item.partition("=")
-        _set(data, key, _parse_value(value))
+        set_dotted(data, key, parse_value(value), f"--set {item}")
     cfg = config_from_dict(data)
     task = make_task(cfg.task.name, **cfg.task.options)
     if args.prompts_file:

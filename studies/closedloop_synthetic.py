@@ -7,7 +7,7 @@ chosen from the log: the default), in the closed loop forced linear, and in the 
 itself. Each case is a true gain, linear, or GAIN:C for an effect that saturates after about C
 trainings (train_saturation). Prints a markdown table (mean over replay seeds).
 
-    .venv/bin/python scripts/closedloop_synthetic.py --cases 0.05 0.1 0 0.2:4
+    .venv/bin/python studies/closedloop_synthetic.py --cases 0.05 0.1 0 0.2:4
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import polars as pl
 from dps import DPS, DynamicSampling, Uniform
 from dps.replay.closedloop import ClosedLoopWorld, fit_training_effect, training_log
 from dps.replay.runner import replay
-from dps.replay.worlds import LogWorld, SyntheticWorld, World, preset_params
+from dps.replay.logworld import LogWorld
+from dps.replay.worlds import SyntheticWorld, World, preset_params
 
 POLICIES = {
     "US": lambda n, s: Uniform(num_prompts=n, seed=s),

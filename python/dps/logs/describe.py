@@ -1,0 +1,104 @@
+"""What a log holds, in numbers and in words: `dps validate`'s report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dps.logs.schema import LoadedLog, _pl
+
+if TYPE_CHECKING:
+    import polars as pl
+
+def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]:
+    """Facts about a per-group log, for `dps validate`.
+
+    coverage: share of the (logged step x prompt) cells that hold at least one group, over the
+    steps the log has and its `num_prompts` prompts (default: those it names).
+    """
+    pl = _pl()
+    c, n = df["n_correct"].to_numpy(), df["n_rollouts"].to_numpy()
+    steps = int(df["step"].n_unique())
+    prompts = int(df["prompt_id"].n_unique())
+    cells = df.select(pl.struct("step", "prompt_id").n_unique()).item()
+    pair_counts = df.group_by("step", "prompt_id").len()
+    repeated = pair_counts.filter(pl.col("len") > 1)
+    facts: dict[str, Any] = {
+        "groups": df.height,
+        "steps": steps,
+        "step_range": (int(df["step"].min()), int(df["step"].max())),  # type: ignore[arg-type]
+        "prompts": prompts,
+        "max_prompt_id": int(df["prompt_id"].max()),  # type: ignore[arg-type]
+        "rollouts": int(n.sum()),
+        "accuracy": float(c.sum() / n.sum()),
+        "partial_share": float(np.mean((c > 0) & (c < n))),
+        "coverage": float(cells / (steps * (num_prompts or prompts))),
+        "repeated_pairs": repeated.height,
+        "repeated_rows": int(repeated["len"].sum()) - repeated.height if repeated.height else 0,
+        "kinds": {},
+    }
+    if "kind" in df.columns:
+        facts["repeated_within_kind"] = df.group_by("step", "prompt_id", "kind").len().filter(pl.col("len") > 1).height
+        for kind, part in df.group_by("kind", maintain_order=True):
+            pc, pn = part["n_correct"].to_numpy(), part["n_rollouts"].to_numpy()
+            facts["kinds"][str(kind[0])] = {
+                "groups": part.height,
+                "steps": int(part["step"].n_unique()),
+                "step_range": (int(part["step"].min()), int(part["step"].max())),  # type: ignore[arg-type]
+                "prompts": int(part["prompt_id"].n_unique()),
+                "partial_share": float(np.mean((pc > 0) & (pc < pn))),
+            }
+    return facts
+
+
+def _key_text(keys: pl.Series, i: int) -> str:
+    v = keys[i]
+    s = repr(v) if isinstance(v, str) else str(v)
+    return s if len(s) <= 40 else s[:37] + "...'"
+
+
+def explain(log: LoadedLog) -> str:
+    """A few lines on what was read and how: `dps validate`'s report."""
+    info, keys = log.info, log.keys
+    d = describe(log.groups, info.num_prompts)
+    layout = "one row per (step, prompt) group" if info.layout == "group" else "one row per response, grouped"
+    files = f" ({info.files} files)" if info.files > 1 else ""
+    renamed = [f"{name} <- {col}" for name, col in info.columns.items() if name != col]
+    lines = [
+        f"{info.path}: ok. {info.format}{files}, {info.rows:,} rows, {layout}"
+        + (f"; columns mapped: {', '.join(renamed)}" if renamed else ""),
+    ]
+    n = info.num_prompts
+    span = f"{_key_text(keys, 0)} .. {_key_text(keys, n - 1)}" if n else "-"
+    how = {
+        "identity": "already 0..N-1, kept as they are",
+        "dense": f"mapped to dense ids 0..{n - 1} in sorted order (the user's id is kept as prompt_key)",
+        "index": f"taken as dataset indices 0..{n - 1} (ids never logged are prompts the log knows nothing about)",
+    }[info.id_mapping]
+    lines.append(f"  prompt ids: {info.id_type}, {n:,} distinct ({span}); {how}")
+    lines.append(
+        f"  steps: {d['step_range'][0]}..{d['step_range'][1]}, {d['steps']} distinct, as logged (not shifted or padded)"
+    )
+    lines.append(f"  correct: {info.correctness}" + ("" if info.threshold is None else f" (threshold {info.threshold:g})"))
+    for kind, k in d["kinds"].items():
+        lines.append(
+            f"  kind {kind!r}: {k['groups']:,} groups, steps {k['step_range'][0]}..{k['step_range'][1]} ({k['steps']} distinct), "
+            f"{k['prompts']:,} prompts, partially solved {k['partial_share']:.3f}"
+        )
+    if info.kinds is not None:
+        lines.append(f"  kept only kind(s): {', '.join(info.kinds)}")
+    if d["repeated_pairs"]:
+        within = d.get("repeated_within_kind")
+        note = "" if within is None else f"; {within:,} of them within one kind"
+        lines.append(
+            f"  repeated groups: {d['repeated_pairs']:,} (step, prompt) pairs appear more than once "
+            f"({d['repeated_rows']:,} extra rows{note}); each is kept as its own group"
+        )
+    else:
+        lines.append("  repeated groups: none")
+    lines.append(
+        f"  {d['groups']:,} groups, {d['rollouts']:,} rollouts, accuracy {d['accuracy']:.3f}, "
+        f"partially solved {d['partial_share']:.3f}, coverage {d['coverage']:.3f} of logged steps x prompts"
+    )
+    return "\n".join(lines)

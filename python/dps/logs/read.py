@@ -1,0 +1,131 @@
+"""Reading log files and folders (Parquet, CSV, JSONL, JSON) into checked per-group rows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dps.logs.check import normalise
+from dps.logs.schema import FORMATS, SCHEMA_COLUMNS, LoadedLog, LogError, LogSpec, _pl
+
+if TYPE_CHECKING:
+    import polars as pl
+
+def _format_of(path: Path, spec: LogSpec) -> str:
+    if spec.format is not None:
+        return spec.format
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise LogError(path, None, None, f"unknown log format {path.suffix!r}; use one of {', '.join(FORMATS)} (or set format)")
+    return fmt
+
+
+def _natural_key(p: Path) -> list[Any]:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", p.name) if t]
+
+
+def _source_files(path: Path, spec: LogSpec) -> list[Path]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such log file")
+    if not path.is_dir():
+        return [path]
+    files = [f for f in path.iterdir() if f.is_file() and (spec.format or FORMATS.get(f.suffix.lower()))]
+    if spec.format:
+        files = [f for f in files if FORMATS.get(f.suffix.lower(), spec.format) == spec.format]
+    if not files:
+        raise LogError(path, None, None, f"a folder without log files ({', '.join(FORMATS)})")
+    return sorted(files, key=_natural_key)
+
+
+def _scan(path: Path, fmt: str) -> Any:
+    pl = _pl()
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    if fmt == "csv":
+        return pl.scan_csv(path, infer_schema_length=None)
+    if fmt == "jsonl":
+        return pl.scan_ndjson(path, infer_schema_length=None)
+    return pl.read_json(path).lazy()
+
+
+def _wanted(spec: LogSpec) -> dict[str, str]:
+    """Schema name -> file column, for every column the reader may use."""
+    names = {name: spec.file_column(name) for name in SCHEMA_COLUMNS}
+    names.update({g: g for g in spec.group_by})
+    return names
+
+
+def _read_file(path: Path, fmt: str, spec: LogSpec) -> tuple[pl.DataFrame, list[str]]:
+    """The columns the log needs (schema names) and every column the file has."""
+    try:
+        lf = _scan(path, fmt)
+        schema = lf.collect_schema()
+        picks = [(name, col) for name, col in _wanted(spec).items() if col in schema]
+        return lf.select(_pl().col(col).alias(name) for name, col in picks).collect(), list(schema)
+    except Exception as e:  # polars raises several error types for unreadable input
+        raise LogError(path, None, None, f"not a readable {fmt} file ({e})") from e
+
+
+def _read_files(path: Path, spec: LogSpec) -> tuple[pl.DataFrame, list[tuple[Path, int]], str, list[str]]:
+    """The files' rows (schema names), (file, first row) of each file, the format, all columns."""
+    pl = _pl()
+    files = _source_files(path, spec)
+    frames, offsets, seen, start = [], [], {}, 0
+    for f in files:
+        df, cols = _read_file(f, _format_of(f, spec), spec)
+        frames.append(df)
+        offsets.append((f, start))
+        seen.update(dict.fromkeys(cols))
+        start += df.height
+    try:
+        df = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+    except Exception as e:
+        raise LogError(path, None, None, f"the files' columns have types that do not agree ({e})") from e
+    return df, offsets, _format_of(files[0], spec), list(seen)
+
+
+def _locate(err: LogError, offsets: list[tuple[Path, int]]) -> LogError:
+    """Re-aim an error at a row of the concatenated files to its own file and row."""
+    if err.row is None or len(offsets) < 2:
+        return err
+    for f, start in reversed(offsets):
+        if err.row >= start:
+            return LogError(f, err.column, err.row - start, err.message)
+    return err
+
+
+def load_log(path: str | Path, spec: LogSpec | None = None) -> LoadedLog:
+    """Read, validate and normalise a log file or folder (any layout, format, id type)."""
+    spec = spec or LogSpec()
+    path = Path(path)
+    df, offsets, fmt, seen = _read_files(path, spec)
+    try:
+        log = normalise(df, path, spec, available=seen)
+    except LogError as e:
+        raise _locate(e, offsets) from None
+    log.info.format, log.info.files = fmt, len(offsets)
+    return log
+
+
+def read_log(path: str | Path, spec: LogSpec | None = None) -> pl.DataFrame:
+    """Read and validate a log; its groups, sorted by step then dense prompt_id."""
+    return load_log(path, spec).groups
+
+
+def frame_to_groups(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpec | None = None) -> pl.DataFrame:
+    """An in-memory frame (file column names) as groups, like `read_log`."""
+    return load_frame(df, path, spec).groups
+
+
+def load_frame(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpec | None = None) -> LoadedLog:
+    spec = spec or LogSpec()
+    picks = [(name, col) for name, col in _wanted(spec).items() if col in df.columns]
+    frame = df.select(_pl().col(col).alias(name) for name, col in picks)
+    return normalise(frame, path, spec, available=list(df.columns))
+
+
+def validate_frame(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpec | None = None) -> str:
+    """Check a log frame against the schema; return its layout. Raises LogError."""
+    return load_frame(df, path, spec).info.layout
+

@@ -1,0 +1,136 @@
+"""The rollout log's schema: its columns, the reading settings (`LogSpec`), what was read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+
+GROUP_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct")
+RESPONSE_COLUMNS = ("step", "prompt_id", "reward")
+#: Every column the reader knows, by its schema name.
+SCHEMA_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards", "reward", "correct", "kind", "prompt_key")
+DEFAULT_THRESHOLD = 0.5
+#: File name endings and the format each means.
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+LAYOUTS = ("group", "response")
+ID_MODES = ("dense", "index")
+
+
+class LogError(ValueError):
+    """A rollout log that does not follow the schema."""
+
+    def __init__(self, path: str | Path, column: str | None, row: int | None, message: str):
+        self.path, self.column, self.row, self.message = str(path), column, row, message
+        where = [str(path)]
+        if column is not None:
+            where.append(f"column {column!r}")
+        if row is not None:
+            where.append(f"row {row}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+def _have_polars() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("polars") is not None
+
+
+def _pl() -> Any:
+    import polars as pl
+
+    return pl
+
+
+
+@dataclass
+class LogSpec:
+    """How to read one log: its column names, layout, format and correctness rule.
+
+    columns: schema name -> the file's column name, for the names that differ
+        (e.g. {"step": "global_step", "prompt_id": "prompt", "reward": "score"}).
+    threshold: a response is correct when its score (``correct`` as a float, else ``reward``)
+        is >= threshold.
+    format / layout: None = from the file name / from the columns present.
+    prompt_ids: "dense" maps the user's ids to 0..N-1; "index" takes non-negative integer ids
+        as dataset indices as they are (N = largest id + 1; ids never logged are prompts the
+        log knows nothing about).
+    group_by: per-response logs: extra columns whose values tell two groups of the same
+        (step, prompt) apart (a ``kind`` column always does).
+    kinds: keep only rows whose ``kind`` is one of these (None: every row).
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    threshold: float = DEFAULT_THRESHOLD
+    format: str | None = None
+    layout: str | None = None
+    prompt_ids: str = "dense"
+    group_by: tuple[str, ...] = ()
+    kinds: tuple[str, ...] | None = None
+
+    #: The keys a scenario's [world] table may use for these settings.
+    KEYS = ("columns", "threshold", "format", "layout", "prompt_ids", "group_by", "kinds")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "log settings") -> LogSpec:
+        """From a scenario's [world] table (other keys are ignored); errors name `where` and the key."""
+        kw: dict[str, Any] = {k: d[k] for k in cls.KEYS if k in d}
+        for key in ("group_by", "kinds"):
+            if key in kw:
+                v = [kw[key]] if isinstance(kw[key], str) else kw[key]
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise ValueError(f"{where}: {key} must be a string or a list of strings, not {kw[key]!r}")
+                kw[key] = tuple(v)
+        spec = cls(**kw)
+        spec.check(where)
+        return spec
+
+    def check(self, where: str) -> None:
+        if not isinstance(self.columns, dict) or not all(isinstance(v, str) for v in self.columns.values()):
+            raise ValueError(f"{where}: columns must map schema names to the file's column names (strings), not {self.columns!r}")
+        unknown = sorted(set(self.columns) - set(SCHEMA_COLUMNS))
+        if unknown:
+            raise ValueError(f"{where}: columns: unknown schema name(s) {', '.join(unknown)}; known: {', '.join(SCHEMA_COLUMNS)}")
+        if self.format is not None and self.format not in set(FORMATS.values()):
+            raise ValueError(f"{where}: format must be one of {', '.join(sorted(set(FORMATS.values())))}, not {self.format!r}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ValueError(f"{where}: layout must be 'group' or 'response', not {self.layout!r}")
+        if self.prompt_ids not in ID_MODES:
+            raise ValueError(f"{where}: prompt_ids must be 'dense' or 'index', not {self.prompt_ids!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or self.threshold != self.threshold:
+            raise ValueError(f"{where}: threshold must be a number, not {self.threshold!r}")
+
+    def file_column(self, name: str) -> str:
+        """The file's name for schema column `name`."""
+        return self.columns.get(name, name)
+
+
+@dataclass
+class LogInfo:
+    """What the reader understood about a log (what `dps validate` prints)."""
+
+    path: str
+    format: str
+    files: int
+    layout: str
+    rows: int  # rows in the file(s), before any `kinds` filter
+    columns: dict[str, str]  # schema name -> file column, for the columns used
+    id_type: str  # "integer" or "string"
+    id_mapping: str  # "identity", "dense" or "index"
+    num_prompts: int  # distinct prompts in the file(s) (index mode: largest id + 1)
+    correctness: str  # where n_correct came from
+    threshold: float | None  # None when no threshold was applied
+    kinds: tuple[str, ...] | None = None
+
+
+@dataclass
+class LoadedLog:
+    """A log read into per-group rows, with what was understood and the id map."""
+
+    groups: pl.DataFrame
+    info: LogInfo
+    keys: pl.Series  # the user's prompt id of each dense id 0..N-1
+

@@ -1,0 +1,1 @@
+"""dps train: GRPO finetuning with a selection policy choosing each step's prompts."""

@@ -1,0 +1,44 @@
+"""The `dps` command: every entry point is a subcommand, registered statically, described in --help."""
+
+import subprocess
+import sys
+
+import pytest
+
+from dps.cli import build_parser
+from dps.train.presets import PRESETS
+
+COMMANDS = ("replay", "synth", "validate", "train", "compare", "model", "verl")
+
+
+def _help(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "dps.cli", *args, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_help_lists_every_subcommand_with_a_description():
+    text = _help()
+    for name in COMMANDS:
+        line = next((x for x in text.splitlines() if x.strip().startswith(name + " ")), "")
+        assert len(line.split()) > 2, f"{name} has no description in dps --help:\n{text}"
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_preset_choices_come_from_the_preset_table(command):
+    text = " ".join(_help(command).split())
+    for name in PRESETS:
+        assert name in text
+
+
+def test_an_unknown_preset_is_refused_naming_the_choices(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", "--preset", "no-such"])
+    assert e.value.code == 2
+    assert "smollm2-cpu" in capsys.readouterr().err
+
+
+def test_model_without_a_gguf_file_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dps.cli", "model", str(tmp_path / "m"), "--gguf", str(tmp_path / "x.gguf")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no GGUF file" in r.stderr and "Traceback" not in r.stderr
