@@ -354,7 +354,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_config_example_matches_the_preset():
     import argparse
 
-    from dps.train.cli import build_config
+    from dps.train.config import build_config
 
     def ns(**kw):
         base = dict(config=None, preset=None, policy=None, steps=None, seed=None, out="x", engine=None, model=None,

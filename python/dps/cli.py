@@ -12,10 +12,10 @@ from dps.train import cli as train_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dps import __version__
+    from importlib.metadata import version
 
     parser = argparse.ArgumentParser(prog="dps", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"dps {__version__}")
+    parser.add_argument("--version", action="version", version=f"dps {version('dps')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_cli.register(sub)  # replay, synth, validate
     train_cli.register(sub)  # train, compare, model

@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any
 
-DPS_NAMES = ("dps", "dps+ds")
 
 
 def register(sub: Any) -> None:
@@ -109,51 +108,9 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_config(args: argparse.Namespace):
-    from dps.tomlfile import parse_value, set_dotted
-    from dps.train.config import config_from_dict, merge, read_config_file
-    from dps.train.presets import NEEDS_MODEL, preset
-
-    data: dict[str, Any] = {}
-    preset_dps: dict[str, Any] = {}  # a preset's policy options are DPS's: kept only for a DPS policy
-    if args.preset:
-        data = preset(args.preset)
-        preset_dps = data["policy"].pop("options", {})
-    if args.config:  # its relative paths are relative to the file, as in a replay scenario
-        data = merge(data, read_config_file(args.config))
-    if not args.config and not args.preset:
-        raise ValueError("give a config file or --preset (e.g. dps train --preset tiny-cpu --out runs/tiny)")
-    if args.policy:
-        data.setdefault("policy", {})["name"] = args.policy
-        if args.preset and args.policy.lower() not in DPS_NAMES:
-            data["policy"]["options"] = {}
-    if data.get("policy", {}).get("name", "dps").lower() in DPS_NAMES:
-        opts = data.setdefault("policy", {}).setdefault("options", {})
-        data["policy"]["options"] = {**preset_dps, **opts}
-    for key, val in ((("steps",), args.steps), (("seed",), args.seed), (("out",), args.out),
-                     (("rollout", "engine"), args.engine), (("model", "path"), args.model),
-                     (("model", "gguf_file"), args.gguf_file), (("warmup", "cache_dir"), args.warmup_cache),
-                     (("grpo", "loss_agg"), args.loss_agg)):
-        if val is not None:
-            set_dotted(data, ".".join(key), val, "config")
-    if args.no_progress:
-        set_dotted(data, "log.progress", False, "config")
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        set_dotted(data, k.strip(), parse_value(v), f"--set {item}")
-    if args.preset in NEEDS_MODEL and not data.get("model", {}).get("path"):
-        raise ValueError(f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
-                         "scripts/gpu_train.sh makes the SmolLM2 one)")
-    where = args.config or f"preset {args.preset}"
-    try:
-        return config_from_dict(data)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-
-
 def handle(args: argparse.Namespace) -> int:
+    from dps.train.config import build_config
+
     cfg = build_config(args)
     if not cfg.out:
         raise ValueError("no run folder: pass --out DIR (or set out = ... in the config)")

@@ -23,7 +23,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from dps.train.cli import build_config
+    from dps.train.config import build_config
     from dps.train.trainer import Trainer
 
     out = Path(args.out)

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dps.tomlfile import read_toml
+from dps.tomlfile import parse_value, read_toml, set_dotted
+from dps.train.presets import NEEDS_MODEL, preset
 
 LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
 ENGINES = ("hf", "vllm")
 EVAL_MODES = ("greedy", "sampled", "both")
+DPS_NAMES = ("dps", "dps+ds")  # policies a preset's policy options (DPS's) apply to
 
 
 @dataclass
@@ -265,3 +267,48 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def build_config(args: Any) -> TrainConfig:
+    """The config of `dps train` / `dps compare` arguments: a preset, a config file over it, then the options.
+
+    `args` has the attributes of `dps train`'s options (config, preset, policy, steps, seed, out, engine,
+    model, gguf_file, warmup_cache, loss_agg, set, no_progress).
+    """
+    data: dict[str, Any] = {}
+    preset_dps: dict[str, Any] = {}  # a preset's policy options are DPS's: kept only for a DPS policy
+    if args.preset:
+        data = preset(args.preset)
+        preset_dps = data["policy"].pop("options", {})
+    if args.config:  # its relative paths are relative to the file, as in a replay scenario
+        data = merge(data, read_config_file(args.config))
+    if not args.config and not args.preset:
+        raise ValueError("give a config file or --preset (e.g. dps train --preset tiny-cpu --out runs/tiny)")
+    if args.policy:
+        data.setdefault("policy", {})["name"] = args.policy
+        if args.preset and args.policy.lower() not in DPS_NAMES:
+            data["policy"]["options"] = {}
+    if data.get("policy", {}).get("name", "dps").lower() in DPS_NAMES:
+        opts = data.setdefault("policy", {}).setdefault("options", {})
+        data["policy"]["options"] = {**preset_dps, **opts}
+    for key, val in ((("steps",), args.steps), (("seed",), args.seed), (("out",), args.out),
+                     (("rollout", "engine"), args.engine), (("model", "path"), args.model),
+                     (("model", "gguf_file"), args.gguf_file), (("warmup", "cache_dir"), args.warmup_cache),
+                     (("grpo", "loss_agg"), args.loss_agg)):
+        if val is not None:
+            set_dotted(data, ".".join(key), val, "config")
+    if args.no_progress:
+        set_dotted(data, "log.progress", False, "config")
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        set_dotted(data, k.strip(), parse_value(v), f"--set {item}")
+    if args.preset in NEEDS_MODEL and not data.get("model", {}).get("path"):
+        raise ValueError(f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
+                         "scripts/gpu_train.sh makes the SmolLM2 one)")
+    where = args.config or f"preset {args.preset}"
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e

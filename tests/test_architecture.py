@@ -1,0 +1,82 @@
+"""The layers of docs/architecture.md, read from the imports: no cycle, and each layer imports only below it."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "python" / "dps"
+
+# What each top-level part may import from dps (besides itself); every import is counted, lazy ones too.
+ALLOWED = {
+    "dps._core": set(),
+    "dps.tomlfile": set(),
+    "dps.logs": set(),
+    "dps.tasks": set(),
+    "dps.policies": {"dps._core"},
+    "dps.replay": {"dps._core", "dps.policies", "dps.logs", "dps.tomlfile"},
+    "dps.train": {"dps.policies", "dps.logs", "dps.tasks", "dps.tomlfile"},
+    "dps.integrations": {"dps.policies", "dps.logs", "dps.tasks"},
+    "dps.cli": {"dps.replay", "dps.train", "dps.integrations"},
+    "dps": {"dps.policies"},
+}
+
+
+def modules() -> dict[str, Path]:
+    out = {"dps._core": PACKAGE / "_core.pyi"}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {owner(a.name) for a in node.names if a.name.split(".")[0] == "dps"}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "dps":
+                deps |= {owner(f"{node.module}.{a.name}") for a in node.names}
+        graph[name] = deps - {None, name}
+    return graph
+
+
+def part(module: str) -> str:
+    top = ".".join(module.split(".")[:2])
+    return top if top in ALLOWED else "dps"
+
+
+def test_no_import_cycle_even_through_lazy_imports():
+    graph = import_graph()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            pytest.fail("import cycle: " + " -> ".join(path[path.index(node) :] + [node]))
+        if node in done:
+            return
+        for dep in sorted(graph[node]):
+            visit(dep, path + [node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+
+
+def test_each_layer_imports_only_what_it_may():
+    bad = [
+        f"{mod} imports {dep}"
+        for mod, deps in import_graph().items()
+        for dep in deps
+        if part(dep) != part(mod) and part(dep) not in ALLOWED[part(mod)]
+    ]
+    assert not bad, "\n".join(sorted(bad))
