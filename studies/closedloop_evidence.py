@@ -21,7 +21,8 @@ import math
 import numpy as np
 import polars as pl
 
-from dps.replay.closedloop import _fit, fit_training_effect, trained_level, training_rows
+from dps.replay.closedloop import fit_training_effect, trained_level, training_rows
+from dps.replay.closedloop.fit import _fit
 
 COLS = ["step", "prompt_id", "n_rollouts", "n_correct"]
 

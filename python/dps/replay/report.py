@@ -153,7 +153,7 @@ def _logits(v: Any) -> str:
 
 
 def shape_sentence(w: dict[str, Any]) -> str:
-    """How the effect of a prompt's n-th training shrinks, and why this shape (see closedloop.choose_shape)."""
+    """How the effect of a prompt's n-th training shrinks, and why this shape (see closedloop.fit.choose_shape)."""
     sat = w.get("closed_loop_saturation", "inf")
     shape = "linear: every training adds the same" if sat == "inf" else f"saturating after about {sat} trainings"
     reason = w.get("closed_loop_shape", "given")

@@ -12,7 +12,7 @@ seed = 0                      # synthetic: the dynamics' seed
 # log: switch_rate, prior_half_life, draw ("posterior" | "mean"), extrapolate, k, num_prompts, and how to
 #   read it (dps.logs.LogSpec): threshold, format, layout, prompt_ids, group_by, kinds and
 #   [world.columns] (step = "global_step", prompt_id = "prompt", reward = "score", ...)
-#   closed_loop ("fit" | "off" | a gain), train_log, effect_half_life (see dps.replay.closedloop)
+#   closed_loop ("fit" | "off" | a gain), train_log, effect_half_life (see dps.replay.closedloop; the checks: check_closed_loop_config)
 
 [run]
 steps = 360                   # default: the world's horizon
@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from dps.logs import LogSpec, load_log
 from dps.policies.base import Policy
 from dps.policies.gate import DynamicSampling
 from dps.policies.registry import GATES, SELECTORS, make_policy
-from dps.replay.closedloop import CLOSED_LOOP_KEYS, check_closed_loop_config, closed_loop_enabled, closed_loop_world
+from dps.replay.closedloop import CLOSED_LOOP_KEYS, closed_loop_enabled, closed_loop_world, parse_half_life, parse_saturation
 from dps.replay.logworld import ESTIMATOR_KEYS, LogEstimator, LogWorld
 from dps.tomlfile import parse_value, read_toml, set_dotted
 from dps.replay.worlds import (
@@ -184,6 +185,40 @@ LOG_VALUE_KINDS = {
     "k": "count",
     "num_prompts": "count",
 }
+
+
+def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> None:
+    """Errors that name the file and the [world] key, before any work starts."""
+    mode = cfg.get("closed_loop", "off")
+    number = isinstance(mode, (int, float)) and not isinstance(mode, bool) and math.isfinite(mode)
+    if not (mode is False or mode in ("off", "fit") or number):
+        raise ValueError(f"{where} [world] closed_loop: must be \"fit\", \"off\" or a number (the logit gain per trained partial group), not {mode!r}")
+    present = sorted(CLOSED_LOOP_KEYS & set(cfg))
+    if "log" not in cfg:
+        if present:
+            raise ValueError(f"{where} [world] {present[0]}: the closed loop is fitted from a log (log = ...); a synthetic world has train_gain")
+        return
+    if "train_log" in cfg and not isinstance(cfg["train_log"], str):
+        raise ValueError(f"{where} [world] train_log: must be a path to a log file, not {cfg['train_log']!r}")
+    if "effect_half_life" in cfg and cfg["effect_half_life"] != "auto":
+        try:
+            parse_half_life(cfg["effect_half_life"], "effect_half_life")
+        except ValueError as e:
+            raise ValueError(f"{where} {e}") from None
+    sat = cfg.get("effect_saturation", "auto")
+    if sat == "auto" and mode != "fit" and "effect_saturation" in cfg:
+        raise ValueError(f"{where} [world] effect_saturation: \"auto\" needs closed_loop = \"fit\"; with a gain of your own give a number or \"linear\"")
+    if sat != "auto":
+        try:
+            parse_saturation(sat, "effect_saturation")
+        except ValueError as e:
+            raise ValueError(f"{where} {e}") from None
+    cap = cfg.get("effect_cap", "none")
+    if not (cap in ("none", "log") or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0)):
+        raise ValueError(f"{where} [world] effect_cap: must be \"none\", \"log\" or a positive number of trainings, not {cap!r}")
+    extra = sorted({"train_log", "effect_half_life", "effect_saturation", "effect_cap"} & set(cfg))
+    if (mode is False or mode == "off") and extra:
+        raise ValueError(f"{where} [world] {extra[0]}: needs closed_loop = \"fit\" (or a gain)")
 
 
 def _check_world_values(world: dict[str, Any], where: str, origins: dict[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""The closed loop, fitted from a log: how training on a prompt moves it, and a world that uses it.
+"""The closed loop's effect, fitted from a log: how training on a prompt moves it.
 
 A log world is open-loop: it replays the model of the logged run, which was trained on that
 run's batches. A policy that trains on other prompts would have moved other prompts. This
@@ -39,15 +39,7 @@ the line (and the line is extrapolated), one that cannot tell gets an effect tha
 measured rate for about the log's own number of trainings and then levels off, so a replay
 never credits a prompt with much more effect than the log ever saw one prompt get.
 
-`ClosedLoopWorld` wraps a base world (the open-loop estimate): its p for prompt i at step t is
-
-    logit p = logit p_base + gain * (f_c(M_i^replay(t)) - f_c(M_i^log(t))),
-
-the fitted effect of what the replayed policy trained on minus what the log's own run trained
-on. A prompt whose shift is zero (its training in the replay equals the log's, or gain = 0) keeps
-the base world's outcome (the logged one where the log has it), so replaying the logging policy
-with the logging seed gives back the log. The drift d(t) stays as the log had it: the whole
-model moves per step as in the logged run, whatever the replayed policy trains on.
+The world that applies the fitted effect is `dps.replay.closedloop.world`.
 """
 
 from __future__ import annotations
@@ -58,24 +50,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dps.replay.worlds import World, _sigmoid, draw_correct
+from dps.replay.worlds import _sigmoid
 
 if TYPE_CHECKING:
     import polars as pl
-
-    from dps.logs import LoadedLog
 
 #: Candidate half-lives (steps) of the training effect; inf: permanent.
 EFFECT_HALF_LIVES = (math.inf, 64.0, 16.0, 4.0)
 #: Candidate saturation counts of the effect's shape (trainings that give a gradient); inf: linear.
 EFFECT_SATURATIONS = (math.inf, 32.0, 16.0, 8.0, 4.0, 2.0, 1.0)
-#: Scenario [world] keys of the closed loop (log worlds only).
-CLOSED_LOOP_KEYS = {"closed_loop", "train_log", "effect_half_life", "effect_saturation", "effect_cap"}
 #: A fit whose gain has a larger standard error (logits per training) is refused as unidentified.
 MAX_GAIN_SE = 0.25
 _PRIOR_SD = 4.0
 _CLIP = 1e-6
-
 
 # --------------------------------------------------------------------------------------------
 # Training counts
@@ -425,254 +412,3 @@ def parse_half_life(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"[world] {key}: must be a positive number of steps, 'inf' or 'auto', not {value!r}")
     return float(value)
-
-
-# --------------------------------------------------------------------------------------------
-# The world
-
-
-class ClosedLoopWorld(World):
-    """A base world plus the training effect of what the replay trained on, minus the log's.
-
-    `log_trainings`: the log run's trained groups (step, prompt_id, n_correct, n_rollouts), or
-    None when the base world is itself an untrained, open-loop truth (then the effect of the
-    replay's trainings is simply added).
-
-    `cap`: the most (decayed) trainings of one prompt that count; the shift is
-    level(min(M^replay, cap)) - level(min(M^log, cap)), level = the effect's gain * f(M). "log" caps at the most any prompt had in the
-    log, so that the fitted line is never extrapolated past what the log measured.
-    """
-
-    def __init__(self, base: World, effect: TrainingEffect, log_trainings: pl.DataFrame | None = None, cap: float | str = math.inf):
-        self.base = base
-        self.effect = effect
-        self.num_prompts, self.k, self.steps = base.num_prompts, base.k, base.steps
-        self._rho = _rho(effect.half_life)
-        if log_trainings is not None and log_trainings.height:
-            ls, lp = partial_trainings(log_trainings)
-            if len(lp) and lp.max() >= self.num_prompts:
-                raise ValueError(f"the training log names prompt {int(lp.max())}, the world has {self.num_prompts} prompts")
-            ls = ls - int(getattr(base, "first_step", 0))  # a world that counts steps from its log's first one
-            order = np.argsort(ls, kind="stable")
-            self._log_steps, self._log_ids = ls[order], lp[order]
-        else:
-            self._log_steps, self._log_ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if cap == "log":
-            after = trained_level(self._log_steps + 1, self._log_ids, self._log_steps, self._log_ids, effect.half_life, self.num_prompts)
-            cap = float(after.max()) if len(after) else 0.0
-        self.cap = float(cap)
-        self.reset()
-
-    def reset(self) -> None:
-        self.base.reset()
-        self._replay = np.zeros(self.num_prompts)  # M^replay at step self._at
-        self._log = np.zeros(self.num_prompts)  # M^log at step self._at
-        self._at = 0
-        self._pending: dict[int, list[np.ndarray]] = {}
-
-    def learn(self, step: int, ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
-        ids = np.asarray(ids, np.int64)
-        if step < self._at:
-            raise ValueError(f"learn at step {step} after the world moved to step {self._at}")
-        partial = (np.asarray(n_correct) > 0) & (np.asarray(n_correct) < np.asarray(n_rollouts))
-        self._pending.setdefault(int(step), []).append(ids[partial])
-        self.base.learn(step, ids, n_correct, n_rollouts)
-
-    def _advance(self, step: int) -> None:
-        if step < self._at:
-            raise ValueError(f"closed-loop world asked for step {step} after step {self._at}; call reset() first")
-        while self._at < step:
-            t = self._at
-            if self._rho != 1.0:
-                self._replay *= self._rho
-                self._log *= self._rho
-            for ids in self._pending.pop(t, []):
-                np.add.at(self._replay, ids, 1.0)
-            lo, hi = np.searchsorted(self._log_steps, [t, t + 1])
-            if hi > lo:
-                np.add.at(self._log, self._log_ids[lo:hi], 1.0)
-            self._at = t + 1
-
-    def shift(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
-        """The logit shift level(min(M^replay, cap)) - level(min(M^log, cap)) at `step`."""
-        self._advance(int(step))
-        sel = slice(None) if ids is None else np.asarray(ids, np.int64)
-        level = self.effect.level
-        return level(np.minimum(self._replay[sel], self.cap)) - level(np.minimum(self._log[sel], self.cap))
-
-    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
-        base = np.clip(np.asarray(self.base.p(step, ids), np.float64), _CLIP, 1 - _CLIP)
-        return _sigmoid(np.log(base) - np.log1p(-base) + self.shift(step, ids))
-
-    def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(ids, np.int64)
-        self._advance(int(step))
-        nc, nr = self.base.rollout(step, ids, seed)  # also sets the base's per-seed state
-        moved = self.shift(step, ids) != 0.0  # where the replay's training differs from the log's
-        if moved.any():
-            nc, nr = np.array(nc, np.int64), np.array(nr, np.int64)
-            nc[moved] = draw_correct(seed, step, ids[moved], self.p(step, ids[moved]), self.k)
-            nr[moved] = self.k
-        return nc, nr
-
-    def describe(self) -> dict[str, Any]:
-        d = self.base.describe()
-        d.update({f"closed_loop_{k}": v for k, v in self.effect.describe().items()})
-        d["closed_loop_cap"] = "none" if math.isinf(self.cap) else round(self.cap, 3)
-        d["kind"] = f"ClosedLoop({d['kind']})"
-        return d
-
-
-# --------------------------------------------------------------------------------------------
-# From a scenario
-
-
-def training_rows(groups: pl.DataFrame) -> pl.DataFrame:
-    """The trained groups of a log: rows of kind "train" when it has a `kind` column, else all.
-
-    A trainer's rollout log holds a gate's rejected groups too; they are not partially solved
-    (that is why they were rejected), so they never count as trainings anyway.
-    """
-    import polars as pl
-
-    if "kind" in groups.columns:
-        return groups.filter(pl.col("kind") == "train")
-    return groups
-
-
-def _onto(train: LoadedLog, world: LoadedLog, path: str) -> pl.DataFrame:
-    """The training log's groups with the world log's dense prompt ids (matched on the user's ids)."""
-    import polars as pl
-
-    if world.info.id_mapping == "index" or (world.info.id_mapping == "identity" and train.info.id_mapping == "identity"):
-        return train.groups
-    index = pl.DataFrame({"prompt_key": world.keys, "_id": np.arange(len(world.keys), dtype=np.int64)})
-    g = train.groups.join(index, on="prompt_key", how="left")
-    missing = g.filter(pl.col("_id").is_null())
-    if missing.height:
-        raise ValueError(f"{path}: prompt {missing['prompt_key'][0]!r} of the training log is not in the world's log")
-    return g.with_columns(pl.col("_id").alias("prompt_id")).drop("_id")
-
-
-def closed_loop_enabled(cfg: dict[str, Any]) -> bool:
-    """A log world with closed_loop = "fit" or a gain (0.0 included: a closed loop that does nothing)."""
-    mode = cfg.get("closed_loop", "off")
-    return "log" in cfg and not (mode is False or mode == "off")
-
-
-def closed_loop_world(base: World, cfg: dict[str, Any]) -> World:
-    """Wrap a log world per the scenario's [world] closed-loop keys (see CLOSED_LOOP_KEYS).
-
-    The fit sees every row of the world's log (any kind) and of `train_log`; trainings are the
-    training log's rows of kind "train" (all its rows when it has no kind column).
-    """
-    import dataclasses
-
-    import polars as pl
-
-    from dps.logs import LogSpec, load_log
-
-    if not closed_loop_enabled(cfg):
-        return base
-    mode = cfg["closed_loop"]
-    spec = dataclasses.replace(LogSpec.from_dict(cfg, "[world]"), kinds=None)
-    world_log = load_log(cfg["log"], spec)
-    observations = world_log.groups
-    if cfg.get("train_log", cfg["log"]) != cfg["log"]:
-        trainings = training_rows(_onto(load_log(cfg["train_log"], spec), world_log, cfg["train_log"]))
-        cols = ["step", "prompt_id", "n_rollouts", "n_correct"]
-        observations = pl.concat([observations.select(cols), trainings.select(cols)])
-    else:
-        trainings = training_rows(observations)
-    if trainings.height == 0:
-        raise ValueError(f"{cfg.get('train_log', cfg['log'])}: no trained groups (rows of kind 'train') to fit the closed loop from")
-    if mode == "fit":
-        effect = fit_training_effect(
-            observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts, saturation=cfg.get("effect_saturation", "auto")
-        )
-    else:
-        effect = TrainingEffect(
-            gain=float(mode),
-            half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"),
-            saturation=parse_saturation(cfg.get("effect_saturation", "linear"), "effect_saturation"),
-        )
-    cap = cfg.get("effect_cap", "none")
-    return ClosedLoopWorld(base, effect, trainings, math.inf if cap == "none" else cap)
-
-
-def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> None:
-    """Errors that name the file and the [world] key, before any work starts."""
-    mode = cfg.get("closed_loop", "off")
-    number = isinstance(mode, (int, float)) and not isinstance(mode, bool) and math.isfinite(mode)
-    if not (mode is False or mode in ("off", "fit") or number):
-        raise ValueError(f"{where} [world] closed_loop: must be \"fit\", \"off\" or a number (the logit gain per trained partial group), not {mode!r}")
-    present = sorted(CLOSED_LOOP_KEYS & set(cfg))
-    if "log" not in cfg:
-        if present:
-            raise ValueError(f"{where} [world] {present[0]}: the closed loop is fitted from a log (log = ...); a synthetic world has train_gain")
-        return
-    if "train_log" in cfg and not isinstance(cfg["train_log"], str):
-        raise ValueError(f"{where} [world] train_log: must be a path to a log file, not {cfg['train_log']!r}")
-    if "effect_half_life" in cfg and cfg["effect_half_life"] != "auto":
-        try:
-            parse_half_life(cfg["effect_half_life"], "effect_half_life")
-        except ValueError as e:
-            raise ValueError(f"{where} {e}") from None
-    sat = cfg.get("effect_saturation", "auto")
-    if sat == "auto" and mode != "fit" and "effect_saturation" in cfg:
-        raise ValueError(f"{where} [world] effect_saturation: \"auto\" needs closed_loop = \"fit\"; with a gain of your own give a number or \"linear\"")
-    if sat != "auto":
-        try:
-            parse_saturation(sat, "effect_saturation")
-        except ValueError as e:
-            raise ValueError(f"{where} {e}") from None
-    cap = cfg.get("effect_cap", "none")
-    if not (cap in ("none", "log") or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0)):
-        raise ValueError(f"{where} [world] effect_cap: must be \"none\", \"log\" or a positive number of trainings, not {cap!r}")
-    extra = sorted({"train_log", "effect_half_life", "effect_saturation", "effect_cap"} & set(cfg))
-    if (mode is False or mode == "off") and extra:
-        raise ValueError(f"{where} [world] {extra[0]}: needs closed_loop = \"fit\" (or a gain)")
-
-
-# --------------------------------------------------------------------------------------------
-# A training run's log, made in any world (the synthetic truth of the checks)
-
-
-def training_log(world: World, policy: Any, steps: int, batch_size: int, seed: int, sweep_every: int = 0) -> pl.DataFrame:
-    """Run `policy` in `world` as a trainer would and log it: one row per rolled-out group.
-
-    `kind` is "train" for the groups the policy trained on, "rejected" for those a gate threw
-    away and, every `sweep_every` steps, "sweep" for every prompt rolled out with the current
-    model before that step's update (untrained; outcome noise independent of the run's).
-    """
-    import polars as pl
-
-    from dps.policies.base import run_step
-
-    world.reset()
-    parts: list[pl.DataFrame] = []
-    every = np.arange(world.num_prompts, dtype=np.int64)
-
-    def frame(t: int, ids: np.ndarray, nc: np.ndarray, nr: np.ndarray, kind: str) -> pl.DataFrame:
-        return pl.DataFrame(
-            {"step": np.full(len(ids), t, np.int64), "prompt_id": ids, "n_rollouts": np.asarray(nr, np.int64),
-             "n_correct": np.asarray(nc, np.int64), "kind": [kind] * len(ids)}
-        )
-
-    for t in range(steps):
-        if sweep_every and t % sweep_every == 0:
-            nc = draw_correct(seed + 0x5EE9, t, every, world.p(t, every), world.k)
-            parts.append(frame(t, every, nc, np.full(len(every), world.k), "sweep"))
-        def rollout(ids: np.ndarray, t: int = t) -> tuple[np.ndarray, np.ndarray]:
-            return world.rollout(t, ids, seed)
-
-        res = run_step(policy, batch_size, rollout)
-        kind = np.full(len(res.prompt_ids), "rejected", dtype=object)
-        kind[res.trained] = "train"
-        for k in ("train", "rejected"):
-            m = kind == k
-            if m.any():
-                parts.append(frame(t, res.prompt_ids[m], res.n_correct[m], res.n_rollouts[m], k))
-        tr = res.trained
-        world.learn(t, res.prompt_ids[tr], res.n_correct[tr], res.n_rollouts[tr])
-    return pl.concat(parts)
