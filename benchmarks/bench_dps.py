@@ -1,7 +1,7 @@
 """One DPS step (filter update of every prompt + top-B selection) against two references:
 
 - numpy: the same equations, vectorised over prompts (float32 state, like ours);
-- Python loop: the per-prompt reference of method.md section 2 (tests/reference_dps.py), the
+- Python loop: the per-prompt reference of docs/method.md#filter (tests/reference_dps.py), the
   shape of the paper's released sampler.
 
 "ours" is the median step over 100 steps (60 at N > 10^6). A prompt whose unobserved update has

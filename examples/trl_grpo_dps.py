@@ -6,7 +6,7 @@ is tested end to end on CPU with a tiny model in tests/test_integration_trl.py).
     pip install "dps[trl]" vllm math-verify
     accelerate launch --num_processes 8 examples/trl_grpo_dps.py --out runs/trl-math-dps
 
-The paper's recipe (method.md section 7) as far as TRL 1.16 has it:
+The paper's recipe (docs/method.md#recipe) as far as TRL 1.16 has it:
 DeepSeek-R1-Distill-Qwen-1.5B on MATH's 7,500 training problems, B = 256 prompts x k = 8
 responses per step, mini-batch 128 prompts (two optimizer steps per generation), 360 steps,
 lr 1e-6 without warm-up, weight decay 0.1, grad-norm clip 1.0, clip 0.2 / 0.28, token-mean loss
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--per-device", type=int, default=8, help="completions per GPU per micro-batch")
     parser.add_argument("--decay", type=float, default=0.7, help="DPS lambda")
-    parser.add_argument("--gate", action="store_true", help="DS over DPS (one round: see the README)")
+    parser.add_argument("--gate", action="store_true", help="DS over DPS (one round: see docs/integrations/trl.md)")
     parser.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
     args = parser.parse_args()
 

@@ -141,7 +141,7 @@ selector_methods!(PyDps {
         PyArray1::from_slice(py, self.inner.scores())
     }
 
-    /// The last step's confusion counts, [observed state][predicted state].
+    /// The last step's confusion counts, `[observed state][predicted state]`.
     fn confusion<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<u64>> {
         let c = self.inner.confusion();
         Array2::from_shape_fn((3, 3), |(i, j)| c[i][j]).into_pyarray(py)

@@ -1,7 +1,7 @@
 """Does a uniform run's log predict the live DPS and DS runs of the same setting? Open vs closed loop.
 
 Expects, for each seed S, three `dps train` run folders RUNS/sS-uniform, RUNS/sS-dps and
-RUNS/sS-ds made with `--set log.sweep_every=N` (see the README's closed-loop section). The
+RUNS/sS-ds made with `--set log.sweep_every=N` (see docs/replay.md#closed-loop). The
 uniform run's dense sweeps are the world's log and its rollouts the trainings the closed loop
 is fitted from; DPS and DS are replayed (replay seeds 0-2, their options from the live runs'
 configs) in the open-loop world, the fitted closed loop (its shape chosen from the log: the

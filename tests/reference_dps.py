@@ -1,4 +1,4 @@
-"""A per-prompt Python reference of DPS, written from method.md section 2 alone.
+"""A per-prompt Python reference of DPS, written from docs/method.md#filter alone.
 
 Deliberately plain: one dict of Python lists per prompt, one loop over prompts per step, the
 same shape as the paper's released sampler. The tests compare the Rust core against it, and the

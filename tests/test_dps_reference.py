@@ -1,4 +1,4 @@
-"""DPS in Rust agrees with the per-prompt Python reference of method.md section 2."""
+"""DPS in Rust agrees with the per-prompt Python reference of docs/method.md#filter."""
 
 import numpy as np
 import pytest

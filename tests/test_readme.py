@@ -1,6 +1,7 @@
 """The README's worked example of a custom policy runs, as written, through the same code paths
-as the built-ins: run_step, a replay, and save / load; and its replay examples (Python and a
-scenario with the class in a module next to it) run as written."""
+as the built-ins: run_step, a replay, and save / load; and the replay examples of
+docs/policies.md (Python, and a scenario with the class in a module next to it) run with it as
+written. (tests/test_docs_examples.py runs every marked block of the README and the docs.)"""
 
 import re
 import sys
@@ -14,12 +15,19 @@ from dps import DPS, Policy, run_step
 from dps.replay.runner import replay
 from dps.replay.worlds import SyntheticWorld, preset_params
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+POLICIES_PAGE = ROOT / "docs" / "policies.md"
+
+
+def code_block(page: Path, marker: str, lang: str = "python") -> str:
+    """The block of `page` whose first line is `# MARKER` (e.g. "example: custom policy")."""
+    blocks = re.findall(rf"```{lang}\n(.*?)```", page.read_text(), flags=re.S)
+    return next(b for b in blocks if b.split("\n", 1)[0] == f"# {marker}")
 
 
 def readme_block(title: str, lang: str = "python") -> str:
-    blocks = re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
-    return next(b for b in blocks if b.split("\n", 1)[0] == f"# example: {title}")
+    return code_block(README, f"example: {title}", lang)
 
 
 @pytest.fixture(scope="module")
@@ -68,28 +76,36 @@ def test_custom_policy_saves_and_resumes(example, tmp_path):
         assert np.array_equal(run_step(a, 6, outcome).prompt_ids, run_step(b, 6, outcome).prompt_ids)
 
 
-def test_readme_replay_block_runs_as_written(example, capsys):
+def test_docs_replay_block_runs_with_the_readme_class(example, capsys):
     sys.modules["my_policies"] = example  # "the class above, saved as my_policies.py"
     try:
-        exec(compile(readme_block("custom policy in replay"), str(README), "exec"), {})
+        exec(compile(code_block(POLICIES_PAGE, "example: custom policy in replay"), str(POLICIES_PAGE), "exec"), {})
     finally:
         del sys.modules["my_policies"]
     ratio, rollouts = capsys.readouterr().out.split()
     assert int(rollouts) == 120 * 256 * 8 and 0.3 < float(ratio) <= 1
 
 
-def test_readme_scenario_block_imports_the_module_next_to_it(tmp_path, monkeypatch, capsys):
+def test_docs_scenario_block_imports_the_module_next_to_it(tmp_path, monkeypatch, capsys):
     from dps.cli import main
 
     (tmp_path / "sc").mkdir()
     (tmp_path / "sc" / "my_policies.py").write_text(readme_block("custom policy"))
-    (tmp_path / "sc" / "mine.toml").write_text(readme_block("custom policy scenario", "toml"))
+    (tmp_path / "sc" / "mine.toml").write_text(code_block(POLICIES_PAGE, "file: mine.toml", "toml"))
     monkeypatch.chdir(tmp_path)  # not the scenario's folder; no PYTHONPATH
     monkeypatch.delenv("PYTHONPATH", raising=False)
     monkeypatch.delitem(sys.modules, "my_policies", raising=False)
     out = tmp_path / "out"
-    assert main(["replay", "sc/mine.toml", "--steps", "20", "--out", str(out), "--quiet", "--no-plots", "--workers", "2"]) == 0
+    argv = ["replay", "sc/mine.toml", "--steps", "20", "--out", str(out), "--quiet", "--no-plots", "--workers", "2"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| closest to half | 2 |" in printed and "| DPS | 2 |" in printed
-    assert "PNG" not in printed and ".png" not in printed and not list(out.glob("*.png"))  # --no-plots announces no PNGs
+    # --no-plots writes no PNG and announces none
+    assert "PNG" not in printed and ".png" not in printed and not list(out.glob("*.png"))
     assert str((tmp_path / "sc").resolve()) not in sys.path  # the search path is left as it was
+
+
+def test_docs_show_the_readme_class_unchanged():
+    """docs/policies.md shows the README's class as my_policies.py: the two stay one text."""
+    body = lambda block: block.split("\n", 1)[1]  # noqa: E731  (without the marker line)
+    assert body(code_block(POLICIES_PAGE, "file: my_policies.py")) == body(readme_block("custom policy"))

@@ -461,7 +461,7 @@ def test_hf_engine_samples_softmax_of_logits_over_temperature():
 
 # ---------------------------------------------------------------- the paper's presets
 def test_paper_presets_follow_the_released_recipe(tmp_path):
-    """paper-countdown / paper-math carry ../shared/method.md section 7; the CPU-sized variant
+    """paper-countdown / paper-math carry docs/method.md#recipe; the CPU-sized variant
     trains with the same algorithm settings (4 optimizer steps per step, sampled evaluation)."""
     from dps.train.presets import preset
     from dps.train.trainer import train

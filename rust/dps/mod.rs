@@ -1,5 +1,5 @@
 //! DPS: a 3-state hidden Markov model per prompt, filtered online from observed groups
-//! (method.md section 2), and top-B selection on the predicted probability of "partially solved".
+//! (docs/method.md#filter), and top-B selection on the predicted probability of "partially solved".
 //!
 //! Storage per prompt: alpha (3x3, f32) and the posterior (3, f32) in one record, the selection
 //! score (f32) in a column (see `store`): 52 bytes, plus 4 for each prompt whose state may still
@@ -22,7 +22,7 @@ use crate::topk::{top_k, top_k_among};
 
 pub const STATES: usize = 3;
 
-/// Concentration matrices alpha0[to][from], flattened row-major (method.md section 2).
+/// Concentration matrices alpha0[to][from], flattened row-major (docs/method.md#dps-options).
 pub const PRIOR_ONES: [f64; 9] = [1.0; 9];
 pub const PRIOR_PROGRESS: [f64; 9] = [1.0, 0.5, 0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0];
 pub const PRIOR_STABILITY: [f64; 9] = [1.0, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 1.0];
@@ -296,7 +296,7 @@ impl Dps {
     /// The prior the last selection used for prompt i.
     fn prior_of(&self, i: usize) -> [f64; 3] {
         if self.step == 0 {
-            // Before the first step the prior is pi0 itself, not P(alpha0) @ pi0 (method.md:
+            // Before the first step the prior is pi0 itself, not P(alpha0) @ pi0 (docs/method.md#filter:
             // "post = prior = pi0"); from then on it is always P(alpha) @ post.
             return self.cfg.initial();
         }

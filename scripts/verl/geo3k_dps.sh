@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DPS in verl 0.9.1: the paper's visual-geometry setting (Geometry3k, Qwen2.5-VL-3B-Instruct,
-# B = 512, k = 8, lambda = 0.5, 8 GPUs) with the released hyperparameters (../shared/method.md,
-# sec. 7). Not run here (no GPU in the session that wrote it); DRY_RUN=1 prints the config only.
+# B = 512, k = 8, lambda = 0.5, 8 GPUs) with the released hyperparameters
+# (docs/method.md#recipe). Not run here (no GPU in the session that wrote it); DRY_RUN=1 prints the config only.
 #
 #   python examples/data_preprocess/geo3k.py --local_save_dir ~/data/geo3k   # verl's Geometry3k preprocessing
 #   bash scripts/verl/geo3k_dps.sh

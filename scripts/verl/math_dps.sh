@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DPS in verl 0.9.1: the paper's MATH setting (DeepSeek-R1-Distill-Qwen-1.5B, B = 256, k = 8,
-# lambda = 0.7, 8 GPUs, one node) with the released hyperparameters (../shared/method.md, sec. 7).
+# lambda = 0.7, 8 GPUs, one node) with the released hyperparameters (docs/method.md#recipe).
 # Not run here (no GPU in the session that wrote it); DRY_RUN=1 prints the composed config only.
 #
 #   python examples/data_preprocess/math_dataset.py --local_save_dir ~/data/math   # verl's MATH preprocessing

@@ -16,7 +16,7 @@ from dps.policies.base import Policy
 
 INT64_MAX = np.iinfo(np.int64).max
 
-#: DPS's structured transition priors alpha0[to][from] (method.md section 2).
+#: DPS's structured transition priors alpha0[to][from] (docs/method.md#dps-options).
 PRIORS: dict[str, list[list[float]]] = {
     "ones": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
     "progress": [[1.0, 0.5, 0.5], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0]],
@@ -92,7 +92,7 @@ def state_int(state: dict[str, Any], key: str) -> int:
 
 def prediction_scores(confusion: Any) -> dict[str, float]:
     """Accuracy, and precision / recall / F1 of state 1 (partial), from a 3x3 matrix
-    [observed][predicted]; NaN where a ratio has nothing to count."""
+    `[observed][predicted]`; NaN where a ratio has nothing to count."""
     c = np.asarray(confusion, dtype=np.float64)
     tp, predicted, observed = float(c[1, 1]), float(c[:, 1].sum()), float(c[1, :].sum())
     precision = tp / predicted if predicted else math.nan
@@ -246,7 +246,7 @@ class DPS(PooledPolicy):
     to be partially solved at the next step.
 
     prior_alpha: alpha0, a number (every entry), 'ones', 'progress', 'stability', 'local', or a
-    3x3 matrix [to][from]. prior_state: pi0 (default uniform). entropy_weight: the
+    3x3 matrix `[to][from]`. prior_state: pi0 (default uniform). entropy_weight: the
     topk+entropy variant's w (0 = the paper's default). candidate_ratio: take the B best of a
     pool of floor(ratio x B) prompts drawn epoch-wise (see `PooledPolicy`); None = all prompts.
     """

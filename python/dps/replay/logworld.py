@@ -1,7 +1,7 @@
 """The log world: replay against a rollout log, with p estimated where the log has no outcome.
 
-The model (an empirical-Bayes hidden Markov model per prompt; the README's replay section says
-why, with the measurements that chose it):
+The model (an empirical-Bayes hidden Markov model per prompt; docs/replay.md#log-world says
+why, and docs/results.md#replay-calibration has the measurements that chose it):
 
 * **Population prior g_t.** At each step t the prompts' success rates are spread by a
   distribution g_t on a fixed grid of GRID_SIZE rates (logit-spaced, 6e-6 .. 1 - 6e-6), fitted

@@ -1,4 +1,4 @@
-"""Replay one policy against one world for T steps, with the metrics of method.md section 4.
+"""Replay one policy against one world for T steps, with the metrics of docs/method.md#metrics.
 
 The step loop is `dps.run_step`, the same one the trainer uses. The policy is wrapped in a
 transparent `Instrumented` policy that times the policy's own calls and, for a predictive policy

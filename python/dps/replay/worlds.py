@@ -9,7 +9,7 @@ u(seed, t, i, j) < p(t, i), with u a counter-based hash. So, for one replay seed
 that rolls out prompt i at step t sees the same outcome, whatever else it picked: differences
 between policies come from their choices, not from the dice. The world is open-loop: the
 model's learning is fixed in advance and does not depend on what the replayed policy trains on
-(see the README section for what that means for the comparison).
+(docs/results.md#replay-train-gain says what that means for the comparison).
 """
 
 from __future__ import annotations

