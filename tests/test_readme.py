@@ -109,3 +109,18 @@ def test_docs_show_the_readme_class_unchanged():
     """docs/policies.md shows the README's class as my_policies.py: the two stay one text."""
     body = lambda block: block.split("\n", 1)[1]  # noqa: E731  (without the marker line)
     assert body(code_block(POLICIES_PAGE, "file: my_policies.py")) == body(readme_block("custom policy"))
+
+
+def test_readme_replay_commands_run_on_a_small_log(tmp_path, monkeypatch, capsys):
+    """The README's scenario, and its synth / validate / replay commands, on a log of 600 prompts."""
+    from dps.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-log.toml").write_text(code_block(README, "file: my-log.toml", "toml"))
+    log = "runs/logs/math-every5.parquet"
+    synth = ["synth", "--preset", "math", "--every", "5", "--num-prompts", "600", "--steps", "40"]
+    assert main([*synth, "--out", log]) == 0
+    assert main(["validate", log]) == 0
+    assert main(["replay", "my-log.toml", "--seeds", "1", "--workers", "1", "--no-plots", "--out", "runs/my-log"]) == 0
+    printed = capsys.readouterr().out
+    assert "| US | 1 |" in printed and "| DPS | 1 |" in printed
