@@ -18,6 +18,9 @@ pub struct GresoConfig {
     pub min_keep: f64,
     pub target_easy: f64,
     pub target_hard: f64,
+    /// The first epoch (0-based) whose steps adapt p_easy and p_hard: 1 in the released trainer
+    /// (`if epoch > 0`), 0 to adapt from the first step.
+    pub adapt_from_epoch: u64,
     pub seed: u64,
 }
 
@@ -32,6 +35,7 @@ impl Default for GresoConfig {
             min_keep: 0.01,
             target_easy: 0.25 / 3.0,
             target_hard: 0.25 * 2.0 / 3.0,
+            adapt_from_epoch: 1,
             seed: 0,
         }
     }
@@ -172,7 +176,7 @@ impl Greso {
                 }
             }
         }
-        if !obs.is_empty() {
+        if !obs.is_empty() && self.epoch_index() >= self.cfg.adapt_from_epoch {
             let total = obs.len() as f64;
             self.p_easy = self.adapt(self.p_easy, n_easy as f64 / total, self.cfg.target_easy);
             self.p_hard = self.adapt(self.p_hard, n_hard as f64 / total, self.cfg.target_hard);
@@ -184,9 +188,29 @@ impl Greso {
         Ok(())
     }
 
-    /// Too many zero-variance groups of a kind: keep fewer such prompts next time.
+    /// The 0-based epoch of the prompts handed out last (0 before any).
+    pub fn epoch_index(&self) -> u64 {
+        self.order.epoch.saturating_sub(1)
+    }
+
+    /// What the skip filter implies about prompt `id`'s next group: with an easy (hard) streak,
+    /// kept with chance q it is read as partial with chance q and solved (unsolved) otherwise;
+    /// without a streak, partial.
+    pub fn predicted(&self, id: u32) -> [f64; 3] {
+        let keep = self.keep_probability(id);
+        if self.easy[id as usize] > 0 {
+            [0.0, keep, 1.0 - keep]
+        } else if self.hard[id as usize] > 0 {
+            [1.0 - keep, keep, 0.0]
+        } else {
+            [0.0, 1.0, 0.0]
+        }
+    }
+
+    /// Too many zero-variance groups of a kind (a share at or above its target, as released):
+    /// keep fewer such prompts next time.
     fn adapt(&self, p: f64, share: f64, target: f64) -> f64 {
-        let moved = if share > target {
+        let moved = if share >= target {
             p - self.cfg.step_size
         } else {
             p + self.cfg.step_size
@@ -239,7 +263,11 @@ mod tests {
     #[test]
     fn streaked_prompts_are_skipped_and_p_adapts() {
         let n = 1000;
-        let mut g = Greso::new(n, GresoConfig::default()).unwrap();
+        let cfg = GresoConfig {
+            adapt_from_epoch: 0,
+            ..Default::default()
+        };
+        let mut g = Greso::new(n, cfg).unwrap();
         let ids: Vec<i64> = (0..n as i64).collect();
         // Every prompt all correct, three times: p_easy falls, easy prompts are mostly skipped.
         for _ in 0..3 {
@@ -251,5 +279,51 @@ mod tests {
         g.select(50).unwrap();
         // keep chance 0.47^3 ~ 0.10: about 450 skipped for 50 kept.
         assert!(g.skipped() > 200, "skipped {}", g.skipped());
+    }
+
+    fn all_groups(g: &mut Greso, n: usize, correct: &[i64]) {
+        let ids: Vec<i64> = (0..n as i64).collect();
+        g.observe(&Observations::new(n, &ids, correct, &vec![8; n]).unwrap())
+            .unwrap();
+    }
+
+    #[test]
+    fn released_default_adapts_only_from_the_second_epoch() {
+        // 40 prompts, 10 per select: an epoch is four steps. Every group all correct.
+        let n = 40;
+        let mut g = Greso::new(n, GresoConfig::default()).unwrap();
+        all_groups(&mut g, n, &[8; 40]);
+        assert_eq!(g.probabilities(), (0.5, 0.5), "no select yet: epoch 0");
+        for _ in 0..4 {
+            g.select(1).unwrap();
+            all_groups(&mut g, n, &[8; 40]);
+            assert_eq!(g.epoch_index(), 0);
+            assert_eq!(g.probabilities(), (0.5, 0.5), "epoch 0 never adapts");
+        }
+        // Skips can make the first epoch end early; select until the second epoch starts.
+        while g.epoch_index() == 0 {
+            g.select(1).unwrap();
+        }
+        all_groups(&mut g, n, &[8; 40]);
+        assert!(
+            (g.probabilities().0 - 0.49).abs() < 1e-12,
+            "{:?}",
+            g.probabilities()
+        );
+    }
+
+    #[test]
+    fn a_share_equal_to_its_target_lowers_p() {
+        let cfg = GresoConfig {
+            adapt_from_epoch: 0,
+            target_easy: 0.25,
+            target_hard: 0.5,
+            ..Default::default()
+        };
+        let mut g = Greso::new(4, cfg).unwrap();
+        // One easy group in four (share 0.25 = target) and two hard (0.5 = target): both fall.
+        all_groups(&mut g, 4, &[8, 0, 0, 3]);
+        assert!((g.probabilities().0 - 0.49).abs() < 1e-12);
+        assert!((g.probabilities().1 - 0.49).abs() < 1e-12);
     }
 }

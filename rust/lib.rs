@@ -2,6 +2,8 @@
 //!
 //! Pure Rust; the Python bindings live in [`python`] behind the `python` cargo feature.
 
+pub mod beta;
+pub mod bots;
 pub mod dps;
 pub mod error;
 pub mod gate;

@@ -66,6 +66,19 @@ impl MoppsConfig {
     }
 }
 
+/// The threshold variant's score of a draw g: draws inside [lo, hi] first (their order is the
+/// random tie-break); the rest by their distance to the nearest edge of the band, as the
+/// released sampler ranks them when fewer than B draws fall inside.
+pub(crate) fn band_score(g: f64, (lo, hi): (f64, f64)) -> f32 {
+    if g < lo {
+        -((lo - g) as f32)
+    } else if g > hi {
+        -((g - hi) as f32)
+    } else {
+        1.0
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Mopps {
     cfg: MoppsConfig,
@@ -121,8 +134,8 @@ impl Mopps {
                 for (i, s) in out.iter_mut().enumerate() {
                     let g = rng.beta(self.a[c * CHUNK + i], self.b[c * CHUNK + i]);
                     *s = match cfg.band {
-                        Some((lo, hi)) if lo <= g && g <= hi => 1.0,
-                        _ => -((g - cfg.target) * (g - cfg.target)) as f32,
+                        Some(band) => band_score(g, band),
+                        None => -((g - cfg.target) * (g - cfg.target)) as f32,
                     };
                 }
             });
@@ -160,6 +173,11 @@ impl Mopps {
         self.cache = None;
         self.pending.clear();
         Ok(())
+    }
+
+    /// The Beta-binomial predictive of prompt `id`'s next group of k rollouts.
+    pub fn predicted(&self, id: u32, k: u32) -> [f64; 3] {
+        crate::beta::state_probs(self.a[id as usize], self.b[id as usize], k)
     }
 
     pub fn restore(
@@ -221,6 +239,35 @@ mod tests {
         assert!(picked.iter().all(|&i| i >= 200), "{picked:?}");
         let (a, b) = m.posterior(0);
         assert_eq!((a, b), (41.0, 1.0));
+    }
+
+    #[test]
+    fn out_of_band_draws_rank_by_distance_to_the_nearest_edge() {
+        // An off-centre band [0.6, 0.9] with target 0.5: 0.55 is 0.05 from the band's edge and
+        // 0.95 is 0.05 too, while 0.3 is 0.3 away; ranking by the target would put 0.3 (0.2
+        // away from 0.5) before 0.95 (0.45 away).
+        let band = (0.6, 0.9);
+        let s: Vec<f32> = [0.7, 0.55, 0.95, 0.3]
+            .iter()
+            .map(|&g| band_score(g, band))
+            .collect();
+        assert_eq!(s[0], 1.0);
+        assert!((s[1] - s[2]).abs() < 1e-6 && s[2] > s[3], "{s:?}");
+        // Selection follows: with B = 3 out of draws forced by a sharp posterior.
+        let cfg = MoppsConfig {
+            band: Some(band),
+            ..Default::default()
+        };
+        let mut m = Mopps::new(3, cfg).unwrap();
+        // Posteriors sharply at 0.3, 0.95 and 0.58.
+        m.a = vec![3e5, 9.5e5, 5.8e5];
+        m.b = vec![7e5, 0.5e5, 4.2e5];
+        let picked = m.select(2).unwrap();
+        assert_eq!(
+            picked,
+            vec![2, 1],
+            "the nearest-edge order: 0.58 (0.02), 0.95 (0.05), not 0.3"
+        );
     }
 
     #[test]

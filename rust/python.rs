@@ -10,6 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::bots::{Bots, BotsConfig};
 use crate::dps::{Dps, DpsConfig, DpsState};
 use crate::error::Error;
 use crate::greso::{Greso, GresoConfig};
@@ -65,6 +66,46 @@ fn pool_state<'py>(d: &Bound<'py, PyDict>, order: &EpochOrder) -> PyResult<()> {
 
 fn pending_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i64>> {
     ids_array(py, ids.to_vec())
+}
+
+/// The ids checked to lie in [0, n).
+fn checked_ids<'a>(prompt_ids: &'a PyReadonlyArray1<'_, i64>, n: usize) -> PyResult<&'a [i64]> {
+    let ids = prompt_ids.as_slice()?;
+    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as u64 >= n as u64) {
+        return Err(PyValueError::new_err(format!("prompt id {bad} is outside [0, {n})")));
+    }
+    Ok(ids)
+}
+
+/// An (n, 3) array of per-prompt state distributions.
+fn states_array<'py>(py: Python<'py>, rows: Vec<[f64; 3]>) -> Bound<'py, PyArray2<f64>> {
+    let n = rows.len();
+    let flat: Vec<f64> = rows.into_iter().flatten().collect();
+    Array2::from_shape_vec((n, 3), flat).expect("three values per prompt").into_pyarray(py)
+}
+
+/// Predicted states of the given prompts for groups of the given sizes (one per prompt).
+fn group_predictions<'py>(
+    py: Python<'py>,
+    n: usize,
+    prompt_ids: &PyReadonlyArray1<'_, i64>,
+    n_rollouts: &PyReadonlyArray1<'_, i64>,
+    predict: impl Fn(u32, u32) -> [f64; 3] + Send + Sync,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let ids = checked_ids(prompt_ids, n)?;
+    let k = n_rollouts.as_slice()?;
+    if k.len() != ids.len() {
+        return Err(PyValueError::new_err(format!(
+            "n_rollouts has {} values for {} prompt ids",
+            k.len(),
+            ids.len()
+        )));
+    }
+    if let Some(bad) = k.iter().find(|&&x| x < 0 || x > u32::MAX as i64) {
+        return Err(PyValueError::new_err(format!("n_rollouts holds {bad}, outside [0, 2^32)")));
+    }
+    let rows = py.detach(|| ids.iter().zip(k).map(|(&i, &k)| predict(i as u32, k as u32)).collect());
+    Ok(states_array(py, rows))
 }
 
 /// The methods every selector class shares, followed by the class's own (`$extra`).
@@ -309,6 +350,12 @@ selector_methods!(PyMopps {
         Ok(PyMopps { inner: Mopps::new(num_prompts, cfg)? })
     }
 
+    /// The (n, 3) Beta-binomial predictive of each prompt's next group of n_rollouts.
+    fn predicted<'py>(&self, py: Python<'py>, prompt_ids: PyReadonlyArray1<'_, i64>, n_rollouts: PyReadonlyArray1<'_, i64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let inner = &self.inner;
+        group_predictions(py, inner.num_prompts(), &prompt_ids, &n_rollouts, |i, k| inner.predicted(i, k))
+    }
+
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("step", self.inner.step)?;
@@ -347,7 +394,7 @@ struct PyGreso {
 selector_methods!(PyGreso {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (num_prompts, p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, seed))]
+    #[pyo3(signature = (num_prompts, p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, adapt_from_epoch, seed))]
     fn new(
         num_prompts: usize,
         p_easy: f64,
@@ -358,9 +405,10 @@ selector_methods!(PyGreso {
         min_keep: f64,
         target_easy: f64,
         target_hard: f64,
+        adapt_from_epoch: u64,
         seed: u64,
     ) -> PyResult<Self> {
-        let cfg = GresoConfig { p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, seed };
+        let cfg = GresoConfig { p_easy, p_hard, step_size, p_min, p_max, min_keep, target_easy, target_hard, adapt_from_epoch, seed };
         Ok(PyGreso { inner: Greso::new(num_prompts, cfg)? })
     }
 
@@ -377,6 +425,19 @@ selector_methods!(PyGreso {
     #[getter]
     fn skipped(&self) -> u64 {
         self.inner.skipped()
+    }
+
+    /// The 0-based epoch of the prompts handed out last.
+    #[getter]
+    fn epoch_index(&self) -> u64 {
+        self.inner.epoch_index()
+    }
+
+    /// The (n, 3) states the skip filter implies for the given prompts (see Greso::predicted).
+    fn predicted<'py>(&self, py: Python<'py>, prompt_ids: PyReadonlyArray1<'_, i64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let ids = checked_ids(&prompt_ids, self.inner.num_prompts())?;
+        let rows = ids.iter().map(|&i| self.inner.predicted(i as u32)).collect();
+        Ok(states_array(py, rows))
     }
 
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -425,6 +486,87 @@ selector_methods!(PyGreso {
             calls,
             skipped,
         )?;
+        Ok(())
+    }
+});
+
+/// BOTS: Beta beliefs with forgetting, explicit and implicit evidence, Thompson selection.
+#[pyclass(module = "dps._core", name = "BotsCore")]
+struct PyBots {
+    inner: Bots,
+}
+
+fn anchor_rows(anchors: Option<PyReadonlyArray2<'_, f64>>) -> PyResult<Vec<[f64; 2]>> {
+    let Some(anchors) = anchors else { return Ok(Vec::new()) };
+    let view = anchors.as_array();
+    if view.ncols() != 2 {
+        return Err(PyValueError::new_err(format!("anchors must have shape (num_prompts, 2), got {:?}", view.shape())));
+    }
+    Ok(view.rows().into_iter().map(|r| [r[0], r[1]]).collect())
+}
+
+selector_methods!(PyBots {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (num_prompts, forgetting, implicit_weight, prior_a, prior_b, target, pseudo_count, smoothing, thompson, seed, candidate_ratio=None, anchors=None))]
+    fn new(
+        num_prompts: usize,
+        forgetting: f64,
+        implicit_weight: f64,
+        prior_a: f64,
+        prior_b: f64,
+        target: f64,
+        pseudo_count: Option<f64>,
+        smoothing: f64,
+        thompson: bool,
+        seed: u64,
+        candidate_ratio: Option<f64>,
+        anchors: Option<PyReadonlyArray2<'_, f64>>,
+    ) -> PyResult<Self> {
+        let cfg = BotsConfig { forgetting, implicit_weight, prior_a, prior_b, target, pseudo_count, smoothing, thompson, candidate_ratio, seed };
+        Ok(PyBots { inner: Bots::new(num_prompts, cfg, anchor_rows(anchors)?)? })
+    }
+
+    /// The capability estimate c of the interpolation plug-in (None before the first step).
+    #[getter]
+    fn capability(&self) -> Option<f64> {
+        self.inner.capability()
+    }
+
+    /// The (n, 3) Beta-binomial predictive of each prompt's next group of n_rollouts.
+    fn predicted<'py>(&self, py: Python<'py>, prompt_ids: PyReadonlyArray1<'_, i64>, n_rollouts: PyReadonlyArray1<'_, i64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let inner = &self.inner;
+        group_predictions(py, inner.num_prompts(), &prompt_ids, &n_rollouts, |i, k| inner.predicted(i, k))
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("step", self.inner.step)?;
+        d.set_item("a", PyArray1::from_slice(py, &self.inner.a))?;
+        d.set_item("b", PyArray1::from_slice(py, &self.inner.b))?;
+        d.set_item("capability", self.inner.capability)?;
+        d.set_item("pending", pending_array(py, self.inner.pending.ids()))?;
+        pool_state(&d, self.inner.pool.order())?;
+        Ok(d)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_state(
+        &mut self,
+        step: u64,
+        a: PyReadonlyArray1<'_, f64>,
+        b: PyReadonlyArray1<'_, f64>,
+        capability: f64,
+        pending: PyReadonlyArray1<'_, i64>,
+        pool_epoch: u64,
+        pool_cursor: u64,
+        pool_order: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let n = self.inner.num_prompts();
+        let cfg = self.inner.config().clone();
+        let anchors = self.inner.anchors().to_vec();
+        let pool = EpochOrder::restore(cfg.seed, n, pool_epoch, pool_cursor, pool_order.as_slice()?)?;
+        self.inner = Bots::restore(n, cfg, anchors, a.as_slice()?, b.as_slice()?, capability, step, pending.as_slice()?, pool)?;
         Ok(())
     }
 });
@@ -518,6 +660,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHistory>()?;
     m.add_class::<PyMopps>()?;
     m.add_class::<PyGreso>()?;
+    m.add_class::<PyBots>()?;
     m.add_function(wrap_pyfunction!(admit_mask, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
     m.add_function(wrap_pyfunction!(log_messages, m)?)?;

@@ -23,6 +23,7 @@ pub mod stream {
     pub const EPOCH: u64 = 2;
     pub const MOPPS: u64 = 3;
     pub const GRESO_SKIP: u64 = 4;
+    pub const BOTS: u64 = 5;
 }
 
 /// xoshiro256++ (Blackman and Vigna), seeded through SplitMix64.

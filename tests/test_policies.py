@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dps import DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
+from dps import BOTS, DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
 from dps.policies import PRIORS
 
 N = 60
@@ -24,6 +24,14 @@ FACTORIES = {
     "dps-pool": lambda seed=0: DPS(num_prompts=N, decay=0.7, candidate_ratio=3.0, seed=seed),
     "mopps-pool": lambda seed=0: MoPPS(num_prompts=N, decay=0.5, candidate_ratio=2.5, seed=seed),
     "greso": lambda seed=0: GRESO(num_prompts=N, max_rounds=3, seed=seed),
+    "greso-released": lambda seed=0: GRESO(num_prompts=N, seed=seed),
+    "greso-batch": lambda seed=0: GRESO(num_prompts=N, rounds="batch", adapt_from_epoch=0, seed=seed),
+    "bots": lambda seed=0: BOTS(num_prompts=N, seed=seed),
+    "bots-anchors": lambda seed=0: BOTS(
+        num_prompts=N, forgetting=0.2, implicit_weight=0.3, anchors=np.random.default_rng(1).uniform(size=(N, 2)), seed=seed
+    ),
+    "bots-pool": lambda seed=0: BOTS(num_prompts=N, candidate_ratio=2.5, pseudo_count=16, seed=seed),
+    "bots-mean": lambda seed=0: BOTS(num_prompts=N, thompson=False, seed=seed),
     "ds": lambda seed=0: DynamicSampling(num_prompts=N, seed=seed, max_rounds=3),
     "ds-dps": lambda seed=0: DynamicSampling(DPS(num_prompts=N, seed=seed), lo=0.1, hi=0.9, max_rounds=2),
     "ds-dps-pool": lambda seed=0: DynamicSampling(DPS(num_prompts=N, candidate_ratio=2.0, seed=seed), max_rounds=3),
@@ -74,7 +82,7 @@ def test_same_seed_same_selections(name):
     b = run(FACTORIES[name](seed=5), 20, World(1))
     c = run(FACTORIES[name](seed=6), 20, World(1))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    if name not in ("dps", "dps-local", "ds-dps"):  # DPS differs by seed only through ties
+    if name not in ("dps", "dps-local", "ds-dps", "bots-mean"):  # DPS differs by seed only through ties
         assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dps import DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
+from dps import BOTS, DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
 
 N, B, K = 40, 8, 4
 
@@ -20,6 +20,9 @@ def builtins() -> list[Policy]:
         MoPPS(N, seed=1),
         MoPPS(N, seed=1, candidate_ratio=2.0),
         GRESO(N, seed=1),
+        GRESO(N, seed=1, rounds="batch"),
+        BOTS(N, seed=1),
+        BOTS(N, seed=1, candidate_ratio=2.0),
         DynamicSampling(DPS(N, seed=1)),
         DynamicSampling(num_prompts=N, seed=1),
     ]
@@ -71,8 +74,11 @@ def test_run_step_refuses_float_counts_like_observe(policy: Policy) -> None:
                                   lambda: GRESO(N, seed=1), lambda: DynamicSampling(DPS(N, seed=1)),
                                   lambda: DynamicSampling(num_prompts=N, seed=1),
                                   lambda: DPS(N, seed=1, candidate_ratio=2.0),
-                                  lambda: MoPPS(N, seed=1, candidate_ratio=2.0)],
-                         ids=["DPS", "Uniform", "HR", "MoPPS", "GRESO", "DS(DPS)", "DS", "DPS-pool", "MoPPS-pool"])
+                                  lambda: MoPPS(N, seed=1, candidate_ratio=2.0),
+                                  lambda: BOTS(N, seed=1), lambda: BOTS(N, seed=1, candidate_ratio=2.0),
+                                  lambda: GRESO(N, seed=1, rounds="batch")],
+                         ids=["DPS", "Uniform", "HR", "MoPPS", "GRESO", "DS(DPS)", "DS", "DPS-pool", "MoPPS-pool",
+                              "BOTS", "BOTS-pool", "GRESO-batch"])
 def test_failed_rollout_leaves_the_policy_as_it_was(make) -> None:
     rollout = world()
     failing, twin = make(), make()
@@ -135,8 +141,8 @@ def test_a_policy_without_abandon_gets_a_note_on_the_error() -> None:
     assert any("does not implement abandon()" in note for note in info.value.__notes__)
 
 
-@pytest.mark.parametrize("make", [lambda: DPS(N, seed=3), lambda: MoPPS(N, seed=3),
-                                  lambda: HistoryResampling(N, seed=3)], ids=["DPS", "MoPPS", "HR"])
+@pytest.mark.parametrize("make", [lambda: DPS(N, seed=3), lambda: MoPPS(N, seed=3), lambda: BOTS(N, seed=3),
+                                  lambda: HistoryResampling(N, seed=3)], ids=["DPS", "MoPPS", "BOTS", "HR"])
 def test_observing_a_log_reaches_the_live_runs_state(make) -> None:
     """observe accepts groups it never selected: replaying a run's groups into a fresh policy
     gives the state the live policy reached by selecting them itself."""

@@ -1,6 +1,7 @@
 """dps: Dynamics-Predictive Sampling for active prompt selection in RL finetuning."""
 
 from dps.policies import (
+    BOTS,
     DPS,
     GRESO,
     DynamicSampling,
@@ -13,6 +14,7 @@ from dps.policies import (
 )
 
 __all__ = [
+    "BOTS",
     "DPS",
     "GRESO",
     "DynamicSampling",

@@ -11,6 +11,7 @@ __all__ = [
     "HistoryCore",
     "MoppsCore",
     "GresoCore",
+    "BotsCore",
     "admit_mask",
     "top_k",
     "log_messages",
@@ -99,6 +100,7 @@ class MoppsCore(_Selector):
         seed: int,
         candidate_ratio: float | None = None,
     ) -> MoppsCore: ...
+    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> npt.NDArray[np.float64]: ...
     def state(self) -> dict[str, object]: ...
     def load_state(
         self,
@@ -124,6 +126,7 @@ class GresoCore(_Selector):
         min_keep: float,
         target_easy: float,
         target_hard: float,
+        adapt_from_epoch: int,
         seed: int,
     ) -> GresoCore: ...
     @property
@@ -132,6 +135,9 @@ class GresoCore(_Selector):
     def p_hard(self) -> float: ...
     @property
     def skipped(self) -> int: ...
+    @property
+    def epoch_index(self) -> int: ...
+    def predicted(self, prompt_ids: _Ids) -> npt.NDArray[np.float64]: ...
     def state(self) -> dict[str, object]: ...
     def load_state(
         self,
@@ -146,6 +152,39 @@ class GresoCore(_Selector):
         epoch: int,
         cursor: int,
         order: _Ids,
+    ) -> None: ...
+
+@final
+class BotsCore(_Selector):
+    def __new__(
+        cls,
+        num_prompts: int,
+        forgetting: float,
+        implicit_weight: float,
+        prior_a: float,
+        prior_b: float,
+        target: float,
+        pseudo_count: float | None,
+        smoothing: float,
+        thompson: bool,
+        seed: int,
+        candidate_ratio: float | None = None,
+        anchors: npt.NDArray[np.float64] | None = None,
+    ) -> BotsCore: ...
+    @property
+    def capability(self) -> float | None: ...
+    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> npt.NDArray[np.float64]: ...
+    def state(self) -> dict[str, object]: ...
+    def load_state(
+        self,
+        step: int,
+        a: npt.NDArray[np.float64],
+        b: npt.NDArray[np.float64],
+        capability: float,
+        pending: _Ids,
+        pool_epoch: int,
+        pool_cursor: int,
+        pool_order: _Ids,
     ) -> None: ...
 
 def admit_mask(

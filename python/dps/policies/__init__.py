@@ -2,6 +2,7 @@
 
 from dps.policies.base import Policy, StepResult, run_step
 from dps.policies.builtin import (
+    BOTS,
     DPS,
     GRESO,
     PRIORS,
@@ -15,6 +16,7 @@ from dps.policies.gate import DynamicSampling
 from dps.policies.registry import make_policy
 
 __all__ = [
+    "BOTS",
     "DPS",
     "GRESO",
     "PRIORS",

@@ -5,8 +5,9 @@ A step, in replay and in training alike (see `run_step`):
 1. ``ids = policy.select(batch_size)`` picks prompts before any rollout;
 2. the caller rolls out k responses per prompt and scores them;
 3. ``keep = policy.admit(ids, n_correct, n_rollouts)`` may reject groups after rollout
-   (a dynamic-sampling gate); while fewer than ``batch_size`` groups are admitted and
-   ``policy.max_rounds`` allows, ``select`` is called again for more prompts;
+   (a dynamic-sampling gate); ``policy.round_size`` then says how many more prompts to
+   ``select`` (by default ``batch_size`` again while fewer than ``batch_size`` groups are
+   admitted and ``policy.max_rounds`` allows; 0 ends the step);
 4. ``policy.observe(all_ids, all_n_correct, all_n_rollouts)`` reports every rolled-out group
    of the step, rejected ones too, and advances the policy by one step.
 
@@ -33,7 +34,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -58,6 +59,18 @@ class Policy(abc.ABC):
     def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
         """Boolean mask of the groups to train on. The default admits every group."""
         return np.ones(len(prompt_ids), dtype=bool)
+
+    def round_size(self, batch_size: int, rounds: Sequence[tuple[int, int]]) -> int:
+        """How many prompts the step's next round rolls out; 0 ends the step.
+
+        `rounds` holds (groups rolled out, groups admitted) for each round of the step so far
+        (empty before the first). The default: `batch_size` per round while fewer than
+        `batch_size` groups are admitted and fewer than `max_rounds` rounds have run. The step
+        loop never asks for more prompts than the step has left."""
+        admitted = sum(kept for _, kept in rounds)
+        if rounds and (admitted >= batch_size or len(rounds) >= max(1, self.max_rounds)):
+            return 0
+        return batch_size
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -177,14 +190,25 @@ def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
     return StepResult(ids, n_correct, n_rollouts, admitted, trained, rounds, batch_size - len(trained))
 
 
+def next_request(policy: Policy, batch_size: int, history: list[tuple[int, int]], handed_out: int) -> int:
+    """The policy's next round size, limited to what the dataset still has this step."""
+    request = policy.round_size(batch_size, history)
+    if isinstance(request, bool) or not isinstance(request, (int, np.integer)) or request < 0:
+        raise ValueError(f"{type(policy).__name__}.round_size returned {request!r}, not a count >= 0")
+    # The first round of a plain step asks for exactly batch_size (select refuses more than
+    # the dataset); a later or larger round asks only for what the step has left.
+    if history or request > batch_size:
+        request = min(int(request), policy.num_prompts - handed_out)
+    return int(request)
+
+
 def _rounds(policy: Policy, batch_size: int, rollout: RolloutFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     ids_parts, correct_parts, total_parts, admit_parts = [], [], [], []
-    admitted_count = 0
+    history: list[tuple[int, int]] = []
     rounds = 0
     handed_out = 0
-    while admitted_count < batch_size and rounds < max(1, policy.max_rounds):
-        # A later round asks only for what the dataset still has this step, and stops when empty.
-        request = batch_size if rounds == 0 else min(batch_size, policy.num_prompts - handed_out)
+    while True:
+        request = next_request(policy, batch_size, history, handed_out)
         if request <= 0:
             break
         ids = np.asarray(policy.select(request), dtype=np.int64)
@@ -201,7 +225,7 @@ def _rounds(policy: Policy, batch_size: int, rollout: RolloutFn) -> tuple[np.nda
         correct_parts.append(n_correct)
         total_parts.append(n_rollouts)
         admit_parts.append(keep)
-        admitted_count += int(keep.sum())
+        history.append((len(ids), int(keep.sum())))
         rounds += 1
     if not ids_parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), rounds

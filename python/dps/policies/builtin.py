@@ -6,8 +6,9 @@ checks values (ranges, duplicates, counts) and refuses bad input without changin
 
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,6 +54,15 @@ def check_batch_size(batch_size: Any) -> int:
     if batch_size < 0:
         raise ValueError(f"batch_size must be non-negative, got {batch_size}")
     return int(batch_size)
+
+
+def check_count(name: str, value: Any) -> int:
+    """A non-negative int, or TypeError / ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return int(value)
 
 
 def check_num_prompts(num_prompts: Any) -> int:
@@ -295,6 +305,11 @@ class DPS(PooledPolicy):
         ids = np.arange(self.num_prompts) if prompt_ids is None else as_int_array("prompt_ids", prompt_ids)
         return self._core.predicted(ids)
 
+    def predicted_states(self, prompt_ids: Any, n_rollouts: Any = None) -> np.ndarray:
+        """(n, 3) P(unsolved, partial, solved) of each prompt's next group: the HMM's prior
+        (its states do not depend on the group size)."""
+        return self.predicted_state_probs(prompt_ids)
+
     def bytes_per_prompt(self) -> float:
         return float(self._core.bytes_per_prompt())
 
@@ -393,11 +408,47 @@ class HistoryResampling(EpochPolicy):
         )
 
 
-class MoPPS(PooledPolicy):
+def group_sizes(prompt_ids: np.ndarray, n_rollouts: Any) -> np.ndarray:
+    """One group size per prompt id (a single number applies to every prompt)."""
+    if n_rollouts is None:
+        raise TypeError("n_rollouts is needed: the prediction depends on the group size")
+    if np.ndim(n_rollouts) == 0:
+        return np.full(len(prompt_ids), int(n_rollouts), np.int64)
+    return as_int_array("n_rollouts", n_rollouts)
+
+
+class BetaPredictive:
+    """The prediction of a policy with a Beta belief per prompt (MoPPS, BOTS)."""
+
+    _core: Any
+
+    def predicted_states(self, prompt_ids: Any, n_rollouts: Any) -> np.ndarray:
+        """(n, 3) P(unsolved, partial, solved) of each prompt's next group of `n_rollouts`
+        responses: the Beta-binomial predictive of its Beta(a, b) belief."""
+        ids = as_int_array("prompt_ids", prompt_ids)
+        return self._core.predicted(ids, group_sizes(ids, n_rollouts))
+
+    def predicted_success(self, prompt_ids: Any = None) -> np.ndarray:
+        """The posterior mean success rate a / (a + b) of each prompt."""
+        state = self._core.state()
+        a, b = state["a"], state["b"]
+        mean = a / (a + b)
+        return mean if prompt_ids is None else mean[as_int_array("prompt_ids", prompt_ids)]
+
+
+#: MoPPS's released MATH script scores a pool of 16 x B candidates (`tasksampler.ts_ratio=16`).
+MOPPS_CANDIDATE_RATIO = 16.0
+
+
+class MoPPS(BetaPredictive, PooledPolicy):
     """MoPPS: Beta(a, b) per prompt; take the B whose posterior draw is closest to `target`.
 
-    threshold=(lo, hi) is the threshold variant: draws inside the band first, in random order.
-    candidate_ratio: the B best of a pool of floor(ratio x B) prompts (see `PooledPolicy`).
+    threshold=(lo, hi) is the threshold variant: draws inside the band first, in random order,
+    then the rest by distance to the band's nearest edge (as released).
+    candidate_ratio: the B best of a pool of floor(ratio x B) prompts (see `PooledPolicy`);
+    the default 16 is the released MATH script's `ts_ratio` (a pool at least as large as the
+    dataset is the whole dataset, as in the released Countdown and Geometry3k scripts); None
+    scores the whole dataset every step.
     """
 
     _state_keys = ("step", "a", "b", "pending", "pool_epoch", "pool_cursor", "pool_order")
@@ -411,7 +462,7 @@ class MoPPS(PooledPolicy):
         prior_b: float = 1.0,
         target: float = 0.5,
         threshold: tuple[float, float] | None = None,
-        candidate_ratio: float | None = None,
+        candidate_ratio: float | None = MOPPS_CANDIDATE_RATIO,
         seed: int = 0,
     ) -> None:
         self.decay, self.prior_a, self.prior_b, self.target = float(decay), float(prior_a), float(prior_b), float(target)
@@ -453,14 +504,184 @@ class MoPPS(PooledPolicy):
         )
 
 
+def anchor_array(anchors: Any, num_prompts: int) -> np.ndarray | None:
+    """BOTS's anchors as a contiguous (num_prompts, 2) float64 array (values checked by the core)."""
+    if anchors is None:
+        return None
+    array = np.asarray(anchors)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"anchors must hold numbers, got dtype {array.dtype}")
+    if array.shape != (num_prompts, 2):
+        raise ValueError(f"anchors must have shape (num_prompts, 2) = ({num_prompts}, 2), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("anchors must be finite pass rates in [0, 1]")
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+class BOTS(BetaPredictive, PooledPolicy):
+    """BOTS (Bayesian Online Task Selection, arXiv 2510.26374): a Beta(a, b) belief about each
+    prompt's success rate with forgetting, explicit evidence from the prompts rolled out and
+    implicit evidence for all others; take the B prompts whose Thompson draw is closest to
+    `target`.
+
+    Each step every belief forgets: a <- (1 - forgetting) a + forgetting a0 (b likewise); a
+    rolled-out prompt then adds its successes and failures, every other prompt rho x m
+    pseudo-counts at the interpolation plug-in's success rate p~ = clip(r0 + c (r1 - r0), 0, 1)
+    (`implicit_weight` = rho, `pseudo_count` = m, default the step's mean group size). r0, r1
+    are the prompt's `anchors` (two reference models' pass rates, shape (num_prompts, 2)); c,
+    the model's place between them, is estimated from the rolled-out groups and smoothed
+    (`smoothing`). Without anchors every prompt has (0, 1): p~ is the smoothed pass rate of the
+    rolled-out groups. `thompson=False` ranks by the posterior mean instead of a draw.
+    Defaults: the released example's (Trinity-RFT examples/bots/bots.yaml: lamb 0.1, rho 0.1,
+    target_reward 0.5, tau 0 (top-k), do_sample true; estimator: a0 = b0 = 1, smoothing 0.9).
+    """
+
+    _state_keys = ("step", "a", "b", "capability", "pending", "pool_epoch", "pool_cursor", "pool_order")
+
+    def __init__(
+        self,
+        num_prompts: int,
+        *,
+        forgetting: float = 0.1,
+        implicit_weight: float = 0.1,
+        prior_a: float = 1.0,
+        prior_b: float = 1.0,
+        target: float = 0.5,
+        pseudo_count: float | None = None,
+        smoothing: float = 0.9,
+        thompson: bool = True,
+        anchors: Any = None,
+        candidate_ratio: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        num_prompts = check_num_prompts(num_prompts)
+        if not isinstance(thompson, (bool, np.bool_)):
+            raise TypeError(f"thompson must be true or false, got {type(thompson).__name__}")
+        self.forgetting, self.implicit_weight = float(forgetting), float(implicit_weight)
+        self.prior_a, self.prior_b, self.target = float(prior_a), float(prior_b), float(target)
+        self.pseudo_count = None if pseudo_count is None else float(pseudo_count)
+        self.smoothing, self.thompson = float(smoothing), bool(thompson)
+        self._anchors = anchor_array(anchors, num_prompts)
+        self.candidate_ratio = check_candidate_ratio(candidate_ratio)
+        self.seed = check_seed(seed)
+        self._core = _core.BotsCore(
+            num_prompts,
+            self.forgetting,
+            self.implicit_weight,
+            self.prior_a,
+            self.prior_b,
+            self.target,
+            self.pseudo_count,
+            self.smoothing,
+            self.thompson,
+            self.seed,
+            self.candidate_ratio,
+            self._anchors,
+        )
+
+    @property
+    def anchors(self) -> np.ndarray | None:
+        return None if self._anchors is None else self._anchors.copy()
+
+    def config(self) -> dict[str, Any]:
+        digest = None if self._anchors is None else "sha256:" + hashlib.sha256(self._anchors.tobytes()).hexdigest()[:16]
+        return {
+            "forgetting": self.forgetting,
+            "implicit_weight": self.implicit_weight,
+            "prior_a": self.prior_a,
+            "prior_b": self.prior_b,
+            "target": self.target,
+            "pseudo_count": self.pseudo_count,
+            "smoothing": self.smoothing,
+            "thompson": self.thompson,
+            "anchors": digest,
+            "candidate_ratio": self.candidate_ratio,
+            "seed": self.seed,
+        }
+
+    @property
+    def capability(self) -> float | None:
+        """The plug-in's estimate c of the model's place between the anchors (None before the first step)."""
+        return self._core.capability
+
+    def metrics(self) -> dict[str, float]:
+        c = self._core.capability
+        return {"capability": math.nan if c is None else float(c)}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["capability"] = self._core.capability  # None before the first estimate
+        return state
+
+    def _load_core(self, state: dict[str, Any]) -> None:
+        n = self.num_prompts
+        c = state["capability"]
+        if isinstance(c, np.ndarray) and c.shape == ():
+            c = c.item()
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not math.isfinite(c)):
+            raise ValueError(f"state['capability'] must be a finite number, or None before the first step; got {c!r}")
+        self._core.load_state(
+            state_int(state, "step"),
+            state_array(state, "a", np.float64, (n,)),
+            state_array(state, "b", np.float64, (n,)),
+            math.nan if c is None else float(c),
+            as_int_array("pending", state["pending"]),
+            *self._pool(state),
+        )
+
+
 def zero_variance_mask(n_correct: Any, n_rollouts: Any, band: tuple[float, float] | None = None) -> np.ndarray:
     """True for groups with a learning signal: 0 < correct < k, or a mean inside `band`."""
     return _core.admit_mask(as_int_array("n_correct", n_correct), as_int_array("n_rollouts", n_rollouts), band)
 
 
+#: GRESO's rounds as released (ray_trainer.py): the first rolls out 1.5 x B prompts
+#: (`sampling_batch_size` 384 for B = 256); each later one what is still missing, scaled up by
+#: the round's zero-variance share and a margin, at least 64 and at most the first round's size.
+GRESO_FIRST_ROUND = 1.5
+GRESO_ROUND_MARGIN = 1.25
+GRESO_MIN_ROUND = 64
+GRESO_ROUNDS = ("released", "batch")
+
+
+def released_round_size(batch_size: int, rounds: Sequence[tuple[int, int]], first_ratio: float) -> int:
+    """The released GRESO trainer's next round: 0 ends the step.
+
+    After a round that leaves the step short, the next round asks for
+    int((B - kept) / (1 - zero-variance share of that round) x 1.25) prompts, clamped to
+    [64, first round]; when that estimate already fits in the first round's size, the next
+    round is the step's last. A round whose groups were all zero-variance (the released code
+    divides by zero there) asks for a full first-round's worth and is never the last.
+    """
+    first = max(1, int(first_ratio * batch_size))
+    if not rounds:
+        return first
+
+    def estimate(done: Sequence[tuple[int, int]]) -> float:
+        missing = batch_size - sum(kept for _, kept in done)
+        groups, kept = done[-1]
+        zero_variance = 1.0 - kept / groups if groups else 1.0
+        return math.inf if zero_variance >= 1.0 else float(int(missing / (1.0 - zero_variance) * GRESO_ROUND_MARGIN))
+
+    if sum(kept for _, kept in rounds) >= batch_size:
+        return 0
+    if len(rounds) >= 2 and estimate(rounds[:-1]) <= first:
+        return 0  # the previous round said this one was the last
+    size = estimate(rounds)
+    return int(max(min(size, first), GRESO_MIN_ROUND))
+
+
 class GRESO(EpochPolicy):
     """GRESO: skip prompts with zero-variance streaks before rollout (adaptive skip
-    probabilities), then drop zero-variance groups after rollout, in up to `max_rounds` rounds."""
+    probabilities), then drop zero-variance groups after rollout, in rounds.
+
+    As released by default (Infini-AI-Lab/GRESO b277843): p_easy and p_hard adapt only from
+    the second epoch on (`adapt_from_epoch=1`; 0 adapts from the first step), and a step's rounds
+    are the released trainer's (`rounds="released"`: 1.5 x B prompts first, then sized to what
+    is still missing, see `released_round_size`, with no cap on their number).
+    `rounds="batch"` rolls out B prompts per round, at most `max_rounds` (default 10) rounds.
+    `max_rounds` caps the released rounds too when given.
+    """
 
     _state_keys = ("step", "calls", "skipped", "p_easy_now", "p_hard_now", "easy", "hard", "pending", "epoch", "cursor", "order")
 
@@ -476,7 +697,10 @@ class GRESO(EpochPolicy):
         min_keep: float = 0.01,
         target_easy: float = 0.25 / 3,
         target_hard: float = 0.25 * 2 / 3,
-        max_rounds: int = 10,
+        adapt_from_epoch: int = 1,
+        rounds: str = "released",
+        first_round: float = GRESO_FIRST_ROUND,
+        max_rounds: int | None = None,
         seed: int = 0,
     ) -> None:
         self._options = {
@@ -489,11 +713,24 @@ class GRESO(EpochPolicy):
             "target_easy": float(target_easy),
             "target_hard": float(target_hard),
         }
-        self.max_rounds = check_batch_size(max_rounds) or 1
+        if rounds not in GRESO_ROUNDS:
+            raise ValueError(f"rounds must be one of {GRESO_ROUNDS}, got {rounds!r}")
+        self.rounds = rounds
+        self.first_round = float(first_round)
+        if not (math.isfinite(self.first_round) and self.first_round >= 1.0):
+            raise ValueError(f"first_round must be a finite number >= 1 (x batch_size), got {first_round!r}")
+        self.adapt_from_epoch = check_count("adapt_from_epoch", adapt_from_epoch)
+        num_prompts = check_num_prompts(num_prompts)
+        if max_rounds is None:
+            self._round_cap = 10 if rounds == "batch" else None
+        else:
+            self._round_cap = check_count("max_rounds", max_rounds) or 1
+        #: An upper bound on a step's rounds: each rolls out at least one prompt.
+        self.max_rounds = self._round_cap if self._round_cap is not None else num_prompts
         self.seed = check_seed(seed)
         o = self._options
         self._core = _core.GresoCore(
-            check_num_prompts(num_prompts),
+            num_prompts,
             o["p_easy"],
             o["p_hard"],
             o["step_size"],
@@ -502,12 +739,33 @@ class GRESO(EpochPolicy):
             o["min_keep"],
             o["target_easy"],
             o["target_hard"],
+            self.adapt_from_epoch,
             self.seed,
         )
         self._skipped_last = 0
 
     def config(self) -> dict[str, Any]:
-        return {**self._options, "max_rounds": self.max_rounds, "seed": self.seed}
+        return {
+            **self._options,
+            "adapt_from_epoch": self.adapt_from_epoch,
+            "rounds": self.rounds,
+            "first_round": self.first_round,
+            "max_rounds": self._round_cap,
+            "seed": self.seed,
+        }
+
+    def round_size(self, batch_size: int, rounds: Sequence[tuple[int, int]]) -> int:
+        if self.rounds == "batch":
+            return super().round_size(batch_size, rounds)
+        if self._round_cap is not None and len(rounds) >= self._round_cap:
+            return 0
+        return released_round_size(batch_size, rounds, self.first_round)
+
+    def predicted_states(self, prompt_ids: Any, n_rollouts: Any = None) -> np.ndarray:
+        """(n, 3) the states the skip filter implies: a prompt with a zero-variance streak is
+        kept with chance q (p_easy or p_hard to the streak's length, at least min_keep), read
+        as P(partial) = q and the streak's state otherwise; a prompt without one, partial."""
+        return self._core.predicted(as_int_array("prompt_ids", prompt_ids))
 
     def admit(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> np.ndarray:
         return zero_variance_mask(n_correct, n_rollouts)

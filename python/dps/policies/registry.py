@@ -12,7 +12,7 @@ import importlib
 from typing import Any, Callable
 
 from dps.policies.base import Policy
-from dps.policies.builtin import DPS, GRESO, HistoryResampling, MoPPS, Uniform
+from dps.policies.builtin import BOTS, DPS, GRESO, HistoryResampling, MoPPS, Uniform
 from dps.policies.gate import DynamicSampling
 
 #: Each built-in selector, constructed as cls(num_prompts=..., seed=..., **options).
@@ -24,6 +24,7 @@ SELECTORS: dict[str, Callable[..., Policy]] = {
     "history_resampling": HistoryResampling,
     "mopps": MoPPS,
     "greso": GRESO,
+    "bots": BOTS,
 }
 GATES = ("ds", "dynamic_sampling")
 #: Options that belong to the gate when a name combines a selector with it.

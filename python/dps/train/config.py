@@ -50,7 +50,7 @@ class TaskConfig:
 
 @dataclass
 class PolicyConfig:
-    name: str = "dps"  # dps | uniform | ds | hr | mopps | greso | dps+ds | module:Class
+    name: str = "dps"  # dps | uniform | ds | hr | mopps | greso | bots | dps+ds | module:Class
     batch_size: int = 16  # B: groups in each trained batch
     options: dict[str, Any] = field(default_factory=dict)
 

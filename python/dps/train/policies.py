@@ -18,15 +18,16 @@ def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] 
     """Build the named policy (``dps``, ``uniform``, ``ds``, ``dps+ds``, ``greso``, ...,
     ``module:Class``).
 
-    Gates that select in rounds (dynamic sampling, GRESO) hand out ``batch_size`` fresh prompts
-    per round; their ``max_rounds`` is capped by :func:`capped_rounds` so that every round is a
-    full batch. (``run_step`` itself stops once a step has used every prompt; the cap only
-    drops a final, partial round.)
+    Gates that select in rounds of ``batch_size`` fresh prompts (dynamic sampling, GRESO with
+    ``rounds="batch"``) get their ``max_rounds`` capped by :func:`capped_rounds` so that every
+    round is a full batch. (``run_step`` itself stops once a step has used every prompt; the cap
+    only drops a final, partial round.) GRESO's released rounds have no cap unless one is given.
     """
     opts = dict(options or {})
     key = name.strip().lower()
     _, plus, gate = key.partition("+")
-    if ":" not in key and (key in GATES or (plus and gate in GATES) or key == "greso"):
+    batch_rounds = key == "greso" and opts.get("rounds") == "batch"
+    if ":" not in key and (key in GATES or (plus and gate in GATES) or batch_rounds):
         opts["max_rounds"] = capped_rounds(num_prompts, batch_size, int(opts.get("max_rounds", DEFAULT_MAX_ROUNDS)))
     return _registry_make(name, num_prompts, seed, **opts)
 

@@ -1,0 +1,41 @@
+//! The Beta-binomial predictive of a Beta(a, b) belief about a prompt's success rate: the
+//! chance that its next group of k rollouts is unsolved, partially solved or solved. MoPPS and
+//! BOTS expose it as their prediction, so that replay can score them like DPS.
+
+/// [P(0 of k correct), P(0 < correct < k), P(k of k correct)] under p ~ Beta(a, b).
+///
+/// P(all k fail) = prod_{i<k} (b + i) / (a + b + i) and P(all k succeed) likewise with a;
+/// k = 0 has no partial group and counts as unsolved.
+pub fn state_probs(a: f64, b: f64, k: u32) -> [f64; 3] {
+    if k == 0 {
+        return [1.0, 0.0, 0.0];
+    }
+    let (mut none, mut all) = (1.0f64, 1.0f64);
+    for i in 0..k {
+        let i = i as f64;
+        none *= (b + i) / (a + b + i);
+        all *= (a + i) / (a + b + i);
+    }
+    [none, (1.0 - none - all).max(0.0), all]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_belief_gives_each_count_one_chance_in_k_plus_one() {
+        let p = state_probs(1.0, 1.0, 8);
+        assert!((p[0] - 1.0 / 9.0).abs() < 1e-15);
+        assert!((p[2] - 1.0 / 9.0).abs() < 1e-15);
+        assert!((p[1] - 7.0 / 9.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_sharp_belief_approaches_the_binomial() {
+        // Beta(5e5, 5e5) is nearly p = 0.5: P(none) ~ 0.5^8.
+        let p = state_probs(5e5, 5e5, 8);
+        assert!((p[0] - 0.5f64.powi(8)).abs() < 1e-6);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+}

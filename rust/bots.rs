@@ -1,0 +1,517 @@
+//! BOTS (Bayesian Online Task Selection, Shen et al., arXiv 2510.26374): a Beta belief about
+//! each prompt's success rate, with forgetting, fed by explicit evidence (the counts of the
+//! prompts rolled out) and implicit evidence (a predicted success rate for every other prompt);
+//! selection takes the B prompts whose Thompson draw lies closest to a target success rate.
+//!
+//! After each step, for every prompt k (lambda: forgetting, rho: weight of implicit evidence):
+//!
+//!   a_k <- (1 - lambda) a_k + lambda a0 + e_k,   b_k likewise with b0 and f_k, where
+//!   e_k = s_k (its successes) when k was rolled out, else rho * p~_k * m;
+//!   f_k = (n_k - s_k), else rho * (1 - p~_k) * m.
+//!
+//! An observed prompt takes its counts in full: the paper's (1 - rho) s + rho s~ with the
+//! plug-in's estimate s~ of an evaluated prompt being its own result (the released estimator
+//! overwrites p~ with the observed pass rate). p~ is the interpolation plug-in: each prompt
+//! carries two anchor pass rates (r0, r1) (the paper: two reference models'), and
+//!
+//!   p~_k = clip(r0_k + c (r1_k - r0_k), 0, 1),
+//!   c <- smoothing * c + (1 - smoothing) * (mean pass rate of the step's groups - mean r0 over
+//!        them) / (mean r1 over them - mean r0 over them + 1e-6),
+//!
+//! c taken as its first estimate on the first step. Without anchors every prompt has (0, 1):
+//! p~ is then the smoothed pass rate of the rolled-out groups.
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, Result};
+use crate::observe::{Group, Observations};
+use crate::pending::Pending;
+use crate::pool::{check_ratio, CandidatePool};
+use crate::rng::{key, stream, Rng};
+use crate::sampler::EpochOrder;
+use crate::topk::{top_k, top_k_among};
+
+const CHUNK: usize = 1 << 14;
+/// The interpolation's guard against equal anchor means (as released).
+const ANCHOR_EPS: f64 = 1e-6;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BotsConfig {
+    /// lambda: the share of the belief forgotten (pulled back to the prior) each step.
+    pub forgetting: f64,
+    /// rho: the weight of implicit evidence.
+    pub implicit_weight: f64,
+    pub prior_a: f64,
+    pub prior_b: f64,
+    pub target: f64,
+    /// m: the pseudo-rollouts implicit evidence counts for; None: the mean group size of the step.
+    pub pseudo_count: Option<f64>,
+    /// How much of the capability estimate c each step keeps.
+    pub smoothing: f64,
+    /// Thompson draws (the paper); false ranks by the posterior mean.
+    pub thompson: bool,
+    pub candidate_ratio: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for BotsConfig {
+    fn default() -> Self {
+        BotsConfig {
+            forgetting: 0.1,
+            implicit_weight: 0.1,
+            prior_a: 1.0,
+            prior_b: 1.0,
+            target: 0.5,
+            pseudo_count: None,
+            smoothing: 0.9,
+            thompson: true,
+            candidate_ratio: None,
+            seed: 0,
+        }
+    }
+}
+
+impl BotsConfig {
+    fn validate(&self) -> Result<()> {
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if !unit(self.forgetting) {
+            return invalid(format!(
+                "forgetting must be in [0, 1], got {}",
+                self.forgetting
+            ));
+        }
+        if !unit(self.implicit_weight) {
+            return invalid(format!(
+                "implicit_weight must be in [0, 1], got {}",
+                self.implicit_weight
+            ));
+        }
+        if !(self.prior_a > 0.0
+            && self.prior_b > 0.0
+            && self.prior_a.is_finite()
+            && self.prior_b.is_finite())
+        {
+            return invalid("prior_a and prior_b must be positive and finite");
+        }
+        if !unit(self.target) {
+            return invalid(format!("target must lie in [0, 1], got {}", self.target));
+        }
+        if let Some(m) = self.pseudo_count {
+            if !(m.is_finite() && m > 0.0) {
+                return invalid(format!("pseudo_count must be positive and finite, got {m}"));
+            }
+        }
+        if !unit(self.smoothing) {
+            return invalid(format!(
+                "smoothing must be in [0, 1], got {}",
+                self.smoothing
+            ));
+        }
+        check_ratio(self.candidate_ratio)
+    }
+}
+
+fn check_anchors(anchors: &[[f64; 2]], num_prompts: usize) -> Result<()> {
+    if !anchors.is_empty() && anchors.len() != num_prompts {
+        return invalid(format!(
+            "anchors hold {} prompts, expected {num_prompts}",
+            anchors.len()
+        ));
+    }
+    if let Some(i) = anchors
+        .iter()
+        .position(|r| !r.iter().all(|x| (0.0..=1.0).contains(x)))
+    {
+        return invalid(format!(
+            "anchors[{i}] = {:?}: pass rates must lie in [0, 1]",
+            anchors[i]
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct Bots {
+    cfg: BotsConfig,
+    /// (r0, r1) per prompt; empty: (0, 1) for every prompt.
+    anchors: Vec<[f64; 2]>,
+    pub(crate) a: Vec<f64>,
+    pub(crate) b: Vec<f64>,
+    /// The capability estimate c; NaN until the first step with groups.
+    pub(crate) capability: f64,
+    pub(crate) pending: Pending,
+    pub(crate) step: u64,
+    pub(crate) pool: CandidatePool,
+    /// This step's selection scores; derived from (a, b, seed, step), so never saved.
+    cache: Option<(u64, Vec<f32>)>,
+}
+
+impl Bots {
+    pub fn new(num_prompts: usize, cfg: BotsConfig, anchors: Vec<[f64; 2]>) -> Result<Self> {
+        crate::error::check_num_prompts(num_prompts)?;
+        cfg.validate()?;
+        check_anchors(&anchors, num_prompts)?;
+        Ok(Bots {
+            a: vec![cfg.prior_a; num_prompts],
+            b: vec![cfg.prior_b; num_prompts],
+            capability: f64::NAN,
+            pending: Pending::new(num_prompts),
+            step: 0,
+            cache: None,
+            pool: CandidatePool::new(cfg.candidate_ratio, cfg.seed)?,
+            anchors,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &BotsConfig {
+        &self.cfg
+    }
+
+    pub fn anchors(&self) -> &[[f64; 2]] {
+        &self.anchors
+    }
+
+    pub fn num_prompts(&self) -> usize {
+        self.a.len()
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    pub fn posterior(&self, id: u32) -> (f64, f64) {
+        (self.a[id as usize], self.b[id as usize])
+    }
+
+    pub fn capability(&self) -> Option<f64> {
+        (!self.capability.is_nan()).then_some(self.capability)
+    }
+
+    fn anchor(&self, i: usize) -> [f64; 2] {
+        self.anchors.get(i).copied().unwrap_or([0.0, 1.0])
+    }
+
+    /// The plug-in's success rate for prompt i, given the capability c.
+    pub fn implicit_rate(&self, i: usize, c: f64) -> f64 {
+        let [r0, r1] = self.anchor(i);
+        (r0 + c * (r1 - r0)).clamp(0.0, 1.0)
+    }
+
+    /// One draw (or the posterior mean) per prompt, turned into a score where higher is better.
+    fn scores(&self) -> Vec<f32> {
+        let cfg = &self.cfg;
+        let mut scores = vec![0f32; self.a.len()];
+        scores
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let mut rng = Rng::new(key(&[cfg.seed, stream::BOTS, self.step, c as u64]));
+                for (j, s) in out.iter_mut().enumerate() {
+                    let (a, b) = (self.a[c * CHUNK + j], self.b[c * CHUNK + j]);
+                    let g = if cfg.thompson {
+                        rng.beta(a, b)
+                    } else {
+                        a / (a + b)
+                    };
+                    *s = -((g - cfg.target).abs() as f32);
+                }
+            });
+        scores
+    }
+
+    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        self.pending.check_room(self.num_prompts(), batch_size)?;
+        if self.cache.as_ref().map(|(step, _)| *step) != Some(self.step) {
+            self.cache = Some((self.step, self.scores()));
+        }
+        let scores = &self.cache.as_ref().unwrap().1;
+        let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
+        let pending = &self.pending;
+        let ids = match self.pool.draw(self.a.len(), batch_size, pending) {
+            Some(pool) => top_k_among(scores, &pool, batch_size, tie_seed),
+            None => top_k(scores, batch_size, tie_seed, |id| pending.contains(id)),
+        };
+        for &id in &ids {
+            self.pending.insert(id);
+        }
+        Ok(ids)
+    }
+
+    /// The capability estimate after a step with these groups (unchanged without groups).
+    fn next_capability(&self, groups: &[Group]) -> f64 {
+        if groups.is_empty() {
+            return self.capability;
+        }
+        let n = groups.len() as f64;
+        let (mut rate, mut r0, mut r1) = (0.0, 0.0, 0.0);
+        for g in groups {
+            let [lo, hi] = self.anchor(g.id as usize);
+            rate += g.n_correct as f64 / g.n_rollouts as f64;
+            r0 += lo;
+            r1 += hi;
+        }
+        let (rate, r0, r1) = (rate / n, r0 / n, r1 / n);
+        let estimate = (rate - r0) / (r1 - r0 + ANCHOR_EPS);
+        if self.capability.is_nan() {
+            estimate
+        } else {
+            self.cfg.smoothing * self.capability + (1.0 - self.cfg.smoothing) * estimate
+        }
+    }
+
+    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+        let groups = obs.groups();
+        let capability = self.next_capability(groups);
+        let m = self.cfg.pseudo_count.unwrap_or_else(|| {
+            let total: u64 = groups.iter().map(|g| g.n_rollouts as u64).sum();
+            total as f64 / groups.len().max(1) as f64
+        });
+        // No implicit evidence before the first capability estimate, or without a group size.
+        let implicit = if capability.is_nan() || m == 0.0 {
+            0.0
+        } else {
+            self.cfg.implicit_weight
+        };
+        let (keep, lam) = (1.0 - self.cfg.forgetting, self.cfg.forgetting);
+        let (a0, b0) = (self.cfg.prior_a, self.cfg.prior_b);
+        let (mut a, mut b) = (std::mem::take(&mut self.a), std::mem::take(&mut self.b));
+        let this = &*self;
+        let update = |start: usize, a: &mut [f64], b: &mut [f64]| {
+            let mut seen = obs.in_range(start, start + a.len()).iter().peekable();
+            for j in 0..a.len() {
+                let i = start + j;
+                let (s, f) = match seen.peek() {
+                    Some(g) if g.id as usize == i => {
+                        let g = seen.next().unwrap();
+                        (g.n_correct as f64, (g.n_rollouts - g.n_correct) as f64)
+                    }
+                    _ if implicit > 0.0 => {
+                        let p = this.implicit_rate(i, capability);
+                        (implicit * p * m, implicit * (1.0 - p) * m)
+                    }
+                    _ => (0.0, 0.0),
+                };
+                a[j] = keep * a[j] + lam * a0 + s;
+                b[j] = keep * b[j] + lam * b0 + f;
+            }
+        };
+        a.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, (a, b))| update(c * CHUNK, a, b));
+        self.a = a;
+        self.b = b;
+        self.capability = capability;
+        self.step += 1;
+        self.cache = None;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The Beta-binomial predictive of each prompt's next group of k rollouts.
+    pub fn predicted(&self, id: u32, k: u32) -> [f64; 3] {
+        crate::beta::state_probs(self.a[id as usize], self.b[id as usize], k)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        num_prompts: usize,
+        cfg: BotsConfig,
+        anchors: Vec<[f64; 2]>,
+        a: &[f64],
+        b: &[f64],
+        capability: f64,
+        step: u64,
+        pending: &[i64],
+        pool: EpochOrder,
+    ) -> Result<Self> {
+        let mut bots = Bots::new(num_prompts, cfg, anchors)?;
+        if a.len() != num_prompts || b.len() != num_prompts {
+            return invalid(format!(
+                "a and b hold {} and {} values, expected {num_prompts}",
+                a.len(),
+                b.len()
+            ));
+        }
+        if a.iter().chain(b).any(|x| !(x.is_finite() && *x > 0.0)) {
+            return invalid("a and b must be positive and finite");
+        }
+        if capability.is_infinite() {
+            return invalid("capability must be finite (or NaN before the first step)");
+        }
+        bots.a = a.to_vec();
+        bots.b = b.to_vec();
+        bots.capability = capability;
+        bots.step = step;
+        bots.pending = Pending::from_ids(num_prompts, pending)?;
+        bots.pool = CandidatePool::restore(bots.cfg.candidate_ratio, num_prompts, pool)?;
+        Ok(bots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(n: usize, ids: &[i64], c: &[i64], k: i64) -> Observations {
+        Observations::new(n, ids, c, &vec![k; ids.len()]).unwrap()
+    }
+
+    #[test]
+    fn first_step_matches_hand_computation() {
+        let mut bots = Bots::new(3, BotsConfig::default(), Vec::new()).unwrap();
+        bots.observe(&obs(3, &[0], &[6], 8)).unwrap();
+        // Observed: 0.9 * 1 + 0.1 * 1 + 6 = 7, 0.9 + 0.1 + 2 = 3.
+        assert_eq!(bots.posterior(0), (7.0, 3.0));
+        // c = 0.75 / (1 + 1e-6); unobserved: 1 + 0.1 * c * 8, 1 + 0.1 * (1 - c) * 8.
+        let c = 0.75 / (1.0 + 1e-6);
+        let (a, b) = bots.posterior(1);
+        assert!((a - (1.0 + 0.8 * c)).abs() < 1e-12 && (b - (1.0 + 0.8 * (1.0 - c))).abs() < 1e-12);
+        assert_eq!(bots.capability(), Some(c));
+    }
+
+    #[test]
+    fn anchors_interpolate_and_capability_is_smoothed() {
+        let anchors = vec![[0.1, 0.5], [0.2, 0.9], [0.0, 0.4]];
+        let cfg = BotsConfig {
+            forgetting: 0.0,
+            implicit_weight: 0.5,
+            pseudo_count: Some(4.0),
+            ..Default::default()
+        };
+        let mut bots = Bots::new(3, cfg, anchors).unwrap();
+        bots.observe(&obs(3, &[0], &[2], 8)).unwrap(); // rate 0.25: c1 = 0.15 / (0.4 + 1e-6)
+        let c1 = 0.15 / (0.4 + 1e-6);
+        bots.observe(&obs(3, &[1], &[8], 8)).unwrap(); // rate 1: estimate 0.8 / (0.7 + 1e-6)
+        let c2 = 0.9 * c1 + 0.1 * (0.8 / (0.7 + 1e-6));
+        assert!((bots.capability().unwrap() - c2).abs() < 1e-12);
+        // Prompt 2 was never rolled out: two steps of implicit evidence, rho * p~ * m each.
+        let p1 = (0.4 * c1).clamp(0.0, 1.0);
+        let p2 = (0.4 * c2).clamp(0.0, 1.0);
+        let (a, b) = bots.posterior(2);
+        assert!((a - (1.0 + 2.0 * p1 + 2.0 * p2)).abs() < 1e-12);
+        assert!((b - (1.0 + 2.0 * (1.0 - p1) + 2.0 * (1.0 - p2))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn prefers_prompts_near_the_target() {
+        let n = 300;
+        let cfg = BotsConfig {
+            implicit_weight: 0.0,
+            ..Default::default()
+        };
+        let mut bots = Bots::new(n, cfg, Vec::new()).unwrap();
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let correct: Vec<i64> = ids.iter().map(|&i| [8, 0, 4][i as usize / 100]).collect();
+        for _ in 0..5 {
+            bots.observe(&obs(n, &ids, &correct, 8)).unwrap();
+        }
+        let picked = bots.select(50).unwrap();
+        assert!(picked.iter().all(|&i| i >= 200), "{picked:?}");
+    }
+
+    #[test]
+    fn restore_continues_exactly_and_rejects_bad_state() {
+        let cfg = BotsConfig {
+            seed: 4,
+            candidate_ratio: Some(3.0),
+            ..Default::default()
+        };
+        let n = 40;
+        let mut bots = Bots::new(n, cfg.clone(), Vec::new()).unwrap();
+        for step in 0..6 {
+            let picked = bots.select(4).unwrap();
+            let ids: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+            let c: Vec<i64> = (0..4).map(|j| (j + step) % 9).collect();
+            bots.observe(&obs(n, &ids, &c, 8)).unwrap();
+        }
+        let order = bots.pool.order().clone();
+        let mut copy = Bots::restore(
+            n,
+            cfg.clone(),
+            Vec::new(),
+            &bots.a,
+            &bots.b,
+            bots.capability,
+            bots.step,
+            &[],
+            order.clone(),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            let x = bots.select(4).unwrap();
+            assert_eq!(x, copy.select(4).unwrap());
+            let ids: Vec<i64> = x.iter().map(|&i| i as i64).collect();
+            let o = obs(n, &ids, &[1, 4, 7, 8], 8);
+            bots.observe(&o).unwrap();
+            copy.observe(&o).unwrap();
+        }
+        assert_eq!(bots.a, copy.a);
+        let mut bad = bots.a.clone();
+        bad[3] = f64::NAN;
+        let err = Bots::restore(
+            n,
+            cfg.clone(),
+            Vec::new(),
+            &bad,
+            &bots.b,
+            0.5,
+            1,
+            &[],
+            order.clone(),
+        );
+        assert!(err.unwrap_err().to_string().contains("positive and finite"));
+        let err = Bots::restore(
+            n,
+            cfg,
+            Vec::new(),
+            &bots.a,
+            &bots.b,
+            f64::INFINITY,
+            1,
+            &[],
+            order,
+        );
+        assert!(err.unwrap_err().to_string().contains("capability"));
+    }
+
+    #[test]
+    fn rejects_bad_config_and_anchors() {
+        let bad = |cfg: BotsConfig| Bots::new(4, cfg, Vec::new()).unwrap_err().to_string();
+        assert!(bad(BotsConfig {
+            forgetting: 1.5,
+            ..Default::default()
+        })
+        .contains("forgetting"));
+        assert!(bad(BotsConfig {
+            implicit_weight: -0.1,
+            ..Default::default()
+        })
+        .contains("implicit_weight"));
+        assert!(bad(BotsConfig {
+            prior_a: 0.0,
+            ..Default::default()
+        })
+        .contains("prior_a"));
+        assert!(bad(BotsConfig {
+            target: f64::NAN,
+            ..Default::default()
+        })
+        .contains("target"));
+        assert!(bad(BotsConfig {
+            pseudo_count: Some(0.0),
+            ..Default::default()
+        })
+        .contains("pseudo_count"));
+        assert!(bad(BotsConfig {
+            smoothing: 2.0,
+            ..Default::default()
+        })
+        .contains("smoothing"));
+        let err = Bots::new(2, BotsConfig::default(), vec![[0.0, 1.0]]).unwrap_err();
+        assert!(err.to_string().contains("expected 2"));
+        let err = Bots::new(1, BotsConfig::default(), vec![[0.0, 1.5]]).unwrap_err();
+        assert!(err.to_string().contains("[0, 1]"));
+    }
+}
