@@ -143,12 +143,13 @@ def test_python_policy_module_imports_without_pythonpath(tmp_path, capsys, monke
 
 def test_no_plots_announces_no_pngs_and_plots_do(tmp_path, capsys):
     code, out, _ = run(tmp_path, capsys)
-    assert code == 0 and "(meta.json, report.md, steps.parquet, summary.csv, summary.parquet)" in out and ".png" not in out
+    assert code == 0 and "(meta.json, reliability.csv, report.md, steps.parquet, summary.csv, summary.parquet)" in out and ".png" not in out
     assert not list((tmp_path / "out").glob("*.png"))
     sc = tmp_path / "sc.toml"
     assert main(["replay", str(sc), "--out", str(tmp_path / "out2"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "effective_ratio.png" in out and (tmp_path / "out2" / "effective_ratio.png").exists()
+    assert "reliability.png" in out and (tmp_path / "out2" / "reliability.png").exists()
 
 
 def test_coinciding_curves_are_named_in_the_legend(tmp_path):

@@ -29,6 +29,8 @@ TABLE = (
     ("count_cv", "count CV", "{:.2f}"),
     ("pred_accuracy", "pred acc", "{:.3f}"),
     ("pred_f1", "pred F1 (partial)", "{:.3f}"),
+    ("brier", "Brier (partial)", "{:.3f}"),
+    ("ece", "ECE (partial)", "{:.3f}"),
     ("policy_ms_per_step", "policy ms / step", "{:.2f}"),
 )
 
@@ -112,7 +114,9 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         "Mean over seeds (± standard deviation where shown). `effective ratio`: share of the trained batch "
         "whose group was partially solved; `rollouts`: every generated response, rejected groups included; "
         "`count CV`: coefficient of variation of per-prompt sample counts; `pred`: the predictive policy's "
-        "argmax prediction against the observed state, over the selected groups.",
+        "argmax prediction against the observed state, over the selected groups; `Brier`, `ECE`: its predicted "
+        "probability that a selected group is partially solved against whether it was (ECE over 10 equal-width bins; "
+        "reliability.csv and reliability.png hold the bins).",
         "",
         table,
         "",
@@ -127,6 +131,10 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         md += ["![effective ratio](effective_ratio.png)", "", "![rollouts](rollouts_vs_effective.png)", ""]
         if "confusion" in paths:
             md += ["![confusion](dps_confusion.png)", ""]
+    if result.reliability is not None:
+        paths.update(write_reliability(result.reliability, out, plots))
+        if plots:
+            md += ["![reliability](reliability.png)", ""]
     (out / "report.md").write_text("\n".join(md))
     paths["report"] = out / "report.md"
     return paths
@@ -307,3 +315,61 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
             plt.close(fig)
             paths["confusion"] = out / "dps_confusion.png"
     return paths
+
+
+def reliability_table(bins: pl.DataFrame) -> pl.DataFrame:
+    """Per (policy, bin), summed over seeds: count, mean prediction and observed partial share."""
+    import polars as pl
+
+    order = {p: i for i, p in enumerate(dict.fromkeys(bins["policy"].to_list()))}
+    agg = bins.group_by("policy", "bin").agg(
+        pl.col("lo").first(), pl.col("hi").first(), pl.col("count").sum(), pl.col("sum_pred").sum(), pl.col("sum_obs").sum()
+    )
+    agg = agg.with_columns(
+        (pl.col("sum_pred") / pl.col("count")).alias("mean_predicted"),
+        (pl.col("sum_obs") / pl.col("count")).alias("observed"),
+        pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o"),
+    )
+    return agg.sort("_o", "bin").drop("_o", "sum_pred", "sum_obs")
+
+
+def write_reliability(bins: pl.DataFrame, out: Path, plots: bool) -> dict[str, Path]:
+    """reliability.csv (bins summed over seeds) and, with plots, reliability.png."""
+    table = reliability_table(bins)
+    table.write_csv(out / "reliability.csv")
+    paths = {"reliability_csv": out / "reliability.csv"}
+    if plots:
+        paths["reliability_png"] = plot_reliability(table, out / "reliability.png")
+    return paths
+
+
+def plot_reliability(table: pl.DataFrame, path: Path) -> Path:
+    """One reliability curve per predictive policy: observed partial share against the mean
+    predicted P(partial) of each bin (points sized by count); the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfectly calibrated")
+    policies = list(dict.fromkeys(table["policy"].to_list()))
+    cmap = plt.get_cmap("tab10" if len(policies) <= 10 else "tab20")
+    total = max(1, int(table["count"].to_numpy().max(initial=1)))
+    for i, p in enumerate(policies):
+        d = table.filter((pl.col("policy") == p) & (pl.col("count") > 0)).sort("bin")
+        x, y, n = d["mean_predicted"].to_numpy(), d["observed"].to_numpy(), d["count"].to_numpy()
+        ax.plot(x, y, color=cmap(i % cmap.N), lw=1.4, label=p)
+        ax.scatter(x, y, s=12 + 120 * n / total, color=cmap(i % cmap.N), alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(partially solved)")
+    ax.set_ylabel("observed share partially solved")
+    ax.set_title("Reliability of each policy's predictions (selected groups, all seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

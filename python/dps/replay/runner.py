@@ -2,7 +2,11 @@
 
 The step loop is `dps.run_step`, the same one the trainer uses. The policy is wrapped in a
 transparent `Instrumented` policy that times the policy's own calls and, for a predictive policy
-(one with `predicted_state_probs`), records the prediction for each selected batch.
+(one with `predicted_states(prompt_ids, n_rollouts)`, or a user's `predicted_state_probs`),
+records its prediction for every group it rolled out: read after the rollout (the group sizes
+are known then) and before `observe`, so from the state the selection was made in. Replay
+scores the predicted P(partial) against what the world returned: Brier score, expected
+calibration error (ECE, 10 equal-width bins) and the bins themselves (a reliability diagram).
 """
 
 from __future__ import annotations
@@ -26,14 +30,54 @@ def group_states(n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
     return np.where(c == 0, 0, np.where(c >= n, 2, 1)).astype(np.int64)
 
 
+def _predicts(obj: Any) -> bool:
+    return callable(getattr(obj, "predicted_states", None)) or callable(getattr(obj, "predicted_state_probs", None))
+
+
 def find_predictor(policy: Any) -> Any:
-    """The object whose `predicted_state_probs` describes the policy's selection, or None."""
-    if callable(getattr(policy, "predicted_state_probs", None)):
+    """The object whose predictions describe the policy's selection (itself or a gate's selector), or None."""
+    if _predicts(policy):
         return policy
     inner = getattr(policy, "selector", None)
-    if inner is not None and callable(getattr(inner, "predicted_state_probs", None)):
+    if inner is not None and _predicts(inner):
         return inner
     return None
+
+
+def predicted_states(predictor: Any, ids: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+    """(n, 3) P(unsolved, partial, solved) the predictor gives the groups just rolled out."""
+    if callable(getattr(predictor, "predicted_states", None)):
+        probs = predictor.predicted_states(ids, n_rollouts)
+    else:
+        probs = predictor.predicted_state_probs(ids)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(ids), 3):
+        raise ValueError(f"{type(predictor).__name__}'s prediction has shape {probs.shape} for {len(ids)} groups, expected ({len(ids)}, 3)")
+    return probs
+
+
+#: Equal-width bins of predicted P(partial) for the ECE and the reliability diagram.
+RELIABILITY_BINS = 10
+
+
+def reliability_bins(p: np.ndarray, y: np.ndarray, n_bins: int = RELIABILITY_BINS) -> np.ndarray:
+    """(n_bins, 3): per bin of predicted probability, the count, the sum of predictions and of outcomes."""
+    which = np.minimum((np.asarray(p) * n_bins).astype(np.int64), n_bins - 1)
+    out = np.zeros((n_bins, 3))
+    out[:, 0] = np.bincount(which, minlength=n_bins)
+    out[:, 1] = np.bincount(which, weights=p, minlength=n_bins)
+    out[:, 2] = np.bincount(which, weights=np.asarray(y, np.float64), minlength=n_bins)
+    return out
+
+
+def expected_calibration_error(bins: np.ndarray) -> float:
+    """sum over bins of (share of predictions) x |mean prediction - observed frequency|; NaN without any."""
+    count = bins[:, 0]
+    total = count.sum()
+    if total == 0:
+        return float("nan")
+    full = count > 0
+    return float(np.sum(np.abs(bins[full, 1] - bins[full, 2])) / total)
 
 
 class Instrumented(Policy):
@@ -45,18 +89,20 @@ class Instrumented(Policy):
         self.predictor = find_predictor(inner)
         self.max_rounds = int(getattr(inner, "max_rounds", 1))
         self.policy_time = 0.0
-        self.predicted: list[np.ndarray] = []  # argmax of the predicted state, per select call
+        self.predicted: list[np.ndarray] = []  # (n, 3) predicted states of each round's groups
 
     def select(self, batch_size: int) -> np.ndarray:
         t = time.perf_counter()
         ids = self.inner.select(batch_size)
         self.policy_time += time.perf_counter() - t
-        if self.predictor is not None:
-            probs = np.asarray(self.predictor.predicted_state_probs(np.asarray(ids, np.int64)))
-            self.predicted.append(np.argmax(probs, axis=1))
         return ids
 
+    def round_size(self, batch_size: int, rounds: Any) -> int:
+        return self.inner.round_size(batch_size, rounds)
+
     def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+        if self.predictor is not None:  # before admit and observe: the state the selection saw
+            self.predicted.append(predicted_states(self.predictor, np.asarray(prompt_ids, np.int64), np.asarray(n_rollouts, np.int64)))
         t = time.perf_counter()
         keep = self.inner.admit(prompt_ids, n_correct, n_rollouts)
         self.policy_time += time.perf_counter() - t
@@ -77,6 +123,7 @@ class Instrumented(Policy):
         return self.inner.metrics()
 
     def take_step_timing(self) -> tuple[float, np.ndarray | None]:
+        """The policy's time this step and the (n, 3) predictions of the step's groups."""
         spent, self.policy_time = self.policy_time, 0.0
         pred = np.concatenate(self.predicted) if self.predicted else None
         self.predicted = []
@@ -112,6 +159,9 @@ class ReplayResult:
     #: every rolled-out group as a per-group log (step, prompt_id, n_rollouts, n_correct), when recorded;
     #: with prompt_key (a polars Series: the user's own ids) where the world's dense ids are not the user's
     groups: dict[str, Any] | None = field(default=None, repr=False)
+    #: a predictive policy's reliability bins of P(partial): (RELIABILITY_BINS, 3) count, sum of
+    #: predictions, sum of outcomes (see reliability_bins); None for a policy that predicts nothing
+    reliability: np.ndarray | None = field(default=None, repr=False)
 
 
 def gini(x: np.ndarray) -> float:
@@ -145,6 +195,8 @@ def replay(
     out = {c: np.zeros(steps, np.float64 if c.endswith(("_ratio", "_s", "_effective", "_accuracy")) else np.int64) for c in STEP_COLUMNS}
     predictive = wrapped.predictor is not None
     conf_steps = np.zeros((steps, 3, 3), np.int64) if predictive else None
+    bins = np.zeros((RELIABILITY_BINS, 3)) if predictive else None
+    squared_error = 0.0
     counts = np.zeros(policy.num_prompts, np.int64)
     seen = 0
     cum_r = cum_e = 0
@@ -192,8 +244,11 @@ def replay(
         out["trained_accuracy"][t] = res.n_correct[tr].sum() / n_tr if n_tr else np.nan
         out["policy_time_s"][t] = policy_time
         out["world_time_s"][t] = world_time
-        if conf_steps is not None and pred is not None and len(pred) == len(ids):
-            np.add.at(conf_steps[t], (states, pred), 1)
+        if conf_steps is not None and bins is not None and pred is not None and len(pred) == len(ids):
+            np.add.at(conf_steps[t], (states, np.argmax(pred, axis=1)), 1)
+            p_partial, partial = pred[:, 1], states == 1
+            bins += reliability_bins(p_partial, partial)
+            squared_error += float(np.sum((p_partial - partial) ** 2))
         if progress is not None:
             progress()
     wall = time.perf_counter() - wall0
@@ -226,8 +281,17 @@ def replay(
         summary.update(prediction_scores(conf_steps.sum(axis=0)))
     else:
         summary.update(dict.fromkeys(("pred_accuracy", "pred_precision", "pred_recall", "pred_f1"), float("nan")))
+    summary.update(calibration_summary(bins, squared_error))
     groups = recorded_groups(rec, world) if record else None
-    return ReplayResult(out, summary, counts, groups)
+    return ReplayResult(out, summary, counts, groups, bins)
+
+
+def calibration_summary(bins: np.ndarray | None, squared_error: float) -> dict[str, float]:
+    """Brier score and ECE of the predicted P(partial) over the scored groups (NaN without predictions)."""
+    scored = 0.0 if bins is None else float(bins[:, 0].sum())
+    if bins is None or scored == 0:
+        return {"pred_groups": scored, "brier": float("nan"), "ece": float("nan")}
+    return {"pred_groups": scored, "brier": squared_error / scored, "ece": expected_calibration_error(bins)}
 
 
 def recorded_groups(rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], world: World) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "summary": res.summary,
         "sample_counts_hist": np.bincount(np.minimum(res.sample_counts, 10_000)),
         "groups": res.groups,
+        "reliability": res.reliability,
     }
 
 
@@ -86,6 +87,8 @@ class SweepResult:
     logs: dict[tuple[str, int], pl.DataFrame] | None = None
     #: a log world's held-out calibration on its own log (dps.replay.calibration)
     calibration: Any = None
+    #: the predictive policies' reliability bins of P(partial), one row per (policy, seed, bin)
+    reliability: pl.DataFrame | None = None
 
 
 def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Job]:
@@ -151,4 +154,21 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     logs = None
     if record:
         logs = {(r["policy"], r["seed"]): pl.DataFrame(r["groups"]) for r in results}
-    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0, logs, calibration)
+    reliability = reliability_frame(results)
+    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0, logs, calibration, reliability)
+
+
+def reliability_frame(results: list[dict[str, Any]]) -> pl.DataFrame | None:
+    """The replays' reliability bins as rows (policy, seed, bin, lo, hi, count, sum_pred, sum_obs)."""
+    import polars as pl
+
+    rows = []
+    for r in results:
+        bins = r.get("reliability")
+        if bins is None:
+            continue
+        n = len(bins)
+        for i, (count, sum_pred, sum_obs) in enumerate(bins):
+            rows.append({"policy": r["policy"], "seed": r["seed"], "bin": i, "lo": i / n, "hi": (i + 1) / n,
+                         "count": int(count), "sum_pred": float(sum_pred), "sum_obs": float(sum_obs)})
+    return pl.DataFrame(rows) if rows else None
