@@ -8,7 +8,7 @@ import pytest
 from dps.cli import build_parser
 from dps.train.presets import PRESETS
 
-COMMANDS = ("replay", "synth", "validate", "train", "compare", "model", "verl")
+COMMANDS = ("replay", "synth", "validate", "leaderboard", "train", "compare", "model", "verl")
 
 
 def _help(*args: str) -> str:

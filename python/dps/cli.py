@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dps", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dps {version('dps')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    replay_cli.register(sub)  # replay, synth, validate
+    replay_cli.register(sub)  # replay, synth, validate, leaderboard
     train_cli.register(sub)  # train, compare, model
     integrations_cli.register(sub)  # verl
     return parser

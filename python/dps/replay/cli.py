@@ -74,6 +74,41 @@ def register(sub: Any) -> None:
     )
     add_log_options(v)
     v.set_defaults(func=_validate)
+    register_leaderboard(sub)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def register_leaderboard(sub: Any) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="rank every built-in policy on your own rollout logs",
+        description="Replay every built-in policy at its defaults (DPS, MoPPS and BOTS also over a small decay grid, "
+        "the oracle as a bound) on each log's world with 3 seeds, B from the log; write DIR/leaderboard.md, "
+        ".csv, .parquet and a plot ranking them by rollouts per effective prompt.",
+    )
+    p.add_argument("logs", nargs="+", metavar="LOG", help="log file(s) or folder(s), any format `dps validate` reads")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for leaderboard.md/.csv/.parquet/.png")
+    p.add_argument("--batch", type=_count, default=None, help="prompts per step (default: the log's own batch)")
+    p.add_argument("--seeds", type=_count, default=3, help="replay seeds 0..N-1 (default 3)")
+    p.add_argument("--steps", type=_count, default=None, help="steps to replay (default: the log's horizon)")
+    p.add_argument("--workers", type=_count, default=1, help="processes (default 1)")
+    p.add_argument("--reports", action="store_true", help="also write each log's full replay report into DIR/<log name>/")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_options(p)
+    p.set_defaults(func=_leaderboard)
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from dps.replay.leaderboard import leaderboard_command
+
+    return leaderboard_command(args)
 
 
 def add_log_options(p: argparse.ArgumentParser) -> None:
@@ -104,16 +139,21 @@ def parse_columns(items: list[str]) -> dict[str, str]:
     return out
 
 
-def log_spec_from_args(args: argparse.Namespace) -> Any:
-    from dps.logs import LogSpec
-
+def world_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of `add_log_options` as the keys of a scenario's [world] table."""
     settings: dict[str, Any] = {"columns": parse_columns(args.column)}
     for key in ("threshold", "format", "layout", "prompt_ids", "group_by"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.kinds is not None:
         settings["kinds"] = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    return LogSpec.from_dict(settings, "options")
+    return settings
+
+
+def log_spec_from_args(args: argparse.Namespace) -> Any:
+    from dps.logs import LogSpec
+
+    return LogSpec.from_dict(world_settings_from_args(args), "options")
 
 
 def _toml_string(text: str) -> str:
