@@ -43,7 +43,7 @@ DECAY_GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "mopps": ("decay", (0.5, 0.9)),
     "bots": ("forgetting", (0.03, 0.01)),
 }
-ORACLE = ("oracle", "oracle", {})
+ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
 BOUNDS = {"oracle"}
 #: Policy types that predict each group's state (scored by Brier and ECE).
