@@ -18,8 +18,10 @@
 //!   c <- smoothing * c + (1 - smoothing) * (mean pass rate of the step's groups - mean r0 over
 //!        them) / (mean r1 over them - mean r0 over them + 1e-6),
 //!
-//! c taken as its first estimate on the first step. Without anchors every prompt has (0, 1):
-//! p~ is then the smoothed pass rate of the rolled-out groups.
+//! c taken as its first estimate on the first step. The plug-in needs anchors: without them
+//! there is no implicit evidence (anchors of (0, 1) for every prompt make p~ the smoothed pass
+//! rate of the rolled-out groups, a population-level guess the Python layer offers as
+//! `anchors="population"`).
 
 use rayon::prelude::*;
 
@@ -133,11 +135,11 @@ fn check_anchors(anchors: &[[f64; 2]], num_prompts: usize) -> Result<()> {
 #[derive(Clone, Debug)]
 pub struct Bots {
     cfg: BotsConfig,
-    /// (r0, r1) per prompt; empty: (0, 1) for every prompt.
+    /// (r0, r1) per prompt; empty: no implicit evidence.
     anchors: Vec<[f64; 2]>,
     pub(crate) a: Vec<f64>,
     pub(crate) b: Vec<f64>,
-    /// The capability estimate c; NaN until the first step with groups.
+    /// The capability estimate c; NaN until the first step with groups, and without anchors.
     pub(crate) capability: f64,
     pub(crate) pending: Pending,
     pub(crate) step: u64,
@@ -188,13 +190,9 @@ impl Bots {
         (!self.capability.is_nan()).then_some(self.capability)
     }
 
-    fn anchor(&self, i: usize) -> [f64; 2] {
-        self.anchors.get(i).copied().unwrap_or([0.0, 1.0])
-    }
-
-    /// The plug-in's success rate for prompt i, given the capability c.
+    /// The plug-in's success rate for prompt i (which must have anchors), given the capability c.
     pub fn implicit_rate(&self, i: usize, c: f64) -> f64 {
-        let [r0, r1] = self.anchor(i);
+        let [r0, r1] = self.anchors[i];
         (r0 + c * (r1 - r0)).clamp(0.0, 1.0)
     }
 
@@ -238,15 +236,15 @@ impl Bots {
         Ok(ids)
     }
 
-    /// The capability estimate after a step with these groups (unchanged without groups).
+    /// The capability estimate after a step with these groups (unchanged without groups or anchors).
     fn next_capability(&self, groups: &[Group]) -> f64 {
-        if groups.is_empty() {
+        if groups.is_empty() || self.anchors.is_empty() {
             return self.capability;
         }
         let n = groups.len() as f64;
         let (mut rate, mut r0, mut r1) = (0.0, 0.0, 0.0);
         for g in groups {
-            let [lo, hi] = self.anchor(g.id as usize);
+            let [lo, hi] = self.anchors[g.id as usize];
             rate += g.n_correct as f64 / g.n_rollouts as f64;
             r0 += lo;
             r1 += hi;
@@ -267,8 +265,9 @@ impl Bots {
             let total: u64 = groups.iter().map(|g| g.n_rollouts as u64).sum();
             total as f64 / groups.len().max(1) as f64
         });
-        // No implicit evidence before the first capability estimate, or without a group size.
-        let implicit = if capability.is_nan() || m == 0.0 {
+        // No implicit evidence without anchors, before the first capability estimate, or
+        // without a group size.
+        let implicit = if self.anchors.is_empty() || capability.is_nan() || m == 0.0 {
             0.0
         } else {
             self.cfg.implicit_weight
@@ -360,7 +359,7 @@ mod tests {
 
     #[test]
     fn first_step_matches_hand_computation() {
-        let mut bots = Bots::new(3, BotsConfig::default(), Vec::new()).unwrap();
+        let mut bots = Bots::new(3, BotsConfig::default(), vec![[0.0, 1.0]; 3]).unwrap();
         bots.observe(&obs(3, &[0], &[6], 8)).unwrap();
         // Observed: 0.9 * 1 + 0.1 * 1 + 6 = 7, 0.9 + 0.1 + 2 = 3.
         assert_eq!(bots.posterior(0), (7.0, 3.0));
@@ -369,6 +368,19 @@ mod tests {
         let (a, b) = bots.posterior(1);
         assert!((a - (1.0 + 0.8 * c)).abs() < 1e-12 && (b - (1.0 + 0.8 * (1.0 - c))).abs() < 1e-12);
         assert_eq!(bots.capability(), Some(c));
+    }
+
+    #[test]
+    fn without_anchors_there_is_no_implicit_evidence() {
+        let mut bots = Bots::new(3, BotsConfig::default(), Vec::new()).unwrap();
+        bots.observe(&obs(3, &[0], &[6], 8)).unwrap();
+        assert_eq!(bots.posterior(0), (7.0, 3.0));
+        assert_eq!(
+            bots.posterior(1),
+            (1.0, 1.0),
+            "forgetting toward the prior only"
+        );
+        assert_eq!(bots.capability(), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@ estimate is its own result (s~ = s, f~ = f); for any other prompt s_t = f_t = 0 
 s~ = m p~, f~ = m (1 - p~), with p~ = clip(r0 + c (r1 - r0), 0, 1) from its two anchor pass
 rates (r0, r1) and the capability c, estimated from the step's rolled-out groups as
 (mean pass rate - mean r0) / (mean r1 - mean r0 + 1e-6) and smoothed (c <- 0.9 c + 0.1 estimate,
-the first estimate taken as is). Selection: the B prompts whose draw g ~ Beta(alpha, beta)
+the first estimate taken as is). The plug-in needs anchors: without them there is no implicit
+evidence. Selection: the B prompts whose draw g ~ Beta(alpha, beta)
 (Thompson) or posterior mean is closest to the target.
 """
 
@@ -34,14 +35,14 @@ class ReferenceBOTS:
         self.lam, self.rho, self.target = forgetting, implicit_weight, target
         self.a0, self.b0 = prior
         self.m, self.smoothing = pseudo_count, smoothing
-        self.anchors = anchors or [(0.0, 1.0)] * num_prompts
+        self.anchors = anchors  # None: no implicit evidence
         self.alpha = [float(self.a0)] * num_prompts
         self.beta = [float(self.b0)] * num_prompts
         self.capability = None
 
     def observe(self, ids, n_correct, n_rollouts):
         groups = {int(i): (int(c), int(n)) for i, c, n in zip(ids, n_correct, n_rollouts)}
-        if groups:
+        if groups and self.anchors is not None:
             rates = [c / n for c, n in groups.values()]
             r0 = sum(self.anchors[i][0] for i in groups) / len(groups)
             r1 = sum(self.anchors[i][1] for i in groups) / len(groups)

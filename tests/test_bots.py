@@ -29,6 +29,7 @@ def random_steps(seed: int, steps: int, k_choices=(8,)):
 
 CASES = {
     "defaults": ({}, {}),
+    "population anchors": (dict(anchors="population"), dict(anchors=[(0.0, 1.0)] * N)),
     "anchors": (
         dict(forgetting=0.2, implicit_weight=0.4, smoothing=0.7),
         dict(forgetting=0.2, implicit_weight=0.4, smoothing=0.7),
@@ -44,10 +45,12 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_beliefs_follow_the_reference(case):
-    ours_kw, ref_kw = CASES[case]
-    anchors = np.random.default_rng(3).uniform(size=(N, 2)) if case == "anchors" else None
-    policy = BOTS(N, anchors=anchors, **ours_kw)
-    ref = ReferenceBOTS(N, anchors=None if anchors is None else [tuple(r) for r in anchors], **ref_kw)
+    ours_kw, ref_kw = dict(CASES[case][0]), dict(CASES[case][1])
+    if case == "anchors":
+        anchors = np.random.default_rng(3).uniform(size=(N, 2))
+        ours_kw["anchors"], ref_kw["anchors"] = anchors, [tuple(r) for r in anchors]
+    policy = BOTS(N, **ours_kw)
+    ref = ReferenceBOTS(N, **ref_kw)
     k_choices = (4, 8, 16) if case == "fixed m, varied k" else (8,)
     for ids, c, n in random_steps(list(CASES).index(case), 40, k_choices):
         policy.observe(ids, c, n)
@@ -122,6 +125,7 @@ def test_bad_options_are_refused():
         (dict(anchors=np.zeros((N, 3))), "shape"),
         (dict(anchors=np.full((N, 2), 1.5)), r"\[0, 1\]"),
         (dict(anchors=np.full((N, 2), np.nan)), "finite"),
+        (dict(anchors="reference"), "population"),
     ]:
         with pytest.raises(ValueError, match=message):
             BOTS(N, **kw)
@@ -149,7 +153,8 @@ def test_bots_beats_uniform_and_informative_anchors_help():
     """Success rates from Beta(0.5, 0.5) (most prompts nearly always or never solved): BOTS at
     the paper's defaults beats uniform sampling; with anchors that carry each prompt's rate
     (r0 = 0, r1 = its true rate: the plug-in then needs only the capability c = 1) it beats it
-    by far more, as implicit evidence is meant to."""
+    by far more, as implicit evidence is meant to; the population guess (anchors (0, 1) for
+    every prompt) does worse than no implicit evidence."""
     p = np.random.default_rng(2).beta(0.5, 0.5, 400)
 
     def mean_ratio(name, **options):
@@ -163,5 +168,7 @@ def test_bots_beats_uniform_and_informative_anchors_help():
 
     uniform, bots = mean_ratio("uniform"), mean_ratio("bots")
     anchored = mean_ratio("bots", anchors=np.stack([np.zeros(400), p], axis=1))
-    assert bots > uniform + 0.03, (uniform, bots)
+    population = mean_ratio("bots", anchors="population")
+    assert bots > uniform + 0.05, (uniform, bots)
     assert anchored > bots + 0.1, (bots, anchored)
+    assert population < bots, (population, bots)

@@ -30,7 +30,7 @@ FACTORIES = {
     "bots-anchors": lambda seed=0: BOTS(
         num_prompts=N, forgetting=0.2, implicit_weight=0.3, anchors=np.random.default_rng(1).uniform(size=(N, 2)), seed=seed
     ),
-    "bots-pool": lambda seed=0: BOTS(num_prompts=N, candidate_ratio=2.5, pseudo_count=16, seed=seed),
+    "bots-pool": lambda seed=0: BOTS(num_prompts=N, candidate_ratio=2.5, pseudo_count=16, anchors="population", seed=seed),
     "bots-mean": lambda seed=0: BOTS(num_prompts=N, thompson=False, seed=seed),
     "ds": lambda seed=0: DynamicSampling(num_prompts=N, seed=seed, max_rounds=3),
     "ds-dps": lambda seed=0: DynamicSampling(DPS(num_prompts=N, seed=seed), lo=0.1, hi=0.9, max_rounds=2),

@@ -505,9 +505,14 @@ class MoPPS(BetaPredictive, PooledPolicy):
 
 
 def anchor_array(anchors: Any, num_prompts: int) -> np.ndarray | None:
-    """BOTS's anchors as a contiguous (num_prompts, 2) float64 array (values checked by the core)."""
+    """BOTS's anchors as a contiguous (num_prompts, 2) float64 array (values checked by the core);
+    "population" gives every prompt (0, 1)."""
     if anchors is None:
         return None
+    if isinstance(anchors, str):
+        if anchors != "population":
+            raise ValueError(f"anchors must be an array of shape (num_prompts, 2), None or 'population', not {anchors!r}")
+        return np.tile(np.array([0.0, 1.0]), (num_prompts, 1))
     array = np.asarray(anchors)
     if array.dtype.kind not in "iuf":
         raise TypeError(f"anchors must hold numbers, got dtype {array.dtype}")
@@ -530,8 +535,10 @@ class BOTS(BetaPredictive, PooledPolicy):
     (`implicit_weight` = rho, `pseudo_count` = m, default the step's mean group size). r0, r1
     are the prompt's `anchors` (two reference models' pass rates, shape (num_prompts, 2)); c,
     the model's place between them, is estimated from the rolled-out groups and smoothed
-    (`smoothing`). Without anchors every prompt has (0, 1): p~ is the smoothed pass rate of the
-    rolled-out groups. `thompson=False` ranks by the posterior mean instead of a draw.
+    (`smoothing`). Without anchors there is no implicit evidence; `anchors="population"` gives
+    every prompt (0, 1), making p~ the smoothed pass rate of the rolled-out groups (measured
+    worse than none on real logs: docs/method.md). `thompson=False` ranks by the posterior mean
+    instead of a draw.
     Defaults: the released example's (Trinity-RFT examples/bots/bots.yaml: lamb 0.1, rho 0.1,
     target_reward 0.5, tau 0 (top-k), do_sample true; estimator: a0 = b0 = 1, smoothing 0.9).
     """
@@ -561,6 +568,7 @@ class BOTS(BetaPredictive, PooledPolicy):
         self.prior_a, self.prior_b, self.target = float(prior_a), float(prior_b), float(target)
         self.pseudo_count = None if pseudo_count is None else float(pseudo_count)
         self.smoothing, self.thompson = float(smoothing), bool(thompson)
+        self._anchor_option = anchors if anchors is None or isinstance(anchors, str) else "array"
         self._anchors = anchor_array(anchors, num_prompts)
         self.candidate_ratio = check_candidate_ratio(candidate_ratio)
         self.seed = check_seed(seed)
@@ -584,7 +592,9 @@ class BOTS(BetaPredictive, PooledPolicy):
         return None if self._anchors is None else self._anchors.copy()
 
     def config(self) -> dict[str, Any]:
-        digest = None if self._anchors is None else "sha256:" + hashlib.sha256(self._anchors.tobytes()).hexdigest()[:16]
+        digest = self._anchor_option  # None, "population", or a fingerprint of the array
+        if self._anchors is not None and digest == "array":
+            digest = "sha256:" + hashlib.sha256(self._anchors.tobytes()).hexdigest()[:16]
         return {
             "forgetting": self.forgetting,
             "implicit_weight": self.implicit_weight,
