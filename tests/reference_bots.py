@@ -41,7 +41,7 @@ class ReferenceBOTS:
         self.capability = None
 
     def observe(self, ids, n_correct, n_rollouts):
-        groups = {int(i): (int(c), int(n)) for i, c, n in zip(ids, n_correct, n_rollouts)}
+        groups = {int(i): (int(c), int(n)) for i, c, n in zip(ids, n_correct, n_rollouts, strict=True)}
         if groups and self.anchors is not None:
             rates = [c / n for c, n in groups.values()]
             r0 = sum(self.anchors[i][0] for i in groups) / len(groups)
@@ -77,7 +77,7 @@ class ReferenceBOTS:
         return order[:batch_size]
 
     def select_thompson(self, batch_size, rng: random.Random):
-        draws = [rng.betavariate(a, b) for a, b in zip(self.alpha, self.beta)]
+        draws = [rng.betavariate(a, b) for a, b in zip(self.alpha, self.beta, strict=True)]
         order = sorted(range(len(draws)), key=lambda k: abs(draws[k] - self.target))
         return order[:batch_size]
 

@@ -8,11 +8,11 @@ import random
 
 import numpy as np
 import pytest
-from reference_bots import ReferenceBOTS
-from sampling_stats import chi2_pvalue
 
 from dps import BOTS, run_step
 from dps.policies.registry import make_policy
+from reference_bots import ReferenceBOTS
+from sampling_stats import chi2_pvalue
 
 N = 30
 
@@ -35,7 +35,10 @@ CASES = {
         dict(forgetting=0.2, implicit_weight=0.4, smoothing=0.7),
     ),
     "fixed m, varied k": (dict(pseudo_count=16.0, forgetting=0.05), dict(pseudo_count=16.0, forgetting=0.05)),
-    "no forgetting, no implicit": (dict(forgetting=0.0, implicit_weight=0.0), dict(forgetting=0.0, implicit_weight=0.0)),
+    "no forgetting, no implicit": (
+        dict(forgetting=0.0, implicit_weight=0.0),
+        dict(forgetting=0.0, implicit_weight=0.0),
+    ),
     "prior and full forgetting": (
         dict(prior_a=2.0, prior_b=0.5, forgetting=1.0),
         dict(prior=(2.0, 0.5), forgetting=1.0),
@@ -104,7 +107,7 @@ def test_prediction_is_the_beta_binomial_predictive():
     ids = np.arange(N)
     k = np.resize(np.array([1, 4, 8, 16]), N)
     ours = policy.predicted_states(ids, k)
-    want = np.array([ref.state_probs(int(i), int(kk)) for i, kk in zip(ids, k)])
+    want = np.array([ref.state_probs(int(i), int(kk)) for i, kk in zip(ids, k, strict=True)])
     np.testing.assert_allclose(ours, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(policy.predicted_states(ids[:3], 8), policy.predicted_states(ids[:3], [8, 8, 8]))
     with pytest.raises(TypeError, match="n_rollouts is needed"):

@@ -92,11 +92,13 @@ def test_the_leaderboard_holds_every_builtin_and_the_decay_grids():
 
 
 def test_batch_is_read_from_the_training_rows():
-    groups = pl.DataFrame({
-        "step": [0] * 10 + [1, 1, 1, 2, 2, 2],
-        "prompt_id": list(range(10)) + [0, 1, 2, 3, 4, 5],
-        "kind": ["sweep"] * 10 + ["train"] * 6,
-    })
+    groups = pl.DataFrame(
+        {
+            "step": [0] * 10 + [1, 1, 1, 2, 2, 2],
+            "prompt_id": list(range(10)) + [0, 1, 2, 3, 4, 5],
+            "kind": ["sweep"] * 10 + ["train"] * 6,
+        }
+    )
     assert log_batch_size(groups, 10) == 3
     with pytest.raises(ValueError, match="give --batch"):
         log_batch_size(groups.filter(pl.col("kind") == "sweep"), 10)
@@ -105,7 +107,9 @@ def test_batch_is_read_from_the_training_rows():
 def string_id_copy(tmp_path: Path) -> Path:
     """The shared SmolLM2 log with its prompts named by strings, as a DS-style log names them."""
     log = pl.read_parquet(SHARED_LOG)
-    named = log.with_columns(pl.format("arith-q{}", pl.col("prompt_id").cast(pl.Utf8).str.zfill(4)).alias("uid")).drop("prompt_id")
+    named = log.with_columns(pl.format("arith-q{}", pl.col("prompt_id").cast(pl.Utf8).str.zfill(4)).alias("uid")).drop(
+        "prompt_id"
+    )
     path = tmp_path / "strings.parquet"
     named.write_parquet(path)
     return path
@@ -115,7 +119,21 @@ def string_id_copy(tmp_path: Path) -> Path:
 def test_leaderboard_on_a_real_log_with_string_ids(tmp_path, capsys):
     log = string_id_copy(tmp_path)
     out = tmp_path / "board"
-    code = main(["leaderboard", str(log), "--out", str(out), "--column", "prompt_id=uid", "--steps", "30", "--seeds", "2", "--quiet"])
+    code = main(
+        [
+            "leaderboard",
+            str(log),
+            "--out",
+            str(out),
+            "--column",
+            "prompt_id=uid",
+            "--steps",
+            "30",
+            "--seeds",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 0
     table = pl.read_csv(out / "leaderboard.csv")
     assert table.height >= 8 and table["seeds"].to_list() == [2] * table.height
@@ -134,7 +152,9 @@ def test_leaderboard_errors_are_one_line(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]) == 2
     assert "no such log" in capsys.readouterr().err
     dense = tmp_path / "dense.parquet"
-    pl.DataFrame({"step": [0, 0, 1, 1], "prompt_id": [0, 1, 0, 1], "n_rollouts": [8] * 4, "n_correct": [1, 8, 3, 0]}).write_parquet(dense)
+    pl.DataFrame(
+        {"step": [0, 0, 1, 1], "prompt_id": [0, 1, 0, 1], "n_rollouts": [8] * 4, "n_correct": [1, 8, 3, 0]}
+    ).write_parquet(dense)
     assert main(["leaderboard", str(dense), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "give --batch" in err and err.count("\n") == 1

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -511,7 +512,7 @@ def anchor_array(anchors: Any, num_prompts: int) -> np.ndarray | None:
         return None
     if isinstance(anchors, str):
         if anchors != "population":
-            raise ValueError(f"anchors must be an array of shape (num_prompts, 2), None or 'population', not {anchors!r}")
+            raise ValueError(f"anchors must be a (num_prompts, 2) array, None or 'population', not {anchors!r}")
         return np.tile(np.array([0.0, 1.0]), (num_prompts, 1))
     array = np.asarray(anchors)
     if array.dtype.kind not in "iuf":
@@ -628,7 +629,8 @@ class BOTS(BetaPredictive, PooledPolicy):
         c = state["capability"]
         if isinstance(c, np.ndarray) and c.shape == ():
             c = c.item()
-        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not math.isfinite(c)):
+        number = isinstance(c, (int, float, np.floating)) and not isinstance(c, bool)
+        if c is not None and not (number and math.isfinite(c)):
             raise ValueError(f"state['capability'] must be a finite number, or None before the first step; got {c!r}")
         self._core.load_state(
             state_int(state, "step"),

@@ -98,7 +98,7 @@ def register_leaderboard(sub: Any) -> None:
     p.add_argument("--seeds", type=_count, default=3, help="replay seeds 0..N-1 (default 3)")
     p.add_argument("--steps", type=_count, default=None, help="steps to replay (default: the log's horizon)")
     p.add_argument("--workers", type=_count, default=1, help="processes (default 1)")
-    p.add_argument("--reports", action="store_true", help="also write each log's full replay report into DIR/<log name>/")
+    p.add_argument("--reports", action="store_true", help="also write each log's replay report into DIR/<log name>/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_log_options(p)

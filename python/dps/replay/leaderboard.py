@@ -88,8 +88,8 @@ def log_batch_size(groups: pl.DataFrame, num_prompts: int) -> int:
     batch = int(np.median(per_step))
     if batch >= num_prompts:
         raise ValueError(
-            f"the log's steps hold {batch} groups for its {num_prompts} prompts (a dense log: every prompt every step), "
-            "so its batch size cannot be read from it; give --batch"
+            f"the log's steps hold {batch} groups for its {num_prompts} prompts (a dense log: every prompt every "
+            "step), so its batch size cannot be read from it; give --batch"
         )
     return batch
 
@@ -124,8 +124,19 @@ def rank_table(summary: pl.DataFrame, log: str) -> pl.DataFrame:
     table = table.with_columns(pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
     table = table.sort("rollouts_per_effective", "_o").drop("_o")
     return table.with_columns(pl.int_range(1, table.height + 1).alias("rank"), pl.lit(log).alias("log")).select(
-        "log", "rank", "policy", "type", "seeds", "effective_ratio", "effective_ratio_std", "rollouts_per_effective",
-        "rollouts_per_effective_std", "prompts_used", "brier", "ece", "rollouts",
+        "log",
+        "rank",
+        "policy",
+        "type",
+        "seeds",
+        "effective_ratio",
+        "effective_ratio_std",
+        "rollouts_per_effective",
+        "rollouts_per_effective_std",
+        "prompts_used",
+        "brier",
+        "ece",
+        "rollouts",
     )
 
 
@@ -188,7 +199,11 @@ def _missing(v: Any) -> bool:
 
 
 def _best(table: pl.DataFrame, column: str, direction: int) -> float | None:
-    values = [v for p, t, v in zip(table["policy"], table["type"], table[column]) if t not in BOUNDS and not _missing(v)]
+    values = [
+        v
+        for p, t, v in zip(table["policy"], table["type"], table[column], strict=True)
+        if t not in BOUNDS and not _missing(v)
+    ]
     if not values or direction == 0:
         return None
     return max(values) if direction > 0 else min(values)
@@ -286,17 +301,21 @@ def plot_ranking(boards: list[Board], path: Path) -> Path:
 
     rows = max(b.table.height for b in boards)
     fig, axes = plt.subplots(1, len(boards), figsize=(6.5 * len(boards), 0.38 * rows + 1.6), squeeze=False)
-    for ax, board in zip(axes[0], boards):
+    for ax, board in zip(axes[0], boards, strict=True):
         t = board.table
         y = np.arange(t.height)[::-1]
         value = t["rollouts_per_effective"].to_numpy()
         spread = np.nan_to_num(t["rollouts_per_effective_std"].to_numpy())
         colors = ["#bbbbbb" if ty in BOUNDS else ("#1f77b4" if ty in PREDICTIVE else "#ff7f0e") for ty in t["type"]]
         ax.barh(y, value, xerr=spread, color=colors, alpha=0.85)
-        labels = [f"{p}  ({e:.2f})" for p, e in zip(t["policy"], t["effective_ratio"])]
+        labels = [f"{p}  ({e:.2f})" for p, e in zip(t["policy"], t["effective_ratio"], strict=True)]
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel("rollouts per effective prompt (lower is better)")
-        ax.set_title(f"{short_name(board.log)}, B = {board.batch_size}\n(effective ratio in brackets; blue: predictive, grey: bound)", fontsize=9)
+        ax.set_title(
+            f"{short_name(board.log)}, B = {board.batch_size}\n"
+            "(effective ratio in brackets; blue: predictive, grey: bound)",
+            fontsize=9,
+        )
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -321,6 +340,8 @@ def leaderboard_command(args: Any) -> int:
             write_report(board.sweep, out / Path(board.log).name.split(".")[0], plots=not args.no_plots)
     for board in boards:
         print("\n".join(describe(board)) + "\n\n" + markdown(board) + "\n")
-    print(f"{sum(len(b.sweep.summary) for b in boards)} replays in {time.perf_counter() - t0:.1f} s; "
-          f"leaderboard in {out}/ ({', '.join(sorted(p.name for p in paths.values()))})")
+    print(
+        f"{sum(len(b.sweep.summary) for b in boards)} replays in {time.perf_counter() - t0:.1f} s; "
+        f"leaderboard in {out}/ ({', '.join(sorted(p.name for p in paths.values()))})"
+    )
     return 0

@@ -323,7 +323,11 @@ def reliability_table(bins: pl.DataFrame) -> pl.DataFrame:
 
     order = {p: i for i, p in enumerate(dict.fromkeys(bins["policy"].to_list()))}
     agg = bins.group_by("policy", "bin").agg(
-        pl.col("lo").first(), pl.col("hi").first(), pl.col("count").sum(), pl.col("sum_pred").sum(), pl.col("sum_obs").sum()
+        pl.col("lo").first(),
+        pl.col("hi").first(),
+        pl.col("count").sum(),
+        pl.col("sum_pred").sum(),
+        pl.col("sum_obs").sum(),
     )
     agg = agg.with_columns(
         (pl.col("sum_pred") / pl.col("count")).alias("mean_predicted"),

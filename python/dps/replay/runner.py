@@ -52,7 +52,8 @@ def predicted_states(predictor: Any, ids: np.ndarray, n_rollouts: np.ndarray) ->
         probs = predictor.predicted_state_probs(ids)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (len(ids), 3):
-        raise ValueError(f"{type(predictor).__name__}'s prediction has shape {probs.shape} for {len(ids)} groups, expected ({len(ids)}, 3)")
+        name = type(predictor).__name__
+        raise ValueError(f"{name}'s prediction has shape {probs.shape} for {len(ids)} groups, expected ({len(ids)}, 3)")
     return probs
 
 
@@ -102,7 +103,8 @@ class Instrumented(Policy):
 
     def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
         if self.predictor is not None:  # before admit and observe: the state the selection saw
-            self.predicted.append(predicted_states(self.predictor, np.asarray(prompt_ids, np.int64), np.asarray(n_rollouts, np.int64)))
+            ids, sizes = np.asarray(prompt_ids, np.int64), np.asarray(n_rollouts, np.int64)
+            self.predicted.append(predicted_states(self.predictor, ids, sizes))
         t = time.perf_counter()
         keep = self.inner.admit(prompt_ids, n_correct, n_rollouts)
         self.policy_time += time.perf_counter() - t

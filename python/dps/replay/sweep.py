@@ -155,7 +155,8 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     if record:
         logs = {(r["policy"], r["seed"]): pl.DataFrame(r["groups"]) for r in results}
     reliability = reliability_frame(results)
-    return SweepResult(scenario, world.describe(), summary, steps_df, time.perf_counter() - t0, logs, calibration, reliability)
+    wall = time.perf_counter() - t0
+    return SweepResult(scenario, world.describe(), summary, steps_df, wall, logs, calibration, reliability)
 
 
 def reliability_frame(results: list[dict[str, Any]]) -> pl.DataFrame | None:
