@@ -108,7 +108,7 @@ def register_leaderboard(sub: Any) -> None:
 def _leaderboard(args: argparse.Namespace) -> int:
     from dps.replay.leaderboard import leaderboard_command
 
-    return leaderboard_command(args)
+    return leaderboard_command(args, world_settings_from_args(args))
 
 
 def add_log_options(p: argparse.ArgumentParser) -> None:

@@ -323,13 +323,11 @@ def plot_ranking(boards: list[Board], path: Path) -> Path:
     return path
 
 
-def leaderboard_command(args: Any) -> int:
-    """`dps leaderboard LOG... --out DIR` (registered in dps.cli)."""
-    from dps.replay.cli import world_settings_from_args
+def leaderboard_command(args: Any, settings: dict[str, Any]) -> int:
+    """`dps leaderboard LOG... --out DIR` (registered in dps.replay.cli); `settings`: how to read the logs."""
     from dps.replay.report import write_report
 
     t0 = time.perf_counter()
-    settings = world_settings_from_args(args)
     seeds = tuple(range(args.seeds))
     boards = run_leaderboard(args.logs, settings, args.batch, seeds, args.steps, args.workers, not args.quiet)
     out = Path(args.out)
