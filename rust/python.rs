@@ -72,7 +72,9 @@ fn pending_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i64>>
 fn checked_ids<'a>(prompt_ids: &'a PyReadonlyArray1<'_, i64>, n: usize) -> PyResult<&'a [i64]> {
     let ids = prompt_ids.as_slice()?;
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as u64 >= n as u64) {
-        return Err(PyValueError::new_err(format!("prompt id {bad} is outside [0, {n})")));
+        return Err(PyValueError::new_err(format!(
+            "prompt id {bad} is outside [0, {n})"
+        )));
     }
     Ok(ids)
 }
@@ -81,7 +83,9 @@ fn checked_ids<'a>(prompt_ids: &'a PyReadonlyArray1<'_, i64>, n: usize) -> PyRes
 fn states_array<'py>(py: Python<'py>, rows: Vec<[f64; 3]>) -> Bound<'py, PyArray2<f64>> {
     let n = rows.len();
     let flat: Vec<f64> = rows.into_iter().flatten().collect();
-    Array2::from_shape_vec((n, 3), flat).expect("three values per prompt").into_pyarray(py)
+    Array2::from_shape_vec((n, 3), flat)
+        .expect("three values per prompt")
+        .into_pyarray(py)
 }
 
 /// Predicted states of the given prompts for groups of the given sizes (one per prompt).
@@ -102,9 +106,16 @@ fn group_predictions<'py>(
         )));
     }
     if let Some(bad) = k.iter().find(|&&x| x < 0 || x > u32::MAX as i64) {
-        return Err(PyValueError::new_err(format!("n_rollouts holds {bad}, outside [0, 2^32)")));
+        return Err(PyValueError::new_err(format!(
+            "n_rollouts holds {bad}, outside [0, 2^32)"
+        )));
     }
-    let rows = py.detach(|| ids.iter().zip(k).map(|(&i, &k)| predict(i as u32, k as u32)).collect());
+    let rows = py.detach(|| {
+        ids.iter()
+            .zip(k)
+            .map(|(&i, &k)| predict(i as u32, k as u32))
+            .collect()
+    });
     Ok(states_array(py, rows))
 }
 
@@ -497,10 +508,15 @@ struct PyBots {
 }
 
 fn anchor_rows(anchors: Option<PyReadonlyArray2<'_, f64>>) -> PyResult<Vec<[f64; 2]>> {
-    let Some(anchors) = anchors else { return Ok(Vec::new()) };
+    let Some(anchors) = anchors else {
+        return Ok(Vec::new());
+    };
     let view = anchors.as_array();
     if view.ncols() != 2 {
-        return Err(PyValueError::new_err(format!("anchors must have shape (num_prompts, 2), got {:?}", view.shape())));
+        return Err(PyValueError::new_err(format!(
+            "anchors must have shape (num_prompts, 2), got {:?}",
+            view.shape()
+        )));
     }
     Ok(view.rows().into_iter().map(|r| [r[0], r[1]]).collect())
 }
