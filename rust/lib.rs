@@ -9,6 +9,7 @@ pub mod error;
 pub mod gate;
 pub mod greso;
 pub mod history;
+pub mod logworld;
 pub mod messages;
 pub mod mopps;
 pub mod observe;

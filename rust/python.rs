@@ -2,10 +2,7 @@
 //! Argument types and dtypes are checked by the Python layer (python/dps/policies/builtin.py);
 //! values are checked here, by the core.
 
-use numpy::{
-    ndarray::Array2, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2,
-    PyReadwriteArray2,
-};
+use numpy::{ndarray::Array2, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -616,57 +613,273 @@ fn top_k<'py>(
     Ok(ids_array(py, ids))
 }
 
-/// The log world's forward (or backward) messages, written into `out`: float32, or float16
-/// passed as its uint16 bits (see rust/messages.rs).
-#[pyfunction]
-#[pyo3(signature = (step, offsets, emission, emission_index, prior, prior_start, prior_scale, rate, forward, floor, out))]
-#[allow(clippy::too_many_arguments)]
-fn log_messages(
+/// A rollout log's groups sorted by (prompt, step), with the log world's model over them
+/// (rust/logworld.rs; python/dps/replay/logworld.py, `RowLog`).
+#[pyclass(module = "dps._core", name = "LogRows")]
+struct PyLogRows {
+    inner: crate::logworld::LogRows,
+}
+
+fn i64_array<'py>(py: Python<'py>, v: &[i64]) -> Bound<'py, PyArray1<i64>> {
+    PyArray1::from_slice(py, v)
+}
+
+/// An (n, len / n) array of `v` (n rows of a grid).
+fn rows_array<T: numpy::Element>(
     py: Python<'_>,
-    step: PyReadonlyArray1<'_, i64>,
-    offsets: PyReadonlyArray1<'_, i64>,
-    emission: PyReadonlyArray2<'_, f32>,
-    emission_index: PyReadonlyArray1<'_, i64>,
-    prior: PyReadonlyArray2<'_, f64>,
-    prior_start: f64,
-    prior_scale: f64,
-    rate: f64,
-    forward: bool,
-    floor: f32,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    use crate::messages::{pass, PriorTable, Rows, Switching};
-    let grid = emission.as_array().ncols();
-    if prior.as_array().ncols() != grid {
-        return Err(PyValueError::new_err("emission and prior grids differ"));
+    v: Vec<T>,
+    n: usize,
+) -> PyResult<Bound<'_, PyArray2<T>>> {
+    let grid = v.len().checked_div(n).unwrap_or(0);
+    let a =
+        Array2::from_shape_vec((n, grid), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(a.into_pyarray(py))
+}
+
+type Ids<'py> = Bound<'py, PyArray1<i64>>;
+
+#[pymethods]
+impl PyLogRows {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        step: PyReadonlyArray1<'_, i64>,
+        prompt_id: PyReadonlyArray1<'_, i64>,
+        n_correct: PyReadonlyArray1<'_, i64>,
+        n_rollouts: PyReadonlyArray1<'_, i64>,
+        origin: i64,
+    ) -> PyResult<Self> {
+        let (s, p, c, n) = (
+            step.as_slice()?,
+            prompt_id.as_slice()?,
+            n_correct.as_slice()?,
+            n_rollouts.as_slice()?,
+        );
+        let inner = py.detach(|| crate::logworld::LogRows::new(s, p, c, n, origin))?;
+        Ok(PyLogRows { inner })
     }
-    let rows = Rows {
-        step: step.as_slice()?,
-        offsets: offsets.as_slice()?,
-        emission: emission.as_slice()?,
-        emission_index: emission_index.as_slice()?,
-    };
-    let dynamics = Switching {
-        rate,
-        prior: PriorTable {
-            start: prior_start,
-            scale: prior_scale,
-            dense: prior.as_slice()?,
-        },
-    };
-    if let Ok(mut o) = out.extract::<PyReadwriteArray2<'_, f32>>() {
-        let o = o.as_slice_mut()?;
-        return Ok(py.detach(|| pass(&rows, &dynamics, grid, forward, floor, o))?);
+
+    #[getter]
+    fn rows(&self) -> usize {
+        self.inner.rows()
     }
-    let mut o = out.extract::<PyReadwriteArray2<'_, u16>>().map_err(|_| {
-        PyValueError::new_err(
-            "out must be a C-contiguous float32 or uint16 (float16 bits) 2-d array",
-        )
-    })?;
-    let bits = o.as_slice_mut()?;
-    use half::slice::HalfBitsSliceExt;
-    let o: &mut [half::f16] = bits.reinterpret_cast_mut();
-    Ok(py.detach(|| pass(&rows, &dynamics, grid, forward, floor, o))?)
+
+    /// Write the rows and, when built, the model and its kept messages to `path`.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.save(&path))?)
+    }
+
+    /// A log written by `save`.
+    #[staticmethod]
+    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| crate::logworld::LogRows::load(&path))?;
+        Ok(PyLogRows { inner })
+    }
+
+    #[getter]
+    fn message_bytes(&self) -> usize {
+        self.inner.message_bytes()
+    }
+
+    /// Steps relative to the first, in row order.
+    fn steps<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        i64_array(py, self.inner.steps())
+    }
+
+    fn offsets<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        i64_array(py, self.inner.offsets())
+    }
+
+    /// The distinct (n_rollouts, n_correct), ascending, as an (m, 2) array.
+    fn pairs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let flat: Vec<i64> = self
+            .inner
+            .pairs()
+            .iter()
+            .flat_map(|&(n, c)| [n, c])
+            .collect();
+        let a = Array2::from_shape_vec((self.inner.pairs().len(), 2), flat)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// Each row's index into `pairs`.
+    fn pair_index<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
+        PyArray1::from_slice(py, self.inner.pair_index())
+    }
+
+    /// (relative step, prompt id, n_rollouts, n_correct) of each of `rows`.
+    fn row_info<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<(Ids<'py>, Ids<'py>, Ids<'py>, Ids<'py>)> {
+        let (s, p, n, c) = self.inner.row_info(rows.as_slice()?)?;
+        Ok((
+            s.into_pyarray(py),
+            p.into_pyarray(py),
+            n.into_pyarray(py),
+            c.into_pyarray(py),
+        ))
+    }
+
+    fn subset(&self, py: Python<'_>, prompts: PyReadonlyArray1<'_, i64>) -> PyResult<Self> {
+        let p = prompts.as_slice()?;
+        let inner = py.detach(|| self.inner.subset(p))?;
+        Ok(PyLogRows { inner })
+    }
+
+    #[pyo3(signature = (emission, prior, prior_start, prior_scale, rate, floor, p_grid, float16, every))]
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &mut self,
+        py: Python<'_>,
+        emission: PyReadonlyArray2<'_, f32>,
+        prior: PyReadonlyArray2<'_, f64>,
+        prior_start: f64,
+        prior_scale: f64,
+        rate: f64,
+        floor: f32,
+        p_grid: PyReadonlyArray1<'_, f64>,
+        float16: bool,
+        every: usize,
+    ) -> PyResult<()> {
+        let grid = p_grid.len()?;
+        if emission.as_array().ncols() != grid || prior.as_array().ncols() != grid {
+            return Err(PyValueError::new_err(
+                "the emission, prior and p grids differ in size",
+            ));
+        }
+        let (e, pr, g) = (
+            emission.as_array().iter().copied().collect(),
+            prior.as_array().iter().copied().collect(),
+            p_grid.as_array().to_vec(),
+        );
+        let inner = &mut self.inner;
+        Ok(py.detach(|| {
+            inner.build(
+                e,
+                pr,
+                prior_start,
+                prior_scale,
+                rate,
+                floor,
+                g,
+                float16,
+                every,
+            )
+        })?)
+    }
+
+    /// Every row's stored forward (or backward) message, rows x grid.
+    fn messages<'py>(&self, py: Python<'py>, forward: bool) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let v = py.detach(|| self.inner.messages(forward))?;
+        rows_array(py, v, self.inner.rows())
+    }
+
+    fn posterior<'py>(
+        &self,
+        py: Python<'py>,
+        t: PyReadonlyArray1<'_, i64>,
+        ids: PyReadonlyArray1<'_, i64>,
+        include_cell: bool,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let (t, ids) = (t.as_slice()?, ids.as_slice()?);
+        let v = py.detach(|| self.inner.posterior(t, ids, include_cell))?;
+        rows_array(py, v, ids.len())
+    }
+
+    fn held_out_posterior<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let rows = rows.as_slice()?;
+        let v = py.detach(|| self.inner.held_out_posterior(rows))?;
+        rows_array(py, v, rows.len())
+    }
+
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        t: i64,
+        ids: PyReadonlyArray1<'_, i64>,
+        seed: u64,
+    ) -> PyResult<(Bound<'py, PyArray1<bool>>, Ids<'py>, Ids<'py>)> {
+        let ids = ids.as_slice()?;
+        let (found, nc, nr) = self.inner.lookup(t, ids, seed);
+        Ok((
+            found.into_pyarray(py),
+            nc.into_pyarray(py),
+            nr.into_pyarray(py),
+        ))
+    }
+
+    fn draw<'py>(
+        &self,
+        py: Python<'py>,
+        t: i64,
+        ids: PyReadonlyArray1<'_, i64>,
+        draw_seed: u64,
+        mean: bool,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let ids = ids.as_slice()?;
+        let v = py.detach(|| self.inner.draw(t, ids, draw_seed, mean))?;
+        Ok(v.into_pyarray(py))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rollout<'py>(
+        &self,
+        py: Python<'py>,
+        t: i64,
+        ids: PyReadonlyArray1<'_, i64>,
+        seed: u64,
+        k: u64,
+        draw_seed: u64,
+        mean: bool,
+    ) -> PyResult<(Ids<'py>, Ids<'py>)> {
+        let ids = ids.as_slice()?;
+        let (nc, nr) = py.detach(|| self.inner.rollout(t, ids, seed, k, draw_seed, mean))?;
+        Ok((nc.into_pyarray(py), nr.into_pyarray(py)))
+    }
+}
+
+/// (len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j) (dps.replay.worlds).
+#[pyfunction]
+fn hashed_uniforms<'py>(
+    py: Python<'py>,
+    seed: u64,
+    step: u64,
+    ids: PyReadonlyArray1<'_, i64>,
+    k: usize,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let ids = ids.as_slice()?;
+    let v: Vec<f64> = ids
+        .iter()
+        .flat_map(|&id| {
+            let dice = crate::logworld::Dice::new(seed, step, id);
+            (1..=k as u64).map(move |j| dice.uniform(j))
+        })
+        .collect();
+    let a = Array2::from_shape_vec((ids.len(), k), v)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(a.into_pyarray(py))
+}
+
+/// Binomial(k, p) per prompt, drawn with the dice of (seed, step, id).
+#[pyfunction]
+fn draw_correct<'py>(
+    py: Python<'py>,
+    seed: u64,
+    step: u64,
+    ids: PyReadonlyArray1<'_, i64>,
+    p: PyReadonlyArray1<'_, f64>,
+    k: u64,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let (ids, p) = (ids.as_slice()?, p.as_slice()?);
+    let v = py.detach(|| crate::logworld::draw_correct(seed, step, ids, p, k))?;
+    Ok(v.into_pyarray(py))
 }
 
 #[pymodule]
@@ -679,7 +892,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBots>()?;
     m.add_function(wrap_pyfunction!(admit_mask, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
-    m.add_function(wrap_pyfunction!(log_messages, m)?)?;
+    m.add_class::<PyLogRows>()?;
+    m.add_function(wrap_pyfunction!(hashed_uniforms, m)?)?;
+    m.add_function(wrap_pyfunction!(draw_correct, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from dps.policies.registry import make_policy
-from dps.replay.logworld import LogEstimator, LogWorld
+from dps.replay.logworld import _DRAW_SALT, LogEstimator, LogWorld
 from dps.replay.runner import replay
 
 SHARED_LOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet"
@@ -200,32 +200,119 @@ def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
     assert any("only the groups a filter kept" in w for w in calibrate(LogWorld(kept)).warnings())
 
 
+def uneven_log(seed: int = 7, prompts: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(step, prompt_id, n_correct, n_rollouts): prompts of 0 to 40 rows, gaps of 0 to 300 steps,
+    repeated cells, two rollout counts, ids with no rows, rows in no particular order."""
+    rng = np.random.default_rng(seed)
+    rows_per_prompt = rng.integers(1, 41, prompts) * (rng.random(prompts) > 0.1)
+    pid = np.repeat(np.arange(prompts), rows_per_prompt)
+    step = rng.integers(0, 3000, len(pid))
+    nr = rng.choice([4, 8], len(pid))
+    nc = rng.binomial(nr, rng.beta(0.5, 0.5, prompts)[pid])
+    order = rng.permutation(len(pid))
+    return step[order], pid[order], nc[order], nr[order]
+
+
 @pytest.mark.parametrize("rate", [0.0, 0.003, 0.2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_rust_message_passes_match_the_numpy_reference(rate: float, dtype: type) -> None:
-    """Uneven prompts (1 to 40 rows, gaps of 0 to 300 steps, repeated cells, two rollout counts,
-    empty ids): both passes agree with the numpy implementation to its storage precision."""
+    """Both passes agree with the numpy implementation to its storage precision, and what queries
+    recompute from the kept checkpoints is bit for bit what keeping every row gives."""
     from reference_logworld import reference_pass
 
     from dps.replay.logworld import PopulationPrior, RowLog, Switching
 
-    rng = np.random.default_rng(7)
-    rows_per_prompt = rng.integers(1, 41, 300) * (rng.random(300) > 0.1)
-    pid = np.repeat(np.arange(300), rows_per_prompt)
-    step = rng.integers(0, 3000, len(pid))
-    nr = rng.choice([4, 8], len(pid))
-    nc = rng.binomial(nr, rng.beta(0.5, 0.5, 300)[pid])
-    prior = PopulationPrior(step, nc, nr)
-    log = RowLog(step, pid, nc, nr, 3000)
+    step, pid, nc, nr = uneven_log()
+    log = RowLog(step, pid, nc, nr)
+    assert np.all(np.diff(log.pid) >= 0) and np.all((np.diff(log.step) >= 0) | (np.diff(log.pid) > 0))
     log.dtype = dtype
-    dyn = Switching(prior, rate)
+    dyn = Switching(PopulationPrior(log.step, log.nc, log.nr), rate)
+    kept = {}
+    for every in (1, 2, 3, 5):
+        log.every = every
+        log.build(dyn)
+        kept[every] = (log.messages(True), log.messages(False))
+        assert log.core.message_bytes == np.dtype(dtype).itemsize * 32 * (log.rows // every + -(-log.rows // every))
     for forward in (True, False):
         want = reference_pass(log, dyn, forward).astype(np.float64)
-        got = log._pass(dyn, forward).astype(np.float64)
-        assert got.dtype == want.dtype and got.shape == want.shape == (len(pid), 32)
+        got = kept[1][0 if forward else 1].astype(np.float64)
+        assert got.shape == want.shape == (len(pid), 32)
         tol = 4e-3 if dtype == np.float16 else 2e-5
         assert np.max(np.abs(got - want)) < tol, (forward, np.max(np.abs(got - want)))
         assert np.all(got.max(axis=1) == 1.0)
+    for every in (2, 3, 5):
+        assert np.array_equal(kept[every][0], kept[1][0]) and np.array_equal(kept[every][1], kept[1][1]), every
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.01])
+def test_rust_queries_match_the_numpy_reference(rate: float) -> None:
+    """Posteriors (held out or not), draws and rollouts of the core against the numpy code they
+    replaced, run on the same stored messages: posteriors to 1e-15, outcomes identical."""
+    from reference_logworld import ReferenceQueries
+
+    from dps.replay.logworld import PopulationPrior, RowLog, Switching
+
+    step, pid, nc, nr = uneven_log(seed=3)
+    log = RowLog(step, pid, nc, nr)
+    dyn = Switching(PopulationPrior(log.step, log.nc, log.nr), rate)
+    log.every = 3
+    log.build(dyn)
+    ref = ReferenceQueries(log, dyn)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 320, 4000)  # ids 300.. own no rows
+    t = rng.integers(0, 3100, 4000)  # past the last step too
+    for include_cell in (True, False):
+        assert np.allclose(log.posterior(t, ids, include_cell), ref.posterior(t, ids, include_cell), rtol=0, atol=1e-15)
+    rows = rng.integers(0, log.rows, 500)
+    s, p, n, c = log.row_info(rows)
+    assert np.array_equal(s, log.step[rows]) and np.array_equal(p, log.pid[rows]) and np.array_equal(n, log.nr[rows]) and np.array_equal(c, log.nc[rows])
+    assert np.allclose(log.held_out_posterior(rows), ref.posterior(s, p, include_cell=False), rtol=0, atol=1e-15)
+    for seed in (0, 5):
+        for when in (0, 17, 1500, 2999, 3050):
+            got = log.core.rollout(when, ids, seed, 8, (seed ^ _DRAW_SALT) & (2**64 - 1), False)
+            want = ref.rollout(when, ids, seed, 8)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), (seed, when)
+            assert np.array_equal(log.core.draw(when, ids, seed ^ _DRAW_SALT, False), ref.draw(when, ids, seed))
+    found, c, n = log.lookup(int(log.step[0]), ids, 1)
+    assert found.any() and np.all(n[found] > 0) and np.all(n[~found] == 0)
+
+
+def test_hashed_uniforms_are_the_numpy_ones_bit_for_bit() -> None:
+    from reference_logworld import draw_correct as ref_draw
+    from reference_logworld import hashed_uniforms as ref_uniforms
+
+    from dps.replay.worlds import draw_correct, hashed_uniforms
+
+    ids = np.array([0, 1, 7, 2**40, -3, 999_999])
+    for seed, step in ((0, 0), (12345, 77), (2**63 + 5, 2**33)):
+        assert np.array_equal(hashed_uniforms(seed, step, ids, 8), ref_uniforms(seed, step, ids, 8))
+    p = np.linspace(0.0, 1.0, len(ids))
+    assert np.array_equal(draw_correct(3, 4, ids, p, 16), ref_draw(3, 4, ids, p, 16))
+    assert draw_correct(3, 4, np.zeros(0, np.int64), np.zeros(0), 8).shape == (0,)
+
+
+def test_a_built_world_saves_and_loads_back(tmp_path: Path) -> None:
+    log, _ = stationary_log(prompts=3000, steps=60, batch=200)
+    world = LogWorld(log, LogEstimator(switch_rate=0.01), num_prompts=3100)
+    loaded = LogWorld.load(world.save(tmp_path / "w"))
+    ids = np.arange(3100)
+    for step in (0, 31, 59):
+        assert all(np.array_equal(a, b) for a, b in zip(world.rollout(step, ids, 4), loaded.rollout(step, ids, 4)))
+    assert loaded.describe() == world.describe() and loaded.switch_rate == 0.01
+    (tmp_path / "w" / "rows.bin").write_bytes(b"DPSLOGW1" + b"\x00" * 5)
+    with pytest.raises(ValueError, match="rows.bin"):
+        LogWorld.load(tmp_path / "w")
+
+
+def test_bad_groups_are_refused_with_a_clear_error() -> None:
+    good = small_log()
+    for column, value, match in (("prompt_id", -1, "prompt ids must be >= 0"), ("n_correct", 9, "n_correct <= n_rollouts"), ("n_rollouts", 0, "n_rollouts >= 1")):
+        bad = good.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(value).otherwise(pl.col(column)).alias(column))
+        with pytest.raises(ValueError, match=match):
+            LogWorld(bad, num_prompts=3)
+    world = LogWorld(good, num_prompts=3)
+    with pytest.raises(ValueError, match="seeds must be >= 0"):
+        world.rollout(0, np.array([0]), seed=-1)
 
 
 def selective_log(world_seed: int, n: int = 2000, steps: int = 150, batch: int = 32) -> tuple[pl.DataFrame, float]:

@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension `dps._core` (hand-written; checked by mypy's stubtest)."""
 
+import os
 from typing import ClassVar, final
 
 import numpy as np
@@ -14,7 +15,9 @@ __all__ = [
     "BotsCore",
     "admit_mask",
     "top_k",
-    "log_messages",
+    "LogRows",
+    "hashed_uniforms",
+    "draw_correct",
     "__version__",
 ]
 
@@ -191,16 +194,48 @@ def admit_mask(
     n_correct: _Ids, n_rollouts: _Ids, band: tuple[float, float] | None = None
 ) -> npt.NDArray[np.bool_]: ...
 def top_k(scores: npt.NDArray[np.float32], k: int, seed: int) -> _Ids: ...
-def log_messages(
-    step: npt.NDArray[np.int64],
-    offsets: npt.NDArray[np.int64],
-    emission: npt.NDArray[np.float32],
-    emission_index: npt.NDArray[np.int64],
-    prior: npt.NDArray[np.float64],
-    prior_start: float,
-    prior_scale: float,
-    rate: float,
-    forward: bool,
-    floor: float,
-    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
-) -> None: ...
+@final
+class LogRows:
+    """A rollout log's groups sorted by (prompt, step), with the log world's model (rust/logworld.rs)."""
+
+    def __new__(
+        cls, step: _Ids, prompt_id: _Ids, n_correct: _Ids, n_rollouts: _Ids, origin: int
+    ) -> LogRows: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def message_bytes(self) -> int: ...
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> LogRows: ...
+    def steps(self) -> _Ids: ...
+    def offsets(self) -> _Ids: ...
+    def pairs(self) -> _Ids: ...
+    def pair_index(self) -> npt.NDArray[np.uint32]: ...
+    def row_info(self, rows: _Ids) -> tuple[_Ids, _Ids, _Ids, _Ids]: ...
+    def subset(self, prompts: _Ids) -> LogRows: ...
+    def build(
+        self,
+        emission: npt.NDArray[np.float32],
+        prior: npt.NDArray[np.float64],
+        prior_start: float,
+        prior_scale: float,
+        rate: float,
+        floor: float,
+        p_grid: npt.NDArray[np.float64],
+        float16: bool,
+        every: int,
+    ) -> None: ...
+    def messages(self, forward: bool) -> npt.NDArray[np.float32]: ...
+    def posterior(self, t: _Ids, ids: _Ids, include_cell: bool) -> npt.NDArray[np.float64]: ...
+    def held_out_posterior(self, rows: _Ids) -> npt.NDArray[np.float64]: ...
+    def lookup(self, t: int, ids: _Ids, seed: int) -> tuple[npt.NDArray[np.bool_], _Ids, _Ids]: ...
+    def draw(self, t: int, ids: _Ids, draw_seed: int, mean: bool) -> npt.NDArray[np.float64]: ...
+    def rollout(
+        self, t: int, ids: _Ids, seed: int, k: int, draw_seed: int, mean: bool
+    ) -> tuple[_Ids, _Ids]: ...
+
+def hashed_uniforms(seed: int, step: int, ids: _Ids, k: int) -> npt.NDArray[np.float64]: ...
+def draw_correct(
+    seed: int, step: int, ids: _Ids, p: npt.NDArray[np.float64], k: int
+) -> _Ids: ...

@@ -50,13 +50,15 @@ Memory is proportional to the log's rows: per row its outcome and two GRID_SIZE-
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dps import _core
-from dps.replay.worlds import World, draw_correct, hashed_uniforms
+from dps.replay.worlds import World
 
 if TYPE_CHECKING:
     import polars as pl
@@ -77,6 +79,17 @@ FLOAT16_ROWS = 1_000_000
 #: Messages are stored scaled to a maximum of 1 and floored here (float16 holds it as a subnormal), so that a
 #: prompt whose rows disagree beyond what the dynamics allow still gets a defined posterior.
 _FLOOR = 2.0**-20
+#: Messages are kept at every CHECKPOINT_ROWS-th row of a prompt (a query recomputes the rows in between).
+CHECKPOINT_ROWS = 2
+_MASK64 = (1 << 64) - 1
+
+
+def _seed(seed: int) -> int:
+    """A replay seed as the core takes it (a 64-bit word)."""
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"replay seeds must be >= 0, not {seed}")
+    return seed & _MASK64
 
 
 def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,12 +249,28 @@ def _kernel(dt: np.ndarray, half_life: float) -> np.ndarray:
     return np.exp2(-np.abs(dt) / half_life)
 
 
+def _count_values(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values ascending, their counts) of non-negative integers: np.unique's, by counting where the range is small."""
+    top = int(x.max(initial=-1)) + 1
+    if top > max(4 * len(x), 1 << 22):
+        return np.unique(x, return_counts=True)
+    counts = np.bincount(x, minlength=top)
+    values = np.flatnonzero(counts)
+    return values, counts[values]
+
+
+def _most_common(x: np.ndarray) -> int:
+    """The most frequent value of non-negative integers x (the smallest among ties)."""
+    values, counts = _count_values(x)
+    return int(values[np.argmax(counts)])
+
+
 class PopulationPrior:
     """g_t at anchor steps (relative to the log's first step), from the (step, n, c) histogram."""
 
     def __init__(self, step: np.ndarray, nc: np.ndarray, nr: np.ndarray, half_life: float | str = "auto"):
         base = int(nr.max()) + 1
-        codes, counts = np.unique((step.astype(np.int64) * base + nr) * base + nc, return_counts=True)
+        codes, counts = _count_values((np.asarray(step, np.int64) * base + nr) * base + nc)
         hist_steps = codes // (base * base)
         pair_codes, pair_idx = np.unique(codes % (base * base), return_inverse=True)
         pairs = np.stack([pair_codes // base, pair_codes % base], axis=1)
@@ -331,142 +360,100 @@ class Switching:
 # Per-prompt messages over the log's rows
 
 
-def _emission(c: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(table, index): the likelihood over the grid of each distinct (n, c), scaled to a maximum of 1, and each row's entry."""
-    base = int(n.max(initial=0)) + 1
-    codes, index = np.unique(n.astype(np.int64) * base + c, return_inverse=True)
-    ll = binomial_loglik(codes % base, codes // base)
-    return np.exp(ll - ll.max(axis=1, keepdims=True)), index.ravel()
+def _int64(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, np.int64)
+
+
+def _emission(pairs: np.ndarray) -> np.ndarray:
+    """The likelihood over the grid of each distinct (n, c) of `pairs`, scaled to a maximum of 1 (float32)."""
+    ll = binomial_loglik(pairs[:, 1], pairs[:, 0])
+    return np.ascontiguousarray(np.exp(ll - ll.max(axis=1, keepdims=True)), np.float32)
 
 
 class RowLog:
-    """The log's groups sorted by (prompt, step), with forward and backward messages per row.
+    """The log's groups sorted by (prompt, step) in the Rust core (rust/logworld.rs), with the model's messages.
 
     fwd[j]: P(p_i(t_j) | the prompt's rows up to and including j);
-    bwd[j]: P(the prompt's rows from j on | p_i(t_j)); both scaled to a maximum of 1 and floored.
+    bwd[j]: P(the prompt's rows from j on | p_i(t_j)); both scaled to a maximum of 1, floored, and
+    stored as float32 (float16 in logs of more than FLOAT16_ROWS rows). Each is computed from its
+    neighbour's stored value. Only every CHECKPOINT_ROWS-th row's messages are kept; a query
+    recomputes the rows in between, bit for bit what storing every row would have held.
+
+    `step`: steps relative to `origin` (the log's first step); the arrays may be in any order
+    (the core sorts them: by prompt, by step within a prompt where needed, a repeated cell in row order).
     """
 
-    def __init__(self, step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, span: int):
-        self.span = span
-        key = pid.astype(np.int64) * span + step.astype(np.int64)
-        order = np.argsort(key, kind="stable")  # stable: a repeated cell keeps the log's row order
-        del key
-        small = np.int32 if span < 2**31 and (len(pid) == 0 or int(pid.max()) < 2**31) else np.int64
-        self.step = step[order].astype(small)
-        self.pid = pid[order].astype(small)
-        self.nc = nc[order].astype(np.int32)
-        self.nr = nr[order].astype(np.int32)
-        self.rows = len(order)
-        del order
-        self.offsets = np.searchsorted(self.pid, np.arange(int(self.pid.max(initial=-1)) + 2))
-        self.emission, index = _emission(self.nc, self.nr)
-        self.emission_index = index.astype(np.int16 if len(self.emission) < 2**15 else np.int64)
+    def __init__(self, step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, origin: int = 0, core: Any = None):
+        self.core = core if core is not None else _core.LogRows(_int64(step), _int64(pid), _int64(nc), _int64(nr), int(origin))
+        self.rows = int(self.core.rows)
+        self.offsets = self.core.offsets()
+        self.pairs = self.core.pairs()
+        self.emission = _emission(self.pairs)
         self.dtype = np.float16 if self.rows > FLOAT16_ROWS else np.float32
-        self.fwd = np.zeros((0, GRID_SIZE), self.dtype)
-        self.bwd = np.zeros((0, GRID_SIZE), self.dtype)
+        self.every = CHECKPOINT_ROWS
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the core (`LogWorld.save` writes the core to a file of its own)."""
+        return {k: v for k, v in self.__dict__.items() if k != "core"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.core = None
+
+    # Whole columns in row order (fresh arrays: for fitting and checks, not for queries).
+
+    @property
+    def step(self) -> np.ndarray:
+        return self.core.steps()
+
+    @property
+    def pid(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), np.diff(self.offsets))
+
+    @property
+    def nc(self) -> np.ndarray:
+        return self.pairs[:, 1].astype(np.int32)[self.core.pair_index()]
+
+    @property
+    def nr(self) -> np.ndarray:
+        return self.pairs[:, 0].astype(np.int32)[self.core.pair_index()]
 
     def first_rows(self) -> np.ndarray:
         """Each logged prompt's first row (its first step; the first in the log's order there)."""
         return self.offsets[:-1][np.diff(self.offsets) > 0]
 
+    def logged_prompts(self) -> np.ndarray:
+        """The ids with at least one row, ascending."""
+        return np.flatnonzero(np.diff(self.offsets))
+
+    def subset(self, prompts: np.ndarray) -> RowLog:
+        """The rows of `prompts` (ascending, distinct ids) as a log of their own."""
+        return RowLog(np.empty(0), np.empty(0), np.empty(0), np.empty(0), core=self.core.subset(_int64(prompts)))
+
+    def row_info(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(relative step, prompt id, n_rollouts, n_correct) of `rows`."""
+        return self.core.row_info(_int64(rows))
+
     def build(self, dyn: Switching) -> None:
-        self.fwd = self._pass(dyn, forward=True)
-        self.bwd = self._pass(dyn, forward=False)
-
-    def _pass(self, dyn: Switching, forward: bool) -> np.ndarray:
-        """Every row's forward (or backward) message, prompt by prompt in the Rust core (rust/messages.rs).
-
-        A row's message starts from its neighbour's stored one (float32, or float16 in big logs:
-        a relative rounding of 1e-3 per row, far below what the model itself gets wrong).
-        """
-        out = np.empty((self.rows, GRID_SIZE), self.dtype)
+        """Both passes over every prompt (in parallel, in the Rust core), for the dynamics `dyn`."""
         start, scale, dense = dyn.prior.tabulated()
-        _core.log_messages(
-            np.ascontiguousarray(self.step, np.int64),
-            self.offsets,
-            np.ascontiguousarray(self.emission, np.float32),
-            np.ascontiguousarray(self.emission_index, np.int64),
-            dense,
-            start,
-            scale,
-            dyn.rate,
-            forward,
-            _FLOOR,
-            out if self.dtype == np.float32 else out.view(np.uint16),
-        )
-        return out
+        self.core.build(self.emission, dense, start, scale, dyn.rate, _FLOOR, P_GRID, self.dtype == np.float16, self.every)
 
-    @staticmethod
-    def _carry(dyn: Switching, m: np.ndarray, t_from: np.ndarray, t_to: np.ndarray, forward: bool) -> np.ndarray:
-        """A forward message moved from t_from to t_to > t_from, or a backward one from t_from back to t_to."""
-        if dyn.rate == 0.0:
-            return m
-        if forward:
-            return dyn.stay(t_to - t_from)[:, None] * m + dyn.redraw(t_from, t_to)
-        s = dyn.stay(t_from - t_to)[:, None]
-        return s * m + np.sum(dyn.redraw(t_to, t_from) * m, axis=1, keepdims=True)
+    def messages(self, forward: bool) -> np.ndarray:
+        """Every row's stored forward (or backward) message, (rows, GRID_SIZE) float32 (a check: queries need few)."""
+        return self.core.messages(forward)
 
-    def locate(self, t: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per query (t, prompt): its rows lo..hi-1, and within them the first row at step >= t and > t.
+    def posterior(self, t: np.ndarray, ids: np.ndarray, include_cell: bool = True) -> np.ndarray:
+        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless include_cell)."""
+        return self.core.posterior(_int64(t), _int64(ids), include_cell)
 
-        A bisection inside each prompt's rows (found through `offsets`), vectorised over the queries.
-        """
-        ids = np.asarray(ids, np.int64)
-        t = np.asarray(t, np.int64)
-        inside = ids < len(self.offsets) - 1
-        safe = np.where(inside, ids, 0)
-        lo = np.where(inside, self.offsets[safe], 0)
-        hi = np.where(inside, self.offsets[safe + 1], 0)
-        at_or_after = self._bisect(lo, hi, t, strict=False)
-        after = self._bisect(at_or_after, hi, t, strict=True)
-        return lo, at_or_after, after, hi
+    def held_out_posterior(self, rows: np.ndarray) -> np.ndarray:
+        """The posterior of each of `rows` at its own step without its (step, prompt) cell."""
+        return self.core.held_out_posterior(_int64(rows))
 
-    def _bisect(self, a: np.ndarray, b: np.ndarray, t: np.ndarray, strict: bool) -> np.ndarray:
-        """First row in [a, b) whose step is > t (strict) or >= t; b when none."""
-        a, b = a.copy(), b.copy()
-        last = max(self.rows - 1, 0)
-        while True:
-            active = a < b
-            if not active.any():
-                return a
-            mid = np.minimum((a + b) // 2, last)
-            s = self.step[mid]
-            right = active & ((s <= t) if strict else (s < t))
-            a = np.where(right, mid + 1, a)
-            b = np.where(active & ~right, mid, b)
-
-    def posterior(self, dyn: Switching, t: np.ndarray, ids: np.ndarray, include_cell: bool = True, where: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless include_cell).
-
-        `where`: the queries' `locate` result, when the caller has it already.
-        """
-        t = np.asarray(t, np.int64)
-        lo, at_or_after, after, hi = where if where is not None else self.locate(t, ids)
-        prev = (after if include_cell else at_or_after) - 1
-        has_prev = prev >= lo
-        has_next = after < hi
-        alpha = dyn.prior_at(t)
-        if has_prev.any():
-            jp = prev[has_prev]
-            m = self.fwd[jp].astype(np.float64)
-            alpha[has_prev] = self._carry(dyn, m / m.sum(axis=1, keepdims=True), self.step[jp], t[has_prev], True)
-        beta = np.ones_like(alpha)
-        if has_next.any():
-            jn = after[has_next]
-            beta[has_next] = self._carry(dyn, self.bwd[jn].astype(np.float64), self.step[jn], t[has_next], False)
-        w = alpha * beta
-        return w / w.sum(axis=1, keepdims=True)
-
-    def lookup(self, t: int, ids: np.ndarray, seed: int, where: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(self, t: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(found, n_correct, n_rollouts) of the logged group at relative step t; a repeated cell's by seed."""
-        ids = np.asarray(ids, np.int64)
-        _, first, after, _ = where if where is not None else self.locate(np.full(len(ids), t), ids)
-        found = after > first
-        pos = np.minimum(first + (seed % np.maximum(after - first, 1)), max(self.rows - 1, 0))
-        if self.rows == 0:
-            z = np.zeros(len(ids), np.int64)
-            return found, z, z.copy()
-        return found, np.where(found, self.nc[pos], 0).astype(np.int64), np.where(found, self.nr[pos], 0).astype(np.int64)
+        return self.core.lookup(int(t), _int64(ids), _seed(seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,13 +477,14 @@ def predictive_loglik(w: np.ndarray, c: np.ndarray, n: np.ndarray) -> np.ndarray
     return coef + m + np.log(np.sum(w * np.exp(ll - m[:, None]), axis=1))
 
 
-def held_out(log: RowLog, dyn: Switching, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def held_out(log: RowLog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For `rows` of `log`: P(partial) and log P(n_correct), predicted without the row's (step, prompt) cell."""
     chance, loglik = [], []
     for part in np.array_split(rows, max(1, len(rows) // 20_000)):
-        w = log.posterior(dyn, log.step[part], log.pid[part], include_cell=False)
-        chance.append(np.sum(w * partial_chance(log.nr[part]), axis=1))
-        loglik.append(predictive_loglik(w, log.nc[part], log.nr[part]))
+        w = log.held_out_posterior(part)
+        _, _, nr, nc = log.row_info(part)
+        chance.append(np.sum(w * partial_chance(nr), axis=1))
+        loglik.append(predictive_loglik(w, nc, nr))
     return np.concatenate(chance), np.concatenate(loglik)
 
 
@@ -529,28 +517,53 @@ class LogWorld(World):
         self.steps = max(span, steps or 0)
         self.num_prompts = max(int(pid.max()) + 1, num_prompts or 0)
         if k is None:
-            vals, counts = np.unique(nr, return_counts=True)
-            k = int(vals[np.argmax(counts)])
+            k = _most_common(nr)
         self.k = int(k)
         self.coverage = len(step) / (span * self.num_prompts)
         self.logged_groups = len(step)
-        rel = step - self.first_step
-        del step
-        self.log = log = RowLog(rel, pid, nc, nr, span)
-        del rel, pid, nc, nr
-        firsts = log.first_rows()
-        self.selection = selection_test(log.step, log.nc, log.nr, firsts)
-        self.population = est.population if est.population != "auto" else ("first_looks" if self.selection.selective else "all")
-        if self.population == "first_looks":
-            self.prior = PopulationPrior(log.step[firsts], log.nc[firsts], log.nr[firsts], est.prior_half_life)
-        else:
-            self.prior = PopulationPrior(log.step, log.nc, log.nr, est.prior_half_life)
-        del firsts
+        self.log = log = RowLog(step, pid, nc, nr, origin=self.first_step)
+        del step, pid, nc, nr
+        self._fit_population(log)
         self.switch_scores: dict[float, float] = {}
-        rate = self._select_switch_rate(span) if est.switch_rate == "auto" else float(est.switch_rate)
+        rate = self._select_switch_rate() if est.switch_rate == "auto" else float(est.switch_rate)
         self.dynamics = Switching(self.prior, rate)
         self.log.build(self.dynamics)
         self._seed = 0
+
+    def _fit_population(self, log: RowLog) -> None:
+        """The selection test, the population prior, and the first looks' partial share."""
+        est = self.estimator
+        step, nc, nr, firsts = log.step, log.nc, log.nr, log.first_rows()
+        self.selection = selection_test(step, nc, nr, firsts)
+        self.population = est.population if est.population != "auto" else ("first_looks" if self.selection.selective else "all")
+        if self.population == "first_looks":
+            self.prior = PopulationPrior(step[firsts], nc[firsts], nr[firsts], est.prior_half_life)
+        else:
+            self.prior = PopulationPrior(step, nc, nr, est.prior_half_life)
+        first_nc, first_nr = nc[firsts], nr[firsts]
+        self._first_look_share = float(np.mean((first_nc > 0) & (first_nc < first_nr))) if len(firsts) else float("nan")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write this built world to `folder`: its rows and kept messages (rows.bin) and the rest
+        (world.pkl). `LogWorld.load` reads it back far faster than the world builds (a sweep's
+        worker processes get their world this way)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log.core.save(folder / "rows.bin")
+        with open(folder / "world.pkl", "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LogWorld:
+        """A world written by `save` (a file this code wrote: it is unpickled)."""
+        folder = Path(folder)
+        with open(folder / "world.pkl", "rb") as f:
+            world = pickle.load(f)
+        if not isinstance(world, cls):
+            raise ValueError(f"{folder} holds no saved log world")
+        world.log.core = _core.LogRows.load(folder / "rows.bin")
+        return world
 
     @property
     def switch_rate(self) -> float:
@@ -563,9 +576,7 @@ class LogWorld(World):
 
     def first_look_partial_share(self) -> float:
         """Partial share of each prompt's first logged group (picked before the policy saw the prompt)."""
-        first = self.log.first_rows()
-        nc, nr = self.log.nc[first], self.log.nr[first]
-        return float(np.mean((nc > 0) & (nc < nr))) if len(first) else float("nan")
+        return self._first_look_share
 
     def population_line(self) -> str:
         """Which groups the population prior (what unlogged prompts are drawn from) was fitted on, and why."""
@@ -585,17 +596,16 @@ class LogWorld(World):
         share = self.first_look_partial_share()
         return math.sqrt(max(share * (1.0 - share), 0.0) / max(self.selection.first_looks, 1))
 
-    def _select_switch_rate(self, span: int) -> float:
+    def _select_switch_rate(self) -> float:
         """The SWITCH_RATES candidate with the best held-out likelihood on a sample of prompts."""
-        prompts = np.unique(self.log.pid)
+        prompts = self.log.logged_prompts()
         if len(prompts) > SELECTION_PROMPTS:
             prompts = np.random.default_rng(0x4A1F).choice(prompts, SELECTION_PROMPTS, replace=False)
-        keep = np.isin(self.log.pid, prompts)
-        sub = RowLog(self.log.step[keep], self.log.pid[keep], self.log.nc[keep], self.log.nr[keep], span)
+        sub = self.log.subset(np.sort(prompts))
         for rate in LogEstimator.SWITCH_RATES:
             dyn = Switching(self.prior, rate)
             sub.build(dyn)
-            self.switch_scores[rate] = float(np.mean(held_out(sub, dyn, np.arange(sub.rows))[1]))
+            self.switch_scores[rate] = float(np.mean(held_out(sub, np.arange(sub.rows))[1]))
         return max(self.switch_scores, key=lambda r: self.switch_scores[r])
 
     def held_out_predictions(self, max_groups: int | None = 50_000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -610,11 +620,11 @@ class LogWorld(World):
         rows = np.arange(log.rows)
         if max_groups is not None and log.rows > max_groups:
             rows = np.sort(np.random.default_rng(seed).choice(log.rows, max_groups, replace=False))
-        chance, loglik = held_out(log, self.dynamics, rows)
-        nc, nr = log.nc[rows].astype(np.int64), log.nr[rows].astype(np.int64)
+        chance, loglik = held_out(log, rows)
+        step, pid, nr, nc = log.row_info(rows)
         return {
-            "step": log.step[rows].astype(np.int64) + self.first_step,
-            "prompt_id": log.pid[rows].astype(np.int64),
+            "step": step + self.first_step,
+            "prompt_id": pid,
             "n_rollouts": nr,
             "n_correct": nc,
             "partial_chance": chance,
@@ -628,7 +638,7 @@ class LogWorld(World):
         t = int(step)
         if t < 0:
             raise ValueError(f"step {t} is before the log's first step (replay step 0 = log step {self.first_step})")
-        if t >= self.log.span and not self.estimator.extrapolate:
+        if t > self.last_step - self.first_step and not self.estimator.extrapolate:
             raise ValueError(
                 f"replay step {t} (log step {self.first_step + t}) is past the log's last step {self.last_step}; "
                 "set extrapolate = true in [world] to replay beyond it"
@@ -638,45 +648,29 @@ class LogWorld(World):
     def set_seed(self, seed: int) -> None:
         self._seed = int(seed)
 
-    def posterior_weights(self, step: int, ids: np.ndarray, where: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    def posterior_weights(self, step: int, ids: np.ndarray) -> np.ndarray:
         """(len(ids), GRID_SIZE) posterior of p at `step` over the grid P_GRID."""
         t = self._rel_step(step)
-        ids = np.asarray(ids, np.int64)
-        return self.log.posterior(self.dynamics, np.full(len(ids), t), ids, where=where)
+        ids = _int64(ids)
+        return self.log.posterior(np.full(len(ids), t), ids)
 
-    def p(self, step: int, ids: np.ndarray | None = None, where: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-        ids = np.arange(self.num_prompts, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
-        out = np.empty(len(ids))
-        chunk = 65_536
-        for lo in range(0, len(ids), chunk):
-            part = ids[lo : lo + chunk]
-            part_where = None if where is None else tuple(x[lo : lo + chunk] for x in where)
-            w = self.posterior_weights(step, part, part_where)
-            if self.estimator.draw == "mean":
-                out[lo : lo + chunk] = w @ P_GRID
-            else:
-                u = hashed_uniforms(self._seed ^ _DRAW_SALT, 0, part, 1)[:, 0]
-                g = np.minimum((np.cumsum(w, axis=1) < u[:, None]).sum(axis=1), GRID_SIZE - 1)
-                out[lo : lo + chunk] = P_GRID[g]
-        return out
+    def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
+        ids = np.arange(self.num_prompts, dtype=np.int64) if ids is None else _int64(ids)
+        return self.log.core.draw(self._rel_step(step), ids, self._draw_seed(self._seed), self.estimator.draw == "mean")
+
+    @staticmethod
+    def _draw_seed(seed: int) -> int:
+        return (int(seed) ^ _DRAW_SALT) & _MASK64
 
     def logged(self, step: int, ids: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(found mask, n_correct, n_rollouts) of the log's outcomes for (step, ids)."""
         return self.log.lookup(int(step), ids, self._seed if seed is None else seed)
 
     def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(ids, np.int64)
+        """The logged group where the log holds (step, id), else k responses drawn at a rate from the posterior (in the Rust core)."""
         t = self._rel_step(step)
         self.set_seed(seed)
-        where = self.log.locate(np.full(len(ids), t), ids)
-        found, nc, nr = self.log.lookup(t, ids, seed, where)
-        if found.all():
-            return nc, nr
-        miss = ~found
-        p = self.p(t, ids[miss], tuple(x[miss] for x in where))
-        nc[miss] = draw_correct(seed, t, ids[miss], p, self.k)
-        nr[miss] = self.k
-        return nc, nr
+        return self.log.core.rollout(t, _int64(ids), _seed(seed), self.k, self._draw_seed(seed), self.estimator.draw == "mean")
 
     def prompt_keys(self, ids: np.ndarray) -> pl.Series | None:
         if self.keys is None:

@@ -6,14 +6,17 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dps.replay.calibration import world_calibration
 from dps.replay.closedloop import closed_loop_enabled
+from dps.replay.logworld import LogWorld
 from dps.replay.runner import replay
 from dps.replay.scenario import PolicySpec, Scenario, build_policy, build_world, open_loop
 from dps.replay.worlds import World
@@ -22,19 +25,39 @@ if TYPE_CHECKING:
     import polars as pl
 
 _WORLDS: dict[str, World] = {}
+#: Worlds the sweep's main process built and saved for its workers: key -> folder (LogWorld.save).
+_SAVED: dict[str, str] = {}
+
+
+def _key(cfg: dict[str, Any]) -> str:
+    return json.dumps(cfg, sort_keys=True, default=str)
 
 
 def _world(cfg: dict[str, Any]) -> World:
-    """Built once per process; a closed-loop world and its open-loop twin share the base world."""
-    key = json.dumps(cfg, sort_keys=True, default=str)
+    """Built once per process (or loaded, where the main process saved it); a closed-loop world
+    and its open-loop twin share the base world."""
+    key = _key(cfg)
     if key not in _WORLDS:
+        if len(_WORLDS) >= 2:
+            _WORLDS.clear()
+        if key in _SAVED:
+            _WORLDS[key] = LogWorld.load(_SAVED[key])
+            return _WORLDS[key]
         base = None
         if closed_loop_on(cfg):
             base = _world(open_loop(cfg))
-        if len(_WORLDS) >= 2:
-            _WORLDS.clear()
         _WORLDS[key] = build_world(cfg, base)
     return _WORLDS[key]
+
+
+def save_log_worlds(cfg: dict[str, Any], world: World, folder: Path) -> dict[str, str]:
+    """Save the log world of a sweep (or of its closed loop's base) for the worker processes:
+    loading it takes a fraction of building it again. Key -> folder."""
+    saved: dict[str, str] = {}
+    for c, w in ((cfg, world), (open_loop(cfg), getattr(world, "base", None))):
+        if isinstance(w, LogWorld):
+            saved[_key(c)] = str(w.save(folder / f"world-{len(saved)}"))
+    return saved
 
 
 def closed_loop_on(cfg: dict[str, Any]) -> bool:
@@ -70,10 +93,11 @@ def run_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _init_worker() -> None:
+def _init_worker(saved: dict[str, str]) -> None:
     # Each worker process replays one policy at a time: keep any native thread pool small so
     # that processes x threads does not oversubscribe the cores.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    _SAVED.update(saved)
 
 
 @dataclass
@@ -122,22 +146,26 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     workers = max(1, min(workers or scenario.workers, len(jobs)))
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)
+    described = world.describe()
     if workers == 1:
         _WORLDS.clear()
         if closed_loop_on(scenario.world):
-            _WORLDS[json.dumps(open_loop(scenario.world), sort_keys=True, default=str)] = world.base  # type: ignore[attr-defined]
-        _WORLDS[json.dumps(scenario.world, sort_keys=True, default=str)] = world
+            _WORLDS[_key(open_loop(scenario.world))] = world.base  # type: ignore[attr-defined]
+        _WORLDS[_key(scenario.world)] = world
         for job in jobs:
             results.append(run_job(job))
             bar.update()
     else:
         ctx = mp.get_context("spawn")  # no fork after native thread pools have started
-        with ctx.Pool(workers, initializer=_init_worker) as pool:
-            # Longest first: gates that roll out several rounds per step take longest.
-            order = sorted(jobs, key=lambda j: j.spec.type not in ("dynamic_sampling", "ds", "greso"))
-            for res in pool.imap_unordered(run_job, order, chunksize=1):
-                results.append(res)
-                bar.update()
+        with tempfile.TemporaryDirectory(prefix="dps-sweep-") as tmp:
+            saved = save_log_worlds(scenario.world, world, Path(tmp))
+            del world  # the workers hold their own
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(saved,)) as pool:
+                # Longest first: gates that roll out several rounds per step take longest.
+                order = sorted(jobs, key=lambda j: j.spec.type not in ("dynamic_sampling", "ds", "greso"))
+                for res in pool.imap_unordered(run_job, order, chunksize=1):
+                    results.append(res)
+                    bar.update()
     bar.close()
     results.sort(key=lambda r: r["index"])
     rows, frames = [], []
@@ -156,7 +184,7 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
         logs = {(r["policy"], r["seed"]): pl.DataFrame(r["groups"]) for r in results}
     reliability = reliability_frame(results)
     wall = time.perf_counter() - t0
-    return SweepResult(scenario, world.describe(), summary, steps_df, wall, logs, calibration, reliability)
+    return SweepResult(scenario, described, summary, steps_df, wall, logs, calibration, reliability)
 
 
 def reliability_frame(results: list[dict[str, Any]]) -> pl.DataFrame | None:

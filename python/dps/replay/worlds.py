@@ -20,39 +20,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps import _core
+
 if TYPE_CHECKING:
     import polars as pl
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_G = np.uint64(0x9E3779B97F4A7C15)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
-    return x ^ (x >> _S31)
+_MASK64 = (1 << 64) - 1
 
 
 def hashed_uniforms(seed: int, step: int, ids: np.ndarray, k: int) -> np.ndarray:
-    """(len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j)."""
-    with np.errstate(over="ignore"):
-        s = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + _G)
-        s = _mix(s ^ (np.array([step], dtype=np.uint64) * _G + np.uint64(1)))
-        h = _mix(s ^ (np.asarray(ids, dtype=np.int64).astype(np.uint64) * _M1 + _G))
-        j = np.arange(1, k + 1, dtype=np.uint64) * _M2
-        u = _mix(h[:, None] + j[None, :])
-    return (u >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+    """(len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j) (a splitmix64 hash; rust/logworld.rs)."""
+    return _core.hashed_uniforms(int(seed) & _MASK64, int(step) & _MASK64, np.ascontiguousarray(ids, np.int64), int(k))
 
 
 def draw_correct(seed: int, step: int, ids: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
-    """Binomial(k, p) per prompt, drawn with common random numbers."""
-    if len(ids) == 0:
-        return np.zeros(0, np.int64)
-    u = hashed_uniforms(seed, step, ids, k)
-    return (u < np.asarray(p, np.float64)[:, None]).sum(axis=1).astype(np.int64)
+    """Binomial(k, p) per prompt, drawn with common random numbers: response j is correct when its uniform is < p."""
+    ids = np.ascontiguousarray(ids, np.int64)
+    p = np.ascontiguousarray(np.broadcast_to(np.asarray(p, np.float64), ids.shape))
+    return _core.draw_correct(int(seed) & _MASK64, int(step) & _MASK64, ids, p, int(k))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
