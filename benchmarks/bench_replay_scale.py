@@ -93,7 +93,9 @@ def write_log(path: Path, seed: int = 0) -> None:
 
 def base_tree(commit: str, folder: Path) -> Path:
     """A checkout of `commit` with its extension built in place (python/dps/_core.abi3.so)."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", commit], capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", commit], capture_output=True, text=True, check=True
+    ).stdout.strip()
     tree = folder / f"base-{commit[:12]}"
     if not tree.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True)
@@ -108,7 +110,19 @@ def run_tree(tree: Path, scenario: Path, out: Path) -> dict[str, float | str]:
     """`dps replay` from `tree`'s python/ under /usr/bin/time -v: wall s, max RSS GB, and the report's US/DPS ratios."""
     env = dict(os.environ, PYTHONPATH=str(tree / "python"), OMP_NUM_THREADS="1")
     code = "import sys; from dps.cli import main; sys.exit(main())"
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", code, "replay", str(scenario), "--out", str(out), "--quiet", "--no-plots"]
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-c",
+        code,
+        "replay",
+        str(scenario),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-plots",
+    ]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -117,14 +131,31 @@ def run_tree(tree: Path, scenario: Path, out: Path) -> dict[str, float | str]:
         raise RuntimeError(f"{tree}: dps replay failed\n{proc.stdout}\n{proc.stderr}")
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))  # type: ignore[union-attr]
     ratios = dict(re.findall(r"^\| (US|DPS) \|[^|]*\| ([0-9.]+)", proc.stdout, re.M))
-    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {"commit": commit, "wall": wall, "rss_gb": rss_kib * 1024 / 1e9, "load": load, "us": ratios.get("US", "?"), "dps": ratios.get("DPS", "?"), "stdout": proc.stdout}
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "commit": commit,
+        "wall": wall,
+        "rss_gb": rss_kib * 1024 / 1e9,
+        "load": load,
+        "us": ratios.get("US", "?"),
+        "dps": ratios.get("DPS", "?"),
+        "stdout": proc.stdout,
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", type=Path, default=ROOT / "runs" / "bench-scale", help="where the log, scenario, reports and base checkout go")
-    ap.add_argument("--base", default=None, help="also run this commit's code (e.g. the commit this branch started from)")
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=ROOT / "runs" / "bench-scale",
+        help="where the log, scenario, reports and base checkout go",
+    )
+    ap.add_argument(
+        "--base", default=None, help="also run this commit's code (e.g. the commit this branch started from)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating")
     ap.add_argument("--verbose", action="store_true", help="print each run's own output")
     args = ap.parse_args()
@@ -146,7 +177,10 @@ def main() -> int:
         for name, tree in trees:
             r = run_tree(tree, scenario, folder / f"report-{name.replace(' ', '-')}")
             walls.setdefault(name, []).append(float(r["wall"]))
-            print(f"| {name} | {r['commit']} | {r['wall']:.1f} | {r['rss_gb']:.2f} | {r['us']} | {r['dps']} | {r['load']:.2f} |", flush=True)
+            print(
+                f"| {name} | {r['commit']} | {r['wall']:.1f} | {r['rss_gb']:.2f} | {r['us']} | {r['dps']} | {r['load']:.2f} |",
+                flush=True,
+            )
             if args.verbose:
                 print(r["stdout"])
     if args.base:

@@ -1055,3 +1055,141 @@ impl LogRows {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prompt 0: steps 5, 3 (out of order), 5 again; prompt 1 none; prompt 2: step 4.
+    fn small() -> LogRows {
+        LogRows::new(
+            &[5, 3, 4, 5],
+            &[0, 0, 2, 0],
+            &[1, 2, 8, 0],
+            &[8, 8, 8, 8],
+            3,
+        )
+        .unwrap()
+    }
+
+    fn built(log: &mut LogRows, rate: f64, every: usize) {
+        let grid = 4;
+        let p_grid = vec![0.1, 0.4, 0.6, 0.9];
+        let emission: Vec<f32> = log
+            .pairs()
+            .iter()
+            .flat_map(|&(n, c)| {
+                let l: Vec<f64> = p_grid
+                    .iter()
+                    .map(|p: &f64| p.powi(c as i32) * (1.0 - p).powi((n - c) as i32))
+                    .collect();
+                let top = l.iter().copied().fold(0.0, f64::max);
+                l.into_iter().map(move |x| (x / top) as f32)
+            })
+            .collect();
+        let prior = vec![0.25; grid * 2];
+        log.build(emission, prior, 0.0, 0.1, rate, 1e-6, p_grid, false, every)
+            .unwrap();
+    }
+
+    #[test]
+    fn rows_sort_by_prompt_then_step_keeping_a_repeated_cell_in_log_order() {
+        let log = small();
+        assert_eq!(log.offsets(), &[0, 3, 3, 4]);
+        assert_eq!(log.steps(), &[0, 2, 2, 1]); // relative to origin 3
+        let groups: Vec<_> = (0..4).map(|r| log.group(r)).collect();
+        assert_eq!(groups, [(8, 2), (8, 1), (8, 0), (8, 8)]);
+        assert_eq!(log.pairs(), &[(8, 0), (8, 1), (8, 2), (8, 8)]);
+        assert_eq!(log.prompt_of(3), 2);
+        assert_eq!(log.prompt_of(0), 0);
+    }
+
+    #[test]
+    fn lookups_return_the_logged_group_and_a_repeated_cell_by_seed() {
+        let mut log = small();
+        built(&mut log, 0.0, 2);
+        let (found, nc, nr) = log.lookup(2, &[0, 1, 2, 9], 1);
+        assert_eq!(found, [true, false, false, false]);
+        assert_eq!((nc[0], nr[0]), (0, 8)); // seed 1: the second group at step 5
+        assert_eq!(log.lookup(2, &[0], 2).1[0], 1);
+        let (c, n) = log.rollout(2, &[0, 1, 2], 0, 8, 0, false).unwrap();
+        assert_eq!((c[0], n[0]), (1, 8));
+        assert!(n[1] == 8 && n[2] == 8 && c[1] <= 8);
+    }
+
+    #[test]
+    fn posteriors_are_distributions_and_follow_the_evidence() {
+        let mut log = small();
+        built(&mut log, 0.05, 1);
+        let post = log.posterior(&[1, 1, 1], &[0, 1, 2], true).unwrap();
+        for w in post.chunks(4) {
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+        assert_eq!(&post[4..8], &[0.25; 4]); // no rows: the prior
+        assert!(post[11] > 0.9); // prompt 2 solved 8 of 8 at this step
+        let held = log.held_out_posterior(&[3]).unwrap();
+        assert_eq!(held, &post[4..8]); // without its only cell, prompt 2 is the prior again
+    }
+
+    #[test]
+    fn draws_follow_the_dice_and_checkpoints_change_nothing() {
+        let mut log = small();
+        built(&mut log, 0.05, 1);
+        let ids: Vec<i64> = (0..3).collect();
+        let one = log.rollout(7, &ids, 3, 16, 11, false).unwrap();
+        let p1 = log.draw(7, &ids, 11, false).unwrap();
+        built(&mut log, 0.05, 2);
+        assert_eq!(log.rollout(7, &ids, 3, 16, 11, false).unwrap(), one);
+        assert_eq!(log.draw(7, &ids, 11, false).unwrap(), p1);
+        let d = Dice::new(3, 7, 2);
+        let want = (1..=16).filter(|&j| d.uniform(j) < p1[2]).count() as i64;
+        assert_eq!(one.0[2], want);
+    }
+
+    #[test]
+    fn pairwise_sum_is_numpys_order() {
+        let a: Vec<f64> = (0..32).map(|i| 1.0 / (i as f64 + 1.0)).collect();
+        let mut r = [0.0; 8];
+        for (i, x) in a.iter().enumerate() {
+            r[i % 8] += x;
+        }
+        let want = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        assert_eq!(pairwise_sum(&a), want);
+        assert_eq!(pairwise_sum(&a[..5]), a[..5].iter().sum::<f64>());
+    }
+
+    #[test]
+    fn a_saved_log_loads_back_and_a_damaged_one_is_an_error() {
+        let mut log = small();
+        built(&mut log, 0.05, 2);
+        let dir = std::env::temp_dir().join(format!("dps-logworld-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rows.bin");
+        log.save(&path).unwrap();
+        let back = LogRows::load(&path).unwrap();
+        let ids = [0, 1, 2];
+        assert_eq!(
+            back.rollout(4, &ids, 1, 8, 2, false).unwrap(),
+            log.rollout(4, &ids, 1, 8, 2, false).unwrap()
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(LogRows::load(&path).is_err());
+        std::fs::write(&path, b"not a log").unwrap();
+        assert!(LogRows::load(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(LogRows::new(&[0], &[-1], &[0], &[8], 0).is_err());
+        assert!(LogRows::new(&[0], &[0], &[9], &[8], 0).is_err());
+        assert!(LogRows::new(&[0], &[0], &[0], &[0], 0).is_err());
+        assert!(LogRows::new(&[0, 1], &[0], &[0], &[8], 0).is_err());
+        let log = small();
+        assert!(log.rollout(0, &[0], 0, 8, 0, false).is_err()); // not built
+        assert!(log.subset(&[2, 0]).is_err());
+        assert!(log.row_info(&[4]).is_err());
+        assert_eq!(log.subset(&[2]).unwrap().steps(), &[1]);
+    }
+}
