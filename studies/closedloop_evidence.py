@@ -52,13 +52,16 @@ def main() -> None:
     se = np.sqrt(np.diag(cov))
     print(f"{len(step):,} observations, {len(ts):,} trainings, {N:,} prompts")
     print("what the n-th selection added (logits, standard error):")
-    for n, (c, s) in enumerate(zip(coef, se), start=1):
+    for n, (c, s) in enumerate(zip(coef, se, strict=True), start=1):
         print(f"  n = {n}{'+' if n == a.max_n else ' '}: {c:+.3f} ({s:.3f})")
     eff = fit_training_effect(obs, train, num_prompts=N).describe()
     ref = eff["shape_loglik"][eff["shape_default"]]
-    print(f"shape: saturation {eff['saturation']} ({eff['shape']}), half-life {eff['half_life']}, first-training gain "
-          f"{eff['gain']:+.4f} ({eff['gain_se']:.4f}); log-likelihood against the default {eff['shape_default']} "
-          f"(BIC margin {eff['shape_margin']}): " + ", ".join(f"{c}: {v - ref:+.1f}" for c, v in eff["shape_loglik"].items()))
+    print(
+        f"shape: saturation {eff['saturation']} ({eff['shape']}), half-life {eff['half_life']}, first-training gain "
+        f"{eff['gain']:+.4f} ({eff['gain_se']:.4f}); log-likelihood against the default {eff['shape_default']} "
+        f"(BIC margin {eff['shape_margin']}): "
+        + ", ".join(f"{c}: {v - ref:+.1f}" for c, v in eff["shape_loglik"].items())
+    )
     if a.groups:
         g = pl.read_parquet(a.groups).sort("prompt_id")
         group = np.zeros(N, np.int64)
@@ -67,8 +70,10 @@ def main() -> None:
         same = trained_level(step, group[pid], ts, group[tp], math.inf, len(size))  # trainings of the group before t
         spill = (same - M) / np.maximum(size[group[pid]] - 1, 1)  # of the others, per prompt of the group
         coef, *_, cov = _fit(pid, sidx, nc, nr, np.stack([M, spill], 1), N, len(steps))
-        print(f"spillover within {a.group_col}: {coef[1]:+.3f} ({math.sqrt(cov[1, 1]):.3f}) logits per training of every "
-              f"other prompt of the group (own selection {coef[0]:+.4f} ({math.sqrt(cov[0, 0]):.4f}))")
+        print(
+            f"spillover within {a.group_col}: {coef[1]:+.3f} ({math.sqrt(cov[1, 1]):.3f}) logits per training of every "
+            f"other prompt of the group (own selection {coef[0]:+.4f} ({math.sqrt(cov[0, 0]):.4f}))"
+        )
 
 
 if __name__ == "__main__":

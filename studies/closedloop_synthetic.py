@@ -19,8 +19,8 @@ import polars as pl
 
 from dps import DPS, DynamicSampling, Uniform
 from dps.replay.closedloop import ClosedLoopWorld, fit_training_effect, training_log
-from dps.replay.runner import replay
 from dps.replay.logworld import LogWorld
+from dps.replay.runner import replay
 from dps.replay.worlds import SyntheticWorld, World, preset_params
 
 POLICIES = {
@@ -33,7 +33,9 @@ POLICIES = {
 def log_world(log: pl.DataFrame) -> LogWorld:
     """Trained groups first; sweep rows where the run did not train that prompt at that step."""
     train = log.filter(pl.col("kind") == "train")
-    sweep = log.filter(pl.col("kind") == "sweep").join(train.select("step", "prompt_id"), on=["step", "prompt_id"], how="anti")
+    sweep = log.filter(pl.col("kind") == "sweep").join(
+        train.select("step", "prompt_id"), on=["step", "prompt_id"], how="anti"
+    )
     return LogWorld(pl.concat([train, sweep]).drop("kind"))
 
 
@@ -41,27 +43,42 @@ def run(world: World, seeds: list[int], steps: int, batch: int) -> dict[str, dic
     out = {}
     for name, make in POLICIES.items():
         rows = [replay(make(world.num_prompts, s), world, steps, batch, seed=s).summary for s in seeds]
-        out[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("effective_ratio", "rollouts", "mean_rounds", "distinct_prompts")}
+        out[name] = {
+            k: float(np.mean([r[k] for r in rows]))
+            for k in ("effective_ratio", "rollouts", "mean_rounds", "distinct_prompts")
+        }
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="math")
-    ap.add_argument("--cases", nargs="+", default=["0.05", "0.1", "0", "0.2:4"], help="GAIN (linear) or GAIN:C (saturating)")
+    ap.add_argument(
+        "--cases", nargs="+", default=["0.05", "0.1", "0", "0.2:4"], help="GAIN (linear) or GAIN:C (saturating)"
+    )
     ap.add_argument("--sweep-every", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--log-seed", type=int, default=100)
     a = ap.parse_args()
     seeds = list(range(a.seeds))
-    print("| true gain, saturation | fitted gain (se), half-life, saturation | world | US eff. ratio | DPS eff. ratio | DS rollouts | DS rounds/step |")
+    print(
+        "| true gain, saturation | fitted gain (se), half-life, saturation | world | US eff. ratio |"
+        " DPS eff. ratio | DS rollouts | DS rounds/step |"
+    )
     print("|---|---|---|---:|---:|---:|---:|")
     for case in a.cases:
         gain, _, sat = case.partition(":")
         params = preset_params(a.preset, train_gain=float(gain), train_saturation=float(sat or "inf"))
         truth = SyntheticWorld(params, seed=0)
         batch = 256
-        log = training_log(truth, Uniform(num_prompts=truth.num_prompts, seed=a.log_seed), params.steps, batch, a.log_seed, a.sweep_every)
+        log = training_log(
+            truth,
+            Uniform(num_prompts=truth.num_prompts, seed=a.log_seed),
+            params.steps,
+            batch,
+            a.log_seed,
+            a.sweep_every,
+        )
         train = log.filter(pl.col("kind") == "train")
         effect = fit_training_effect(log, train)
         linear = fit_training_effect(log, train, saturation="linear")
@@ -75,13 +92,15 @@ def main() -> None:
         d = effect.describe()
         lead = max(d["shape_loglik"].values()) - d["shape_loglik"][d["shape_default"]]
         fitted = (
-            f"{effect.gain:.4f} ({effect.gain_se:.4f}), {d['half_life']}, {d['saturation']} ({d['shape']}; best by {lead:.1f}, "
+            f"{effect.gain:.4f} ({effect.gain_se:.4f}), {d['half_life']}, "
+            f"{d['saturation']} ({d['shape']}; best by {lead:.1f}, "
             f"margin {d['shape_margin']})"
         )
         for wname, world in worlds.items():
             r = run(world, seeds, params.steps, batch)
             print(
-                f"| {gain}, {sat or 'inf'} | {fitted} | {wname} | {r['US']['effective_ratio']:.3f} | {r['DPS']['effective_ratio']:.3f} "
+                f"| {gain}, {sat or 'inf'} | {fitted} | {wname} | {r['US']['effective_ratio']:.3f} |"
+                f" {r['DPS']['effective_ratio']:.3f} "
                 f"| {r['DS']['rollouts']:,.0f} | {r['DS']['mean_rounds']:.2f} |",
                 flush=True,
             )

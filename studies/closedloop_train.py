@@ -32,15 +32,21 @@ def live(run: Path) -> dict[str, float]:
     return {"effective_ratio": float(s["effective_ratio"]), "rollouts": float(s["rollouts_total"])}
 
 
-def scenario(us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int], shape: str) -> dict[str, Any]:
+def scenario(
+    us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int], shape: str
+) -> dict[str, Any]:
     cfg = config(us_run)
     n, batch = int(cfg["task"]["options"]["n_train"]), int(cfg["policy"]["batch_size"])
     ds_opts = dict(ds_cfg["policy"]["options"])
     ds_opts["max_rounds"] = capped_rounds(n, batch, int(ds_opts.get("max_rounds", DEFAULT_MAX_ROUNDS)))
     return {
         "name": f"closed-loop-{us_run.name}",
-        "world": {"log": str(us_run / "dense.parquet"), "closed_loop": "fit", "train_log": str(us_run / "rollouts.parquet"),
-                  "effect_saturation": shape},
+        "world": {
+            "log": str(us_run / "dense.parquet"),
+            "closed_loop": "fit",
+            "train_log": str(us_run / "rollouts.parquet"),
+            "effect_saturation": shape,
+        },
         "run": {"batch_size": batch, "steps": int(cfg["steps"]), "seeds": replay_seeds, "workers": 1},
         "policies": [
             {"name": "US", "type": "uniform"},
@@ -55,7 +61,10 @@ def shape_label(w: dict[str, Any]) -> str:
     scores = w["closed_loop_shape_loglik"]
     best = max(scores, key=lambda c: scores[c])
     lead = scores[best] - scores[w["closed_loop_shape_default"]]
-    return f"sat. {w['closed_loop_saturation']} ({w['closed_loop_shape']}; best {best} by {lead:.1f}, margin {w['closed_loop_shape_margin']})"
+    return (
+        f"sat. {w['closed_loop_saturation']} ({w['closed_loop_shape']}; "
+        f"best {best} by {lead:.1f}, margin {w['closed_loop_shape_margin']})"
+    )
 
 
 def main() -> None:
@@ -75,15 +84,27 @@ def main() -> None:
         for shape in ("auto", "linear"):
             sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds)), shape))
             res = run_sweep(sc, workers=1, progress=False)
-            for r in res.summary.select("policy", "effective_ratio", "rollouts").group_by("policy").mean().iter_rows(named=True):
-                name = r["policy"] if shape == "auto" or r["policy"].endswith("(open loop)") else r["policy"] + " linear"
+            for r in (
+                res.summary.select("policy", "effective_ratio", "rollouts")
+                .group_by("policy")
+                .mean()
+                .iter_rows(named=True)
+            ):
+                name = (
+                    r["policy"] if shape == "auto" or r["policy"].endswith("(open loop)") else r["policy"] + " linear"
+                )
                 got[name] = r
             if shape == "auto":
                 w = res.world
         truth = {"US": live(us), "DPS": live(dps), "DS": live(ds)}
 
-        def four(policy: str, key: str, fmt: str) -> str:
-            vals = (got[f"{policy} (open loop)"][key], got[policy][key], got[f"{policy} linear"][key], truth[policy][key])
+        def four(policy: str, key: str, fmt: str, got: dict = got, truth: dict = truth) -> str:
+            vals = (
+                got[f"{policy} (open loop)"][key],
+                got[policy][key],
+                got[f"{policy} linear"][key],
+                truth[policy][key],
+            )
             return " / ".join(format(v, fmt) for v in vals)
 
         print(

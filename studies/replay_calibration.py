@@ -43,15 +43,27 @@ SHARED_LOG = ROOT.parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parq
 PARTIAL = (pl.col("n_correct") > 0) & (pl.col("n_correct") < pl.col("n_rollouts"))
 
 
-def stationary_log(seed: int = 0, prompts: int = 40_000, steps: int = 1000, batch: int = 512, k: int = 8) -> pl.DataFrame:
+def stationary_log(
+    seed: int = 0, prompts: int = 40_000, steps: int = 1000, batch: int = 512, k: int = 8
+) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     p = rng.beta(0.5, 0.5, prompts)
     ids = np.concatenate([rng.choice(prompts, batch, replace=False) for _ in range(steps)])
-    return pl.DataFrame({"step": np.repeat(np.arange(steps), batch), "prompt_id": ids, "n_rollouts": np.full(len(ids), k), "n_correct": rng.binomial(k, p[ids])})
+    return pl.DataFrame(
+        {
+            "step": np.repeat(np.arange(steps), batch),
+            "prompt_id": ids,
+            "n_rollouts": np.full(len(ids), k),
+            "n_correct": rng.binomial(k, p[ids]),
+        }
+    )
 
 
 def uniform_ratio(world: Any, batch: int, seeds: int, steps: int) -> float:
-    runs = [replay(make_policy("uniform", world.num_prompts, s), world, steps=steps, batch_size=batch, seed=s) for s in range(seeds)]
+    runs = [
+        replay(make_policy("uniform", world.num_prompts, s), world, steps=steps, batch_size=batch, seed=s)
+        for s in range(seeds)
+    ]
     return float(np.mean([r.summary["effective_ratio"] for r in runs]))
 
 
@@ -76,7 +88,15 @@ def dense_ids(groups: pl.DataFrame) -> pl.DataFrame:
     return groups.select("step", "prompt_id", "n_rollouts", "n_correct")
 
 
-def row(name: str, groups: pl.DataFrame, truth: float, batch: int, args: argparse.Namespace, old: Any, num_prompts: int | None = None) -> None:
+def row(
+    name: str,
+    groups: pl.DataFrame,
+    truth: float,
+    batch: int,
+    args: argparse.Namespace,
+    old: Any,
+    num_prompts: int | None = None,
+) -> None:
     t0 = time.perf_counter()
     world = LogWorld(groups, num_prompts=num_prompts)
     build = time.perf_counter() - t0
@@ -89,7 +109,8 @@ def row(name: str, groups: pl.DataFrame, truth: float, batch: int, args: argpars
         old_txt = f"{old_ratio:.3f} ({old_ratio - truth:+.3f})"
     print(
         f"| {name} | {groups.height:,} | {truth:.3f} | {old_txt} | {new:.3f} ({new - truth:+.3f}) | "
-        f"{world.switch_rate:g} | {world.population.replace('_', ' ')} | {cal.ece:.3f} | {cal.skill:.2f} | {build:.1f} |",
+        f"{world.switch_rate:g} | {world.population.replace('_', ' ')} | {cal.ece:.3f} | {cal.skill:.2f} |"
+        f" {build:.1f} |",
         flush=True,
     )
 
@@ -99,7 +120,10 @@ def synthetic_dps_rows(seeds: int, replay_seeds: int) -> None:
     from dps.replay.logworld import LogEstimator
     from dps.replay.worlds import SyntheticWorld, preset_params
 
-    print("\n| preset | prompts x steps x B | world seed | logged prompts | z | prior fitted on | truth | replay (error) | on every group (error) |")
+    print(
+        "\n| preset | prompts x steps x B | world seed | logged prompts | z | prior fitted on | truth |"
+        " replay (error) | on every group (error) |"
+    )
     print("|---|---|---:|---:|---:|---|---:|---:|---:|")
     for preset in ("countdown", "math"):
         for n, steps, batch in ((512, 100, 16), (1000, 100, 16), (2000, 150, 32)):
@@ -113,7 +137,8 @@ def synthetic_dps_rows(seeds: int, replay_seeds: int) -> None:
                 a, e = uniform_ratio(auto, batch, replay_seeds, steps), uniform_ratio(every, batch, replay_seeds, steps)
                 print(
                     f"| {preset} | {n} x {steps} x {batch} | {ws} | {auto.logged_prompts} | {auto.selection.z:+.1f} | "
-                    f"{auto.population.replace('_', ' ')} | {truth:.3f} | {a:.3f} ({a - truth:+.3f}) | {e:.3f} ({e - truth:+.3f}) |",
+                    f"{auto.population.replace('_', ' ')} | {truth:.3f} | {a:.3f} ({a - truth:+.3f}) |"
+                    f" {e:.3f} ({e - truth:+.3f}) |",
                     flush=True,
                 )
 
@@ -124,10 +149,19 @@ def main() -> int:
     ap.add_argument("--old-worlds", default=None, help="an older worlds.py to compare against")
     ap.add_argument("--seeds", type=int, default=3, help="replay seeds per check (default 3)")
     ap.add_argument("--skip-stationary", action="store_true")
-    ap.add_argument("--synthetic-dps", type=int, default=0, metavar="N", help="also DPS logs of synthetic worlds, N world seeds per size")
+    ap.add_argument(
+        "--synthetic-dps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also DPS logs of synthetic worlds, N world seeds per size",
+    )
     args = ap.parse_args()
     old = load_old(args.old_worlds)
-    print("| log | rows | truth | old replay (error) | new replay (error) | switch rate | prior fitted on | held-out ECE | skill | build s |")
+    print(
+        "| log | rows | truth | old replay (error) | new replay (error) | switch rate | prior fitted on |"
+        " held-out ECE | skill | build s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     if not args.skip_stationary:
         row("stationary Beta(0.5, 0.5), 512 x 8 per step", stationary_log(), 1 - 2 * 12870 / 4**8, 512, args, old)
@@ -135,7 +169,15 @@ def main() -> int:
         log = pl.read_parquet(SHARED_LOG)
         truth = sweep_truth(log.filter(pl.col("kind") == "sweep"))
         for kind, label in (("sweep", "dense sweep rows"), ("train", "sparse training rows (uniform run)")):
-            row(f"SmolLM2 GRPO log: {label}", log.filter(pl.col("kind") == kind).drop("kind"), truth, 64, args, old, 1024)
+            row(
+                f"SmolLM2 GRPO log: {label}",
+                log.filter(pl.col("kind") == kind).drop("kind"),
+                truth,
+                64,
+                args,
+                old,
+                1024,
+            )
     else:
         print(f"({SHARED_LOG} not found: skipped)", file=sys.stderr)
     for run in args.runs:

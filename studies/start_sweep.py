@@ -24,9 +24,13 @@ import numpy as np
 
 
 def shares(n_correct: np.ndarray, k: int) -> dict[str, float]:
-    return {"prompts": int(len(n_correct)), "accuracy": float(n_correct.mean() / k),
-            "partial": float(np.mean((n_correct > 0) & (n_correct < k))),
-            "solved": float(np.mean(n_correct == k)), "unsolved": float(np.mean(n_correct == 0))}
+    return {
+        "prompts": int(len(n_correct)),
+        "accuracy": float(n_correct.mean() / k),
+        "partial": float(np.mean((n_correct > 0) & (n_correct < k))),
+        "solved": float(np.mean(n_correct == k)),
+        "unsolved": float(np.mean(n_correct == 0)),
+    }
 
 
 def prompts_file_task(path: str, response_prefix: str):
@@ -38,8 +42,10 @@ def prompts_file_task(path: str, response_prefix: str):
 
     table = pl.read_parquet(path).to_dicts()
     task = QuestionArithmeticTask(n_train=8, n_test=8, response_prefix=response_prefix)
-    task._train = [Example(i, str(r.get("prompt_id", i)), r["question"], str(r["answer"]), {"level": int(r["level"])})
-                   for i, r in enumerate(table)]
+    task._train = [
+        Example(i, str(r.get("prompt_id", i)), r["question"], str(r["answer"]), {"level": int(r["level"])})
+        for i, r in enumerate(table)
+    ]
     return task
 
 
@@ -55,11 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="write the numbers here as JSON")
     args = ap.parse_args(argv)
 
+    from dps.tasks import make_task
     from dps.tomlfile import parse_value, set_dotted
     from dps.train.config import config_from_dict
-    from dps.train.presets import preset
-    from dps.tasks import make_task
     from dps.train.model import encode_prompt, load_pretrained
+    from dps.train.presets import preset
 
     data = preset(args.preset)
     for item in args.set:
@@ -76,31 +82,46 @@ def main(argv: list[str] | None = None) -> None:
     r = cfg.rollout
     engine = make_engine(args.engine, model, tok, model_dir, cfg, max(len(p) for p in prompts))
     t0 = time.perf_counter()
-    responses = engine.generate(prompts, args.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                                top_p=r.top_p, seed=cfg.seed)
+    responses = engine.generate(
+        prompts, args.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, seed=cfg.seed
+    )
     seconds = time.perf_counter() - t0
     engine.close()
     texts = [[tok.decode(x, skip_special_tokens=True) for x in group] for group in responses]
-    n_correct = np.array([sum(task.verify(ex, t) for t in group) for ex, group in zip(examples, texts)])
+    n_correct = np.array([sum(task.verify(ex, t) for t in group) for ex, group in zip(examples, texts, strict=True)])
     levels = np.array([ex.meta.get("level", -1) for ex in examples])
     tokens = sum(len(x) for group in responses for x in group)
     stopped = np.mean([bool(x) and x[-1] == tok.eos_token_id for group in responses for x in group])
     result: dict[str, Any] = {
-        "preset": args.preset, "engine": args.engine, "k": args.k, "prompts_file": args.prompts_file,
-        "response_prefix": task.response_prefix, "max_new_tokens": r.max_new_tokens,
-        "temperature": r.temperature, **shares(n_correct, args.k),
+        "preset": args.preset,
+        "engine": args.engine,
+        "k": args.k,
+        "prompts_file": args.prompts_file,
+        "response_prefix": task.response_prefix,
+        "max_new_tokens": r.max_new_tokens,
+        "temperature": r.temperature,
+        **shares(n_correct, args.k),
         "levels": {int(lv): shares(n_correct[levels == lv], args.k) for lv in np.unique(levels)},
-        "generated_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+        "generated_tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
         "stopped_share": float(stopped),
-        "examples": [{"prompt": ex.prompt, "answer": ex.answer, "responses": g[:4]}
-                     for ex, g in zip(examples[: args.samples], texts)],
+        "examples": [
+            {"prompt": ex.prompt, "answer": ex.answer, "responses": g[:4]}
+            for ex, g in zip(examples[: args.samples], texts, strict=False)
+        ],
     }
-    print(f"{len(examples)} prompts x {args.k}: accuracy {result['accuracy']:.3f}, partial {result['partial']:.3f}, "
-          f"solved {result['solved']:.3f}, unsolved {result['unsolved']:.3f}; {tokens} tokens in {seconds:.1f} s "
-          f"({result['tokens_per_s']:.0f}/s), {stopped:.2f} stopped at EOS")
+    print(
+        f"{len(examples)} prompts x {args.k}: accuracy {result['accuracy']:.3f}, partial {result['partial']:.3f}, "
+        f"solved {result['solved']:.3f}, unsolved {result['unsolved']:.3f}; {tokens} tokens in {seconds:.1f} s "
+        f"({result['tokens_per_s']:.0f}/s), {stopped:.2f} stopped at EOS"
+    )
     print("| level | prompts | accuracy | partial | solved | unsolved |\n|---|---:|---:|---:|---:|---:|")
     for lv, s in result["levels"].items():
-        print(f"| {lv} | {s['prompts']} | {s['accuracy']:.3f} | {s['partial']:.3f} | {s['solved']:.3f} | {s['unsolved']:.3f} |")
+        print(
+            f"| {lv} | {s['prompts']} | {s['accuracy']:.3f} | {s['partial']:.3f} | {s['solved']:.3f} |"
+            f" {s['unsolved']:.3f} |"
+        )
     for e in result["examples"]:
         print(json.dumps(e))
     if args.out:
@@ -126,8 +147,15 @@ def make_engine(kind: str, model, tok, model_dir: Path, cfg, longest: int):
     if kind == "hf":
         return HFEngine(model, tok, batch_size=cfg.rollout.gen_batch_size)
     max_len = int(-(-(longest + cfg.rollout.max_new_tokens + 8) // 64) * 64)
-    return VLLMEngine(str(model_dir), int(tok.eos_token_id), seed=cfg.seed, max_model_len=max_len,
-                      kv_cache_gib=cfg.vllm.kv_cache_gib, dtype=cfg.vllm.dtype, prefix_caching=True)
+    return VLLMEngine(
+        str(model_dir),
+        int(tok.eos_token_id),
+        seed=cfg.seed,
+        max_model_len=max_len,
+        kv_cache_gib=cfg.vllm.kv_cache_gib,
+        dtype=cfg.vllm.dtype,
+        prefix_caching=True,
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ def test_an_unknown_preset_is_refused_naming_the_choices(capsys):
 
 
 def test_model_without_a_gguf_file_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dps.cli", "model", str(tmp_path / "m"), "--gguf", str(tmp_path / "x.gguf")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "dps.cli", "model", str(tmp_path / "m"), "--gguf", str(tmp_path / "x.gguf")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "no GGUF file" in r.stderr and "Traceback" not in r.stderr

@@ -32,7 +32,7 @@ def test_predicted_distribution_matches_reference(prior, decay):
         ids = ours.select(OBSERVED_PER_STEP) if step % 2 else rng.choice(N, OBSERVED_PER_STEP, replace=False)
         correct, total = random_outcomes(rng, ids, skill)
         ours.observe(ids, correct, total)
-        reference.observe({int(i): (int(c), int(n)) for i, c, n in zip(ids, correct, total)})
+        reference.observe({int(i): (int(c), int(n)) for i, c, n in zip(ids, correct, total, strict=True)})
         got = ours.predicted_state_probs()
         want = np.array(reference.priors())
         worst = max(worst, float(np.abs(got - want).max()))
@@ -54,7 +54,7 @@ def test_selection_takes_the_reference_top_scores(decay):
         assert scores[picked].min() >= scores[left_out].max() - 1e-6
         correct, total = random_outcomes(rng, picked, skill)
         ours.observe(picked, correct, total)
-        reference.observe({int(i): (int(c), int(n)) for i, c, n in zip(picked, correct, total)})
+        reference.observe({int(i): (int(c), int(n)) for i, c, n in zip(picked, correct, total, strict=True)})
 
 
 def test_entropy_variant_scores_partial_plus_entropy():

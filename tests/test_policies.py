@@ -28,9 +28,15 @@ FACTORIES = {
     "greso-batch": lambda seed=0: GRESO(num_prompts=N, rounds="batch", adapt_from_epoch=0, seed=seed),
     "bots": lambda seed=0: BOTS(num_prompts=N, seed=seed),
     "bots-anchors": lambda seed=0: BOTS(
-        num_prompts=N, forgetting=0.2, implicit_weight=0.3, anchors=np.random.default_rng(1).uniform(size=(N, 2)), seed=seed
+        num_prompts=N,
+        forgetting=0.2,
+        implicit_weight=0.3,
+        anchors=np.random.default_rng(1).uniform(size=(N, 2)),
+        seed=seed,
     ),
-    "bots-pool": lambda seed=0: BOTS(num_prompts=N, candidate_ratio=2.5, pseudo_count=16, anchors="population", seed=seed),
+    "bots-pool": lambda seed=0: BOTS(
+        num_prompts=N, candidate_ratio=2.5, pseudo_count=16, anchors="population", seed=seed
+    ),
     "bots-mean": lambda seed=0: BOTS(num_prompts=N, thompson=False, seed=seed),
     "ds": lambda seed=0: DynamicSampling(num_prompts=N, seed=seed, max_rounds=3),
     "ds-dps": lambda seed=0: DynamicSampling(DPS(num_prompts=N, seed=seed), lo=0.1, hi=0.9, max_rounds=2),
@@ -81,9 +87,9 @@ def test_same_seed_same_selections(name):
     a = run(FACTORIES[name](seed=5), 20, World(1))
     b = run(FACTORIES[name](seed=5), 20, World(1))
     c = run(FACTORIES[name](seed=6), 20, World(1))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     if name not in ("dps", "dps-local", "ds-dps", "bots-mean"):  # DPS differs by seed only through ties
-        assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+        assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 @pytest.mark.parametrize("name", FACTORIES)
@@ -110,7 +116,7 @@ def test_save_load_continue_is_exact(name, mid_step, tmp_path):
         straight.observe(ids, *outcome)
         fresh.observe(ids, *outcome)
     a, b = run(straight, 12, world_a), run(fresh, 12, world_b)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert_states_equal(straight.state_dict(), fresh.state_dict())
     assert straight.metrics().keys() == fresh.metrics().keys()
 
@@ -346,7 +352,7 @@ def test_a_pool_as_large_as_the_dataset_is_plain_dps():
     plain = DPS(num_prompts=N, decay=0.5, seed=2)
     whole = DPS(num_prompts=N, decay=0.5, seed=2, candidate_ratio=N / B)  # pool of N
     a, b = run(plain, 25, World(4)), run(whole, 25, World(4))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert whole.state_dict()["pool_order"].size == 0  # the epoch order was never drawn
 
 

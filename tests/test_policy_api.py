@@ -31,7 +31,7 @@ def builtins() -> list[Policy]:
 def world(seed: int = 0):
     p = np.random.default_rng(seed).uniform(size=N)
 
-    def rollout(ids: np.ndarray, step: list[int] = [0]) -> tuple[np.ndarray, np.ndarray]:
+    def rollout(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, *ids.tolist()])
         return rng.binomial(K, p[ids]).astype(np.int64), np.full(len(ids), K, np.int64)
 
@@ -69,16 +69,37 @@ def test_run_step_refuses_float_counts_like_observe(policy: Policy) -> None:
     assert states_equal(policy.state_dict(), before)
 
 
-@pytest.mark.parametrize("make", [lambda: DPS(N, seed=1), lambda: Uniform(N, seed=1),
-                                  lambda: HistoryResampling(N, seed=1), lambda: MoPPS(N, seed=1),
-                                  lambda: GRESO(N, seed=1), lambda: DynamicSampling(DPS(N, seed=1)),
-                                  lambda: DynamicSampling(num_prompts=N, seed=1),
-                                  lambda: DPS(N, seed=1, candidate_ratio=2.0),
-                                  lambda: MoPPS(N, seed=1, candidate_ratio=2.0),
-                                  lambda: BOTS(N, seed=1), lambda: BOTS(N, seed=1, candidate_ratio=2.0),
-                                  lambda: GRESO(N, seed=1, rounds="batch")],
-                         ids=["DPS", "Uniform", "HR", "MoPPS", "GRESO", "DS(DPS)", "DS", "DPS-pool", "MoPPS-pool",
-                              "BOTS", "BOTS-pool", "GRESO-batch"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DPS(N, seed=1),
+        lambda: Uniform(N, seed=1),
+        lambda: HistoryResampling(N, seed=1),
+        lambda: MoPPS(N, seed=1),
+        lambda: GRESO(N, seed=1),
+        lambda: DynamicSampling(DPS(N, seed=1)),
+        lambda: DynamicSampling(num_prompts=N, seed=1),
+        lambda: DPS(N, seed=1, candidate_ratio=2.0),
+        lambda: MoPPS(N, seed=1, candidate_ratio=2.0),
+        lambda: BOTS(N, seed=1),
+        lambda: BOTS(N, seed=1, candidate_ratio=2.0),
+        lambda: GRESO(N, seed=1, rounds="batch"),
+    ],
+    ids=[
+        "DPS",
+        "Uniform",
+        "HR",
+        "MoPPS",
+        "GRESO",
+        "DS(DPS)",
+        "DS",
+        "DPS-pool",
+        "MoPPS-pool",
+        "BOTS",
+        "BOTS-pool",
+        "GRESO-batch",
+    ],
+)
 def test_failed_rollout_leaves_the_policy_as_it_was(make) -> None:
     rollout = world()
     failing, twin = make(), make()
@@ -141,8 +162,11 @@ def test_a_policy_without_abandon_gets_a_note_on_the_error() -> None:
     assert any("does not implement abandon()" in note for note in info.value.__notes__)
 
 
-@pytest.mark.parametrize("make", [lambda: DPS(N, seed=3), lambda: MoPPS(N, seed=3), lambda: BOTS(N, seed=3),
-                                  lambda: HistoryResampling(N, seed=3)], ids=["DPS", "MoPPS", "BOTS", "HR"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: DPS(N, seed=3), lambda: MoPPS(N, seed=3), lambda: BOTS(N, seed=3), lambda: HistoryResampling(N, seed=3)],
+    ids=["DPS", "MoPPS", "BOTS", "HR"],
+)
 def test_observing_a_log_reaches_the_live_runs_state(make) -> None:
     """observe accepts groups it never selected: replaying a run's groups into a fresh policy
     gives the state the live policy reached by selecting them itself."""

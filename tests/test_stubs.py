@@ -27,8 +27,18 @@ def test_policies_and_replay_type_check(tmp_path):
     (tmp_path / "mypy.ini").write_text("[mypy]\n")
     package = Path(dps.__file__).parent
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"), "--cache-dir", str(tmp_path / "cache"),
-         str(package / "policies"), str(package / "replay"), str(package / "logs")],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(tmp_path / "mypy.ini"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(package / "policies"),
+            str(package / "replay"),
+            str(package / "logs"),
+        ],
         capture_output=True,
         text=True,
     )

@@ -26,8 +26,10 @@ TINY = {
     "seed": 0,
     "steps": 4,
     "model": {"tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1, "intermediate_size": 64}},
-    "task": {"name": "arithmetic", "options": {"n_train": 24, "n_test": 12, "n_warmup": 40,
-                                               "levels": [[2, 1], [3, 1]]}},
+    "task": {
+        "name": "arithmetic",
+        "options": {"n_train": 24, "n_test": 12, "n_warmup": 40, "levels": [[2, 1], [3, 1]]},
+    },
     "policy": {"name": "uniform", "batch_size": 4},
     "rollout": {"k": 4, "max_new_tokens": 3, "gen_batch_size": 32},
     "grpo": {"lr": 1e-3, "micro_batch_size": 8},
@@ -79,8 +81,9 @@ def test_config_rejects_unknown_keys_types_and_ranges(tmp_path):
 
 
 def _dps(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dps.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "dps.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw
+    )
 
 
 def test_cli_errors_come_before_model_work(tmp_path):
@@ -91,8 +94,13 @@ def test_cli_errors_come_before_model_work(tmp_path):
     r = _dps("train", str(_write_cfg(tmp_path / "b.toml", missing)), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "does not exist" in r.stderr
     (tmp_path / "data.jsonl").write_text('{"prompt": "x", "answer": "@@ ??"}\n')
-    badtask = dict(TINY, task={"name": "dataset", "options": {"path": str(tmp_path / "data.jsonl"),
-                                                              "test_path": str(tmp_path / "data.jsonl")}})
+    badtask = dict(
+        TINY,
+        task={
+            "name": "dataset",
+            "options": {"path": str(tmp_path / "data.jsonl"), "test_path": str(tmp_path / "data.jsonl")},
+        },
+    )
     r = _dps("train", str(_write_cfg(tmp_path / "c.toml", badtask)), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "does not parse" in r.stderr
     r = _dps("train", "--preset", "tiny-cpu", "--policy", "nope", "--out", str(tmp_path / "o"))
@@ -104,8 +112,13 @@ def test_cli_errors_come_before_model_work(tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
     (sub / "d.jsonl").write_text("".join(f'{{"prompt": "{i}+1=", "answer": "{i + 1}"}}\n' for i in range(12)))
-    rel = dict(TINY, task={"name": "dataset", "options": {"path": "d.jsonl", "test_fraction": 0.25,
-                                                          "verifier": "numeric", "answer_format": "plain"}})
+    rel = dict(
+        TINY,
+        task={
+            "name": "dataset",
+            "options": {"path": "d.jsonl", "test_fraction": 0.25, "verifier": "numeric", "answer_format": "plain"},
+        },
+    )
     r = _dps("train", str(_write_cfg(sub / "rel.toml", rel)), "--check", "--out", str(tmp_path / "o2"))
     assert r.returncode == 0 and "ok: task dataset (9 train / 3 test" in r.stdout, r.stderr
     assert load_config(sub / "rel.toml").task.options["path"] == str(sub / "d.jsonl")
@@ -153,14 +166,15 @@ def _grads(agg: str, seqs, **cfg_kw):
         m = learner.update(seqs)
     finally:
         torch.nn.utils.clip_grad_norm_ = orig
-    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     return grads.get("g"), m, changed
 
 
 def test_loss_aggregation_dilution_and_zero_advantage_skip():
     rng = np.random.default_rng(0)
-    informative = [Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 4)), float(a))
-                   for a in (1.0, -1.0, 0.5, -0.5)]
+    informative = [
+        Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 4)), float(a)) for a in (1.0, -1.0, 0.5, -0.5)
+    ]
     zero = [Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 4)), 0.0) for _ in range(4)]
     g_tm, m1, changed = _grads("token-mean", informative + zero)
     g_inf, _, _ = _grads("token-mean-informative", informative + zero)
@@ -186,14 +200,16 @@ def test_clipped_policy_loss_by_hand():
     from dps.train.grpo import clipped_policy_loss
 
     #            A     log r          hand value
-    cases = [(1.0, np.log(0.5), -0.5),   # A > 0, r below 1 - 0.2: no clip (the max keeps -A r)
-             (1.0, np.log(2.0), -1.28),  # A > 0, r above 1 + 0.28: clipped
-             (1.0, np.log(1.1), -1.1),   # inside the bounds
-             (-1.0, np.log(0.5), 0.8),   # A < 0, r low: clipped at 0.8
-             (-1.0, np.log(5.0), 5.0),   # A < 0, r high: unclipped, below the dual cap 10
-             (-1.0, np.log(50.0), 10.0),  # dual clip: capped at -A * c
-             (-2.0, 30.0, 20.0),         # log r clamped to 20, then the dual cap 2 * 10
-             (2.0, 30.0, -2.56)]         # A > 0, huge r: clip-high
+    cases = [
+        (1.0, np.log(0.5), -0.5),  # A > 0, r below 1 - 0.2: no clip (the max keeps -A r)
+        (1.0, np.log(2.0), -1.28),  # A > 0, r above 1 + 0.28: clipped
+        (1.0, np.log(1.1), -1.1),  # inside the bounds
+        (-1.0, np.log(0.5), 0.8),  # A < 0, r low: clipped at 0.8
+        (-1.0, np.log(5.0), 5.0),  # A < 0, r high: unclipped, below the dual cap 10
+        (-1.0, np.log(50.0), 10.0),  # dual clip: capped at -A * c
+        (-2.0, 30.0, 20.0),  # log r clamped to 20, then the dual cap 2 * 10
+        (2.0, 30.0, -2.56),
+    ]  # A > 0, huge r: clip-high
     adv = torch.tensor([[a] for a, _, _ in cases], dtype=torch.float64)
     logp = torch.tensor([[lr] for _, lr, _ in cases], dtype=torch.float64)
     loss, clipped, dual = clipped_policy_loss(logp, torch.zeros_like(logp), adv, 0.2, 0.28, 10.0)
@@ -226,7 +242,9 @@ def test_learner_logprobs_use_the_sampling_temperature():
     by_hand = [torch.log_softmax(logits[t] / 0.6, -1)[tok].item() for t, tok in ((2, 8), (3, 9))]
     assert mask[0].tolist() == [0, 0, 1, 1]
     assert np.allclose(lp[0, 2:].numpy(), by_hand, atol=1e-5)
-    assert not np.allclose(by_hand, [torch.log_softmax(logits[2], -1)[8].item(), torch.log_softmax(logits[3], -1)[9].item()])
+    assert not np.allclose(
+        by_hand, [torch.log_softmax(logits[2], -1)[8].item(), torch.log_softmax(logits[3], -1)[9].item()]
+    )
 
 
 def test_nonfinite_gradient_skips_the_step():
@@ -241,7 +259,7 @@ def test_nonfinite_gradient_skips_the_step():
     m = learner.update(seqs)
     hook.remove()
     assert m["nonfinite_grad_steps"] == 1 and m["optimizer_steps"] == 0
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert all(p.grad is None for p in model.parameters())
     m2 = learner.update(seqs)  # the next step is a normal one and keeps the weights finite
     assert m2["nonfinite_grad_steps"] == 0 and m2["optimizer_steps"] == 1
@@ -263,10 +281,13 @@ def test_clipping_with_several_minibatches():
 
     model, _ = _tiny_lm()
     rng = np.random.default_rng(1)
-    seqs = [Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 6)), float(a))
-            for a in rng.choice([-1.0, 1.0], 16)]
-    learner = GRPOLearner(model, GRPOConfig(lr=5e-2, mini_batches=4, epochs=2, micro_batch_size=3), 0,
-                          torch.device("cpu"))
+    seqs = [
+        Sequence(list(rng.integers(3, 90, 5)), list(rng.integers(3, 90, 6)), float(a))
+        for a in rng.choice([-1.0, 1.0], 16)
+    ]
+    learner = GRPOLearner(
+        model, GRPOConfig(lr=5e-2, mini_batches=4, epochs=2, micro_batch_size=3), 0, torch.device("cpu")
+    )
     m = learner.update(seqs, seed=3)
     assert m["optimizer_steps"] == 8
     assert 0.0 < m["clip_frac"] <= 1.0  # a large lr moves the ratio out of [0.8, 1.28]
@@ -302,8 +323,16 @@ def test_tiny_run_uniform_and_ds_logs_replayable(tmp_path):
     # DS pays for what it filters: at least k rollouts per trained group, usually more
     assert out["ds"]["rollouts_per_trained_group"] >= 4.0
     # the run's log replays with `dps replay`
-    r = _dps("replay", str(tmp_path / "ds" / "replay.toml"), "--out", str(tmp_path / "rep"), "--quiet",
-             "--no-plots", "--workers", "1")
+    r = _dps(
+        "replay",
+        str(tmp_path / "ds" / "replay.toml"),
+        "--out",
+        str(tmp_path / "rep"),
+        "--quiet",
+        "--no-plots",
+        "--workers",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "rep" / "summary.csv").exists()
 
@@ -314,8 +343,13 @@ def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(tmp_path):
     ref = _dps("train", str(cfg), "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     env = dict(os.environ, DPS_TRAIN_STEP_DELAY="0.4")  # widen the window between steps for the kill
-    proc = subprocess.Popen([sys.executable, "-m", "dps.cli", "train", str(cfg), "--out", str(tmp_path / "run")],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dps.cli", "train", str(cfg), "--out", str(tmp_path / "run")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -357,8 +391,21 @@ def test_config_example_matches_the_preset():
     from dps.train.config import build_config
 
     def ns(**kw):
-        base = dict(config=None, preset=None, policy=None, steps=None, seed=None, out="x", engine=None, model=None,
-                    gguf_file=None, warmup_cache=None, loss_agg=None, set=[], no_progress=False)
+        base = dict(
+            config=None,
+            preset=None,
+            policy=None,
+            steps=None,
+            seed=None,
+            out="x",
+            engine=None,
+            model=None,
+            gguf_file=None,
+            warmup_cache=None,
+            loss_agg=None,
+            set=[],
+            no_progress=False,
+        )
         base.update(kw)
         return argparse.Namespace(**base)
 
@@ -416,8 +463,12 @@ def test_user_policy_and_dense_sweep(tmp_path):
 def test_every_builtin_policy_trains(tmp_path, name):
     from dps.train.trainer import train
 
-    d = dict(TINY, steps=3, policy={"name": name, "batch_size": 4},
-             log={"eval_every": 0, "checkpoint_every": 2, "progress": False})
+    d = dict(
+        TINY,
+        steps=3,
+        policy={"name": name, "batch_size": 4},
+        log={"eval_every": 0, "checkpoint_every": 2, "progress": False},
+    )
     s = train(config_from_dict(d), tmp_path / name)
     assert s["steps"] == 3 and s["rollouts_total"] >= 3 * 4 * 4
 
@@ -437,9 +488,8 @@ def _peaked_tiny_model(scale: float = 4.0):
 def test_hf_engine_samples_softmax_of_logits_over_temperature():
     """Sampled first tokens follow softmax(logits / T) over the whole vocabulary: no top-k 50
     (which would cut the 29% of mass outside the 50 likeliest tokens here), T applied."""
-    from sampling_stats import chi2_pvalue
-
     from dps.train.engines import HFEngine
+    from sampling_stats import chi2_pvalue
 
     model, tok = _peaked_tiny_model()
     model.generation_config.top_k = 5  # a model config's defaults must not leak into sampling
@@ -469,9 +519,18 @@ def test_paper_presets_follow_the_released_recipe(tmp_path):
     for name, mini, decay, tokens in (("paper-countdown", 4, 0.5, 1024), ("paper-math", 2, 0.7, 8192)):
         c = config_from_dict(dict(preset(name), model={"path": "/m"}))
         g = c.grpo
-        assert (g.lr, g.weight_decay, g.max_grad_norm, g.clip_low, g.clip_high, g.clip_ratio_c, g.entropy_coef,
-                g.kl_coef, g.loss_agg, g.std_unbiased) == (1e-6, 0.1, 1.0, 0.2, 0.28, 10.0, 0.001, 0.0,
-                                                           "token-mean", True)
+        assert (
+            g.lr,
+            g.weight_decay,
+            g.max_grad_norm,
+            g.clip_low,
+            g.clip_high,
+            g.clip_ratio_c,
+            g.entropy_coef,
+            g.kl_coef,
+            g.loss_agg,
+            g.std_unbiased,
+        ) == (1e-6, 0.1, 1.0, 0.2, 0.28, 10.0, 0.001, 0.0, "token-mean", True)
         assert (c.policy.batch_size, g.mini_batches, c.policy.options["decay"]) == (256, mini, decay)
         assert (c.rollout.k, c.rollout.temperature, c.rollout.top_p, c.rollout.max_new_tokens) == (8, 1.0, 1.0, tokens)
         assert (c.log.eval_mode, c.log.eval_samples, c.log.eval_temperature) == ("sampled", 16, 0.6)

@@ -32,9 +32,9 @@ from __future__ import annotations
 import abc
 import json
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,7 +203,9 @@ def next_request(policy: Policy, batch_size: int, history: list[tuple[int, int]]
     return int(request)
 
 
-def _rounds(policy: Policy, batch_size: int, rollout: RolloutFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _rounds(
+    policy: Policy, batch_size: int, rollout: RolloutFn
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     ids_parts, correct_parts, total_parts, admit_parts = [], [], [], []
     history: list[tuple[int, int]] = []
     rounds = 0
@@ -230,5 +232,10 @@ def _rounds(policy: Policy, batch_size: int, rollout: RolloutFn) -> tuple[np.nda
         rounds += 1
     if not ids_parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), rounds
-    return (np.concatenate(ids_parts), np.concatenate(correct_parts), np.concatenate(total_parts),
-            np.concatenate(admit_parts), rounds)
+    return (
+        np.concatenate(ids_parts),
+        np.concatenate(correct_parts),
+        np.concatenate(total_parts),
+        np.concatenate(admit_parts),
+        rounds,
+    )

@@ -235,14 +235,20 @@ class PooledPolicy(RustPolicy):
         return self.candidate_ratio is None
 
     def _pool(self, state: dict[str, Any]) -> tuple[int, int, np.ndarray]:
-        return state_int(state, "pool_epoch"), state_int(state, "pool_cursor"), as_int_array("pool_order", state["pool_order"])
+        return (
+            state_int(state, "pool_epoch"),
+            state_int(state, "pool_cursor"),
+            as_int_array("pool_order", state["pool_order"]),
+        )
 
 
 def prior_matrix(prior_alpha: Any) -> list[list[float]]:
     if isinstance(prior_alpha, str):
         name = "ones" if prior_alpha == "uniform" else prior_alpha
         if name not in PRIORS:
-            raise ValueError(f"unknown prior_alpha {prior_alpha!r}; choose a number, a 3x3 matrix or one of {sorted(PRIORS)}")
+            raise ValueError(
+                f"unknown prior_alpha {prior_alpha!r}; choose a number, a 3x3 matrix or one of {sorted(PRIORS)}"
+            )
         return PRIORS[name]
     if isinstance(prior_alpha, (int, float, np.integer, np.floating)) and not isinstance(prior_alpha, bool):
         return [[float(prior_alpha)] * 3 for _ in range(3)]
@@ -466,7 +472,12 @@ class MoPPS(BetaPredictive, PooledPolicy):
         candidate_ratio: float | None = MOPPS_CANDIDATE_RATIO,
         seed: int = 0,
     ) -> None:
-        self.decay, self.prior_a, self.prior_b, self.target = float(decay), float(prior_a), float(prior_b), float(target)
+        self.decay, self.prior_a, self.prior_b, self.target = (
+            float(decay),
+            float(prior_a),
+            float(prior_b),
+            float(target),
+        )
         if threshold is not None and len(threshold) != 2:
             raise ValueError(f"threshold must be (lo, hi), got {threshold!r}")
         self.threshold = None if threshold is None else (float(threshold[0]), float(threshold[1]))
@@ -695,7 +706,19 @@ class GRESO(EpochPolicy):
     `max_rounds` caps the released rounds too when given.
     """
 
-    _state_keys = ("step", "calls", "skipped", "p_easy_now", "p_hard_now", "easy", "hard", "pending", "epoch", "cursor", "order")
+    _state_keys = (
+        "step",
+        "calls",
+        "skipped",
+        "p_easy_now",
+        "p_hard_now",
+        "easy",
+        "hard",
+        "pending",
+        "epoch",
+        "cursor",
+        "order",
+    )
 
     def __init__(
         self,

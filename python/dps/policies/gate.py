@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 from dps.policies.base import Policy
-from dps.policies.builtin import check_batch_size, zero_variance_mask
-from dps.policies.builtin import Uniform
+from dps.policies.builtin import Uniform, check_batch_size, zero_variance_mask
 
 
 class DynamicSampling(Policy):

@@ -1,15 +1,16 @@
 """Policies by name: the one table behind replay scenarios, the trainer's config and the CLI.
 
-    make_policy("dps", num_prompts=7500, seed=0, decay=0.7)
-    make_policy("ds", ...)                # dynamic sampling over a uniform loader
-    make_policy("dps+ds", ..., lo=0.1)    # the gate over another selector
-    make_policy("mypkg.mod:MyPolicy", ...)  # a user's Policy subclass
+make_policy("dps", num_prompts=7500, seed=0, decay=0.7)
+make_policy("ds", ...)                # dynamic sampling over a uniform loader
+make_policy("dps+ds", ..., lo=0.1)    # the gate over another selector
+make_policy("mypkg.mod:MyPolicy", ...)  # a user's Policy subclass
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dps.policies.base import Policy
 from dps.policies.builtin import BOTS, DPS, GRESO, HistoryResampling, MoPPS, Uniform

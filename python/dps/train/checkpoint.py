@@ -32,8 +32,9 @@ def latest_checkpoint(root: Path) -> Path | None:
     return d if (d / "trainer.json").exists() else None
 
 
-def save_checkpoint(root: Path, next_step: int, model: Any, learner: Any, policy: Policy, counters: dict[str, int],
-                    keep: int) -> None:
+def save_checkpoint(
+    root: Path, next_step: int, model: Any, learner: Any, policy: Policy, counters: dict[str, int], keep: int
+) -> None:
     import torch
 
     root.mkdir(exist_ok=True)
@@ -46,7 +47,12 @@ def save_checkpoint(root: Path, next_step: int, model: Any, learner: Any, policy
     torch.save(learner.state_dict(), tmp / "learner.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     policy.save(tmp / "policy.npz")
-    state = {"next_step": next_step, "counters": counters, "python_random": _py_rng_state(), "numpy_random": _np_rng_state()}
+    state = {
+        "next_step": next_step,
+        "counters": counters,
+        "python_random": _py_rng_state(),
+        "numpy_random": _np_rng_state(),
+    }
     (tmp / "trainer.json").write_text(json.dumps(state))
     final = root / name
     if final.exists():

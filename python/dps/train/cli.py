@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 
-
 def register(sub: Any) -> None:
     _register_train(sub)
     _register_compare(sub)
@@ -19,9 +18,14 @@ def _preset_option(p: argparse.ArgumentParser, default: str | None = None) -> No
     from dps.train.presets import NEEDS_MODEL, PRESETS
 
     needs = ", ".join(n for n in PRESETS if n in NEEDS_MODEL)
-    p.add_argument("--preset", choices=list(PRESETS), default=default, metavar="NAME",
-                   help=f"a built-in configuration: {', '.join(PRESETS)} (tiny-cpu runs at once on a CPU; "
-                        f"{needs} need --model DIR)" + (f"; default {default}" if default else ""))
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=default,
+        metavar="NAME",
+        help=f"a built-in configuration: {', '.join(PRESETS)} (tiny-cpu runs at once on a CPU; "
+        f"{needs} need --model DIR)" + (f"; default {default}" if default else ""),
+    )
 
 
 def _register_train(sub: Any) -> None:
@@ -47,8 +51,13 @@ def _register_train(sub: Any) -> None:
 
 
 def _common_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set grpo.lr=1e-4 (value parsed as TOML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set grpo.lr=1e-4 (value parsed as TOML)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -70,8 +79,11 @@ def _register_compare(sub: Any) -> None:
     _preset_option(p, default="tiny-cpu")
     _common_train_options(p)
     p.add_argument("--policies", default="uniform,ds,dps", help="comma-separated policy names (default uniform,ds,dps)")
-    p.add_argument("--loss-aggs", default="token-mean,token-mean-informative",
-                   help="comma-separated loss aggregations, one comparison each")
+    p.add_argument(
+        "--loss-aggs",
+        default="token-mean,token-mean-informative",
+        help="comma-separated loss aggregations, one comparison each",
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
@@ -119,8 +131,10 @@ def handle(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, cfg.out)
     trainer.prepare()
     if args.check:
-        print(f"ok: task {cfg.task.name} ({len(trainer.train_ex)} train / {len(trainer.test_ex)} test prompts), "
-              f"policy {cfg.policy.name}, engine {cfg.rollout.engine}")
+        print(
+            f"ok: task {cfg.task.name} ({len(trainer.train_ex)} train / {len(trainer.test_ex)} test prompts), "
+            f"policy {cfg.policy.name}, engine {cfg.rollout.engine}"
+        )
         return 0
     summary = trainer.run()
     json.dump(summary, sys.stdout, indent=1)

@@ -30,10 +30,21 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for agg in args.loss_aggs.split(","):
         for pol in args.policies.split(","):
-            ns = argparse.Namespace(config=args.config, preset=args.preset, policy=pol, steps=args.steps,
-                                    seed=args.seed, out=str(out / agg / pol), engine=None, model=None,
-                                    gguf_file=None, warmup_cache=str(out / "warmup-cache"), loss_agg=agg,
-                                    set=list(args.set), no_progress=args.no_progress)
+            ns = argparse.Namespace(
+                config=args.config,
+                preset=args.preset,
+                policy=pol,
+                steps=args.steps,
+                seed=args.seed,
+                out=str(out / agg / pol),
+                engine=None,
+                model=None,
+                gguf_file=None,
+                warmup_cache=str(out / "warmup-cache"),
+                loss_agg=agg,
+                set=list(args.set),
+                no_progress=args.no_progress,
+            )
             cfg = build_config(ns)
             t = Trainer(cfg, cfg.out)
             t.prepare()
@@ -43,9 +54,15 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
             log = pl.read_parquet(Path(cfg.out) / "rollouts.parquet")
             summary["distinct_prompts"] = int(log["prompt_id"].n_unique())
             summary["max_groups_per_prompt"] = int(log.group_by("prompt_id").len()["len"].max())  # type: ignore[arg-type]
-            results.append({"loss_agg": agg, "policy": pol, "summary": summary,
-                            "metrics": _rows(Path(cfg.out) / "metrics.jsonl"),
-                            "eval": _rows(Path(cfg.out) / "eval.jsonl")})
+            results.append(
+                {
+                    "loss_agg": agg,
+                    "policy": pol,
+                    "summary": summary,
+                    "metrics": _rows(Path(cfg.out) / "metrics.jsonl"),
+                    "eval": _rows(Path(cfg.out) / "eval.jsonl"),
+                }
+            )
     return results
 
 
@@ -86,7 +103,7 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(2, 2, figsize=(12, 8.5))
-    styles = {agg: ls for agg, ls in zip(sorted({r["loss_agg"] for r in results}), ["-", "--", ":"])}
+    styles = {agg: ls for agg, ls in zip(sorted({r["loss_agg"] for r in results}), ["-", "--", ":"], strict=False)}
     colours: dict[str, Any] = {}
     for r in results:
         c = colours.setdefault(r["policy"], f"C{len(colours)}")
@@ -105,13 +122,22 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
         ax[0, 0].plot(steps, smooth([x["reward_mean"] for x in m]), ls, color=c, label=label)
         ax[0, 1].plot(steps, smooth([x["effective_ratio"] for x in m]), ls, color=c, label=label)
         e = r["eval"]
-        ax[1, 0].plot([x["step"] for x in e], [x["test_accuracy"] for x in e], ls, marker="o", ms=3, color=c,
-                      label=label)
-        ax[1, 1].plot([x["rollouts_total"] for x in e], [x["test_accuracy"] for x in e], ls, marker="o", ms=3,
-                      color=c, label=label)
+        ax[1, 0].plot(
+            [x["step"] for x in e], [x["test_accuracy"] for x in e], ls, marker="o", ms=3, color=c, label=label
+        )
+        ax[1, 1].plot(
+            [x["rollouts_total"] for x in e],
+            [x["test_accuracy"] for x in e],
+            ls,
+            marker="o",
+            ms=3,
+            color=c,
+            label=label,
+        )
     ax[0, 0].set(title="training reward of the trained batch (9-step mean)", xlabel="step", ylabel="reward")
-    ax[0, 1].set(title="effective ratio (share of partially solved groups)", xlabel="step", ylabel="ratio",
-                 ylim=(0, 1.05))
+    ax[0, 1].set(
+        title="effective ratio (share of partially solved groups)", xlabel="step", ylabel="ratio", ylim=(0, 1.05)
+    )
     kind = "sampled (16 at T=0.6)" if "test_accuracy_sampled" in results[0]["eval"][0] else "greedy"
     ax[1, 0].set(title=f"held-out accuracy, {kind}, vs steps", xlabel="step", ylabel="accuracy")
     ax[1, 1].set(title=f"held-out accuracy, {kind}, vs rollouts", xlabel="rollouts generated", ylabel="accuracy")

@@ -139,6 +139,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Range checks that types alone do not catch."""
+
         def need(ok: bool, key: str, msg: str) -> None:
             if not ok:
                 raise ValueError(f"config: {key}: {msg}")
@@ -197,7 +198,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         args = typing.get_args(typ)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"config: {key}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"config: {key}: expected a table, got {type(value).__name__}")
@@ -217,8 +218,13 @@ def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
 
 # Config keys holding paths. In a config file, a relative one is taken relative to the file's
 # folder (as a replay scenario's paths are); on the command line, relative to the current one.
-PATH_KEYS = (("out",), ("model", "path"), ("warmup", "cache_dir"), ("task", "options", "path"),
-             ("task", "options", "test_path"))
+PATH_KEYS = (
+    ("out",),
+    ("model", "path"),
+    ("warmup", "cache_dir"),
+    ("task", "options", "path"),
+    ("task", "options", "test_path"),
+)
 
 
 def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -291,10 +297,16 @@ def build_config(args: Any) -> TrainConfig:
     if data.get("policy", {}).get("name", "dps").lower() in DPS_NAMES:
         opts = data.setdefault("policy", {}).setdefault("options", {})
         data["policy"]["options"] = {**preset_dps, **opts}
-    for key, val in ((("steps",), args.steps), (("seed",), args.seed), (("out",), args.out),
-                     (("rollout", "engine"), args.engine), (("model", "path"), args.model),
-                     (("model", "gguf_file"), args.gguf_file), (("warmup", "cache_dir"), args.warmup_cache),
-                     (("grpo", "loss_agg"), args.loss_agg)):
+    for key, val in (
+        (("steps",), args.steps),
+        (("seed",), args.seed),
+        (("out",), args.out),
+        (("rollout", "engine"), args.engine),
+        (("model", "path"), args.model),
+        (("model", "gguf_file"), args.gguf_file),
+        (("warmup", "cache_dir"), args.warmup_cache),
+        (("grpo", "loss_agg"), args.loss_agg),
+    ):
         if val is not None:
             set_dotted(data, ".".join(key), val, "config")
     if args.no_progress:
@@ -305,8 +317,10 @@ def build_config(args: Any) -> TrainConfig:
         k, v = item.split("=", 1)
         set_dotted(data, k.strip(), parse_value(v), f"--set {item}")
     if args.preset in NEEDS_MODEL and not data.get("model", {}).get("path"):
-        raise ValueError(f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
-                         "scripts/gpu_train.sh makes the SmolLM2 one)")
+        raise ValueError(
+            f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
+            "scripts/gpu_train.sh makes the SmolLM2 one)"
+        )
     where = args.config or f"preset {args.preset}"
     try:
         return config_from_dict(data)

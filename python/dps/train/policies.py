@@ -6,15 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from dps.policies.base import Policy
-from dps.policies.registry import GATES, POLICY_NAMES, make_policy as _registry_make
+from dps.policies.registry import GATES, POLICY_NAMES
+from dps.policies.registry import make_policy as _registry_make
 
 __all__ = ["make_policy", "capped_rounds", "POLICY_NAMES"]
 
 DEFAULT_MAX_ROUNDS = 10
 
 
-def make_policy(name: str, num_prompts: int, seed: int, options: dict[str, Any] | None = None,
-                batch_size: int = 1) -> Policy:
+def make_policy(
+    name: str, num_prompts: int, seed: int, options: dict[str, Any] | None = None, batch_size: int = 1
+) -> Policy:
     """Build the named policy (``dps``, ``uniform``, ``ds``, ``dps+ds``, ``greso``, ...,
     ``module:Class``).
 

@@ -21,8 +21,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "steps": 100,
         "model": {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}},
-        "task": {"name": "arithmetic", "options": {"n_train": 512, "n_test": 256, "n_warmup": 3000,
-                                                   "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]}},
+        "task": {
+            "name": "arithmetic",
+            "options": {"n_train": 512, "n_test": 256, "n_warmup": 3000, "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]},
+        },
         "policy": {"name": "dps", "batch_size": 16, "options": dict(ARITHMETIC_DPS)},
         "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 7, "temperature": 1.0, "gen_batch_size": 128},
         "grpo": {"lr": 3e-5, "micro_batch_size": 128},
@@ -34,8 +36,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "steps": 20,
         "model": {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}},
-        "task": {"name": "arithmetic", "options": {"n_train": 512, "n_test": 256, "n_warmup": 3000,
-                                                   "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]}},
+        "task": {
+            "name": "arithmetic",
+            "options": {"n_train": 512, "n_test": 256, "n_warmup": 3000, "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]},
+        },
         "policy": {"name": "dps", "batch_size": 16, "options": dict(ARITHMETIC_DPS)},
         "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": 7, "temperature": 1.0},
         "grpo": {"lr": 3e-5, "micro_batch_size": 128},
@@ -81,18 +85,35 @@ PRESETS: dict[str, dict[str, Any]] = {
 # coefficient 0.001, no KL; rollouts at temperature 1, top-p 1, top-k off, k = 8; validation:
 # mean accuracy of 16 samples at temperature 0.6.
 PAPER_GRPO: dict[str, Any] = {
-    "lr": 1e-6, "weight_decay": 0.1, "betas": [0.9, 0.999], "max_grad_norm": 1.0,
-    "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 10.0, "loss_agg": "token-mean",
-    "entropy_coef": 0.001, "kl_coef": 0.0, "std_norm": True, "std_unbiased": True, "epochs": 1,
+    "lr": 1e-6,
+    "weight_decay": 0.1,
+    "betas": [0.9, 0.999],
+    "max_grad_norm": 1.0,
+    "clip_low": 0.2,
+    "clip_high": 0.28,
+    "clip_ratio_c": 10.0,
+    "loss_agg": "token-mean",
+    "entropy_coef": 0.001,
+    "kl_coef": 0.0,
+    "std_norm": True,
+    "std_unbiased": True,
+    "epochs": 1,
 }
-PAPER_LOG: dict[str, Any] = {"eval_mode": "sampled", "eval_samples": 16, "eval_temperature": 0.6,
-                             "eval_every": 10, "checkpoint_every": 10}
+PAPER_LOG: dict[str, Any] = {
+    "eval_mode": "sampled",
+    "eval_samples": 16,
+    "eval_temperature": 0.6,
+    "eval_every": 10,
+    "checkpoint_every": 10,
+}
 
 
-def _paper(task: dict[str, Any], batch: int, mini_batch: int, decay: float, response_tokens: int,
-           steps: int, micro_batch: int) -> dict[str, Any]:
+def _paper(
+    task: dict[str, Any], batch: int, mini_batch: int, decay: float, response_tokens: int, steps: int, micro_batch: int
+) -> dict[str, Any]:
     return {
-        "seed": 0, "steps": steps,
+        "seed": 0,
+        "steps": steps,
         "model": {"path": "", "chat_template": False},
         "task": task,
         "policy": {"name": "dps", "batch_size": batch, "options": {"decay": decay}},
@@ -118,17 +139,39 @@ def _cpu_sized(paper: dict[str, Any], task: dict[str, Any], decay: float) -> dic
 # Countdown-3to4 (2,000 train / 512 test; Qwen2.5-3B/7B base): B = 256, mini-batch 64 (4
 # optimizer steps per step), lam = 0.5, 1024 response tokens, 120 steps; a 0.1 format bonus.
 PRESETS["paper-countdown"] = _paper(
-    {"name": "countdown", "options": {"n_train": 2000, "n_test": 512, "n_warmup": 0, "min_numbers": 3,
-                                      "max_numbers": 4, "max_value": 100, "template": "question",
-                                      "answer_format": "tag"}},
-    batch=256, mini_batch=64, decay=PAPER_DECAY["countdown"], response_tokens=1024, steps=120, micro_batch=16)
+    {
+        "name": "countdown",
+        "options": {
+            "n_train": 2000,
+            "n_test": 512,
+            "n_warmup": 0,
+            "min_numbers": 3,
+            "max_numbers": 4,
+            "max_value": 100,
+            "template": "question",
+            "answer_format": "tag",
+        },
+    },
+    batch=256,
+    mini_batch=64,
+    decay=PAPER_DECAY["countdown"],
+    response_tokens=1024,
+    steps=120,
+    micro_batch=16,
+)
 PRESETS["paper-countdown"]["rollout"]["format_bonus"] = 0.1
 # MATH (7,500 train; DeepSeek-R1-Distill-Qwen-1.5B/7B): B = 256, mini-batch 128, lam = 0.7, 8192
 # response tokens, 360 steps (1.5B). Give the MATH file with --set task.options.path=...; without
 # it, a reasoning-gym arithmetic set stands in.
 PRESETS["paper-math"] = _paper(
     {"name": "math", "options": {"n_train": 7500, "n_test": 500}},
-    batch=256, mini_batch=128, decay=PAPER_DECAY["math"], response_tokens=8192, steps=360, micro_batch=4)
+    batch=256,
+    mini_batch=128,
+    decay=PAPER_DECAY["math"],
+    response_tokens=8192,
+    steps=360,
+    micro_batch=4,
+)
 
 
 NEEDS_MODEL = ("smollm2-gpu", "paper-math", "paper-countdown")  # real models: pass --model DIR
@@ -144,15 +187,28 @@ def preset(name: str) -> dict[str, Any]:
 
 PRESETS["paper-countdown-cpu"] = _cpu_sized(
     PRESETS["paper-countdown"],
-    {"name": "countdown", "options": {"n_train": 512, "n_test": 128, "n_warmup": 3000, "min_numbers": 3,
-                                      "max_numbers": 3, "max_value": 20}},
-    decay=PAPER_DECAY["countdown"])
+    {
+        "name": "countdown",
+        "options": {
+            "n_train": 512,
+            "n_test": 128,
+            "n_warmup": 3000,
+            "min_numbers": 3,
+            "max_numbers": 3,
+            "max_value": 20,
+        },
+    },
+    decay=PAPER_DECAY["countdown"],
+)
 PRESETS["paper-countdown-cpu"]["rollout"]["max_new_tokens"] = 10  # "11-20+7" and the end token
 PRESETS["paper-math-cpu"] = _cpu_sized(
     PRESETS["paper-math"],
-    {"name": "arithmetic", "options": {"n_train": 512, "n_test": 128, "n_warmup": 3000,
-                                       "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]}},
-    decay=PAPER_DECAY["math"])
+    {
+        "name": "arithmetic",
+        "options": {"n_train": 512, "n_test": 128, "n_warmup": 3000, "levels": [[2, 1], [3, 1], [2, 2], [4, 1]]},
+    },
+    decay=PAPER_DECAY["math"],
+)
 
 
 def task_decay(task_name: str) -> float | None:

@@ -72,8 +72,13 @@ class Group:
 
 
 def add_groups(log: RolloutLogWriter, step: int, groups: list[Group]) -> None:
-    log.add(step, [g.prompt_id for g in groups], np.array([int(g.correct.sum()) for g in groups], np.int64),
-            np.array([len(g.correct) for g in groups], np.int64), [list(g.rewards) for g in groups])
+    log.add(
+        step,
+        [g.prompt_id for g in groups],
+        np.array([int(g.correct.sum()) for g in groups], np.int64),
+        np.array([len(g.correct) for g in groups], np.int64),
+        [list(g.rewards) for g in groups],
+    )
 
 
 class RunRecords:
@@ -137,8 +142,9 @@ class RunRecords:
         }
 
 
-def replay_scenario(run_name: str, log: str, num_prompts: int, batch_size: int, steps: int, ds_max_rounds: int,
-                    dps_decay: float) -> str:
+def replay_scenario(
+    run_name: str, log: str, num_prompts: int, batch_size: int, steps: int, ds_max_rounds: int, dps_decay: float
+) -> str:
     """``replay.toml``: a scenario that replays US, DS and DPS against a run's log."""
     return (
         f'name = "train-{run_name}"\n'

