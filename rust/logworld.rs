@@ -17,8 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::{invalid, Result};
 use crate::messages::{
-    big_vec, checkpoints, prefetch, prefetch_range, Checkpoints, Message, Pass, PriorTable, Rows,
-    Switching,
+    checkpoints, prefetch, prefetch_range, Checkpoints, Message, Pass, PriorTable, Rows, Switching,
 };
 
 // --------------------------------------------------------------------------------------------
@@ -130,8 +129,7 @@ fn index_pairs(order: &[u32], nc: &[i64], nr: &[i64]) -> (Vec<(i64, i64)>, Vec<u
     let small = top < 2048;
     let width = (top + 1) as usize;
     let mut table = vec![u32::MAX; if small { width * width } else { 0 }];
-    let mut raw = big_vec::<u32>(order.len());
-    raw.clear();
+    let mut raw = Vec::with_capacity(order.len());
     let mut pairs: Vec<(i64, i64)> = Vec::new();
     for &r in order {
         let (n, c) = (nr[r as usize], nc[r as usize]);
@@ -215,10 +213,7 @@ impl LogRows {
                 seg.sort_by_key(|&r| step[r as usize]); // stable
             }
         }
-        let mut sorted_step = big_vec::<i64>(n);
-        for (s, &r) in sorted_step.iter_mut().zip(&order) {
-            *s = step[r as usize] - origin;
-        }
+        let sorted_step = order.iter().map(|&r| step[r as usize] - origin).collect();
         let (pairs, pair_index) = index_pairs(&order, nc, nr);
         Ok(LogRows {
             step: sorted_step,
@@ -875,8 +870,7 @@ impl<R: Read> Reader<R> {
                 "an array of {n} values where at most {at_most} fit"
             )));
         }
-        let mut out = big_vec::<T>(n);
-        out.clear();
+        let mut out = Vec::with_capacity(n);
         let mut left = n;
         while left > 0 {
             let take = left.min(1 << 14);

@@ -405,36 +405,6 @@ pub fn prefetch_range<T>(x: &[T]) {
     }
 }
 
-/// A vector of `n` defaults, backed by huge pages where the system grants them on request
-/// (random lookups into a table of hundreds of MB spend more on address translation than on the reads).
-pub fn big_vec<T: Copy + Default>(n: usize) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge_pages(v.as_mut_ptr() as *mut u8, n * std::mem::size_of::<T>());
-    v.resize(n, T::default());
-    v
-}
-
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
-    const HUGE: usize = 1 << 21;
-    const MADV_HUGEPAGE: i32 = 14;
-    extern "C" {
-        fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
-    }
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize + bytes) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: a hint on whole pages inside this allocation; it changes no contents, and its
-        // failure (no transparent huge pages here) is harmless.
-        unsafe {
-            madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_: *mut u8, _: usize) {}
-
 /// Rows per task handed to a thread (whole prompts).
 const TASK_ROWS: usize = 1 << 16;
 
@@ -452,8 +422,8 @@ pub fn checkpoints<M: Message>(pass: &Pass, every: usize) -> Result<Checkpoints<
         return invalid("checkpoints need every >= 1");
     }
     let n = rows.step.len();
-    let mut forward = big_vec(n / every * grid);
-    let mut backward = big_vec(n.div_ceil(every) * grid);
+    let mut forward = vec![M::default(); n / every * grid];
+    let mut backward = vec![M::default(); n.div_ceil(every) * grid];
     // Split the prompts into tasks of about TASK_ROWS rows; rows a..b own forward slots
     // a / every..b / every and backward slots ceil(a / every)..ceil(b / every).
     let mut tasks: Vec<(usize, usize, &mut [M], &mut [M])> = Vec::new();
@@ -477,24 +447,25 @@ pub fn checkpoints<M: Message>(pass: &Pass, every: usize) -> Result<Checkpoints<
     tasks.into_par_iter().for_each(|(p, q, fwd, bwd)| {
         let first = rows.offsets[p] as usize;
         let (base_f, base_b) = (first / every, first.div_ceil(every));
-        let mut m = vec![0.0f32; grid];
+        let (mut mf, mut mb) = (vec![0.0f32; grid], vec![0.0f32; grid]);
         for prompt in p..q {
             let (a, b) = (
                 rows.offsets[prompt] as usize,
                 rows.offsets[prompt + 1] as usize,
             );
-            for row in a..b {
-                pass.forward_row::<M>(row, row == a, &mut m);
-                if (row + 1) % every == 0 {
-                    let c = ((row + 1) / every - 1 - base_f) * grid;
-                    M::store(&m, &mut fwd[c..c + grid]);
+            // The two passes in step (row a + i forward, row b - 1 - i backward): independent
+            // chains of operations, which the CPU overlaps.
+            for i in 0..b - a {
+                let (rf, rb) = (a + i, b - 1 - i);
+                pass.forward_row::<M>(rf, i == 0, &mut mf);
+                pass.backward_row::<M>(rb, i == 0, &mut mb);
+                if (rf + 1) % every == 0 {
+                    let c = ((rf + 1) / every - 1 - base_f) * grid;
+                    M::store(&mf, &mut fwd[c..c + grid]);
                 }
-            }
-            for row in (a..b).rev() {
-                pass.backward_row::<M>(row, row + 1 == b, &mut m);
-                if row % every == 0 {
-                    let c = (row / every - base_b) * grid;
-                    M::store(&m, &mut bwd[c..c + grid]);
+                if rb % every == 0 {
+                    let c = (rb / every - base_b) * grid;
+                    M::store(&mb, &mut bwd[c..c + grid]);
                 }
             }
         }

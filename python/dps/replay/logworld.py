@@ -466,25 +466,40 @@ def partial_chance(n: np.ndarray | int) -> np.ndarray:
     return 1.0 - np.exp(n * LOG_P[None, :]) - np.exp(n * LOG_1MP[None, :])
 
 
-def predictive_loglik(w: np.ndarray, c: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """log P(c of n | posterior weights w), with the binomial coefficient."""
+def _predictive_parts(c: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For groups (c of n): (log binomial coefficient + the largest grid log-likelihood, the
+    likelihoods over the grid scaled by that largest)."""
     ll = binomial_loglik(c, n)
     m = ll.max(axis=1)
     n = np.asarray(n, np.int64)
     c = np.asarray(c, np.int64)
     lg = np.array([math.lgamma(x + 1.0) for x in range(int(n.max(initial=0)) + 1)])
-    coef = lg[n] - lg[c] - lg[n - c]
-    return coef + m + np.log(np.sum(w * np.exp(ll - m[:, None]), axis=1))
+    return lg[n] - lg[c] - lg[n - c] + m, np.exp(ll - m[:, None])
+
+
+def predictive_loglik(w: np.ndarray, c: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """log P(c of n | posterior weights w), with the binomial coefficient."""
+    offset, scaled = _predictive_parts(c, n)
+    return offset + np.log(np.sum(w * scaled, axis=1))
 
 
 def held_out(log: RowLog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For `rows` of `log`: P(partial) and log P(n_correct), predicted without the row's (step, prompt) cell."""
+    """For `rows` of `log`: P(partial) and log P(n_correct), predicted without the row's (step, prompt) cell.
+
+    The grid terms are computed once per distinct (n_rollouts, n_correct) of the log and gathered.
+    """
+    pairs = log.pairs
+    chance_table = partial_chance(pairs[:, 0])
+    offset_table, scaled_table = _predictive_parts(pairs[:, 1], pairs[:, 0])
+    base = int(pairs[:, 0].max(initial=0)) + 1
+    codes = pairs[:, 0] * base + pairs[:, 1]
     chance, loglik = [], []
     for part in np.array_split(rows, max(1, len(rows) // 20_000)):
         w = log.held_out_posterior(part)
         _, _, nr, nc = log.row_info(part)
-        chance.append(np.sum(w * partial_chance(nr), axis=1))
-        loglik.append(predictive_loglik(w, nc, nr))
+        pair = np.searchsorted(codes, nr * base + nc)
+        chance.append(np.sum(w * chance_table[pair], axis=1))
+        loglik.append(offset_table[pair] + np.log(np.sum(w * scaled_table[pair], axis=1)))
     return np.concatenate(chance), np.concatenate(loglik)
 
 
