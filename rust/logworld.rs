@@ -122,44 +122,45 @@ pub struct LogRows {
     fit: Option<Fit>,
 }
 
-/// Distinct (n, c) pairs in ascending order and each row's index, for rows given by `order`.
+/// Distinct (n, c) pairs in ascending order, and the index of each row's, for rows given by `order`.
 fn index_pairs(order: &[u32], nc: &[i64], nr: &[i64]) -> (Vec<(i64, i64)>, Vec<u32>) {
     let top = nr.iter().copied().max().unwrap_or(0);
-    let mut seen: HashMap<(i64, i64), u32> = HashMap::new();
-    let small = top < 2048;
-    let width = (top + 1) as usize;
-    let mut table = vec![u32::MAX; if small { width * width } else { 0 }];
-    let mut raw = Vec::with_capacity(order.len());
-    let mut pairs: Vec<(i64, i64)> = Vec::new();
-    for &r in order {
-        let (n, c) = (nr[r as usize], nc[r as usize]);
-        let slot = if small {
-            let cell = &mut table[n as usize * width + c as usize];
-            if *cell == u32::MAX {
-                *cell = pairs.len() as u32;
-                pairs.push((n, c));
+    if top < 1024 {
+        // A table over (n, c): mark the pairs seen, number them in order, look each row up.
+        let width = (top + 1) as usize;
+        let cell = |r: usize| nr[r] as usize * width + nc[r] as usize;
+        let mut table = vec![u32::MAX; width * width];
+        for r in 0..nr.len() {
+            table[cell(r)] = 0;
+        }
+        let mut pairs = Vec::new();
+        for (k, slot) in table.iter_mut().enumerate() {
+            if *slot == 0 {
+                *slot = pairs.len() as u32;
+                pairs.push(((k / width) as i64, (k % width) as i64));
             }
-            *cell
-        } else {
-            *seen.entry((n, c)).or_insert_with(|| {
-                pairs.push((n, c));
-                (pairs.len() - 1) as u32
-            })
-        };
-        raw.push(slot);
+        }
+        let index = order.par_iter().map(|&r| table[cell(r as usize)]).collect();
+        return (pairs, index);
     }
-    // Renumber in ascending (n, c).
-    let mut by_value: Vec<u32> = (0..pairs.len() as u32).collect();
-    by_value.sort_by_key(|&i| pairs[i as usize]);
-    let mut rank = vec![0u32; pairs.len()];
-    for (new, &old) in by_value.iter().enumerate() {
-        rank[old as usize] = new as u32;
-    }
-    for x in raw.iter_mut() {
-        *x = rank[*x as usize];
-    }
-    let sorted = by_value.iter().map(|&i| pairs[i as usize]).collect();
-    (sorted, raw)
+    let mut pairs: Vec<(i64, i64)> = nr
+        .iter()
+        .zip(nc)
+        .map(|(&n, &c)| (n, c))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    pairs.sort_unstable();
+    let rank: HashMap<(i64, i64), u32> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, i as u32))
+        .collect();
+    let index = order
+        .par_iter()
+        .map(|&r| rank[&(nr[r as usize], nc[r as usize])])
+        .collect();
+    (pairs, index)
 }
 
 impl LogRows {
@@ -204,16 +205,17 @@ impl LogRows {
         }
         drop(cursor);
         // ... then by step within each prompt where the log was not in step order.
+        let relative = |r: u32| step[r as usize] - origin;
+        let mut sorted_step: Vec<i64> = order.par_iter().map(|&r| relative(r)).collect();
         for w in offsets.windows(2) {
-            let seg = &mut order[w[0] as usize..w[1] as usize];
-            if seg
-                .windows(2)
-                .any(|x| step[x[0] as usize] > step[x[1] as usize])
-            {
-                seg.sort_by_key(|&r| step[r as usize]); // stable
+            let (a, b) = (w[0] as usize, w[1] as usize);
+            if sorted_step[a..b].windows(2).any(|x| x[0] > x[1]) {
+                order[a..b].sort_by_key(|&r| step[r as usize]); // stable
+                for (s, &r) in sorted_step[a..b].iter_mut().zip(&order[a..b]) {
+                    *s = relative(r);
+                }
             }
         }
-        let sorted_step = order.iter().map(|&r| step[r as usize] - origin).collect();
         let (pairs, pair_index) = index_pairs(&order, nc, nr);
         Ok(LogRows {
             step: sorted_step,

@@ -372,3 +372,36 @@ def test_an_unselective_log_keeps_its_prior_on_every_group() -> None:
     assert forced.population == "first_looks" and "set by population = 'first_looks'" in forced.population_line()
     with pytest.raises(ValueError, match="population"):
         LogEstimator.from_dict({"population": "firsts"})
+
+
+def test_a_parallel_sweep_hands_its_built_log_world_to_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes load the main process's world (LogWorld.save) instead of building it
+    again, and replay exactly what a serial sweep replays; a closed loop's base world too."""
+    from dps.replay import sweep
+    from dps.replay.scenario import build_world, parse_scenario
+
+    log, _ = stationary_log(prompts=600, steps=30, batch=60)
+    log.write_parquet(tmp_path / "log.parquet")
+    for extra in ({}, {"closed_loop": 0.2}):
+        data = {
+            "world": {"log": str(tmp_path / "log.parquet"), **extra},
+            "run": {"batch_size": 16, "seeds": [0, 1]},
+            "policies": [{"type": "uniform"}, {"type": "dps"}],
+        }
+        serial = sweep.run_sweep(parse_scenario(data), workers=1, progress=False)
+        parallel = sweep.run_sweep(parse_scenario(data), workers=2, progress=False)
+        for column in ("effective_prompts", "rollouts", "distinct_prompts"):
+            assert serial.summary[column].to_list() == parallel.summary[column].to_list(), (extra, column)
+        cfg = parse_scenario(data).world
+        saved = sweep.save_log_worlds(cfg, build_world(cfg), tmp_path / f"saved{len(extra)}")
+        assert len(saved) == 1  # the log world (a closed loop's base), not the closed loop itself
+        monkeypatch.setattr(sweep, "_SAVED", saved)
+        monkeypatch.setattr(sweep, "_WORLDS", {})
+
+        def no_build(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a worker built the log world again")
+
+        with monkeypatch.context() as m:
+            m.setattr(LogWorld, "__init__", no_build)
+            world = sweep._world(cfg)
+        assert repr(world.describe()) == repr(serial.world)  # (NaN entries too)

@@ -172,25 +172,28 @@ SELECTION_Z = 2.5
 SELECTION_GAP = 0.05
 
 
-def _stratified_gap(y: np.ndarray, later: np.ndarray, step: np.ndarray) -> tuple[float, float, int]:
-    """(z, weighted gap, strata) of mean y in later groups minus first looks, within each step (Mantel-Haenszel weights).
+def _stratified_gap(partial: np.ndarray, later: np.ndarray, step: np.ndarray) -> tuple[float, float, int]:
+    """(z, weighted gap, strata) of the partial share in later groups minus first looks, within each step
+    (Mantel-Haenszel weights).
 
-    `step`: non-negative integers (steps relative to the log's first).
+    `partial`, `later`: booleans per group; `step`: non-negative integers (steps relative to the log's first).
     """
     span = int(step.max(initial=-1)) + 1
     if span > len(step):  # more steps than rows: count over the logged steps only (memory follows the rows)
         _, step = np.unique(step, return_inverse=True)
         span = int(step.max(initial=-1)) + 1
-    nl = np.bincount(step, weights=later, minlength=span)
-    n = np.bincount(step, minlength=span).astype(np.float64)
-    nf = n - nl
+    # One histogram over (step, later, partial): columns first/whole, first/partial, later/whole, later/partial.
+    code = np.asarray(step, np.int64) * 4 + later.astype(np.int64) * 2 + partial
+    counts = np.bincount(code, minlength=4 * span).reshape(span, 4).astype(np.float64)
+    del code
+    sf, sl = counts[:, 1], counts[:, 3]
+    nf, nl = counts[:, 0] + sf, counts[:, 2] + sl
+    n = nf + nl
     both = (nl > 0) & (nf > 0)
     if not both.any():
         return 0.0, 0.0, 0
-    sl = np.bincount(step, weights=np.where(later, y, 0.0), minlength=span)
-    sf = np.bincount(step, weights=y, minlength=span) - sl
     mean = (sl + sf) / np.maximum(n, 1.0)
-    var = np.bincount(step, weights=y * y, minlength=span) / np.maximum(n, 1.0) - mean**2
+    var = mean - mean**2  # a 0/1 share's variance
     nl, nf, n, var = nl[both], nf[both], n[both], var[both]
     w = nl * nf / n
     diff = sl[both] / nl - sf[both] / nf
@@ -214,7 +217,7 @@ def selection_test(step: np.ndarray, nc: np.ndarray, nr: np.ndarray, firsts: np.
     """
     later = np.ones(len(step), bool)
     later[firsts] = False
-    partial = ((nc > 0) & (nc < nr)).astype(np.float64)
+    partial = (nc > 0) & (nc < nr)
     z, gap, strata = _stratified_gap(partial, later, step)
     selective = abs(z) >= SELECTION_Z and abs(gap) >= SELECTION_GAP
     return SelectionTest(z=float(z), gap=float(gap), first_looks=len(firsts), compared_steps=strata, selective=bool(selective))
