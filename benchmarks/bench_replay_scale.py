@@ -9,8 +9,9 @@ B = 1,000, replay seed 0, uniform and DPS at their defaults, workers at their de
 
 Each code tree runs `dps replay SCENARIO --quiet --no-plots` under `/usr/bin/time -v`: the whole
 command (Parquet read, log world build with its selection test and switch-rate choice, the
-held-out calibration, both replays, the report). Wall seconds and the maximum resident set size
-of the largest process are printed per tree, one Markdown row each. `--base COMMIT` also runs
+held-out calibration, both replays, the report). Wall seconds, CPU seconds (user + system, the
+worker processes included) and the maximum resident set size of the largest process are printed
+per tree, one Markdown row each. `--base COMMIT` also runs
 the code of COMMIT (checked out with `git worktree` under DIR, its extension built there with
 cargo) on the same log, back to back with this checkout's code, so their ratio is measured in one
 run. The load average before each run is printed beside it (the machine may be shared).
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS, STEPS, PER_STEP, K = 1_000_000, 10_000, 1000, 8
 
 SCENARIO = """name = "scale"
-description = "10^7-row log: 10^6 prompts with p ~ Beta(0.5, 0.5), 10^4 steps of 1,000 x 8 (benchmarks/bench_replay_scale.py)"
+description = "10^6 prompts, p ~ Beta(0.5, 0.5); 10^4 steps of 1,000 x 8 (benchmarks/bench_replay_scale.py)"
 
 [world]
 log = "{log}"
@@ -129,7 +130,12 @@ def run_tree(tree: Path, scenario: Path, out: Path) -> dict[str, float | str]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{tree}: dps replay failed\n{proc.stdout}\n{proc.stderr}")
-    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))  # type: ignore[union-attr]
+
+    def measured(name: str) -> float:
+        return float(re.search(rf"{name}: ([0-9.]+)", proc.stderr).group(1))  # type: ignore[union-attr]
+
+    rss_kib = measured(r"Maximum resident set size \(kbytes\)")
+    cpu = measured(r"User time \(seconds\)") + measured(r"System time \(seconds\)")
     ratios = dict(re.findall(r"^\| (US|DPS) \|[^|]*\| ([0-9.]+)", proc.stdout, re.M))
     commit = subprocess.run(
         ["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
@@ -137,6 +143,7 @@ def run_tree(tree: Path, scenario: Path, out: Path) -> dict[str, float | str]:
     return {
         "commit": commit,
         "wall": wall,
+        "cpu": cpu,
         "rss_gb": rss_kib * 1024 / 1e9,
         "load": load,
         "us": ratios.get("US", "?"),
@@ -170,22 +177,23 @@ def main() -> int:
     trees = [("this checkout", ROOT)]
     if args.base:
         trees.insert(0, ("base", base_tree(args.base, folder)))
-    print("| code | commit | wall s | max RSS GB | US eff. ratio | DPS eff. ratio | load avg before |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| code | commit | wall s | CPU s | max RSS GB | US eff. ratio | DPS eff. ratio | load avg before |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     walls: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     for _ in range(args.repeat):
         for name, tree in trees:
             r = run_tree(tree, scenario, folder / f"report-{name.replace(' ', '-')}")
             walls.setdefault(name, []).append(float(r["wall"]))
-            print(
-                f"| {name} | {r['commit']} | {r['wall']:.1f} | {r['rss_gb']:.2f} | {r['us']} | {r['dps']} | {r['load']:.2f} |",
-                flush=True,
-            )
+            cpus.setdefault(name, []).append(float(r["cpu"]))
+            cells = [name, r["commit"], f"{r['wall']:.1f}", f"{r['cpu']:.1f}", f"{r['rss_gb']:.2f}", r["us"], r["dps"]]
+            print("| " + " | ".join(map(str, cells)) + f" | {r['load']:.2f} |", flush=True)
             if args.verbose:
                 print(r["stdout"])
     if args.base:
-        ratio = min(walls["base"]) / min(walls["this checkout"])
-        print(f"\nbase / this checkout, best of {args.repeat}: {ratio:.2f}x")
+        wall = min(walls["base"]) / min(walls["this checkout"])
+        cpu = min(cpus["base"]) / min(cpus["this checkout"])
+        print(f"\nbase / this checkout, best of {args.repeat}: wall {wall:.2f}x, CPU {cpu:.2f}x")
     return 0
 
 
