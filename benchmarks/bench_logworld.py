@@ -7,6 +7,11 @@ Makes a log of `steps` x `per-step` groups (distinct prompts within a step, draw
 (switch rate and prior chosen from the log, as by default) and replays each policy for every
 step of the log with batch = per-step. Prints one Markdown row per stage: wall seconds and the
 process's peak resident memory so far (ru_maxrss, which includes the log frame itself).
+
+This times the log world's parts in one process, from a frame in memory: no Parquet read, no
+held-out calibration, no sweep (the replays run one after the other here, where `dps replay`
+runs them in worker processes), no report. What a user's `dps replay` of such a log costs as a
+whole is benchmarks/bench_replay_scale.py.
 """
 
 from __future__ import annotations

@@ -15,11 +15,17 @@ per tree, one Markdown row each. `--base COMMIT` also runs
 the code of COMMIT (checked out with `git worktree` under DIR, its extension built there with
 cargo) on the same log, back to back with this checkout's code, so their ratio is measured in one
 run. The load average before each run is printed beside it (the machine may be shared).
+
+`--stages` instead times the stages of this checkout's code in this process, in CPU seconds (one
+thread: RAYON_NUM_THREADS=1 unless set): reading the log, each part of the log world's build, the
+calibration, saving and loading the built world (what a sweep's workers do), and the world's
+share of one replay step.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -152,6 +158,71 @@ def run_tree(tree: Path, scenario: Path, out: Path) -> dict[str, float | str]:
     }
 
 
+def stages(log_path: Path) -> None:
+    """CPU seconds of each stage of `dps replay`'s log world, in this process."""
+    import resource
+    import tempfile
+
+    import dps.replay.logworld as lw
+    from dps.logs import LogSpec, load_log
+    from dps.replay.calibration import calibrate
+
+    spent: dict[str, float] = {}
+
+    def timed(name: str, f):  # noqa: ANN001, ANN202  (a wrapper that adds its CPU time to `spent`)
+        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            t = time.process_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.process_time() - t
+
+        return run
+
+    # The build's parts, timed where LogWorld calls them (the switch-rate choice includes its own builds).
+    lw.RowLog.__init__ = timed("sort the rows by (prompt, step) (core)", lw.RowLog.__init__)  # type: ignore[method-assign]
+    lw.selection_test = timed("selection test", lw.selection_test)
+    lw.PopulationPrior.__init__ = timed("population prior", lw.PopulationPrior.__init__)  # type: ignore[method-assign]
+    choose = timed("switch rate: 10 candidates on 4,000 prompts", lw.LogWorld._select_switch_rate)
+    lw.LogWorld._select_switch_rate = choose  # type: ignore[method-assign]
+    t = time.process_time()
+    log = load_log(log_path, LogSpec.from_dict({}, "[world]"))
+    spent["read and check the Parquet log (dps.logs.load_log)"] = time.process_time() - t
+    t = time.process_time()
+    world = lw.LogWorld(log.groups, num_prompts=log.info.num_prompts)
+    total = time.process_time() - t
+    parts = sum(v for k, v in spent.items() if not k.startswith("read"))
+    spent["both message passes over every row (core), and the rest"] = total - parts
+    spent["log world build in all"] = total
+    t = time.process_time()
+    calibrate(world)
+    spent["calibration (50,000 held-out groups)"] = time.process_time() - t
+    del log  # as in a worker, which never reads the log
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.process_time()
+        world.save(tmp)
+        spent["save the built world (for a sweep's workers)"] = time.process_time() - t
+        del world
+        t = time.process_time()
+        world = lw.LogWorld.load(tmp)
+        spent["load it (in each worker)"] = time.process_time() - t
+    rng = np.random.default_rng(0)
+    ids = [np.sort(rng.choice(world.num_prompts, PER_STEP, replace=False)) for _ in range(1000)]
+    per_step = math.inf
+    for _ in range(3):
+        t = time.process_time()
+        for step, batch in enumerate(ids):
+            world.rollout(step, batch, 0)
+        per_step = min(per_step, (time.process_time() - t) / len(ids))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print("| stage | CPU s |")
+    print("|---|---:|")
+    for name, value in spent.items():
+        print(f"| {name} | {value:.2f} |")
+    print(f"| world's share of one replay step (B = {PER_STEP:,}; best of 3 x 1,000 steps) | {per_step:.5f} |")
+    print(f"\nmessages kept: {world.log.core.message_bytes / 1e9:.2f} GB; peak RSS of this process {peak:.2f} GB")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -165,6 +236,7 @@ def main() -> int:
     )
     ap.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating")
     ap.add_argument("--verbose", action="store_true", help="print each run's own output")
+    ap.add_argument("--stages", action="store_true", help="time the stages of this checkout's code in this process")
     args = ap.parse_args()
     folder = args.dir.resolve()
     log = folder / "log.parquet"
@@ -172,6 +244,10 @@ def main() -> int:
         t0 = time.perf_counter()
         write_log(log)
         print(f"wrote {log} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.stages:
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")
+        stages(log)
+        return 0
     scenario = folder / "scale.toml"
     scenario.write_text(SCENARIO.format(log=log))
     trees = [("this checkout", ROOT)]
