@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +74,13 @@ class Job:
     steps: int
     batch_size: int
     record: bool = False
+    #: log worlds the main process saved for the workers (save_log_worlds)
+    saved: dict[str, str] = field(default_factory=dict)
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """Build the world (cached per process) and the policy, replay, return plain arrays."""
+    _SAVED.update(job.saved)
     world = _world(job.world)
     policy = build_policy(job.spec, world, job.seed)
     res = replay(policy, world, job.steps, job.batch_size, job.seed, record=job.record)
@@ -93,11 +97,10 @@ def run_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _init_worker(saved: dict[str, str]) -> None:
+def _init_worker() -> None:
     # Each worker process replays one policy at a time: keep any native thread pool small so
     # that processes x threads does not oversubscribe the cores.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    _SAVED.update(saved)
 
 
 @dataclass
@@ -135,37 +138,41 @@ def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = T
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     t0 = time.perf_counter()
-    world = build_world(scenario.world)
-    calibration = world_calibration(world)
-    if scenario.batch_size > world.num_prompts:
-        raise ValueError(f"batch_size {scenario.batch_size} exceeds the world's {world.num_prompts} prompts")
-    # Construct every policy once here, so that a bad parameter fails before any work starts.
-    for spec in scenario.policies:
-        build_policy(spec, world, scenario.seeds[0])
-    jobs = make_jobs(scenario, world, record)
-    workers = max(1, min(workers or scenario.workers, len(jobs)))
-    results: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)
-    described = world.describe()
-    if workers == 1:
-        _WORLDS.clear()
-        if closed_loop_on(scenario.world):
-            _WORLDS[_key(open_loop(scenario.world))] = world.base  # type: ignore[attr-defined]
-        _WORLDS[_key(scenario.world)] = world
-        for job in jobs:
-            results.append(run_job(job))
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")  # no fork after native thread pools have started
-        with tempfile.TemporaryDirectory(prefix="dps-sweep-") as tmp:
+    variants = 2 if closed_loop_on(scenario.world) else 1
+    workers = max(1, min(workers or scenario.workers, len(scenario.policies) * variants * len(scenario.seeds)))
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:  # the workers start (spawn, imports) while this process builds the world
+            ctx = mp.get_context("spawn")  # no fork after native thread pools have started
+            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker))
+        world = build_world(scenario.world)
+        calibration = world_calibration(world)
+        if scenario.batch_size > world.num_prompts:
+            raise ValueError(f"batch_size {scenario.batch_size} exceeds the world's {world.num_prompts} prompts")
+        # Construct every policy once here, so that a bad parameter fails before any work starts.
+        for spec in scenario.policies:
+            build_policy(spec, world, scenario.seeds[0])
+        jobs = make_jobs(scenario, world, record)
+        results: list[dict[str, Any]] = []
+        bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)
+        described = world.describe()
+        if pool is None:
+            _WORLDS.clear()
+            if closed_loop_on(scenario.world):
+                _WORLDS[_key(open_loop(scenario.world))] = world.base  # type: ignore[attr-defined]
+            _WORLDS[_key(scenario.world)] = world
+            for job in jobs:
+                results.append(run_job(job))
+                bar.update()
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dps-sweep-"))
             saved = save_log_worlds(scenario.world, world, Path(tmp))
             del world  # the workers hold their own
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(saved,)) as pool:
-                # Longest first: gates that roll out several rounds per step take longest.
-                order = sorted(jobs, key=lambda j: j.spec.type not in ("dynamic_sampling", "ds", "greso"))
-                for res in pool.imap_unordered(run_job, order, chunksize=1):
-                    results.append(res)
-                    bar.update()
+            # Longest first: gates that roll out several rounds per step take longest.
+            order = sorted(jobs, key=lambda j: j.spec.type not in ("dynamic_sampling", "ds", "greso"))
+            for res in pool.imap_unordered(run_job, [dataclasses.replace(j, saved=saved) for j in order], chunksize=1):
+                results.append(res)
+                bar.update()
     bar.close()
     results.sort(key=lambda r: r["index"])
     rows, frames = [], []
