@@ -169,3 +169,26 @@ def test_every_verifier_is_bounded_in_time_on_hostile_answers(tmp_path):
         assert v.timeouts <= len(HOSTILE)
         if isinstance(task, CountdownTask):
             assert v.timeouts >= 1  # 9**9**9 did hang and was cut off
+
+
+def test_a_direct_verify_is_bounded_by_default():
+    """`Task.verify` called as a reward function would: 9**9**9 is wrong within the limit (the
+    shared worker is replaced and goes on); timeout_s=0 is the explicit in-process path."""
+    import pickle
+    import time
+
+    task = CountdownTask(n_train=8, n_test=4, n_warmup=4)
+    ex = task.train()[0]
+    good = task.reference_response(ex)
+    assert task.verify(ex, good)  # starts the task's worker
+    t0 = time.monotonic()
+    assert not task.verify(ex, "9**9**9", timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.0 + 3.0
+    t0 = time.monotonic()
+    assert not task.verify(ex, "9**9**9")  # the default limit, verify_timeout_s
+    assert time.monotonic() - t0 < task.verify_timeout_s + 3.0
+    assert task.verify(ex, good) and not task.verify(ex, "1+1")  # the replacement worker judges on
+    assert task.verify(ex, good, timeout_s=0)  # in-process, unbounded: asked for by name
+    assert pickle.loads(pickle.dumps(task)).verify(ex, good)  # the worker is not pickled with the task
+    with pytest.raises(ValueError, match="timeout_s must be >= 0"):
+        task.verify(ex, good, timeout_s=-1)

@@ -98,6 +98,7 @@ class Task(abc.ABC):
     name: str = "task"
     answer_format: str = "plain"
     response_prefix: str = ""  # prefilled start of every answer (the model continues it)
+    verify_timeout_s: float = 5.0  # `verify`'s limit per response; 0: in-process, unbounded
 
     @abc.abstractmethod
     def train(self) -> list[Example]: ...
@@ -113,8 +114,25 @@ class Task(abc.ABC):
     def check(self, example: Example, answer: str) -> bool:
         """Is the extracted `answer` correct for `example`?"""
 
-    def verify(self, example: Example, response: str) -> bool:
-        """Binary correctness of a whole response."""
+    def verify(self, example: Example, response: str, *, timeout_s: float | None = None) -> bool:
+        """Binary correctness of a whole response, judged within a time limit.
+
+        The check runs in a worker process (`dps.tasks.bounded`, one per task, started on first
+        use); a response whose check takes longer than ``timeout_s`` (default
+        ``verify_timeout_s``, 5 s) counts as wrong, so an answer such as ``9**9**9`` cannot hang
+        the caller (a reward function, say). ``timeout_s=0`` checks in-process, without a limit:
+        only for tasks known to be safe."""
+        limit = self.verify_timeout_s if timeout_s is None else float(timeout_s)
+        if limit < 0:
+            raise ValueError(f"timeout_s must be >= 0 (0: in-process, no limit), got {limit}")
+        if limit == 0:
+            return self.verify_in_process(example, response)
+        from dps.tasks.bounded import shared_verifier
+
+        return shared_verifier(self, limit).verify([(example, response)])[0]
+
+    def verify_in_process(self, example: Example, response: str) -> bool:
+        """`verify` in the calling process, with no time limit (what the bounded worker runs)."""
         ans = extract_answer(response, self.answer_format)
         if ans is None:
             return False
@@ -122,6 +140,14 @@ class Task(abc.ABC):
             return bool(self.check(example, ans))
         except Exception:  # a verifier must never take the trainer down on odd output
             return False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The task without its verifier worker (`verify`'s), which cannot be pickled."""
+        from dps.tasks.bounded import SHARED_ATTRIBUTE
+
+        state = dict(self.__dict__)
+        state.pop(SHARED_ATTRIBUTE, None)
+        return state
 
     def format_score(self, example: Example, response: str) -> float:
         """1.0 when the response carries an answer in the expected format, else 0.0."""

@@ -10,12 +10,17 @@ Workers are forked from a ``forkserver`` (a clean interpreter with the task libr
 preloaded: no torch or vLLM threads forked in a half-held state, and a replacement worker is
 up in a fraction of a second) and get the task pickled once; the common path costs one pipe
 round trip per batch. ``timeout_s = 0`` verifies in-process, unbounded (for tasks known to be safe).
+
+`Task.verify` goes through `shared_verifier`: one `BoundedVerifier` per task object, kept for
+the task's lifetime, so a direct call is bounded too.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dps.tasks.base import Example, Task
@@ -30,18 +35,27 @@ def _context() -> Any:
     return ctx
 
 
-def _warm(task: Task) -> None:
+def in_process(task: Task) -> Callable[[Example, str], bool]:
+    """The task's unbounded check: `Task.verify_in_process`, or the subclass's own `verify`
+    where it overrides it (a task written before `verify` was bounded)."""
+    if type(task).verify is not Task.verify:
+        return task.verify
+    return task.verify_in_process
+
+
+def _warm(judge: Callable[[Example, str], bool], task: Task) -> None:
     """One verification before the clock runs: libraries initialise lazily on first use
     (math-verify's parser takes seconds), which must not count against an answer's limit."""
     try:
         ex = task.train()[0]
-        task.verify(ex, task.reference_response(ex))
+        judge(ex, task.reference_response(ex))
     except Exception:
         pass
 
 
 def _serve(conn: Any, task: Task) -> None:
-    _warm(task)
+    judge = in_process(task)
+    _warm(judge, task)
     conn.send(("ready", None))
     while True:
         try:
@@ -51,7 +65,7 @@ def _serve(conn: Any, task: Task) -> None:
         if msg is None:
             return
         for i, (example, response) in enumerate(msg):
-            conn.send((i, bool(task.verify(example, response))))
+            conn.send((i, bool(judge(example, response))))
 
 
 class BoundedVerifier:
@@ -67,7 +81,8 @@ class BoundedVerifier:
 
     def verify(self, pairs: list[tuple[Example, str]]) -> list[bool]:
         if self.timeout_s <= 0:
-            return [bool(self.task.verify(ex, r)) for ex, r in pairs]
+            judge = in_process(self.task)
+            return [bool(judge(ex, r)) for ex, r in pairs]
         out: list[bool] = []
         while len(out) < len(pairs):
             out.extend(self._verify_some(pairs[len(out):]))
@@ -137,3 +152,31 @@ class BoundedVerifier:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_shared_lock = threading.Lock()
+SHARED_ATTRIBUTE = "_dps_bounded_verifier"  # on the task; dropped when the task is pickled
+
+
+class _LockedVerifier:
+    """A task's shared `BoundedVerifier`, used by one caller at a time (reward functions may run
+    in threads)."""
+
+    def __init__(self, verifier: BoundedVerifier, lock: threading.Lock, timeout_s: float) -> None:
+        self.verifier, self.lock, self.timeout_s = verifier, lock, timeout_s
+
+    def verify(self, pairs: list[tuple[Example, str]]) -> list[bool]:
+        with self.lock:
+            self.verifier.timeout_s = self.timeout_s
+            return self.verifier.verify(pairs)
+
+
+def shared_verifier(task: Task, timeout_s: float) -> _LockedVerifier:
+    """The `BoundedVerifier` that `task.verify` uses: started on first use, kept on the task
+    (its worker leaves when the task is collected and the pipe closes)."""
+    with _shared_lock:
+        entry = task.__dict__.get(SHARED_ATTRIBUTE)
+        if entry is None:
+            entry = (BoundedVerifier(task, timeout_s), threading.Lock())
+            task.__dict__[SHARED_ATTRIBUTE] = entry
+    return _LockedVerifier(entry[0], entry[1], timeout_s)
