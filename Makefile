@@ -10,7 +10,7 @@ RUST_SRC := Cargo.toml $(shell find rust -name '*.rs')
 DEPS_STAMP := $(VENV)/.deps
 BUILD_STAMP := $(VENV)/.built
 
-.PHONY: install build test test-rust test-python test-verl demo bench lint format docs docs-serve clean
+.PHONY: install build test test-rust test-python test-verl verl-demo demo bench lint format docs docs-serve clean
 
 install: $(BUILD_STAMP)
 
@@ -52,6 +52,12 @@ $(VERL_STAMP): Makefile
 
 test-verl: $(BUILD_STAMP) $(VERL_STAMP)
 	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -q tests/integration_verl
+
+# verl's own loop (fit()) with DPS on this machine's CPUs: a tiny Qwen2, 4 steps, then a second
+# run killed after its step-2 checkpoint and resumed (docs/integrations/verl.md). OUT: a new folder.
+OUT ?= runs/verl-demo
+verl-demo: $(BUILD_STAMP) $(VERL_STAMP)
+	OMP_NUM_THREADS=1 $(VERL_PY) -m dps.integrations.verl.demo --out "$(OUT)" --steps 4 --resume-check --dps $(VENV)/bin/dps
 
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math

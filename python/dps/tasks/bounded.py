@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dps.tasks.base import Example, Task
-
 STARTUP_TIMEOUT_S = 300.0  # importing the task's libraries in a fresh interpreter on a loaded machine
 PRELOAD = ["dps.tasks", "sympy", "reasoning_gym", "math_verify"]  # missing ones are skipped
 
@@ -35,10 +33,16 @@ def _context() -> Any:
     return ctx
 
 
+# This module does not import dps.tasks.base (which imports it): a task is typed Any here.
+Example = Any
+Task = Any
+
+
 def in_process(task: Task) -> Callable[[Example, str], bool]:
     """The task's unbounded check: `Task.verify_in_process`, or the subclass's own `verify`
     where it overrides it (a task written before `verify` was bounded)."""
-    if type(task).verify is not Task.verify:
+    root = next(c.__dict__["verify"] for c in reversed(type(task).__mro__) if "verify" in c.__dict__)
+    if type(task).verify is not root:
         return task.verify
     return task.verify_in_process
 
@@ -85,7 +89,7 @@ class BoundedVerifier:
             return [bool(judge(ex, r)) for ex, r in pairs]
         out: list[bool] = []
         while len(out) < len(pairs):
-            out.extend(self._verify_some(pairs[len(out):]))
+            out.extend(self._verify_some(pairs[len(out) :]))
         return out
 
     def _verify_some(self, pairs: list[tuple[Example, str]]) -> list[bool]:
@@ -155,7 +159,7 @@ class BoundedVerifier:
 
 
 _shared_lock = threading.Lock()
-SHARED_ATTRIBUTE = "_dps_bounded_verifier"  # on the task; dropped when the task is pickled
+SHARED_ATTRIBUTE = "_dps_bounded_verifier"  # on the task; Task.__getstate__ drops it (same name there)
 
 
 class _LockedVerifier:

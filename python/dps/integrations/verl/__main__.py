@@ -2,6 +2,8 @@
 
 The config is verl's `ppo_trainer` with ``trainer.v1.trainer_mode=dps`` and a ``dps`` section
 (`config/dps_trainer.yaml`); every verl override works as with `python -m verl.trainer.main_ppo`.
+With ``trainer.device=cpu`` it runs on CPUs (``actor_rollout_ref.rollout.name=hf``; see
+`dps.integrations.verl.cpu` and `cpu_env`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="config", config_name="dps_trainer", version_base=None)
 def main(config: DictConfig) -> None:
+    if config.trainer.device == "cpu":  # before verl is imported: it picks its platform on import
+        from dps.integrations.verl import cpu_env
+
+        cpu_env.apply(config)
+        import dps.integrations.verl.cpu  # noqa: F401  (registers the platform here too: Hydra may have imported verl)
+
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config

@@ -1,0 +1,46 @@
+"""What `python -m dps.integrations.verl trainer.device=cpu ...` sets up before verl is imported
+(this module imports nothing from verl): the environment that loads `dps.integrations.verl.cpu`
+in every process, and the config defaults a CPU run needs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+PLUGIN = "dps.integrations.verl.cpu"
+#: VERL_ENGINE_DEVICE: verl registers its FSDP engine for cuda and npu only
+#: (verl/workers/engine/fsdp/transformer_impl.py:1143); this verl override picks that engine,
+#: whose tensors then follow the platform (the CPU).
+CPU_ENV = {"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": PLUGIN, "VERL_ENGINE_DEVICE": "cuda"}
+
+
+def environment() -> dict[str, str]:
+    """CPU_ENV, keeping external modules the user already asked verl to load."""
+    env = dict(CPU_ENV)
+    others = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m and m != PLUGIN]
+    env["VERL_USE_EXTERNAL_MODULES"] = ",".join([PLUGIN, *others])
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+    return env
+
+
+def apply(config: Any) -> None:
+    """Set this process's environment and complete `config` (an OmegaConf DictConfig) for a CPU
+    run: every Ray worker gets the environment; a local Ray cluster offers one worker slot
+    (a ``GPU`` resource, see `dps.integrations.verl.cpu`) per worker; attention is torch's SDPA
+    (flash-attention needs CUDA)."""
+    from omegaconf import open_dict
+
+    env = environment()
+    os.environ.update(env)
+    with open_dict(config):
+        ray_init = config.ray_kwargs.ray_init
+        if ray_init.get("runtime_env") is None:
+            ray_init.runtime_env = {}
+        env_vars = dict(ray_init.runtime_env.get("env_vars") or {})
+        ray_init.runtime_env.env_vars = {**env, **{k: str(v) for k, v in env_vars.items()}}
+        local = ray_init.get("address") in (None, "", "local")  # else: a running cluster, with its own slots
+        if local and ray_init.get("num_gpus") is None:
+            ray_init.num_gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+        override = config.actor_rollout_ref.model.override_config
+        if "attn_implementation" not in override:
+            override.attn_implementation = "sdpa"
