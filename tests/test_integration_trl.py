@@ -233,3 +233,24 @@ def test_a_generation_whose_scoring_raises_is_abandoned(tmp_path) -> None:
     assert state["step"] == 1 and len(state["pending"]) == 0  # the second generation's ids were handed back
     assert len(policy.select(N)) == N
     assert read_log(tmp_path / "flaky" / "rollouts.parquet")["step"].to_list() == [0] * B  # written on the way out
+
+
+def test_the_shipped_example_trains_four_generations_on_a_tiny_local_setting(tmp_path) -> None:
+    """`python examples/trl_grpo_dps.py --tiny --steps 4 --out DIR`, as a user runs it (nothing downloaded)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo_dps.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(example), "--tiny", "--steps", "4", "--out", str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = read_log(tmp_path / "run" / "rollouts.parquet")
+    assert sorted(log["step"].unique().to_list()) == [0, 1, 2, 3]  # 4 generations, each a DPS step
+    assert log.height == 4 * 4 and set(log["n_rollouts"].to_list()) == {8}
+    cost = json.loads(proc.stdout.split("dps cost:", 1)[1].strip().splitlines()[0])
+    assert cost["generations"] == 4 and 0 < cost["policy_share"] < 1
+    # the log replays: a fresh DPS fed the logged outcomes selects what the run rolled out
+    fresh = DPS(32, decay=0.7, seed=0)
+    for t in range(4):
+        rows = log.filter(log["step"] == t).sort("prompt_id")
+        ids = np.array(rows["prompt_id"].to_list())
+        assert sorted(fresh.select(4).tolist()) == ids.tolist()
+        fresh.observe(ids, np.array(rows["n_correct"].to_list()), np.full(4, 8))
