@@ -131,8 +131,8 @@ class ClusterWatch:
     """Which node each live actor of a Ray cluster runs on, polled with Ray's state CLI while
     the run lasts (the evidence that a multi-node run placed its workers on every node)."""
 
-    def __init__(self, interval_s: float = 3.0) -> None:
-        self.interval_s = interval_s
+    def __init__(self, api: str | None, interval_s: float = 3.0) -> None:
+        self.api, self.interval_s = api, interval_s
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.actors: dict[str, set[str]] = {}  # actor class -> node ids
         self.nodes = self._list("nodes")
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="training workers per node (trainer.n_gpus_per_node)")
     parser.add_argument("--nodes", type=int, default=1, help="trainer.nnodes")
     parser.add_argument("--address", default=None, help="an existing Ray cluster (default: a local one)")
+    parser.add_argument("--dashboard", default=None, help="with --address: its dashboard, for the placement record")
     parser.add_argument("--policy", default="dps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="a Hugging Face folder instead of the tiny Qwen2")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         "nodes": args.nodes,
         "policy": args.policy,
     }
-    watch = ClusterWatch() if args.address else None
+    watch = ClusterWatch(args.dashboard) if args.address else None
     summary["wall_s"] = run(overrides(args, out, train, val, model), out / "verl.log", watch)
     if watch is not None:
         summary["cluster"] = watch.summary()
