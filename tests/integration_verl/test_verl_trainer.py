@@ -253,13 +253,13 @@ def test_groups_finishing_while_verl_polls_are_each_observed_once(tmp_path):
     assert (tq.kv_list("train") or {}).get("train", {}) == {}
 
 
-def test_the_entry_point_refuses_another_trainer_mode():
+def test_the_entry_point_refuses_another_trainer_mode(tmp_path):
     import subprocess
     import sys
 
     result = subprocess.run(
         [sys.executable, "-m", "dps.integrations.verl", "trainer.v1.trainer_mode=colocate_async"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # Hydra writes outputs/ there
     )
     assert result.returncode != 0
     assert "trainer_mode='colocate_async', where the dps section would be ignored" in result.stderr

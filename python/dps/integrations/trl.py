@@ -61,6 +61,12 @@ class DPSGRPOTrainer(GRPOTrainer):
     prompt id = row index). Options: ``correct_reward`` (name of the reward function that says
     right or wrong; default: the weighted total reward), ``correct_threshold`` (0.5)."""
 
+    # What TRL sets up by the time our code runs (its stubs type them more loosely).
+    args: Any  # a GRPOConfig
+    model: Any
+    train_dataset: Any
+    num_generations: int
+
     def __init__(
         self,
         *args: Any,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ANSWER_FORMATS = ("plain", "boxed", "tag", "first_int")
+_VERIFIER_ATTRIBUTE = "_dps_bounded_verifier"  # where dps.tasks.bounded keeps a task's worker
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,8 @@ class Task(abc.ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         """The task without its verifier worker (`verify`'s), which cannot be pickled."""
-        from dps.tasks.bounded import SHARED_ATTRIBUTE
-
         state = dict(self.__dict__)
-        state.pop(SHARED_ATTRIBUTE, None)
+        state.pop(_VERIFIER_ATTRIBUTE, None)
         return state
 
     def format_score(self, example: Example, response: str) -> float:

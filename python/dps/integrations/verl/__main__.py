@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="config", config_name="dps_trainer", version_base=None)
 def main(config: DictConfig) -> None:
-    if config.trainer.device == "cpu":  # before verl is imported: it picks its platform on import
-        from dps.integrations.verl import cpu_env
+    from dps.integrations.verl import cpu_env
 
+    if cpu_env.needed(config):  # before verl is imported: it picks its platform on import
         cpu_env.apply(config)
         import dps.integrations.verl.cpu  # noqa: F401  (registers the platform here too: Hydra may have imported verl)
 

@@ -468,7 +468,11 @@ def _patch_process_group() -> None:
         return
 
     def initialize_global_process_group_ray(timeout_second: Any = None, backend: str | None = None) -> None:
-        return original(timeout_second=timeout_second, backend=backend or "gloo")
+        from verl.utils.device import get_device_name
+
+        if backend is None and get_device_name() == "cpu":  # on a GPU platform verl's string stands
+            backend = "gloo"
+        return original(timeout_second=timeout_second, backend=backend)
 
     initialize_global_process_group_ray.dps_cpu = True  # type: ignore[attr-defined]
     distributed.initialize_global_process_group_ray = initialize_global_process_group_ray

@@ -50,8 +50,8 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, val: Path, model
         f"data.train_files={train}",
         f"data.val_files={val}",
         f"data.train_batch_size={batch}",
-        "data.max_prompt_length=8",
-        "data.max_response_length=4",
+        f"data.max_prompt_length={args.prompt_length}",
+        f"data.max_response_length={args.response_length}",
         "data.filter_overlong_prompts=False",
         "data.dataloader_num_workers=0",
         f"actor_rollout_ref.model.path={model}",
@@ -74,7 +74,8 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, val: Path, model
         "reward.custom_reward_function.name=compute_score",
         "reward.num_workers=1",
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        "trainer.device=cpu",
+        f"trainer.device={args.device}",
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
         f"trainer.n_gpus_per_node={args.workers}",
         f"trainer.nnodes={args.nodes}",
         f"trainer.total_training_steps={args.steps}",
@@ -94,7 +95,10 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, val: Path, model
     if args.address:
         settings.append(f"+ray_kwargs.ray_init.address={args.address}")
     else:
-        settings += ["+ray_kwargs.ray_init.address=local", "ray_kwargs.ray_init.num_cpus=8"]
+        settings += [
+            "+ray_kwargs.ray_init.address=local",
+            f"ray_kwargs.ray_init.num_cpus={max(8, os.cpu_count() or 1)}",
+        ]
     return settings + list(args.extra)
 
 
@@ -271,6 +275,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", default="dps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="a Hugging Face folder instead of the tiny Qwen2")
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="trainer.device (cuda: verl's GPU path)"
+    )
+    parser.add_argument("--prompt-length", type=int, default=8, help="data.max_prompt_length (tokens)")
+    parser.add_argument("--response-length", type=int, default=4, help="data.max_response_length (tokens)")
     parser.add_argument("--resume-check", action="store_true", help="also kill a second run and resume it")
     parser.add_argument("--kill-after", type=int, default=2, help="the step whose checkpoint the kill waits for")
     parser.add_argument("--no-replay", action="store_true")
