@@ -21,12 +21,13 @@ gpu_setup_python() {
   if [ "$("$PY" -c "import hashlib, pathlib; h = hashlib.sha256(); [h.update(p.as_posix().encode() + p.read_bytes()) for p in sorted(pathlib.Path('rust').rglob('*.rs')) + [pathlib.Path('Cargo.toml')]]; print(h.hexdigest())")" != "$(cat .gpu/wheels/rust.sha256 2>/dev/null)" ]; then
     say "the wheel in .gpu/wheels was built from other Rust sources than this tree's: run scripts/gpu_pack.sh again"; exit 2
   fi
-  "$PY" -c "import zipfile, sys; z = zipfile.ZipFile(sys.argv[1]); open('python/dps/_core.abi3.so', 'wb').write(z.read('dps/_core.abi3.so'))" "$whl"
+  # Written beside and renamed over: a process that has the old file loaded keeps it intact.
+  "$PY" -c "import os, sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); open('python/dps/_core.abi3.so.new', 'wb').write(z.read('dps/_core.abi3.so')); os.replace('python/dps/_core.abi3.so.new', 'python/dps/_core.abi3.so')" "$whl"
   local others=()
-  for w in .gpu/wheels/*.whl; do
-    case "$w" in */dps-*) ;; *) others+=("$w") ;; esac
-  done
-  # Only the wheels this Python can install (multiprocess comes per Python version).
+  for w in .gpu/wheels/*.whl; do others+=("$w"); done
+  # Only the wheels this Python can install (multiprocess comes per Python version). dps's own
+  # wheel goes in too, for its metadata (`dps --version`); its code comes from python/, first
+  # on the path.
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --upgrade \
     $("$PY" - "${others[@]}" <<'PYEOF'
 import sys
@@ -75,5 +76,5 @@ gpu_model_folder() {
   want=$(grep " $GGUF\$" scripts/smollm2.sha256 | cut -d' ' -f1)
   [ "$(sha256sum "runs/models/$GGUF" | cut -d' ' -f1)" = "$want" ] || { say "joined GGUF is corrupt"; exit 2; }
   say "dequantising $GGUF into $MODEL_DIR"
-  "$PY" -m dps.cli model "$MODEL_DIR" --gguf "runs/models/$GGUF"
+  "$PY" -m dps.cli model "$MODEL_DIR" --gguf "runs/models/$GGUF" || { say "dequantising failed"; exit 2; }
 }
