@@ -17,8 +17,8 @@ ALLOWED = {
     "dps.replay": {"dps._core", "dps.policies", "dps.logs", "dps.tomlfile"},
     "dps.train": {"dps.policies", "dps.logs", "dps.tasks", "dps.tomlfile"},
     "dps.integrations": {"dps.policies", "dps.logs", "dps.tasks"},
-    "dps.cli": {"dps.replay", "dps.train", "dps.integrations"},
-    "dps": {"dps.policies"},
+    "dps.cli": {"dps._core", "dps.replay", "dps.train", "dps.integrations"},
+    "dps": {"dps._core", "dps.policies"},
 }
 
 

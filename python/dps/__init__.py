@@ -1,5 +1,6 @@
 """dps: Dynamics-Predictive Sampling for active prompt selection in RL finetuning."""
 
+from dps._core import __version__
 from dps.policies import (
     BOTS,
     DPS,
@@ -14,6 +15,7 @@ from dps.policies import (
 )
 
 __all__ = [
+    "__version__",
     "BOTS",
     "DPS",
     "GRESO",
@@ -25,4 +27,3 @@ __all__ = [
     "Uniform",
     "run_step",
 ]
-__version__ = "0.1.0"

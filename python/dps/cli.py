@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dps._core import __version__
 from dps.integrations import cli as integrations_cli
 from dps.replay import cli as replay_cli
 from dps.train import cli as train_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import version
-
     parser = argparse.ArgumentParser(prog="dps", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"dps {version('dps')}")
+    parser.add_argument("--version", action="version", version=f"dps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_cli.register(sub)  # replay, synth, validate, leaderboard
     train_cli.register(sub)  # train, compare, model
