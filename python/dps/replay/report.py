@@ -35,16 +35,26 @@ TABLE = (
 )
 
 
+#: Interval columns (per policy, the same on each of its rows): (column, header, format).
+INTERVALS = (
+    ("effective_ratio", "effective ratio 90% interval", "{:.3f}"),
+    ("rollouts", "rollouts 90% interval", "{:,.0f}"),
+)
+
+
 def aggregate(summary: pl.DataFrame) -> pl.DataFrame:
-    """Mean and standard deviation over seeds, per policy (in the scenario's order)."""
+    """Mean and standard deviation over seeds, per policy (in the scenario's order), and its intervals."""
     import polars as pl
 
     order = {p: i for i, p in enumerate(dict.fromkeys(summary["policy"].to_list()))}
     cols = [c for c, _, _ in TABLE if c in summary.columns]
+    bounds = [f"{c}_{end}" for c, _, _ in INTERVALS for end in ("lo", "hi") if f"{c}_{end}" in summary.columns]
     agg = summary.group_by("policy").agg(
         pl.len().alias("seeds"),
         *(pl.col(c).cast(pl.Float64).mean().alias(c) for c in cols),
         *(pl.col(c).cast(pl.Float64).std().alias(c + "_std") for c in cols),
+        *(pl.col(c).first() for c in bounds),
+        *([pl.col("interval_from").first()] if "interval_from" in summary.columns else []),
     )
     return agg.with_columns(pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o")).sort("_o").drop("_o")
 
@@ -60,13 +70,25 @@ def _cell(v: Any, fmt: str, sd: Any = None) -> str:
 
 def markdown_table(agg: pl.DataFrame) -> str:
     cols = [(c, h, f) for c, h, f in TABLE if c in agg.columns]
-    head = "| policy | seeds | " + " | ".join(h for _, h, _ in cols) + " |"
-    sep = "|---|---:|" + "---:|" * len(cols)
+    spans = [(c, h, f) for c, h, f in INTERVALS if f"{c}_lo" in agg.columns]
+    after = {c: [(s, h, f) for s, h, f in spans if s == c] for c, _, _ in cols}
+    heads = [x for c, h, _ in cols for x in [h, *(hh for _, hh, _ in after[c])]]
+    head = "| policy | seeds | " + " | ".join(heads) + " |"
+    sep = "|---|---:|" + "---:|" * len(heads)
     lines = [head, sep]
     for row in agg.iter_rows(named=True):
-        cells = [_cell(row[c], f, row.get(c + "_std")) for c, _, f in cols]
+        cells = []
+        for c, _, f in cols:
+            cells.append(_cell(row[c], f, row.get(c + "_std")))
+            cells += [_span(row.get(f"{s}_lo"), row.get(f"{s}_hi"), ff) for s, _, ff in after[c]]
         lines.append(f"| {row['policy']} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _span(lo: Any, hi: Any, fmt: str) -> str:
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or (isinstance(hi, float) and math.isnan(hi)):
+        return "-"
+    return f"{fmt.format(lo)} - {fmt.format(hi)}"
 
 
 def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> dict[str, Path]:
@@ -80,6 +102,9 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
     ordered.write_parquet(out / "summary.parquet")
     steps.write_parquet(out / "steps.parquet")
     paths.update(summary_csv=out / "summary.csv", summary_parquet=out / "summary.parquet", steps=out / "steps.parquet")
+    if getattr(result, "draws", None) is not None:
+        result.draws.write_parquet(out / "interval_draws.parquet")
+        paths["interval_draws"] = out / "interval_draws.parquet"
     if result.logs:
         import re
 
@@ -111,6 +136,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
         f"{meta['steps']} steps of batch {sc.batch_size}; seeds {sc.seeds}; sweep wall time {result.wall_s:.1f} s.",
         "",
         *closed_loop_lines(w),
+        *interval_lines(agg, w),
         "Mean over seeds (± standard deviation where shown). `effective ratio`: share of the trained batch "
         "whose group was partially solved; `rollouts`: every generated response, rejected groups included; "
         "`count CV`: coefficient of variation of per-prompt sample counts; `pred`: the predictive policy's "
@@ -154,6 +180,64 @@ def closed_loop_lines(w: dict[str, Any]) -> list[str]:
         f"Effect of repeated trainings: {shape_sentence(w)}.",
         "",
     ]
+
+
+def interval_lines(agg: pl.DataFrame, w: dict[str, Any]) -> list[str]:
+    """What the 90% intervals hold, and, in words, what the log could not tell."""
+    if "effective_ratio_lo" not in agg.columns:
+        return []
+    sources = [str(x) for x in agg["interval_from"].to_list()] if "interval_from" in agg.columns else []
+    drawn = next((x for x in sources if x.startswith("closed loop")), None)
+    lines = []
+    if drawn is not None:
+        n = drawn.split(", ")[-1]
+        lines.append(
+            f"90% intervals: where one more replay falls 9 times in 10. Closed-loop rows: from {n} replays, each with its "
+            "own seed and an effect drawn from what the log allows (a shape by its weight, the gain from its standard "
+            "error): seed noise, the fit's uncertainty and the shapes the log cannot tell apart. Other rows: from their "
+            "seeds alone (replay noise only; an open-loop row's interval says nothing of how far the open loop is off). "
+            "Neither holds the log world's own error, nor what the log cannot show at all: how the prompts a policy "
+            "leaves untrained would have moved under it."
+        )
+    else:
+        lines.append("90% intervals: from the seeds alone (where one more seed's replay falls 9 times in 10; replay noise only).")
+    lines.append("")
+    if drawn is not None and w.get("closed_loop_shape_weights"):
+        lines += [identification_sentence(w), ""]
+    return lines
+
+
+def identification_sentence(w: dict[str, Any]) -> str:
+    """Whether the log pinned the closed loop down, in words (weights of the shapes it cannot rule out)."""
+    weights: dict[str, float] = w.get("closed_loop_shape_weights") or {}
+    kept = {c: x for c, x in weights.items() if x >= 0.01}
+    top = max(weights.values()) if weights else 1.0
+    phi = w.get("closed_loop_dispersion", 1.0)
+    spill = w.get("closed_loop_spillover") or ""
+    drift_by = w.get("closed_loop_drift_by") or ""
+    how = (
+        f"A training counts for every prompt with the same {spill} (similar_by)"
+        if spill
+        else "Each prompt's trainings count for it alone (no similar_by)"
+    )
+    how += f"; the drift is fitted per {drift_by} (drift_by)." if drift_by else "; one drift for all prompts."
+    shapes = ", ".join(f"saturation {c}: {x:.2f}" for c, x in kept.items())
+    if top >= 0.9:
+        verdict = (
+            f"The log identifies how the effect of repeated trainings levels off ({shapes}); the interval is narrow "
+            "because the log pins the effect down, not because the effect is small."
+        )
+    else:
+        verdict = (
+            f"The log cannot tell how the effect of repeated trainings levels off: the shapes it allows ({shapes}) "
+            "predict different futures for a policy that trains some prompts far more often than the log did, and the "
+            "interval is wide because of it. More evidence would narrow it: sweeps of every prompt, prompts logged "
+            "under several ids (similar_by), or a longer log."
+        )
+    return (
+        f"{how} {verdict} The log's groups vary {phi:.2f} times as much as binomial noise around the fit, so its "
+        "standard errors are scaled by the root of that and its likelihoods divided by it."
+    )
 
 
 def _logits(v: Any) -> str:

@@ -12,13 +12,15 @@ seed = 0                      # synthetic: the dynamics' seed
 # log: switch_rate, prior_half_life, draw ("posterior" | "mean"), extrapolate, k, num_prompts, and how to
 #   read it (dps.logs.LogSpec): threshold, format, layout, prompt_ids, group_by, kinds and
 #   [world.columns] (step = "global_step", prompt_id = "prompt", reward = "score", ...)
-#   closed_loop ("fit" | "off" | a gain), train_log, effect_half_life (see dps.replay.closedloop; the checks: check_closed_loop_config)
+#   closed_loop ("fit" | "off" | a gain), train_log, effect_half_life, effect_saturation, effect_cap,
+#   prompt_table with similar_by / drift_by (see dps.replay.closedloop; the checks: check_closed_loop_config)
 
 [run]
 steps = 360                   # default: the world's horizon
 batch_size = 256              # default: the preset's batch size
 seeds = [0, 1, 2]             # replay seeds: policy seed and outcome noise
 workers = 2                   # processes; default: all cores
+interval_draws = 20           # closed loop: replays with effects drawn from the fit, for the 90% interval (0: none)
 
 [[policies]]
 name = "DPS"                  # label in the report (default: type)
@@ -60,9 +62,11 @@ from dps.replay.worlds import (
 #: "python" with class = "module:Class".
 POLICY_TYPES = {*SELECTORS, *GATES, "oracle", "python"}
 TOP_KEYS = {"name", "description", "world", "run", "policies"}
-RUN_KEYS = {"steps", "batch_size", "seeds", "workers"}
+RUN_KEYS = {"steps", "batch_size", "seeds", "workers", "interval_draws"}
 LOG_KEYS = {"log", "k", "num_prompts", *ESTIMATOR_KEYS, *LogSpec.KEYS, *CLOSED_LOOP_KEYS}
 POLICY_META_KEYS = {"name", "type", "class", "sweep"}
+#: Replays per policy with closed-loop effects drawn from the fit, for the interval (the default with a closed loop).
+DEFAULT_INTERVAL_DRAWS = 20
 
 
 @dataclass
@@ -85,16 +89,19 @@ class Scenario:
     workers: int
     source: Path | None = None
     description: str = ""
+    #: closed loop: replays with effects drawn from what the log allows (the interval); 0: none
+    interval_draws: int = 0
 
     def build_world(self) -> World:
         return build_world(self.world)
 
 
-def build_world(cfg: dict[str, Any], base: World | None = None) -> World:
-    """The world a [world] table describes; a closed-loop log world may be given its open-loop `base`."""
+def build_world(cfg: dict[str, Any], base: World | None = None, effect: Any = None) -> World:
+    """The world a [world] table describes; a closed-loop log world may be given its open-loop
+    `base` and its fitted `effect` (dps.replay.closedloop.TrainingEffect), so neither is built again."""
     cfg = dict(cfg)
     if closed_loop_enabled(cfg):
-        return closed_loop_world(base or build_world(open_loop(cfg)), cfg)
+        return closed_loop_world(base or build_world(open_loop(cfg)), cfg, effect)
     if "log" in cfg:
         unknown = sorted(set(cfg) - LOG_KEYS)
         if unknown:
@@ -216,7 +223,17 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
     cap = cfg.get("effect_cap", "none")
     if not (cap in ("none", "log") or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0)):
         raise ValueError(f"{where} [world] effect_cap: must be \"none\", \"log\" or a positive number of trainings, not {cap!r}")
-    extra = sorted({"train_log", "effect_half_life", "effect_saturation", "effect_cap"} & set(cfg))
+    for key in ("prompt_table", "similar_by", "drift_by"):
+        if key in cfg and not (isinstance(cfg[key], str) and cfg[key]):
+            raise ValueError(f"{where} [world] {key}: must be a {'path' if key == 'prompt_table' else 'column name'} (a string), not {cfg[key]!r}")
+    labels = sorted({"similar_by", "drift_by"} & set(cfg))
+    if labels and "prompt_table" not in cfg:
+        raise ValueError(f"{where} [world] {labels[0]}: names a column of the prompt table; give prompt_table = \"prompts.parquet\" too")
+    if "prompt_table" in cfg and not labels:
+        raise ValueError(f"{where} [world] prompt_table: say which column to use: similar_by = \"question\" and/or drift_by = \"level\"")
+    if "drift_by" in cfg and mode != "fit":
+        raise ValueError(f"{where} [world] drift_by: only the fit uses it (closed_loop = \"fit\")")
+    extra = sorted((CLOSED_LOOP_KEYS - {"closed_loop"}) & set(cfg))
     if (mode is False or mode == "off") and extra:
         raise ValueError(f"{where} [world] {extra[0]}: needs closed_loop = \"fit\" (or a gain)")
 
@@ -233,6 +250,8 @@ def _check_run_values(run: dict[str, Any], where: str, origins: dict[str, str]) 
     for key in ("steps", "batch_size", "workers"):
         if key in run:
             _check_value(where, "run", key, run[key], "count", origins)
+    if "interval_draws" in run and not (_is_int(run["interval_draws"]) and run["interval_draws"] >= 0):
+        raise _bad(where, "interval_draws", "an integer >= 0", run["interval_draws"], origins, "run")
     if "seeds" not in run:
         return None
     seeds = run["seeds"]
@@ -383,7 +402,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
             LogEstimator.from_dict({k: world[k] for k in ESTIMATOR_KEYS if k in world})
         except ValueError as e:
             raise ValueError(f"{where} [world]: {e}") from None
-        for key in ("log", "train_log"):
+        for key in ("log", "train_log", "prompt_table"):
             if key not in world:
                 continue
             log = Path(world[key])
@@ -417,6 +436,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
         workers=max(1, workers),
         source=source,
         description=str(data.get("description", "")),
+        interval_draws=int(run.get("interval_draws", DEFAULT_INTERVAL_DRAWS if closed_loop_enabled(world) else 0)),
     )
 
 

@@ -44,6 +44,7 @@ The world that applies the fitted effect is `dps.replay.closedloop.world`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 #: Candidate half-lives (steps) of the training effect; inf: permanent.
 EFFECT_HALF_LIVES = (math.inf, 64.0, 16.0, 4.0)
 #: Candidate saturation counts of the effect's shape (trainings that give a gradient); inf: linear.
-EFFECT_SATURATIONS = (math.inf, 32.0, 16.0, 8.0, 4.0, 2.0, 1.0)
+EFFECT_SATURATIONS = (math.inf, 32.0, 16.0, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0, 1.0)
 #: A fit whose gain has a larger standard error (logits per training) is refused as unidentified.
 MAX_GAIN_SE = 0.25
 _PRIOR_SD = 4.0
@@ -142,10 +143,37 @@ class TrainingEffect:
     shape_default: float = math.inf
     #: why this shape: "fitted" (the log prefers it), "default" (it cannot tell) or "given"
     shape_reason: str = "given"
+    #: the similarity group of each prompt id (a training counts for its whole group), or None: each prompt alone
+    groups: np.ndarray | None = field(default=None, repr=False)
+    #: the prompt-table columns that gave the groups and the drift's strata ("" when not used)
+    spillover: str = ""
+    drift_by: str = ""
+    #: Pearson's chi-square per degree of freedom of the fit (at least 1): standard errors are scaled by its root
+    dispersion: float = 1.0
+    #: every shape fitted, with its weight: what an interval draws from (empty: the gain was given)
+    candidates: list[Candidate] = field(default_factory=list, repr=False)
 
     def level(self, M: np.ndarray) -> np.ndarray:
         """The logit effect of M (decayed) trainings of a prompt."""
         return self.gain * effect_curve(M, self.saturation)
+
+    def draw(self, rng: np.random.Generator) -> TrainingEffect:
+        """One effect the log allows: a candidate shape by its weight, its gain from its sampling
+        distribution (normal, standard error scaled by the dispersion; never below 0 logits)."""
+        if not self.candidates:
+            return self
+        weights = np.array([c.weight for c in self.candidates])
+        c = self.candidates[int(rng.choice(len(weights), p=weights / weights.sum()))]
+        se = c.gain_se if math.isfinite(c.gain_se) else 0.0
+        gain = max(0.0, float(rng.normal(c.gain, se)))
+        return dataclasses.replace(self, gain=gain, gain_se=se, half_life=c.half_life, saturation=c.saturation)
+
+    def shape_weights(self) -> dict[str, float]:
+        """Weight of each saturation among the candidates (summed over half-lives)."""
+        out: dict[str, float] = {}
+        for c in sorted(self.candidates, key=lambda c: -c.weight):
+            out[_count_label(c.saturation)] = out.get(_count_label(c.saturation), 0.0) + c.weight
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -160,6 +188,10 @@ class TrainingEffect:
             "shape_loglik": {_count_label(c): round(v, 2) for c, v in self.shape_scores.items()},
             "shape_margin": round(0.5 * math.log(max(self.observations, 2)), 2),
             "drift_total": round(float(self.drift[-1]), 4) if len(self.drift) else 0.0,
+            "spillover": self.spillover,
+            "drift_by": self.drift_by,
+            "dispersion": round(self.dispersion, 3),
+            "shape_weights": {k: round(v, 4) for k, v in self.shape_weights().items()},
             "observations": self.observations,
             "trainings": self.trainings,
             "prompts": self.prompts,
@@ -172,27 +204,36 @@ def _loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray) -> float:
 
 
 def _fit_one(
-    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, M: np.ndarray, N: int, S: int, iters: int = 50
+    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, M: np.ndarray, N: int, S: int, iters: int = 50,
+    blocks: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray, float, float]:
     """`_fit` with one regressor: (coef, a, d, log-likelihood per rollout, standard error of coef)."""
-    coef, a, d, ll, cov = _fit(pid, sidx, nc, nr, M[:, None], N, S, iters)
+    coef, a, d, ll, cov = _fit(pid, sidx, nc, nr, M[:, None], N, S, iters, blocks=blocks)
     se = float(math.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
     return float(coef[0]), a, d, ll, se
 
 
 def _fit(
-    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, X: np.ndarray, N: int, S: int, iters: int = 50
+    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, X: np.ndarray, N: int, S: int, iters: int = 50,
+    start: tuple[np.ndarray, np.ndarray] | None = None, blocks: np.ndarray | None = None, cells: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
     """Maximum likelihood of logit p = a[pid] + d[sidx] + X @ coef by Newton's method.
 
     The prompt levels a (diagonal block of the Hessian, with the N(0, 4^2) prior) are eliminated
-    by their Schur complement, so each step solves an (S + q)-sized system for q regressors.
-    Returns (coef, a, d, log-likelihood per rollout, covariance of coef).
+    by their Schur complement, so each step solves an (S + q)-sized system for q regressors. The
+    (drift cell, prompt) block is kept as the list of observed cells, so memory follows the rows,
+    not S x N. `start`: (a, d) of a similar fit to start from (the coefficients start at 0).
+    `blocks`: each drift cell's stratum, when no prompt spans two strata (then the drift block of
+    the system is block-diagonal and is solved stratum by stratum). `cells`: `_cells(pid, sidx,
+    N, S)`, when several fits share the observations. Returns (coef, a, d, log-likelihood per rollout, covariance of coef).
     """
     lam = 1.0 / _PRIOR_SD**2
     q = X.shape[1]
     a, x = np.zeros(N), np.zeros(S + q)  # x = (d, coef)
-    cell = sidx * N + pid
+    if start is not None:
+        a[:] = start[0]
+        x[:S] = start[1]
+    cell_of_row, cs, ci, pairs = cells if cells is not None else _cells(pid, sidx, N, S)
 
     def eta(a: np.ndarray, x: np.ndarray) -> np.ndarray:
         return a[pid] + x[sidx] + X @ x[S:]
@@ -208,24 +249,25 @@ def _fit(
         g_a = np.bincount(pid, r, N) - lam * a
         g_x = np.concatenate([np.bincount(sidx, r, S), r @ X])
         D = np.bincount(pid, w, N) + lam
-        H_xa = np.zeros((S + q, N))
-        H_xa[:S] = np.bincount(cell, w, S * N).reshape(S, N)
+        cw = np.bincount(cell_of_row, w, len(cs))  # H[d_s, a_i] over the observed cells
         wX = w[:, None] * X
+        hx = np.stack([np.bincount(pid, wX[:, j], N) for j in range(q)]) if q else np.zeros((0, N))  # H[coef_j, a_i]
+        schur = np.zeros((S + q, S + q))
+        if pairs is None:
+            block = np.zeros((S, N))
+            block[cs, ci] = cw
+            schur[:S, :S] = -(block / D) @ block.T
+        else:
+            schur[:S, :S] = -_pair_sum(pairs, cw / np.sqrt(D[ci]), S)
+        schur[np.arange(S), np.arange(S)] += np.bincount(sidx, w, S) + 1e-8
         for j in range(q):
-            H_xa[S + j] = np.bincount(pid, wX[:, j], N)
-        H_xx = np.zeros((S + q, S + q))
-        H_xx[np.arange(S), np.arange(S)] = np.bincount(sidx, w, S) + 1e-8
-        for j in range(q):
-            H_xx[:S, S + j] = H_xx[S + j, :S] = np.bincount(sidx, wX[:, j], S)
-        H_xx[S:, S:] = X.T @ wX + 1e-12 * np.eye(q)
-        schur = H_xx - (H_xa / D) @ H_xa.T
-        try:
-            inv = np.linalg.inv(schur)
-        except np.linalg.LinAlgError:
-            inv = np.linalg.pinv(schur)
-        dx = inv @ (g_x - H_xa @ (g_a / D))
-        da = (g_a - H_xa.T @ dx) / D
-        cov = inv[S:, S:]
+            col = np.bincount(sidx, wX[:, j], S) - np.bincount(cs, cw * hx[j][ci] / D[ci], S)
+            schur[:S, S + j] = schur[S + j, :S] = col
+        schur[S:, S:] = X.T @ wX - (hx / D) @ hx.T + 1e-12 * np.eye(q)
+        ga_d = g_a / D
+        rhs = g_x - np.concatenate([np.bincount(cs, cw * ga_d[ci], S), hx @ ga_d])
+        dx, cov = _block_solve(schur, rhs, S, blocks)
+        da = (g_a - np.bincount(ci, cw * dx[cs], N) - hx.T @ dx[S:]) / D
         step = 1.0
         while step > 1e-4:
             new = objective(a + step * da, x + step * dx)
@@ -241,6 +283,78 @@ def _fit(
     return x[S:], a, x[:S], ll / float(nr.sum()), cov
 
 
+def _cells(pid: np.ndarray, sidx: np.ndarray, N: int, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """The observed (drift cell, prompt) cells: each row's cell, each cell's drift index and prompt,
+    and the cell pairs of `_pair_sum` (None where the block is kept dense: small and mostly filled,
+    where BLAS is faster)."""
+    cells, cell_of_row = np.unique(sidx.astype(np.int64) * N + pid, return_inverse=True)
+    cs, ci = cells // N, cells % N
+    per_prompt = np.bincount(ci, minlength=N)
+    dense = S * N <= _DENSE_CELLS and float(per_prompt @ per_prompt) * _PAIR_COST > float(S) * S * N
+    return cell_of_row.ravel(), cs, ci, None if dense else _cell_pairs(ci, cs, S)
+
+
+def _solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(A, B)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(A) @ B
+
+
+def _block_solve(M: np.ndarray, rhs: np.ndarray, S: int, blocks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Solve M x = rhs, M = [[A, C], [C', E]] with A (S x S) block-diagonal over `blocks`; also
+    return the (q x q) inverse of the coefficients' Schur complement (their covariance)."""
+    q = M.shape[0] - S
+    groups = [np.arange(S)] if blocks is None else [np.flatnonzero(blocks == b) for b in np.unique(blocks)]
+    C, E = M[:S, S:], M[S:, S:]
+    y, Z = np.zeros(S), np.zeros((S, q))
+    for idx in groups:
+        sol = _solve(M[np.ix_(idx, idx)], np.column_stack([rhs[idx], C[idx]]))
+        y[idx], Z[idx] = sol[:, 0], sol[:, 1:]
+    red = E - C.T @ Z
+    cov = _solve(red, np.eye(q)) if q else np.zeros((0, 0))
+    coef = cov @ (rhs[S:] - C.T @ y) if q else np.zeros(0)
+    return np.concatenate([y - Z @ coef, coef]), cov
+
+
+#: Pairs of cells of one chunk of the Schur complement's drift block (each pair keeps three indices).
+_PAIR_CHUNK = 4_000_000
+#: Up to this many (drift cell, prompt) entries the fit may hold that block as a dense matrix.
+_DENSE_CELLS = 4_000_000
+#: A cell pair costs about this many dense multiply-adds (measured: bincount against BLAS).
+_PAIR_COST = 30
+
+
+def _cell_pairs(ci: np.ndarray, cs: np.ndarray, S: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every pair of observed cells of the same prompt, in chunks: (first cell, second cell, their
+    place in the flattened (S, S) drift block). Built once per fit; the cells' values change per step."""
+    order = np.argsort(ci, kind="stable")
+    bounds = np.flatnonzero(np.diff(ci[order])) + 1
+    starts = np.concatenate([[0], bounds]).astype(np.int64)
+    sizes = np.diff(np.concatenate([starts, [len(ci)]]))
+    start, size = np.repeat(starts, sizes), np.repeat(sizes, sizes)  # per cell, in prompt order
+    chunks = []
+    total = np.cumsum(size)
+    lo = 0
+    while lo < len(order):
+        hi = max(int(np.searchsorted(total, (total[lo - 1] if lo else 0) + _PAIR_CHUNK, side="right")), lo + 1)
+        k = size[lo:hi]
+        first = np.repeat(np.arange(lo, hi), k)
+        second = np.repeat(start[lo:hi], k) + (np.arange(len(first)) - np.repeat(np.cumsum(k) - k, k))
+        first, second = order[first], order[second]
+        chunks.append((first, second, cs[first] * S + cs[second]))
+        lo = hi
+    return chunks
+
+
+def _pair_sum(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], v: np.ndarray, S: int) -> np.ndarray:
+    """(S, S) sum over prompts of the outer product of the prompt's cell values v, placed at the cells' drift indices."""
+    out = np.zeros(S * S)
+    for first, second, place in pairs:
+        out += np.bincount(place, v[first] * v[second], S * S)
+    return out.reshape(S, S)
+
+
 def fit_training_effect(
     observations: pl.DataFrame,
     trainings: pl.DataFrame,
@@ -248,6 +362,10 @@ def fit_training_effect(
     num_prompts: int | None = None,
     count: str = "selection",
     saturation: float | str = "auto",
+    groups: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
+    spillover: str = "",
+    drift_by: str = "",
 ) -> TrainingEffect:
     """Fit the closed loop from a log.
 
@@ -256,8 +374,16 @@ def fit_training_effect(
     (step, prompt_id, n_correct, n_rollouts); only the partially solved ones count, since a
     group whose responses all score the same gives GRPO no gradient.
 
-    The half-life is chosen with the linear effect; then the shape (`saturation`, see
-    `choose_shape`) with that half-life, unless `saturation` names one.
+    `groups` (one integer per prompt id): prompts of one group are the same training input (the
+    same question text, `spillover` names the column), so a training of any of them counts for
+    all; None: each prompt alone. `strata` (one integer per prompt id, a property fixed before
+    training such as a difficulty level, `drift_by` names it): the drift d(t) is fitted per
+    stratum, so that strata learning at different speeds are not taken for a training effect.
+
+    The half-life and the shape (`saturation`, see `choose_shape`) are chosen together, the shape
+    among the candidates unless `saturation` names one. Every candidate fitted
+    keeps its likelihood: `TrainingEffect.candidates` and their weights are what the replay's
+    interval draws from.
     """
     for name, df in (("observations", observations), ("trainings", trainings)):
         missing = [c for c in ("step", "prompt_id", "n_correct", "n_rollouts") if c not in df.columns]
@@ -276,115 +402,222 @@ def fit_training_effect(
     spid = trainings["prompt_id"].to_numpy().astype(np.int64)
     N = int(max(pid.max(), tpid.max() if len(tpid) else 0)) + 1
     N = max(N, num_prompts or 0)
-    steps, sidx = np.unique(step, return_inverse=True)
+    group = _per_prompt(groups, N, "groups")
+    stratum = _per_prompt(strata, N, "strata")
+    G = int(group.max()) + 1
+    sidx, S, steps, cell_step, cell_stratum = _drift_cells(step, stratum[pid])
     if half_life == "auto":
         candidates: tuple[float, ...] = EFFECT_HALF_LIVES
     else:
         candidates = (parse_half_life(half_life, "effect_half_life"),)
-    fits, counts = {}, {}
+    counts: dict[float, np.ndarray] = {}
     for h in candidates:
-        MP = trained_level(step, pid, tstep, tpid, h, N)
+        MP = trained_level(step, group[pid], tstep, group[tpid], h, G)
         if count == "partial":
-            fits[h] = _fit_one(pid, sidx, nc, nr, MP, N, len(steps))
             counts[h] = MP
             continue
-        MS = trained_level(step, pid, sstep, spid, h, N)
-        coef, a, d, ll, se = _fit_one(pid, sidx, nc, nr, MS, N, len(steps))
+        MS = trained_level(step, group[pid], sstep, group[spid], h, G)
+        coef, a, d, _, _ = _fit_one(pid, sidx, nc, nr, MS, N, S, blocks=cell_stratum)
         p = _sigmoid(a[pid] + d[sidx] + coef * MS)
         w = nr * p * (1 - p)
         share = float(w @ MP) / max(float(w @ MS), 1e-12)
-        fits[h] = (coef / share, a, d, ll, se / share)
         counts[h] = share * MS  # selections in units of trainings that gave a gradient
-    rollouts, S = float(nr.sum()), len(steps)
-    if saturation == "auto":
-        scale = len(tstep) / max(len(np.unique(pid)), 1)  # trainings per prompt in the log
-        best, (sat, gain, se, shape_scores, shape_default, reason) = choose_shape(
-            pid, sidx, nc, nr, counts, N, S, scale, len(candidates) > 1
-        )
-    else:
-        sat = parse_saturation(saturation, "effect_saturation")
-        if not math.isinf(sat):
-            for h in candidates:
-                fits[h] = _fit_one(pid, sidx, nc, nr, effect_curve(counts[h], sat), N, S)
-        best = _choose_half_life(fits, rollouts, len(step))
-        gain, se, shape_scores, shape_default, reason = fits[best][0], fits[best][4], {}, math.inf, "given"
-    d = fits[best][2]
+    final = trained_level(np.full(len(np.unique(pid)), int(step.max()) + 1), group[np.unique(pid)], tstep, group[tpid], math.inf, G)
+    scale = float(final.mean())  # trainings per prompt by the end of the log (its own and its group's)
+    given = None if saturation == "auto" else parse_saturation(saturation, "effect_saturation")
+    fits = choose_shape(pid, sidx, nc, nr, counts, N, S, scale, given, blocks=cell_stratum, units=group[pid])
+    best = max(fits, key=lambda c: c.score)
+    gain, se = best.gain, best.gain_se
     if not se <= MAX_GAIN_SE:
         raise ValueError(
             f"the log does not identify the training effect (standard error {se:.3g} logits per training): it needs "
             "untrained measurements of the prompts between their trainings, e.g. dense sweeps (dps train --set "
             "log.sweep_every=N) or random revisits; else set closed_loop to a gain of your own"
         )
+    drift = np.bincount(cell_step, best.drift, len(steps)) / np.maximum(np.bincount(cell_step, None, len(steps)), 1)
+    shape_scores = {c.saturation: c.loglik for c in sorted(fits, key=lambda c: -c.saturation) if c.half_life == best.half_life}
+    default_c = _default_saturation(scale) if given is None else given
     return TrainingEffect(
         gain=float(gain),
-        half_life=best,
+        half_life=best.half_life,
         gain_se=float(se),
-        saturation=sat,
+        saturation=best.saturation,
         shape_scores=shape_scores,
-        shape_default=shape_default,
-        shape_reason=reason,
+        shape_default=default_c if given is None else math.inf,
+        shape_reason="given" if given is not None else ("default" if best.saturation == default_c else "fitted"),
         drift_steps=steps,
-        drift=d - d[0],
-        scores={h: f[3] for h, f in fits.items()},
-        gains={h: f[0] for h, f in fits.items()},
+        drift=drift - drift[0],
+        scores={c.half_life: c.loglik / float(nr.sum()) for c in fits if c.saturation == best.saturation},
+        gains={c.half_life: c.gain for c in fits if c.saturation == best.saturation},
         observations=len(step),
         trainings=len(tstep),
         prompts=int(len(np.unique(pid))),
+        groups=None if groups is None else group,
+        spillover=spillover,
+        drift_by=drift_by,
+        dispersion=best.dispersion,
+        candidates=_weighted(fits, np.array([c.score - c.loglik / c.dispersion for c in fits])),
     )
+
+
+def _per_prompt(values: np.ndarray | None, N: int, name: str) -> np.ndarray:
+    """A dense integer label per prompt id 0..N-1 (identity / zero when not given)."""
+    if values is None:
+        return np.arange(N, dtype=np.int64) if name == "groups" else np.zeros(N, np.int64)
+    values = np.asarray(values)
+    if len(values) < N:
+        raise ValueError(f"fit_training_effect: {name} label {len(values)} prompts, the log names {N}")
+    return np.unique(values, return_inverse=True)[1].astype(np.int64).ravel()
+
+
+#: A fit with more drift cells (steps x strata) than this merges consecutive steps: its Schur system is cells x cells.
+MAX_DRIFT_CELLS = 3000
+
+
+def _drift_cells(step: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Each observation's drift cell (stratum, step), the number of cells, the (first) step of each
+    step index, and each cell's step index and stratum.
+
+    Steps are labels: cells are numbered over the logged steps only. A log with more cells than
+    MAX_DRIFT_CELLS gets one drift value per run of consecutive logged steps (as few as fit).
+    """
+    steps, sidx = np.unique(step, return_inverse=True)
+    n_strata = int(stratum.max()) + 1
+    per = max(1, math.ceil(len(steps) * n_strata / MAX_DRIFT_CELLS))
+    sidx = sidx // per
+    width = int(sidx.max()) + 1
+    cells, idx = np.unique(stratum.astype(np.int64) * width + sidx, return_inverse=True)
+    return idx.astype(np.int64).ravel(), len(cells), steps[::per], (cells % width).astype(np.int64), (cells // width).astype(np.int64)
+
+
+def _default_saturation(scale: float) -> float:
+    return float(max(round(scale, 2), 0.01))
+
+
+@dataclass
+class Candidate:
+    """One fitted shape of the effect: its likelihood, and its weight among those the log allows."""
+
+    half_life: float
+    saturation: float
+    gain: float
+    gain_se: float
+    loglik: float  # total log-likelihood
+    score: float = 0.0  # loglik / dispersion minus BIC's margin per departure from the default
+    weight: float = 0.0
+    dispersion: float = 1.0
+    drift: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    #: log-likelihood of each unit (group of prompts sharing trainings), for the weights
+    unit_loglik: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+
+#: Bayesian-bootstrap draws of the candidates' weights.
+WEIGHT_DRAWS = 2000
+
+
+def _weighted(fits: list[Candidate], prior: np.ndarray) -> list[Candidate]:
+    """Each candidate's weight: pseudo-BMA+ over independent units (Yao et al. 2018).
+
+    The log-likelihood of each candidate is a sum over units (groups of prompts that share
+    trainings, or prompts); how far one candidate leads another is uncertain as much as the units
+    disagree about it, which a likelihood summed over correlated rollouts hides. So the units are
+    resampled by the Bayesian bootstrap (Dirichlet weights), the candidates' softmax (with the
+    `prior`: BIC's margin per departure from the default) taken in each draw, and averaged. A
+    lead that rests on a few units gets a split weight; one every unit agrees on, all of it.
+    """
+    units = np.stack([c.unit_loglik for c in fits], axis=1)  # (units, candidates)
+    n = units.shape[0]
+    alpha = np.random.default_rng(0x5A11).dirichlet(np.ones(n), WEIGHT_DRAWS)
+    totals = n * alpha @ units + prior[None, :]
+    totals -= totals.max(axis=1, keepdims=True)
+    w = np.exp(totals)
+    w = (w / w.sum(axis=1, keepdims=True)).mean(axis=0)
+    for c, x in zip(fits, w, strict=True):
+        c.weight = float(x)
+        c.drift = np.zeros(0)
+        c.unit_loglik = np.zeros(0)
+    return fits
 
 
 def choose_shape(
     pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, counts: dict[float, np.ndarray], N: int, S: int,
-    scale: float, half_life_free: bool,
-) -> tuple[float, tuple[float, float, float, dict[float, float], float, str]]:
-    """The half-life and saturation c of gain * f_c(M), by likelihood, with a default when the log cannot tell.
+    scale: float, given: float | None = None, blocks: np.ndarray | None = None, units: np.ndarray | None = None,
+) -> list[Candidate]:
+    """The candidate (half-life, saturation c) pairs of gain * f_c(M), fitted, each with its score.
 
-    `counts`: M (partial-training units) by candidate half-life. Every pair of a half-life and a
-    saturation of EFFECT_SATURATIONS or the default c = `scale` (the log's own trainings per
-    prompt) is fitted; the default is the permanent effect (or the one half-life given) with
-    c = `scale`, and each way a pair differs from it (a finite half-life, another saturation)
-    costs BIC's margin for one more parameter, 0.5 ln(observations). Both a half-life and a
-    saturation make repeated trainings count less, so they are chosen together.
+    `counts`: M (partial-training units) by candidate half-life. The default is the permanent
+    effect (or the one half-life given) with c = `scale`, the log's own trainings per prompt.
+    Every pair of a half-life and a saturation of EFFECT_SATURATIONS or the default is fitted
+    (both a half-life and a saturation make repeated trainings count less, so they are chosen
+    together). A candidate's score is its log-likelihood divided by the
+    dispersion (Pearson's chi-square per degree of freedom of the default fit, at least 1: the
+    sweeps vary more than a binomial does, so the log is worth fewer independent rollouts than it
+    holds) minus BIC's margin, 0.5 ln(observations), for each way it departs from the default (a
+    finite half-life, another saturation). The best score is the point estimate; the rest, with
+    weights exp(score), are the shapes the log cannot rule out.
 
     The default says: the log measured what about `scale` trainings do to a prompt; further ones
     are assumed to add less and less, so that no prompt gains more than `scale` trainings' worth
-    at the initial rate (gain * scale logits). A replayed policy that trains a prompt far more often than the
-    log did is then never credited with an effect the log could not see; a log whose effect is
-    clearly linear over its range gets the line.
+    at the initial rate (gain * scale logits). A replayed policy that trains a prompt far more often
+    than the log did is then never credited with an effect the log could not see; a log whose
+    effect is clearly linear over its range gets the line (and a log whose groups of identical
+    prompts were trained many times shows where the effect levels off).
 
-    Returns (half-life, (saturation, gain, its standard error, total log-likelihood by saturation
-    at that half-life, the default saturation, "fitted" or "default")).
+    With `given`, that saturation alone (with every half-life).
     """
-    default_c = float(max(round(scale, 2), 0.01))
-    default_h = math.inf if half_life_free else next(iter(counts))
+    default_c = given if given is not None else _default_saturation(scale)
+    default_h = math.inf if math.inf in counts else next(iter(counts))
     margin = 0.5 * math.log(max(len(pid), 2))
-    fits: dict[tuple[float, float], tuple[float, float, float]] = {}
-    for h, M in counts.items():
-        for c in dict.fromkeys((*EFFECT_SATURATIONS, default_c)):
-            g, _, _, ll, se = _fit_one(pid, sidx, nc, nr, effect_curve(M, c), N, S)
-            fits[(h, c)] = (g, se, ll * float(nr.sum()))
+    fits: list[Candidate] = []
 
-    def penalised(key: tuple[float, float]) -> float:
-        h, c = key
-        return fits[key][2] - margin * ((h != default_h) + (c != default_c))
+    start: list[tuple[np.ndarray, np.ndarray]] = []
+    cells = _cells(pid, sidx, N, S)
+    units = pid if units is None else units
 
-    h, c = max(fits, key=penalised)
-    g, se, _ = fits[(h, c)]
-    scores = {cc: f[2] for (hh, cc), f in fits.items() if hh == h}
-    return h, (c, g, se, scores, default_c, "default" if c == default_c else "fitted")
+    def add(h: float, c: float) -> Candidate:
+        X = effect_curve(counts[h], c)[:, None]
+        coef, a, d, ll, cov = _fit(pid, sidx, nc, nr, X, N, S, start=start[0] if start else None, blocks=blocks, cells=cells)
+        if not start:
+            start.append((a, d))
+        se = float(math.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
+        eta = a[pid] + d[sidx] + X[:, 0] * coef[0]
+        cand = Candidate(h, c, float(coef[0]), se, ll * float(nr.sum()), drift=d, unit_loglik=_unit_loglik(nc, nr, eta, units))
+        cand.dispersion = _dispersion(nc, nr, eta, len(nc) - N - S - 1)
+        fits.append(cand)
+        return cand
+
+    base = add(default_h, default_c)
+    phi = base.dispersion
+    for h in counts:
+        for c in dict.fromkeys((default_c,) if given is not None else (default_c, *EFFECT_SATURATIONS)):
+            if (h, c) != (default_h, default_c):
+                add(h, c)
+
+    def score(c: Candidate) -> float:
+        return c.loglik / phi - margin * ((c.half_life != default_h) + (c.saturation != default_c))
+
+    for c in fits:
+        c.score = score(c)
+        c.dispersion = phi
+        c.gain_se *= math.sqrt(phi)
+    return fits
+
+
+def _unit_loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Each unit's log-likelihood (binomial, without the coefficient)."""
+    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
+    return np.bincount(units, nc * np.log(p) + (nr - nc) * np.log1p(-p))
+
+
+def _dispersion(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, df: int) -> float:
+    """Pearson's chi-square per degree of freedom of a binomial fit, at least 1."""
+    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
+    chi2 = float(np.sum((nc - nr * p) ** 2 / (nr * p * (1 - p))))
+    return max(1.0, chi2 / max(df, 1))
 
 
 def _count_label(c: float) -> str:
     return "inf" if math.isinf(c) else f"{c:.3g}"
-
-
-def _choose_half_life(fits: dict[float, tuple[Any, ...]], rollouts: float, n_obs: int) -> float:
-    """A finite half-life is one more parameter: it must beat the permanent effect by BIC's 0.5 ln(n)."""
-    total = {h: f[3] * rollouts for h, f in fits.items()}
-    best = max(total, key=lambda h: total[h])
-    if math.inf in total and not math.isinf(best) and total[best] - total[math.inf] < 0.5 * math.log(max(n_obs, 2)):
-        return math.inf
-    return best
 
 
 def partial_trainings(trainings: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

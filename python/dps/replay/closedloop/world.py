@@ -5,7 +5,9 @@
     logit p = logit p_base + gain * (f_c(M_i^replay(t)) - f_c(M_i^log(t))),
 
 the fitted effect of what the replayed policy trained on minus what the log's own run trained
-on. A prompt whose shift is zero (its training in the replay equals the log's, or gain = 0) keeps
+on. With similarity groups (the effect's `groups`: prompts that are the same training input,
+such as one question under several ids), M counts the trainings of the prompt's whole group. A
+prompt whose shift is zero (its training in the replay equals the log's, or gain = 0) keeps
 the base world's outcome (the logged one where the log has it), so replaying the logging policy
 with the logging seed gives back the log. The drift d(t) stays as the log had it: the whole
 model moves per step as in the logged run, whatever the replayed policy trains on.
@@ -13,6 +15,7 @@ model moves per step as in the logged run, whatever the replayed policy trains o
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +39,9 @@ if TYPE_CHECKING:
     from dps.logs import LoadedLog
 
 #: Scenario [world] keys of the closed loop (log worlds only).
-CLOSED_LOOP_KEYS = {"closed_loop", "train_log", "effect_half_life", "effect_saturation", "effect_cap"}
+CLOSED_LOOP_KEYS = {
+    "closed_loop", "train_log", "effect_half_life", "effect_saturation", "effect_cap", "prompt_table", "similar_by", "drift_by"
+}
 
 # --------------------------------------------------------------------------------------------
 # The world
@@ -59,6 +64,7 @@ class ClosedLoopWorld(World):
         self.effect = effect
         self.num_prompts, self.k, self.steps = base.num_prompts, base.k, base.steps
         self._rho = _rho(effect.half_life)
+        self._group = _groups_of(effect.groups, self.num_prompts)
         if log_trainings is not None and log_trainings.height:
             ls, lp = partial_trainings(log_trainings)
             if len(lp) and lp.max() >= self.num_prompts:
@@ -69,15 +75,24 @@ class ClosedLoopWorld(World):
         else:
             self._log_steps, self._log_ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if cap == "log":
-            after = trained_level(self._log_steps + 1, self._log_ids, self._log_steps, self._log_ids, effect.half_life, self.num_prompts)
+            g = self._group
+            after = trained_level(self._log_steps + 1, g[self._log_ids], self._log_steps, g[self._log_ids], effect.half_life, int(g.max()) + 1)
             cap = float(after.max()) if len(after) else 0.0
         self.cap = float(cap)
         self.reset()
 
+    def with_effect(self, effect: TrainingEffect) -> ClosedLoopWorld:
+        """The same world (base and log trainings shared) with another effect: an interval's draw."""
+        other = copy.copy(self)
+        other.effect, other._rho = effect, _rho(effect.half_life)
+        other.reset()
+        return other
+
     def reset(self) -> None:
         self.base.reset()
-        self._replay = np.zeros(self.num_prompts)  # M^replay at step self._at
-        self._log = np.zeros(self.num_prompts)  # M^log at step self._at
+        groups = int(self._group.max()) + 1
+        self._replay = np.zeros(groups)  # M^replay of each group at step self._at
+        self._log = np.zeros(groups)  # M^log of each group at step self._at
         self._at = 0
         self._pending: dict[int, list[np.ndarray]] = {}
 
@@ -86,7 +101,7 @@ class ClosedLoopWorld(World):
         if step < self._at:
             raise ValueError(f"learn at step {step} after the world moved to step {self._at}")
         partial = (np.asarray(n_correct) > 0) & (np.asarray(n_correct) < np.asarray(n_rollouts))
-        self._pending.setdefault(int(step), []).append(ids[partial])
+        self._pending.setdefault(int(step), []).append(self._group[ids[partial]])
         self.base.learn(step, ids, n_correct, n_rollouts)
 
     def _advance(self, step: int) -> None:
@@ -101,13 +116,13 @@ class ClosedLoopWorld(World):
                 np.add.at(self._replay, ids, 1.0)
             lo, hi = np.searchsorted(self._log_steps, [t, t + 1])
             if hi > lo:
-                np.add.at(self._log, self._log_ids[lo:hi], 1.0)
+                np.add.at(self._log, self._group[self._log_ids[lo:hi]], 1.0)
             self._at = t + 1
 
     def shift(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
         """The logit shift level(min(M^replay, cap)) - level(min(M^log, cap)) at `step`."""
         self._advance(int(step))
-        sel = slice(None) if ids is None else np.asarray(ids, np.int64)
+        sel = self._group if ids is None else self._group[np.asarray(ids, np.int64)]
         level = self.effect.level
         return level(np.minimum(self._replay[sel], self.cap)) - level(np.minimum(self._log[sel], self.cap))
 
@@ -132,6 +147,15 @@ class ClosedLoopWorld(World):
         d["closed_loop_cap"] = "none" if math.isinf(self.cap) else round(self.cap, 3)
         d["kind"] = f"ClosedLoop({d['kind']})"
         return d
+
+
+def _groups_of(groups: np.ndarray | None, num_prompts: int) -> np.ndarray:
+    """Each prompt id's group; prompts past the labelled ones (or all, without labels) stand alone."""
+    if groups is None:
+        return np.arange(num_prompts, dtype=np.int64)
+    g = np.asarray(groups, np.int64)[:num_prompts]
+    extra = num_prompts - len(g)
+    return np.concatenate([g, int(g.max(initial=-1)) + 1 + np.arange(extra, dtype=np.int64)]) if extra > 0 else g
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,11 +195,12 @@ def closed_loop_enabled(cfg: dict[str, Any]) -> bool:
     return "log" in cfg and not (mode is False or mode == "off")
 
 
-def closed_loop_world(base: World, cfg: dict[str, Any]) -> World:
+def closed_loop_world(base: World, cfg: dict[str, Any], effect: TrainingEffect | None = None) -> World:
     """Wrap a log world per the scenario's [world] closed-loop keys (see CLOSED_LOOP_KEYS).
 
     The fit sees every row of the world's log (any kind) and of `train_log`; trainings are the
-    training log's rows of kind "train" (all its rows when it has no kind column).
+    training log's rows of kind "train" (all its rows when it has no kind column). `effect`: one
+    fitted already (a sweep's worker gets the main process's), so the log is not fitted again.
     """
     import dataclasses
 
@@ -197,18 +222,67 @@ def closed_loop_world(base: World, cfg: dict[str, Any]) -> World:
         trainings = training_rows(observations)
     if trainings.height == 0:
         raise ValueError(f"{cfg.get('train_log', cfg['log'])}: no trained groups (rows of kind 'train') to fit the closed loop from")
-    if mode == "fit":
-        effect = fit_training_effect(
-            observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts, saturation=cfg.get("effect_saturation", "auto")
-        )
-    else:
-        effect = TrainingEffect(
-            gain=float(mode),
-            half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"),
-            saturation=parse_saturation(cfg.get("effect_saturation", "linear"), "effect_saturation"),
-        )
+    if effect is None:
+        groups, strata = prompt_labels(cfg, world_log, base.num_prompts)
+        if mode == "fit":
+            effect = fit_training_effect(
+                observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts,
+                saturation=cfg.get("effect_saturation", "auto"), groups=groups, strata=strata,
+                spillover=cfg.get("similar_by", ""), drift_by=cfg.get("drift_by", ""),
+            )
+        else:
+            effect = TrainingEffect(
+                gain=float(mode),
+                half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"),
+                saturation=parse_saturation(cfg.get("effect_saturation", "linear"), "effect_saturation"),
+                groups=groups,
+                spillover=cfg.get("similar_by", ""),
+            )
     cap = cfg.get("effect_cap", "none")
     return ClosedLoopWorld(base, effect, trainings, math.inf if cap == "none" else cap)
+
+
+def prompt_labels(cfg: dict[str, Any], world_log: LoadedLog, num_prompts: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The [world] prompt_table's similar_by and drift_by columns as one integer per dense prompt id.
+
+    The table's `prompt_id` column holds the log's own prompt ids. Prompts the table leaves out
+    stand alone (a group of their own) and share one extra stratum.
+    """
+    import polars as pl
+
+    if "prompt_table" not in cfg:
+        return None, None
+    path = cfg["prompt_table"]
+    try:
+        table = pl.read_parquet(path) if str(path).endswith(".parquet") else pl.read_csv(path)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise ValueError(f"[world] prompt_table: cannot read {path} ({e})") from None
+    out: list[np.ndarray | None] = []
+    for key in ("similar_by", "drift_by"):
+        column = cfg.get(key)
+        if column is None:
+            out.append(None)
+            continue
+        for col in ("prompt_id", column):
+            if col not in table.columns:
+                raise ValueError(f"[world] {key}: {path} has no column {col!r} (it has {', '.join(table.columns)})")
+        if world_log.info.id_mapping in ("identity", "index"):
+            dense = pl.DataFrame({"prompt_id": np.arange(num_prompts, dtype=np.int64)})
+            on = table.select(pl.col("prompt_id").cast(pl.Int64, strict=False), pl.col(column))
+        else:
+            dense = pl.DataFrame({"prompt_id": world_log.keys[:num_prompts]})
+            on = table.select(pl.col("prompt_id").cast(world_log.keys.dtype, strict=False), pl.col(column))
+        if on["prompt_id"].is_duplicated().any():
+            raise ValueError(f"[world] prompt_table: {path} names prompt {on.filter(on['prompt_id'].is_duplicated())['prompt_id'][0]!r} twice")
+        label = dense.join(on, on="prompt_id", how="left")[column]
+        codes = label.cast(pl.String).fill_null("").to_numpy()
+        values, index = np.unique(codes, return_inverse=True)
+        index = index.astype(np.int64).ravel()
+        missing = label.is_null().to_numpy()
+        if missing.any():  # unlabelled prompts: alone (groups) or together (strata)
+            index[missing] = (len(values) + np.arange(int(missing.sum()))) if key == "similar_by" else len(values)
+        out.append(index)
+    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------------------------
