@@ -24,6 +24,15 @@ from dps.logs.schema import (
 if TYPE_CHECKING:
     import polars as pl
 
+#: The most training steps a log's steps may span: a replay runs (and keeps a few numbers for) every step of the range.
+MAX_STEP_SPAN = 1_000_000
+#: The most prompts a log read with prompt_ids = "index" may name (its ids are dataset indices; every policy keeps
+#: state for each of them).
+MAX_INDEX_PROMPTS = 100_000_000
+#: The most responses one group may hold.
+MAX_GROUP_SIZE = 100_000
+
+
 class _Checker:
     def __init__(self, df: pl.DataFrame, path: str | Path, spec: LogSpec):
         self.df, self.path, self.spec = df, path, spec
@@ -117,6 +126,7 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     _require(df, path, spec, layout, available or [])
     chk = _Checker(df, path, spec)
     chk.whole("step", 0)
+    _check_step_span(chk)
     if layout == "group":
         _check_groups(chk)
         correctness, threshold = "n_correct as logged", None
@@ -145,11 +155,40 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     return LoadedLog(frame, info, keys)
 
 
+def _check_step_span(chk: _Checker) -> None:
+    """Steps are labels of training steps, but a replay runs every step between the first and the
+    last: a range past MAX_STEP_SPAN is refused, naming a row on the far side of the widest gap
+    between logged steps (the side with fewer rows: the likely corrupt ones)."""
+    pl = _pl()
+    step = chk.df["step"]
+    lo, hi = int(step.min()), int(step.max())  # type: ignore[arg-type]
+    if hi - lo + 1 <= MAX_STEP_SPAN:
+        return
+    distinct = step.unique().sort().to_numpy()
+    j = int(np.argmax(np.diff(distinct)))
+    below, above = int(distinct[j]), int(distinct[j + 1])
+    if int((step <= below).sum()) <= step.len() // 2:
+        bad = chk.first(pl.col("step") <= below)
+        where = f"{above - int(chk.df['step'][bad]):,} steps before the next logged step {above}"
+    else:
+        bad = chk.first(pl.col("step") >= above)
+        where = f"{int(chk.df['step'][bad]) - below:,} steps after the previous logged step {below}"
+    raise chk.error(
+        "step", bad,
+        f"is {int(chk.df['step'][bad])}, {where}: the log's {len(distinct):,} distinct steps span {lo}..{hi}, and a "
+        f"replay runs every step of that range (at most {MAX_STEP_SPAN:,}). A corrupt row? Fix or drop it; steps must "
+        "count training steps (else map another column: [world.columns] step = \"...\", or --column step=...)",
+    )
+
+
 def _check_groups(chk: _Checker) -> None:
     pl = _pl()
     chk.whole("n_rollouts", 1)
     chk.whole("n_correct", 0)
     df = chk.df
+    bad = chk.first(pl.col("n_rollouts") > MAX_GROUP_SIZE)
+    if bad is not None:
+        raise chk.error("n_rollouts", bad, f"is {df['n_rollouts'][bad]}: a group of more than {MAX_GROUP_SIZE:,} responses (a corrupt row?)")
     bad = chk.first(pl.col("n_correct") > pl.col("n_rollouts"))
     if bad is not None:
         raise chk.error("n_correct", bad, f"n_correct = {df['n_correct'][bad]} exceeds n_rollouts = {df['n_rollouts'][bad]}")
@@ -230,6 +269,14 @@ def _check_ids(chk: _Checker) -> str:
         if not dtype.is_integer():
             raise chk.error("prompt_id", None, f"has type {dtype}; prompt_ids = 'index' needs integer ids (use 'dense')")
         chk.whole("prompt_id", 0)
+        bad = chk.first(pl.col("prompt_id") >= MAX_INDEX_PROMPTS)
+        if bad is not None:
+            raise chk.error(
+                "prompt_id", bad,
+                f"is {chk.df['prompt_id'][bad]}: with prompt_ids = 'index' the ids are dataset indices, and every policy "
+                f"keeps state for each prompt up to the largest (at most {MAX_INDEX_PROMPTS:,}); a corrupt row? "
+                "Else use prompt_ids = 'dense'",
+            )
     return "integer" if dtype.is_integer() else "string"
 
 

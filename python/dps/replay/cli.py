@@ -180,7 +180,7 @@ def _parse_seeds(text: str) -> list[int]:
 def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dps.replay.report import aggregate, closed_loop_lines, markdown_table, write_report
+    from dps.replay.report import aggregate, closed_loop_lines, interval_lines, markdown_table, write_report
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
@@ -195,8 +195,9 @@ def _replay(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"replay-{sc.name}"
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
     paths = write_report(res, out, plots=not args.no_plots)
-    print(markdown_table(aggregate(res.summary)))
-    for line in filter(None, closed_loop_lines(res.world)):  # the sentences, without the report's blank lines
+    agg = aggregate(res.summary)
+    print(markdown_table(agg))
+    for line in filter(None, [*closed_loop_lines(res.world), *interval_lines(agg, res.world)]):  # without the blank lines
         print("\n" + line)
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
     if res.calibration is not None:
