@@ -1,12 +1,12 @@
 """Does a uniform run's log predict the live DPS and DS runs of the same setting? Open vs closed loop.
 
 Expects, for each seed S, three `dps train` run folders RUNS/sS-uniform, RUNS/sS-dps and
-RUNS/sS-ds made with `--set log.sweep_every=N` (see docs/replay.md#closed-loop). The
-uniform run's dense sweeps are the world's log and its rollouts the trainings the closed loop
-is fitted from; DPS and DS are replayed (replay seeds 0-2, their options from the live runs'
-configs) in the open-loop world, the fitted closed loop (its shape chosen from the log: the
-default), the fitted closed loop forced linear (effect_saturation = "linear"), and compared
-with what the live runs measured.
+RUNS/sS-ds made with `--set log.sweep_every=N` (see docs/replay.md#closed-loop). The uniform
+run's dense sweeps are the world's log and its rollouts the trainings the closed loop is fitted
+from (the task's prompts hold no repeated question, so there is no similar_by); US, DPS and DS
+are replayed (replay seeds 0-2, DPS and DS with the live runs' options) in the open-loop world
+and the fitted closed loop, each closed-loop number with its 90% interval, and compared with what
+the live runs measured (their summary.json).
 
     .venv/bin/python studies/closedloop_train.py /work/runs-closedloop --seeds 0 1 2
 """
@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from dps.replay.scenario import parse_scenario
 from dps.replay.sweep import run_sweep
@@ -33,7 +35,7 @@ def live(run: Path) -> dict[str, float]:
 
 
 def scenario(
-    us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int], shape: str
+    us_run: Path, dps_cfg: dict[str, Any], ds_cfg: dict[str, Any], replay_seeds: list[int], draws: int
 ) -> dict[str, Any]:
     cfg = config(us_run)
     n, batch = int(cfg["task"]["options"]["n_train"]), int(cfg["policy"]["batch_size"])
@@ -43,11 +45,18 @@ def scenario(
         "name": f"closed-loop-{us_run.name}",
         "world": {
             "log": str(us_run / "dense.parquet"),
+            "prompt_ids": "index",
+            "num_prompts": n,
             "closed_loop": "fit",
             "train_log": str(us_run / "rollouts.parquet"),
-            "effect_saturation": shape,
         },
-        "run": {"batch_size": batch, "steps": int(cfg["steps"]), "seeds": replay_seeds, "workers": 1},
+        "run": {
+            "batch_size": batch,
+            "steps": int(cfg["steps"]),
+            "seeds": replay_seeds,
+            "workers": 1,
+            "interval_draws": draws,
+        },
         "policies": [
             {"name": "US", "type": "uniform"},
             {"name": "DS", "type": "dynamic_sampling", **ds_opts},
@@ -56,15 +65,18 @@ def scenario(
     }
 
 
-def shape_label(w: dict[str, Any]) -> str:
-    """The chosen saturation, why, and the best candidate's log-likelihood over the default's."""
-    scores = w["closed_loop_shape_loglik"]
-    best = max(scores, key=lambda c: scores[c])
-    lead = scores[best] - scores[w["closed_loop_shape_default"]]
-    return (
-        f"sat. {w['closed_loop_saturation']} ({w['closed_loop_shape']}; "
-        f"best {best} by {lead:.1f}, margin {w['closed_loop_shape_margin']})"
-    )
+def cell(rows: pl.DataFrame, policy: str, key: str, fmt: str) -> str:
+    r = rows.filter(pl.col("policy") == policy)
+    mean = format(float(r[key].mean()), fmt)
+    if policy.endswith("(open loop)"):
+        return mean
+    return f"{mean} [{format(float(r[key + '_lo'][0]), fmt)}, {format(float(r[key + '_hi'][0]), fmt)}]"
+
+
+def three(rows: pl.DataFrame, truth: dict[str, dict[str, float]], policy: str, key: str, fmt: str) -> str:
+    """open loop / closed loop [interval] / live."""
+    opened, closed = cell(rows, policy + " (open loop)", key, fmt), cell(rows, policy, key, fmt)
+    return f"{opened} / {closed} / {format(truth[policy][key], fmt)}"
 
 
 def main() -> None:
@@ -72,46 +84,33 @@ def main() -> None:
     ap.add_argument("runs", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--replay-seeds", type=int, default=3)
+    ap.add_argument("--draws", type=int, default=40, help="interval replays per policy")
     a = ap.parse_args()
     print(
-        "| seed | fitted gain (se), half-life, shape | US eff. ratio open / closed / linear / live "
-        "| DPS eff. ratio open / closed / linear / live | DS rollouts open / closed / linear / live |"
+        "| seed | fitted gain (se), shapes (weight) | US eff. ratio: open / closed [90%] / live "
+        "| DPS eff. ratio: open / closed [90%] / live | DS rollouts: open / closed [90%] / live |"
     )
     print("|---:|---|---|---|---|")
     for seed in a.seeds:
         us, dps, ds = (a.runs / f"s{seed}-{p}" for p in ("uniform", "dps", "ds"))
-        got: dict[str, dict[str, Any]] = {}
-        for shape in ("auto", "linear"):
-            sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds)), shape))
-            res = run_sweep(sc, workers=1, progress=False)
-            for r in (
-                res.summary.select("policy", "effective_ratio", "rollouts")
-                .group_by("policy")
-                .mean()
-                .iter_rows(named=True)
-            ):
-                name = (
-                    r["policy"] if shape == "auto" or r["policy"].endswith("(open loop)") else r["policy"] + " linear"
-                )
-                got[name] = r
-            if shape == "auto":
-                w = res.world
+        sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds)), a.draws))
+        res = run_sweep(sc, workers=1, progress=False)
+        w, s = res.world, res.summary
         truth = {"US": live(us), "DPS": live(dps), "DS": live(ds)}
+        weights = ", ".join(f"{c}: {x:.2f}" for c, x in w["closed_loop_shape_weights"].items() if x >= 0.05)
 
-        def four(policy: str, key: str, fmt: str, got: dict = got, truth: dict = truth) -> str:
-            vals = (
-                got[f"{policy} (open loop)"][key],
-                got[policy][key],
-                got[f"{policy} linear"][key],
-                truth[policy][key],
+        cells = [
+            three(s, truth, p, k, f)
+            for p, k, f in (
+                ("US", "effective_ratio", ".3f"),
+                ("DPS", "effective_ratio", ".3f"),
+                ("DS", "rollouts", ",.0f"),
             )
-            return " / ".join(format(v, fmt) for v in vals)
-
+        ]
         print(
-            f"| {seed} | {w['closed_loop_gain']:+.3f} ({w['closed_loop_gain_se']:.3f}), {w['closed_loop_half_life']}, "
-            f"{shape_label(w)} "
-            f"| {four('US', 'effective_ratio', '.3f')} | {four('DPS', 'effective_ratio', '.3f')} "
-            f"| {four('DS', 'rollouts', ',.0f')} |",
+            f"| {seed} | {w['closed_loop_gain']:+.3f} ({w['closed_loop_gain_se']:.3f}); {weights} | "
+            + " | ".join(cells)
+            + " |",
             flush=True,
         )
 

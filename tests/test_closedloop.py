@@ -243,3 +243,143 @@ def test_the_report_says_which_shape_and_why() -> None:
     w.update(closed_loop_saturation="5.6", closed_loop_shape="default", closed_loop_shape_loglik={"inf": -118.0, "5.6": -120.0})
     line = shape_sentence(w)
     assert "saturating after about 5.6 trainings" in line and "cannot tell" in line and 'effect_saturation = "linear"' in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Similar prompts, strata, and the interval
+
+
+def grouped_truth(n: int = 600, steps: int = 80, gain: float = 0.3, saturation: float = 6.0) -> tuple[ClosedLoopWorld, np.ndarray]:
+    """A synthetic closed loop whose prompts come in groups of 6 ids of one question (a third alone)."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(n // 6), 6)[rng.permutation(n)]
+    groups[: n // 3] = np.arange(n // 6, n // 6 + n // 3)
+    open_world = SyntheticWorld(preset_params("math", num_prompts=n, steps=steps), seed=0)
+    return ClosedLoopWorld(open_world, TrainingEffect(gain=gain, saturation=saturation, groups=groups)), groups
+
+
+def test_a_training_counts_for_every_prompt_of_its_group() -> None:
+    groups = np.array([0, 0, 1, 2])
+    world = ClosedLoopWorld(SyntheticWorld(preset_params("math", num_prompts=4, steps=10), seed=0),
+                            TrainingEffect(gain=0.5, groups=groups))
+    world.learn(0, np.array([0, 2]), np.array([4, 8]), np.array([8, 8]))  # prompt 2's group was all correct: no gradient
+    np.testing.assert_allclose(world.shift(1), [0.5, 0.5, 0.0, 0.0])
+    drawn = world.with_effect(TrainingEffect(gain=1.0, groups=groups))
+    drawn.learn(0, np.array([1]), np.array([4]), np.array([8]))
+    np.testing.assert_allclose(drawn.shift(1), [1.0, 1.0, 0.0, 0.0])
+
+
+def test_groups_of_one_question_show_how_the_effect_levels_off() -> None:
+    truth, groups = grouped_truth()
+    log = training_log(truth, Uniform(num_prompts=len(groups), seed=1), 80, 64, 1, sweep_every=4)
+    with_groups = fit_training_effect(log, trained(log), groups=groups)
+    alone = fit_training_effect(log, trained(log))
+    # many trainings of one question (summed over its ids) pin the shape down; each prompt alone does not
+    assert with_groups.shape_weights()[max(with_groups.shape_weights(), key=with_groups.shape_weights().get)] > 0.5
+    assert max(alone.shape_weights().values()) < max(with_groups.shape_weights().values())
+    sats = {float(k): v for k, v in with_groups.shape_weights().items()}
+    assert sum(v for c, v in sats.items() if 2 <= c <= 12) > 0.9, sats  # the truth saturates at 6
+    assert abs(with_groups.gain - 0.3) < 0.1 and with_groups.groups is not None
+    draws = [with_groups.draw(np.random.default_rng(r)) for r in range(50)]
+    assert len({(d.saturation, d.gain) for d in draws}) > 10 and all(d.gain >= 0 for d in draws)
+
+
+def test_strata_give_each_stratum_its_own_drift() -> None:
+    _, log = synthetic_log(0.2, sweep_every=10)
+    strata = np.arange(N) % 4
+    eff = fit_training_effect(log, trained(log), strata=strata, drift_by="parity", saturation="linear", half_life="inf")
+    plain = fit_training_effect(log, trained(log), saturation="linear", half_life="inf")
+    assert eff.drift_by == "parity" and len(eff.drift) == len(plain.drift)
+    assert abs(eff.gain - plain.gain) < 3 * plain.gain_se  # strata unrelated to the effect leave it as it was
+
+
+def test_prediction_and_seed_intervals() -> None:
+    from dps.replay.sweep import prediction_interval, seed_interval
+
+    x = np.arange(20.0)
+    assert prediction_interval(x) == (0.0, 19.0)  # 19/21 of new draws fall in the range of 20
+    assert prediction_interval(np.arange(40.0)) == (1.0, 38.0)
+    lo, hi = seed_interval(np.array([0.60, 0.62, 0.64]))
+    assert lo < 0.56 and hi > 0.68  # t(2) = 2.92: three seeds say little
+    assert np.isnan(seed_interval(np.array([0.6]))[0])
+
+
+def test_closed_loop_rows_get_an_interval_from_drawn_effects(tmp_path: Path) -> None:
+    write_logs(tmp_path)
+    (tmp_path / "s.toml").write_text(
+        '[world]\nlog = "dense.parquet"\nclosed_loop = "fit"\ntrain_log = "rollouts.parquet"\n'
+        '[run]\nbatch_size = 128\nsteps = 60\nseeds = [0, 1]\ninterval_draws = 6\n[[policies]]\nname = "DPS"\ntype = "dps"\n'
+    )
+    res = run_sweep(load_scenario(tmp_path / "s.toml"), workers=1, progress=False)
+    s = res.summary
+    closed = s.filter(pl.col("policy") == "DPS")
+    assert closed["interval_from"][0] == "closed loop, 6 draws" and res.draws is not None and res.draws.height == 6
+    assert set(res.draws["seed"].to_list()) == set(range(2, 8))  # seeds of their own
+    lo, hi = closed["effective_ratio_lo"][0], closed["effective_ratio_hi"][0]
+    assert lo == res.draws["effective_ratio"].min() and hi == res.draws["effective_ratio"].max()
+    assert (s.filter(pl.col("policy") == "DPS (open loop)")["interval_from"] == "seeds").all()
+    from dps.replay.report import write_report
+
+    write_report(res, tmp_path / "out", plots=False)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "90% intervals" in report and "effective ratio 90% interval" in report and "shapes it allows" in report or "identifies" in report
+    assert (tmp_path / "out" / "interval_draws.parquet").exists()
+    csv = pl.read_csv(tmp_path / "out" / "summary.csv")
+    assert {"effective_ratio_lo", "effective_ratio_hi", "rollouts_lo", "rollouts_hi"} <= set(csv.columns)
+    none = run_sweep(load_scenario(tmp_path / "s.toml", ["run.interval_draws=0"]), workers=1, progress=False)
+    assert none.draws is None and (none.summary["interval_from"] == "seeds").all()
+
+
+def test_a_prompt_table_maps_the_logs_own_ids(tmp_path: Path) -> None:
+    from dps.logs import load_log
+    from dps.replay.closedloop.world import prompt_labels
+
+    log = pl.DataFrame({"step": [0, 0, 1], "prompt_id": ["b", "a", "c"], "n_rollouts": [8] * 3, "n_correct": [3, 4, 5]})
+    log.write_parquet(tmp_path / "log.parquet")
+    pl.DataFrame({"prompt_id": ["a", "b", "c"], "question": ["q1", "q1", "q2"], "level": [0, 1, 1]}).write_parquet(tmp_path / "p.parquet")
+    loaded = load_log(tmp_path / "log.parquet")
+    groups, strata = prompt_labels({"prompt_table": str(tmp_path / "p.parquet"), "similar_by": "question", "drift_by": "level"}, loaded, 3)
+    assert groups is not None and strata is not None
+    key = {k: i for i, k in enumerate(loaded.keys.to_list())}  # dense id of each of the user's ids
+    assert groups[key["a"]] == groups[key["b"]] != groups[key["c"]]
+    assert strata[key["b"]] == strata[key["c"]] != strata[key["a"]]
+    with pytest.raises(ValueError, match="similar_by: .* has no column 'topic'"):
+        prompt_labels({"prompt_table": str(tmp_path / "p.parquet"), "similar_by": "topic"}, loaded, 3)
+
+
+@pytest.mark.parametrize(
+    "world, key",
+    [
+        ({"log": "x.parquet", "closed_loop": "fit", "similar_by": "question"}, "similar_by"),
+        ({"log": "x.parquet", "closed_loop": "fit", "prompt_table": "p.parquet"}, "prompt_table"),
+        ({"log": "x.parquet", "closed_loop": "fit", "prompt_table": 3, "similar_by": "q"}, "prompt_table"),
+        ({"log": "x.parquet", "closed_loop": 0.1, "prompt_table": "p.parquet", "drift_by": "level"}, "drift_by"),
+        ({"log": "x.parquet", "prompt_table": "p.parquet", "similar_by": "q"}, "prompt_table"),
+    ],
+)
+def test_bad_similarity_config_names_the_key(world: dict, key: str) -> None:
+    data = {"world": world, "run": {"batch_size": 8}, "policies": [{"type": "uniform"}]}
+    with pytest.raises(ValueError, match=rf"sc\.toml \[world\] {key}"):
+        parse_scenario(data, Path("sc.toml"))
+
+
+def test_interval_draws_must_be_a_count() -> None:
+    data = {"world": {"preset": "math"}, "run": {"batch_size": 8, "interval_draws": -1}, "policies": [{"type": "uniform"}]}
+    with pytest.raises(ValueError, match="interval_draws must be an integer >= 0"):
+        parse_scenario(data, Path("sc.toml"))
+
+
+PAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-lr3e6-pair"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PAIR / "log_uniform.parquet").exists(), reason="the shared lr3e-6 pair is not beside the repository")
+def test_the_uniform_run_predicts_the_live_dps_run_of_the_pair() -> None:
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "replay" / "smollm2-pair.toml", ["run.workers=1"])
+    sc.policies = [p for p in sc.policies if p.name == "DPS"]
+    res = run_sweep(sc, workers=1, progress=False)
+    row = res.summary.filter(pl.col("policy") == "DPS")
+    live = 0.607  # steps_dps.parquet: the live DPS run's mean effective ratio over its 108 steps
+    assert abs(row["effective_ratio"].mean() - live) < 0.05
+    assert row["effective_ratio_lo"][0] <= live <= row["effective_ratio_hi"][0]
+    assert row["effective_ratio_hi"][0] - row["effective_ratio_lo"][0] <= 0.15

@@ -190,7 +190,7 @@ def interval_lines(agg: pl.DataFrame, w: dict[str, Any]) -> list[str]:
     drawn = next((x for x in sources if x.startswith("closed loop")), None)
     lines = []
     if drawn is not None:
-        n = drawn.split(", ")[-1]
+        n = drawn.split(", ")[-1].split()[0]
         lines.append(
             f"90% intervals: where one more replay falls 9 times in 10. Closed-loop rows: from {n} replays, each with its "
             "own seed and an effect drawn from what the log allows (a shape by its weight, the gain from its standard "
@@ -235,8 +235,9 @@ def identification_sentence(w: dict[str, Any]) -> str:
             "under several ids (similar_by), or a longer log."
         )
     return (
-        f"{how} {verdict} The log's groups vary {phi:.2f} times as much as binomial noise around the fit, so its "
-        "standard errors are scaled by the root of that and its likelihoods divided by it."
+        f"{how} {verdict} The log's groups vary {phi:.2f} times as much as binomial noise around the fit (its "
+        "likelihoods are divided by that), and the gain's standard error counts each unit of prompts sharing "
+        "trainings once, however many rows it holds."
     )
 
 

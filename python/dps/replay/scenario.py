@@ -20,7 +20,7 @@ steps = 360                   # default: the world's horizon
 batch_size = 256              # default: the preset's batch size
 seeds = [0, 1, 2]             # replay seeds: policy seed and outcome noise
 workers = 2                   # processes; default: all cores
-interval_draws = 20           # closed loop: replays with effects drawn from the fit, for the 90% interval (0: none)
+interval_draws = 40           # closed loop: replays with effects drawn from the fit, for the 90% interval (0: none)
 
 [[policies]]
 name = "DPS"                  # label in the report (default: type)
@@ -66,7 +66,7 @@ RUN_KEYS = {"steps", "batch_size", "seeds", "workers", "interval_draws"}
 LOG_KEYS = {"log", "k", "num_prompts", *ESTIMATOR_KEYS, *LogSpec.KEYS, *CLOSED_LOOP_KEYS}
 POLICY_META_KEYS = {"name", "type", "class", "sweep"}
 #: Replays per policy with closed-loop effects drawn from the fit, for the interval (the default with a closed loop).
-DEFAULT_INTERVAL_DRAWS = 20
+DEFAULT_INTERVAL_DRAWS = 40
 
 
 @dataclass

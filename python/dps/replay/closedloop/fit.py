@@ -148,7 +148,7 @@ class TrainingEffect:
     #: the prompt-table columns that gave the groups and the drift's strata ("" when not used)
     spillover: str = ""
     drift_by: str = ""
-    #: Pearson's chi-square per degree of freedom of the fit (at least 1): standard errors are scaled by its root
+    #: Pearson's chi-square per degree of freedom of the fit (at least 1): likelihoods are divided by it
     dispersion: float = 1.0
     #: every shape fitted, with its weight: what an interval draws from (empty: the gain was given)
     candidates: list[Candidate] = field(default_factory=list, repr=False)
@@ -456,7 +456,7 @@ def fit_training_effect(
         spillover=spillover,
         drift_by=drift_by,
         dispersion=best.dispersion,
-        candidates=_weighted(fits, np.array([c.score - c.loglik / c.dispersion for c in fits])),
+        candidates=_weighted(fits),
     )
 
 
@@ -509,26 +509,30 @@ class Candidate:
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     #: log-likelihood of each unit (group of prompts sharing trainings), for the weights
     unit_loglik: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    #: the gain's standard error robust to correlation within a unit (its rows over time)
+    robust_se: float = 0.0
 
 
 #: Bayesian-bootstrap draws of the candidates' weights.
 WEIGHT_DRAWS = 2000
 
 
-def _weighted(fits: list[Candidate], prior: np.ndarray) -> list[Candidate]:
-    """Each candidate's weight: pseudo-BMA+ over independent units (Yao et al. 2018).
+def _weighted(fits: list[Candidate]) -> list[Candidate]:
+    """Each candidate's weight: pseudo-BMA+ over independent units (Yao et al. 2018), flat prior.
 
     The log-likelihood of each candidate is a sum over units (groups of prompts that share
     trainings, or prompts); how far one candidate leads another is uncertain as much as the units
     disagree about it, which a likelihood summed over correlated rollouts hides. So the units are
-    resampled by the Bayesian bootstrap (Dirichlet weights), the candidates' softmax (with the
-    `prior`: BIC's margin per departure from the default) taken in each draw, and averaged. A
-    lead that rests on a few units gets a split weight; one every unit agrees on, all of it.
+    resampled by the Bayesian bootstrap (Dirichlet weights), the candidates' softmax taken in each
+    draw, and averaged. A lead that rests on a few units gets a split weight; one every unit
+    agrees on, all of it. Unlike the point estimate (`choose_shape`'s score), the weights give the
+    default no head start: shapes the log cannot tell apart share the weight, so the interval
+    spans them.
     """
     units = np.stack([c.unit_loglik for c in fits], axis=1)  # (units, candidates)
     n = units.shape[0]
     alpha = np.random.default_rng(0x5A11).dirichlet(np.ones(n), WEIGHT_DRAWS)
-    totals = n * alpha @ units + prior[None, :]
+    totals = n * alpha @ units
     totals -= totals.max(axis=1, keepdims=True)
     w = np.exp(totals)
     w = (w / w.sum(axis=1, keepdims=True)).mean(axis=0)
@@ -583,6 +587,7 @@ def choose_shape(
         eta = a[pid] + d[sidx] + X[:, 0] * coef[0]
         cand = Candidate(h, c, float(coef[0]), se, ll * float(nr.sum()), drift=d, unit_loglik=_unit_loglik(nc, nr, eta, units))
         cand.dispersion = _dispersion(nc, nr, eta, len(nc) - N - S - 1)
+        cand.robust_se = _clustered_se(nc, nr, eta, X[:, 0], pid, sidx, N, S, units)
         fits.append(cand)
         return cand
 
@@ -599,7 +604,7 @@ def choose_shape(
     for c in fits:
         c.score = score(c)
         c.dispersion = phi
-        c.gain_se *= math.sqrt(phi)
+        c.gain_se = max(c.gain_se * math.sqrt(phi), c.robust_se)
     return fits
 
 
@@ -607,6 +612,34 @@ def _unit_loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, units: np.ndar
     """Each unit's log-likelihood (binomial, without the coefficient)."""
     p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
     return np.bincount(units, nc * np.log(p) + (nr - nc) * np.log1p(-p))
+
+
+def _clustered_se(
+    nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, x: np.ndarray, pid: np.ndarray, sidx: np.ndarray, N: int, S: int,
+    units: np.ndarray, iters: int = 500,
+) -> float:
+    """The gain's standard error, clustered by unit (a sandwich over units of the score).
+
+    A prompt's residuals are correlated over time (its curve is not the population's), which the
+    binomial standard error, even scaled by the dispersion, takes for independent evidence. The
+    regressor is first made orthogonal to the prompt levels and the drift (two-way weighted
+    demeaning, by alternating projections); the score of each unit is its residuals times that.
+    """
+    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
+    w, r = nr * p * (1 - p), nc - nr * p
+    wp, ws = np.bincount(pid, w, N) + 1e-12, np.bincount(sidx, w, S) + 1e-12
+    x = np.asarray(x, np.float64).copy()
+    for _ in range(iters):
+        shift = np.bincount(pid, w * x, N)[pid] / wp[pid]
+        x -= shift
+        x -= np.bincount(sidx, w * x, S)[sidx] / ws[sidx]
+        if float(np.max(np.abs(shift), initial=0.0)) < 1e-9 * (1.0 + float(np.max(np.abs(x), initial=0.0))):
+            break
+    info = float(w @ (x * x))
+    if info <= 0:
+        return float("nan")
+    scores = np.bincount(units, r * x)
+    return math.sqrt(float(scores @ scores)) / info
 
 
 def _dispersion(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, df: int) -> float:
