@@ -77,7 +77,8 @@ def main() -> None:
     a = ap.parse_args()
     seeds = list(range(a.seeds))
     print(
-        "| true gain, saturation | fitted gain (se), half-life, saturation | world | US eff. ratio | DPS eff. ratio | DS rollouts | DS rounds/step |"
+        "| true gain, saturation | fitted gain (se), half-life, saturation | world | US eff. ratio | DPS eff. ratio "
+        "| DS rollouts | DS rounds/step |"
     )
     print("|---|---|---|---:|---:|---:|---:|")
     for case in a.cases:
@@ -105,7 +106,8 @@ def main() -> None:
         }
         d = effect.describe()
         weights = ", ".join(f"{c}: {x:.2f}" for c, x in d["shape_weights"].items() if x >= 0.05)
-        fitted = f"{effect.gain:.4f} ({effect.gain_se:.4f}), {d['half_life']}, {d['saturation']} ({d['shape']}); weights {weights}"
+        fitted = f"{effect.gain:.4f} ({effect.gain_se:.4f}), {d['half_life']}, {d['saturation']} ({d['shape']})"
+        fitted += f"; weights {weights}"
         for wname, world in worlds.items():
             r = run(world, seeds, params.steps, batch)
             dps, ds = f"{r['DPS']['effective_ratio']:.3f}", f"{r['DS']['rollouts']:,.0f}"
