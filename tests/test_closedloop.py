@@ -19,18 +19,22 @@ from dps.replay.closedloop import (
     trained_level,
     training_log,
 )
+from dps.replay.logworld import LogWorld
 from dps.replay.runner import replay
 from dps.replay.scenario import load_scenario, parse_scenario
 from dps.replay.sweep import run_sweep
-from dps.replay.logworld import LogWorld
 from dps.replay.worlds import SyntheticWorld, preset_params
 
 N, T, B = 2000, 200, 128
 
 
 @functools.lru_cache(maxsize=4)
-def synthetic_log(gain: float, seed: int = 1, sweep_every: int = 10, saturation: float = math.inf) -> tuple[SyntheticWorld, pl.DataFrame]:
-    world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=gain, train_saturation=saturation), seed=0)
+def synthetic_log(
+    gain: float, seed: int = 1, sweep_every: int = 10, saturation: float = math.inf
+) -> tuple[SyntheticWorld, pl.DataFrame]:
+    world = SyntheticWorld(
+        preset_params("math", num_prompts=N, steps=T, train_gain=gain, train_saturation=saturation), seed=0
+    )
     log = training_log(world, Uniform(num_prompts=N, seed=seed), T, B, seed, sweep_every)
     return world, log
 
@@ -91,13 +95,21 @@ def test_a_log_that_cannot_tell_the_shape_gets_the_default_saturation() -> None:
     M = np.array([0.0, 1.0, 100.0])
     level = eff.level(M)
     assert level[0] == 0 and level[1] == pytest.approx(eff.gain * eff.saturation * (1 - math.exp(-1 / eff.saturation)))
-    assert level[2] < eff.gain * eff.shape_default  # never more than the log's own trainings per prompt at the first one's rate
+    assert (
+        level[2] < eff.gain * eff.shape_default
+    )  # never more than the log's own trainings per prompt at the first one's rate
 
 
 def test_a_log_that_cannot_identify_the_effect_is_refused() -> None:
     # one training row per prompt and no untrained measurement: M is a function of the step
-    log = pl.DataFrame({"step": np.arange(40) // 4, "prompt_id": np.arange(40) % 4,
-                        "n_rollouts": np.full(40, 8), "n_correct": np.full(40, 4)})
+    log = pl.DataFrame(
+        {
+            "step": np.arange(40) // 4,
+            "prompt_id": np.arange(40) % 4,
+            "n_rollouts": np.full(40, 8),
+            "n_correct": np.full(40, 4),
+        }
+    )
     with pytest.raises(ValueError, match="does not identify the training effect"):
         fit_training_effect(log, log, half_life="inf")
 
@@ -105,7 +117,9 @@ def test_a_log_that_cannot_identify_the_effect_is_refused() -> None:
 @pytest.mark.parametrize("saturation", [math.inf, 3.0])
 def test_closed_loop_over_an_open_truth_is_the_closed_truth(saturation: float) -> None:
     open_world = SyntheticWorld(preset_params("math", num_prompts=N, steps=T), seed=0)
-    closed_truth = SyntheticWorld(preset_params("math", num_prompts=N, steps=T, train_gain=0.1, train_saturation=saturation), seed=0)
+    closed_truth = SyntheticWorld(
+        preset_params("math", num_prompts=N, steps=T, train_gain=0.1, train_saturation=saturation), seed=0
+    )
     wrapped = ClosedLoopWorld(open_world, TrainingEffect(gain=0.1, saturation=saturation))
     for make in (lambda: DPS(num_prompts=N, seed=3), lambda: DynamicSampling(num_prompts=N, seed=3)):
         a = replay(make(), wrapped, 60, B, seed=3, record=True)
@@ -146,11 +160,15 @@ def test_replaying_the_logging_policy_gives_back_the_log() -> None:
 def test_closed_loop_moves_a_repeating_policy_towards_the_truth() -> None:
     truth, log = synthetic_log(0.2, sweep_every=4)
     train = trained(log)
-    sweep = log.filter(pl.col("kind") == "sweep").join(train.select("step", "prompt_id"), on=["step", "prompt_id"], how="anti")
+    sweep = log.filter(pl.col("kind") == "sweep").join(
+        train.select("step", "prompt_id"), on=["step", "prompt_id"], how="anti"
+    )
     base = LogWorld(pl.concat([train, sweep]).drop("kind"))
     closed = ClosedLoopWorld(base, fit_training_effect(log, train), train)
-    ratio = {name: replay(DPS(num_prompts=N, seed=0), w, T, B, seed=0).summary["effective_ratio"]
-             for name, w in (("open", base), ("closed", closed), ("truth", truth))}
+    ratio = {
+        name: replay(DPS(num_prompts=N, seed=0), w, T, B, seed=0).summary["effective_ratio"]
+        for name, w in (("open", base), ("closed", closed), ("truth", truth))
+    }
     assert abs(ratio["closed"] - ratio["truth"]) < abs(ratio["open"] - ratio["truth"]) / 2, ratio
 
 
@@ -173,7 +191,7 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
     )
     sc = load_scenario(tmp_path / "s.toml")
     res = run_sweep(sc, workers=1, progress=False)
-    rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"]))
+    rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"], strict=False))
     assert set(rows) == {"DPS", "DPS (open loop)"}
     assert rows["DPS"] < rows["DPS (open loop)"] - 0.02
     assert res.world["kind"] == "ClosedLoop(LogWorld)" and res.world["closed_loop_gain"] > 0.05
@@ -187,7 +205,7 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
     # a fixed gain instead of a fit
     fixed = load_scenario(tmp_path / "s.toml", ["world.closed_loop=0.0"])
     res0 = run_sweep(fixed, workers=1, progress=False)
-    rows0 = dict(zip(res0.summary["policy"], res0.summary["effective_ratio"]))
+    rows0 = dict(zip(res0.summary["policy"], res0.summary["effective_ratio"], strict=False))
     assert rows0["DPS"] == rows0["DPS (open loop)"]
 
 
@@ -220,36 +238,53 @@ def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:
 SHARED_LOG = Path(__file__).resolve().parents[1] / "replay" / "smollm2-closed-loop.toml"
 
 
-@pytest.mark.skipif(not (SHARED_LOG.parent.parent.parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet").exists(),
-                    reason="the shared SmolLM2 log is not beside the repository")
+@pytest.mark.skipif(
+    not (SHARED_LOG.parent.parent.parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet").exists(),
+    reason="the shared SmolLM2 log is not beside the repository",
+)
 def test_the_shared_real_log_fits_a_positive_effect_and_slows_dps() -> None:
     sc = load_scenario(SHARED_LOG, ["run.seeds=[0]", "run.steps=60"])
     sc.policies = [p for p in sc.policies if p.name == "DPS"]
     res = run_sweep(sc, workers=1, progress=False)
     gain, se = res.world["closed_loop_gain"], res.world["closed_loop_gain_se"]
     assert 0 < se < 0.05 and gain > 2 * se  # trained prompts rise more than untrained ones
-    rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"]))
+    rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"], strict=False))
     assert rows["DPS"] < rows["DPS (open loop)"]
 
 
 def test_the_report_says_which_shape_and_why() -> None:
     from dps.replay.report import shape_sentence
 
-    w = {"closed_loop_saturation": "inf", "closed_loop_shape": "fitted", "closed_loop_shape_default": "5.6",
-         "closed_loop_shape_loglik": {"inf": -100.0, "2": -130.0, "5.6": -120.0}, "closed_loop_shape_margin": 5.5}
+    w = {
+        "closed_loop_saturation": "inf",
+        "closed_loop_shape": "fitted",
+        "closed_loop_shape_default": "5.6",
+        "closed_loop_shape_loglik": {"inf": -100.0, "2": -130.0, "5.6": -120.0},
+        "closed_loop_shape_margin": 5.5,
+    }
     line = shape_sentence(w)
     assert line.startswith("shape linear") and "the log prefers it over the default" in line
     assert "inf: +20.0, 2: -10.0, 5.6: +0.0" in line
-    w.update(closed_loop_saturation="5.6", closed_loop_shape="default", closed_loop_shape_loglik={"inf": -118.0, "5.6": -120.0})
+    w.update(
+        closed_loop_saturation="5.6",
+        closed_loop_shape="default",
+        closed_loop_shape_loglik={"inf": -118.0, "5.6": -120.0},
+    )
     line = shape_sentence(w)
-    assert "saturating after about 5.6 trainings" in line and "cannot tell" in line and 'effect_saturation = "linear"' in line
+    assert (
+        "saturating after about 5.6 trainings" in line
+        and "cannot tell" in line
+        and 'effect_saturation = "linear"' in line
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Similar prompts, strata, and the interval
 
 
-def grouped_truth(n: int = 600, steps: int = 80, gain: float = 0.3, saturation: float = 6.0) -> tuple[ClosedLoopWorld, np.ndarray]:
+def grouped_truth(
+    n: int = 600, steps: int = 80, gain: float = 0.3, saturation: float = 6.0
+) -> tuple[ClosedLoopWorld, np.ndarray]:
     """A synthetic closed loop whose prompts come in groups of 6 ids of one question (a third alone)."""
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(n // 6), 6)[rng.permutation(n)]
@@ -260,9 +295,12 @@ def grouped_truth(n: int = 600, steps: int = 80, gain: float = 0.3, saturation: 
 
 def test_a_training_counts_for_every_prompt_of_its_group() -> None:
     groups = np.array([0, 0, 1, 2])
-    world = ClosedLoopWorld(SyntheticWorld(preset_params("math", num_prompts=4, steps=10), seed=0),
-                            TrainingEffect(gain=0.5, groups=groups))
-    world.learn(0, np.array([0, 2]), np.array([4, 8]), np.array([8, 8]))  # prompt 2's group was all correct: no gradient
+    world = ClosedLoopWorld(
+        SyntheticWorld(preset_params("math", num_prompts=4, steps=10), seed=0), TrainingEffect(gain=0.5, groups=groups)
+    )
+    world.learn(
+        0, np.array([0, 2]), np.array([4, 8]), np.array([8, 8])
+    )  # prompt 2's group was all correct: no gradient
     np.testing.assert_allclose(world.shift(1), [0.5, 0.5, 0.0, 0.0])
     drawn = world.with_effect(TrainingEffect(gain=1.0, groups=groups))
     drawn.learn(0, np.array([1]), np.array([4]), np.array([8]))
@@ -308,7 +346,8 @@ def test_closed_loop_rows_get_an_interval_from_drawn_effects(tmp_path: Path) -> 
     write_logs(tmp_path)
     (tmp_path / "s.toml").write_text(
         '[world]\nlog = "dense.parquet"\nclosed_loop = "fit"\ntrain_log = "rollouts.parquet"\n'
-        '[run]\nbatch_size = 128\nsteps = 60\nseeds = [0, 1]\ninterval_draws = 6\n[[policies]]\nname = "DPS"\ntype = "dps"\n'
+        "[run]\nbatch_size = 128\nsteps = 60\nseeds = [0, 1]\ninterval_draws = 6\n"
+        '[[policies]]\nname = "DPS"\ntype = "dps"\n'
     )
     res = run_sweep(load_scenario(tmp_path / "s.toml"), workers=1, progress=False)
     s = res.summary
@@ -322,7 +361,12 @@ def test_closed_loop_rows_get_an_interval_from_drawn_effects(tmp_path: Path) -> 
 
     write_report(res, tmp_path / "out", plots=False)
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "90% intervals" in report and "effective ratio 90% interval" in report and "shapes it allows" in report or "identifies" in report
+    assert (
+        "90% intervals" in report
+        and "effective ratio 90% interval" in report
+        and "shapes it allows" in report
+        or "identifies" in report
+    )
     assert (tmp_path / "out" / "interval_draws.parquet").exists()
     csv = pl.read_csv(tmp_path / "out" / "summary.csv")
     assert {"effective_ratio_lo", "effective_ratio_hi", "rollouts_lo", "rollouts_hi"} <= set(csv.columns)
@@ -336,9 +380,13 @@ def test_a_prompt_table_maps_the_logs_own_ids(tmp_path: Path) -> None:
 
     log = pl.DataFrame({"step": [0, 0, 1], "prompt_id": ["b", "a", "c"], "n_rollouts": [8] * 3, "n_correct": [3, 4, 5]})
     log.write_parquet(tmp_path / "log.parquet")
-    pl.DataFrame({"prompt_id": ["a", "b", "c"], "question": ["q1", "q1", "q2"], "level": [0, 1, 1]}).write_parquet(tmp_path / "p.parquet")
+    pl.DataFrame({"prompt_id": ["a", "b", "c"], "question": ["q1", "q1", "q2"], "level": [0, 1, 1]}).write_parquet(
+        tmp_path / "p.parquet"
+    )
     loaded = load_log(tmp_path / "log.parquet")
-    groups, strata = prompt_labels({"prompt_table": str(tmp_path / "p.parquet"), "similar_by": "question", "drift_by": "level"}, loaded, 3)
+    groups, strata = prompt_labels(
+        {"prompt_table": str(tmp_path / "p.parquet"), "similar_by": "question", "drift_by": "level"}, loaded, 3
+    )
     assert groups is not None and strata is not None
     key = {k: i for i, k in enumerate(loaded.keys.to_list())}  # dense id of each of the user's ids
     assert groups[key["a"]] == groups[key["b"]] != groups[key["c"]]
@@ -364,7 +412,11 @@ def test_bad_similarity_config_names_the_key(world: dict, key: str) -> None:
 
 
 def test_interval_draws_must_be_a_count() -> None:
-    data = {"world": {"preset": "math"}, "run": {"batch_size": 8, "interval_draws": -1}, "policies": [{"type": "uniform"}]}
+    data = {
+        "world": {"preset": "math"},
+        "run": {"batch_size": 8, "interval_draws": -1},
+        "policies": [{"type": "uniform"}],
+    }
     with pytest.raises(ValueError, match="interval_draws must be an integer >= 0"):
         parse_scenario(data, Path("sc.toml"))
 
@@ -373,7 +425,9 @@ PAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (PAIR / "log_uniform.parquet").exists(), reason="the shared lr3e-6 pair is not beside the repository")
+@pytest.mark.skipif(
+    not (PAIR / "log_uniform.parquet").exists(), reason="the shared lr3e-6 pair is not beside the repository"
+)
 def test_the_uniform_run_predicts_the_live_dps_run_of_the_pair() -> None:
     sc = load_scenario(Path(__file__).resolve().parents[1] / "replay" / "smollm2-pair.toml", ["run.workers=1"])
     sc.policies = [p for p in sc.policies if p.name == "DPS"]

@@ -167,15 +167,18 @@ def _check_step_span(chk: _Checker) -> None:
     distinct = step.unique().sort().to_numpy()
     j = int(np.argmax(np.diff(distinct)))
     below, above = int(distinct[j]), int(distinct[j + 1])
-    if int((step <= below).sum()) <= step.len() // 2:
-        bad = chk.first(pl.col("step") <= below)
-        where = f"{above - int(chk.df['step'][bad]):,} steps before the next logged step {above}"
-    else:
-        bad = chk.first(pl.col("step") >= above)
-        where = f"{int(chk.df['step'][bad]) - below:,} steps after the previous logged step {below}"
+    low_side = int((step <= below).sum()) <= step.len() // 2
+    bad = chk.first(pl.col("step") <= below) if low_side else chk.first(pl.col("step") >= above)
+    assert bad is not None  # both sides of the gap hold rows
+    value = int(chk.df["step"][bad])
+    where = (
+        f"{above - value:,} steps before the next logged step {above}"
+        if low_side
+        else f"{value - below:,} steps after the previous logged step {below}"
+    )
     raise chk.error(
         "step", bad,
-        f"is {int(chk.df['step'][bad])}, {where}: the log's {len(distinct):,} distinct steps span {lo}..{hi}, and a "
+        f"is {value}, {where}: the log's {len(distinct):,} distinct steps span {lo}..{hi}, and a "
         f"replay runs every step of that range (at most {MAX_STEP_SPAN:,}). A corrupt row? Fix or drop it; steps must "
         "count training steps (else map another column: [world.columns] step = \"...\", or --column step=...)",
     )

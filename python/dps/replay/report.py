@@ -102,7 +102,7 @@ def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> di
     ordered.write_parquet(out / "summary.parquet")
     steps.write_parquet(out / "steps.parquet")
     paths.update(summary_csv=out / "summary.csv", summary_parquet=out / "summary.parquet", steps=out / "steps.parquet")
-    if getattr(result, "draws", None) is not None:
+    if result.draws is not None:
         result.draws.write_parquet(out / "interval_draws.parquet")
         paths["interval_draws"] = out / "interval_draws.parquet"
     if result.logs:

@@ -1,4 +1,4 @@
-"""The closed loop: how training on a prompt moves it, fitted from a log (`fit`), and a world that applies it (`world`)."""
+"""The closed loop: how training on a prompt moves it, fitted from a log (`fit`), and a world applying it (`world`)."""
 
 from dps.replay.closedloop.fit import (
     EFFECT_HALF_LIVES,

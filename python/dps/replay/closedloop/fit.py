@@ -2,44 +2,39 @@
 
 A log world is open-loop: it replays the model of the logged run, which was trained on that
 run's batches. A policy that trains on other prompts would have moved other prompts. This
-module estimates that effect from the log and adds it to any world.
+module estimates that effect from the log (docs/replay.md, the closed loop, has the evidence
+that chose it); `dps.replay.closedloop.world` adds it to any world.
 
 The model, in logit space, for an observation of prompt i at step t (a logged group, trained
 or not, or a sweep row; each rolled out before step t's update):
 
-    logit p_i(t) = a_i + d(t) + gain * f_c(M_i(t)),   M_i(t) = sum over trainings of i at steps s < t of rho^(t - 1 - s)
+    logit p_i(t) = a_i + d(t) + gain * f_c(M_g(t)),   M_g(t) = sum over trainings of group g at s < t of rho^(t - 1 - s)
 
-a_i is the prompt's own level, d(t) the population drift (how the whole model moves, one free
-value per observed step), and M_i(t) counts the prompt's trainings that gave a gradient (its
-partially solved trained groups), decayed with the half-life h (rho = 2^(-1/h); h = inf: the
-effect is permanent). f_c is the effect's shape: f_c(M) = c (1 - exp(-M / c)), so `gain` is the
-effect's initial rate per training, each training adds exp(-1 / c) times what the one before it
-added, and no number of trainings adds more than gain * c; c = inf is the line f(M) = M.
+a_i is the prompt's own level, d(t) the drift (how the whole model moves, one free value per
+observed step, or per step and stratum), g the prompt's group (itself, or every prompt id that
+is the same training input, e.g. the same question under several ids), and M counts the group's
+trainings that gave a gradient (partially solved trained groups), decayed with the half-life h
+(rho = 2^(-1/h); h = inf: permanent). f_c(M) = c (1 - exp(-M / c)): `gain` is the initial rate
+per training, each training adds exp(-1 / c) times what the one before it added, and no number
+of trainings adds more than gain * c; c = inf is the line.
 
-Fitting `gain` by regressing on those partial trainings directly is biased: which prompts are
-partially solved, and when, is tied to how each prompt moves on its own. What a uniform run
-does randomise is *which prompts it picks*. So `fit_training_effect` fits the same model with
-M counting every selection (trained rows of any outcome; a randomised regressor), by maximum
-binomial likelihood (a_i with a weak N(0, 4^2) prior so prompts never or always solved stay
-finite), and divides the coefficient by the share of those selections that were partial
-(weighted as the likelihood weighs them): the effect per partial training. On synthetic
-closed-loop worlds this recovers the true gain within its standard error, where the direct
-regression gave half of it, or -0.04 for a true 0. It needs observations of trained prompts
-between their trainings that are not themselves trainings (dense sweeps, or a log with random
-revisits); a log of epoch permutations alone does not identify it, and is refused. The
-half-life is chosen among EFFECT_HALF_LIVES by likelihood, a finite one only when it beats the
-permanent effect by BIC's margin.
+Regressing on those partial trainings directly is biased: which prompts are partially solved,
+and when, is tied to how each prompt moves on its own. What a uniform run randomises is *which
+prompts it picks*. So `fit_training_effect` fits the model with M counting every selection (a
+randomised regressor), by maximum binomial likelihood (a_i with a weak N(0, 4^2) prior), and
+scales the counts by the share of selections that were partial (weighted as the likelihood
+weighs them): the effect per training that gave a gradient. It needs observations of trained
+prompts between their trainings (dense sweeps, or random revisits); a log of epoch permutations
+alone does not identify it, and is refused.
 
-The shape matters most where the log is silent: a uniform log trains each prompt a few times,
-a selective policy trains some prompts dozens of times. `choose_shape` fits every saturation
-of EFFECT_SATURATIONS and the default, c = the log's own trainings per prompt, and keeps the
-default unless another beats it by BIC's margin (each shape is fitted on the selections scaled
-by the partial share, share * M_selections, which stand for the partial trainings as above): a log that shows a line over its range gets
-the line (and the line is extrapolated), one that cannot tell gets an effect that keeps its
-measured rate for about the log's own number of trainings and then levels off, so a replay
-never credits a prompt with much more effect than the log ever saw one prompt get.
-
-The world that applies the fitted effect is `dps.replay.closedloop.world`.
+`choose_shape` fits every pair of a half-life (EFFECT_HALF_LIVES) and a saturation
+(EFFECT_SATURATIONS, and the default c = the log's own trainings per prompt). The point estimate
+keeps the default unless another pair beats it by BIC's margin per departure, likelihoods
+divided by the dispersion. Every pair keeps a weight (pseudo-BMA+ over units of prompts that
+share trainings, no head start for the default) and a gain standard error clustered by unit:
+`TrainingEffect.draw` samples from them, and a replay's 90% interval is the spread of replays
+with such draws. A uniform log of prompts that each stand alone cannot tell the shapes apart (the
+weights stay spread); prompts logged under several ids show where the effect levels off.
 """
 
 from __future__ import annotations
@@ -74,7 +69,12 @@ def _rho(half_life: float) -> float:
 
 
 def trained_level(
-    obs_step: np.ndarray, obs_pid: np.ndarray, train_step: np.ndarray, train_pid: np.ndarray, half_life: float, num_prompts: int
+    obs_step: np.ndarray,
+    obs_pid: np.ndarray,
+    train_step: np.ndarray,
+    train_pid: np.ndarray,
+    half_life: float,
+    num_prompts: int,
 ) -> np.ndarray:
     """M_i(t) at each observation: trainings of the prompt at steps < t, decayed by the half-life."""
     rho = _rho(half_life)
@@ -204,7 +204,14 @@ def _loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray) -> float:
 
 
 def _fit_one(
-    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, M: np.ndarray, N: int, S: int, iters: int = 50,
+    pid: np.ndarray,
+    sidx: np.ndarray,
+    nc: np.ndarray,
+    nr: np.ndarray,
+    M: np.ndarray,
+    N: int,
+    S: int,
+    iters: int = 50,
     blocks: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray, float, float]:
     """`_fit` with one regressor: (coef, a, d, log-likelihood per rollout, standard error of coef)."""
@@ -214,8 +221,17 @@ def _fit_one(
 
 
 def _fit(
-    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, X: np.ndarray, N: int, S: int, iters: int = 50,
-    start: tuple[np.ndarray, np.ndarray] | None = None, blocks: np.ndarray | None = None, cells: Any = None,
+    pid: np.ndarray,
+    sidx: np.ndarray,
+    nc: np.ndarray,
+    nr: np.ndarray,
+    X: np.ndarray,
+    N: int,
+    S: int,
+    iters: int = 50,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+    blocks: np.ndarray | None = None,
+    cells: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
     """Maximum likelihood of logit p = a[pid] + d[sidx] + X @ coef by Newton's method.
 
@@ -225,7 +241,8 @@ def _fit(
     not S x N. `start`: (a, d) of a similar fit to start from (the coefficients start at 0).
     `blocks`: each drift cell's stratum, when no prompt spans two strata (then the drift block of
     the system is block-diagonal and is solved stratum by stratum). `cells`: `_cells(pid, sidx,
-    N, S)`, when several fits share the observations. Returns (coef, a, d, log-likelihood per rollout, covariance of coef).
+    N, S)`, when several fits share the observations. Returns (coef, a, d, log-likelihood per rollout,
+    covariance of coef).
     """
     lam = 1.0 / _PRIOR_SD**2
     q = X.shape[1]
@@ -348,7 +365,7 @@ def _cell_pairs(ci: np.ndarray, cs: np.ndarray, S: int) -> list[tuple[np.ndarray
 
 
 def _pair_sum(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], v: np.ndarray, S: int) -> np.ndarray:
-    """(S, S) sum over prompts of the outer product of the prompt's cell values v, placed at the cells' drift indices."""
+    """(S, S) sum over prompts of the outer product of the prompt's cell values v, at the cells' drift indices."""
     out = np.zeros(S * S)
     for first, second, place in pairs:
         out += np.bincount(place, v[first] * v[second], S * S)
@@ -397,7 +414,9 @@ def fit_training_effect(
     nr = observations["n_rollouts"].to_numpy().astype(np.float64)
     tstep, tpid = partial_trainings(trainings)
     if len(tstep) == 0:
-        raise ValueError("fit_training_effect: the log trained on no partially solved group; there is no training effect to fit")
+        raise ValueError(
+            "fit_training_effect: the log trained on no partially solved group; there is no training effect to fit"
+        )
     sstep = trainings["step"].to_numpy().astype(np.int64)
     spid = trainings["prompt_id"].to_numpy().astype(np.int64)
     N = int(max(pid.max(), tpid.max() if len(tpid) else 0)) + 1
@@ -422,7 +441,9 @@ def fit_training_effect(
         w = nr * p * (1 - p)
         share = float(w @ MP) / max(float(w @ MS), 1e-12)
         counts[h] = share * MS  # selections in units of trainings that gave a gradient
-    final = trained_level(np.full(len(np.unique(pid)), int(step.max()) + 1), group[np.unique(pid)], tstep, group[tpid], math.inf, G)
+    final = trained_level(
+        np.full(len(np.unique(pid)), int(step.max()) + 1), group[np.unique(pid)], tstep, group[tpid], math.inf, G
+    )
     scale = float(final.mean())  # trainings per prompt by the end of the log (its own and its group's)
     given = None if saturation == "auto" else parse_saturation(saturation, "effect_saturation")
     fits = choose_shape(pid, sidx, nc, nr, counts, N, S, scale, given, blocks=cell_stratum, units=group[pid])
@@ -435,7 +456,9 @@ def fit_training_effect(
             "log.sweep_every=N) or random revisits; else set closed_loop to a gain of your own"
         )
     drift = np.bincount(cell_step, best.drift, len(steps)) / np.maximum(np.bincount(cell_step, None, len(steps)), 1)
-    shape_scores = {c.saturation: c.loglik for c in sorted(fits, key=lambda c: -c.saturation) if c.half_life == best.half_life}
+    shape_scores = {
+        c.saturation: c.loglik for c in sorted(fits, key=lambda c: -c.saturation) if c.half_life == best.half_life
+    }
     default_c = _default_saturation(scale) if given is None else given
     return TrainingEffect(
         gain=float(gain),
@@ -487,7 +510,13 @@ def _drift_cells(step: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, int
     sidx = sidx // per
     width = int(sidx.max()) + 1
     cells, idx = np.unique(stratum.astype(np.int64) * width + sidx, return_inverse=True)
-    return idx.astype(np.int64).ravel(), len(cells), steps[::per], (cells % width).astype(np.int64), (cells // width).astype(np.int64)
+    return (
+        idx.astype(np.int64).ravel(),
+        len(cells),
+        steps[::per],
+        (cells % width).astype(np.int64),
+        (cells // width).astype(np.int64),
+    )
 
 
 def _default_saturation(scale: float) -> float:
@@ -544,8 +573,17 @@ def _weighted(fits: list[Candidate]) -> list[Candidate]:
 
 
 def choose_shape(
-    pid: np.ndarray, sidx: np.ndarray, nc: np.ndarray, nr: np.ndarray, counts: dict[float, np.ndarray], N: int, S: int,
-    scale: float, given: float | None = None, blocks: np.ndarray | None = None, units: np.ndarray | None = None,
+    pid: np.ndarray,
+    sidx: np.ndarray,
+    nc: np.ndarray,
+    nr: np.ndarray,
+    counts: dict[float, np.ndarray],
+    N: int,
+    S: int,
+    scale: float,
+    given: float | None = None,
+    blocks: np.ndarray | None = None,
+    units: np.ndarray | None = None,
 ) -> list[Candidate]:
     """The candidate (half-life, saturation c) pairs of gain * f_c(M), fitted, each with its score.
 
@@ -580,12 +618,16 @@ def choose_shape(
 
     def add(h: float, c: float) -> Candidate:
         X = effect_curve(counts[h], c)[:, None]
-        coef, a, d, ll, cov = _fit(pid, sidx, nc, nr, X, N, S, start=start[0] if start else None, blocks=blocks, cells=cells)
+        coef, a, d, ll, cov = _fit(
+            pid, sidx, nc, nr, X, N, S, start=start[0] if start else None, blocks=blocks, cells=cells
+        )
         if not start:
             start.append((a, d))
         se = float(math.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
         eta = a[pid] + d[sidx] + X[:, 0] * coef[0]
-        cand = Candidate(h, c, float(coef[0]), se, ll * float(nr.sum()), drift=d, unit_loglik=_unit_loglik(nc, nr, eta, units))
+        cand = Candidate(
+            h, c, float(coef[0]), se, ll * float(nr.sum()), drift=d, unit_loglik=_unit_loglik(nc, nr, eta, units)
+        )
         cand.dispersion = _dispersion(nc, nr, eta, len(nc) - N - S - 1)
         cand.robust_se = _clustered_se(nc, nr, eta, X[:, 0], pid, sidx, N, S, units)
         fits.append(cand)
@@ -601,10 +643,10 @@ def choose_shape(
     def score(c: Candidate) -> float:
         return c.loglik / phi - margin * ((c.half_life != default_h) + (c.saturation != default_c))
 
-    for c in fits:
-        c.score = score(c)
-        c.dispersion = phi
-        c.gain_se = max(c.gain_se * math.sqrt(phi), c.robust_se)
+    for cand in fits:
+        cand.score = score(cand)
+        cand.dispersion = phi
+        cand.gain_se = max(cand.gain_se * math.sqrt(phi), cand.robust_se)
     return fits
 
 
@@ -615,8 +657,16 @@ def _unit_loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, units: np.ndar
 
 
 def _clustered_se(
-    nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, x: np.ndarray, pid: np.ndarray, sidx: np.ndarray, N: int, S: int,
-    units: np.ndarray, iters: int = 500,
+    nc: np.ndarray,
+    nr: np.ndarray,
+    eta: np.ndarray,
+    x: np.ndarray,
+    pid: np.ndarray,
+    sidx: np.ndarray,
+    N: int,
+    S: int,
+    units: np.ndarray,
+    iters: int = 500,
 ) -> float:
     """The gain's standard error, clustered by unit (a sandwich over units of the score).
 
@@ -666,7 +716,7 @@ def parse_saturation(value: Any, key: str) -> float:
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
         raise ValueError(
-            f"[world] {key}: must be \"auto\", \"linear\" (or \"inf\") or a positive number of trainings "
+            f'[world] {key}: must be "auto", "linear" (or "inf") or a positive number of trainings '
             f"at which the effect saturates, not {value!r}"
         )
     return float(value)

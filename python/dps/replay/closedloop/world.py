@@ -40,7 +40,14 @@ if TYPE_CHECKING:
 
 #: Scenario [world] keys of the closed loop (log worlds only).
 CLOSED_LOOP_KEYS = {
-    "closed_loop", "train_log", "effect_half_life", "effect_saturation", "effect_cap", "prompt_table", "similar_by", "drift_by"
+    "closed_loop",
+    "train_log",
+    "effect_half_life",
+    "effect_saturation",
+    "effect_cap",
+    "prompt_table",
+    "similar_by",
+    "drift_by",
 }
 
 # --------------------------------------------------------------------------------------------
@@ -55,11 +62,17 @@ class ClosedLoopWorld(World):
     replay's trainings is simply added).
 
     `cap`: the most (decayed) trainings of one prompt that count; the shift is
-    level(min(M^replay, cap)) - level(min(M^log, cap)), level = the effect's gain * f(M). "log" caps at the most any prompt had in the
-    log, so that the fitted line is never extrapolated past what the log measured.
+    level(min(M^replay, cap)) - level(min(M^log, cap)), level = the effect's gain * f(M). "log" caps at
+    the most any prompt had in the log, so that the fitted line is never extrapolated past what the log measured.
     """
 
-    def __init__(self, base: World, effect: TrainingEffect, log_trainings: pl.DataFrame | None = None, cap: float | str = math.inf):
+    def __init__(
+        self,
+        base: World,
+        effect: TrainingEffect,
+        log_trainings: pl.DataFrame | None = None,
+        cap: float | str = math.inf,
+    ):
         self.base = base
         self.effect = effect
         self.num_prompts, self.k, self.steps = base.num_prompts, base.k, base.steps
@@ -68,7 +81,9 @@ class ClosedLoopWorld(World):
         if log_trainings is not None and log_trainings.height:
             ls, lp = partial_trainings(log_trainings)
             if len(lp) and lp.max() >= self.num_prompts:
-                raise ValueError(f"the training log names prompt {int(lp.max())}, the world has {self.num_prompts} prompts")
+                raise ValueError(
+                    f"the training log names prompt {int(lp.max())}, the world has {self.num_prompts} prompts"
+                )
             ls = ls - int(getattr(base, "first_step", 0))  # a world that counts steps from its log's first one
             order = np.argsort(ls, kind="stable")
             self._log_steps, self._log_ids = ls[order], lp[order]
@@ -76,7 +91,14 @@ class ClosedLoopWorld(World):
             self._log_steps, self._log_ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if cap == "log":
             g = self._group
-            after = trained_level(self._log_steps + 1, g[self._log_ids], self._log_steps, g[self._log_ids], effect.half_life, int(g.max()) + 1)
+            after = trained_level(
+                self._log_steps + 1,
+                g[self._log_ids],
+                self._log_steps,
+                g[self._log_ids],
+                effect.half_life,
+                int(g.max()) + 1,
+            )
             cap = float(after.max()) if len(after) else 0.0
         self.cap = float(cap)
         self.reset()
@@ -179,7 +201,9 @@ def _onto(train: LoadedLog, world: LoadedLog, path: str) -> pl.DataFrame:
     """The training log's groups with the world log's dense prompt ids (matched on the user's ids)."""
     import polars as pl
 
-    if world.info.id_mapping == "index" or (world.info.id_mapping == "identity" and train.info.id_mapping == "identity"):
+    if world.info.id_mapping == "index" or (
+        world.info.id_mapping == "identity" and train.info.id_mapping == "identity"
+    ):
         return train.groups
     index = pl.DataFrame({"prompt_key": world.keys, "_id": np.arange(len(world.keys), dtype=np.int64)})
     g = train.groups.join(index, on="prompt_key", how="left")
@@ -221,14 +245,22 @@ def closed_loop_world(base: World, cfg: dict[str, Any], effect: TrainingEffect |
     else:
         trainings = training_rows(observations)
     if trainings.height == 0:
-        raise ValueError(f"{cfg.get('train_log', cfg['log'])}: no trained groups (rows of kind 'train') to fit the closed loop from")
+        raise ValueError(
+            f"{cfg.get('train_log', cfg['log'])}: no trained groups (rows of kind 'train') to fit the closed loop from"
+        )
     if effect is None:
         groups, strata = prompt_labels(cfg, world_log, base.num_prompts)
         if mode == "fit":
             effect = fit_training_effect(
-                observations, trainings, cfg.get("effect_half_life", "auto"), base.num_prompts,
-                saturation=cfg.get("effect_saturation", "auto"), groups=groups, strata=strata,
-                spillover=cfg.get("similar_by", ""), drift_by=cfg.get("drift_by", ""),
+                observations,
+                trainings,
+                cfg.get("effect_half_life", "auto"),
+                base.num_prompts,
+                saturation=cfg.get("effect_saturation", "auto"),
+                groups=groups,
+                strata=strata,
+                spillover=cfg.get("similar_by", ""),
+                drift_by=cfg.get("drift_by", ""),
             )
         else:
             effect = TrainingEffect(
@@ -242,7 +274,9 @@ def closed_loop_world(base: World, cfg: dict[str, Any], effect: TrainingEffect |
     return ClosedLoopWorld(base, effect, trainings, math.inf if cap == "none" else cap)
 
 
-def prompt_labels(cfg: dict[str, Any], world_log: LoadedLog, num_prompts: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def prompt_labels(
+    cfg: dict[str, Any], world_log: LoadedLog, num_prompts: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The [world] prompt_table's similar_by and drift_by columns as one integer per dense prompt id.
 
     The table's `prompt_id` column holds the log's own prompt ids. Prompts the table leaves out
@@ -273,7 +307,8 @@ def prompt_labels(cfg: dict[str, Any], world_log: LoadedLog, num_prompts: int) -
             dense = pl.DataFrame({"prompt_id": world_log.keys[:num_prompts]})
             on = table.select(pl.col("prompt_id").cast(world_log.keys.dtype, strict=False), pl.col(column))
         if on["prompt_id"].is_duplicated().any():
-            raise ValueError(f"[world] prompt_table: {path} names prompt {on.filter(on['prompt_id'].is_duplicated())['prompt_id'][0]!r} twice")
+            twice = on.filter(on["prompt_id"].is_duplicated())["prompt_id"][0]
+            raise ValueError(f"[world] prompt_table: {path} names prompt {twice!r} twice")
         label = dense.join(on, on="prompt_id", how="left")[column]
         codes = label.cast(pl.String).fill_null("").to_numpy()
         values, index = np.unique(codes, return_inverse=True)
@@ -289,7 +324,9 @@ def prompt_labels(cfg: dict[str, Any], world_log: LoadedLog, num_prompts: int) -
 # A training run's log, made in any world (the synthetic truth of the checks)
 
 
-def training_log(world: World, policy: Any, steps: int, batch_size: int, seed: int, sweep_every: int = 0) -> pl.DataFrame:
+def training_log(
+    world: World, policy: Any, steps: int, batch_size: int, seed: int, sweep_every: int = 0
+) -> pl.DataFrame:
     """Run `policy` in `world` as a trainer would and log it: one row per rolled-out group.
 
     `kind` is "train" for the groups the policy trained on, "rejected" for those a gate threw
@@ -306,14 +343,20 @@ def training_log(world: World, policy: Any, steps: int, batch_size: int, seed: i
 
     def frame(t: int, ids: np.ndarray, nc: np.ndarray, nr: np.ndarray, kind: str) -> pl.DataFrame:
         return pl.DataFrame(
-            {"step": np.full(len(ids), t, np.int64), "prompt_id": ids, "n_rollouts": np.asarray(nr, np.int64),
-             "n_correct": np.asarray(nc, np.int64), "kind": [kind] * len(ids)}
+            {
+                "step": np.full(len(ids), t, np.int64),
+                "prompt_id": ids,
+                "n_rollouts": np.asarray(nr, np.int64),
+                "n_correct": np.asarray(nc, np.int64),
+                "kind": [kind] * len(ids),
+            }
         )
 
     for t in range(steps):
         if sweep_every and t % sweep_every == 0:
             nc = draw_correct(seed + 0x5EE9, t, every, world.p(t, every), world.k)
             parts.append(frame(t, every, nc, np.full(len(every), world.k), "sweep"))
+
         def rollout(ids: np.ndarray, t: int = t) -> tuple[np.ndarray, np.ndarray]:
             return world.rollout(t, ids, seed)
 
