@@ -169,11 +169,11 @@ class TrainingEffect:
         return dataclasses.replace(self, gain=gain, gain_se=se, half_life=c.half_life, saturation=c.saturation)
 
     def shape_weights(self) -> dict[str, float]:
-        """Weight of each saturation among the candidates (summed over half-lives)."""
+        """Weight of each saturation among the candidates (summed over half-lives), heaviest first."""
         out: dict[str, float] = {}
-        for c in sorted(self.candidates, key=lambda c: -c.weight):
+        for c in self.candidates:
             out[_count_label(c.saturation)] = out.get(_count_label(c.saturation), 0.0) + c.weight
-        return out
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def describe(self) -> dict[str, Any]:
         return {
