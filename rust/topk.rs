@@ -200,6 +200,9 @@ fn top_k_in_chunks(
         return Vec::new();
     }
     let seed = (tie_seed ^ (tie_seed >> 32)) as u32;
+    if let Some(best) = top_k_above_a_bar(scores, k, seed, &skip) {
+        return best;
+    }
     let mut all: Vec<Candidate> = scores
         .par_chunks(chunk)
         .enumerate()
@@ -208,6 +211,192 @@ fn top_k_in_chunks(
     all.sort_unstable();
     all.truncate(k);
     all.into_iter().map(|c| c.id).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The best k of many through a bar. When k is small against the number of scores, a strided
+// sample gives a bar that about 2k scores reach, and the best k are among the prompts at or
+// above it. Where the bar is a mass of equal scores (DPS's unobserved prompts settle on one
+// value), only the ties whose hash falls below a second bar are gathered, enough to fill the
+// k: the order among ties is the hash, so those are the best of the ties. Exact: every prompt
+// left out is worse than every prompt gathered, and fewer than k gathered falls back to heaps.
+
+const SAMPLE: usize = 1024;
+const GATHER_CHUNK: usize = 1 << 16;
+
+fn top_k_above_a_bar(
+    scores: &[f32],
+    k: usize,
+    seed: u32,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Option<Vec<u32>> {
+    let n = scores.len();
+    if n < 32 * SAMPLE || k.saturating_mul(16) > n {
+        return None;
+    }
+    let stride = n / SAMPLE;
+    let mut sample: Vec<f32> = (0..SAMPLE).map(|i| scores[i * stride]).collect();
+    let rank = (2 * k * SAMPLE / n).max(8);
+    let bar = *sample.select_nth_unstable_by(rank, |a, b| b.total_cmp(a)).1;
+    if bar.is_nan() {
+        return None;
+    }
+    // The sample's shares of scores above and at the bar, as counts over all scores.
+    let scale = n as f64 / SAMPLE as f64;
+    let above = sample.iter().filter(|&&s| s > bar).count() as f64 * scale;
+    let tied = sample.iter().filter(|&&s| s == bar).count() as f64 * scale;
+    let gather_all = |hash_bar: u64| -> Vec<Candidate> {
+        scores
+            .par_chunks(GATHER_CHUNK)
+            .enumerate()
+            .flat_map_iter(|(c, part)| gather(part, c * GATHER_CHUNK, seed, bar, hash_bar, skip))
+            .collect()
+    };
+    // Enough ties to fill the k on their own unless the prompts above plainly fill it.
+    let ties_wanted = if above >= 4.0 * k as f64 {
+        0.0
+    } else {
+        k as f64
+    };
+    let mut best = gather_all(hash_bar_for(ties_wanted, tied));
+    if best.len() < k {
+        let got_above = best.iter().filter(|c| c.score > bar).count();
+        best = gather_all(hash_bar_for(4.0 * (k - got_above) as f64, tied));
+        if best.len() < k {
+            return None;
+        }
+    }
+    best.select_nth_unstable(k - 1);
+    best.truncate(k);
+    best.sort_unstable();
+    Some(best.into_iter().map(|c| c.id).collect())
+}
+
+/// The hash below which a tie is gathered: about twice `wanted` of the `tied` equal scores
+/// (2^32 gathers them all, 0 none).
+fn hash_bar_for(wanted: f64, tied: f64) -> u64 {
+    if wanted <= 0.0 {
+        return 0;
+    }
+    let share = 2.0 * (wanted + 64.0) / tied.max(1.0);
+    ((share.min(1.0) * 4_294_967_296.0).ceil() as u64).min(1 << 32)
+}
+
+#[inline(always)]
+fn block_masks(block: &[f32], bar: f32) -> (u64, u64) {
+    let mut full = [f32::NEG_INFINITY; BLOCK]; // a fixed length, so that the loop vectorises
+    full[..block.len()].copy_from_slice(block);
+    let (mut above, mut tied) = (0u64, 0u64);
+    for (j, &s) in full.iter().enumerate() {
+        above |= ((s > bar) as u64) << j;
+        tied |= ((s == bar) as u64) << j;
+    }
+    (above, tied)
+}
+
+/// A bit per id first..first+64 whose tie hash is below `hash_bar`.
+#[inline(always)]
+fn low_hashes(first: u32, seed: u32, hash_bar: u32) -> u64 {
+    let mut hashes = [0u32; BLOCK];
+    for (j, h) in hashes.iter_mut().enumerate() {
+        *h = tie_key(seed, first.wrapping_add(j as u32));
+    }
+    hashes
+        .iter()
+        .enumerate()
+        .fold(0u64, |low, (j, &h)| low | (((h < hash_bar) as u64) << j))
+}
+
+fn gather(
+    part: &[f32],
+    offset: usize,
+    seed: u32,
+    bar: f32,
+    hash_bar: u64,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { gather_avx512(part, offset, seed, bar, hash_bar, skip) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { gather_avx2(part, offset, seed, bar, hash_bar, skip) };
+        }
+    }
+    gather_body(part, offset, seed, bar, hash_bar, skip)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_avx512(
+    part: &[f32],
+    offset: usize,
+    seed: u32,
+    bar: f32,
+    hash_bar: u64,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
+    gather_body(part, offset, seed, bar, hash_bar, skip)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_avx2(
+    part: &[f32],
+    offset: usize,
+    seed: u32,
+    bar: f32,
+    hash_bar: u64,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
+    gather_body(part, offset, seed, bar, hash_bar, skip)
+}
+
+#[inline(always)]
+fn gather_body(
+    part: &[f32],
+    offset: usize,
+    seed: u32,
+    bar: f32,
+    hash_bar: u64,
+    skip: &(impl Fn(u32) -> bool + Sync),
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let want_ties = hash_bar > 0;
+    for (b, block) in part.chunks(BLOCK).enumerate() {
+        // most blocks hold nothing to gather: one cheap vectorised test skips them
+        let any = block
+            .iter()
+            .fold(false, |any, &s| any | (s > bar) | (want_ties & (s == bar)));
+        if !any {
+            continue;
+        }
+        let first = (offset + b * BLOCK) as u32;
+        let (above, mut tied) = block_masks(block, bar);
+        if !want_ties {
+            tied = 0;
+        }
+        if tied != 0 && hash_bar < 1 << 32 {
+            tied &= low_hashes(first, seed, hash_bar as u32);
+        }
+        let mut mask = above | tied;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let id = first + i as u32;
+            if !skip(id) {
+                out.push(Candidate {
+                    score: block[i],
+                    tie: tie_key(seed, id),
+                    id,
+                });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -258,6 +447,47 @@ mod tests {
                 "k = {k}"
             );
         }
+    }
+
+    #[test]
+    fn a_bar_gives_the_same_best_k() {
+        let mut rng = crate::rng::Rng::new(3);
+        let cases: Vec<Vec<f32>> = vec![
+            (0..300_000).map(|_| rng.uniform() as f32).collect(),
+            (0..300_000)
+                .map(|_| rng.below(1000) as f32 / 1000.0)
+                .collect(),
+            // DPS's shape: a few high scores above a mass of equal ones
+            (0..300_000)
+                .map(|_| {
+                    if rng.below(400) == 0 {
+                        0.5 + rng.uniform() as f32 / 4.0
+                    } else {
+                        1.0 / 3.0
+                    }
+                })
+                .collect(),
+            vec![0.5f32; 300_000],
+        ];
+        for (c, scores) in cases.iter().enumerate() {
+            for &k in &[1usize, 10, 256, 1000, 5000, 18_000] {
+                for skip_every in [5u32, 1_000_000] {
+                    let skip = |id: u32| id % skip_every == 1;
+                    let want = reference(scores, k, 7, skip);
+                    assert_eq!(
+                        top_k(scores, k, 7, skip),
+                        want,
+                        "case {c}, k = {k}, skip every {skip_every}"
+                    );
+                }
+            }
+        }
+        let sloped: Vec<f32> = (0..100_000).map(|i| i as f32).collect();
+        assert!(top_k_above_a_bar(&sloped, 100, 0, &|_| false).is_some());
+        let few_high: Vec<f32> = (0..100_000)
+            .map(|i| if i % 997 == 0 { 0.9 } else { 0.3 })
+            .collect();
+        assert!(top_k_above_a_bar(&few_high, 1000, 0, &|_| false).is_some());
     }
 
     #[test]
