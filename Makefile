@@ -62,20 +62,22 @@ verl-demo: $(BUILD_STAMP) $(VERL_STAMP)
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math
 
-# Lint: ruff (lint and format) over the Python, mypy over the package.
+# Lint: ruff (lint and format) over the Python, mypy over the package, rustfmt over the core.
 LINT_PATHS := python tests benchmarks studies examples
 lint: $(BUILD_STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	cargo fmt --check
 
 format: $(BUILD_STAMP)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
+	cargo fmt
 
 # The documentation site (mkdocs.yml); --strict fails on a broken link or anchor.
 docs: $(BUILD_STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 docs-serve: $(BUILD_STAMP)
 	$(VENV)/bin/mkdocs serve

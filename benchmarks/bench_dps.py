@@ -110,7 +110,7 @@ def bench_size(n, batch, python_loop):
         ref = ReferenceDPS(n, DECAY, [[1.0] * 3] * 3)
 
         def loop_observe(ids, c, k):
-            ref.observe({int(i): (int(x), int(y)) for i, x, y in zip(ids, c, k)})
+            ref.observe({int(i): (int(x), int(y)) for i, x, y in zip(ids, c, k, strict=True)})
 
         t_loop = time_steps(loop_observe, ref.select, batch, 2, rng)[1]
     return {
@@ -148,7 +148,10 @@ def main() -> None:
     parser.add_argument("--loop-max", type=int, default=40_000, help="largest N timed with the Python loop")
     args = parser.parse_args()
     print(f"numpy reference agrees with ours to {check_agreement():.1e} (max |difference| of predictions)")
-    print(f"threads: RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')} of {os.cpu_count()} cores; B = {args.batch}")
+    print(
+        f"threads: RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')} of {os.cpu_count()} cores; B = "
+        f"{args.batch}"
+    )
     header = (
         "| N | ours (ms/step) | ours, every prompt updated (ms) | numpy (ms/step) | Python loop (ms/step) "
         "| numpy / ours | loop / ours | state bytes/prompt | RSS bytes/prompt |"

@@ -5,7 +5,8 @@
 
 Writes the logs under --dir (default runs/bench-logs), then reads each in a fresh process and
 prints one row per case: rows, the file's size, the wall and CPU (user + system) time of
-load_log and the process's peak resident memory (ru_maxrss, which includes the ~150 MB of the interpreter with polars and
+load_log and the process's peak resident memory (ru_maxrss, which includes the ~150 MB of the interpreter with polars
+and
 numpy loaded). Cases:
 - group, int ids: per-group Parquet, ids drawn from 10^6 prompts, 10^4 steps of 1,000 groups
   each (the issue's 10^7-row log), rows in step order, prompts in random order within a step;
@@ -33,7 +34,8 @@ cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 log = load_log({path!r}, spec)
 wall = time.perf_counter() - t0
 use = resource.getrusage(resource.RUSAGE_SELF)
-print(log.groups.height, log.info.num_prompts, f"{{wall:.2f}}", f"{{use.ru_utime + use.ru_stime - cpu0:.2f}}", f"{{use.ru_maxrss / 1024:.0f}}")
+print(log.groups.height, log.info.num_prompts, f"{{wall:.2f}}", f"{{use.ru_utime + use.ru_stime - cpu0:.2f}}",
+f"{{use.ru_maxrss / 1024:.0f}}")
 """
 
 
@@ -64,7 +66,17 @@ def write_response_log(folder: Path, rows: int, prompts: int) -> Path:
             text = f"Question {q}: what is {q} + {q * 7 % 13}?"
             for _ in range(k):
                 reward = float(rng.random() < 0.5) + 0.1
-                f.write(json.dumps({"global_step": g // 64, "prompt": text, "completion": "The answer is 42. " * 10, "reward": reward}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "global_step": g // 64,
+                            "prompt": text,
+                            "completion": "The answer is 42. " * 10,
+                            "reward": reward,
+                        }
+                    )
+                    + "\n"
+                )
     return path
 
 
@@ -87,7 +99,9 @@ def main() -> int:
     print("| log | file rows | file MB | groups | prompts | load_log wall s | CPU s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, path, cols in cases:
-        out = subprocess.run([sys.executable, "-c", READ.format(cols=cols, path=str(path))], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", READ.format(cols=cols, path=str(path))], capture_output=True, text=True, check=True
+        )
         groups, prompts, wall, cpu, peak = out.stdout.split()
         rows = args.group_rows if path.suffix == ".parquet" else args.response_rows
         size = path.stat().st_size / 1e6

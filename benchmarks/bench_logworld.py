@@ -64,7 +64,9 @@ def make_log(prompts: int, steps: int, per_step: int, seed: int = 0) -> pl.DataF
     logit = base[ids] + gain[ids] * (step / steps)
     nc = rng.binomial(8, 1.0 / (1.0 + np.exp(-logit)))
     del logit
-    return pl.DataFrame({"step": step, "prompt_id": ids, "n_rollouts": np.full(len(ids), 8, np.int64), "n_correct": nc.astype(np.int64)})
+    return pl.DataFrame(
+        {"step": step, "prompt_id": ids, "n_rollouts": np.full(len(ids), 8, np.int64), "n_correct": nc.astype(np.int64)}
+    )
 
 
 def main() -> int:
@@ -78,11 +80,15 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     t0 = time.perf_counter()
     log = make_log(args.prompts, args.steps, args.per_step)
-    print(f"| make the log (numpy) | {log.height:,} | {time.perf_counter() - t0:.1f} | | | | {peak_gib():.2f} |", flush=True)
+    print(
+        f"| make the log (numpy) | {log.height:,} | {time.perf_counter() - t0:.1f} | | | | {peak_gib():.2f} |",
+        flush=True,
+    )
     t0 = time.perf_counter()
     world = LogWorld(log, num_prompts=args.prompts)
     print(
-        f"| build LogWorld (switch rate {world.switch_rate:g}, prior half-life {world.prior.half_life:g}) | {log.height:,} | "
+        f"| build LogWorld (switch rate {world.switch_rate:g}, prior half-life {world.prior.half_life:g}) |"
+        f" {log.height:,} | "
         f"{time.perf_counter() - t0:.1f} | | | | {peak_gib():.2f} |",
         flush=True,
     )
@@ -92,8 +98,10 @@ def main() -> int:
         res = replay(policy, world, steps=world.steps, batch_size=args.per_step, seed=0)
         s = res.summary
         print(
-            f"| replay {name}, {world.steps:,} steps x {args.per_step:,} | {log.height:,} | {time.perf_counter() - t0:.1f} | "
-            f"{s['world_ms_per_step']:.2f} | {s['policy_ms_per_step']:.2f} | {s['effective_ratio']:.3f} | {peak_gib():.2f} |",
+            f"| replay {name}, {world.steps:,} steps x {args.per_step:,} | {log.height:,} |"
+            f" {time.perf_counter() - t0:.1f} | "
+            f"{s['world_ms_per_step']:.2f} | {s['policy_ms_per_step']:.2f} | {s['effective_ratio']:.3f} |"
+            f" {peak_gib():.2f} |",
             flush=True,
         )
     return 0

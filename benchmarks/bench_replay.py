@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--demo", action="store_true", help="also time `dps replay replay/math.toml` (the make demo sweep)")
     args = ap.parse_args()
 
-    print(f"| N | policy | steps | replay wall s | policy ms/step | world ms/step | effective ratio |")
+    print("| N | policy | steps | replay wall s | policy ms/step | world ms/step | effective ratio |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         t0 = time.perf_counter()
@@ -60,10 +60,21 @@ def main() -> int:
     if args.demo:
         root = Path(__file__).resolve().parents[1]
         dps_bin = Path(sys.executable).with_name("dps")
-        cmd = [str(dps_bin), "replay", str(root / "replay/math.toml"), "--out", str(root / "runs/bench-demo"), "--quiet", "--no-plots"]
+        cmd = [
+            str(dps_bin),
+            "replay",
+            str(root / "replay/math.toml"),
+            "--out",
+            str(root / "runs/bench-demo"),
+            "--quiet",
+            "--no-plots",
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        print(f"\nMATH demo sweep (7 policies x 3 seeds, 360 steps, no plots), end to end: {time.perf_counter() - t0:.1f} s")
+        print(
+            "\nMATH demo sweep (7 policies x 3 seeds, 360 steps, no plots), end to end: "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
     return 0
 
 

@@ -10,7 +10,8 @@ CPU. The task is the integration tests' first-character task (512 prompts "q<i>:
 is correct when its first character falls in a prompt-specific set), on which an untrained
 model already solves some responses of most prompts, so both trainers do a real update every
 step (`dps train` skips the update of zero-advantage groups; on arithmetic without a warm-up
-every group is unsolved and the comparison would time generation only). A step's wall time is the time between two consecutive
+every group is unsolved and the comparison would time generation only). A step's wall time is the time between two
+consecutive
 `select` calls of the policy (generation, scoring, update, logging: everything a step does).
 Prints one row per trainer: median and mean step wall time, the policy's time per step
 (select + admit + observe) and its share of the step.
@@ -19,7 +20,6 @@ Prints one row per trainer: median and mean step wall time, the policy's time pe
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -100,9 +100,15 @@ class Timed(Policy):
 
 def row(name: str, policy: Timed, skip: int) -> dict[str, Any]:
     walls = np.diff(policy.select_times)[skip:]
-    spent = np.array(policy.policy_s[skip:len(policy.select_times) - 1])
-    return {"trainer": name, "steps": len(walls), "median_s": float(np.median(walls)), "mean_s": float(walls.mean()),
-            "policy_ms": 1000 * float(spent.mean()), "policy_share": float(spent.sum() / walls.sum())}
+    spent = np.array(policy.policy_s[skip : len(policy.select_times) - 1])
+    return {
+        "trainer": name,
+        "steps": len(walls),
+        "median_s": float(np.median(walls)),
+        "mean_s": float(walls.mean()),
+        "policy_ms": 1000 * float(spent.mean()),
+        "policy_share": float(spent.sum() / walls.sum()),
+    }
 
 
 def run_dps_train(steps: int, out: Path) -> Timed:
@@ -136,18 +142,39 @@ def run_trl(steps: int, out: Path) -> tuple[Timed, dict[str, float]]:
     dataset = Dataset.from_dict({"prompt": [ex.prompt for ex in examples], "prompt_id": [ex.id for ex in examples]})
 
     def correct(prompts: list, completions: list, prompt_id: list, **kwargs: Any) -> list[float]:
-        return [float(task.verify(examples[i], c)) for c, i in zip(completions, prompt_id)]
+        return [float(task.verify(examples[i], c)) for c, i in zip(completions, prompt_id, strict=True)]
 
     tok = char_tokenizer()
     args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=B * K, num_generations=K, gradient_accumulation_steps=1,
-        steps_per_generation=1, max_completion_length=MAX_TOKENS, max_steps=steps, learning_rate=LR,
-        lr_scheduler_type="constant", beta=0.0, loss_type="dapo", temperature=1.0, use_cpu=True, bf16=False,
-        report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(out),
+        per_device_train_batch_size=B * K,
+        num_generations=K,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        max_completion_length=MAX_TOKENS,
+        max_steps=steps,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        beta=0.0,
+        loss_type="dapo",
+        temperature=1.0,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     policy = Timed(len(examples))
-    trainer = DPSGRPOTrainer(model=tiny_model(tok), reward_funcs=[correct], args=args, train_dataset=dataset,
-                             processing_class=tok, policy=policy)
+    trainer = DPSGRPOTrainer(
+        model=tiny_model(tok),
+        reward_funcs=[correct],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        policy=policy,
+    )
     trainer.train()
     return policy, trainer.dps_cost()
 
@@ -164,12 +191,17 @@ def main() -> None:
     print("| trainer | steps timed | median s/step | mean s/step | policy ms/step | policy share |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['trainer']} | {r['steps']} | {r['median_s']:.3f} | {r['mean_s']:.3f} | {r['policy_ms']:.3f} "
-              f"| {100 * r['policy_share']:.3f}% |")
-    print(f"TRL whole train(): {cost['train_s']:.1f} s, policy {cost['policy_s'] * 1000:.1f} ms "
-          f"({100 * cost['policy_share']:.3f}%; of CPU time {100 * cost['policy_cpu_share']:.3f}%), "
-          f"rollout log {cost['log_s'] * 1000:.1f} ms "
-          f"({100 * cost['log_share']:.3f}%)", file=sys.stdout)
+        print(
+            f"| {r['trainer']} | {r['steps']} | {r['median_s']:.3f} | {r['mean_s']:.3f} | {r['policy_ms']:.3f} "
+            f"| {100 * r['policy_share']:.3f}% |"
+        )
+    print(
+        f"TRL whole train(): {cost['train_s']:.1f} s, policy {cost['policy_s'] * 1000:.1f} ms "
+        f"({100 * cost['policy_share']:.3f}%; of CPU time {100 * cost['policy_cpu_share']:.3f}%), "
+        f"rollout log {cost['log_s'] * 1000:.1f} ms "
+        f"({100 * cost['log_share']:.3f}%)",
+        file=sys.stdout,
+    )
     print("TRL/dps train median step ratio:", f"{rows[1]['median_s'] / rows[0]['median_s']:.2f}")
 
 

@@ -55,7 +55,10 @@ def main() -> None:
     tq.init()
     try:
         print(f"N = {N}, B = {B}, k = {K}, {args.steps} steps after one warm-up step")
-        print("| policy | groups rolled out / step | CPU step (ms) | of which rollout stand-in (ms) | policy select+admit+observe (ms) | reading rewards from TQ (ms) | policy share of the CPU step |")
+        print(
+            "| policy | groups rolled out / step | CPU step (ms) | of which rollout stand-in (ms) |"
+            " policy select+admit+observe (ms) | reading rewards from TQ (ms) | policy share of the CPU step |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name, options in (("dps", {"decay": 0.7}), ("dps+ds", {"decay": 0.7, "max_rounds": 4})):
             m = measure(name, options, args.steps)

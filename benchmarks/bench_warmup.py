@@ -34,9 +34,13 @@ def main() -> None:
     task = make_task(p["task"]["name"], **p["task"]["options"])
     tok = char_tokenizer()
     eos = tok.eos_token_id
-    pairs = [(tok(ex.prompt, add_special_tokens=False)["input_ids"],
-              tok(task.reference_response(ex), add_special_tokens=False)["input_ids"] + [eos])
-             for ex in task.warmup()]
+    pairs = [
+        (
+            tok(ex.prompt, add_special_tokens=False)["input_ids"],
+            tok(task.reference_response(ex), add_special_tokens=False)["input_ids"] + [eos],
+        )
+        for ex in task.warmup()
+    ]
     print(f"cores: {os.cpu_count()}; torch default threads: {torch.get_num_threads()}")
     print("| threads | steps | seconds | s/step | load average (1 min) before -> after |")
     print("|---|---|---|---|---|")
@@ -49,8 +53,11 @@ def main() -> None:
             t0 = time.perf_counter()
             supervised_warmup(model, pairs, args.steps, 64, 1e-3, 0, tok.pad_token_id, torch.device("cpu"))
             sec = time.perf_counter() - t0
-            print(f"| {n} | {args.steps} | {sec:.1f} | {sec / args.steps:.3f} | {before:.1f} -> {os.getloadavg()[0]:.1f} |",
-                  flush=True)
+            print(
+                f"| {n} | {args.steps} | {sec:.1f} | {sec / args.steps:.3f} |"
+                f" {before:.1f} -> {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 One row per run: rollouts, effective ratio, distinct prompts trained on (most uses of one
 prompt), and held-out accuracy at 0, half and all of the run's rollouts; then the mean over
-seeds per run name, and the mean held-out accuracy against rollouts spent. Only finished runs (with summary.json) are read.
+seeds per run name, and the mean held-out accuracy against rollouts spent. Only finished runs (with summary.json) are
+read.
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ def run_row(folder: Path) -> dict:
 def main(root: Path) -> None:
     rows = [run_row(f) for f in sorted(root.glob("s*/*")) if (f / "summary.json").exists()]
     half = rows[0]["rollouts"] // 2 if rows else 0
-    print(f"| seed | run | rollouts | effective ratio | distinct prompts (max uses) | held-out acc at 0 / {half} / all rollouts "
-          "| greedy acc at 0 / all rollouts |")
+    print(
+        "| seed | run | rollouts | effective ratio | distinct prompts (max uses) |"
+        f" held-out acc at 0 / {half} / all rollouts "
+        "| greedy acc at 0 / all rollouts |"
+    )
     print("|---|---|---:|---:|---:|---|---|")
     for r in rows:
-        print(f"| {r['seed']} | {r['run']} | {r['rollouts']} | {r['effective_ratio']:.2f} | {r['distinct']} ({r['max_uses']}) | "
-              f"{r['acc_0']:.3f} / {r['acc_half']:.3f} / {r['acc_end']:.3f} | {r['greedy_0']:.3f} / {r['greedy_end']:.3f} |")
+        print(
+            f"| {r['seed']} | {r['run']} | {r['rollouts']} | {r['effective_ratio']:.2f} |"
+            f" {r['distinct']} ({r['max_uses']}) | "
+            f"{r['acc_0']:.3f} / {r['acc_half']:.3f} / {r['acc_end']:.3f} |"
+            f" {r['greedy_0']:.3f} / {r['greedy_end']:.3f} |"
+        )
     print("\n| run | seeds | effective ratio | distinct prompts | held-out acc start -> end (change) | greedy change |")
     print("|---|---:|---:|---:|---|---|")
     for name in dict.fromkeys(r["run"] for r in rows):
@@ -60,9 +68,11 @@ def main(root: Path) -> None:
         mean = {k: float(np.mean([r[k] for r in group])) for k in ("effective_ratio", "distinct", "acc_0", "acc_end")}
         change = [r["acc_end"] - r["acc_0"] for r in group]
         greedy = [r["greedy_end"] - r["greedy_0"] for r in group]
-        print(f"| {name} | {len(group)} | {mean['effective_ratio']:.2f} | {mean['distinct']:.0f} | "
-              f"{mean['acc_0']:.3f} -> {mean['acc_end']:.3f} ({', '.join(f'{c:+.3f}' for c in change)}) | "
-              f"{', '.join(f'{c:+.3f}' for c in greedy)} |")
+        print(
+            f"| {name} | {len(group)} | {mean['effective_ratio']:.2f} | {mean['distinct']:.0f} | "
+            f"{mean['acc_0']:.3f} -> {mean['acc_end']:.3f} ({', '.join(f'{c:+.3f}' for c in change)}) | "
+            f"{', '.join(f'{c:+.3f}' for c in greedy)} |"
+        )
     points = sorted(set.intersection(*(set(r["curve"]) for r in rows)))[::2] if rows else []
     print("\nHeld-out accuracy against rollouts spent, mean over seeds:\n")
     print("| run | " + " | ".join(f"{p:,}" for p in points) + " |")

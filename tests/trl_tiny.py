@@ -17,7 +17,7 @@ def target(prompt_id: int) -> set[str]:
 
 
 def accuracy(prompts: list, completions: list, prompt_id: list, **kwargs: Any) -> list[float]:
-    return [1.0 if c[:1] in target(p) else 0.0 for c, p in zip(completions, prompt_id)]
+    return [1.0 if c[:1] in target(p) else 0.0 for c, p in zip(completions, prompt_id, strict=True)]
 
 
 def format_bonus(prompts: list, completions: list, **kwargs: Any) -> list[float]:
@@ -35,18 +35,37 @@ def config(output_dir: str, max_steps: int, **overrides: Any):
     from trl import GRPOConfig
 
     options: dict[str, Any] = dict(
-        output_dir=output_dir, per_device_train_batch_size=8, num_generations=4,
-        gradient_accumulation_steps=1, steps_per_generation=2, max_completion_length=4,
-        max_steps=max_steps, save_steps=4, logging_steps=1, report_to=[], use_cpu=True,
-        learning_rate=1e-3, lr_scheduler_type="constant", seed=0, bf16=False, disable_tqdm=True,
-        temperature=1.0, dataloader_num_workers=0,
+        output_dir=output_dir,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        gradient_accumulation_steps=1,
+        steps_per_generation=2,
+        max_completion_length=4,
+        max_steps=max_steps,
+        save_steps=4,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        seed=0,
+        bf16=False,
+        disable_tqdm=True,
+        temperature=1.0,
+        dataloader_num_workers=0,
     )
     options.update(overrides)
     return GRPOConfig(**options)
 
 
-def trainer(output_dir: str, policy: Any, max_steps: int = 8, callbacks: list | None = None,
-            reward_funcs: list | None = None, **overrides: Any):
+def trainer(
+    output_dir: str,
+    policy: Any,
+    max_steps: int = 8,
+    callbacks: list | None = None,
+    reward_funcs: list | None = None,
+    **overrides: Any,
+):
     from dps.integrations.trl import DPSGRPOTrainer
     from dps.train.model import char_tokenizer, tiny_model
 
@@ -54,7 +73,12 @@ def trainer(output_dir: str, policy: Any, max_steps: int = 8, callbacks: list | 
     model = tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
     correct_reward = overrides.pop("correct_reward", None)
     return DPSGRPOTrainer(
-        model=model, reward_funcs=reward_funcs or [accuracy, format_bonus],
-        args=config(output_dir, max_steps, **overrides), train_dataset=dataset(), processing_class=tok,
-        policy=policy, callbacks=callbacks, correct_reward=correct_reward,
+        model=model,
+        reward_funcs=reward_funcs or [accuracy, format_bonus],
+        args=config(output_dir, max_steps, **overrides),
+        train_dataset=dataset(),
+        processing_class=tok,
+        policy=policy,
+        callbacks=callbacks,
+        correct_reward=correct_reward,
     )

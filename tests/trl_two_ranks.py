@@ -12,7 +12,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import trl_tiny  # noqa: E402
-
 from dps import DPS  # noqa: E402
 
 out = Path(sys.argv[1])
@@ -27,9 +26,14 @@ def accuracy(prompts, completions, prompt_id, **kwargs):
 
 
 # per-device 4 rows x 2 ranks x steps_per_generation 2 = 16 completions = B 4 x k 4 per generation
-trainer = trl_tiny.trainer(str(out / "run"), DPS(trl_tiny.N_PROMPTS, decay=0.5, seed=0), max_steps=4,
-                           reward_funcs=[accuracy, trl_tiny.format_bonus], per_device_train_batch_size=4,
-                           save_steps=100)
+trainer = trl_tiny.trainer(
+    str(out / "run"),
+    DPS(trl_tiny.N_PROMPTS, decay=0.5, seed=0),
+    max_steps=4,
+    reward_funcs=[accuracy, trl_tiny.format_bonus],
+    per_device_train_batch_size=4,
+    save_steps=100,
+)
 holder["trainer"] = trainer
 selected: list = []
 original = trainer._select

@@ -129,7 +129,7 @@ def test_gate_evicts_rejected_groups_and_verl_refills_them(tmp_path):
         dispatched = sum(len(b) for b in rollout.batches) - sum(len(s) for s in recording.selected[:step])
         assert dispatched == len(selected) > B  # verl asked for refills; the policy chose them
         assert Counter(recording.observed[step].tolist()) == Counter(selected)  # each group once
-        assert sorted(recording.admitted[-len(selected):]) == sorted(selected)  # admit once per group
+        assert sorted(recording.admitted[-len(selected) :]) == sorted(selected)  # admit once per group
         trained = trained_prompts(trainer, metrics)
         assert len(trained) == B
         record = trainer.driver.last_step
@@ -208,7 +208,9 @@ def test_launch_scripts_compose_with_verls_config(script, batch, decay):
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(root / "scripts" / "verl" / script)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        ["bash", str(root / "scripts" / "verl" / script)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     config = yaml.safe_load(result.stdout)
     assert config["trainer"]["v1"]["trainer_mode"] == "dps"
@@ -239,7 +241,7 @@ def test_groups_finishing_while_verl_polls_are_each_observed_once(tmp_path):
         metrics = run_steps(trainer, 1)[0]
         selected = recording.selected[step]
         assert Counter(recording.observed[step].tolist()) == Counter(selected)
-        assert sorted(recording.admitted[-len(selected):]) == sorted(selected)
+        assert sorted(recording.admitted[-len(selected) :]) == sorted(selected)
         record = trainer.driver.last_step
         correct = dict(zip(record.ids, record.n_correct, strict=True))
         trained = trained_prompts(trainer, metrics)
@@ -259,7 +261,10 @@ def test_the_entry_point_refuses_another_trainer_mode(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "dps.integrations.verl", "trainer.v1.trainer_mode=colocate_async"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # Hydra writes outputs/ there
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # Hydra writes outputs/ there
     )
     assert result.returncode != 0
     assert "trainer_mode='colocate_async', where the dps section would be ignored" in result.stderr

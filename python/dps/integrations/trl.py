@@ -83,29 +83,39 @@ class DPSGRPOTrainer(GRPOTrainer):
         self.dps_generation = 0
         self.dps_log = RolloutLogWriter(Path(self.args.output_dir) / LOG_FILE)
         # wall seconds, and the process's CPU seconds (robust to preemption on a shared machine)
-        self.dps_timing = {"policy_s": 0.0, "log_s": 0.0, "train_s": 0.0, "generations": 0,
-                           "policy_cpu_s": 0.0, "train_cpu_s": 0.0}
+        self.dps_timing = {
+            "policy_s": 0.0,
+            "log_s": 0.0,
+            "train_s": 0.0,
+            "generations": 0,
+            "policy_cpu_s": 0.0,
+            "train_cpu_s": 0.0,
+        }
         self._gathered_rewards: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ checks
     def _check_setup(self, correct_reward: str | None) -> int | None:
         dataset = self.train_dataset
         if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
-            raise TypeError("DPSGRPOTrainer needs a map-style train_dataset (row index = prompt id), "
-                            f"got {type(dataset).__name__}")
+            raise TypeError(
+                f"DPSGRPOTrainer needs a map-style train_dataset (row index = prompt id), got {type(dataset).__name__}"
+            )
         if type(dataset).__name__ == "IterableDataset":  # datasets.IterableDataset
             raise TypeError("DPSGRPOTrainer needs a map-style train_dataset, got a datasets.IterableDataset")
         if len(dataset) != self.policy.num_prompts:
-            raise ValueError(f"the policy has num_prompts={self.policy.num_prompts}, "
-                             f"train_dataset has {len(dataset)} rows: they must be equal")
+            raise ValueError(
+                f"the policy has num_prompts={self.policy.num_prompts}, "
+                f"train_dataset has {len(dataset)} rows: they must be equal"
+            )
         prompts = self.args.generation_batch_size // self.num_generations
         if prompts > self.policy.num_prompts:
             raise ValueError(f"a generation batch needs {prompts} prompts, the dataset has {self.policy.num_prompts}")
         if correct_reward is None:
             return None
         if correct_reward not in self.reward_func_names:
-            raise ValueError(f"correct_reward={correct_reward!r} is not one of the reward functions "
-                             f"{self.reward_func_names}")
+            raise ValueError(
+                f"correct_reward={correct_reward!r} is not one of the reward functions {self.reward_func_names}"
+            )
         return self.reward_func_names.index(correct_reward)
 
     # ------------------------------------------------------------------ one generation = one policy step
@@ -143,8 +153,9 @@ class DPSGRPOTrainer(GRPOTrainer):
             self.dps_timing["policy_s"] += time.perf_counter() - t0
             self.dps_timing["policy_cpu_s"] += time.process_time() - c0
             if ids.shape != (self.prompts_per_generation,):
-                raise ValueError(f"{type(self.policy).__name__}.select({self.prompts_per_generation}) "
-                                 f"returned {len(ids)} ids")
+                raise ValueError(
+                    f"{type(self.policy).__name__}.select({self.prompts_per_generation}) returned {len(ids)} ids"
+                )
             payload = [ids]
         broadcast_object_list(payload)
         return payload[0]
@@ -153,9 +164,8 @@ class DPSGRPOTrainer(GRPOTrainer):
         """This rank's slice of the global batch: each prompt k times, prompt-major (TRL's layout)."""
         k, rank, ranks = self.num_generations, self.accelerator.process_index, self.accelerator.num_processes
         if n_local * ranks != len(ids) * k:
-            raise RuntimeError(f"TRL's generation batch holds {n_local} x {ranks} rows, the selection "
-                               f"{len(ids)} x {k}")
-        local = np.repeat(ids, k)[rank * n_local:(rank + 1) * n_local]
+            raise RuntimeError(f"TRL's generation batch holds {n_local} x {ranks} rows, the selection {len(ids)} x {k}")
+        local = np.repeat(ids, k)[rank * n_local : (rank + 1) * n_local]
         keys = list(keys)
         cache: dict[int, dict[str, Any]] = {}
         rows = []
@@ -180,8 +190,9 @@ class DPSGRPOTrainer(GRPOTrainer):
         per_group = torch.nan_to_num(total, nan=0.0).view(n_prompts, k).tolist()
         return n_correct, per_group
 
-    def _admit_and_observe(self, ids: np.ndarray, n_correct: np.ndarray,
-                           rewards: list[list[float]]) -> tuple[np.ndarray, dict[str, float]]:
+    def _admit_and_observe(
+        self, ids: np.ndarray, n_correct: np.ndarray, rewards: list[list[float]]
+    ) -> tuple[np.ndarray, dict[str, float]]:
         payload: list[Any] = [None]
         if self.accelerator.is_main_process:
             k = self.num_generations
@@ -199,13 +210,15 @@ class DPSGRPOTrainer(GRPOTrainer):
             self.dps_timing["log_s"] += time.perf_counter() - t1
             partial = (n_correct > 0) & (n_correct < k)
             metrics = {name: float(value) for name, value in policy_metrics.items()}
-            metrics.update({
-                "partial_share": float(partial.mean()),
-                "admitted": float(keep.sum()),
-                "shortfall": float(len(ids) - keep.sum()),
-                "effective_ratio": float((partial & keep).sum() / max(int(keep.sum()), 1)),
-                "policy_ms": 1000.0 * spent,
-            })
+            metrics.update(
+                {
+                    "partial_share": float(partial.mean()),
+                    "admitted": float(keep.sum()),
+                    "shortfall": float(len(ids) - keep.sum()),
+                    "effective_ratio": float((partial & keep).sum() / max(int(keep.sum()), 1)),
+                    "policy_ms": 1000.0 * spent,
+                }
+            )
             payload = [(keep, metrics)]
         broadcast_object_list(payload)
         return payload[0]
@@ -214,7 +227,7 @@ class DPSGRPOTrainer(GRPOTrainer):
         if keep.all():
             return
         rank = self.accelerator.process_index
-        rows = np.repeat(keep, self.num_generations)[rank * n_local:(rank + 1) * n_local]
+        rows = np.repeat(keep, self.num_generations)[rank * n_local : (rank + 1) * n_local]
         mask = torch.as_tensor(~rows, device=output["advantages"].device)
         output["advantages"] = output["advantages"].masked_fill(mask, 0.0)
 
@@ -226,7 +239,9 @@ class DPSGRPOTrainer(GRPOTrainer):
             warnings.warn(
                 f"checkpoint at global step {self.state.global_step} falls inside a generation batch "
                 f"(TRL regenerates after a resume): choose save_steps as a multiple of "
-                f"{generate_every // self.args.gradient_accumulation_steps} for an exact resume", stacklevel=2)
+                f"{generate_every // self.args.gradient_accumulation_steps} for an exact resume",
+                stacklevel=2,
+            )
         if not self.accelerator.is_main_process:
             return
         folder = Path(self._get_output_dir(trial=trial)) / f"{CHECKPOINT_PREFIX}-{self.state.global_step}"
@@ -235,8 +250,11 @@ class DPSGRPOTrainer(GRPOTrainer):
         self._write_log()
         if self.dps_log.path.exists():
             shutil.copyfile(self.dps_log.path, folder / LOG_FILE)
-        state = {"generation": self.dps_generation, "global_step": self.state.global_step,
-                 "policy": type(self.policy).__name__}
+        state = {
+            "generation": self.dps_generation,
+            "global_step": self.state.global_step,
+            "policy": type(self.policy).__name__,
+        }
         (folder / STATE_FILE).write_text(json.dumps(state))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
@@ -247,8 +265,9 @@ class DPSGRPOTrainer(GRPOTrainer):
     def _resume_policy(self, folder: Path) -> None:
         state_file = folder / STATE_FILE
         if not state_file.exists():
-            raise FileNotFoundError(f"{state_file}: the checkpoint holds no dps state "
-                                    "(was it written by DPSGRPOTrainer?)")
+            raise FileNotFoundError(
+                f"{state_file}: the checkpoint holds no dps state (was it written by DPSGRPOTrainer?)"
+            )
         state = json.loads(state_file.read_text())
         self.dps_generation = int(state["generation"])
         if not self.accelerator.is_main_process:
@@ -281,5 +300,9 @@ class DPSGRPOTrainer(GRPOTrainer):
         the process's CPU time (which preemption on a shared machine does not inflate)."""
         timing = self.dps_timing
         train, cpu = max(timing["train_s"], 1e-12), max(timing["train_cpu_s"], 1e-12)
-        return {**timing, "policy_share": timing["policy_s"] / train, "log_share": timing["log_s"] / train,
-                "policy_cpu_share": timing["policy_cpu_s"] / cpu}
+        return {
+            **timing,
+            "policy_share": timing["policy_s"] / train,
+            "log_share": timing["log_s"] / train,
+            "policy_cpu_share": timing["policy_cpu_s"] / cpu,
+        }

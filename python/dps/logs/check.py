@@ -112,8 +112,17 @@ def _require(df: pl.DataFrame, path: str | Path, spec: LogSpec, layout: str, ava
     for name in required:
         if name not in df.columns and not (name == "prompt_id" and "prompt_key" in df.columns):
             col = spec.file_column(name)
-            hint = f" (map a column of yours to it with columns.{name} = \"NAME\" or --column {name}=NAME)" if col == name else ""
-            raise LogError(path, col, None, f"missing: a {layout} log needs {', '.join(required)}{hint}{has}{_suggest(name, available)}")
+            hint = (
+                f' (map a column of yours to it with columns.{name} = "NAME" or --column {name}=NAME)'
+                if col == name
+                else ""
+            )
+            raise LogError(
+                path,
+                col,
+                None,
+                f"missing: a {layout} log needs {', '.join(required)}{hint}{has}{_suggest(name, available)}",
+            )
     if df.height == 0:
         raise LogError(path, None, None, "the log holds no rows")
 
@@ -144,14 +153,18 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     frame, keys, mapping = _dense_ids(frame, id_type, spec.prompt_ids)
     if spec.kinds is not None:
         if "kind" not in frame.columns:
-            raise LogError(path, spec.file_column("kind"), None, "missing: kinds were asked for, but the log has no kind column")
+            raise LogError(
+                path, spec.file_column("kind"), None, "missing: kinds were asked for, but the log has no kind column"
+            )
         frame = frame.filter(pl.col("kind").is_in(list(spec.kinds)))
         if frame.height == 0:
             raise LogError(path, spec.file_column("kind"), None, f"no rows of kind {', '.join(spec.kinds)}")
     frame = _sorted(_order(frame, spec))
     used = {name: spec.file_column(name) for name in df.columns if name in SCHEMA_COLUMNS and name != "prompt_key"}
     used["prompt_id"] = chk.spec.file_column("prompt_id")  # the file's prompt_key, where it has one
-    info = LogInfo(str(path), "frame", 1, layout, rows, used, id_type, mapping, len(keys), correctness, threshold, spec.kinds)
+    info = LogInfo(
+        str(path), "frame", 1, layout, rows, used, id_type, mapping, len(keys), correctness, threshold, spec.kinds
+    )
     return LoadedLog(frame, info, keys)
 
 
@@ -177,10 +190,11 @@ def _check_step_span(chk: _Checker) -> None:
         else f"{value - below:,} steps after the previous logged step {below}"
     )
     raise chk.error(
-        "step", bad,
+        "step",
+        bad,
         f"is {value}, {where}: the log's {len(distinct):,} distinct steps span {lo}..{hi}, and a "
         f"replay runs every step of that range (at most {MAX_STEP_SPAN:,}). A corrupt row? Fix or drop it; steps must "
-        "count training steps (else map another column: [world.columns] step = \"...\", or --column step=...)",
+        'count training steps (else map another column: [world.columns] step = "...", or --column step=...)',
     )
 
 
@@ -191,10 +205,16 @@ def _check_groups(chk: _Checker) -> None:
     df = chk.df
     bad = chk.first(pl.col("n_rollouts") > MAX_GROUP_SIZE)
     if bad is not None:
-        raise chk.error("n_rollouts", bad, f"is {df['n_rollouts'][bad]}: a group of more than {MAX_GROUP_SIZE:,} responses (a corrupt row?)")
+        raise chk.error(
+            "n_rollouts",
+            bad,
+            f"is {df['n_rollouts'][bad]}: a group of more than {MAX_GROUP_SIZE:,} responses (a corrupt row?)",
+        )
     bad = chk.first(pl.col("n_correct") > pl.col("n_rollouts"))
     if bad is not None:
-        raise chk.error("n_correct", bad, f"n_correct = {df['n_correct'][bad]} exceeds n_rollouts = {df['n_rollouts'][bad]}")
+        raise chk.error(
+            "n_correct", bad, f"n_correct = {df['n_correct'][bad]} exceeds n_rollouts = {df['n_rollouts'][bad]}"
+        )
     if "reward_mean" in df.columns:
         chk.number("reward_mean")
         chk.df = chk.df.with_columns(pl.col("reward_mean").cast(pl.Float64))
@@ -225,7 +245,9 @@ def _check_responses(chk: _Checker) -> tuple[str, float | None]:
     if dtype.is_integer():
         bad = chk.first(~pl.col("correct").is_in([0, 1]))
         if bad is not None:
-            raise chk.error("correct", bad, f"is {chk.df['correct'][bad]}, expected 0 or 1 (or give a float score and a threshold)")
+            raise chk.error(
+                "correct", bad, f"is {chk.df['correct'][bad]}, expected 0 or 1 (or give a float score and a threshold)"
+            )
         return f"{col} (0 / 1)", None
     return f"{col} >= {th:g}", th
 
@@ -243,19 +265,25 @@ def _use_keys(chk: _Checker) -> None:
     if df["prompt_key"].null_count():
         bad = chk.first(pl.col("prompt_key").is_null())
         raise chk.error(
-            "prompt_key", bad, "is null: every row needs the prompt's own id (a replay writes none for prompts its "
-            "log never named, which a larger [world] num_prompts adds)"
+            "prompt_key",
+            bad,
+            "is null: every row needs the prompt's own id (a replay writes none for prompts its "
+            "log never named, which a larger [world] num_prompts adds)",
         )
     if "prompt_id" in df.columns:
         for one, other in (("prompt_key", "prompt_id"), ("prompt_id", "prompt_key")):
             bad = chk.first(pl.col(other).n_unique().over(one) > 1)
             if bad is not None:
                 raise chk.error(
-                    one, bad, f"{df[one][bad]!r} is paired with more than one {chk.spec.file_column(other)}; "
-                    "prompt_id and prompt_key must name the same prompts one to one"
+                    one,
+                    bad,
+                    f"{df[one][bad]!r} is paired with more than one {chk.spec.file_column(other)}; "
+                    "prompt_id and prompt_key must name the same prompts one to one",
                 )
     chk.df = df.drop("prompt_id", strict=False).rename({"prompt_key": "prompt_id"})
-    chk.spec = dataclasses.replace(chk.spec, columns={**chk.spec.columns, "prompt_id": chk.spec.file_column("prompt_key")})
+    chk.spec = dataclasses.replace(
+        chk.spec, columns={**chk.spec.columns, "prompt_id": chk.spec.file_column("prompt_key")}
+    )
 
 
 def _check_ids(chk: _Checker) -> str:
@@ -270,13 +298,17 @@ def _check_ids(chk: _Checker) -> str:
     chk.not_null("prompt_id")
     if chk.spec.prompt_ids == "index":
         if not dtype.is_integer():
-            raise chk.error("prompt_id", None, f"has type {dtype}; prompt_ids = 'index' needs integer ids (use 'dense')")
+            raise chk.error(
+                "prompt_id", None, f"has type {dtype}; prompt_ids = 'index' needs integer ids (use 'dense')"
+            )
         chk.whole("prompt_id", 0)
         bad = chk.first(pl.col("prompt_id") >= MAX_INDEX_PROMPTS)
         if bad is not None:
             raise chk.error(
-                "prompt_id", bad,
-                f"is {chk.df['prompt_id'][bad]}: with prompt_ids = 'index' the ids are dataset indices, and every policy "
+                "prompt_id",
+                bad,
+                f"is {chk.df['prompt_id'][bad]}: with prompt_ids = 'index' the ids are dataset indices, and every "
+                "policy "
                 f"keeps state for each prompt up to the largest (at most {MAX_INDEX_PROMPTS:,}); a corrupt row? "
                 "Else use prompt_ids = 'dense'",
             )
@@ -325,7 +357,9 @@ def _order(frame: pl.DataFrame, spec: LogSpec) -> pl.DataFrame:
     return frame.select(front + rest)
 
 
-def aggregate_responses(df: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD, group_by: tuple[str, ...] = ()) -> pl.DataFrame:
+def aggregate_responses(
+    df: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD, group_by: tuple[str, ...] = ()
+) -> pl.DataFrame:
     """Per-response rows -> per-group rows, one per (step, prompt[, kind][, group_by]), in the
     order of their first response.
 
@@ -341,11 +375,18 @@ def aggregate_responses(df: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD, 
     keys = list(dict.fromkeys(keys))
     rewards = []
     if "reward" in df.columns:
-        rewards = [pl.col("reward").cast(pl.Float64).mean().alias("reward_mean"), pl.col("reward").cast(pl.Float64).alias("rewards")]
+        rewards = [
+            pl.col("reward").cast(pl.Float64).mean().alias("reward_mean"),
+            pl.col("reward").cast(pl.Float64).alias("rewards"),
+        ]
     return (
         df.with_columns(correct.alias("_correct"))
         .group_by(keys, maintain_order=True)
-        .agg(pl.len().cast(pl.Int64).alias("n_rollouts"), pl.col("_correct").sum().cast(pl.Int64).alias("n_correct"), *rewards)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_rollouts"),
+            pl.col("_correct").sum().cast(pl.Int64).alias("n_correct"),
+            *rewards,
+        )
         .with_columns(pl.col("step").cast(pl.Int64))
     )
 
@@ -359,4 +400,3 @@ def prompt_keys(groups: pl.DataFrame) -> np.ndarray:
     out = np.empty(n, dtype=object)
     out[pairs["prompt_id"].to_numpy()] = pairs["prompt_key"].to_list()
     return out
-

@@ -11,6 +11,7 @@ from dps.logs.schema import LoadedLog, _pl
 if TYPE_CHECKING:
     import polars as pl
 
+
 def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]:
     """Facts about a per-group log, for `dps validate`.
 
@@ -80,10 +81,13 @@ def explain(log: LoadedLog) -> str:
     lines.append(
         f"  steps: {d['step_range'][0]}..{d['step_range'][1]}, {d['steps']} distinct, as logged (not shifted or padded)"
     )
-    lines.append(f"  correct: {info.correctness}" + ("" if info.threshold is None else f" (threshold {info.threshold:g})"))
+    lines.append(
+        f"  correct: {info.correctness}" + ("" if info.threshold is None else f" (threshold {info.threshold:g})")
+    )
     for kind, k in d["kinds"].items():
         lines.append(
-            f"  kind {kind!r}: {k['groups']:,} groups, steps {k['step_range'][0]}..{k['step_range'][1]} ({k['steps']} distinct), "
+            f"  kind {kind!r}: {k['groups']:,} groups, steps {k['step_range'][0]}..{k['step_range'][1]} "
+            f"({k['steps']} distinct), "
             f"{k['prompts']:,} prompts, partially solved {k['partial_share']:.3f}"
         )
     if info.kinds is not None:

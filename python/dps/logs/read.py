@@ -12,12 +12,15 @@ from dps.logs.schema import FORMATS, SCHEMA_COLUMNS, LoadedLog, LogError, LogSpe
 if TYPE_CHECKING:
     import polars as pl
 
+
 def _format_of(path: Path, spec: LogSpec) -> str:
     if spec.format is not None:
         return spec.format
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise LogError(path, None, None, f"unknown log format {path.suffix!r}; use one of {', '.join(FORMATS)} (or set format)")
+        raise LogError(
+            path, None, None, f"unknown log format {path.suffix!r}; use one of {', '.join(FORMATS)} (or set format)"
+        )
     return fmt
 
 
@@ -128,4 +131,3 @@ def load_frame(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpec | N
 def validate_frame(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpec | None = None) -> str:
     """Check a log frame against the schema; return its layout. Raises LogError."""
     return load_frame(df, path, spec).info.layout
-

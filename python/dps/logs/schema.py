@@ -12,10 +12,28 @@ if TYPE_CHECKING:
 GROUP_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct")
 RESPONSE_COLUMNS = ("step", "prompt_id", "reward")
 #: Every column the reader knows, by its schema name.
-SCHEMA_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards", "reward", "correct", "kind", "prompt_key")
+SCHEMA_COLUMNS = (
+    "step",
+    "prompt_id",
+    "n_rollouts",
+    "n_correct",
+    "reward_mean",
+    "rewards",
+    "reward",
+    "correct",
+    "kind",
+    "prompt_key",
+)
 DEFAULT_THRESHOLD = 0.5
 #: File name endings and the format each means.
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
 LAYOUTS = ("group", "response")
 ID_MODES = ("dense", "index")
 
@@ -43,7 +61,6 @@ def _pl() -> Any:
     import polars as pl
 
     return pl
-
 
 
 @dataclass
@@ -90,17 +107,27 @@ class LogSpec:
 
     def check(self, where: str) -> None:
         if not isinstance(self.columns, dict) or not all(isinstance(v, str) for v in self.columns.values()):
-            raise ValueError(f"{where}: columns must map schema names to the file's column names (strings), not {self.columns!r}")
+            raise ValueError(
+                f"{where}: columns must map schema names to the file's column names (strings), not {self.columns!r}"
+            )
         unknown = sorted(set(self.columns) - set(SCHEMA_COLUMNS))
         if unknown:
-            raise ValueError(f"{where}: columns: unknown schema name(s) {', '.join(unknown)}; known: {', '.join(SCHEMA_COLUMNS)}")
+            raise ValueError(
+                f"{where}: columns: unknown schema name(s) {', '.join(unknown)}; known: {', '.join(SCHEMA_COLUMNS)}"
+            )
         if self.format is not None and self.format not in set(FORMATS.values()):
-            raise ValueError(f"{where}: format must be one of {', '.join(sorted(set(FORMATS.values())))}, not {self.format!r}")
+            raise ValueError(
+                f"{where}: format must be one of {', '.join(sorted(set(FORMATS.values())))}, not {self.format!r}"
+            )
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"{where}: layout must be 'group' or 'response', not {self.layout!r}")
         if self.prompt_ids not in ID_MODES:
             raise ValueError(f"{where}: prompt_ids must be 'dense' or 'index', not {self.prompt_ids!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or self.threshold != self.threshold:
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, (int, float))
+            or self.threshold != self.threshold
+        ):
             raise ValueError(f"{where}: threshold must be a number, not {self.threshold!r}")
 
     def file_column(self, name: str) -> str:
@@ -133,4 +160,3 @@ class LoadedLog:
     groups: pl.DataFrame
     info: LogInfo
     keys: pl.Series  # the user's prompt id of each dense id 0..N-1
-

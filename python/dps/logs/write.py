@@ -14,6 +14,7 @@ from dps.logs.schema import FORMATS, GROUP_COLUMNS, LogError, _have_polars, _pl
 if TYPE_CHECKING:
     import polars as pl
 
+
 def write_log(df: pl.DataFrame, path: str | Path) -> None:
     """Validate a frame in the schema and write it: Parquet, CSV or JSONL by the file name."""
     path = Path(path)
@@ -29,11 +30,15 @@ def write_log(df: pl.DataFrame, path: str | Path) -> None:
     else:
         nested = [c for c, t in df.schema.items() if t.is_nested()]
         if nested:
-            raise ValueError(f"{path}: CSV cannot hold the list column(s) {', '.join(nested)}; write .parquet or .jsonl")
+            raise ValueError(
+                f"{path}: CSV cannot hold the list column(s) {', '.join(nested)}; write .parquet or .jsonl"
+            )
         df.write_csv(path)
 
 
-def groups_frame(step: np.ndarray, prompt_id: np.ndarray, n_rollouts: np.ndarray, n_correct: np.ndarray) -> pl.DataFrame:
+def groups_frame(
+    step: np.ndarray, prompt_id: np.ndarray, n_rollouts: np.ndarray, n_correct: np.ndarray
+) -> pl.DataFrame:
     pl = _pl()
     return pl.DataFrame(
         {
@@ -118,8 +123,8 @@ class RolloutLogWriter:
     # Where polars is missing (a bare GPU machine has pyarrow, not polars), the trainer still
     # writes the same file: same columns and types, the schema's checks done with numpy.
     def _write_without_polars(self, tmp: Path) -> None:
-        import pyarrow as pa  # type: ignore[import-untyped]
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         cols = {k: np.asarray(self.rows[k], np.int64) for k in GROUP_COLUMNS}
         for k, minimum in (("step", 0), ("prompt_id", 0), ("n_rollouts", 1), ("n_correct", 0)):
@@ -135,7 +140,9 @@ class RolloutLogWriter:
         if all(r is not None for r in rewards):
             for i, r in enumerate(rewards):
                 if len(r) != cols["n_rollouts"][i]:
-                    raise LogError(self.path, "rewards", i, f"holds {len(r)} rewards for n_rollouts = {cols['n_rollouts'][i]}")
+                    raise LogError(
+                        self.path, "rewards", i, f"holds {len(r)} rewards for n_rollouts = {cols['n_rollouts'][i]}"
+                    )
             arrays["rewards"] = pa.array(rewards, pa.list_(pa.float64()))
         pq.write_table(pa.table(arrays), tmp)
 
@@ -145,7 +152,7 @@ class RolloutLogWriter:
         if not self.path.exists():
             return
         if not _have_polars():
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+            import pyarrow.parquet as pq
 
             table = pq.read_table(self.path).to_pydict()
             keep = [i for i, step in enumerate(table["step"]) if step < keep_below]

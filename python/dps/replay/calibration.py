@@ -95,20 +95,25 @@ class Calibration:
             )
         if self.first_look_prior:
             out.append(
-                f"the population prior rests on the {self.first_looks:,} prompts' first logged groups alone (partly solved {self.first_look_share:.3f} of the time, "
-                f"against {self.observed_share:.3f} over all groups): a replay's prompts the log never holds are uncertain by "
+                f"the population prior rests on the {self.first_looks:,} prompts' first logged groups alone "
+                f"(partly solved {self.first_look_share:.3f} of the time, "
+                f"against {self.observed_share:.3f} over all groups): a replay's prompts the log never holds are "
+                "uncertain by "
                 f"about +-{self.first_look_spread:.3f} in their partial share"
             )
         elif abs(self.first_look_share - self.observed_share) > 0.1:
             out.append(
                 f"each prompt's first logged group is partly solved {self.first_look_share:.3f} of the time against "
-                f"{self.observed_share:.3f} over all groups: if the logging policy chose prompts by their outcomes (drift can "
-                "do this too; the within-step test did not show it), the population prior leans toward what it chose, and "
+                f"{self.observed_share:.3f} over all groups: if the logging policy chose prompts by their outcomes "
+                "(drift can "
+                "do this too; the within-step test did not show it), the population prior leans toward what it "
+                "chose, and "
                 "population = 'first_looks' fits it on first looks alone"
             )
         if self.groups >= FILTERED_MIN_GROUPS and min(self.first_look_share, self.observed_share) >= FILTERED_SHARE:
             out.append(
-                "every logged group, first looks included, is partly solved: if the log holds only the groups a filter kept "
+                "every logged group, first looks included, is partly solved: if the log holds only the groups a "
+                "filter kept "
                 "(dynamic sampling's training batches), it holds no fair sample of the population and a replay of it "
                 "overstates the partial share; log every rolled-out group"
             )
@@ -140,7 +145,9 @@ def reliability(chance: np.ndarray, partial: np.ndarray, bins: int = CALIBRATION
     )
 
 
-def calibrate(world: LogWorld, max_groups: int | None = 50_000, bins: int = CALIBRATION_BINS, seed: int = 0) -> Calibration:
+def calibrate(
+    world: LogWorld, max_groups: int | None = 50_000, bins: int = CALIBRATION_BINS, seed: int = 0
+) -> Calibration:
     """Held-out calibration of `world` on its own log (see the module docstring)."""
     held = world.held_out_predictions(max_groups=max_groups, seed=seed)
     cal = reliability(held["partial_chance"], held["partial"], bins)
@@ -172,7 +179,9 @@ def markdown(cal: Calibration) -> str:
     ]
     for r in cal.table.iter_rows(named=True):
         if r["groups"]:
-            lines.append(f"| {r['lo']:.1f}-{r['hi']:.1f} | {r['groups']:,} | {r['predicted']:.3f} | {r['observed']:.3f} |")
+            lines.append(
+                f"| {r['lo']:.1f}-{r['hi']:.1f} | {r['groups']:,} | {r['predicted']:.3f} | {r['observed']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -185,7 +194,9 @@ def plot(cal: Calibration, path: Path, title: str = "") -> Path:
     t = cal.table.filter(cal.table["groups"] > 0)
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.2), height_ratios=[3, 1], sharex=True)
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfectly calibrated")
-    ax.plot(t["predicted"].to_numpy(), t["observed"].to_numpy(), "o-", color="C0", lw=1.8, label="held-out logged groups")
+    ax.plot(
+        t["predicted"].to_numpy(), t["observed"].to_numpy(), "o-", color="C0", lw=1.8, label="held-out logged groups"
+    )
     ax.set_ylabel("observed partially-solved share")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -197,7 +208,9 @@ def plot(cal: Calibration, path: Path, title: str = "") -> Path:
         fontsize=9,
     )
     width = (t["hi"] - t["lo"]).to_numpy()
-    hist.bar(t["lo"].to_numpy(), t["groups"].to_numpy(), width=width, align="edge", color="C0", alpha=0.5, edgecolor="white")
+    hist.bar(
+        t["lo"].to_numpy(), t["groups"].to_numpy(), width=width, align="edge", color="C0", alpha=0.5, edgecolor="white"
+    )
     hist.set_xlabel("predicted probability that the group is partly solved (its cell held out)")
     hist.set_ylabel("groups")
     hist.grid(alpha=0.3)
@@ -207,7 +220,9 @@ def plot(cal: Calibration, path: Path, title: str = "") -> Path:
     return path
 
 
-def write(cal: Calibration, out: Path, stem: str = "calibration", plots: bool = True, title: str = "") -> dict[str, Path]:
+def write(
+    cal: Calibration, out: Path, stem: str = "calibration", plots: bool = True, title: str = ""
+) -> dict[str, Path]:
     """<stem>.csv (the table), <stem>.json (the numbers), and <stem>.png unless plots is off."""
     import json
 
@@ -220,7 +235,9 @@ def write(cal: Calibration, out: Path, stem: str = "calibration", plots: bool = 
     return paths
 
 
-def validate_calibration(groups: pl.DataFrame, path: str | Path, out: str | Path | None, num_prompts: int | None = None) -> Calibration:
+def validate_calibration(
+    groups: pl.DataFrame, path: str | Path, out: str | Path | None, num_prompts: int | None = None
+) -> Calibration:
     """`dps validate --calibration`: build the log world of one log, print and write its calibration."""
     from dps.replay.logworld import LogWorld
 

@@ -27,14 +27,16 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--write-logs",
         action="store_true",
-        help="also write each replay's own rollouts as a per-group log under DIR/logs/ (a sparse log, as a training run would write)",
+        help="also write each replay's own rollouts as a per-group log under DIR/logs/ (a sparse log, as a "
+        "training run would write)",
     )
     p.add_argument(
         "--column",
         action="append",
         default=[],
         metavar="SCHEMA=NAME",
-        help="a log world: the log's name for a schema column, e.g. --column step=global_step (= --set world.columns.step=...)",
+        help="a log world: the log's name for a schema column, e.g. --column step=global_step (= --set "
+        "world.columns.step=...)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -53,7 +55,9 @@ def register(sub: Any) -> None:
     s.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     s.add_argument("--num-prompts", type=int, default=None, help="override the preset's number of prompts")
     s.add_argument("--k", type=int, default=None, help="override the responses per group")
-    s.add_argument("--layout", choices=("group", "response"), default="group", help="per-group rows or per-response rows")
+    s.add_argument(
+        "--layout", choices=("group", "response"), default="group", help="per-group rows or per-response rows"
+    )
     s.set_defaults(func=_synth)
 
     v = sub.add_parser(
@@ -121,11 +125,26 @@ def add_log_options(p: argparse.ArgumentParser) -> None:
         help="the log's name for a schema column (step, prompt_id, n_rollouts, n_correct, reward, correct, kind, ...), "
         "e.g. --column step=global_step --column prompt_id=prompt (repeatable)",
     )
-    p.add_argument("--threshold", type=float, default=None, help="a response is correct when its score is >= this (default 0.5)")
-    p.add_argument("--format", choices=("parquet", "csv", "jsonl", "json"), default=None, help="default: from the file name")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="a response is correct when its score is >= this (default 0.5)"
+    )
+    p.add_argument(
+        "--format", choices=("parquet", "csv", "jsonl", "json"), default=None, help="default: from the file name"
+    )
     p.add_argument("--layout", choices=("group", "response"), default=None, help="default: from the columns")
-    p.add_argument("--prompt-ids", choices=("dense", "index"), default=None, help="dense (default): any ids -> 0..N-1; index: integer ids as they are")
-    p.add_argument("--group-by", action="append", default=None, metavar="COLUMN", help="per-response logs: a column that tells groups of one (step, prompt) apart")
+    p.add_argument(
+        "--prompt-ids",
+        choices=("dense", "index"),
+        default=None,
+        help="dense (default): any ids -> 0..N-1; index: integer ids as they are",
+    )
+    p.add_argument(
+        "--group-by",
+        action="append",
+        default=None,
+        metavar="COLUMN",
+        help="per-response logs: a column that tells groups of one (step, prompt) apart",
+    )
     p.add_argument("--kinds", default=None, help="keep only rows of these kinds (comma-separated), e.g. train")
 
 
@@ -197,7 +216,9 @@ def _replay(args: argparse.Namespace) -> int:
     paths = write_report(res, out, plots=not args.no_plots)
     agg = aggregate(res.summary)
     print(markdown_table(agg))
-    for line in filter(None, [*closed_loop_lines(res.world), *interval_lines(agg, res.world)]):  # without the blank lines
+    for line in filter(
+        None, [*closed_loop_lines(res.world), *interval_lines(agg, res.world)]
+    ):  # without the blank lines
         print("\n" + line)
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
     if res.calibration is not None:

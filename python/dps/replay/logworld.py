@@ -118,8 +118,12 @@ class LogEstimator:
         unknown = sorted(set(d) - names)
         if unknown:
             gone = {"half_life", "prior_strength"} & set(unknown)
-            hint = f" ({', '.join(sorted(gone))}: replaced by switch_rate and a prior fitted from the log)" if gone else ""
-            raise ValueError(f"unknown log estimator parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}{hint}")
+            hint = (
+                f" ({', '.join(sorted(gone))}: replaced by switch_rate and a prior fitted from the log)" if gone else ""
+            )
+            raise ValueError(
+                f"unknown log estimator parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}{hint}"
+            )
         est = cls(**d)
         r = est.switch_rate
         if r != "auto" and (isinstance(r, (str, bool)) or not 0.0 <= r < 1.0):
@@ -134,7 +138,9 @@ class LogEstimator:
         if not isinstance(est.extrapolate, bool):
             raise ValueError(f"estimator extrapolate must be true or false, not {est.extrapolate!r}")
         if est.population not in POPULATIONS:
-            raise ValueError(f"estimator population must be one of {', '.join(map(repr, POPULATIONS))}, not {est.population!r}")
+            raise ValueError(
+                f"estimator population must be one of {', '.join(map(repr, POPULATIONS))}, not {est.population!r}"
+            )
         return est
 
 
@@ -160,7 +166,11 @@ class SelectionTest:
     def reason(self) -> str:
         if self.compared_steps == 0:
             return "no step holds both a prompt's first logged group and a later one, so the log cannot show selection"
-        verdict = "the logging policy chose its groups by their outcomes" if self.selective else "no sign that the logging policy chose its groups by their outcomes"
+        verdict = (
+            "the logging policy chose its groups by their outcomes"
+            if self.selective
+            else "no sign that the logging policy chose its groups by their outcomes"
+        )
         return (
             f"at the {self.compared_steps:,} steps holding both, later groups are partly solved {self.gap:+.3f} "
             f"(z = {self.z:+.1f}) against first looks: {verdict}"
@@ -220,7 +230,9 @@ def selection_test(step: np.ndarray, nc: np.ndarray, nr: np.ndarray, firsts: np.
     partial = (nc > 0) & (nc < nr)
     z, gap, strata = _stratified_gap(partial, later, step)
     selective = abs(z) >= SELECTION_Z and abs(gap) >= SELECTION_GAP
-    return SelectionTest(z=float(z), gap=float(gap), first_looks=len(firsts), compared_steps=strata, selective=bool(selective))
+    return SelectionTest(
+        z=float(z), gap=float(gap), first_looks=len(firsts), compared_steps=strata, selective=bool(selective)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,7 +265,8 @@ def _kernel(dt: np.ndarray, half_life: float) -> np.ndarray:
 
 
 def _count_values(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values ascending, their counts) of non-negative integers: np.unique's, by counting where the range is small."""
+    """(distinct values ascending, their counts) of non-negative integers: np.unique's, by counting where the range
+    is small."""
     top = int(x.max(initial=-1)) + 1
     if top > max(4 * len(x), 1 << 22):
         return np.unique(x, return_counts=True)
@@ -386,8 +399,12 @@ class RowLog:
     (the core sorts them: by prompt, by step within a prompt where needed, a repeated cell in row order).
     """
 
-    def __init__(self, step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, origin: int = 0, core: Any = None):
-        self.core = core if core is not None else _core.LogRows(_int64(step), _int64(pid), _int64(nc), _int64(nr), int(origin))
+    def __init__(
+        self, step: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, origin: int = 0, core: Any = None
+    ):
+        self.core = (
+            core if core is not None else _core.LogRows(_int64(step), _int64(pid), _int64(nc), _int64(nr), int(origin))
+        )
         self.rows = int(self.core.rows)
         self.offsets = self.core.offsets()
         self.pairs = self.core.pairs()
@@ -440,14 +457,17 @@ class RowLog:
     def build(self, dyn: Switching) -> None:
         """Both passes over every prompt (in parallel, in the Rust core), for the dynamics `dyn`."""
         start, scale, dense = dyn.prior.tabulated()
-        self.core.build(self.emission, dense, start, scale, dyn.rate, _FLOOR, P_GRID, self.dtype == np.float16, self.every)
+        self.core.build(
+            self.emission, dense, start, scale, dyn.rate, _FLOOR, P_GRID, self.dtype == np.float16, self.every
+        )
 
     def messages(self, forward: bool) -> np.ndarray:
         """Every row's stored forward (or backward) message, (rows, GRID_SIZE) float32 (a check: queries need few)."""
         return self.core.messages(forward)
 
     def posterior(self, t: np.ndarray, ids: np.ndarray, include_cell: bool = True) -> np.ndarray:
-        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless include_cell)."""
+        """(len(ids), GRID_SIZE) posterior of p_i(t) given the prompt's rows (its cell at t left out unless
+        include_cell)."""
         return self.core.posterior(_int64(t), _int64(ids), include_cell)
 
     def held_out_posterior(self, rows: np.ndarray) -> np.ndarray:
@@ -531,7 +551,10 @@ class LogWorld(World):
         self.first_step, self.last_step = int(step.min()), int(step.max())
         span = self.last_step - self.first_step + 1
         if steps is not None and steps > span and not est.extrapolate:
-            raise ValueError(f"the log covers steps {self.first_step}..{self.last_step} ({span} steps); {steps} steps need extrapolate = true")
+            raise ValueError(
+                f"the log covers steps {self.first_step}..{self.last_step} ({span} steps); {steps} steps need "
+                "extrapolate = true"
+            )
         self.steps = max(span, steps or 0)
         self.num_prompts = max(int(pid.max()) + 1, num_prompts or 0)
         if k is None:
@@ -553,7 +576,9 @@ class LogWorld(World):
         est = self.estimator
         step, nc, nr, firsts = log.step, log.nc, log.nr, log.first_rows()
         self.selection = selection_test(step, nc, nr, firsts)
-        self.population = est.population if est.population != "auto" else ("first_looks" if self.selection.selective else "all")
+        self.population = (
+            est.population if est.population != "auto" else ("first_looks" if self.selection.selective else "all")
+        )
         if self.population == "first_looks":
             self.prior = PopulationPrior(step[firsts], nc[firsts], nr[firsts], est.prior_half_life)
         else:
@@ -602,11 +627,16 @@ class LogWorld(World):
         forced = self.estimator.population != "auto"
         why = f"set by population = {self.population!r}" if forced else sel.reason()
         if self.population == "all":
-            return f"unlogged prompts are drawn from a population prior fitted on all {self.logged_groups:,} logged groups: {why}"
+            return (
+                f"unlogged prompts are drawn from a population prior fitted on all {self.logged_groups:,} "
+                f"logged groups: {why}"
+            )
         return (
-            f"unlogged prompts are drawn from a population prior fitted on the {sel.first_looks:,} prompts' first logged groups "
+            f"unlogged prompts are drawn from a population prior fitted on the {sel.first_looks:,} prompts' first "
+            "logged groups "
             f"alone, not all {self.logged_groups:,} groups: {why}; first looks are partly solved "
-            f"{self.first_look_partial_share():.3f} of the time, +-{self.first_look_spread():.3f} from their number alone"
+            f"{self.first_look_partial_share():.3f} of the time, +-{self.first_look_spread():.3f} from their "
+            "number alone"
         )
 
     def first_look_spread(self) -> float:
@@ -685,10 +715,13 @@ class LogWorld(World):
         return self.log.lookup(int(step), ids, self._seed if seed is None else seed)
 
     def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """The logged group where the log holds (step, id), else k responses drawn at a rate from the posterior (in the Rust core)."""
+        """The logged group where the log holds (step, id), else k responses drawn at a rate from the posterior (in
+        the Rust core)."""
         t = self._rel_step(step)
         self.set_seed(seed)
-        return self.log.core.rollout(t, _int64(ids), _seed(seed), self.k, self._draw_seed(seed), self.estimator.draw == "mean")
+        return self.log.core.rollout(
+            t, _int64(ids), _seed(seed), self.k, self._draw_seed(seed), self.estimator.draw == "mean"
+        )
 
     def prompt_keys(self, ids: np.ndarray) -> pl.Series | None:
         if self.keys is None:

@@ -56,7 +56,11 @@ def aggregate(summary: pl.DataFrame) -> pl.DataFrame:
         *(pl.col(c).first() for c in bounds),
         *([pl.col("interval_from").first()] if "interval_from" in summary.columns else []),
     )
-    return agg.with_columns(pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o")).sort("_o").drop("_o")
+    return (
+        agg.with_columns(pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
+        .sort("_o")
+        .drop("_o")
+    )
 
 
 def _cell(v: Any, fmt: str, sd: Any = None) -> str:
@@ -86,7 +90,12 @@ def markdown_table(agg: pl.DataFrame) -> str:
 
 
 def _span(lo: Any, hi: Any, fmt: str) -> str:
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or (isinstance(hi, float) and math.isnan(hi)):
+    if (
+        lo is None
+        or hi is None
+        or (isinstance(lo, float) and math.isnan(lo))
+        or (isinstance(hi, float) and math.isnan(hi))
+    ):
         return "-"
     return f"{fmt.format(lo)} - {fmt.format(hi)}"
 
@@ -175,7 +184,7 @@ def closed_loop_lines(w: dict[str, Any]) -> list[str]:
         f"{w['closed_loop_gain']:+.4f} per training, standard error {w['closed_loop_gain_se']:.4f}; at most "
         f"{_logits(w.get('closed_loop_most', 'inf'))} logits in all; half-life "
         f"{w['closed_loop_half_life']} steps), minus the log run's own trainings. Rows named "
-        f"\"(open loop)\" replay the same log without it.",
+        f'"(open loop)" replay the same log without it.',
         "",
         f"Effect of repeated trainings: {shape_sentence(w)}.",
         "",
@@ -192,15 +201,20 @@ def interval_lines(agg: pl.DataFrame, w: dict[str, Any]) -> list[str]:
     if drawn is not None:
         n = drawn.split(", ")[-1].split()[0]
         lines.append(
-            f"90% intervals: where one more replay falls 9 times in 10. Closed-loop rows: from {n} replays, each with its "
+            f"90% intervals: where one more replay falls 9 times in 10. Closed-loop rows: from {n} replays, each "
+            "with its "
             "own seed and an effect drawn from what the log allows (a shape by its weight, the gain from its standard "
-            "error): seed noise, the fit's uncertainty and the shapes the log cannot tell apart. Other rows: from their "
-            "seeds alone (replay noise only; an open-loop row's interval says nothing of how far the open loop is off). "
+            "error): seed noise, the fit's uncertainty and the shapes the log cannot tell apart. Other rows: from "
+            "their "
+            "seeds alone (replay noise only; an open-loop row's interval says nothing of how far the open loop is "
+            "off). "
             "Neither holds the log world's own error, nor what the log cannot show at all: how the prompts a policy "
             "leaves untrained would have moved under it."
         )
     else:
-        lines.append("90% intervals: from the seeds alone (where one more seed's replay falls 9 times in 10; replay noise only).")
+        lines.append(
+            "90% intervals: from the seeds alone (where one more seed's replay falls 9 times in 10; replay noise only)."
+        )
     lines.append("")
     if drawn is not None and w.get("closed_loop_shape_weights"):
         lines += [identification_sentence(w), ""]
@@ -264,7 +278,7 @@ def shape_sentence(w: dict[str, Any]) -> str:
         if reason == "fitted"
         else f"the default, saturation at the log's own {default} trainings per prompt: the log cannot tell the shapes "
         f"apart (the best, saturation {best}, beats it by less than BIC's margin of {margin}); "
-        f"[world] effect_saturation = \"linear\" replays the other end, an effect that never saturates"
+        f'[world] effect_saturation = "linear" replays the other end, an effect that never saturates'
     )
     return f"shape {shape}; {why}; log-likelihood by saturation count, relative to the default: {lik}"
 
@@ -326,21 +340,41 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
     fig, ax = plt.subplots(figsize=(8, 4.8))
     drawn: dict[str, np.ndarray] = {}
     for i, p in enumerate(policies):
-        d = steps.filter(pl.col("policy") == p).group_by("step").agg(
-            pl.col("effective_ratio").mean().alias("m"), pl.col("effective_ratio").min().alias("lo"), pl.col("effective_ratio").max().alias("hi")
-        ).sort("step")
+        d = (
+            steps.filter(pl.col("policy") == p)
+            .group_by("step")
+            .agg(
+                pl.col("effective_ratio").mean().alias("m"),
+                pl.col("effective_ratio").min().alias("lo"),
+                pl.col("effective_ratio").max().alias("hi"),
+            )
+            .sort("step")
+        )
         x, y = d["step"].to_numpy(), _smooth(d["m"].to_numpy(), win)
         # Lines that coincide (every gate sits at 1.0) would hide each other: staggered markers
         # keep each visible, and the legend says which curves are the same.
         every = max(1, len(x) // 8)
-        ax.plot(x, y, label=curve_label(p, y, drawn), color=colors[p], ls=styles[p], lw=1.8, marker=markers[i % len(markers)],
-                ms=5, markevery=(i * every // max(1, len(policies)), every))
-        ax.fill_between(x, _smooth(d["lo"].to_numpy(), win), _smooth(d["hi"].to_numpy(), win), color=colors[p], alpha=0.15, lw=0)
+        ax.plot(
+            x,
+            y,
+            label=curve_label(p, y, drawn),
+            color=colors[p],
+            ls=styles[p],
+            lw=1.8,
+            marker=markers[i % len(markers)],
+            ms=5,
+            markevery=(i * every // max(1, len(policies)), every),
+        )
+        ax.fill_between(
+            x, _smooth(d["lo"].to_numpy(), win), _smooth(d["hi"].to_numpy(), win), color=colors[p], alpha=0.15, lw=0
+        )
         drawn[p] = y
     ax.set_xlabel("step")
     ax.set_ylabel("effective ratio (partially solved share of batch)")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"Effective ratio per step (mean over seeds, {win}-step moving average; band: seed range)", fontsize=10)
+    ax.set_title(
+        f"Effective ratio per step (mean over seeds, {win}-step moving average; band: seed range)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
@@ -350,10 +384,20 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for p in policies:
-        d = steps.filter(pl.col("policy") == p).group_by("step").agg(
-            pl.col("cum_rollouts").mean(), pl.col("cum_effective_prompts").mean()
-        ).sort("step")
-        ax.plot(d["cum_rollouts"].to_numpy() / 1e6, d["cum_effective_prompts"].to_numpy() / 1e3, label=p, color=colors[p], ls=styles[p], lw=1.8)
+        d = (
+            steps.filter(pl.col("policy") == p)
+            .group_by("step")
+            .agg(pl.col("cum_rollouts").mean(), pl.col("cum_effective_prompts").mean())
+            .sort("step")
+        )
+        ax.plot(
+            d["cum_rollouts"].to_numpy() / 1e6,
+            d["cum_effective_prompts"].to_numpy() / 1e3,
+            label=p,
+            color=colors[p],
+            ls=styles[p],
+            lw=1.8,
+        )
     ax.set_xlabel("cumulative rollouts (millions)")
     ax.set_ylabel("cumulative effective prompts (thousands)")
     ax.set_title("Effective prompts bought per rollout (mean over seeds; steeper is better)", fontsize=10)
@@ -371,7 +415,9 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
         if pred_policies:
             n_win = 4
             edges = np.linspace(0, T, n_win + 1).astype(int)
-            fig, axes = plt.subplots(len(pred_policies), n_win, figsize=(3.0 * n_win, 2.9 * len(pred_policies)), squeeze=False)
+            fig, axes = plt.subplots(
+                len(pred_policies), n_win, figsize=(3.0 * n_win, 2.9 * len(pred_policies)), squeeze=False
+            )
             labels = ["unsolved", "partial", "solved"]
             for r, p in enumerate(pred_policies):
                 d = pred.filter(pl.col("policy") == p)
@@ -385,8 +431,15 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
                     ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
                     for i in range(3):
                         for j in range(3):
-                            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(m[i, j])})", ha="center", va="center", fontsize=7,
-                                    color="white" if norm[i, j] > 0.6 else "black")
+                            ax.text(
+                                j,
+                                i,
+                                f"{norm[i, j]:.2f}\n({int(m[i, j])})",
+                                ha="center",
+                                va="center",
+                                fontsize=7,
+                                color="white" if norm[i, j] > 0.6 else "black",
+                            )
                     ax.set_xticks(range(3), labels, fontsize=7)
                     ax.set_yticks(range(3), labels, fontsize=7)
                     if r == len(pred_policies) - 1:
@@ -394,7 +447,9 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
                     if c == 0:
                         ax.set_ylabel(f"{p}\nobserved", fontsize=8)
                     ax.set_title(f"steps {lo}-{hi - 1}", fontsize=8)
-            fig.suptitle("Predicted vs observed state of the selected groups (rows normalised; counts in brackets)", fontsize=10)
+            fig.suptitle(
+                "Predicted vs observed state of the selected groups (rows normalised; counts in brackets)", fontsize=10
+            )
             fig.tight_layout()
             fig.savefig(out / "dps_confusion.png", dpi=120)
             plt.close(fig)

@@ -194,7 +194,10 @@ def replay(
     if policy.num_prompts > world.num_prompts:
         raise ValueError(f"the policy has {policy.num_prompts} prompts, the world only {world.num_prompts}")
     wrapped = Instrumented(policy)
-    out = {c: np.zeros(steps, np.float64 if c.endswith(("_ratio", "_s", "_effective", "_accuracy")) else np.int64) for c in STEP_COLUMNS}
+    out = {
+        c: np.zeros(steps, np.float64 if c.endswith(("_ratio", "_s", "_effective", "_accuracy")) else np.int64)
+        for c in STEP_COLUMNS
+    }
     predictive = wrapped.predictor is not None
     conf_steps = np.zeros((steps, 3, 3), np.int64) if predictive else None
     bins = np.zeros((RELIABILITY_BINS, 3)) if predictive else None
@@ -255,7 +258,7 @@ def replay(
             progress()
     wall = time.perf_counter() - wall0
     if conf_steps is not None:
-        for c, (i, j) in zip(CONFUSION_COLUMNS, [(i, j) for i in range(3) for j in range(3)]):
+        for c, (i, j) in zip(CONFUSION_COLUMNS, [(i, j) for i in range(3) for j in range(3)], strict=True):
             out[c] = conf_steps[:, i, j].copy()
     trained_total = int(out["trained"].sum())
     summary: dict[str, Any] = {
@@ -297,9 +300,13 @@ def calibration_summary(bins: np.ndarray | None, squared_error: float) -> dict[s
 
 
 def recorded_groups(rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], world: World) -> dict[str, Any]:
-    """The recorded (step, ids, n_rollouts, n_correct) as a per-group log, naming prompts by the user's ids where the world has them."""
+    """The recorded (step, ids, n_rollouts, n_correct) as a per-group log, naming prompts by the user's ids where the
+    world has them."""
     ids = np.concatenate([r[1] for r in rec])
-    groups: dict[str, Any] = {"step": np.concatenate([np.full(len(r[1]), r[0], np.int64) for r in rec]), "prompt_id": ids}
+    groups: dict[str, Any] = {
+        "step": np.concatenate([np.full(len(r[1]), r[0], np.int64) for r in rec]),
+        "prompt_id": ids,
+    }
     keys = world.prompt_keys(ids)
     if keys is not None:
         groups["prompt_key"] = keys

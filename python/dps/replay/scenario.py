@@ -39,17 +39,23 @@ import itertools
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from dps.logs import LogSpec, load_log
 from dps.policies.base import Policy
 from dps.policies.gate import DynamicSampling
 from dps.policies.registry import GATES, SELECTORS, make_policy
-from dps.replay.closedloop import CLOSED_LOOP_KEYS, closed_loop_enabled, closed_loop_world, parse_half_life, parse_saturation
+from dps.replay.closedloop import (
+    CLOSED_LOOP_KEYS,
+    closed_loop_enabled,
+    closed_loop_world,
+    parse_half_life,
+    parse_saturation,
+)
 from dps.replay.logworld import ESTIMATOR_KEYS, LogEstimator, LogWorld
-from dps.tomlfile import parse_value, read_toml, set_dotted
 from dps.replay.worlds import (
     PRESET_BATCH,
     SyntheticParams,
@@ -57,6 +63,7 @@ from dps.replay.worlds import (
     World,
     preset_params,
 )
+from dps.tomlfile import parse_value, read_toml, set_dotted
 
 #: Policy types a scenario may name (case-insensitive): the registry's, the oracle, and
 #: "python" with class = "module:Class".
@@ -105,10 +112,14 @@ def build_world(cfg: dict[str, Any], base: World | None = None, effect: Any = No
     if "log" in cfg:
         unknown = sorted(set(cfg) - LOG_KEYS)
         if unknown:
-            raise ValueError(f"[world]: unknown key(s) for a log world: {', '.join(unknown)}; known: {', '.join(sorted(LOG_KEYS))}")
+            raise ValueError(
+                f"[world]: unknown key(s) for a log world: {', '.join(unknown)}; known: {', '.join(sorted(LOG_KEYS))}"
+            )
         log = load_log(cfg["log"], LogSpec.from_dict(cfg, "[world]"))
         est = LogEstimator.from_dict({k: cfg[k] for k in ESTIMATOR_KEYS if k in cfg})
-        num_prompts = max(int(cfg.get("num_prompts") or 0), log.info.num_prompts)  # prompts a kinds filter left out stay
+        num_prompts = max(
+            int(cfg.get("num_prompts") or 0), log.info.num_prompts
+        )  # prompts a kinds filter left out stay
         keys = log.keys if log.info.id_mapping == "dense" else None  # else the dense ids are the user's own
         return LogWorld(log.groups, est, k=cfg.get("k"), num_prompts=num_prompts, keys=keys)
     seed = int(cfg.pop("seed", 0))
@@ -199,11 +210,17 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
     mode = cfg.get("closed_loop", "off")
     number = isinstance(mode, (int, float)) and not isinstance(mode, bool) and math.isfinite(mode)
     if not (mode is False or mode in ("off", "fit") or number):
-        raise ValueError(f"{where} [world] closed_loop: must be \"fit\", \"off\" or a number (the logit gain per trained partial group), not {mode!r}")
+        raise ValueError(
+            f'{where} [world] closed_loop: must be "fit", "off" or a number (the logit gain per trained partial '
+            f"group), not {mode!r}"
+        )
     present = sorted(CLOSED_LOOP_KEYS & set(cfg))
     if "log" not in cfg:
         if present:
-            raise ValueError(f"{where} [world] {present[0]}: the closed loop is fitted from a log (log = ...); a synthetic world has train_gain")
+            raise ValueError(
+                f"{where} [world] {present[0]}: the closed loop is fitted from a log (log = ...); a synthetic "
+                "world has train_gain"
+            )
         return
     if "train_log" in cfg and not isinstance(cfg["train_log"], str):
         raise ValueError(f"{where} [world] train_log: must be a path to a log file, not {cfg['train_log']!r}")
@@ -214,7 +231,10 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
             raise ValueError(f"{where} {e}") from None
     sat = cfg.get("effect_saturation", "auto")
     if sat == "auto" and mode != "fit" and "effect_saturation" in cfg:
-        raise ValueError(f"{where} [world] effect_saturation: \"auto\" needs closed_loop = \"fit\"; with a gain of your own give a number or \"linear\"")
+        raise ValueError(
+            f'{where} [world] effect_saturation: "auto" needs closed_loop = "fit"; with a gain of your own give a '
+            'number or "linear"'
+        )
     if sat != "auto":
         try:
             parse_saturation(sat, "effect_saturation")
@@ -222,20 +242,30 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
             raise ValueError(f"{where} {e}") from None
     cap = cfg.get("effect_cap", "none")
     if not (cap in ("none", "log") or (isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0)):
-        raise ValueError(f"{where} [world] effect_cap: must be \"none\", \"log\" or a positive number of trainings, not {cap!r}")
+        raise ValueError(
+            f'{where} [world] effect_cap: must be "none", "log" or a positive number of trainings, not {cap!r}'
+        )
     for key in ("prompt_table", "similar_by", "drift_by"):
         if key in cfg and not (isinstance(cfg[key], str) and cfg[key]):
-            raise ValueError(f"{where} [world] {key}: must be a {'path' if key == 'prompt_table' else 'column name'} (a string), not {cfg[key]!r}")
+            raise ValueError(
+                f"{where} [world] {key}: must be a {'path' if key == 'prompt_table' else 'column name'} (a "
+                f"string), not {cfg[key]!r}"
+            )
     labels = sorted({"similar_by", "drift_by"} & set(cfg))
     if labels and "prompt_table" not in cfg:
-        raise ValueError(f"{where} [world] {labels[0]}: names a column of the prompt table; give prompt_table = \"prompts.parquet\" too")
+        raise ValueError(
+            f"{where} [world] {labels[0]}: names a column of the prompt table; give prompt_table = "
+            '"prompts.parquet" too'
+        )
     if "prompt_table" in cfg and not labels:
-        raise ValueError(f"{where} [world] prompt_table: say which column to use: similar_by = \"question\" and/or drift_by = \"level\"")
+        raise ValueError(
+            f'{where} [world] prompt_table: say which column to use: similar_by = "question" and/or drift_by = "level"'
+        )
     if "drift_by" in cfg and mode != "fit":
-        raise ValueError(f"{where} [world] drift_by: only the fit uses it (closed_loop = \"fit\")")
+        raise ValueError(f'{where} [world] drift_by: only the fit uses it (closed_loop = "fit")')
     extra = sorted((CLOSED_LOOP_KEYS - {"closed_loop"}) & set(cfg))
     if (mode is False or mode == "off") and extra:
-        raise ValueError(f"{where} [world] {extra[0]}: needs closed_loop = \"fit\" (or a gain)")
+        raise ValueError(f'{where} [world] {extra[0]}: needs closed_loop = "fit" (or a gain)')
 
 
 def _check_world_values(world: dict[str, Any], where: str, origins: dict[str, str]) -> None:
@@ -287,7 +317,9 @@ def _check_policy_values(cls: Any, params: dict[str, Any], where: str) -> None:
         if want is None or (value is None and want.endswith("|None")):
             continue
         if (want.startswith("integer") and not _is_int(value)) or (want.startswith("number") and not _is_number(value)):
-            raise ValueError(f"{where}: {key} must be {'an integer' if want.startswith('integer') else 'a number'}, not {value!r}")
+            raise ValueError(
+                f"{where}: {key} must be {'an integer' if want.startswith('integer') else 'a number'}, not {value!r}"
+            )
 
 
 def _policy_classes(ptype: str, params: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
@@ -300,16 +332,23 @@ def _policy_classes(ptype: str, params: dict[str, Any]) -> list[tuple[Any, dict[
     return []
 
 
-def expand_policies(tables: list[dict[str, Any]], where: str = "scenario", import_dirs: tuple[str, ...] = ()) -> list[PolicySpec]:
+def expand_policies(
+    tables: list[dict[str, Any]], where: str = "scenario", import_dirs: tuple[str, ...] = ()
+) -> list[PolicySpec]:
     specs: list[PolicySpec] = []
     for i, tab in enumerate(tables):
         if not isinstance(tab, dict):
             raise ValueError(f"{where} [[policies]] entry {i} is not a table")
         if "type" not in tab:
-            raise ValueError(f"{where} [[policies]] entry {i}: missing 'type' (one of {', '.join(sorted(POLICY_TYPES))})")
+            raise ValueError(
+                f"{where} [[policies]] entry {i}: missing 'type' (one of {', '.join(sorted(POLICY_TYPES))})"
+            )
         ptype = str(tab["type"]).lower()
         if ptype not in POLICY_TYPES:
-            raise ValueError(f"{where} [[policies]] entry {i}: unknown policy type {tab['type']!r}; known: {', '.join(sorted(POLICY_TYPES))}")
+            raise ValueError(
+                f"{where} [[policies]] entry {i}: unknown policy type {tab['type']!r}; known: "
+                f"{', '.join(sorted(POLICY_TYPES))}"
+            )
         if ptype == "python" and "class" not in tab:
             raise ValueError(f"{where} [[policies]] entry {i}: type 'python' needs class = \"module:Class\"")
         base = {k: v for k, v in tab.items() if k not in POLICY_META_KEYS}
@@ -320,8 +359,10 @@ def expand_policies(tables: list[dict[str, Any]], where: str = "scenario", impor
         keys = list(sweep)
         for combo in itertools.product(*(sweep[k] for k in keys)):
             params = copy.deepcopy(base)
-            params.update(zip(keys, combo))
-            label = name if not keys else name + " " + " ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, combo))
+            params.update(zip(keys, combo, strict=True))
+            label = (
+                name if not keys else name + " " + " ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, combo, strict=True))
+            )
             for cls, given in _policy_classes(ptype, params):
                 _check_policy_values(cls, given, f"{where} [[policies]] {label!r}")
             specs.append(PolicySpec(label, ptype, params, tab.get("class"), import_dirs))
@@ -392,7 +433,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None) -> Scenario
     _check_keys(data, TOP_KEYS, where)
     world = dict(data.get("world", {}))
     if not world:
-        raise ValueError(f"{where}: missing [world] (preset = \"math\", or log = \"file.parquet\")")
+        raise ValueError(f'{where}: missing [world] (preset = "math", or log = "file.parquet")')
     _check_world_values(world, f"{where} [world]", origins)
     check_closed_loop_config(world, where)
     if "log" in world:

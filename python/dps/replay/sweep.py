@@ -102,9 +102,17 @@ def run_job(job: Job) -> dict[str, Any]:
     res = replay(policy, world, job.steps, job.batch_size, job.seed, record=job.record)
     if job.draw >= 0:
         effect = world.effect  # type: ignore[attr-defined]
-        return {"index": job.index, "policy": job.spec.name, "draw": job.draw, "seed": job.seed,
-                "saturation": effect.saturation, "half_life": effect.half_life, "gain": effect.gain,
-                "effective_ratio": res.summary["effective_ratio"], "rollouts": res.summary["rollouts"]}
+        return {
+            "index": job.index,
+            "policy": job.spec.name,
+            "draw": job.draw,
+            "seed": job.seed,
+            "saturation": effect.saturation,
+            "half_life": effect.half_life,
+            "gain": effect.gain,
+            "effective_ratio": res.summary["effective_ratio"],
+            "rollouts": res.summary["rollouts"],
+        }
     return {
         "index": job.index,
         "policy": job.spec.name,
@@ -142,7 +150,8 @@ class SweepResult:
 
 
 def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Job]:
-    """Every (policy, seed); with a closed loop, each policy also against the open-loop world, named "NAME (open loop)"."""
+    """Every (policy, seed); with a closed loop, each policy also against the open-loop world, named "NAME (open
+    loop)"."""
     steps = scenario.steps or world.steps
     variants = [(scenario.world, "")]
     if closed_loop_on(scenario.world):
@@ -161,9 +170,11 @@ def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Jo
     return jobs
 
 
-def run_sweep(scenario: Scenario, workers: int | None = None, progress: bool = True, record: bool = False) -> SweepResult:
+def run_sweep(
+    scenario: Scenario, workers: int | None = None, progress: bool = True, record: bool = False
+) -> SweepResult:
     import polars as pl
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from tqdm import tqdm
 
     t0 = time.perf_counter()
     variants = 2 if closed_loop_on(scenario.world) else 1
@@ -257,7 +268,11 @@ def with_intervals(summary: pl.DataFrame, draws: pl.DataFrame | None) -> pl.Data
                 lo, hi = seed_interval(rows[col].to_numpy().astype(np.float64))
             cols[f"{col}_lo"], cols[f"{col}_hi"] = lo, hi
         source = f"closed loop, {d.height} draws" if d is not None else "seeds"
-        parts.append(rows.with_columns(*(pl.lit(v, pl.Float64).alias(k) for k, v in cols.items()), pl.lit(source).alias("interval_from")))
+        parts.append(
+            rows.with_columns(
+                *(pl.lit(v, pl.Float64).alias(k) for k, v in cols.items()), pl.lit(source).alias("interval_from")
+            )
+        )
     return pl.concat(parts) if parts else summary
 
 
@@ -338,6 +353,16 @@ def reliability_frame(results: list[dict[str, Any]]) -> pl.DataFrame | None:
             continue
         n = len(bins)
         for i, (count, sum_pred, sum_obs) in enumerate(bins):
-            rows.append({"policy": r["policy"], "seed": r["seed"], "bin": i, "lo": i / n, "hi": (i + 1) / n,
-                         "count": int(count), "sum_pred": float(sum_pred), "sum_obs": float(sum_obs)})
+            rows.append(
+                {
+                    "policy": r["policy"],
+                    "seed": r["seed"],
+                    "bin": i,
+                    "lo": i / n,
+                    "hi": (i + 1) / n,
+                    "count": int(count),
+                    "sum_pred": float(sum_pred),
+                    "sum_obs": float(sum_obs),
+                }
+            )
     return pl.DataFrame(rows) if rows else None

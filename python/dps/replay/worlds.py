@@ -29,7 +29,8 @@ _MASK64 = (1 << 64) - 1
 
 
 def hashed_uniforms(seed: int, step: int, ids: np.ndarray, k: int) -> np.ndarray:
-    """(len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j) (a splitmix64 hash; rust/logworld.rs)."""
+    """(len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j) (a splitmix64 hash;
+    rust/logworld.rs)."""
     return _core.hashed_uniforms(int(seed) & _MASK64, int(step) & _MASK64, np.ascontiguousarray(ids, np.int64), int(k))
 
 
@@ -133,7 +134,9 @@ class SyntheticParams:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown synthetic world parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown synthetic world parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
         out = dict(d)
         for key in ("forget_depth", "forget_width", "wobble_period"):
             if key in out:

@@ -30,6 +30,17 @@ def make_task(name: str, **options: Any) -> Task:
 
 
 __all__ = [
-    "Example", "Task", "SplitTask", "TASKS", "make_task", "extract_answer", "last_boxed", "wrap_answer",
-    "ArithmeticTask", "CountdownTask", "QuestionArithmeticTask", "BoxedMathTask", "DatasetTask",
+    "Example",
+    "Task",
+    "SplitTask",
+    "TASKS",
+    "make_task",
+    "extract_answer",
+    "last_boxed",
+    "wrap_answer",
+    "ArithmeticTask",
+    "CountdownTask",
+    "QuestionArithmeticTask",
+    "BoxedMathTask",
+    "DatasetTask",
 ]

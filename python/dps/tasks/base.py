@@ -186,7 +186,11 @@ class SplitTask(Task):
 
 
 def split_disjoint(
-    items: list[tuple[str, str, dict[str, Any]]], n_train: int, n_test: int, n_warmup: int, what: str,
+    items: list[tuple[str, str, dict[str, Any]]],
+    n_train: int,
+    n_test: int,
+    n_warmup: int,
+    what: str,
     stratum: str | None = None,
 ) -> tuple[list[Example], list[Example], list[Example]]:
     """Dedupe (prompt, answer, meta) items by prompt and cut them into three disjoint splits.
@@ -212,8 +216,9 @@ def split_disjoint(
     taken = set(test_idx)
     rest = [i for i in range(len(unique)) if i not in taken]
     parts = (rest[:n_train], test_idx, rest[n_train : n_train + n_warmup])
-    out = [[Example(j, content_key(unique[i][0], unique[i][1]), *unique[i]) for j, i in enumerate(part)]
-           for part in parts]
+    out = [
+        [Example(j, content_key(unique[i][0], unique[i][1]), *unique[i]) for j, i in enumerate(part)] for part in parts
+    ]
     return out[0], out[1], out[2]
 
 

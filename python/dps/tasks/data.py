@@ -65,8 +65,12 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     else:  # JSON lines: the line number, blank lines counted as an editor counts them
         with open(p, "rb") as f:
             lines = [n for n, line in enumerate(f, start=1) if line.strip()]
-        places = [f"{p} line {n}" for n in lines] if len(lines) == len(rows) else [f"{p} record {i + 1}" for i in range(len(rows))]
-    for r, where in zip(rows, places):
+        places = (
+            [f"{p} line {n}" for n in lines]
+            if len(lines) == len(rows)
+            else [f"{p} record {i + 1}" for i in range(len(rows))]
+        )
+    for r, where in zip(rows, places, strict=True):
         r["__where__"] = where
     return rows
 

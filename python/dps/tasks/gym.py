@@ -73,8 +73,13 @@ class ArithmeticTask(_GymTask):
         for li, (terms, digits) in enumerate(levels_t):
             key = f"chain_sum-{li}"
             ds = rg.create_dataset(
-                "chain_sum", size=per_level, seed=seed * 1000 + li,
-                min_terms=terms, max_terms=terms, min_digits=digits, max_digits=digits,
+                "chain_sum",
+                size=per_level,
+                seed=seed * 1000 + li,
+                min_terms=terms,
+                max_terms=terms,
+                min_digits=digits,
+                max_digits=digits,
             )
             self._datasets[key] = ds
             for i in range(per_level):
@@ -89,8 +94,9 @@ class ArithmeticTask(_GymTask):
                 items.append((prompt, str(entry["answer"]), {"dataset": key, "entry": entry, "level": li}))
         order = np.random.default_rng(seed).permutation(len(items))
         items = [items[i] for i in order]
-        self._train, self._test, self._warmup = split_disjoint(items, n_train, n_test, n_warmup, "arithmetic",
-                                                                    stratum="level")
+        self._train, self._test, self._warmup = split_disjoint(
+            items, n_train, n_test, n_warmup, "arithmetic", stratum="level"
+        )
 
 
 class CountdownTask(_GymTask):
@@ -122,8 +128,15 @@ class CountdownTask(_GymTask):
         size = int(need * 1.3) + 32
         try:
             ds = rg.create_dataset(
-                "countdown", size=size, seed=seed, min_numbers=min_numbers, max_numbers=max_numbers,
-                min_value=1, max_value=max_value, min_target=min_target, max_target=max_target,
+                "countdown",
+                size=size,
+                seed=seed,
+                min_numbers=min_numbers,
+                max_numbers=max_numbers,
+                min_value=1,
+                max_value=max_value,
+                min_target=min_target,
+                max_target=max_target,
             )
         except AssertionError as e:
             raise ValueError(f"countdown options: {e}") from e

@@ -51,9 +51,16 @@ class QuestionArithmeticTask(SplitTask):
     name = "arithmetic-qa"
     answer_format = "first_int"
 
-    def __init__(self, n_train: int = 1024, n_test: int = 256, n_warmup: int = 0,
-                 levels: list[str] | None = None, seed: int = 0, question: str = QUESTION,
-                 response_prefix: str = PREFIX) -> None:
+    def __init__(
+        self,
+        n_train: int = 1024,
+        n_test: int = 256,
+        n_warmup: int = 0,
+        levels: list[str] | None = None,
+        seed: int = 0,
+        question: str = QUESTION,
+        response_prefix: str = PREFIX,
+    ) -> None:
         names = list(levels) if levels is not None else list(QUESTION_LEVELS)
         unknown = [n for n in names if n not in QUESTION_LEVELS]
         if unknown or not names:

@@ -51,7 +51,9 @@ class DPSReplayBuffer(ReplayBuffer):
         finished, failed = self.finished_keys[partition_id], self.failure_keys[partition_id]
         terminal = finished | failed
         step = self.driver.step
-        new = sorted((uid for uid in terminal if uid not in step.seen and uid in step.prompt_of), key=step.prompt_of.__getitem__)
+        new = sorted(
+            (uid for uid in terminal if uid not in step.seen and uid in step.prompt_of), key=step.prompt_of.__getitem__
+        )
         if not new:
             return set(), Counter()
         groups = self._read_groups(partition_id, new)

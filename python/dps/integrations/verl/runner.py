@@ -16,7 +16,7 @@ import dps.integrations.verl.trainer  # noqa: F401  (registers trainer mode "dps
 _TaskRunnerBase: Any = TaskRunnerV1.__ray_metadata__.modified_class.__ray_actor_class__
 
 
-class _DPSTaskRunner(_TaskRunnerBase):  # type: ignore[misc, valid-type]
+class _DPSTaskRunner(_TaskRunnerBase):
     """TaskRunnerV1, defined here so that the actor's process imports the dps trainer."""
 
 

@@ -181,10 +181,12 @@ def run_steps(trainer: DPSTrainer, steps: int, save_every: int = 0) -> list[dict
         trainer.global_steps += 1
         started = time.perf_counter()
         trainer.prepare_step()
-        batch, metrics = trainer.replay_buffer.sample(global_steps=trainer.global_steps, partition_id=PARTITION, batch_size=batch_size)
+        batch, metrics = trainer.replay_buffer.sample(
+            global_steps=trainer.global_steps, partition_id=PARTITION, batch_size=batch_size
+        )
         metrics["step_seconds"] = time.perf_counter() - started
-        metrics["trained_uids"] = sorted({key.rsplit("_", 2)[0] for key in batch.keys})  # type: ignore[assignment]
-        metrics["trained_keys"] = list(batch.keys)  # type: ignore[assignment]
+        metrics["trained_uids"] = sorted({key.rsplit("_", 2)[0] for key in batch.keys})
+        metrics["trained_keys"] = list(batch.keys)
         tq.kv_clear(keys=batch.keys, partition_id=PARTITION)
         if save_every and trainer.global_steps % save_every == 0:
             trainer._save_checkpoint()

@@ -59,7 +59,9 @@ def dps_options(config: DictConfig) -> dict[str, Any]:
 
 
 def build_policy(options: dict[str, Any], num_prompts: int) -> Policy:
-    return make_policy(str(options["policy"]), num_prompts=num_prompts, seed=int(options["seed"]), **(options["options"] or {}))
+    return make_policy(
+        str(options["policy"]), num_prompts=num_prompts, seed=int(options["seed"]), **(options["options"] or {})
+    )
 
 
 @register_trainer(TRAINER_MODE)
