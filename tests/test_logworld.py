@@ -164,24 +164,8 @@ def test_calibration_of_a_synthetic_log_and_its_report(tmp_path: Path, capsys: p
     from dps.replay.calibration import calibrate, reliability
 
     log = tmp_path / "log.parquet"
-    assert (
-        main(
-            [
-                "synth",
-                "--preset",
-                "countdown",
-                "--num-prompts",
-                "300",
-                "--steps",
-                "40",
-                "--every",
-                "2",
-                "--out",
-                str(log),
-            ]
-        )
-        == 0
-    )
+    synth = "synth --preset countdown --num-prompts 300 --steps 40 --every 2".split()
+    assert main([*synth, "--out", str(log)]) == 0
     assert main(["validate", str(log), "--calibration", str(tmp_path / "cal")]) == 0
     out = capsys.readouterr().out
     assert "ECE" in out and "| predicted P(partial) |" in out

@@ -340,28 +340,11 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
     from dps.cli import main
 
     log = tmp_path / "log.parquet"
-    assert (
-        main(
-            [
-                "synth",
-                "--preset",
-                "countdown",
-                "--num-prompts",
-                "120",
-                "--steps",
-                "10",
-                "--every",
-                "2",
-                "--out",
-                str(log),
-            ]
-        )
-        == 0
-    )
+    args = ["synth", "--preset", "countdown", "--num-prompts", "120", "--steps", "10", "--every", "2"]
+    assert main([*args, "--out", str(log)]) == 0
     assert main(["validate", str(log)]) == 0
     assert "ok" in capsys.readouterr().out
     resp = tmp_path / "resp.parquet"
-    args = ["synth", "--preset", "countdown", "--num-prompts", "120", "--steps", "10", "--every", "2"]
     assert main([*args, "--layout", "response", "--out", str(resp)]) == 0
     assert main(["validate", str(resp)]) == 0
     assert read_log(resp).drop("reward_mean", "rewards").equals(read_log(log))  # per-response rows aggregate back
