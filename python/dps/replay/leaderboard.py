@@ -265,6 +265,8 @@ excluded).
 
 
 def write_leaderboard(boards: list[Board], out: str | Path, plots: bool = True, command: str = "") -> dict[str, Path]:
+    """Write leaderboard.md, .csv and .parquet (and leaderboard.png unless `plots` is False) to
+    `out`; `command`, when given, is the command line quoted in the markdown."""
     import polars as pl
 
     out = Path(out)

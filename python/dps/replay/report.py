@@ -101,6 +101,8 @@ def _span(lo: Any, hi: Any, fmt: str) -> str:
 
 
 def write_report(result: SweepResult, out: str | Path, plots: bool = True) -> dict[str, Path]:
+    """Write a sweep's report folder (report.md, summary.csv/.parquet, steps.parquet, and the
+    plots unless `plots` is False); returns the written paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary, steps = result.summary, result.steps

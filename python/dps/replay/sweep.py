@@ -134,6 +134,8 @@ def _init_worker() -> None:
 
 @dataclass
 class SweepResult:
+    """What `run_sweep` returns: the per-(policy, seed) summary and per-step rows, and what the report needs."""
+
     scenario: Scenario
     world: dict[str, Any]
     summary: pl.DataFrame  # one row per (policy, seed)
@@ -173,6 +175,9 @@ def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Jo
 def run_sweep(
     scenario: Scenario, workers: int | None = None, progress: bool = True, record: bool = False
 ) -> SweepResult:
+    """Replay every policy of `scenario` over its seeds (in `workers` processes; None: the
+    scenario's own setting), with the closed-loop and open-loop twins and interval draws it asks
+    for. `record` keeps each replay's own rollouts as a per-group log."""
     import polars as pl
     from tqdm import tqdm
 
