@@ -80,3 +80,17 @@ def test_each_layer_imports_only_what_it_may():
         if part(dep) != part(mod) and part(dep) not in ALLOWED[part(mod)]
     ]
     assert not bad, "\n".join(sorted(bad))
+
+
+def test_every_torch_load_refuses_pickled_objects():
+    """A checkpoint or cache from elsewhere must not run code: every torch.load passes weights_only=True."""
+    root = PACKAGE.parents[1]
+    calls = []
+    for folder in ("python", "examples", "scripts", "studies", "benchmarks"):
+        for f in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text(), str(f))):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                    safe = any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in node.keywords)
+                    calls.append((f"{f.relative_to(root)}:{node.lineno}", safe))
+    assert calls, "no torch.load found: the walk is looking in the wrong place"
+    assert all(safe for _, safe in calls), [where for where, safe in calls if not safe]
