@@ -424,7 +424,6 @@ def test_interval_draws_must_be_a_count() -> None:
 PAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-lr3e6-pair"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     not (PAIR / "log_uniform.parquet").exists(), reason="the shared lr3e-6 pair is not beside the repository"
 )
