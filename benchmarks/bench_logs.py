@@ -5,9 +5,8 @@
 
 Writes the logs under --dir (default runs/bench-logs), then reads each in a fresh process and
 prints one row per case: rows, the file's size, the wall and CPU (user + system) time of
-load_log and the process's peak resident memory (ru_maxrss, which includes the ~150 MB of the interpreter with polars
-and
-numpy loaded). Cases:
+load_log and the process's peak resident memory (ru_maxrss, which includes the ~150 MB of the
+interpreter with polars and numpy loaded). Cases:
 - group, int ids: per-group Parquet, ids drawn from 10^6 prompts, 10^4 steps of 1,000 groups
   each (the issue's 10^7-row log), rows in step order, prompts in random order within a step;
 - group, sparse int ids: the same with ids spread over 0..2^40 (mapped to dense ids);

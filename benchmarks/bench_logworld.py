@@ -87,9 +87,8 @@ def main() -> int:
     t0 = time.perf_counter()
     world = LogWorld(log, num_prompts=args.prompts)
     print(
-        f"| build LogWorld (switch rate {world.switch_rate:g}, prior half-life {world.prior.half_life:g}) |"
-        f" {log.height:,} | "
-        f"{time.perf_counter() - t0:.1f} | | | | {peak_gib():.2f} |",
+        f"| build LogWorld (switch rate {world.switch_rate:g}, prior half-life {world.prior.half_life:g}) | "
+        f"{log.height:,} | {time.perf_counter() - t0:.1f} | | | | {peak_gib():.2f} |",
         flush=True,
     )
     for name in args.policies:

@@ -10,11 +10,10 @@ CPU. The task is the integration tests' first-character task (512 prompts "q<i>:
 is correct when its first character falls in a prompt-specific set), on which an untrained
 model already solves some responses of most prompts, so both trainers do a real update every
 step (`dps train` skips the update of zero-advantage groups; on arithmetic without a warm-up
-every group is unsolved and the comparison would time generation only). A step's wall time is the time between two
-consecutive
-`select` calls of the policy (generation, scoring, update, logging: everything a step does).
-Prints one row per trainer: median and mean step wall time, the policy's time per step
-(select + admit + observe) and its share of the step.
+every group is unsolved and the comparison would time generation only). A step's wall time is
+the time between two consecutive `select` calls of the policy (generation, scoring, update,
+logging: everything a step does). Prints one row per trainer: median and mean step wall time,
+the policy's time per step (select + admit + observe) and its share of the step.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 
 One row per run: rollouts, effective ratio, distinct prompts trained on (most uses of one
 prompt), and held-out accuracy at 0, half and all of the run's rollouts; then the mean over
-seeds per run name, and the mean held-out accuracy against rollouts spent. Only finished runs (with summary.json) are
-read.
+seeds per run name, and the mean held-out accuracy against rollouts spent. Only finished runs
+(with summary.json) are read.
 """
 
 from __future__ import annotations

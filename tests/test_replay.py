@@ -351,8 +351,8 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
     sc = tmp_path / "sc.toml"
     sc.write_text(
         'name = "rt"\n[world]\nlog = "log.parquet"\nswitch_rate = 0.05\n[run]\nbatch_size = 16\nseeds = 2\nworkers '
-        "= 1\n"
-        '[[policies]]\nname = "mine"\ntype = "python"\nclass = "test_replay:PyUniform"\n[[policies]]\ntype = "oracle"\n'
+        '= 1\n[[policies]]\nname = "mine"\ntype = "python"\nclass = "test_replay:PyUniform"\n[[policies]]\ntype = '
+        '"oracle"\n'
     )
     out = tmp_path / "out"
     assert main(["replay", str(sc), "--out", str(out), "--quiet", "--no-plots"]) == 0

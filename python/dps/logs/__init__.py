@@ -29,9 +29,9 @@ get dense ids ``prompt_id`` 0..N-1 (in the sorted order of the user's ids; ids t
 `prompt_keys` map dense ids back. A file that holds a ``prompt_key`` column (as the logs that
 ``dps replay --write-logs`` writes do: the dense id beside the user's id) is read by its
 ``prompt_key``: that is the prompt's own id, and its ``prompt_id`` must pair with it one to
-one. Steps are the log's own values, never shifted or padded. The same (step, prompt) may appear more than once
-(extra generation rounds, an epoch wrap-around, a
-training group and an evaluation sweep at the same step): each such group stays its own row.
+one. Steps are the log's own values, never shifted or padded. The same (step, prompt) may
+appear more than once (extra generation rounds, an epoch wrap-around, a training group and an
+evaluation sweep at the same step): each such group stays its own row.
 
 Every check raises `LogError` (a ValueError) naming the file, the file's column and the first
 bad row (0-based row number in that file as read).

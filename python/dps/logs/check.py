@@ -308,9 +308,8 @@ def _check_ids(chk: _Checker) -> str:
                 "prompt_id",
                 bad,
                 f"is {chk.df['prompt_id'][bad]}: with prompt_ids = 'index' the ids are dataset indices, and every "
-                "policy "
-                f"keeps state for each prompt up to the largest (at most {MAX_INDEX_PROMPTS:,}); a corrupt row? "
-                "Else use prompt_ids = 'dense'",
+                f"policy keeps state for each prompt up to the largest (at most {MAX_INDEX_PROMPTS:,}); a corrupt "
+                "row? Else use prompt_ids = 'dense'",
             )
     return "integer" if dtype.is_integer() else "string"
 

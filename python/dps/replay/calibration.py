@@ -95,27 +95,23 @@ class Calibration:
             )
         if self.first_look_prior:
             out.append(
-                f"the population prior rests on the {self.first_looks:,} prompts' first logged groups alone "
-                f"(partly solved {self.first_look_share:.3f} of the time, "
-                f"against {self.observed_share:.3f} over all groups): a replay's prompts the log never holds are "
-                "uncertain by "
-                f"about +-{self.first_look_spread:.3f} in their partial share"
+                f"the population prior rests on the {self.first_looks:,} prompts' first logged groups alone (partly "
+                f"solved {self.first_look_share:.3f} of the time, against {self.observed_share:.3f} over all "
+                "groups): a replay's prompts the log never holds are uncertain by about "
+                f"+-{self.first_look_spread:.3f} in their partial share"
             )
         elif abs(self.first_look_share - self.observed_share) > 0.1:
             out.append(
                 f"each prompt's first logged group is partly solved {self.first_look_share:.3f} of the time against "
                 f"{self.observed_share:.3f} over all groups: if the logging policy chose prompts by their outcomes "
-                "(drift can "
-                "do this too; the within-step test did not show it), the population prior leans toward what it "
-                "chose, and "
-                "population = 'first_looks' fits it on first looks alone"
+                "(drift can do this too; the within-step test did not show it), the population prior leans toward "
+                "what it chose, and population = 'first_looks' fits it on first looks alone"
             )
         if self.groups >= FILTERED_MIN_GROUPS and min(self.first_look_share, self.observed_share) >= FILTERED_SHARE:
             out.append(
                 "every logged group, first looks included, is partly solved: if the log holds only the groups a "
-                "filter kept "
-                "(dynamic sampling's training batches), it holds no fair sample of the population and a replay of it "
-                "overstates the partial share; log every rolled-out group"
+                "filter kept (dynamic sampling's training batches), it holds no fair sample of the population and a "
+                "replay of it overstates the partial share; log every rolled-out group"
             )
         return out
 

@@ -628,15 +628,14 @@ class LogWorld(World):
         why = f"set by population = {self.population!r}" if forced else sel.reason()
         if self.population == "all":
             return (
-                f"unlogged prompts are drawn from a population prior fitted on all {self.logged_groups:,} "
-                f"logged groups: {why}"
+                f"unlogged prompts are drawn from a population prior fitted on all {self.logged_groups:,} logged "
+                f"groups: {why}"
             )
         return (
             f"unlogged prompts are drawn from a population prior fitted on the {sel.first_looks:,} prompts' first "
-            "logged groups "
-            f"alone, not all {self.logged_groups:,} groups: {why}; first looks are partly solved "
-            f"{self.first_look_partial_share():.3f} of the time, +-{self.first_look_spread():.3f} from their "
-            "number alone"
+            f"logged groups alone, not all {self.logged_groups:,} groups: {why}; first looks are partly solved "
+            f"{self.first_look_partial_share():.3f} of the time, +-{self.first_look_spread():.3f} from their number "
+            "alone"
         )
 
     def first_look_spread(self) -> float:

@@ -204,14 +204,11 @@ def interval_lines(agg: pl.DataFrame, w: dict[str, Any]) -> list[str]:
         n = drawn.split(", ")[-1].split()[0]
         lines.append(
             f"90% intervals: where one more replay falls 9 times in 10. Closed-loop rows: from {n} replays, each "
-            "with its "
-            "own seed and an effect drawn from what the log allows (a shape by its weight, the gain from its standard "
-            "error): seed noise, the fit's uncertainty and the shapes the log cannot tell apart. Other rows: from "
-            "their "
-            "seeds alone (replay noise only; an open-loop row's interval says nothing of how far the open loop is "
-            "off). "
-            "Neither holds the log world's own error, nor what the log cannot show at all: how the prompts a policy "
-            "leaves untrained would have moved under it."
+            "with its own seed and an effect drawn from what the log allows (a shape by its weight, the gain from "
+            "its standard error): seed noise, the fit's uncertainty and the shapes the log cannot tell apart. Other "
+            "rows: from their seeds alone (replay noise only; an open-loop row's interval says nothing of how far "
+            "the open loop is off). Neither holds the log world's own error, nor what the log cannot show at all: "
+            "how the prompts a policy leaves untrained would have moved under it."
         )
     else:
         lines.append(

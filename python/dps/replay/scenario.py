@@ -218,8 +218,8 @@ def check_closed_loop_config(cfg: dict[str, Any], where: str = "scenario") -> No
     if "log" not in cfg:
         if present:
             raise ValueError(
-                f"{where} [world] {present[0]}: the closed loop is fitted from a log (log = ...); a synthetic "
-                "world has train_gain"
+                f"{where} [world] {present[0]}: the closed loop is fitted from a log (log = ...); a synthetic world "
+                "has train_gain"
             )
         return
     if "train_log" in cfg and not isinstance(cfg["train_log"], str):

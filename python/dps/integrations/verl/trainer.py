@@ -105,8 +105,7 @@ class DPSTrainer(PPOTrainerSync):
         if reward_model.enable and not reward_model.enable_resource_pool:
             raise ValueError(
                 "DPSTrainer needs rewards when groups finish: use a rule-based reward or "
-                "reward.reward_model.enable_resource_pool=True (a colocated reward model scores "
-                "only after sampling)"
+                "reward.reward_model.enable_resource_pool=True (a colocated reward model scores only after sampling)"
             )
         filter_groups = self.config.algorithm.get("filter_groups", None)
         if filter_groups is not None and filter_groups.get("enable", False):
