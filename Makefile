@@ -51,7 +51,7 @@ $(VERL_STAMP): Makefile
 	touch $(VERL_STAMP)
 
 test-verl: $(BUILD_STAMP) $(VERL_STAMP)
-	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -q tests/integration_verl
+	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -q tests/integrations/verl
 
 # verl's own loop (fit()) with DPS on this machine's CPUs: a tiny Qwen2, 4 steps, then a second
 # run killed after its step-2 checkpoint and resumed (docs/integrations/verl.md). OUT: a new folder.

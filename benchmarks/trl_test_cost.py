@@ -1,4 +1,4 @@
-"""The policy's share of `train()` in the TRL integration test's setting (tests/trl_tiny.py:
+"""The policy's share of `train()` in the TRL integration test's setting (tests/integrations/trl_tiny.py:
 8 optimizer steps, 4 generations of B = 4 x k = 4), from `DPSGRPOTrainer.dps_cost()`.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/trl_test_cost.py

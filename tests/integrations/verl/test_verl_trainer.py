@@ -206,7 +206,7 @@ def test_launch_scripts_compose_with_verls_config(script, batch, decay):
 
     import yaml
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
     result = subprocess.run(
         ["bash", str(root / "scripts" / "verl" / script)], capture_output=True, text=True, env=env, timeout=300

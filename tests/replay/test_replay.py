@@ -91,7 +91,7 @@ def good_groups() -> pl.DataFrame:
     )
 
 
-# The log schema and readers: tests/test_logs.py
+# The log schema and readers: tests/logs/test_logs.py
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +375,7 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_shipped_scenarios_parse() -> None:
-    root = Path(__file__).resolve().parents[1] / "replay"
+    root = Path(__file__).resolve().parents[2] / "replay"
     files = sorted(root.glob("*.toml"))
     assert {"math.toml", "countdown.toml"} <= {f.name for f in files}
     for f in files:

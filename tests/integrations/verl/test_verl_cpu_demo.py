@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("verl.trainer.ppo.v1", reason="verl is tested in its own venv: make test-verl")
 
 from dps.logs import LogSpec, read_log  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
+from paths import ROOT
 
 
 def test_verls_loop_trains_with_dps_and_a_killed_run_resumes_to_the_same_prompts(tmp_path):

@@ -12,8 +12,9 @@ import pytest
 from dps.policies.registry import make_policy
 from dps.replay.logworld import _DRAW_SALT, LogEstimator, LogWorld
 from dps.replay.runner import replay
+from paths import shared_data
 
-SHARED_LOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet"
+SHARED_LOG = ("smollm2-arith-lr1e6", "log.parquet")
 
 
 def distinct_per_row(rng: np.random.Generator, rows: int, n: int, size: int) -> np.ndarray:
@@ -71,9 +72,7 @@ def test_stationary_log_replays_to_the_exact_effective_ratio() -> None:
 
 def test_real_log_replays_to_what_its_dense_sweeps_measured() -> None:
     """The shared SmolLM2 GRPO log: uniform replayed on the sweep rows alone, and on the training rows alone."""
-    if not SHARED_LOG.exists():
-        pytest.skip(f"{SHARED_LOG} is not here")
-    log = pl.read_parquet(SHARED_LOG)
+    log = pl.read_parquet(shared_data(*SHARED_LOG))
     partial = (pl.col("n_correct") > 0) & (pl.col("n_correct") < pl.col("n_rollouts"))
     sweeps = log.filter(pl.col("kind") == "sweep")
     truth = sweeps.group_by("step").agg(partial.mean())["n_correct"].mean()

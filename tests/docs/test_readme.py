@@ -1,7 +1,7 @@
 """The README's worked example of a custom policy runs, as written, through the same code paths
 as the built-ins: run_step, a replay, and save / load; and the replay examples of
 docs/policies.md (Python, and a scenario with the class in a module next to it) run with it as
-written. (tests/test_docs_examples.py runs every marked block of the README and the docs.)"""
+written. (tests/docs/test_docs_examples.py runs every marked block of the README and the docs.)"""
 
 import re
 import sys
@@ -14,8 +14,8 @@ import pytest
 from dps import DPS, Policy, run_step
 from dps.replay.runner import replay
 from dps.replay.worlds import SyntheticWorld, preset_params
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 POLICIES_PAGE = ROOT / "docs" / "policies.md"
 

@@ -24,8 +24,7 @@ from dps.logs import (
     validate_frame,
     write_log,
 )
-
-REAL_LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet"
+from paths import shared_data
 
 
 def good_groups() -> pl.DataFrame:
@@ -269,20 +268,20 @@ def test_repeated_groups_are_kept_as_separate_rows() -> None:
     assert by_kind["n_rollouts"].to_list() == [3, 3]
 
 
-@pytest.mark.skipif(not REAL_LOG.exists(), reason="../shared/data is not beside the checkout")
 def test_validate_describes_the_real_smollm2_log(capsys: pytest.CaptureFixture[str]) -> None:
     from dps.cli import main
 
-    assert main(["validate", str(REAL_LOG)]) == 0
+    real_log = shared_data("smollm2-arith-lr1e6", "log.parquet")
+    assert main(["validate", str(real_log)]) == 0
     out = capsys.readouterr().out
     assert "48,384 rows" in out and "already 0..N-1" in out and "steps: 0..148, 149 distinct" in out
     assert "kind 'sweep': 38,912 groups, steps 0..148 (38 distinct)" in out
     assert "kind 'train': 9,472 groups, steps 1..148 (148 distinct)" in out
     assert "repeated groups: 2,368 (step, prompt) pairs" in out and "0 of them within one kind" in out
-    assert main(["validate", str(REAL_LOG), "--kinds", "train"]) == 0
+    assert main(["validate", str(real_log), "--kinds", "train"]) == 0
     out = capsys.readouterr().out
     assert "9,472 groups" in out and "repeated groups: none" in out
-    log = load_log(REAL_LOG, LogSpec(kinds=("train",)))
+    log = load_log(real_log, LogSpec(kinds=("train",)))
     assert log.info.num_prompts == 1024 and log.groups.height == 9472
 
 

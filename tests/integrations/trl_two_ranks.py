@@ -1,4 +1,4 @@
-"""Run by tests/test_integration_trl.py under `torch.distributed.run --nproc_per_node 2`: two CPU
+"""Run by tests/integrations/test_trl.py under `torch.distributed.run --nproc_per_node 2`: two CPU
 processes (gloo) train two generations; each rank writes the prompt ids of the rows it scored."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import trl_tiny  # noqa: E402
+
 from dps import DPS  # noqa: E402
 
 out = Path(sys.argv[1])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+from importlib.util import find_spec
 
 import pytest
 
-pytest.importorskip("reasoning_gym")
-
-from dps.tasks import (  # noqa: E402
+from dps.tasks import (
     ArithmeticTask,
     BoxedMathTask,
     CountdownTask,
@@ -19,7 +18,10 @@ from dps.tasks import (  # noqa: E402
     make_task,
 )
 
+NEEDS_GYM = pytest.mark.skipif(find_spec("reasoning_gym") is None, reason="this task needs reasoning-gym")
 
+
+@NEEDS_GYM
 def test_arithmetic_splits_are_stable_disjoint_and_graded():
     a = ArithmeticTask(n_train=60, n_test=30, n_warmup=40, seed=3)
     b = ArithmeticTask(n_train=60, n_test=30, n_warmup=40, seed=3)
@@ -36,6 +38,7 @@ def test_arithmetic_splits_are_stable_disjoint_and_graded():
     assert not a.verify(ex, "")
 
 
+@NEEDS_GYM
 def test_arithmetic_bad_options():
     with pytest.raises(ValueError, match="level"):
         ArithmeticTask(n_train=5, n_test=5, n_warmup=5, levels=[[1, 1]])
@@ -43,6 +46,7 @@ def test_arithmetic_bad_options():
         ArithmeticTask(n_train=500, n_test=10, n_warmup=0, levels=[[2, 1]])
 
 
+@NEEDS_GYM
 def test_countdown_scoring_and_format_bonus_is_apart_from_correctness():
     c = CountdownTask(n_train=20, n_test=10, n_warmup=5, seed=1)
     c.validate()
@@ -126,6 +130,7 @@ def test_dataset_bad_input_is_named(tmp_path):
         DatasetTask(p, verifier="fuzzy")
 
 
+@NEEDS_GYM
 def test_boxed_math_generated_and_make_task():
     m = BoxedMathTask(n_train=12, n_test=4)
     m.validate()
@@ -155,6 +160,7 @@ def _hostile_tasks(tmp_path):
     ]
 
 
+@NEEDS_GYM
 def test_every_verifier_is_bounded_in_time_on_hostile_answers(tmp_path):
     """A huge power, nesting 3000 deep, 10^5 characters: each is judged wrong within the limit,
     counted, and the verifier goes on (countdown's scorer alone never returns on 9**9**9)."""
@@ -180,6 +186,7 @@ def test_every_verifier_is_bounded_in_time_on_hostile_answers(tmp_path):
             assert v.timeouts >= 1  # 9**9**9 did hang and was cut off
 
 
+@NEEDS_GYM
 def test_a_direct_verify_is_bounded_by_default():
     """`Task.verify` called as a reward function would: 9**9**9 is wrong within the limit (the
     shared worker is replaced and goes on); timeout_s=0 is the explicit in-process path."""

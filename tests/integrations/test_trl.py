@@ -251,7 +251,7 @@ def test_a_generation_whose_scoring_raises_is_abandoned(tmp_path) -> None:
 
 def test_the_shipped_example_trains_four_generations_on_a_tiny_local_setting(tmp_path) -> None:
     """`python examples/trl_grpo_dps.py --tiny --steps 4 --out DIR`, as a user runs it (nothing downloaded)."""
-    example = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo_dps.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "trl_grpo_dps.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(example), "--tiny", "--steps", "4", "--out", str(tmp_path / "run")],

@@ -24,6 +24,7 @@ from dps.replay.runner import replay
 from dps.replay.scenario import load_scenario, parse_scenario
 from dps.replay.sweep import run_sweep
 from dps.replay.worlds import SyntheticWorld, preset_params
+from paths import ROOT, shared_data
 
 N, T, B = 2000, 200, 128
 
@@ -235,14 +236,11 @@ def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:
         parse_scenario(data, Path("sc.toml"))
 
 
-SHARED_LOG = Path(__file__).resolve().parents[1] / "replay" / "smollm2-closed-loop.toml"
+SHARED_LOG = ROOT / "replay" / "smollm2-closed-loop.toml"
 
 
-@pytest.mark.skipif(
-    not (SHARED_LOG.parent.parent.parent / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet").exists(),
-    reason="the shared SmolLM2 log is not beside the repository",
-)
 def test_the_shared_real_log_fits_a_positive_effect_and_slows_dps() -> None:
+    shared_data("smollm2-arith-lr1e6", "log.parquet")
     sc = load_scenario(SHARED_LOG, ["run.seeds=[0]", "run.steps=60"])
     sc.policies = [p for p in sc.policies if p.name == "DPS"]
     res = run_sweep(sc, workers=1, progress=False)
@@ -421,14 +419,9 @@ def test_interval_draws_must_be_a_count() -> None:
         parse_scenario(data, Path("sc.toml"))
 
 
-PAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-lr3e6-pair"
-
-
-@pytest.mark.skipif(
-    not (PAIR / "log_uniform.parquet").exists(), reason="the shared lr3e-6 pair is not beside the repository"
-)
 def test_the_uniform_run_predicts_the_live_dps_run_of_the_pair() -> None:
-    sc = load_scenario(Path(__file__).resolve().parents[1] / "replay" / "smollm2-pair.toml", ["run.workers=1"])
+    shared_data("smollm2-arith-lr3e6-pair", "log_uniform.parquet")
+    sc = load_scenario(ROOT / "replay" / "smollm2-pair.toml", ["run.workers=1"])
     sc.policies = [p for p in sc.policies if p.name == "DPS"]
     res = run_sweep(sc, workers=1, progress=False)
     rows = {name: res.summary.filter(pl.col("policy") == name) for name in ("DPS", "DPS (open loop)")}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 DOCS = ROOT / "docs"
 SOURCES = ["README.md", "CONTRIBUTING.md", "CHANGELOG.md", "studies/README.md"]
 CODE_DIRS = ["python", "rust", "tests", "scripts", "replay", "benchmarks", "examples", "studies", "configs"]

