@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import trl_tiny  # noqa: E402
+
 from dps import DPS  # noqa: E402
 
 torch.set_num_threads(1)

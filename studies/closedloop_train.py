@@ -20,9 +20,10 @@ from typing import Any
 
 import polars as pl
 
+from dps.policies.builtin import DEFAULT_MAX_ROUNDS
+from dps.policies.registry import capped_rounds
 from dps.replay.scenario import parse_scenario
 from dps.replay.sweep import run_sweep
-from dps.train.policies import DEFAULT_MAX_ROUNDS, capped_rounds
 
 
 def config(run: Path) -> dict[str, Any]:

@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 
 from dps.logs import frame_to_groups, read_log
+from dps.outcomes import group_states
 from dps.policies.base import Policy
 from dps.replay.logworld import LogEstimator, LogWorld
 from dps.replay.oracle import Oracle
-from dps.replay.runner import group_states, prediction_scores, replay
+from dps.replay.runner import prediction_scores, replay
 from dps.replay.scenario import load_scenario, parse_scenario
 from dps.replay.sweep import run_sweep
 from dps.replay.worlds import SyntheticParams, SyntheticWorld, World, draw_correct, preset_params

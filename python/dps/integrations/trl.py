@@ -48,6 +48,7 @@ from accelerate.utils import broadcast_object_list
 from trl import GRPOTrainer
 
 from dps.logs import RolloutLogWriter
+from dps.outcomes import effective_ratio, partially_solved
 from dps.policies.base import Policy, abandon_step
 
 POLICY_FILE = "dps_policy.npz"
@@ -208,14 +209,14 @@ class DPSGRPOTrainer(GRPOTrainer):
             t1 = time.perf_counter()
             self.dps_log.add(self.dps_generation, ids, n_correct, n_rollouts, rewards)
             self.dps_timing["log_s"] += time.perf_counter() - t1
-            partial = (n_correct > 0) & (n_correct < k)
+            partial = partially_solved(n_correct, n_rollouts)
             metrics = {name: float(value) for name, value in policy_metrics.items()}
             metrics.update(
                 {
                     "partial_share": float(partial.mean()),
                     "admitted": float(keep.sum()),
                     "shortfall": float(len(ids) - keep.sum()),
-                    "effective_ratio": float((partial & keep).sum() / max(int(keep.sum()), 1)),
+                    "effective_ratio": effective_ratio(int((partial & keep).sum()), int(keep.sum())),
                     "policy_ms": 1000.0 * spent,
                 }
             )

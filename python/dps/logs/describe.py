@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from dps.logs.schema import LoadedLog, _pl
+from dps.outcomes import partial_share
 
 if TYPE_CHECKING:
     import polars as pl
@@ -33,7 +32,7 @@ def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]
         "max_prompt_id": int(df["prompt_id"].max()),  # type: ignore[arg-type]
         "rollouts": int(n.sum()),
         "accuracy": float(c.sum() / n.sum()),
-        "partial_share": float(np.mean((c > 0) & (c < n))),
+        "partial_share": partial_share(c, n),
         "coverage": float(cells / (steps * (num_prompts or prompts))),
         "repeated_pairs": repeated.height,
         "repeated_rows": int(repeated["len"].sum()) - repeated.height if repeated.height else 0,
@@ -48,7 +47,7 @@ def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]
                 "steps": int(part["step"].n_unique()),
                 "step_range": (int(part["step"].min()), int(part["step"].max())),  # type: ignore[arg-type]
                 "prompts": int(part["prompt_id"].n_unique()),
-                "partial_share": float(np.mean((pc > 0) & (pc < pn))),
+                "partial_share": partial_share(pc, pn),
             }
     return facts
 

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from dps.outcomes import effective_ratio, partially_solved
+
 RolloutFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -146,10 +148,8 @@ class StepResult:
     @property
     def effective_ratio(self) -> float:
         """Share of the trained groups that were partially solved (0 < correct < k)."""
-        if len(self.trained) == 0:
-            return 0.0
-        c, n = self.n_correct[self.trained], self.n_rollouts[self.trained]
-        return float(np.mean((c > 0) & (c < n)))
+        partial = partially_solved(self.n_correct[self.trained], self.n_rollouts[self.trained])
+        return effective_ratio(int(partial.sum()), len(self.trained))
 
 
 def count_array(name: str, values: object, n_groups: int) -> np.ndarray:

@@ -665,6 +665,9 @@ GRESO_FIRST_ROUND = 1.5
 GRESO_ROUND_MARGIN = 1.25
 GRESO_MIN_ROUND = 64
 GRESO_ROUNDS = ("released", "batch")
+#: Rounds a step may take when a gate rejects groups and rounds are whole batches (DS; GRESO's
+#: rounds="batch"): DAPO's max_num_gen_batches in the paper's runs.
+DEFAULT_MAX_ROUNDS = 10
 
 
 def released_round_size(batch_size: int, rounds: Sequence[tuple[int, int]], first_ratio: float) -> int:
@@ -702,7 +705,8 @@ class GRESO(EpochPolicy):
     the second epoch on (`adapt_from_epoch=1`; 0 adapts from the first step), and a step's rounds
     are the released trainer's (`rounds="released"`: 1.5 x B prompts first, then sized to what
     is still missing, see `released_round_size`, with no cap on their number).
-    `rounds="batch"` rolls out B prompts per round, at most `max_rounds` (default 10) rounds.
+    `rounds="batch"` rolls out B prompts per round, at most `max_rounds` (default
+    DEFAULT_MAX_ROUNDS) rounds.
     `max_rounds` caps the released rounds too when given.
     """
 
@@ -757,7 +761,7 @@ class GRESO(EpochPolicy):
         self.adapt_from_epoch = check_count("adapt_from_epoch", adapt_from_epoch)
         num_prompts = check_num_prompts(num_prompts)
         if max_rounds is None:
-            self._round_cap = 10 if rounds == "batch" else None
+            self._round_cap = DEFAULT_MAX_ROUNDS if rounds == "batch" else None
         else:
             self._round_cap = check_count("max_rounds", max_rounds) or 1
         #: An upper bound on a step's rounds: each rolls out at least one prompt.

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from dps.policies.base import Policy
-from dps.policies.builtin import Uniform, check_batch_size, zero_variance_mask
+from dps.policies.builtin import DEFAULT_MAX_ROUNDS, Uniform, check_count, zero_variance_mask
 
 
 class DynamicSampling(Policy):
@@ -27,7 +27,7 @@ class DynamicSampling(Policy):
         seed: int = 0,
         lo: float | None = None,
         hi: float | None = None,
-        max_rounds: int = 10,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
     ) -> None:
         if selector is None:
             if num_prompts is None:
@@ -40,7 +40,7 @@ class DynamicSampling(Policy):
         self.band = None if lo is None or hi is None else (float(lo), float(hi))
         if self.band is not None and not 0.0 <= self.band[0] <= self.band[1] <= 1.0:
             raise ValueError(f"the band [lo, hi] = {list(self.band)} must satisfy 0 <= lo <= hi <= 1")
-        self.max_rounds = check_batch_size(max_rounds)
+        self.max_rounds = check_count("max_rounds", max_rounds)
         if self.max_rounds < 1:
             raise ValueError("max_rounds must be at least 1")
         self.selector = selector

@@ -3,6 +3,7 @@
 make_policy("dps", num_prompts=7500, seed=0, decay=0.7)
 make_policy("ds", ...)                # dynamic sampling over a uniform loader
 make_policy("dps+ds", ..., lo=0.1)    # the gate over another selector
+make_policy("ds", ..., batch_size=16) # rounds capped to the full batches the dataset holds (the trainer)
 make_policy("mypkg.mod:MyPolicy", ...)  # a user's Policy subclass
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dps.policies.base import Policy
-from dps.policies.builtin import BOTS, DPS, GRESO, HistoryResampling, MoPPS, Uniform
+from dps.policies.builtin import BOTS, DEFAULT_MAX_ROUNDS, DPS, GRESO, HistoryResampling, MoPPS, Uniform
 from dps.policies.gate import DynamicSampling
 
 #: Each built-in selector, constructed as cls(num_prompts=..., seed=..., **options).
@@ -47,8 +48,17 @@ def import_policy_class(path: str) -> Callable[..., Policy]:
     return cls
 
 
-def make_policy(name: str, num_prompts: int, seed: int = 0, **options: Any) -> Policy:
-    """Build a policy by name; unknown names and options are ValueErrors that name them."""
+def make_policy(name: str, num_prompts: int, seed: int = 0, *, batch_size: int | None = None, **options: Any) -> Policy:
+    """Build a policy by name; unknown names and options are ValueErrors that name them.
+
+    With `batch_size` (a trainer's B), a policy that rolls out whole batches in rounds (a DS gate,
+    GRESO with rounds="batch") gets its `max_rounds` (default DEFAULT_MAX_ROUNDS) capped by
+    `capped_rounds`, so that every round is a full batch of fresh prompts. (`run_step` itself
+    stops once a step has used every prompt; the cap only drops a final, partial round.)
+    """
+    rounds = options.get("max_rounds", DEFAULT_MAX_ROUNDS)
+    if batch_size is not None and rounds_in_batches(name, options) and _is_int(rounds):  # else the gate refuses it
+        options["max_rounds"] = capped_rounds(num_prompts, batch_size, rounds)
     key = name.strip().lower()
     try:
         if ":" in name:
@@ -63,3 +73,21 @@ def make_policy(name: str, num_prompts: int, seed: int = 0, **options: Any) -> P
         return SELECTORS[key](num_prompts=num_prompts, seed=seed, **options)
     except TypeError as e:
         raise ValueError(f"policy {name!r}: bad options {sorted(options)} ({e})") from e
+
+
+def rounds_in_batches(name: str, options: dict[str, Any]) -> bool:
+    """Whether the named policy rolls out whole batches in rounds: a DS gate, or GRESO with rounds="batch"."""
+    key = name.strip().lower()
+    if ":" in key:
+        return False
+    _, plus, gate = key.partition("+")
+    return key in GATES or bool(plus and gate in GATES) or (key == "greso" and options.get("rounds") == "batch")
+
+
+def capped_rounds(num_prompts: int, batch_size: int, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
+    """`max_rounds` limited to the number of full batches the dataset holds (at least 1)."""
+    return max(1, min(max_rounds, num_prompts // max(batch_size, 1)))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dps import _core
+from dps.outcomes import partial_share, partially_solved
 from dps.replay.worlds import World
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ def selection_test(step: np.ndarray, nc: np.ndarray, nr: np.ndarray, firsts: np.
     """
     later = np.ones(len(step), bool)
     later[firsts] = False
-    partial = (nc > 0) & (nc < nr)
+    partial = partially_solved(nc, nr)
     z, gap, strata = _stratified_gap(partial, later, step)
     selective = abs(z) >= SELECTION_Z and abs(gap) >= SELECTION_GAP
     return SelectionTest(
@@ -583,8 +584,7 @@ class LogWorld(World):
             self.prior = PopulationPrior(step[firsts], nc[firsts], nr[firsts], est.prior_half_life)
         else:
             self.prior = PopulationPrior(step, nc, nr, est.prior_half_life)
-        first_nc, first_nr = nc[firsts], nr[firsts]
-        self._first_look_share = float(np.mean((first_nc > 0) & (first_nc < first_nr))) if len(firsts) else float("nan")
+        self._first_look_share = partial_share(nc[firsts], nr[firsts])
 
     def save(self, folder: str | Path) -> Path:
         """Write this built world to `folder`: its rows and kept messages (rows.bin) and the rest
@@ -675,7 +675,7 @@ class LogWorld(World):
             "n_rollouts": nr,
             "n_correct": nc,
             "partial_chance": chance,
-            "partial": ((nc > 0) & (nc < nr)).astype(np.int64),
+            "partial": partially_solved(nc, nr).astype(np.int64),
             "loglik": loglik,
         }
 

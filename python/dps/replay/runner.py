@@ -17,17 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from dps.outcomes import effective_ratio, group_states
 from dps.policies.base import Policy, run_step
 from dps.policies.builtin import prediction_scores
 from dps.replay.worlds import World
-
-STATE_NAMES = ("unsolved", "partial", "solved")
-
-
-def group_states(n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
-    """0 unsolved (none correct), 1 partial, 2 solved (all correct)."""
-    c, n = np.asarray(n_correct), np.asarray(n_rollouts)
-    return np.where(c == 0, 0, np.where(c >= n, 2, 1)).astype(np.int64)
 
 
 def _predicts(obj: Any) -> bool:
@@ -240,7 +233,7 @@ def replay(
         out["trained"][t] = len(tr)
         out["effective"][t] = eff
         out["shortfall"][t] = res.shortfall
-        out["effective_ratio"][t] = eff / len(tr) if len(tr) else 0.0
+        out["effective_ratio"][t] = effective_ratio(eff, len(tr))
         out["cum_rollouts"][t] = cum_r
         out["cum_effective_prompts"][t] = cum_e
         out["rollouts_per_effective"][t] = cum_r / cum_e if cum_e else np.nan
@@ -264,7 +257,7 @@ def replay(
     summary: dict[str, Any] = {
         "steps": steps,
         "batch_size": batch_size,
-        "effective_ratio": float(out["effective"].sum() / trained_total) if trained_total else 0.0,
+        "effective_ratio": effective_ratio(int(out["effective"].sum()), trained_total),
         "rollouts": int(out["rollouts"].sum()),
         "effective_prompts": int(out["effective"].sum()),
         "rollouts_per_effective": float(out["rollouts"].sum() / max(1, out["effective"].sum())),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dps import _core
+from dps.outcomes import partially_solved
 
 if TYPE_CHECKING:
     import polars as pl
@@ -216,7 +217,7 @@ class SyntheticWorld(World):
     def learn(self, step: int, ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
         if self.params.train_gain == 0.0 or len(ids) == 0:
             return
-        partial = (np.asarray(n_correct) > 0) & (np.asarray(n_correct) < np.asarray(n_rollouts))
+        partial = partially_solved(n_correct, n_rollouts)
         if self._boost is None:
             self._boost = np.zeros(self.num_prompts)
             self._trainings = np.zeros(self.num_prompts)

@@ -34,10 +34,10 @@ import numpy as np
 
 from dps.policies.base import Policy, run_step
 from dps.policies.builtin import DPS
+from dps.policies.registry import capped_rounds, make_policy
 from dps.tasks import Example, Task, make_task
 from dps.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dps.train.config import TrainConfig
-from dps.train.policies import capped_rounds, make_policy
 from dps.train.presets import task_decay
 from dps.train.records import Group, RunRecords, atomic_write_bytes, replay_scenario
 
@@ -78,7 +78,7 @@ class Trainer:
         if cfg.policy.batch_size > n:
             raise ValueError(f"config: policy.batch_size {cfg.policy.batch_size} exceeds the {n} train prompts")
         self.policy = self._given_policy or make_policy(
-            cfg.policy.name, n, cfg.seed, cfg.policy.options, cfg.policy.batch_size
+            cfg.policy.name, n, cfg.seed, batch_size=cfg.policy.batch_size, **cfg.policy.options
         )
         if self.policy.num_prompts != n:
             raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dps.logs import RolloutLogWriter
+from dps.outcomes import partial_share
 from dps.policies.base import Policy, abandon_step
 
 POLICY_STATE_FILE = "dps_policy.npz"
@@ -173,7 +174,6 @@ class StepDriver:
         self.policy_seconds += time.perf_counter() - started
         if self.log is not None:
             self.log.add(global_step, ids, n_correct, n_rollouts, rewards=rewards)
-        partial = (n_correct > 0) & (n_correct < n_rollouts)
         metrics = {f"dps/{k}": float(v) for k, v in policy.metrics().items()}
         metrics.update(
             {
@@ -182,7 +182,7 @@ class StepDriver:
                 "dps/groups_evicted": float(step.evicted),
                 "dps/gate_kept_at_cap": float(step.kept_at_cap),
                 "dps/groups_unscored": float(step.unscored),
-                "dps/partial_share_rolled_out": float(partial.mean()) if len(ids) else 0.0,
+                "dps/partial_share_rolled_out": partial_share(n_correct, n_rollouts) if len(ids) else 0.0,
                 "dps/policy_seconds": self.policy_seconds,
             }
         )

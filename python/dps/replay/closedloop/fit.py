@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.outcomes import partially_solved
 from dps.replay.worlds import _sigmoid
 
 if TYPE_CHECKING:
@@ -705,9 +706,7 @@ def _count_label(c: float) -> str:
 
 def partial_trainings(trainings: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(step, prompt_id) of the trained groups that gave a gradient (0 < n_correct < n_rollouts)."""
-    c = trainings["n_correct"].to_numpy()
-    n = trainings["n_rollouts"].to_numpy()
-    keep = (c > 0) & (c < n)
+    keep = partially_solved(trainings["n_correct"].to_numpy(), trainings["n_rollouts"].to_numpy())
     return trainings["step"].to_numpy().astype(np.int64)[keep], trainings["prompt_id"].to_numpy().astype(np.int64)[keep]
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.outcomes import partially_solved
 from dps.replay.closedloop.fit import (
     _CLIP,
     TrainingEffect,
@@ -122,7 +123,7 @@ class ClosedLoopWorld(World):
         ids = np.asarray(ids, np.int64)
         if step < self._at:
             raise ValueError(f"learn at step {step} after the world moved to step {self._at}")
-        partial = (np.asarray(n_correct) > 0) & (np.asarray(n_correct) < np.asarray(n_rollouts))
+        partial = partially_solved(n_correct, n_rollouts)
         self._pending.setdefault(int(step), []).append(self._group[ids[partial]])
         self.base.learn(step, ids, n_correct, n_rollouts)
 
