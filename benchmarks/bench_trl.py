@@ -134,7 +134,7 @@ def run_trl(steps: int, out: Path) -> tuple[Timed, dict[str, float]]:
     from trl import GRPOConfig
 
     from dps.integrations.trl import DPSGRPOTrainer
-    from dps.train.model import char_tokenizer, tiny_model
+    from dps.models.tiny import char_tokenizer, tiny_model
 
     task = first_char_task()
     examples = task.train()

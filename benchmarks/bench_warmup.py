@@ -25,9 +25,9 @@ def main() -> None:
 
     import torch
 
+    from dps.models.tiny import char_tokenizer, tiny_model
     from dps.tasks import make_task
     from dps.train.grpo import supervised_warmup
-    from dps.train.model import char_tokenizer, tiny_model
     from dps.train.presets import preset
 
     p = preset("tiny-cpu")

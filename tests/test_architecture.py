@@ -14,11 +14,12 @@ ALLOWED = {
     "dps.tomlfile": set(),
     "dps.logs": {"dps.outcomes"},
     "dps.tasks": set(),
+    "dps.models": set(),
     "dps.policies": {"dps._core", "dps.outcomes"},
     "dps.replay": {"dps._core", "dps.outcomes", "dps.policies", "dps.logs", "dps.tomlfile"},
-    "dps.train": {"dps.outcomes", "dps.policies", "dps.logs", "dps.tasks", "dps.tomlfile"},
-    "dps.integrations": {"dps.outcomes", "dps.policies", "dps.logs", "dps.tasks"},
-    "dps.cli": {"dps._core", "dps.replay", "dps.train", "dps.integrations"},
+    "dps.train": {"dps.outcomes", "dps.policies", "dps.logs", "dps.tasks", "dps.models", "dps.tomlfile"},
+    "dps.integrations": {"dps.outcomes", "dps.policies", "dps.logs", "dps.tasks", "dps.models"},
+    "dps.cli": {"dps._core", "dps.replay", "dps.train", "dps.integrations", "dps.tasks"},
     "dps": {"dps._core", "dps.policies"},
 }
 
@@ -95,3 +96,15 @@ def test_every_torch_load_refuses_pickled_objects():
                     calls.append((f"{f.relative_to(root)}:{node.lineno}", safe))
     assert calls, "no torch.load found: the walk is looking in the wrong place"
     assert all(safe for _, safe in calls), [where for where, safe in calls if not safe]
+
+
+def test_the_tiny_models_are_built_in_one_module():
+    """The trainer and the integrations share dps.models.tiny: no other module constructs a model from a config."""
+    builders = {"Qwen2ForCausalLM", "Qwen2VLForConditionalGeneration", "Qwen2Config", "Qwen2VLConfig"}
+    found = []
+    for f in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in builders:
+                found.append(str(f.relative_to(PACKAGE)))
+    assert found, "no model construction found: the walk is looking in the wrong place"
+    assert set(found) == {"models/tiny.py"}, sorted(set(found))

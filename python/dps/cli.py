@@ -9,6 +9,7 @@ import sys
 from dps._core import __version__
 from dps.integrations import cli as integrations_cli
 from dps.replay import cli as replay_cli
+from dps.tasks import cli as tasks_cli
 from dps.train import cli as train_cli
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_cli.register(sub)  # replay, synth, validate, leaderboard
     train_cli.register(sub)  # train, compare, model
+    tasks_cli.register(sub)  # figures
     integrations_cli.register(sub)  # verl
     return parser
 

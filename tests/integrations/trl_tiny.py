@@ -67,7 +67,7 @@ def trainer(
     **overrides: Any,
 ):
     from dps.integrations.trl import DPSGRPOTrainer
-    from dps.train.model import char_tokenizer, tiny_model
+    from dps.models.tiny import char_tokenizer, tiny_model
 
     tok = char_tokenizer()
     model = tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)

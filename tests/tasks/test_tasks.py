@@ -13,10 +13,13 @@ from dps.tasks import (
     CountdownTask,
     DatasetTask,
     Example,
+    FiguresTask,
+    Geometry3kTask,
     extract_answer,
     last_boxed,
     make_task,
 )
+from dps.tasks.geometry3k import write_parquet
 
 NEEDS_GYM = pytest.mark.skipif(find_spec("reasoning_gym") is None, reason="this task needs reasoning-gym")
 
@@ -152,7 +155,10 @@ def _hostile_tasks(tmp_path):
     rows = [{"prompt": f"What is {i}/2?", "answer": f"\\frac{{{i}}}{{2}}"} for i in range(1, 9)]
     path = _jsonl(tmp_path / "m.jsonl", rows)
     numeric = _jsonl(tmp_path / "n.jsonl", [{"prompt": f"What is {i}/2?", "answer": str(i / 2)} for i in range(1, 9)])
+    figures = FiguresTask(n_train=8, n_test=4, n_warmup=0, levels=["sides:3-6"])
     return [
+        figures,
+        Geometry3kTask(*write_parquet(figures, tmp_path / "g3k")),  # math-verify on image prompts
         ArithmeticTask(n_train=8, n_test=4, n_warmup=4),
         CountdownTask(n_train=8, n_test=4, n_warmup=4),
         DatasetTask(path, test_path=path),  # math-verify

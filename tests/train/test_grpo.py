@@ -26,7 +26,7 @@ def test_group_advantages():
 
 
 def _tiny_lm(seed=0):
-    from dps.train.model import char_tokenizer, tiny_model
+    from dps.models.tiny import char_tokenizer, tiny_model
 
     tok = char_tokenizer()
     return tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, seed=seed), tok
@@ -186,7 +186,7 @@ def test_clipping_with_several_minibatches():
 # ---------------------------------------------------------------- sampling
 def _peaked_tiny_model(scale: float = 4.0):
     """A tiny model whose next-token distribution is neither flat nor one-hot (T matters)."""
-    from dps.train.model import char_tokenizer, tiny_model
+    from dps.models.tiny import char_tokenizer, tiny_model
 
     tok = char_tokenizer()
     model = tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, seed=3)

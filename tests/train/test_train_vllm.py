@@ -32,7 +32,8 @@ SCRIPT = textwrap.dedent(
     import json, sys
     import torch
     from dps.train.engines import HFEngine, VLLMEngine
-    from dps.train.model import char_tokenizer, save_model_dir, tiny_model
+    from dps.models.tiny import char_tokenizer, tiny_model
+    from dps.train.model import save_model_dir
 
     if __name__ == "__main__":  # vLLM may spawn processes: keep the guard
         out = sys.argv[1]

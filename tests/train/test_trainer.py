@@ -204,10 +204,10 @@ def test_every_builtin_policy_trains(tmp_path, name):
 def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
     import torch
 
+    from dps.models.tiny import char_tokenizer, tiny_model
     from dps.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from dps.train.config import GRPOConfig
     from dps.train.grpo import GRPOLearner
-    from dps.train.model import char_tokenizer, tiny_model
 
     tok = char_tokenizer()
     model = tiny_model(tok, 32, 1, 2, 1, 64, 64, seed=0)

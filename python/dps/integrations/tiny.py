@@ -3,7 +3,7 @@
 * a tokenizer of 17 tokens (digits, ``+``, ``-``, ``=``, newline and three specials, the end of
   a turn being Qwen's ``<|im_end|>``, which verl's Qwen token handling looks up) with a chat
   template that just joins the messages, saved as a Hugging Face folder when asked;
-* a freshly initialised Qwen2 of about 12k parameters, built from a config;
+* a freshly initialised Qwen2 of about 12k parameters (`dps.models.tiny.tiny_model`);
 * arithmetic prompts ``"a+b="`` / ``"a-b="`` whose answers are single digits, and a reward that
   says whether a response starts with that digit.
 
@@ -43,26 +43,11 @@ def digit_tokenizer() -> Any:
 
 def tiny_policy_model(tokenizer: Any, seed: int = 0) -> Any:
     """A freshly initialised Qwen2 causal LM: one layer of width 32 (about 12k parameters)."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from dps.models.tiny import tiny_model
 
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
+    return tiny_model(
+        tokenizer, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, max_positions=64, seed=seed
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return Qwen2ForCausalLM(config)
 
 
 def save_model_folder(path: str | Path, seed: int = 0) -> Path:

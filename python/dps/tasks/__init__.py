@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dps.tasks.base import Example, SplitTask, Task, extract_answer, last_boxed, wrap_answer
+from dps.tasks.base import IMAGE_PLACEHOLDER, Example, SplitTask, Task, extract_answer, last_boxed, wrap_answer
 from dps.tasks.data import BoxedMathTask, DatasetTask
+from dps.tasks.figures import FiguresTask
+from dps.tasks.geometry3k import Geometry3kTask
 from dps.tasks.gym import ArithmeticTask, CountdownTask
 from dps.tasks.questions import QuestionArithmeticTask
 
@@ -15,6 +17,8 @@ TASKS: dict[str, type[Task]] = {
     "math": BoxedMathTask,
     "dataset": DatasetTask,
     "arithmetic-qa": QuestionArithmeticTask,
+    "figures": FiguresTask,
+    "geometry3k": Geometry3kTask,
 }
 
 
@@ -43,4 +47,7 @@ __all__ = [
     "QuestionArithmeticTask",
     "BoxedMathTask",
     "DatasetTask",
+    "FiguresTask",
+    "Geometry3kTask",
+    "IMAGE_PLACEHOLDER",
 ]

@@ -8,6 +8,9 @@ A task has three disjoint splits of `Example`s:
 * ``warmup``: reference (prompt, answer) pairs for the optional supervised warm-up that teaches
   a fresh model the answer format. Generated tasks draw it apart from train and test.
 
+A prompt is text and zero or more images (``Example.images``, encoded image files such as PNG);
+``<image>`` in the text marks where each image goes (``Example.chat_content``).
+
 Correctness is binary and is what the policies see (``verify``). A format bonus
 (``format_score`` in [0, 1]) may be added to the reward by the trainer, but it never changes
 correctness, so it never turns a wrong group into a "partially solved" one.
@@ -18,10 +21,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 ANSWER_FORMATS = ("plain", "boxed", "tag", "first_int")
+#: Where an image goes in a prompt's text (Geometry3k's and verl's marker).
+IMAGE_PLACEHOLDER = "<image>"
 _VERIFIER_ATTRIBUTE = "_dps_bounded_verifier"  # where dps.tasks.bounded keeps a task's worker
 
 
@@ -32,11 +38,42 @@ class Example:
     prompt: str  # the text given to the model
     answer: str  # the reference answer (verifier input and warm-up target)
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    images: tuple[bytes, ...] = field(default=(), repr=False)  # encoded image files (PNG, JPEG, ...), in order
+
+    def chat_content(self) -> list[dict[str, str]]:
+        """The prompt as a chat turn's parts (``{"type": "text", "text": ...}``, ``{"type":
+        "image"}``): each image where an ``<image>`` marker stands, or all of them first when
+        the text has no marker."""
+        if not self.images:
+            return [{"type": "text", "text": self.prompt}]
+        pieces = self.prompt.split(IMAGE_PLACEHOLDER)
+        if len(pieces) == 1:
+            pieces = [""] * len(self.images) + pieces
+        elif len(pieces) - 1 != len(self.images):
+            raise ValueError(
+                f"prompt {self.id}: {len(pieces) - 1} {IMAGE_PLACEHOLDER} markers for {len(self.images)} images"
+            )
+        parts: list[dict[str, str]] = []
+        for i, text in enumerate(pieces):
+            if i:
+                parts.append({"type": "image"})
+            if text.strip():
+                parts.append({"type": "text", "text": text})
+        return parts
+
+    def without_images(self) -> Example:
+        """The same example without its image bytes (what a verifier needs)."""
+        return replace(self, images=()) if self.images else self
 
 
-def content_key(*parts: str) -> str:
-    h = hashlib.sha1("\x1f".join(parts).encode()).hexdigest()
-    return h[:16]
+def content_key(*parts: str | bytes) -> str:
+    """A stable 16-hex-digit key of text and bytes (a prompt, its answer, its images)."""
+    h = hashlib.sha1()
+    for i, part in enumerate(parts):
+        if i:
+            h.update(b"\x1f")
+        h.update(part.encode() if isinstance(part, str) else hashlib.sha1(part).digest())
+    return h.hexdigest()[:16]
 
 
 _BOXED = "\\boxed{"
@@ -185,47 +222,57 @@ class SplitTask(Task):
         return self._warmup or self._train
 
 
+#: A generated prompt before it is split: (prompt, answer, meta) or (prompt, answer, meta, images).
+Item = tuple[str, str, dict[str, Any]] | tuple[str, str, dict[str, Any], tuple[bytes, ...]]
+
+
 def split_disjoint(
-    items: list[tuple[str, str, dict[str, Any]]],
+    items: Sequence[Item],
     n_train: int,
     n_test: int,
     n_warmup: int,
     what: str,
     stratum: str | None = None,
 ) -> tuple[list[Example], list[Example], list[Example]]:
-    """Dedupe (prompt, answer, meta) items by prompt and cut them into three disjoint splits.
+    """Dedupe (prompt, answer, meta[, images]) items by prompt text and images, and cut them into
+    three disjoint splits. An example's key is the content hash of its prompt, answer and images.
 
     With `stratum` (a meta key such as ``"level"``), the test split takes the strata in turn
     (as many of each as it can), so a stratum with few distinct prompts is not left out of it;
     train and warm-up take the rest in order.
     """
-    seen: set[str] = set()
-    unique = []
-    for prompt, answer, meta in items:
-        if prompt in seen:
+    seen: set[tuple[str, tuple[bytes, ...]]] = set()
+    unique: list[tuple[str, str, dict[str, Any], tuple[bytes, ...]]] = []
+    for item in items:
+        prompt, answer, meta = item[0], item[1], item[2]
+        images: tuple[bytes, ...] = item[3] if len(item) > 3 else ()
+        if (prompt, images) in seen:
             continue
-        seen.add(prompt)
-        unique.append((prompt, answer, meta))
+        seen.add((prompt, images))
+        unique.append((prompt, answer, meta, images))
     need = n_train + n_test + n_warmup
     if len(unique) < need:
         raise ValueError(
             f"{what}: only {len(unique)} distinct prompts for {n_train} train + {n_test} test + "
             f"{n_warmup} warm-up; lower the sizes or widen the difficulty range"
         )
-    test_idx = _balanced_pick(unique, n_test, stratum) if stratum else list(range(n_test))
+    test_idx = _balanced_pick([u[2] for u in unique], n_test, stratum) if stratum else list(range(n_test))
     taken = set(test_idx)
     rest = [i for i in range(len(unique)) if i not in taken]
     parts = (rest[:n_train], test_idx, rest[n_train : n_train + n_warmup])
-    out = [
-        [Example(j, content_key(unique[i][0], unique[i][1]), *unique[i]) for j, i in enumerate(part)] for part in parts
-    ]
+
+    def example(j: int, i: int) -> Example:
+        prompt, answer, meta, images = unique[i]
+        return Example(j, content_key(prompt, answer, *images), prompt, answer, meta, images)
+
+    out = [[example(j, i) for j, i in enumerate(part)] for part in parts]
     return out[0], out[1], out[2]
 
 
-def _balanced_pick(unique: list[tuple[str, str, dict[str, Any]]], n: int, stratum: str) -> list[int]:
+def _balanced_pick(metas: list[dict[str, Any]], n: int, stratum: str) -> list[int]:
     """n indices taking each stratum in turn (in order of first appearance), each in item order."""
     by: dict[Any, list[int]] = {}
-    for i, (_, _, meta) in enumerate(unique):
+    for i, meta in enumerate(metas):
         by.setdefault(meta.get(stratum), []).append(i)
     queues = list(by.values())
     picked: list[int] = []

@@ -95,7 +95,7 @@ class BoundedVerifier:
     def _verify_some(self, pairs: list[tuple[Example, str]]) -> list[bool]:
         """Judge `pairs` in order until one times out (it is judged wrong and the worker replaced)."""
         self._start()
-        self._conn.send(pairs)
+        self._conn.send([(example.without_images(), response) for example, response in pairs])
         out: list[bool] = []
         for i in range(len(pairs)):
             if not self._conn.poll(self.timeout_s):

@@ -29,12 +29,18 @@ def _math_verify():
 
 
 def parse_math(text: str) -> list[Any]:
-    """math-verify's parse without its raw-string fallback: [] when nothing mathematical parses."""
+    """math-verify's parse without its raw-string fallback: [] when nothing mathematical parses.
+
+    LaTeX (a backslash or a brace in the text: ``2 \\sqrt { 221 }``) is parsed as math mode
+    first, since math-verify's plain-text reading of it takes one number (``221``); other text is
+    parsed plainly first (``9**9**9`` stays a power)."""
     mv = _math_verify()
-    parsed = mv.parse(text, fallback_mode="no_fallback")
-    if not parsed:
-        parsed = mv.parse(f"${text}$", fallback_mode="no_fallback")
-    return parsed
+    tries = [f"${text}$", text] if ("\\" in text or "{" in text) and "$" not in text else [text, f"${text}$"]
+    for attempt in tries:
+        parsed = mv.parse(attempt, fallback_mode="no_fallback")
+        if parsed:
+            return parsed
+    return []
 
 
 def _number(text: str) -> float:

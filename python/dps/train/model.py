@@ -1,6 +1,7 @@
-"""Models for the trainer: a tiny Qwen2 built from a config with a character tokenizer, or any
-Hugging Face causal LM from a local directory (or a GGUF file inside one), and how prompts
-become token ids (chat template, prefilled answer start)."""
+"""Models for the trainer from a local directory: any Hugging Face causal LM (or a GGUF file
+inside one) or vision-language model (`dps.models.vision`), and how text prompts become token
+ids (chat template, prefilled answer start). The tiny models built from configs are in
+`dps.models.tiny`."""
 
 from __future__ import annotations
 
@@ -10,63 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-# Printable ASCII and newline: enough for arithmetic, Countdown and plain-text answers.
-CHAR_MARKER = "dps_char_tokenizer.txt"
-CHARS = ["\n"] + [chr(c) for c in range(32, 127)]
-
-
-def char_tokenizer():
-    """A character-level fast tokenizer (one token per character), built with `tokenizers`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK] + CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
-    fast.padding_side = "left"
-    fast.dps_char = True
-    return fast
-
-
-def tiny_model(
-    tokenizer,
-    hidden_size: int = 128,
-    layers: int = 4,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate_size: int = 384,
-    max_positions: int = 256,
-    seed: int = 0,
-):
-    """A freshly initialised Qwen2 causal LM of about 1M parameters at the defaults."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    if hidden_size % heads:
-        raise ValueError(f"model.tiny: hidden_size {hidden_size} is not a multiple of heads {heads}")
-    if heads % kv_heads:
-        raise ValueError(f"model.tiny: heads {heads} is not a multiple of kv_heads {kv_heads}")
-    cfg = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(cfg)
-    return model
+from dps.models.tiny import CHAR_MARKER
+from dps.models.vision import VisionProcessor, is_vlm_folder, load_vlm
 
 
 def check_model_path(path: str | Path, gguf_file: str | None = None) -> Path:
@@ -89,49 +35,75 @@ def check_model_path(path: str | Path, gguf_file: str | None = None) -> Path:
     return p
 
 
-def load_pretrained(path: str | Path, gguf_file: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a local directory; weights in fp32 (the trainer's master copy)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    p = check_model_path(path, gguf_file)
-    kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+def _load_tokenizer(p: Path, kw: dict[str, Any]) -> Any:
     if (p / CHAR_MARKER).exists():
         # Our character tokenizer: load it as the plain fast tokenizer it is (the model type's
         # own tokenizer class would re-split it and drop spaces).
         from transformers import PreTrainedTokenizerFast
 
-        tok = PreTrainedTokenizerFast.from_pretrained(p)
+        return PreTrainedTokenizerFast.from_pretrained(p)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(p, **kw)
+
+
+def load_model(path: str | Path, gguf_file: str | None = None) -> tuple[Any, Any, VisionProcessor | None]:
+    """(model, tokenizer, vision processor) from a local directory, weights in fp32 (the
+    trainer's master copy). A vision-language model (a config with a vision part) loads through
+    transformers' image-text-to-text auto class with its image processor (`dps.models.vision`);
+    the vision processor is None for a causal LM."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    p = check_model_path(path, gguf_file)
+    kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    tok = _load_tokenizer(p, kw)
+    vision = None
+    if not gguf_file and is_vlm_folder(p):
+        model, vision = load_vlm(p, tok)
     else:
-        tok = AutoTokenizer.from_pretrained(p, **kw)
-    model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32, **kw)
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32, **kw)
     if gguf_file:
-        # GGUF weights are dequantised on load: the model is a plain fp32 model from here on,
-        # so drop the GGUF marker that would stop save_pretrained (needed to hand it to vLLM).
-        if hasattr(model.config, "quantization_config"):
-            delattr(model.config, "quantization_config")
-        for attr in ("hf_quantizer", "quantization_method"):
-            if hasattr(model, attr):
-                setattr(model, attr, None)
-        if hasattr(model, "is_quantized"):
-            try:
-                model.is_quantized = False  # type: ignore[assignment]
-            except AttributeError:
-                pass
+        _drop_gguf_marker(model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    return model, tok, vision
+
+
+def load_pretrained(path: str | Path, gguf_file: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local directory (`load_model` without the vision processor)."""
+    model, tok, _ = load_model(path, gguf_file)
     return model, tok
 
 
-def save_model_dir(model, tokenizer, path: str | Path) -> Path:
-    """Write a model directory that both transformers and vLLM can load."""
+def _drop_gguf_marker(model: Any) -> None:
+    """GGUF weights are dequantised on load: the model is a plain fp32 model from here on, so
+    drop the GGUF marker that would stop save_pretrained (needed to hand it to vLLM)."""
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+
+
+def save_model_dir(model: Any, tokenizer: Any, path: str | Path, vision: VisionProcessor | None = None) -> Path:
+    """Write a model directory that both transformers and vLLM can load (with a VLM's image
+    processor when `vision` is given)."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(p, safe_serialization=True)
-    tokenizer.save_pretrained(p)
+    if vision is not None:
+        vision.save(p)
+    else:
+        tokenizer.save_pretrained(p)
     if getattr(tokenizer, "dps_char", False):
-        (p / CHAR_MARKER).write_text("character-level tokenizer built by dps.train.model.char_tokenizer\n")
+        (p / CHAR_MARKER).write_text("character-level tokenizer built by dps.models.tiny.char_tokenizer\n")
     return p
 
 

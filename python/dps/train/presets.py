@@ -10,7 +10,14 @@ SMOLLM2_DIR = "runs/models/smollm2-135m-instruct"  # relative to the folder dps 
 # the MATH value; the presets on arithmetic and Countdown-like tasks use the Countdown value.
 PAPER_DECAY = {"countdown": 0.5, "geometry3k": 0.5, "math": 0.7}
 # Which of the paper's tasks each built-in task is closest to.
-TASK_LIKE = {"arithmetic": "countdown", "arithmetic-qa": "countdown", "countdown": "countdown", "math": "math"}
+TASK_LIKE = {
+    "arithmetic": "countdown",
+    "arithmetic-qa": "countdown",
+    "countdown": "countdown",
+    "math": "math",
+    "figures": "geometry3k",
+    "geometry3k": "geometry3k",
+}
 ARITHMETIC_DPS = {"decay": PAPER_DECAY["countdown"]}
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -136,7 +136,8 @@ class Trainer:
         return torch.device("cpu")
 
     def _build_model(self):
-        from dps.train.model import char_tokenizer, load_pretrained, tiny_model
+        from dps.models.tiny import char_tokenizer, tiny_model
+        from dps.train.model import load_pretrained
 
         cfg = self.cfg
         if cfg.model.path:
