@@ -25,35 +25,56 @@
 
 use rayon::prelude::*;
 
+use crate::beta::Beliefs;
 use crate::error::{invalid, Result};
 use crate::observe::{Group, Observations};
 use crate::pending::Pending;
 use crate::pool::{check_ratio, CandidatePool};
-use crate::rng::{key, stream, Rng};
-use crate::sampler::EpochOrder;
-use crate::topk::{top_k, top_k_among};
+use crate::rng::stream;
+use crate::sampler::{EpochOrder, OrderState};
+use crate::scoring::{draw_scores, select_best, StepScores};
+use crate::selector::{Predictor, Selector};
 
+/// Prompts per task of the belief update.
 const CHUNK: usize = 1 << 14;
 /// The interpolation's guard against equal anchor means (as released).
 const ANCHOR_EPS: f64 = 1e-6;
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct BotsConfig {
-    /// lambda: the share of the belief forgotten (pulled back to the prior) each step.
-    pub forgetting: f64,
-    /// rho: the weight of implicit evidence.
-    pub implicit_weight: f64,
-    pub prior_a: f64,
-    pub prior_b: f64,
-    pub target: f64,
-    /// m: the pseudo-rollouts implicit evidence counts for; None: the mean group size of the step.
-    pub pseudo_count: Option<f64>,
-    /// How much of the capability estimate c each step keeps.
-    pub smoothing: f64,
-    /// Thompson draws (the paper); false ranks by the posterior mean.
-    pub thompson: bool,
-    pub candidate_ratio: Option<f64>,
-    pub seed: u64,
+crate::record! {
+    /// BOTS's options (docs/method.md); its anchors are data given beside them.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct BotsConfig {
+        /// lambda: the share of the belief forgotten (pulled back to the prior) each step.
+        pub forgetting: f64,
+        /// rho: the weight of implicit evidence.
+        pub implicit_weight: f64,
+        pub prior_a: f64,
+        pub prior_b: f64,
+        pub target: f64,
+        /// m: the pseudo-rollouts implicit evidence counts for; None: the step's mean group size.
+        pub pseudo_count: Option<f64>,
+        /// How much of the capability estimate c each step keeps.
+        pub smoothing: f64,
+        /// Thompson draws (the paper); false ranks by the posterior mean.
+        pub thompson: bool,
+        pub candidate_ratio: Option<f64>,
+        pub seed: u64,
+    }
+}
+
+crate::record! {
+    /// What BOTS saves.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct BotsState {
+        pub step: u64,
+        /// Each prompt's Beta(a, b).
+        pub a: Vec<f64> [N],
+        pub b: Vec<f64> [N],
+        /// The capability estimate c; None before the first estimate (or without anchors).
+        pub capability: Option<f64>,
+        pub pending: Vec<i64> [*],
+        pub pool: OrderState as "pool_",
+    }
 }
 
 impl Default for BotsConfig {
@@ -137,15 +158,13 @@ pub struct Bots {
     cfg: BotsConfig,
     /// (r0, r1) per prompt; empty: no implicit evidence.
     anchors: Vec<[f64; 2]>,
-    pub(crate) a: Vec<f64>,
-    pub(crate) b: Vec<f64>,
+    pub(crate) beliefs: Beliefs,
     /// The capability estimate c; NaN until the first step with groups, and without anchors.
     pub(crate) capability: f64,
     pub(crate) pending: Pending,
     pub(crate) step: u64,
     pub(crate) pool: CandidatePool,
-    /// This step's selection scores; derived from (a, b, seed, step), so never saved.
-    cache: Option<(u64, Vec<f32>)>,
+    scores: StepScores,
 }
 
 impl Bots {
@@ -154,36 +173,23 @@ impl Bots {
         cfg.validate()?;
         check_anchors(&anchors, num_prompts)?;
         Ok(Bots {
-            a: vec![cfg.prior_a; num_prompts],
-            b: vec![cfg.prior_b; num_prompts],
+            beliefs: Beliefs::new(num_prompts, cfg.prior_a, cfg.prior_b),
             capability: f64::NAN,
             pending: Pending::new(num_prompts),
             step: 0,
-            cache: None,
+            scores: StepScores::default(),
             pool: CandidatePool::new(cfg.candidate_ratio, cfg.seed)?,
             anchors,
             cfg,
         })
     }
 
-    pub fn config(&self) -> &BotsConfig {
-        &self.cfg
-    }
-
     pub fn anchors(&self) -> &[[f64; 2]] {
         &self.anchors
     }
 
-    pub fn num_prompts(&self) -> usize {
-        self.a.len()
-    }
-
-    pub fn step(&self) -> u64 {
-        self.step
-    }
-
     pub fn posterior(&self, id: u32) -> (f64, f64) {
-        (self.a[id as usize], self.b[id as usize])
+        self.beliefs.posterior(id)
     }
 
     pub fn capability(&self) -> Option<f64> {
@@ -194,46 +200,6 @@ impl Bots {
     pub fn implicit_rate(&self, i: usize, c: f64) -> f64 {
         let [r0, r1] = self.anchors[i];
         (r0 + c * (r1 - r0)).clamp(0.0, 1.0)
-    }
-
-    /// One draw (or the posterior mean) per prompt, turned into a score where higher is better.
-    fn scores(&self) -> Vec<f32> {
-        let cfg = &self.cfg;
-        let mut scores = vec![0f32; self.a.len()];
-        scores
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, out)| {
-                let mut rng = Rng::new(key(&[cfg.seed, stream::BOTS, self.step, c as u64]));
-                for (j, s) in out.iter_mut().enumerate() {
-                    let (a, b) = (self.a[c * CHUNK + j], self.b[c * CHUNK + j]);
-                    let g = if cfg.thompson {
-                        rng.beta(a, b)
-                    } else {
-                        a / (a + b)
-                    };
-                    *s = -((g - cfg.target).abs() as f32);
-                }
-            });
-        scores
-    }
-
-    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
-        self.pending.check_room(self.num_prompts(), batch_size)?;
-        if self.cache.as_ref().map(|(step, _)| *step) != Some(self.step) {
-            self.cache = Some((self.step, self.scores()));
-        }
-        let scores = &self.cache.as_ref().unwrap().1;
-        let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
-        let pending = &self.pending;
-        let ids = match self.pool.draw(self.a.len(), batch_size, pending) {
-            Some(pool) => top_k_among(scores, &pool, batch_size, tie_seed),
-            None => top_k(scores, batch_size, tie_seed, |id| pending.contains(id)),
-        };
-        for &id in &ids {
-            self.pending.insert(id);
-        }
-        Ok(ids)
     }
 
     /// The capability estimate after a step with these groups (unchanged without groups or anchors).
@@ -257,8 +223,38 @@ impl Bots {
             self.cfg.smoothing * self.capability + (1.0 - self.cfg.smoothing) * estimate
         }
     }
+}
 
-    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+impl Selector for Bots {
+    type Config = BotsConfig;
+    type State = BotsState;
+
+    fn config(&self) -> &BotsConfig {
+        &self.cfg
+    }
+
+    fn num_prompts(&self) -> usize {
+        self.beliefs.len()
+    }
+
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        self.pending.check_room(self.beliefs.len(), batch_size)?;
+        let (cfg, beliefs, step) = (&self.cfg, &self.beliefs, self.step);
+        let scores = self.scores.of_step(step, || draw(cfg, beliefs, step));
+        select_best(
+            scores,
+            batch_size,
+            (self.cfg.seed, self.step),
+            &mut self.pool,
+            &mut self.pending,
+        )
+    }
+
+    fn observe(&mut self, obs: &Observations) -> Result<()> {
         let groups = obs.groups();
         let capability = self.next_capability(groups);
         let m = self.cfg.pseudo_count.unwrap_or_else(|| {
@@ -274,7 +270,7 @@ impl Bots {
         };
         let (keep, lam) = (1.0 - self.cfg.forgetting, self.cfg.forgetting);
         let (a0, b0) = (self.cfg.prior_a, self.cfg.prior_b);
-        let (mut a, mut b) = (std::mem::take(&mut self.a), std::mem::take(&mut self.b));
+        let Beliefs { mut a, mut b } = std::mem::take(&mut self.beliefs);
         let this = &*self;
         let update = |start: usize, a: &mut [f64], b: &mut [f64]| {
             let mut seen = obs.in_range(start, start + a.len()).iter().peekable();
@@ -299,54 +295,61 @@ impl Bots {
             .zip(b.par_chunks_mut(CHUNK))
             .enumerate()
             .for_each(|(c, (a, b))| update(c * CHUNK, a, b));
-        self.a = a;
-        self.b = b;
+        self.beliefs = Beliefs { a, b };
         self.capability = capability;
         self.step += 1;
-        self.cache = None;
         self.pending.clear();
         Ok(())
     }
 
-    /// The Beta-binomial predictive of each prompt's next group of k rollouts.
-    pub fn predicted(&self, id: u32, k: u32) -> [f64; 3] {
-        crate::beta::state_probs(self.a[id as usize], self.b[id as usize], k)
+    fn state(&self) -> BotsState {
+        BotsState {
+            step: self.step,
+            a: self.beliefs.a.clone(),
+            b: self.beliefs.b.clone(),
+            capability: self.capability(),
+            pending: self.pending.to_i64(),
+            pool: self.pool.order().state(),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn restore(
-        num_prompts: usize,
-        cfg: BotsConfig,
-        anchors: Vec<[f64; 2]>,
-        a: &[f64],
-        b: &[f64],
-        capability: f64,
-        step: u64,
-        pending: &[i64],
-        pool: EpochOrder,
-    ) -> Result<Self> {
-        let mut bots = Bots::new(num_prompts, cfg, anchors)?;
-        if a.len() != num_prompts || b.len() != num_prompts {
-            return invalid(format!(
-                "a and b hold {} and {} values, expected {num_prompts}",
-                a.len(),
-                b.len()
-            ));
-        }
-        if a.iter().chain(b).any(|x| !(x.is_finite() && *x > 0.0)) {
-            return invalid("a and b must be positive and finite");
-        }
-        if capability.is_infinite() {
-            return invalid("capability must be finite (or NaN before the first step)");
-        }
-        bots.a = a.to_vec();
-        bots.b = b.to_vec();
-        bots.capability = capability;
-        bots.step = step;
-        bots.pending = Pending::from_ids(num_prompts, pending)?;
-        bots.pool = CandidatePool::restore(bots.cfg.candidate_ratio, num_prompts, pool)?;
+    fn restore(&self, state: BotsState) -> Result<Self> {
+        let (n, cfg) = (self.num_prompts(), &self.cfg);
+        let mut bots = Bots::new(n, cfg.clone(), self.anchors.clone())?;
+        let order = EpochOrder::restore(cfg.seed, n, &state.pool)?;
+        bots.pool = CandidatePool::restore(cfg.candidate_ratio, n, order)?;
+        bots.beliefs = Beliefs::restore(n, state.a, state.b)?;
+        bots.capability = match state.capability {
+            None => f64::NAN,
+            Some(c) if c.is_finite() => c,
+            Some(c) => {
+                return invalid(format!(
+                    "capability must be a finite number, or None before the first step; got {c}"
+                ))
+            }
+        };
+        bots.pending = Pending::from_ids(n, &state.pending)?;
+        bots.step = state.step;
         Ok(bots)
     }
+}
+
+impl Predictor for Bots {
+    fn predicted(&self, id: u32, n_rollouts: u32) -> [f64; 3] {
+        self.beliefs.predicted(id, n_rollouts)
+    }
+}
+
+/// One draw (or the posterior mean) per prompt, turned into a score where higher is better.
+fn draw(cfg: &BotsConfig, Beliefs { a, b }: &Beliefs, step: u64) -> Vec<f32> {
+    draw_scores(a.len(), (cfg.seed, stream::BOTS, step), |rng, i| {
+        let g = if cfg.thompson {
+            rng.beta(a[i], b[i])
+        } else {
+            a[i] / (a[i] + b[i])
+        };
+        -((g - cfg.target).abs() as f32)
+    })
 }
 
 #[cfg(test)]
@@ -431,26 +434,14 @@ mod tests {
             ..Default::default()
         };
         let n = 40;
-        let mut bots = Bots::new(n, cfg.clone(), Vec::new()).unwrap();
+        let mut bots = Bots::new(n, cfg, Vec::new()).unwrap();
         for step in 0..6 {
             let picked = bots.select(4).unwrap();
             let ids: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
             let c: Vec<i64> = (0..4).map(|j| (j + step) % 9).collect();
             bots.observe(&obs(n, &ids, &c, 8)).unwrap();
         }
-        let order = bots.pool.order().clone();
-        let mut copy = Bots::restore(
-            n,
-            cfg.clone(),
-            Vec::new(),
-            &bots.a,
-            &bots.b,
-            bots.capability,
-            bots.step,
-            &[],
-            order.clone(),
-        )
-        .unwrap();
+        let mut copy = bots.restore(bots.state()).unwrap();
         for _ in 0..5 {
             let x = bots.select(4).unwrap();
             assert_eq!(x, copy.select(4).unwrap());
@@ -459,33 +450,29 @@ mod tests {
             bots.observe(&o).unwrap();
             copy.observe(&o).unwrap();
         }
-        assert_eq!(bots.a, copy.a);
-        let mut bad = bots.a.clone();
-        bad[3] = f64::NAN;
-        let err = Bots::restore(
-            n,
-            cfg.clone(),
-            Vec::new(),
-            &bad,
-            &bots.b,
-            0.5,
-            1,
-            &[],
-            order.clone(),
+        assert_eq!(bots.beliefs.a, copy.beliefs.a);
+        let mut bad = bots.state();
+        bad.a[3] = f64::NAN;
+        let err = bots.restore(bad).unwrap_err();
+        assert!(err.to_string().contains("positive and finite"), "{err}");
+        let bad = BotsState {
+            capability: Some(f64::INFINITY),
+            ..bots.state()
+        };
+        let err = bots.restore(bad).unwrap_err();
+        assert!(err.to_string().contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let anchors: Vec<[f64; 2]> = (0..30).map(|i| [i as f64 / 60.0, 0.9]).collect();
+        let cfg = BotsConfig {
+            candidate_ratio: Some(2.5),
+            ..Default::default()
+        };
+        crate::selector::contract::state_round_trip_continues_exactly(
+            Bots::new(30, cfg, anchors).unwrap(),
         );
-        assert!(err.unwrap_err().to_string().contains("positive and finite"));
-        let err = Bots::restore(
-            n,
-            cfg,
-            Vec::new(),
-            &bots.a,
-            &bots.b,
-            f64::INFINITY,
-            1,
-            &[],
-            order,
-        );
-        assert!(err.unwrap_err().to_string().contains("capability"));
     }
 
     #[test]

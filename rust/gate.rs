@@ -1,6 +1,7 @@
 //! DS, dynamic sampling (DAPO): after rollout, keep only groups with a learning signal.
 
 use crate::error::{invalid, Result};
+use crate::observe::partially_solved;
 
 /// Which groups pass: reward std > 0 (0 < correct < k) by default, or a mean inside [lo, hi].
 pub fn admit(n_correct: &[i64], n_rollouts: &[i64], band: Option<(f64, f64)>) -> Result<Vec<bool>> {
@@ -29,7 +30,7 @@ pub fn admit(n_correct: &[i64], n_rollouts: &[i64], band: Option<(f64, f64)>) ->
                 ));
             }
             Ok(match band {
-                None => c > 0 && c < n,
+                None => partially_solved(c as u64, n as u64),
                 Some((lo, hi)) => {
                     let mean = c as f64 / n as f64;
                     lo <= mean && mean <= hi

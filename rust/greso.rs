@@ -5,23 +5,46 @@ use crate::error::{invalid, Result};
 use crate::observe::{Observations, SOLVED, UNSOLVED};
 use crate::pending::Pending;
 use crate::rng::{key, stream, Rng};
-use crate::sampler::EpochOrder;
+use crate::sampler::{EpochOrder, OrderState};
+use crate::selector::{Predictor, Selector};
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct GresoConfig {
-    pub p_easy: f64,
-    pub p_hard: f64,
-    pub step_size: f64,
-    pub p_min: f64,
-    pub p_max: f64,
-    /// The floor on a streaked prompt's chance to be kept.
-    pub min_keep: f64,
-    pub target_easy: f64,
-    pub target_hard: f64,
-    /// The first epoch (0-based) whose steps adapt p_easy and p_hard: 1 in the released trainer
-    /// (`if epoch > 0`), 0 to adapt from the first step.
-    pub adapt_from_epoch: u64,
-    pub seed: u64,
+crate::record! {
+    /// GRESO's options (docs/method.md).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct GresoConfig {
+        pub p_easy: f64,
+        pub p_hard: f64,
+        pub step_size: f64,
+        pub p_min: f64,
+        pub p_max: f64,
+        /// The floor on a streaked prompt's chance to be kept.
+        pub min_keep: f64,
+        pub target_easy: f64,
+        pub target_hard: f64,
+        /// The first epoch (0-based) whose steps adapt p_easy and p_hard: 1 in the released
+        /// trainer (`if epoch > 0`), 0 to adapt from the first step.
+        pub adapt_from_epoch: u64,
+        pub seed: u64,
+    }
+}
+
+crate::record! {
+    /// What GRESO saves.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct GresoState {
+        pub step: u64,
+        /// select calls so far in the current step.
+        pub calls: u64,
+        /// Prompts skipped since the last observe.
+        pub skipped: u64,
+        pub p_easy_now: f64,
+        pub p_hard_now: f64,
+        /// Each prompt's streak of all-correct (easy) and all-wrong (hard) groups.
+        pub easy: Vec<u16> [N],
+        pub hard: Vec<u16> [N],
+        pub pending: Vec<i64> [*],
+        pub order: OrderState as "",
+    }
 }
 
 impl Default for GresoConfig {
@@ -94,18 +117,6 @@ impl Greso {
         })
     }
 
-    pub fn config(&self) -> &GresoConfig {
-        &self.cfg
-    }
-
-    pub fn num_prompts(&self) -> usize {
-        self.num_prompts
-    }
-
-    pub fn step(&self) -> u64 {
-        self.step
-    }
-
     pub fn probabilities(&self) -> (f64, f64) {
         (self.p_easy, self.p_hard)
     }
@@ -126,7 +137,40 @@ impl Greso {
         }
     }
 
-    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+    /// The 0-based epoch of the prompts handed out last (0 before any).
+    pub fn epoch_index(&self) -> u64 {
+        self.order.epoch.saturating_sub(1)
+    }
+
+    /// Too many zero-variance groups of a kind (a share at or above its target, as released):
+    /// keep fewer such prompts next time.
+    fn adapt(&self, p: f64, share: f64, target: f64) -> f64 {
+        let moved = if share >= target {
+            p - self.cfg.step_size
+        } else {
+            p + self.cfg.step_size
+        };
+        moved.clamp(self.cfg.p_min, self.cfg.p_max)
+    }
+}
+
+impl Selector for Greso {
+    type Config = GresoConfig;
+    type State = GresoState;
+
+    fn config(&self) -> &GresoConfig {
+        &self.cfg
+    }
+
+    fn num_prompts(&self) -> usize {
+        self.num_prompts
+    }
+
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts, batch_size)?;
         let mut rng = Rng::new(key(&[
             self.cfg.seed,
@@ -155,7 +199,7 @@ impl Greso {
         Ok(out)
     }
 
-    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+    fn observe(&mut self, obs: &Observations) -> Result<()> {
         let (mut n_easy, mut n_hard) = (0usize, 0usize);
         for g in obs.groups() {
             let i = g.id as usize;
@@ -188,15 +232,52 @@ impl Greso {
         Ok(())
     }
 
-    /// The 0-based epoch of the prompts handed out last (0 before any).
-    pub fn epoch_index(&self) -> u64 {
-        self.order.epoch.saturating_sub(1)
+    fn state(&self) -> GresoState {
+        GresoState {
+            step: self.step,
+            calls: self.calls,
+            skipped: self.skipped,
+            p_easy_now: self.p_easy,
+            p_hard_now: self.p_hard,
+            easy: self.easy.clone(),
+            hard: self.hard.clone(),
+            pending: self.pending.to_i64(),
+            order: self.order.state(),
+        }
     }
 
+    fn restore(&self, state: GresoState) -> Result<Self> {
+        let n = self.num_prompts;
+        let mut g = Greso::new(n, self.cfg.clone())?;
+        if state.easy.len() != n || state.hard.len() != n {
+            return invalid(format!(
+                "streaks hold {} and {} values, expected {n}",
+                state.easy.len(),
+                state.hard.len()
+            ));
+        }
+        let unit = 0.0..=1.0;
+        if !(unit.contains(&state.p_easy_now) && unit.contains(&state.p_hard_now)) {
+            return invalid("p_easy and p_hard must lie in [0, 1]");
+        }
+        g.order = EpochOrder::restore(self.cfg.seed, n, &state.order)?;
+        g.pending = Pending::from_ids(n, &state.pending)?;
+        g.easy = state.easy;
+        g.hard = state.hard;
+        g.p_easy = state.p_easy_now;
+        g.p_hard = state.p_hard_now;
+        g.step = state.step;
+        g.calls = state.calls;
+        g.skipped = state.skipped;
+        Ok(g)
+    }
+}
+
+impl Predictor for Greso {
     /// What the skip filter implies about prompt `id`'s next group: with an easy (hard) streak,
     /// kept with chance q it is read as partial with chance q and solved (unsolved) otherwise;
     /// without a streak, partial.
-    pub fn predicted(&self, id: u32) -> [f64; 3] {
+    fn predicted(&self, id: u32, _n_rollouts: u32) -> [f64; 3] {
         let keep = self.keep_probability(id);
         if self.easy[id as usize] > 0 {
             [0.0, keep, 1.0 - keep]
@@ -206,59 +287,20 @@ impl Greso {
             [0.0, 1.0, 0.0]
         }
     }
-
-    /// Too many zero-variance groups of a kind (a share at or above its target, as released):
-    /// keep fewer such prompts next time.
-    fn adapt(&self, p: f64, share: f64, target: f64) -> f64 {
-        let moved = if share >= target {
-            p - self.cfg.step_size
-        } else {
-            p + self.cfg.step_size
-        };
-        moved.clamp(self.cfg.p_min, self.cfg.p_max)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn restore(
-        num_prompts: usize,
-        cfg: GresoConfig,
-        easy: &[u16],
-        hard: &[u16],
-        p_easy: f64,
-        p_hard: f64,
-        order: EpochOrder,
-        pending: &[i64],
-        step: u64,
-        calls: u64,
-        skipped: u64,
-    ) -> Result<Self> {
-        let mut g = Greso::new(num_prompts, cfg)?;
-        if easy.len() != num_prompts || hard.len() != num_prompts {
-            return invalid(format!(
-                "streaks hold {} and {} values, expected {num_prompts}",
-                easy.len(),
-                hard.len()
-            ));
-        }
-        if !((0.0..=1.0).contains(&p_easy) && (0.0..=1.0).contains(&p_hard)) {
-            return invalid("p_easy and p_hard must lie in [0, 1]");
-        }
-        g.easy = easy.to_vec();
-        g.hard = hard.to_vec();
-        g.p_easy = p_easy;
-        g.p_hard = p_hard;
-        g.order = order;
-        g.pending = Pending::from_ids(num_prompts, pending)?;
-        g.step = step;
-        g.calls = calls;
-        g.skipped = skipped;
-        Ok(g)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_round_trip() {
+        let cfg = GresoConfig {
+            adapt_from_epoch: 0,
+            ..Default::default()
+        };
+        crate::selector::contract::state_round_trip_continues_exactly(Greso::new(30, cfg).unwrap());
+    }
 
     #[test]
     fn streaked_prompts_are_skipped_and_p_adapts() {

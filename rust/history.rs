@@ -6,10 +6,27 @@
 use crate::error::{invalid, Result};
 use crate::observe::{Observations, SOLVED};
 use crate::pending::Pending;
-use crate::sampler::EpochOrder;
+use crate::sampler::{EpochOrder, OrderState};
+use crate::selector::Selector;
+use crate::uniform::SeedConfig;
+
+crate::record! {
+    /// What HR saves.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct HistoryState {
+        pub step: u64,
+        /// Times the exclusions were reset because too few prompts were left.
+        pub resets: u64,
+        /// 1 where the prompt's last group was all correct.
+        pub excluded: Vec<u8> [N],
+        pub pending: Vec<i64> [*],
+        pub order: OrderState as "",
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct HistoryResampling {
+    cfg: SeedConfig,
     num_prompts: usize,
     pub(crate) excluded: Vec<bool>,
     pub(crate) order: EpochOrder,
@@ -22,6 +39,7 @@ impl HistoryResampling {
     pub fn new(num_prompts: usize, seed: u64) -> Result<Self> {
         crate::error::check_num_prompts(num_prompts)?;
         Ok(HistoryResampling {
+            cfg: SeedConfig { seed },
             num_prompts,
             excluded: vec![false; num_prompts],
             order: EpochOrder::new(seed),
@@ -29,14 +47,6 @@ impl HistoryResampling {
             step: 0,
             resets: 0,
         })
-    }
-
-    pub fn num_prompts(&self) -> usize {
-        self.num_prompts
-    }
-
-    pub fn step(&self) -> u64 {
-        self.step
     }
 
     pub fn excluded_count(&self) -> usize {
@@ -59,8 +69,25 @@ impl HistoryResampling {
         self.resets += 1;
         (0..self.num_prompts as u32).collect()
     }
+}
 
-    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+impl Selector for HistoryResampling {
+    type Config = SeedConfig;
+    type State = HistoryState;
+
+    fn config(&self) -> &SeedConfig {
+        &self.cfg
+    }
+
+    fn num_prompts(&self) -> usize {
+        self.num_prompts
+    }
+
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts, batch_size)?;
         let mut out = Vec::with_capacity(batch_size);
         while out.len() < batch_size {
@@ -79,8 +106,8 @@ impl HistoryResampling {
         Ok(out)
     }
 
-    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
-        for g in obs.groups() {
+    fn observe(&mut self, groups: &Observations) -> Result<()> {
+        for g in groups.groups() {
             self.excluded[g.id as usize] = g.state() == SOLVED;
         }
         self.step += 1;
@@ -88,27 +115,33 @@ impl HistoryResampling {
         Ok(())
     }
 
-    pub fn restore(
-        num_prompts: usize,
-        seed: u64,
-        step: u64,
-        resets: u64,
-        excluded: &[bool],
-        order: EpochOrder,
-        pending: &[i64],
-    ) -> Result<Self> {
-        let mut h = HistoryResampling::new(num_prompts, seed)?;
-        if excluded.len() != num_prompts {
+    fn state(&self) -> HistoryState {
+        HistoryState {
+            step: self.step,
+            resets: self.resets,
+            excluded: self.excluded.iter().map(|&e| u8::from(e)).collect(),
+            pending: self.pending.to_i64(),
+            order: self.order.state(),
+        }
+    }
+
+    fn restore(&self, state: HistoryState) -> Result<Self> {
+        let (n, seed) = (self.num_prompts, self.cfg.seed);
+        let mut h = HistoryResampling::new(n, seed)?;
+        if state.excluded.len() != n {
             return invalid(format!(
-                "excluded holds {} flags, expected {num_prompts}",
-                excluded.len()
+                "excluded holds {} flags, expected {n}",
+                state.excluded.len()
             ));
         }
-        h.excluded = excluded.to_vec();
-        h.pending = Pending::from_ids(num_prompts, pending)?;
-        h.order = order;
-        h.step = step;
-        h.resets = resets;
+        if state.excluded.iter().any(|&f| f > 1) {
+            return invalid("excluded must hold 0/1 flags");
+        }
+        h.excluded = state.excluded.iter().map(|&f| f == 1).collect();
+        h.pending = Pending::from_ids(n, &state.pending)?;
+        h.order = EpochOrder::restore(seed, n, &state.order)?;
+        h.step = state.step;
+        h.resets = state.resets;
         Ok(h)
     }
 }
@@ -138,5 +171,12 @@ mod tests {
         let more = h.select(15).unwrap();
         assert_eq!(more.len(), 15);
         assert_eq!(h.resets(), 1);
+    }
+
+    #[test]
+    fn state_round_trip() {
+        crate::selector::contract::state_round_trip_continues_exactly(
+            HistoryResampling::new(30, 2).unwrap(),
+        );
     }
 }

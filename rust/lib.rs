@@ -15,8 +15,11 @@ pub mod mopps;
 pub mod observe;
 pub mod pending;
 pub mod pool;
+pub mod record;
 pub mod rng;
 pub mod sampler;
+pub mod scoring;
+pub mod selector;
 pub mod topk;
 pub mod uniform;
 

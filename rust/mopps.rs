@@ -1,29 +1,44 @@
 //! MoPPS: a Beta posterior of each prompt's success rate; selection draws one sample per prompt
 //! and takes those closest to the target rate (0.5).
 
-use rayon::prelude::*;
-
+use crate::beta::Beliefs;
 use crate::error::{invalid, Result};
 use crate::observe::Observations;
 use crate::pending::Pending;
 use crate::pool::{check_ratio, CandidatePool};
-use crate::rng::{key, stream, Rng};
-use crate::sampler::EpochOrder;
-use crate::topk::{top_k, top_k_among};
+use crate::rng::stream;
+use crate::sampler::{EpochOrder, OrderState};
+use crate::scoring::{draw_scores, select_best, StepScores};
+use crate::selector::{Predictor, Selector};
 
-const CHUNK: usize = 1 << 14;
+crate::record! {
+    /// MoPPS's options (docs/method.md).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct MoppsConfig {
+        pub decay: f64,
+        pub prior_a: f64,
+        pub prior_b: f64,
+        pub target: f64,
+        /// The threshold variant's band [lo, hi]: draws inside it are taken first, in random order.
+        pub threshold: Option<(f64, f64)>,
+        /// Draw only for a pool of floor(ratio x batch_size) prompts (see `pool`); None: all.
+        pub candidate_ratio: Option<f64>,
+        pub seed: u64,
+    }
+}
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct MoppsConfig {
-    pub decay: f64,
-    pub prior_a: f64,
-    pub prior_b: f64,
-    pub target: f64,
-    /// The threshold variant: draws inside [lo, hi] are taken first, in random order.
-    pub band: Option<(f64, f64)>,
-    /// Draw only for a pool of floor(ratio x batch_size) prompts (see `pool`); None: all.
-    pub candidate_ratio: Option<f64>,
-    pub seed: u64,
+crate::record! {
+    /// What MoPPS saves.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct MoppsState {
+        pub step: u64,
+        /// Each prompt's Beta(a, b).
+        pub a: Vec<f64> [N],
+        pub b: Vec<f64> [N],
+        pub pending: Vec<i64> [*],
+        /// The candidate pool's epoch order (empty while the whole dataset is scored).
+        pub pool: OrderState as "pool_",
+    }
 }
 
 impl Default for MoppsConfig {
@@ -33,7 +48,7 @@ impl Default for MoppsConfig {
             prior_a: 1.0,
             prior_b: 1.0,
             target: 0.5,
-            band: None,
+            threshold: None,
             candidate_ratio: None,
             seed: 0,
         }
@@ -55,7 +70,7 @@ impl MoppsConfig {
         if !(0.0..=1.0).contains(&self.target) {
             return invalid("target must lie in [0, 1]");
         }
-        if let Some((lo, hi)) = self.band {
+        if let Some((lo, hi)) = self.threshold {
             if !(0.0 <= lo && lo <= hi && hi <= 1.0) {
                 return invalid(format!(
                     "threshold [{lo}, {hi}] must satisfy 0 <= lo <= hi <= 1"
@@ -82,13 +97,11 @@ pub(crate) fn band_score(g: f64, (lo, hi): (f64, f64)) -> f32 {
 #[derive(Clone, Debug)]
 pub struct Mopps {
     cfg: MoppsConfig,
-    pub(crate) a: Vec<f64>,
-    pub(crate) b: Vec<f64>,
+    pub(crate) beliefs: Beliefs,
     pub(crate) pending: Pending,
     pub(crate) step: u64,
     pub(crate) pool: CandidatePool,
-    /// This step's selection scores; derived from (a, b, seed, step), so never saved.
-    cache: Option<(u64, Vec<f32>)>,
+    scores: StepScores,
 }
 
 impl Mopps {
@@ -96,122 +109,108 @@ impl Mopps {
         crate::error::check_num_prompts(num_prompts)?;
         cfg.validate()?;
         Ok(Mopps {
-            a: vec![cfg.prior_a; num_prompts],
-            b: vec![cfg.prior_b; num_prompts],
+            beliefs: Beliefs::new(num_prompts, cfg.prior_a, cfg.prior_b),
             pending: Pending::new(num_prompts),
             step: 0,
-            cache: None,
+            scores: StepScores::default(),
             pool: CandidatePool::new(cfg.candidate_ratio, cfg.seed)?,
             cfg,
         })
     }
 
-    pub fn config(&self) -> &MoppsConfig {
+    pub fn posterior(&self, id: u32) -> (f64, f64) {
+        self.beliefs.posterior(id)
+    }
+}
+
+/// One Beta draw per prompt, turned into a score where higher is better.
+fn draw(cfg: &MoppsConfig, Beliefs { a, b }: &Beliefs, step: u64) -> Vec<f32> {
+    draw_scores(a.len(), (cfg.seed, stream::MOPPS, step), |rng, i| {
+        let g = rng.beta(a[i], b[i]);
+        match cfg.threshold {
+            Some(band) => band_score(g, band),
+            None => -((g - cfg.target) * (g - cfg.target)) as f32,
+        }
+    })
+}
+
+impl Selector for Mopps {
+    type Config = MoppsConfig;
+    type State = MoppsState;
+
+    fn config(&self) -> &MoppsConfig {
         &self.cfg
     }
 
-    pub fn num_prompts(&self) -> usize {
-        self.a.len()
+    fn num_prompts(&self) -> usize {
+        self.beliefs.len()
     }
 
-    pub fn step(&self) -> u64 {
+    fn step(&self) -> u64 {
         self.step
     }
 
-    pub fn posterior(&self, id: u32) -> (f64, f64) {
-        (self.a[id as usize], self.b[id as usize])
+    fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        self.pending.check_room(self.beliefs.len(), batch_size)?;
+        let (cfg, beliefs, step) = (&self.cfg, &self.beliefs, self.step);
+        let scores = self.scores.of_step(step, || draw(cfg, beliefs, step));
+        select_best(
+            scores,
+            batch_size,
+            (self.cfg.seed, self.step),
+            &mut self.pool,
+            &mut self.pending,
+        )
     }
 
-    /// One Beta draw per prompt, turned into a score where higher is better.
-    fn scores(&self) -> Vec<f32> {
-        let cfg = &self.cfg;
-        let mut scores = vec![0f32; self.a.len()];
-        scores
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, out)| {
-                let mut rng = Rng::new(key(&[cfg.seed, stream::MOPPS, self.step, c as u64]));
-                for (i, s) in out.iter_mut().enumerate() {
-                    let g = rng.beta(self.a[c * CHUNK + i], self.b[c * CHUNK + i]);
-                    *s = match cfg.band {
-                        Some(band) => band_score(g, band),
-                        None => -((g - cfg.target) * (g - cfg.target)) as f32,
-                    };
-                }
-            });
-        scores
-    }
-
-    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
-        self.pending.check_room(self.num_prompts(), batch_size)?;
-        if self.cache.as_ref().map(|(step, _)| *step) != Some(self.step) {
-            self.cache = Some((self.step, self.scores()));
-        }
-        let scores = &self.cache.as_ref().unwrap().1;
-        let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
-        let pending = &self.pending;
-        let ids = match self.pool.draw(self.a.len(), batch_size, pending) {
-            Some(pool) => top_k_among(scores, &pool, batch_size, tie_seed),
-            None => top_k(scores, batch_size, tie_seed, |id| pending.contains(id)),
-        };
-        for &id in &ids {
-            self.pending.insert(id);
-        }
-        Ok(ids)
-    }
-
-    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+    fn observe(&mut self, groups: &Observations) -> Result<()> {
         let lam = self.cfg.decay;
-        for g in obs.groups() {
+        let Beliefs { a, b } = &mut self.beliefs;
+        for g in groups.groups() {
             let i = g.id as usize;
             let s = g.n_correct as f64;
             let f = (g.n_rollouts - g.n_correct) as f64;
-            self.a[i] = lam * self.a[i] + (1.0 - lam) * self.cfg.prior_a + s;
-            self.b[i] = lam * self.b[i] + (1.0 - lam) * self.cfg.prior_b + f;
+            a[i] = lam * a[i] + (1.0 - lam) * self.cfg.prior_a + s;
+            b[i] = lam * b[i] + (1.0 - lam) * self.cfg.prior_b + f;
         }
         self.step += 1;
-        self.cache = None;
         self.pending.clear();
         Ok(())
     }
 
-    /// The Beta-binomial predictive of prompt `id`'s next group of k rollouts.
-    pub fn predicted(&self, id: u32, k: u32) -> [f64; 3] {
-        crate::beta::state_probs(self.a[id as usize], self.b[id as usize], k)
+    fn state(&self) -> MoppsState {
+        MoppsState {
+            step: self.step,
+            a: self.beliefs.a.clone(),
+            b: self.beliefs.b.clone(),
+            pending: self.pending.to_i64(),
+            pool: self.pool.order().state(),
+        }
     }
 
-    pub fn restore(
-        num_prompts: usize,
-        cfg: MoppsConfig,
-        a: &[f64],
-        b: &[f64],
-        step: u64,
-        pending: &[i64],
-        pool: EpochOrder,
-    ) -> Result<Self> {
-        let mut m = Mopps::new(num_prompts, cfg)?;
-        if a.len() != num_prompts || b.len() != num_prompts {
-            return invalid(format!(
-                "a and b hold {} and {} values, expected {num_prompts}",
-                a.len(),
-                b.len()
-            ));
-        }
-        if a.iter().chain(b).any(|x| !(x.is_finite() && *x > 0.0)) {
-            return invalid("a and b must be positive and finite");
-        }
-        m.a = a.to_vec();
-        m.b = b.to_vec();
-        m.step = step;
-        m.pending = Pending::from_ids(num_prompts, pending)?;
-        m.pool = CandidatePool::restore(m.cfg.candidate_ratio, num_prompts, pool)?;
+    fn restore(&self, state: MoppsState) -> Result<Self> {
+        let (n, cfg) = (self.num_prompts(), &self.cfg);
+        let mut m = Mopps::new(n, cfg.clone())?;
+        let order = EpochOrder::restore(cfg.seed, n, &state.pool)?;
+        m.pool = CandidatePool::restore(cfg.candidate_ratio, n, order)?;
+        m.beliefs = Beliefs::restore(n, state.a, state.b)?;
+        m.pending = Pending::from_ids(n, &state.pending)?;
+        m.step = state.step;
         Ok(m)
+    }
+}
+
+impl Predictor for Mopps {
+    fn predicted(&self, id: u32, n_rollouts: u32) -> [f64; 3] {
+        self.beliefs.predicted(id, n_rollouts)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::key;
+    use crate::topk::top_k_among;
 
     #[test]
     fn prefers_prompts_near_half() {
@@ -255,13 +254,13 @@ mod tests {
         assert!((s[1] - s[2]).abs() < 1e-6 && s[2] > s[3], "{s:?}");
         // Selection follows: with B = 3 out of draws forced by a sharp posterior.
         let cfg = MoppsConfig {
-            band: Some(band),
+            threshold: Some(band),
             ..Default::default()
         };
         let mut m = Mopps::new(3, cfg).unwrap();
         // Posteriors sharply at 0.3, 0.95 and 0.58.
-        m.a = vec![3e5, 9.5e5, 5.8e5];
-        m.b = vec![7e5, 0.5e5, 4.2e5];
+        m.beliefs.a = vec![3e5, 9.5e5, 5.8e5];
+        m.beliefs.b = vec![7e5, 0.5e5, 4.2e5];
         let picked = m.select(2).unwrap();
         assert_eq!(
             picked,
@@ -279,10 +278,10 @@ mod tests {
             ..Default::default()
         };
         let n = 80;
-        let mut m = Mopps::new(n, cfg.clone()).unwrap();
+        let mut m = Mopps::new(n, cfg).unwrap();
         let mut seen = Vec::new();
         for step in 0..5 {
-            let all = m.scores();
+            let all = draw(&m.cfg, &m.beliefs, m.step);
             let picked = m.select(4).unwrap();
             let pool = &m.pool.order().order[m.pool.order().cursor - 16..m.pool.order().cursor];
             let tie_seed = key(&[3, stream::TIE_BREAK, step]);
@@ -298,8 +297,7 @@ mod tests {
             (0..80).collect::<Vec<_>>(),
             "five pools of 16 cover the epoch"
         );
-        let (a, b) = (m.a.clone(), m.b.clone());
-        let mut r = Mopps::restore(n, cfg, &a, &b, m.step, &[], m.pool.order().clone()).unwrap();
+        let mut r = m.restore(m.state()).unwrap();
         for _ in 0..8 {
             let x = m.select(4).unwrap();
             assert_eq!(x, r.select(4).unwrap());
@@ -309,5 +307,19 @@ mod tests {
             r.observe(&obs).unwrap();
         }
         assert_eq!(m.pool.order(), r.pool.order());
+    }
+
+    #[test]
+    fn state_round_trip() {
+        for candidate_ratio in [None, Some(2.0)] {
+            let cfg = MoppsConfig {
+                decay: 0.6,
+                candidate_ratio,
+                ..Default::default()
+            };
+            crate::selector::contract::state_round_trip_continues_exactly(
+                Mopps::new(30, cfg).unwrap(),
+            );
+        }
     }
 }

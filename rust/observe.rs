@@ -15,14 +15,36 @@ pub const UNSOLVED: usize = 0;
 pub const PARTIAL: usize = 1;
 pub const SOLVED: usize = 2;
 
+/// Some but not all of a group's responses correct (0 < n_correct < n_rollouts): the group's
+/// rewards vary, so it carries a learning signal. The one place the core writes this rule.
+#[inline]
+pub fn partially_solved(n_correct: u64, n_rollouts: u64) -> bool {
+    n_correct > 0 && n_correct < n_rollouts
+}
+
+/// The share of groups (n_correct, n_rollouts) that are partially solved; 0 without groups.
+pub fn effective_ratio(groups: impl IntoIterator<Item = (u64, u64)>) -> f64 {
+    let (mut partial, mut total) = (0usize, 0usize);
+    for (c, n) in groups {
+        partial += usize::from(partially_solved(c, n));
+        total += 1;
+    }
+    if total == 0 {
+        0.0
+    } else {
+        partial as f64 / total as f64
+    }
+}
+
 impl Group {
     pub fn state(&self) -> usize {
-        if self.n_correct == 0 {
-            UNSOLVED
-        } else if self.n_correct == self.n_rollouts {
-            SOLVED
-        } else {
+        let (c, n) = (self.n_correct as u64, self.n_rollouts as u64);
+        if partially_solved(c, n) {
             PARTIAL
+        } else if c == 0 {
+            UNSOLVED
+        } else {
+            SOLVED
         }
     }
 }
@@ -99,6 +121,15 @@ impl Observations {
         self.groups.is_empty()
     }
 
+    /// The share of the step's groups that are partially solved.
+    pub fn effective_ratio(&self) -> f64 {
+        effective_ratio(
+            self.groups
+                .iter()
+                .map(|g| (g.n_correct as u64, g.n_rollouts as u64)),
+        )
+    }
+
     /// The groups whose ids fall in [start, end).
     pub fn in_range(&self, start: usize, end: usize) -> &[Group] {
         let lo = self.groups.partition_point(|g| (g.id as usize) < start);
@@ -132,5 +163,14 @@ mod tests {
         assert_eq!(states, vec![(1, SOLVED), (5, UNSOLVED), (7, PARTIAL)]);
         assert_eq!(obs.in_range(2, 8).len(), 2);
         assert_eq!(obs.in_range(8, 10).len(), 0);
+        assert!((obs.effective_ratio() - 1.0 / 3.0).abs() < 1e-15);
+        assert_eq!(Observations::default().effective_ratio(), 0.0);
+    }
+
+    #[test]
+    fn partially_solved_is_some_but_not_all_correct() {
+        assert!(!partially_solved(0, 8) && partially_solved(1, 8) && partially_solved(7, 8));
+        assert!(!partially_solved(8, 8) && !partially_solved(1, 1));
+        assert_eq!(effective_ratio([(0, 4), (2, 4), (4, 4), (1, 4)]), 0.5);
     }
 }

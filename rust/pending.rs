@@ -48,6 +48,11 @@ impl Pending {
         &self.ids
     }
 
+    /// The ids as a saved state holds them.
+    pub fn to_i64(&self) -> Vec<i64> {
+        self.ids.iter().map(|&id| id as i64).collect()
+    }
+
     /// Rebuild from saved ids, checking them.
     pub fn from_ids(num_prompts: usize, ids: &[i64]) -> Result<Self> {
         let mut pending = Pending::new(num_prompts);

@@ -4,6 +4,19 @@
 use crate::error::{invalid, Result};
 use crate::rng::{key, stream, Rng};
 
+crate::record! {
+    /// Where an epoch order stands: what a saved state holds of it.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct OrderState {
+        /// Epochs started so far.
+        pub epoch: u64,
+        /// The next position in the current epoch's order.
+        pub cursor: u64,
+        /// The current epoch's order (empty before the first epoch).
+        pub order: Vec<i64> [*],
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochOrder {
     seed: u64,
@@ -40,13 +53,21 @@ impl EpochOrder {
         id
     }
 
-    pub fn restore(
-        seed: u64,
-        num_prompts: usize,
-        epoch: u64,
-        cursor: u64,
-        order: &[i64],
-    ) -> Result<Self> {
+    pub fn state(&self) -> OrderState {
+        OrderState {
+            epoch: self.epoch,
+            cursor: self.cursor as u64,
+            order: self.order.iter().map(|&id| id as i64).collect(),
+        }
+    }
+
+    /// The order of `seed` over `num_prompts` prompts continued from `state`.
+    pub fn restore(seed: u64, num_prompts: usize, state: &OrderState) -> Result<Self> {
+        let OrderState {
+            epoch,
+            cursor,
+            ref order,
+        } = *state;
         let mut seen = vec![false; num_prompts];
         let mut ids = Vec::with_capacity(order.len());
         for &id in order {

@@ -3,10 +3,31 @@
 use crate::error::Result;
 use crate::observe::Observations;
 use crate::pending::Pending;
-use crate::sampler::EpochOrder;
+use crate::sampler::{EpochOrder, OrderState};
+use crate::selector::Selector;
+
+crate::record! {
+    /// The options of the policies whose only option is their seed (US, HR).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct SeedConfig {
+        pub seed: u64,
+    }
+}
+
+crate::record! {
+    /// What US saves.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct UniformState {
+        pub step: u64,
+        /// The ids handed out in the current step.
+        pub pending: Vec<i64> [*],
+        pub order: OrderState as "",
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Uniform {
+    cfg: SeedConfig,
     num_prompts: usize,
     pub(crate) order: EpochOrder,
     pub(crate) pending: Pending,
@@ -17,6 +38,7 @@ impl Uniform {
     pub fn new(num_prompts: usize, seed: u64) -> Result<Self> {
         crate::error::check_num_prompts(num_prompts)?;
         Ok(Uniform {
+            cfg: SeedConfig { seed },
             num_prompts,
             order: EpochOrder::new(seed),
             pending: Pending::new(num_prompts),
@@ -24,15 +46,37 @@ impl Uniform {
         })
     }
 
-    pub fn num_prompts(&self) -> usize {
+    /// The state without the epoch order (N ids): what a step's undo point needs within an epoch.
+    pub fn position(&self) -> UniformState {
+        UniformState {
+            step: self.step,
+            pending: self.pending.to_i64(),
+            order: OrderState {
+                epoch: self.order.epoch,
+                cursor: self.order.cursor as u64,
+                order: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Selector for Uniform {
+    type Config = SeedConfig;
+    type State = UniformState;
+
+    fn config(&self) -> &SeedConfig {
+        &self.cfg
+    }
+
+    fn num_prompts(&self) -> usize {
         self.num_prompts
     }
 
-    pub fn step(&self) -> u64 {
+    fn step(&self) -> u64 {
         self.step
     }
 
-    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+    fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts, batch_size)?;
         let mut out = Vec::with_capacity(batch_size);
         while out.len() < batch_size {
@@ -50,23 +94,24 @@ impl Uniform {
         Ok(out)
     }
 
-    pub fn observe(&mut self, _obs: &Observations) -> Result<()> {
+    fn observe(&mut self, _groups: &Observations) -> Result<()> {
         self.step += 1;
         self.pending.clear();
         Ok(())
     }
 
-    pub fn restore(
-        num_prompts: usize,
-        seed: u64,
-        step: u64,
-        order: EpochOrder,
-        pending: &[i64],
-    ) -> Result<Self> {
-        let mut u = Uniform::new(num_prompts, seed)?;
-        u.pending = Pending::from_ids(num_prompts, pending)?;
-        u.order = order;
-        u.step = step;
+    fn state(&self) -> UniformState {
+        UniformState {
+            order: self.order.state(),
+            ..self.position()
+        }
+    }
+
+    fn restore(&self, state: UniformState) -> Result<Self> {
+        let mut u = Uniform::new(self.num_prompts, self.cfg.seed)?;
+        u.pending = Pending::from_ids(self.num_prompts, &state.pending)?;
+        u.order = EpochOrder::restore(self.cfg.seed, self.num_prompts, &state.order)?;
+        u.step = state.step;
         Ok(u)
     }
 }
@@ -86,5 +131,10 @@ mod tests {
         let mut sorted = seen.clone();
         sorted.sort();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn state_round_trip() {
+        crate::selector::contract::state_round_trip_continues_exactly(Uniform::new(30, 2).unwrap());
     }
 }

@@ -1,12 +1,14 @@
 """Type stubs for the Rust extension `dps._core` (hand-written; checked by mypy's stubtest)."""
 
 import os
-from typing import ClassVar, final
+from typing import ClassVar, Generic, NotRequired, TypedDict, TypeVar, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 __all__ = [
+    "Selector",
     "DpsCore",
     "UniformCore",
     "HistoryCore",
@@ -24,9 +26,119 @@ __all__ = [
 __version__: str
 
 _Ids = npt.NDArray[np.int64]
+_F32 = npt.NDArray[np.float32]
+_F64 = npt.NDArray[np.float64]
+_Config = TypeVar("_Config")
+_State = TypeVar("_State")
 
-class _Selector:
-    """What every policy core has (`selector_methods!` in rust/python.rs); not a runtime class."""
+# Each policy's options and state, as the core's records define them (rust/<policy>.rs,
+# `record!`); tests/core/test_stubs.py checks these against `state_fields()` and `config()`.
+
+class _SeedConfig(TypedDict):
+    seed: int
+
+class _DpsConfig(TypedDict):
+    decay: float
+    prior_alpha: list[list[float]]
+    prior_state: list[float]
+    entropy_weight: float
+    candidate_ratio: float | None
+    seed: int
+
+class _DpsState(TypedDict):
+    alpha: _F32
+    post: _F32
+    step: int
+    pending: _Ids
+    confusion: _Ids
+    pool_epoch: int
+    pool_cursor: int
+    pool_order: _Ids
+
+class _UniformState(TypedDict):
+    step: int
+    pending: _Ids
+    epoch: int
+    cursor: int
+    order: NotRequired[_Ids]  # left out by state(with_order=False)
+
+class _HistoryState(TypedDict):
+    step: int
+    resets: int
+    excluded: npt.NDArray[np.uint8]
+    pending: _Ids
+    epoch: int
+    cursor: int
+    order: _Ids
+
+class _MoppsConfig(TypedDict):
+    decay: float
+    prior_a: float
+    prior_b: float
+    target: float
+    threshold: tuple[float, float] | None
+    candidate_ratio: float | None
+    seed: int
+
+class _MoppsState(TypedDict):
+    step: int
+    a: _F64
+    b: _F64
+    pending: _Ids
+    pool_epoch: int
+    pool_cursor: int
+    pool_order: _Ids
+
+class _GresoConfig(TypedDict):
+    p_easy: float
+    p_hard: float
+    step_size: float
+    p_min: float
+    p_max: float
+    min_keep: float
+    target_easy: float
+    target_hard: float
+    adapt_from_epoch: int
+    seed: int
+
+class _GresoState(TypedDict):
+    step: int
+    calls: int
+    skipped: int
+    p_easy_now: float
+    p_hard_now: float
+    easy: npt.NDArray[np.uint16]
+    hard: npt.NDArray[np.uint16]
+    pending: _Ids
+    epoch: int
+    cursor: int
+    order: _Ids
+
+class _BotsConfig(TypedDict):
+    forgetting: float
+    implicit_weight: float
+    prior_a: float
+    prior_b: float
+    target: float
+    pseudo_count: float | None
+    smoothing: float
+    thompson: bool
+    candidate_ratio: float | None
+    seed: int
+
+class _BotsState(TypedDict):
+    step: int
+    a: _F64
+    b: _F64
+    capability: float | None
+    pending: _Ids
+    pool_epoch: int
+    pool_cursor: int
+    pool_order: _Ids
+
+@disjoint_base
+class Selector(Generic[_Config, _State]):
+    """A policy of the core (the `Selector` trait of rust/selector.rs): every class below is one."""
 
     @property
     def num_prompts(self) -> int: ...
@@ -34,104 +146,42 @@ class _Selector:
     def step(self) -> int: ...
     def select(self, batch_size: int) -> _Ids: ...
     def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def config(self) -> _Config: ...
+    def state(self) -> _State: ...
+    def state_fields(self) -> list[tuple[str, str, tuple[int | None, ...] | None]]: ...
+    def load_state(self, state: _State) -> None: ...
 
 @final
-class DpsCore(_Selector):
+class DpsCore(Selector[_DpsConfig, _DpsState]):
     DEFAULT_DECAY: ClassVar[float]
-    def __new__(
-        cls,
-        num_prompts: int,
-        decay: float,
-        alpha0: list[float],
-        pi0: list[float],
-        entropy_weight: float,
-        seed: int,
-        candidate_ratio: float | None = None,
-    ) -> DpsCore: ...
-    def predicted(self, prompt_ids: _Ids) -> npt.NDArray[np.float64]: ...
-    def scores(self) -> npt.NDArray[np.float32]: ...
+    PRIORS: ClassVar[dict[str, list[list[float]]]]
+    def __new__(cls, num_prompts: int, config: _DpsConfig) -> DpsCore: ...
+    def predicted(self, prompt_ids: _Ids) -> _F64: ...
+    def scores(self) -> _F32: ...
     def confusion(self) -> npt.NDArray[np.uint64]: ...
     def bytes_per_prompt(self) -> float: ...
-    def state(self) -> dict[str, object]: ...
-    def load_state(
-        self,
-        alpha: npt.NDArray[np.float32],
-        post: npt.NDArray[np.float32],
-        step: int,
-        pending: _Ids,
-        confusion: _Ids,
-        pool_epoch: int,
-        pool_cursor: int,
-        pool_order: _Ids,
-    ) -> None: ...
 
 @final
-class UniformCore(_Selector):
-    def __new__(cls, num_prompts: int, seed: int) -> UniformCore: ...
-    def state(self, with_order: bool = True) -> dict[str, object]: ...
-    def load_state(self, step: int, pending: _Ids, epoch: int, cursor: int, order: _Ids) -> None: ...
+class UniformCore(Selector[_SeedConfig, _UniformState]):
+    def __new__(cls, num_prompts: int, config: _SeedConfig) -> UniformCore: ...
+    def state(self, with_order: bool = True) -> _UniformState: ...
 
 @final
-class HistoryCore(_Selector):
-    def __new__(cls, num_prompts: int, seed: int) -> HistoryCore: ...
+class HistoryCore(Selector[_SeedConfig, _HistoryState]):
+    def __new__(cls, num_prompts: int, config: _SeedConfig) -> HistoryCore: ...
     @property
     def excluded_count(self) -> int: ...
     @property
     def resets(self) -> int: ...
-    def state(self) -> dict[str, object]: ...
-    def load_state(
-        self,
-        step: int,
-        resets: int,
-        excluded: npt.NDArray[np.uint8],
-        pending: _Ids,
-        epoch: int,
-        cursor: int,
-        order: _Ids,
-    ) -> None: ...
 
 @final
-class MoppsCore(_Selector):
-    def __new__(
-        cls,
-        num_prompts: int,
-        decay: float,
-        prior_a: float,
-        prior_b: float,
-        target: float,
-        band: tuple[float, float] | None,
-        seed: int,
-        candidate_ratio: float | None = None,
-    ) -> MoppsCore: ...
-    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> npt.NDArray[np.float64]: ...
-    def state(self) -> dict[str, object]: ...
-    def load_state(
-        self,
-        step: int,
-        a: npt.NDArray[np.float64],
-        b: npt.NDArray[np.float64],
-        pending: _Ids,
-        pool_epoch: int,
-        pool_cursor: int,
-        pool_order: _Ids,
-    ) -> None: ...
+class MoppsCore(Selector[_MoppsConfig, _MoppsState]):
+    def __new__(cls, num_prompts: int, config: _MoppsConfig) -> MoppsCore: ...
+    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> _F64: ...
 
 @final
-class GresoCore(_Selector):
-    def __new__(
-        cls,
-        num_prompts: int,
-        p_easy: float,
-        p_hard: float,
-        step_size: float,
-        p_min: float,
-        p_max: float,
-        min_keep: float,
-        target_easy: float,
-        target_hard: float,
-        adapt_from_epoch: int,
-        seed: int,
-    ) -> GresoCore: ...
+class GresoCore(Selector[_GresoConfig, _GresoState]):
+    def __new__(cls, num_prompts: int, config: _GresoConfig) -> GresoCore: ...
     @property
     def p_easy(self) -> float: ...
     @property
@@ -140,55 +190,14 @@ class GresoCore(_Selector):
     def skipped(self) -> int: ...
     @property
     def epoch_index(self) -> int: ...
-    def predicted(self, prompt_ids: _Ids) -> npt.NDArray[np.float64]: ...
-    def state(self) -> dict[str, object]: ...
-    def load_state(
-        self,
-        step: int,
-        calls: int,
-        skipped: int,
-        p_easy_now: float,
-        p_hard_now: float,
-        easy: npt.NDArray[np.uint16],
-        hard: npt.NDArray[np.uint16],
-        pending: _Ids,
-        epoch: int,
-        cursor: int,
-        order: _Ids,
-    ) -> None: ...
+    def predicted(self, prompt_ids: _Ids) -> _F64: ...
 
 @final
-class BotsCore(_Selector):
-    def __new__(
-        cls,
-        num_prompts: int,
-        forgetting: float,
-        implicit_weight: float,
-        prior_a: float,
-        prior_b: float,
-        target: float,
-        pseudo_count: float | None,
-        smoothing: float,
-        thompson: bool,
-        seed: int,
-        candidate_ratio: float | None = None,
-        anchors: npt.NDArray[np.float64] | None = None,
-    ) -> BotsCore: ...
+class BotsCore(Selector[_BotsConfig, _BotsState]):
+    def __new__(cls, num_prompts: int, config: _BotsConfig, anchors: _F64 | None = None) -> BotsCore: ...
     @property
     def capability(self) -> float | None: ...
-    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> npt.NDArray[np.float64]: ...
-    def state(self) -> dict[str, object]: ...
-    def load_state(
-        self,
-        step: int,
-        a: npt.NDArray[np.float64],
-        b: npt.NDArray[np.float64],
-        capability: float,
-        pending: _Ids,
-        pool_epoch: int,
-        pool_cursor: int,
-        pool_order: _Ids,
-    ) -> None: ...
+    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> _F64: ...
 
 def admit_mask(n_correct: _Ids, n_rollouts: _Ids, band: tuple[float, float] | None = None) -> npt.NDArray[np.bool_]: ...
 def top_k(scores: npt.NDArray[np.float32], k: int, seed: int) -> _Ids: ...

@@ -16,43 +16,70 @@ use crate::error::{invalid, Result};
 use crate::observe::{Observations, PARTIAL};
 use crate::pending::Pending;
 use crate::pool::{check_ratio, CandidatePool};
-use crate::rng::{key, stream};
-use crate::sampler::EpochOrder;
-use crate::topk::{top_k, top_k_among};
+use crate::sampler::{EpochOrder, OrderState};
+use crate::scoring::select_best;
+use crate::selector::{Predictor, Selector};
 
 pub const STATES: usize = 3;
 
-/// Concentration matrices alpha0[to][from], flattened row-major (docs/method.md#dps-options).
-pub const PRIOR_ONES: [f64; 9] = [1.0; 9];
-pub const PRIOR_PROGRESS: [f64; 9] = [1.0, 0.5, 0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0];
-pub const PRIOR_STABILITY: [f64; 9] = [1.0, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 1.0];
-pub const PRIOR_LOCAL: [f64; 9] = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+/// Concentration matrices alpha0[to][from] (docs/method.md#dps-options).
+pub const PRIOR_ONES: [[f64; 3]; 3] = [[1.0; 3]; 3];
+pub const PRIOR_PROGRESS: [[f64; 3]; 3] = [[1.0, 0.5, 0.5], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0]];
+pub const PRIOR_STABILITY: [[f64; 3]; 3] = [[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]];
+pub const PRIOR_LOCAL: [[f64; 3]; 3] = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]];
+/// The structured priors by name.
+pub const PRIORS: [(&str, [[f64; 3]; 3]); 4] = [
+    ("ones", PRIOR_ONES),
+    ("progress", PRIOR_PROGRESS),
+    ("stability", PRIOR_STABILITY),
+    ("local", PRIOR_LOCAL),
+];
 
 /// lambda of the default configuration: the paper's released MATH setting.
 pub const DEFAULT_DECAY: f64 = 0.7;
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct DpsConfig {
-    /// lambda in (0, 1]: how much of the transition counts survives each step.
-    pub decay: f64,
-    /// alpha0[to * 3 + from].
-    pub alpha0: [f64; 9],
-    /// The initial state distribution pi0.
-    pub pi0: [f64; 3],
-    /// w in score = P(partial) + w * entropy(prior); 0 is the paper's plain top-k.
-    pub entropy_weight: f64,
-    /// Score only a pool of floor(ratio x batch_size) prompts from an epoch-wise shuffled
-    /// order (see `pool`); None scores the whole dataset (the paper's setting).
-    pub candidate_ratio: Option<f64>,
-    pub seed: u64,
+crate::record! {
+    /// DPS's options (docs/method.md#dps-options).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct DpsConfig {
+        /// lambda in (0, 1]: how much of the transition counts survives each step.
+        pub decay: f64,
+        /// alpha0[to][from], the transition counts' prior.
+        pub prior_alpha: [[f64; 3]; 3],
+        /// The initial state distribution pi0.
+        pub prior_state: [f64; 3],
+        /// w in score = P(partial) + w * entropy(prior); 0 is the paper's plain top-k.
+        pub entropy_weight: f64,
+        /// Score only a pool of floor(ratio x batch_size) prompts from an epoch-wise shuffled
+        /// order (see `pool`); None scores the whole dataset (the paper's setting).
+        pub candidate_ratio: Option<f64>,
+        pub seed: u64,
+    }
+}
+
+crate::record! {
+    /// What DPS saves: enough to continue exactly.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct DpsState {
+        /// Each prompt's transition counts alpha[to][from].
+        pub alpha: Vec<f32> [N, 3, 3],
+        /// Each prompt's posterior over (unsolved, partial, solved).
+        pub post: Vec<f32> [N, 3],
+        pub step: u64,
+        pub pending: Vec<i64> [*],
+        /// The last step's counts of [observed state][predicted state].
+        pub confusion: Vec<i64> [3, 3],
+        /// The candidate pool's epoch order (empty while the whole dataset is scored).
+        pub pool: OrderState as "pool_",
+    }
 }
 
 impl Default for DpsConfig {
     fn default() -> Self {
         DpsConfig {
             decay: DEFAULT_DECAY,
-            alpha0: PRIOR_ONES,
-            pi0: [1.0 / 3.0; 3],
+            prior_alpha: PRIOR_ONES,
+            prior_state: [1.0 / 3.0; 3],
             entropy_weight: 0.0,
             candidate_ratio: None,
             seed: 0,
@@ -65,21 +92,26 @@ impl DpsConfig {
         if !(self.decay > 0.0 && self.decay <= 1.0) {
             return invalid(format!("decay must be in (0, 1], got {}", self.decay));
         }
-        if self.alpha0.iter().any(|a| !a.is_finite() || *a < 0.0) {
+        let alpha0 = self.alpha0();
+        if alpha0.iter().any(|a| !a.is_finite() || *a < 0.0) {
             return invalid("prior_alpha must be finite and non-negative");
         }
-        if column_sums(&self.alpha0).iter().any(|s| *s <= 0.0) {
+        if column_sums(&alpha0).iter().any(|s| *s <= 0.0) {
             return invalid("every column of prior_alpha needs a positive sum");
         }
-        if self.pi0.iter().any(|p| !p.is_finite() || *p < 0.0)
-            || self.pi0.iter().sum::<f64>() <= 0.0
-        {
+        let pi0 = &self.prior_state;
+        if pi0.iter().any(|p| !p.is_finite() || *p < 0.0) || pi0.iter().sum::<f64>() <= 0.0 {
             return invalid("prior_state must be finite, non-negative and not all zero");
         }
         if !self.entropy_weight.is_finite() {
             return invalid("entropy_weight must be finite");
         }
         check_ratio(self.candidate_ratio)
+    }
+
+    /// alpha0 flattened: alpha0[to * 3 + from].
+    pub fn alpha0(&self) -> [f64; 9] {
+        std::array::from_fn(|k| self.prior_alpha[k / 3][k % 3])
     }
 }
 
@@ -156,18 +188,18 @@ impl DpsConfig {
 
     #[inline]
     fn decayed(&self, a: &[f64; 9]) -> [f64; 9] {
-        let lam = self.decay;
+        let (lam, alpha0) = (self.decay, self.alpha0());
         let mut out = [0.0; 9];
         for i in 0..9 {
-            out[i] = lam * a[i] + (1.0 - lam) * self.alpha0[i];
+            out[i] = lam * a[i] + (1.0 - lam) * alpha0[i];
         }
         out
     }
 
     /// The initial state distribution, normalised.
     fn initial(&self) -> [f64; 3] {
-        let total: f64 = self.pi0.iter().sum();
-        self.pi0.map(|p| p / total)
+        let total: f64 = self.prior_state.iter().sum();
+        self.prior_state.map(|p| p / total)
     }
 
     /// A prompt rolled out this step, in state y, given the prior its selection used.
@@ -201,18 +233,6 @@ impl DpsConfig {
     }
 }
 
-/// The state a DPS filter saves: enough to continue exactly.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DpsState {
-    pub alpha: Vec<f32>,
-    pub post: Vec<f32>,
-    pub step: u64,
-    pub pending: Vec<i64>,
-    pub confusion: [[u64; 3]; 3],
-    /// The candidate pool's epoch order (empty while the whole dataset is scored).
-    pub pool: EpochOrder,
-}
-
 #[derive(Clone, Debug)]
 pub struct Dps {
     cfg: DpsConfig,
@@ -232,7 +252,7 @@ impl Dps {
         let initial = cfg.initial();
         let cols = Store::filled(
             num_prompts,
-            cfg.alpha0.map(|a| a as f32),
+            cfg.alpha0().map(|a| a as f32),
             initial.map(|p| p as f32),
             cfg.score_of(&initial),
         );
@@ -245,18 +265,6 @@ impl Dps {
             pool: CandidatePool::new(cfg.candidate_ratio, cfg.seed)?,
             cfg,
         })
-    }
-
-    pub fn config(&self) -> &DpsConfig {
-        &self.cfg
-    }
-
-    pub fn num_prompts(&self) -> usize {
-        self.cols.len()
-    }
-
-    pub fn step(&self) -> u64 {
-        self.step
     }
 
     /// The last step's confusion counts, [observed state][predicted state].
@@ -275,24 +283,6 @@ impl Dps {
         &self.cols.score
     }
 
-    /// The `batch_size` prompts most likely to be partially solved, excluding those already
-    /// selected in this step; among the candidate pool when there is one.
-    pub fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
-        self.pending.check_room(self.num_prompts(), batch_size)?;
-        let tie_seed = key(&[self.cfg.seed, stream::TIE_BREAK, self.step]);
-        let pending = &self.pending;
-        let ids = match self.pool.draw(self.num_prompts(), batch_size, pending) {
-            Some(pool) => top_k_among(&self.cols.score, &pool, batch_size, tie_seed),
-            None => top_k(&self.cols.score, batch_size, tie_seed, |id| {
-                pending.contains(id)
-            }),
-        };
-        for &id in &ids {
-            self.pending.insert(id);
-        }
-        Ok(ids)
-    }
-
     /// The prior the last selection used for prompt i.
     fn prior_of(&self, i: usize) -> [f64; 3] {
         if self.step == 0 {
@@ -305,9 +295,38 @@ impl Dps {
             &widen3(&self.cols.post_of(i)),
         )
     }
+}
+
+impl Selector for Dps {
+    type Config = DpsConfig;
+    type State = DpsState;
+
+    fn config(&self) -> &DpsConfig {
+        &self.cfg
+    }
+
+    fn num_prompts(&self) -> usize {
+        self.cols.len()
+    }
+
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The `batch_size` prompts most likely to be partially solved, excluding those already
+    /// selected in this step; among the candidate pool when there is one.
+    fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
+        select_best(
+            &self.cols.score,
+            batch_size,
+            (self.cfg.seed, self.step),
+            &mut self.pool,
+            &mut self.pending,
+        )
+    }
 
     /// One filter step for every prompt: the observed ones take their evidence, the rest decay.
-    pub fn observe(&mut self, obs: &Observations) -> Result<()> {
+    fn observe(&mut self, obs: &Observations) -> Result<()> {
         if let Some(g) = obs.groups().last() {
             if g.id as usize >= self.num_prompts() {
                 return invalid(format!(
@@ -336,7 +355,7 @@ impl Dps {
             .collect();
         let dense = kernel::Dense {
             lam: self.cfg.decay,
-            offset: self.cfg.alpha0.map(|a| (1.0 - self.cfg.decay) * a),
+            offset: self.cfg.alpha0().map(|a| (1.0 - self.cfg.decay) * a),
             fresh: (self.step == 0).then(|| self.cfg.initial()),
             entropy_weight: self.cfg.entropy_weight,
         };
@@ -357,26 +376,22 @@ impl Dps {
         Ok(())
     }
 
-    /// The predicted distribution over (unsolved, partial, solved) that the next selection uses.
-    pub fn predicted(&self, id: u32) -> [f64; 3] {
-        self.prior_of(id as usize)
-    }
-
-    pub fn export(&self) -> DpsState {
+    fn state(&self) -> DpsState {
         let n = self.num_prompts();
         DpsState {
             alpha: (0..n).flat_map(|i| self.cols.alpha_of(i)).collect(),
             post: (0..n).flat_map(|i| self.cols.post_of(i)).collect(),
             step: self.step,
-            pending: self.pending.ids().iter().map(|&i| i as i64).collect(),
-            confusion: self.confusion,
-            pool: self.pool.order().clone(),
+            pending: self.pending.to_i64(),
+            confusion: self.confusion.iter().flatten().map(|&c| c as i64).collect(),
+            pool: self.pool.order().state(),
         }
     }
 
-    /// A filter with `cfg` continued from `state`; refuses a state that does not fit.
-    pub fn restore(num_prompts: usize, cfg: DpsConfig, state: &DpsState) -> Result<Self> {
-        let mut dps = Dps::new(num_prompts, cfg)?;
+    /// A filter with these options continued from `state`; refuses a state that does not fit.
+    fn restore(&self, state: DpsState) -> Result<Self> {
+        let (num_prompts, cfg) = (self.num_prompts(), &self.cfg);
+        let mut dps = Dps::new(num_prompts, cfg.clone())?;
         if state.alpha.len() != num_prompts * 9 {
             return invalid(format!(
                 "alpha holds {} values, expected {} x 3 x 3",
@@ -390,6 +405,9 @@ impl Dps {
                 state.post.len(),
                 num_prompts
             ));
+        }
+        if state.confusion.len() != 9 || state.confusion.iter().any(|&x| x < 0) {
+            return invalid("confusion must hold 9 non-negative counts");
         }
         for (i, (a, p)) in state
             .alpha
@@ -417,12 +435,21 @@ impl Dps {
             };
             dps.cols.set(i, &a, &p, score);
         }
+        let order = EpochOrder::restore(cfg.seed, num_prompts, &state.pool)?;
+        dps.pool = CandidatePool::restore(cfg.candidate_ratio, num_prompts, order)?;
         dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
-        dps.pool =
-            CandidatePool::restore(dps.cfg.candidate_ratio, num_prompts, state.pool.clone())?;
         dps.step = state.step;
-        dps.confusion = state.confusion;
+        let c = &state.confusion;
+        dps.confusion = std::array::from_fn(|i| std::array::from_fn(|j| c[3 * i + j] as u64));
         Ok(dps)
+    }
+}
+
+impl Predictor for Dps {
+    /// The predicted distribution over (unsolved, partial, solved) that the next selection
+    /// uses (the same for any group size).
+    fn predicted(&self, id: u32, _n_rollouts: u32) -> [f64; 3] {
+        self.prior_of(id as usize)
     }
 }
 
@@ -444,6 +471,8 @@ fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::{key, stream};
+    use crate::topk::top_k_among;
 
     fn obs(n: usize, ids: &[i64], c: &[i64], k: i64) -> Observations {
         Observations::new(n, ids, c, &vec![k; ids.len()]).unwrap()
@@ -463,11 +492,11 @@ mod tests {
         d.observe(&obs(2, &[0], &[3], 8)).unwrap();
         // xi row 1 = post[j] * P[1][j] / z = (1/3 * 1/3) / (1/3) each -> 1/3 per column.
         // alpha = 0.5 * 1 + 0.5 * 1 + xi -> row 1 = 4/3, others 1; column sums 10/3.
-        let p = d.predicted(0);
+        let p = d.predicted(0, 8);
         assert!((p[1] - 0.4).abs() < 1e-6, "{p:?}");
         assert!((p[0] - 0.3).abs() < 1e-6);
         // The unobserved prompt stays uniform under the all-ones prior.
-        let q = d.predicted(1);
+        let q = d.predicted(1, 8);
         assert!(q.iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-6));
         assert_eq!(d.select(1).unwrap(), vec![0]);
     }
@@ -476,13 +505,13 @@ mod tests {
     fn local_prior_jump_adds_no_count_and_no_nan() {
         let cfg = DpsConfig {
             decay: 1.0,
-            alpha0: PRIOR_LOCAL,
+            prior_alpha: PRIOR_LOCAL,
             ..Default::default()
         };
         let mut d = Dps::new(1, cfg).unwrap();
         d.observe(&obs(1, &[0], &[0], 8)).unwrap(); // unsolved
         d.observe(&obs(1, &[0], &[8], 8)).unwrap(); // solved: the local prior forbids 0 -> 2
-        let p = d.predicted(0);
+        let p = d.predicted(0, 8);
         assert!(p.iter().all(|x| x.is_finite()) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(d.scores().iter().all(|s| s.is_finite()));
     }
@@ -500,11 +529,14 @@ mod tests {
         for _ in 0..5 {
             d.observe(&obs(2, &[0], &[8], 8)).unwrap();
         }
-        assert!(d.predicted(0)[2] > 0.5);
+        assert!(d.predicted(0, 8)[2] > 0.5);
         for _ in 0..60 {
             d.observe(&obs(2, &[1], &[0], 8)).unwrap();
         }
-        assert!(d.predicted(0).iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-4));
+        assert!(d
+            .predicted(0, 8)
+            .iter()
+            .all(|x| (x - 1.0 / 3.0).abs() < 1e-4));
     }
 
     /// Settled prompts are skipped: the same run with every prompt updated every step must give
@@ -512,15 +544,15 @@ mod tests {
     #[test]
     fn skipping_settled_prompts_changes_no_bit() {
         let priors = [PRIOR_ONES, PRIOR_PROGRESS, PRIOR_STABILITY, PRIOR_LOCAL];
-        for (case, (&alpha0, decay, w)) in priors
+        for (case, (&prior_alpha, decay, w)) in priors
             .iter()
             .flat_map(|a| [(a, 0.7, 0.0), (a, 0.3, 0.0), (a, 1.0, 0.0), (a, 0.9, 0.5)])
             .enumerate()
         {
             let cfg = DpsConfig {
                 decay,
-                alpha0,
-                pi0: [0.2, 0.5, 0.3],
+                prior_alpha,
+                prior_state: [0.2, 0.5, 0.3],
                 entropy_weight: w,
                 ..Default::default()
             };
@@ -555,7 +587,7 @@ mod tests {
                 );
                 smallest = smallest.min(fast.unsettled.as_ref().map_or(n, |v| v.len()));
             }
-            assert_eq!(fast.export(), full.export(), "case {case}");
+            assert_eq!(fast.state(), full.state(), "case {case}");
             assert!(
                 smallest < n / 2,
                 "case {case}: {smallest} of {n} prompts never settled"
@@ -583,14 +615,22 @@ mod tests {
     fn restore_round_trips_and_rejects_bad_state() {
         let mut d = Dps::new(50, DpsConfig::default()).unwrap();
         d.observe(&obs(50, &[1, 2, 3], &[0, 4, 8], 8)).unwrap();
-        let s = d.export();
-        let mut e = Dps::restore(50, DpsConfig::default(), &s).unwrap();
-        assert_eq!(e.export(), s);
+        let s = d.state();
+        let mut e = d.restore(s.clone()).unwrap();
+        assert_eq!(e.state(), s);
         assert_eq!(e.select(10).unwrap(), d.select(10).unwrap());
         let mut bad = s.clone();
         bad.alpha[4] = f32::NAN;
-        assert!(Dps::restore(50, DpsConfig::default(), &bad).is_err());
-        assert!(Dps::restore(49, DpsConfig::default(), &s).is_err());
+        assert!(d.restore(bad).is_err());
+        let smaller = Dps::new(49, DpsConfig::default()).unwrap();
+        assert!(smaller.restore(s.clone()).is_err());
+        let mut bad = s;
+        bad.confusion[0] = -1;
+        assert!(d
+            .restore(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("confusion"));
     }
 
     #[test]
@@ -658,7 +698,7 @@ mod tests {
             let ids: Vec<i64> = d.select(8).unwrap().iter().map(|&i| i as i64).collect();
             d.observe(&obs(64, &ids, &vec![4; 8], 8)).unwrap();
         }
-        assert_eq!(d.export().pool, EpochOrder::new(0));
+        assert_eq!(d.state().pool, EpochOrder::new(0).state());
     }
 
     #[test]
@@ -672,7 +712,7 @@ mod tests {
             let ids: Vec<i64> = d.select(4).unwrap().iter().map(|&i| i as i64).collect();
             d.observe(&obs(50, &ids, &vec![step % 9; 4], 8)).unwrap();
         }
-        let mut e = Dps::restore(50, cfg.clone(), &d.export()).unwrap();
+        let mut e = d.restore(d.state()).unwrap();
         for _ in 0..10 {
             let a = d.select(4).unwrap();
             assert_eq!(a, e.select(4).unwrap());
@@ -680,10 +720,11 @@ mod tests {
             d.observe(&obs(50, &ids, &[1, 2, 8, 0], 8)).unwrap();
             e.observe(&obs(50, &ids, &[1, 2, 8, 0], 8)).unwrap();
         }
-        assert_eq!(d.export(), e.export());
-        let mut bad = d.export();
+        assert_eq!(d.state(), e.state());
+        let mut bad = d.state();
         bad.pool.order.truncate(10);
-        let err = Dps::restore(50, cfg, &bad).unwrap_err();
+        bad.pool.cursor = 0;
+        let err = d.restore(bad).unwrap_err();
         assert!(err.to_string().contains("candidate pool"), "{err}");
     }
 
@@ -713,15 +754,28 @@ mod tests {
         )
         .is_err());
         let mut a0 = PRIOR_ONES;
-        a0[0] = -1.0;
+        a0[0][0] = -1.0;
         assert!(Dps::new(
             10,
             DpsConfig {
-                alpha0: a0,
+                prior_alpha: a0,
                 ..Default::default()
             }
         )
         .is_err());
         assert!(Dps::new(0, DpsConfig::default()).is_err());
+    }
+
+    #[test]
+    fn state_round_trip() {
+        for candidate_ratio in [None, Some(2.0)] {
+            let cfg = DpsConfig {
+                candidate_ratio,
+                ..Default::default()
+            };
+            crate::selector::contract::state_round_trip_continues_exactly(
+                Dps::new(30, cfg).unwrap(),
+            );
+        }
     }
 }

@@ -13,18 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from dps import _core
+from dps._core import BotsCore, DpsCore, GresoCore, HistoryCore, MoppsCore, Selector, UniformCore, admit_mask
 from dps.policies.base import Policy
 
 INT64_MAX = np.iinfo(np.int64).max
 
-#: DPS's structured transition priors alpha0[to][from] (docs/method.md#dps-options).
-PRIORS: dict[str, list[list[float]]] = {
-    "ones": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
-    "progress": [[1.0, 0.5, 0.5], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0]],
-    "stability": [[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]],
-    "local": [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]],
-}
+#: DPS's structured transition priors alpha0[to][from] (docs/method.md#dps-options), as the core defines them.
+PRIORS: dict[str, list[list[float]]] = dict(DpsCore.PRIORS)
 
 
 def as_int_array(name: str, values: Any) -> np.ndarray:
@@ -83,22 +78,57 @@ def check_seed(seed: Any) -> int:
 
 
 def state_array(state: dict[str, Any], key: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """state[key] as a flat contiguous array of `dtype`, checked to have `shape`."""
+    """state[key] as a contiguous array of `dtype`, checked to have `shape`."""
     value = np.asarray(state[key])
     if value.shape != shape:
         raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {shape}")
     if value.size and not np.can_cast(value.dtype, dtype, casting="same_kind"):
         raise ValueError(f"state[{key!r}] has dtype {value.dtype}, expected {np.dtype(dtype)}")
-    return np.ascontiguousarray(value, dtype=dtype).reshape(-1)
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.ndarray) and value.shape == () else value
 
 
 def state_int(state: dict[str, Any], key: str) -> int:
-    value = state[key]
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value.item()
+    value = _scalar(state[key])
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"state[{key!r}] must be a non-negative int, got {value!r}")
     return int(value)
+
+
+def state_number(state: dict[str, Any], key: str, optional: bool = False) -> float | None:
+    """state[key] as a float (None where the field allows it); the core checks its range."""
+    value = _scalar(state[key])
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        allowed = "a number, or None" if optional else "a number"
+        raise ValueError(f"state[{key!r}] must be {allowed}, got {value!r}")
+    return float(value)
+
+
+#: A core's state fields (`Selector.state_fields()`): name, type, shape (None for a scalar).
+StateFields = list[tuple[str, str, tuple[int | None, ...] | None]]
+
+
+def core_state(state: dict[str, Any], fields: StateFields) -> dict[str, Any]:
+    """The core's entries of a state dict, each as its field's type, dtype and shape (the fields
+    are defined once, in the core); the core checks the values."""
+    out: dict[str, Any] = {}
+    for name, kind, shape in fields:
+        if shape is not None:
+            dims = tuple(d for d in shape if d is not None)
+            fixed = len(dims) == len(shape)  # else ids of any number: pending, an epoch order
+            out[name] = state_array(state, name, kind, dims) if fixed else as_int_array(name, state[name])
+        elif kind == "int":
+            out[name] = state_int(state, name)
+        elif kind in ("float", "float | None"):
+            out[name] = state_number(state, name, optional=kind != "float")
+        else:
+            out[name] = state[name]  # the core checks the type
+    return out
 
 
 def prediction_scores(confusion: Any) -> dict[str, float]:
@@ -119,11 +149,12 @@ def prediction_scores(confusion: Any) -> dict[str, float]:
 
 
 class RustPolicy(Policy):
-    """What the Rust-backed policies share: select, observe, and checked state round trips."""
+    """What the Rust-backed policies share: select, observe, and checked state round trips.
 
-    _core: Any
-    #: The keys the core's state holds, besides the wrapper's own.
-    _state_keys: tuple[str, ...] = ()
+    The options and the state are the core's (`Selector.config()`, `state()`, `state_fields()`),
+    defined once there as records; this layer adds only options of its own."""
+
+    _core: Selector[Any, Any]
     #: True where `select` changes nothing but the set of ids handed out (DPS, MoPPS): undoing a
     #: step then only clears that set; the epoch-based policies also move their epoch order,
     #: so their state at the step's first `select` is kept until the step ends.
@@ -141,7 +172,7 @@ class RustPolicy(Policy):
 
     def config(self) -> dict[str, Any]:
         """The options the policy was built with; a state only loads into the same options."""
-        return {}
+        return dict(self._core.config())
 
     def select(self, batch_size: int) -> np.ndarray:
         batch_size = check_batch_size(batch_size)
@@ -183,7 +214,8 @@ class RustPolicy(Policy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
-        expected = {"num_prompts", "config", *self._state_keys}
+        fields = self._core.state_fields()
+        expected = {"num_prompts", "config", *(name for name, _, _ in fields)}
         missing = sorted(expected - state.keys())
         extra = sorted(state.keys() - expected)
         if missing or extra:
@@ -192,13 +224,10 @@ class RustPolicy(Policy):
             raise ValueError(f"state is for {state['num_prompts']} prompts, this policy has {self.num_prompts}")
         if _normalise(state["config"]) != _normalise(self.config()):
             raise ValueError(f"state was saved with options {state['config']}, this policy has {self.config()}")
-        self._load_core(state)
+        self._core.load_state(core_state(state, fields))
         self._end_step()
         if len(state["pending"]):
             self._step_open = True  # a state saved mid-step; abandon() then only clears the pending ids
-
-    def _load_core(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
 
 
 def _normalise(value: Any) -> Any:
@@ -234,13 +263,6 @@ class PooledPolicy(RustPolicy):
         """Without a pool `select` only marks ids as handed out; a pool also moves the epoch order."""
         return self.candidate_ratio is None
 
-    def _pool(self, state: dict[str, Any]) -> tuple[int, int, np.ndarray]:
-        return (
-            state_int(state, "pool_epoch"),
-            state_int(state, "pool_cursor"),
-            as_int_array("pool_order", state["pool_order"]),
-        )
-
 
 def prior_matrix(prior_alpha: Any) -> list[list[float]]:
     if isinstance(prior_alpha, str):
@@ -268,8 +290,8 @@ class DPS(PooledPolicy):
     pool of floor(ratio x B) prompts drawn epoch-wise (see `PooledPolicy`); None = all prompts.
     """
 
-    _state_keys = ("alpha", "post", "step", "pending", "confusion", "pool_epoch", "pool_cursor", "pool_order")
-    DEFAULT_DECAY = _core.DpsCore.DEFAULT_DECAY
+    _core: DpsCore
+    DEFAULT_DECAY = DpsCore.DEFAULT_DECAY
 
     def __init__(
         self,
@@ -292,20 +314,17 @@ class DPS(PooledPolicy):
         self.entropy_weight = float(entropy_weight)
         self.candidate_ratio = check_candidate_ratio(candidate_ratio)
         self.seed = check_seed(seed)
-        alpha0 = [x for row in self.prior_alpha for x in row]
-        self._core = _core.DpsCore(
-            num_prompts, self.decay, alpha0, pi0, self.entropy_weight, self.seed, self.candidate_ratio
+        self._core = DpsCore(
+            num_prompts,
+            {
+                "decay": self.decay,
+                "prior_alpha": self.prior_alpha,
+                "prior_state": self.prior_state,
+                "entropy_weight": self.entropy_weight,
+                "candidate_ratio": self.candidate_ratio,
+                "seed": self.seed,
+            },
         )
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "decay": self.decay,
-            "prior_alpha": self.prior_alpha,
-            "prior_state": self.prior_state,
-            "entropy_weight": self.entropy_weight,
-            "candidate_ratio": self.candidate_ratio,
-            "seed": self.seed,
-        }
 
     def predicted_state_probs(self, prompt_ids: Any = None) -> np.ndarray:
         """(n, 3) predicted distribution over (unsolved, partial, solved) for the next step."""
@@ -328,36 +347,15 @@ class DPS(PooledPolicy):
         out.update({f"confusion_{i}{j}": float(c[i, j]) for i in range(3) for j in range(3)})
         return out
 
-    def _load_core(self, state: dict[str, Any]) -> None:
-        n = self.num_prompts
-        self._core.load_state(
-            state_array(state, "alpha", np.float32, (n, 3, 3)),
-            state_array(state, "post", np.float32, (n, 3)),
-            state_int(state, "step"),
-            as_int_array("pending", state["pending"]),
-            state_array(state, "confusion", np.int64, (3, 3)),
-            *self._pool(state),
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        n = self.num_prompts
-        state["alpha"] = state["alpha"].reshape(n, 3, 3)
-        state["post"] = state["post"].reshape(n, 3)
-        return state
-
 
 class EpochPolicy(RustPolicy):
-    """State handling shared by the policies built on a shuffled epoch order."""
-
-    def _order(self, state: dict[str, Any]) -> tuple[int, int, np.ndarray]:
-        return state_int(state, "epoch"), state_int(state, "cursor"), as_int_array("order", state["order"])
+    """A policy built on a shuffled epoch order (its state holds `epoch`, `cursor`, `order`)."""
 
 
 class Uniform(EpochPolicy):
     """US: the shuffled dataloader, a fresh seeded permutation each epoch."""
 
-    _state_keys = ("step", "pending", "epoch", "cursor", "order")
+    _core: UniformCore
 
     # A step's snapshot leaves out the epoch order (N ids, the cost of a step at large N): within
     # an epoch only the cursor moves, so the order is copied only before a select that may start
@@ -381,38 +379,20 @@ class Uniform(EpochPolicy):
 
     def __init__(self, num_prompts: int, *, seed: int = 0) -> None:
         self.seed = check_seed(seed)
-        self._core = _core.UniformCore(check_num_prompts(num_prompts), self.seed)
-
-    def config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
-
-    def _load_core(self, state: dict[str, Any]) -> None:
-        self._core.load_state(state_int(state, "step"), as_int_array("pending", state["pending"]), *self._order(state))
+        self._core = UniformCore(check_num_prompts(num_prompts), {"seed": self.seed})
 
 
 class HistoryResampling(EpochPolicy):
     """HR (SRPO): uniform epochs that leave out prompts whose last group was all correct."""
 
-    _state_keys = ("step", "resets", "excluded", "pending", "epoch", "cursor", "order")
+    _core: HistoryCore
 
     def __init__(self, num_prompts: int, *, seed: int = 0) -> None:
         self.seed = check_seed(seed)
-        self._core = _core.HistoryCore(check_num_prompts(num_prompts), self.seed)
-
-    def config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
+        self._core = HistoryCore(check_num_prompts(num_prompts), {"seed": self.seed})
 
     def metrics(self) -> dict[str, float]:
         return {"excluded": float(self._core.excluded_count), "history_resets": float(self._core.resets)}
-
-    def _load_core(self, state: dict[str, Any]) -> None:
-        self._core.load_state(
-            state_int(state, "step"),
-            state_int(state, "resets"),
-            state_array(state, "excluded", np.uint8, (self.num_prompts,)),
-            as_int_array("pending", state["pending"]),
-            *self._order(state),
-        )
 
 
 def group_sizes(prompt_ids: np.ndarray, n_rollouts: Any) -> np.ndarray:
@@ -427,7 +407,7 @@ def group_sizes(prompt_ids: np.ndarray, n_rollouts: Any) -> np.ndarray:
 class BetaPredictive:
     """The prediction of a policy with a Beta belief per prompt (MoPPS, BOTS)."""
 
-    _core: Any
+    _core: MoppsCore | BotsCore
 
     def predicted_states(self, prompt_ids: Any, n_rollouts: Any) -> np.ndarray:
         """(n, 3) P(unsolved, partial, solved) of each prompt's next group of `n_rollouts`
@@ -458,7 +438,7 @@ class MoPPS(BetaPredictive, PooledPolicy):
     scores the whole dataset every step.
     """
 
-    _state_keys = ("step", "a", "b", "pending", "pool_epoch", "pool_cursor", "pool_order")
+    _core: MoppsCore
 
     def __init__(
         self,
@@ -483,36 +463,17 @@ class MoPPS(BetaPredictive, PooledPolicy):
         self.threshold = None if threshold is None else (float(threshold[0]), float(threshold[1]))
         self.candidate_ratio = check_candidate_ratio(candidate_ratio)
         self.seed = check_seed(seed)
-        self._core = _core.MoppsCore(
+        self._core = MoppsCore(
             check_num_prompts(num_prompts),
-            self.decay,
-            self.prior_a,
-            self.prior_b,
-            self.target,
-            self.threshold,
-            self.seed,
-            self.candidate_ratio,
-        )
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "decay": self.decay,
-            "prior_a": self.prior_a,
-            "prior_b": self.prior_b,
-            "target": self.target,
-            "threshold": self.threshold,
-            "candidate_ratio": self.candidate_ratio,
-            "seed": self.seed,
-        }
-
-    def _load_core(self, state: dict[str, Any]) -> None:
-        n = self.num_prompts
-        self._core.load_state(
-            state_int(state, "step"),
-            state_array(state, "a", np.float64, (n,)),
-            state_array(state, "b", np.float64, (n,)),
-            as_int_array("pending", state["pending"]),
-            *self._pool(state),
+            {
+                "decay": self.decay,
+                "prior_a": self.prior_a,
+                "prior_b": self.prior_b,
+                "target": self.target,
+                "threshold": self.threshold,
+                "candidate_ratio": self.candidate_ratio,
+                "seed": self.seed,
+            },
         )
 
 
@@ -555,7 +516,7 @@ class BOTS(BetaPredictive, PooledPolicy):
     target_reward 0.5, tau 0 (top-k), do_sample true; estimator: a0 = b0 = 1, smoothing 0.9).
     """
 
-    _state_keys = ("step", "a", "b", "capability", "pending", "pool_epoch", "pool_cursor", "pool_order")
+    _core: BotsCore
 
     def __init__(
         self,
@@ -584,18 +545,20 @@ class BOTS(BetaPredictive, PooledPolicy):
         self._anchors = anchor_array(anchors, num_prompts)
         self.candidate_ratio = check_candidate_ratio(candidate_ratio)
         self.seed = check_seed(seed)
-        self._core = _core.BotsCore(
+        self._core = BotsCore(
             num_prompts,
-            self.forgetting,
-            self.implicit_weight,
-            self.prior_a,
-            self.prior_b,
-            self.target,
-            self.pseudo_count,
-            self.smoothing,
-            self.thompson,
-            self.seed,
-            self.candidate_ratio,
+            {
+                "forgetting": self.forgetting,
+                "implicit_weight": self.implicit_weight,
+                "prior_a": self.prior_a,
+                "prior_b": self.prior_b,
+                "target": self.target,
+                "pseudo_count": self.pseudo_count,
+                "smoothing": self.smoothing,
+                "thompson": self.thompson,
+                "candidate_ratio": self.candidate_ratio,
+                "seed": self.seed,
+            },
             self._anchors,
         )
 
@@ -604,22 +567,11 @@ class BOTS(BetaPredictive, PooledPolicy):
         return None if self._anchors is None else self._anchors.copy()
 
     def config(self) -> dict[str, Any]:
-        digest = self._anchor_option  # None, "population", or a fingerprint of the array
+        """The core's options, and the anchors: None, "population", or a fingerprint of the array."""
+        digest = self._anchor_option
         if self._anchors is not None and digest == "array":
             digest = "sha256:" + hashlib.sha256(self._anchors.tobytes()).hexdigest()[:16]
-        return {
-            "forgetting": self.forgetting,
-            "implicit_weight": self.implicit_weight,
-            "prior_a": self.prior_a,
-            "prior_b": self.prior_b,
-            "target": self.target,
-            "pseudo_count": self.pseudo_count,
-            "smoothing": self.smoothing,
-            "thompson": self.thompson,
-            "anchors": digest,
-            "candidate_ratio": self.candidate_ratio,
-            "seed": self.seed,
-        }
+        return {**super().config(), "anchors": digest}
 
     @property
     def capability(self) -> float | None:
@@ -630,32 +582,10 @@ class BOTS(BetaPredictive, PooledPolicy):
         c = self._core.capability
         return {"capability": math.nan if c is None else float(c)}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["capability"] = self._core.capability  # None before the first estimate
-        return state
-
-    def _load_core(self, state: dict[str, Any]) -> None:
-        n = self.num_prompts
-        c = state["capability"]
-        if isinstance(c, np.ndarray) and c.shape == ():
-            c = c.item()
-        number = isinstance(c, (int, float, np.floating)) and not isinstance(c, bool)
-        if c is not None and not (number and math.isfinite(c)):
-            raise ValueError(f"state['capability'] must be a finite number, or None before the first step; got {c!r}")
-        self._core.load_state(
-            state_int(state, "step"),
-            state_array(state, "a", np.float64, (n,)),
-            state_array(state, "b", np.float64, (n,)),
-            math.nan if c is None else float(c),
-            as_int_array("pending", state["pending"]),
-            *self._pool(state),
-        )
-
 
 def zero_variance_mask(n_correct: Any, n_rollouts: Any, band: tuple[float, float] | None = None) -> np.ndarray:
     """True for groups with a learning signal: 0 < correct < k, or a mean inside `band`."""
-    return _core.admit_mask(as_int_array("n_correct", n_correct), as_int_array("n_rollouts", n_rollouts), band)
+    return admit_mask(as_int_array("n_correct", n_correct), as_int_array("n_rollouts", n_rollouts), band)
 
 
 #: GRESO's rounds as released (ray_trainer.py): the first rolls out 1.5 x B prompts
@@ -710,19 +640,7 @@ class GRESO(EpochPolicy):
     `max_rounds` caps the released rounds too when given.
     """
 
-    _state_keys = (
-        "step",
-        "calls",
-        "skipped",
-        "p_easy_now",
-        "p_hard_now",
-        "easy",
-        "hard",
-        "pending",
-        "epoch",
-        "cursor",
-        "order",
-    )
+    _core: GresoCore
 
     def __init__(
         self,
@@ -742,16 +660,6 @@ class GRESO(EpochPolicy):
         max_rounds: int | None = None,
         seed: int = 0,
     ) -> None:
-        self._options = {
-            "p_easy": float(p_easy),
-            "p_hard": float(p_hard),
-            "step_size": float(step_size),
-            "p_min": float(p_min),
-            "p_max": float(p_max),
-            "min_keep": float(min_keep),
-            "target_easy": float(target_easy),
-            "target_hard": float(target_hard),
-        }
         if rounds not in GRESO_ROUNDS:
             raise ValueError(f"rounds must be one of {GRESO_ROUNDS}, got {rounds!r}")
         self.rounds = rounds
@@ -767,31 +675,27 @@ class GRESO(EpochPolicy):
         #: An upper bound on a step's rounds: each rolls out at least one prompt.
         self.max_rounds = self._round_cap if self._round_cap is not None else num_prompts
         self.seed = check_seed(seed)
-        o = self._options
-        self._core = _core.GresoCore(
+        self._core = GresoCore(
             num_prompts,
-            o["p_easy"],
-            o["p_hard"],
-            o["step_size"],
-            o["p_min"],
-            o["p_max"],
-            o["min_keep"],
-            o["target_easy"],
-            o["target_hard"],
-            self.adapt_from_epoch,
-            self.seed,
+            {
+                "p_easy": float(p_easy),
+                "p_hard": float(p_hard),
+                "step_size": float(step_size),
+                "p_min": float(p_min),
+                "p_max": float(p_max),
+                "min_keep": float(min_keep),
+                "target_easy": float(target_easy),
+                "target_hard": float(target_hard),
+                "adapt_from_epoch": self.adapt_from_epoch,
+                "seed": self.seed,
+            },
         )
         self._skipped_last = 0
 
     def config(self) -> dict[str, Any]:
-        return {
-            **self._options,
-            "adapt_from_epoch": self.adapt_from_epoch,
-            "rounds": self.rounds,
-            "first_round": self.first_round,
-            "max_rounds": self._round_cap,
-            "seed": self.seed,
-        }
+        """The core's options, and the rounds of a step (this layer's)."""
+        rounds = {"rounds": self.rounds, "first_round": self.first_round, "max_rounds": self._round_cap}
+        return {**super().config(), **rounds}
 
     def round_size(self, batch_size: int, rounds: Sequence[tuple[int, int]]) -> int:
         if self.rounds == "batch":
@@ -816,20 +720,3 @@ class GRESO(EpochPolicy):
 
     def metrics(self) -> dict[str, float]:
         return {"p_easy": self._core.p_easy, "p_hard": self._core.p_hard, "skipped": float(self._skipped_last)}
-
-    def _load_core(self, state: dict[str, Any]) -> None:
-        n = self.num_prompts
-        p_easy, p_hard = state["p_easy_now"], state["p_hard_now"]
-        if not all(isinstance(p, (int, float, np.floating)) and not isinstance(p, bool) for p in (p_easy, p_hard)):
-            raise ValueError("state's p_easy_now and p_hard_now must be numbers")
-        self._core.load_state(
-            state_int(state, "step"),
-            state_int(state, "calls"),
-            state_int(state, "skipped"),
-            float(p_easy),
-            float(p_hard),
-            state_array(state, "easy", np.uint16, (n,)),
-            state_array(state, "hard", np.uint16, (n,)),
-            as_int_array("pending", state["pending"]),
-            *self._order(state),
-        )
