@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
+from typing import NoReturn
 
 from dps._core import __version__
 from dps.integrations import cli as integrations_cli
@@ -13,19 +15,42 @@ from dps.tasks import cli as tasks_cli
 from dps.train import cli as train_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dps", description=__doc__)
+class CommandParser(argparse.ArgumentParser):
+    """argparse with a usage error on one line that names the subcommand: `dps replay: error:
+    what (see dps replay --help)`, exit status 2."""
+
+    commands: Mapping[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="dps", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_cli.register(sub)  # replay, synth, validate, leaderboard
     train_cli.register(sub)  # train, compare, model
     tasks_cli.register(sub)  # figures
     integrations_cli.register(sub)  # verl
+    parser.commands = sub.choices
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; an option no subcommand knows is that subcommand's error, not `dps`'s."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:

@@ -236,7 +236,7 @@ def test_corrupt_or_mismatched_state_is_refused(name, tmp_path):
     before = policy.state_dict()
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a state file")
-    with pytest.raises(ValueError, match="not a readable policy state"):
+    with pytest.raises(ValueError, match="not a saved policy state"):
         policy.load(garbage)
     other = Uniform(num_prompts=N) if not isinstance(policy, Uniform) else DPS(num_prompts=N)
     other.save(tmp_path / "other.npz")

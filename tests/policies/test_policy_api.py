@@ -3,6 +3,8 @@ undone, and observe of groups the policy never selected (log replay, warm starts
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -211,3 +213,39 @@ def test_uniform_copies_its_epoch_order_only_before_a_select_that_may_start_an_e
     assert "order" in policy._step_start and policy.state_dict()["epoch"] == before["epoch"] + 1
     policy.abandon()
     assert states_equal(policy.state_dict(), before)
+
+
+def save_npy(path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # np.save(path) would add .npy to the name
+        np.save(f, array, allow_pickle=True)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: save_npy(p, np.array([{"a": 1}], dtype=object)),  # a pickled .npy
+        lambda p: save_npy(p, np.arange(3)),  # a plain .npy array
+        lambda p: p.write_bytes(pickle.dumps({"alpha": 1})),  # a pickle
+        lambda p: p.write_text("decay = 0.7\n"),  # text
+        lambda p: p.write_bytes(b""),  # empty
+        lambda p: np.savez(p, alpha=np.arange(3)),  # an .npz without the header
+        lambda p: p.mkdir(),  # a folder
+    ],
+    ids=["pickled npy", "npy", "pickle", "text", "empty", "npz without header", "folder"],
+)
+def test_loading_a_file_that_is_no_saved_state_says_so_and_never_suggests_pickle(tmp_path, write) -> None:
+    path = tmp_path / "state.npz"
+    write(path)
+    policy = DPS(N, seed=1)
+    before = policy.state_dict()
+    with pytest.raises(ValueError) as info:
+        policy.load(path)
+    message = str(info.value)
+    assert "not a saved policy state" in message and "Policy.save" in message, message
+    assert "pickle" not in message.lower()
+    assert states_equal(before, policy.state_dict())
+
+
+def test_loading_a_missing_state_file_names_it(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such policy state file"):
+        DPS(N, seed=1).load(tmp_path / "nope.npz")

@@ -158,3 +158,95 @@ def test_leaderboard_errors_are_one_line(tmp_path, capsys):
     assert main(["leaderboard", str(dense), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "give --batch" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- what a new user hit (issue 26)
+def gated_log(path: Path, rounds: list[int], per_round: int = 16, prompts: int = 300) -> Path:
+    """A dynamic-sampling-like log: step s rolls out rounds[s] rounds of `per_round` groups."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for step, n in enumerate(rounds):
+        ids = rng.choice(prompts, size=n * per_round, replace=False)
+        rows += [(step, int(i), 8, int(rng.integers(0, 9))) for i in ids]
+    pl.DataFrame(rows, schema=["step", "prompt_id", "n_rollouts", "n_correct"], orient="row").write_parquet(path)
+    return path
+
+
+def test_the_leaderboard_says_how_it_read_B(tmp_path, capsys):
+    log = gated_log(tmp_path / "ds.parquet", [1, 3, 3, 2, 3, 1, 3, 3])
+    assert main(["leaderboard", str(log), "--out", str(tmp_path / "o"), "--seeds", "1", "--quiet", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "B = 48" in out and "median of the groups per step over 8 steps (16 to 48)" in out, out
+    assert "a multiple of 16" in out and "give --batch" in out
+    assert "median of the groups per step" in (tmp_path / "o" / "leaderboard.md").read_text()
+    assert (
+        main(
+            [
+                "leaderboard",
+                str(log),
+                "--out",
+                str(tmp_path / "o2"),
+                "--batch",
+                "16",
+                "--seeds",
+                "1",
+                "--quiet",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    assert "B = 16 (--batch)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "replay"])
+def test_out_naming_a_file_is_one_line_before_any_work(tmp_path, capsys, command):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    if command == "leaderboard":
+        source = gated_log(tmp_path / "log.parquet", [1, 1])
+    else:
+        source = tmp_path / "sc.toml"
+        source.write_text(
+            '[world]\npreset = "countdown"\nnum_prompts = 60\nsteps = 3\n[[policies]]\nname = "US"\ntype = "uniform"\n'
+        )
+    code = main([command, str(source), "--out", str(afile), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"dps {command}: error: --out {afile}") and err.count("\n") == 1, err
+    assert "is a file" in err and afile.read_text() == "mine"
+
+
+def test_two_logs_of_one_name_get_a_report_folder_each(tmp_path, capsys):
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir(), b.mkdir()
+    gated_log(a / "rollouts.parquet", [1] * 6, prompts=200)
+    gated_log(b / "rollouts.parquet", [2] * 6, prompts=200)
+    out = tmp_path / "o"
+    args = ["leaderboard", str(a / "rollouts.parquet"), str(b / "rollouts.parquet"), "--out", str(out), "--reports"]
+    assert main([*args, "--seeds", "1", "--quiet", "--no-plots"]) == 0
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == ["A-rollouts", "B-rollouts"], folders
+    summaries = [pl.read_csv(out / f / "summary.csv") for f in folders]
+    assert summaries[0]["rollouts"].to_list() != summaries[1]["rollouts"].to_list()  # each its own log's replays
+    assert f"reports in {out}/A-rollouts/, {out}/B-rollouts/" in capsys.readouterr().out
+
+
+def test_workers_default_to_all_cores_in_replay_and_the_leaderboard():
+    from dps.cli import build_parser
+
+    parser = build_parser()
+    for command in ("replay", "leaderboard"):
+        sub = parser.commands[command]
+        assert sub.get_default("workers") is None, command
+        assert "all cores" in sub.format_help(), command
+
+
+def test_the_docs_synopsis_lists_every_leaderboard_option():
+    from dps.cli import build_parser
+    from paths import ROOT
+
+    text = (ROOT / "docs" / "replay.md").read_text()
+    synopsis = text.split("## Leaderboard", 1)[1].split("```", 2)[1]
+    options = [o for a in build_parser().commands["leaderboard"]._actions for o in a.option_strings]
+    missing = [o for o in options if o.startswith("--") and o != "--help" and o not in synopsis]
+    assert not missing, missing

@@ -106,7 +106,7 @@ def test_log_world_values_are_checked_too(tmp_path, capsys):
     code, _, err = run(tmp_path, capsys, text=text)
     assert code == 2 and "sc.toml [world]: switch_rate must be a number in [0, 1) or \"auto\", not 'soon'" in err
     code, _, err = run(tmp_path, capsys, text=text.replace('"soon"', "0.05").replace("[run]", 'threshold = "x"\n[run]'))
-    assert code == 2 and "sc.toml [world]: threshold must be a number" in err
+    assert code == 2 and "sc.toml [world]: threshold must be a finite number" in err
     code, out, _ = run(tmp_path, capsys, text=text.replace('"soon"', "0.05"))
     assert code == 0 and "| DPS | 1 |" in out
 

@@ -93,6 +93,8 @@ def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(tmp_path):
     assert not (tmp_path / "run" / "summary.json").exists()
     res = run_dps("train", str(cfg), "--out", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr
+    assert f"resuming the run in {tmp_path / 'run'} from its checkpoint at step " in res.stderr
+    assert "..7 to go" in res.stderr
     a, b = _frame(tmp_path / "ref" / "rollouts.parquet"), _frame(tmp_path / "run" / "rollouts.parquet")
     assert b.select("step", "prompt_id").is_duplicated().sum() == 0
     assert a.equals(b), "the resumed run's log differs from the uninterrupted run's"
@@ -102,15 +104,22 @@ def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(tmp_path):
     assert ea == [0, 2, 4, 6, 8]
 
 
-def test_resume_refuses_a_different_config(tmp_path):
+def test_resume_refuses_a_different_config(tmp_path, capsys):
     from dps.train.trainer import train
 
     train(config_from_dict(dict(TINY, steps=2)), tmp_path / "r")
     with pytest.raises(ValueError, match="different configuration"):
         train(config_from_dict(dict(TINY, steps=3, grpo={"lr": 0.5})), tmp_path / "r")
-    # more steps with the same config continues the run
+    # more steps with the same config continues the run, and says from which step
+    capsys.readouterr()
     s = train(config_from_dict(dict(TINY, steps=3)), tmp_path / "r")
     assert s["steps"] == 3
+    assert (
+        f"resuming the run in {tmp_path / 'r'} from its checkpoint at step 2; steps 2..2 to go"
+        in capsys.readouterr().err
+    )
+    train(config_from_dict(dict(TINY, steps=3)), tmp_path / "r")
+    assert "it has done its 3 steps already" in capsys.readouterr().err
 
 
 def test_config_example_matches_the_preset():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -49,3 +50,24 @@ def run_dps(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "dps.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw
     )
+
+
+def train_args(**given: object) -> argparse.Namespace:
+    """`dps train`'s parsed options, as `build_config` takes them: `given` over the defaults."""
+    base: dict[str, object] = dict(
+        config=None,
+        preset=None,
+        policy=None,
+        steps=None,
+        seed=None,
+        out="x",
+        engine=None,
+        model=None,
+        gguf_file=None,
+        warmup_cache=None,
+        loss_agg=None,
+        set=[],
+        no_progress=False,
+    )
+    base.update(given)
+    return argparse.Namespace(**base)

@@ -49,7 +49,7 @@ from trl import GRPOTrainer
 
 from dps.logs import RolloutLogWriter
 from dps.outcomes import effective_ratio, partially_solved
-from dps.policies.base import Policy, abandon_step
+from dps.policies.base import Policy, abandon_step, checked_selection, policy_size
 
 POLICY_FILE = "dps_policy.npz"
 STATE_FILE = "dps_state.json"
@@ -103,7 +103,7 @@ class DPSGRPOTrainer(GRPOTrainer):
             )
         if type(dataset).__name__ == "IterableDataset":  # datasets.IterableDataset
             raise TypeError("DPSGRPOTrainer needs a map-style train_dataset, got a datasets.IterableDataset")
-        if len(dataset) != self.policy.num_prompts:
+        if len(dataset) != policy_size(self.policy):
             raise ValueError(
                 f"the policy has num_prompts={self.policy.num_prompts}, "
                 f"train_dataset has {len(dataset)} rows: they must be equal"
@@ -150,7 +150,8 @@ class DPSGRPOTrainer(GRPOTrainer):
         payload: list[Any] = [None]
         if self.accelerator.is_main_process:
             t0, c0 = time.perf_counter(), time.process_time()
-            ids = np.asarray(self.policy.select(self.prompts_per_generation), dtype=np.int64)
+            asked = self.prompts_per_generation
+            ids = checked_selection(self.policy, self.policy.select(asked), asked, ())
             self.dps_timing["policy_s"] += time.perf_counter() - t0
             self.dps_timing["policy_cpu_s"] += time.process_time() - c0
             if ids.shape != (self.prompts_per_generation,):

@@ -51,6 +51,10 @@ class _Checker:
         bad = self.first(s.is_null() | nan)
         if bad is not None:
             raise self.error(name, bad, "is null" + (" or NaN" if self.df[name].dtype.is_float() else ""))
+        if self.df[name].dtype.is_float():
+            bad = self.first(s.is_infinite())
+            if bad is not None:
+                raise self.error(name, bad, f"is {self.df[name][bad]}, not a finite number")
 
     def whole(self, name: str, minimum: int | None) -> None:
         """An integer column (whole floats are accepted and cast), no nulls, >= minimum."""
@@ -99,12 +103,59 @@ ALIASES = {
 }
 
 
-def _suggest(name: str, available: list[str]) -> str:
+def _suggestion(name: str, available: list[str], near: str | None = None) -> str | None:
+    """A column of the file that likely is schema column `name` (or close to the name `near`)."""
+    import difflib
+
     hits = [c for c in available if c.lower() in ALIASES.get(name, ()) or (name in c.lower() and c != name)]
-    return f"; perhaps --column {name}={hits[0]}" if hits else ""
+    if near is not None:
+        hits = difflib.get_close_matches(near, available, n=1) + hits
+    return hits[0] if hits else None
+
+
+def _suggest(name: str, available: list[str], near: str | None = None) -> str:
+    hit = _suggestion(name, available, near)
+    return f"; perhaps --column {name}={hit}" if hit else ""
+
+
+def _check_mapped(path: str | Path, spec: LogSpec, available: list[str]) -> None:
+    """Every column the user mapped exists in the file (a typo otherwise reads as a missing column)."""
+    for name, col in spec.columns.items():
+        if available and col not in available:
+            raise LogError(
+                path,
+                col,
+                None,
+                f"no such column (mapped with --column {name}={col}, or columns.{name}); the file has "
+                f"{', '.join(available)}{_suggest(name, available, near=col)}",
+            )
+
+
+def _require_a_layout(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list[str]) -> None:
+    """A file with neither layout's columns: say what each layout needs, and which of the file's
+    columns may be them."""
+    if spec.layout is not None or {"n_rollouts", "n_correct", "reward", "correct"} & set(df.columns):
+        return
+
+    def hint(names: tuple[str, ...]) -> list[str]:
+        found = [f"--column {n}={hit}" for n in names if n not in df.columns and (hit := _suggestion(n, available))]
+        return found[:1]
+
+    hints = hint(("step",)) + hint(("prompt_id",)) + hint(("reward", "correct", "n_correct", "n_rollouts"))
+    raise LogError(
+        path,
+        None,
+        None,
+        "missing: a log needs either n_rollouts and n_correct (one row per group) or reward or correct (one row per "
+        'response, scored), under those names or mapped to them (--column reward=NAME, or columns.reward = "NAME")'
+        + (f"; the file has {', '.join(available)}" if available else "")
+        + (f"; perhaps {' '.join(hints)}" if hints else ""),
+    )
 
 
 def _require(df: pl.DataFrame, path: str | Path, spec: LogSpec, layout: str, available: list[str]) -> None:
+    _check_mapped(path, spec, available)
+    _require_a_layout(df, path, spec, available)
     required = list(GROUP_COLUMNS) if layout == "group" else ["step", "prompt_id"]
     if layout == "response" and not {"reward", "correct"} & set(df.columns):
         required.append("reward")
@@ -236,6 +287,7 @@ def _check_responses(chk: _Checker) -> tuple[str, float | None]:
         chk.number("reward")
         chk.df = chk.df.with_columns(pl.col("reward").cast(pl.Float64))
     if "correct" not in chk.df.columns:
+        _check_threshold_splits(chk, "reward", th)
         return f"{chk.spec.file_column('reward')} >= {th:g}", th
     chk.number("correct")
     dtype = chk.df["correct"].dtype
@@ -249,7 +301,25 @@ def _check_responses(chk: _Checker) -> tuple[str, float | None]:
                 "correct", bad, f"is {chk.df['correct'][bad]}, expected 0 or 1 (or give a float score and a threshold)"
             )
         return f"{col} (0 / 1)", None
+    _check_threshold_splits(chk, "correct", th)
     return f"{col} >= {th:g}", th
+
+
+def _check_threshold_splits(chk: _Checker, name: str, threshold: float) -> None:
+    """Scores that vary but all fall on one side of the threshold: a threshold that does not fit
+    the scores (every replayed number would be 0 or NaN), refused. Scores that never vary are a
+    log where every response was alike, and are read."""
+    scores = chk.df[name].cast(_pl().Float64)
+    lo, hi = float(scores.min()), float(scores.max())  # type: ignore[arg-type]
+    if lo == hi or lo < threshold <= hi:
+        return
+    alike = "no response correct" if hi < threshold else "every response correct"
+    raise chk.error(
+        name,
+        None,
+        f"threshold {threshold:g} leaves {alike}: the scores lie in [{lo:g}, {hi:g}], and a response is correct when "
+        "its score is >= the threshold; give one within them (--threshold X, or threshold = X in [world])",
+    )
 
 
 def _use_keys(chk: _Checker) -> None:

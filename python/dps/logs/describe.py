@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dps.logs.schema import LoadedLog, _pl
 from dps.outcomes import partial_share
 
@@ -36,6 +38,7 @@ def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]
         "coverage": float(cells / (steps * (num_prompts or prompts))),
         "repeated_pairs": repeated.height,
         "repeated_rows": int(repeated["len"].sum()) - repeated.height if repeated.height else 0,
+        "group_sizes": dict(sorted(zip(*np.unique(n, return_counts=True), strict=True))),
         "kinds": {},
     }
     if "kind" in df.columns:
@@ -56,6 +59,31 @@ def _key_text(keys: pl.Series, i: int) -> str:
     v = keys[i]
     s = repr(v) if isinstance(v, str) else str(v)
     return s if len(s) <= 40 else s[:37] + "...'"
+
+
+#: The most group sizes `dps validate` lists one by one.
+LISTED_SIZES = 6
+
+
+def group_size_lines(sizes: dict[int, int], layout: str) -> list[str]:
+    """How many responses the groups hold; in a per-response log, a word on groups of a multiple
+    of the usual size (one (step, prompt)'s responses logged twice merge into one group)."""
+    if len(sizes) == 1:
+        return [f"  responses per group: {next(iter(sizes))}"]
+    common = max(sizes, key=lambda k: sizes[k])
+    if len(sizes) <= LISTED_SIZES:
+        listed = ", ".join(f"{k} ({c:,} group{'s' if c != 1 else ''})" for k, c in sizes.items())
+    else:
+        listed = f"{min(sizes)} to {max(sizes)} ({len(sizes)} sizes), most often {common} ({sizes[common]:,} groups)"
+    lines = [f"  responses per group: {listed}"]
+    multiples = sum(c for k, c in sizes.items() if k > common and k % common == 0)
+    if layout == "response" and multiples:
+        lines.append(
+            f"  note: {multiples:,} group(s) hold a multiple of the usual {common} responses: the responses of one "
+            "(step, prompt) logged twice, or rolled out in two rounds, merge into one group; a column that tells "
+            "them apart (a round or a generation id), given as --group-by COLUMN, keeps them apart"
+        )
+    return lines
 
 
 def explain(log: LoadedLog) -> str:
@@ -91,6 +119,7 @@ def explain(log: LoadedLog) -> str:
         )
     if info.kinds is not None:
         lines.append(f"  kept only kind(s): {', '.join(info.kinds)}")
+    lines += group_size_lines(d["group_sizes"], info.layout)
     if d["repeated_pairs"]:
         within = d.get("repeated_within_kind")
         note = "" if within is None else f"; {within:,} of them within one kind"

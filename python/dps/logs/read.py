@@ -67,7 +67,42 @@ def _read_file(path: Path, fmt: str, spec: LogSpec) -> tuple[pl.DataFrame, list[
         picks = [(name, col) for name, col in _wanted(spec).items() if col in schema]
         return lf.select(_pl().col(col).alias(name) for name, col in picks).collect(), list(schema)
     except Exception as e:  # polars raises several error types for unreadable input
+        bad_line = _first_bad_json_line(path, fmt)
+        if bad_line is not None:
+            raise LogError(path, None, None, bad_line) from e
         raise LogError(path, None, None, f"not a readable {fmt} file ({e})") from e
+
+
+def _first_bad_json_line(path: Path, fmt: str) -> str | None:
+    """For a JSON or JSONL file polars could not read: the first line that does not parse, by its
+    number (polars says only "Syntax at character 0")."""
+    import json
+
+    if fmt not in ("jsonl", "json"):
+        return None
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if fmt == "json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            return f"line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})"
+        return None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            return (
+                f"line {number}: not a JSON object ({e.msg} at character {e.colno}); a line cut off (a writer "
+                "stopped mid-line)? Complete or remove it"
+            )
+        if not isinstance(row, dict):
+            return f"line {number}: a JSON {type(row).__name__}, not an object (one row per line)"
+    return None
 
 
 def _read_files(path: Path, spec: LogSpec) -> tuple[pl.DataFrame, list[tuple[Path, int]], str, list[str]]:

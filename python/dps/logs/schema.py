@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,9 +127,9 @@ class LogSpec:
         if (
             isinstance(self.threshold, bool)
             or not isinstance(self.threshold, (int, float))
-            or self.threshold != self.threshold
+            or not math.isfinite(self.threshold)
         ):
-            raise ValueError(f"{where}: threshold must be a number, not {self.threshold!r}")
+            raise ValueError(f"{where}: threshold must be a finite number, not {self.threshold!r}")
 
     def file_column(self, name: str) -> str:
         """The file's name for schema column `name`."""

@@ -116,13 +116,28 @@ def save_state(path: str | Path, kind: str, state: dict[str, Any]) -> None:
 
 def load_state(path: str | Path, kind: str) -> dict[str, Any]:
     """Read what `save_state` wrote, checking it holds a state of `kind`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such policy state file")
+
+    def not_a_state(why: str) -> ValueError:
+        return ValueError(f"{path}: not a saved policy state ({why}); Policy.save writes one, an .npz with a header")
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise not_a_state("a folder" if path.is_dir() else "not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["__header__"]).decode())
+            header_bytes = bytes(data["__header__"]) if "__header__" in data.files else None
             arrays = {k: data[k] for k in data.files if k != "__header__"}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable policy state file ({e})") from e
-    if not isinstance(header, dict) or header.get("format") != 1:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise not_a_state("an array in it holds Python objects" if "allow_pickle" in str(e) else str(e)) from e
+    if header_bytes is None:
+        raise not_a_state(f"an .npz without its header, holding {', '.join(arrays) or 'nothing'}")
+    try:
+        header = json.loads(header_bytes.decode())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise not_a_state(f"its header is not JSON: {e}") from e
+    if not isinstance(header, dict) or header.get("format") != 1 or not isinstance(header.get("scalars"), dict):
         raise ValueError(f"{path}: unknown policy state format")
     if header.get("kind") != kind:
         raise ValueError(f"{path}: holds a {header.get('kind')!r} state, not a {kind!r} state")
@@ -176,11 +191,69 @@ def abandon_step(policy: Policy, error: BaseException) -> None:
         )
 
 
+#: Where the contract a policy of one's own must keep is written.
+CONTRACT = "what a policy must provide: docs/policies.md#your-own-policy"
+
+
+def policy_size(policy: Policy) -> int:
+    """The policy's `num_prompts`, checked to be a count >= 1."""
+    name = type(policy).__name__
+    size = getattr(policy, "num_prompts", None)
+    if size is None:
+        raise ValueError(
+            f"{name} has no num_prompts: set self.num_prompts = <the number of prompts> in its __init__ ({CONTRACT})"
+        )
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"{name}.num_prompts is {size!r}, not a count of prompts >= 1 ({CONTRACT})")
+    return int(size)
+
+
+def checked_selection(policy: Policy, returned: object, asked: int, earlier: Sequence[np.ndarray]) -> np.ndarray:
+    """What `policy.select(asked)` returned, as int64 ids, checked against the contract: a 1-d
+    array of at most `asked` distinct integer ids in [0, num_prompts), none handed out in an
+    `earlier` round of the step. A break is a ValueError naming it."""
+    where = f"{type(policy).__name__}.select({asked})"
+
+    def refuse(what: str) -> ValueError:
+        return ValueError(
+            f"{where} {what}; select must return at most {asked} distinct int64 ids in [0, num_prompts), none "
+            f"handed out earlier in the step ({CONTRACT})"
+        )
+
+    if returned is None:
+        raise refuse("returned None")
+    ids = np.asarray(returned)
+    if ids.ndim != 1:
+        raise refuse(f"returned an array of shape {ids.shape}")
+    if ids.dtype.kind not in "iu" and not (ids.size == 0 and ids.dtype.kind == "f"):
+        raise refuse(f"returned ids of dtype {ids.dtype}")
+    if len(ids) > asked:
+        raise refuse(f"returned {len(ids)} ids, more than the {asked} asked for")
+    if len(ids) == 0:
+        return ids.astype(np.int64)
+    size = policy_size(policy)
+    outside = ids[ids >= size] if ids.dtype.kind == "u" else ids[(ids < 0) | (ids >= size)]
+    if len(outside):
+        raise refuse(f"returned id {int(outside[0])}, outside [0, {size})")
+    ids = ids.astype(np.int64)
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) < len(ids):
+        raise refuse(f"repeats id {int(unique[np.argmax(counts > 1)])}")
+    if earlier:
+        again = np.intersect1d(unique, np.concatenate(earlier), assume_unique=False)
+        if len(again):
+            raise refuse(f"returned id {int(again[0])}, already handed out in an earlier round of this step")
+    return ids
+
+
 def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
     """One selection step: select, roll out, admit (in rounds), observe.
 
-    If the rollout or `admit` raises, the step is abandoned (`policy.abandon()`) and the error
-    propagates: the policy is as it was before the step."""
+    Each `select`'s ids are checked (`checked_selection`): a policy that breaks the contract
+    gets a ValueError naming what it returned. If that check, the rollout or `admit` raises, the
+    step is abandoned (`policy.abandon()`) and the error propagates: the policy is as it was
+    before the step."""
+    policy_size(policy)
     try:
         ids, n_correct, n_rollouts, admitted, rounds = _rounds(policy, batch_size, rollout)
     except BaseException as error:
@@ -206,7 +279,8 @@ def next_request(policy: Policy, batch_size: int, history: list[tuple[int, int]]
 def _rounds(
     policy: Policy, batch_size: int, rollout: RolloutFn
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    ids_parts, correct_parts, total_parts, admit_parts = [], [], [], []
+    ids_parts: list[np.ndarray] = []
+    correct_parts, total_parts, admit_parts = [], [], []
     history: list[tuple[int, int]] = []
     rounds = 0
     handed_out = 0
@@ -214,7 +288,7 @@ def _rounds(
         request = next_request(policy, batch_size, history, handed_out)
         if request <= 0:
             break
-        ids = np.asarray(policy.select(request), dtype=np.int64)
+        ids = checked_selection(policy, policy.select(request), request, ids_parts)
         handed_out += len(ids)
         if len(ids) == 0:
             break

@@ -9,11 +9,14 @@ make_policy("mypkg.mod:MyPolicy", ...)  # a user's Policy subclass
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from dps.policies.base import Policy
+from dps.policies.base import CONTRACT, Policy
 from dps.policies.builtin import BOTS, DEFAULT_MAX_ROUNDS, DPS, GRESO, HistoryResampling, MoPPS, Uniform
 from dps.policies.gate import DynamicSampling
 
@@ -35,17 +38,52 @@ POLICY_NAMES = sorted(SELECTORS) + list(GATES) + ["<selector>+ds", "<module>:<Cl
 
 
 def import_policy_class(path: str) -> Callable[..., Policy]:
-    """The class named by 'module:Class', checked to be a Policy."""
+    """The class named by 'module:Class', checked to be a Policy that implements every abstract
+    method. The module is imported from `sys.path`, else from the current folder."""
     module_name, _, class_name = path.partition(":")
     if not module_name or not class_name:
         raise ValueError(f"a policy class is named 'module:Class', not {path!r}")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        with _current_folder_last():
+            cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import policy class {path!r} ({e})") from e
+        raise ValueError(
+            f"cannot import policy class {path!r} ({e}); the module is looked for on PYTHONPATH and in the current "
+            "folder"
+        ) from e
     if not (isinstance(cls, type) and issubclass(cls, Policy)):
         raise ValueError(f"{path!r} is not a dps.Policy subclass")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ValueError(f"{path!r} does not implement {', '.join(missing)} ({CONTRACT})")
     return cls
+
+
+@contextlib.contextmanager
+def _current_folder_last() -> Iterator[None]:
+    """Let `import` find a module in the current folder (the `dps` command does not put it on
+    sys.path, `python -m` does), after every other place."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _construct_user_policy(path: str, num_prompts: int, seed: int, options: dict[str, Any]) -> Policy:
+    cls = import_policy_class(path)
+    try:
+        return cls(num_prompts=num_prompts, seed=seed, **options)
+    except TypeError as e:
+        call = ", ".join([f"num_prompts={num_prompts}", f"seed={seed}", *(f"{k}={v!r}" for k, v in options.items())])
+        raise ValueError(
+            f"cannot construct {cls.__name__}({call}) ({e}); a policy class takes num_prompts and seed as keywords, "
+            f"and each option of its own ({CONTRACT})"
+        ) from e
 
 
 def make_policy(name: str, num_prompts: int, seed: int = 0, *, batch_size: int | None = None, **options: Any) -> Policy:
@@ -62,7 +100,7 @@ def make_policy(name: str, num_prompts: int, seed: int = 0, *, batch_size: int |
     key = name.strip().lower()
     try:
         if ":" in name:
-            return import_policy_class(name.strip())(num_prompts=num_prompts, seed=seed, **options)
+            return _construct_user_policy(name.strip(), num_prompts, seed, options)
         selector_name, plus, gate = key.partition("+")
         if key in GATES or (plus and gate in GATES):
             gate_options = {k: options.pop(k) for k in GATE_OPTIONS if k in options}

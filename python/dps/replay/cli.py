@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -30,16 +31,9 @@ def register(sub: Any) -> None:
         help="also write each replay's own rollouts as a per-group log under DIR/logs/ (a sparse log, as a "
         "training run would write)",
     )
-    p.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="SCHEMA=NAME",
-        help="a log world: the log's name for a schema column, e.g. --column step=global_step (= --set "
-        "world.columns.step=...)",
-    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_options(p, "a log world: ")  # each is --set world.KEY=...
     p.set_defaults(func=_replay)
 
     s = sub.add_parser(
@@ -66,7 +60,7 @@ def register(sub: Any) -> None:
         description="Read rollout logs (Parquet, CSV, JSONL or a folder of them; per group or per response), "
         "check them and say what was understood: layout, prompt ids, steps, kinds of rows, repeated groups.",
     )
-    v.add_argument("logs", nargs="+", help="log file(s) or folder(s)")
+    v.add_argument("logs", nargs="*", metavar="LOG", help="log file(s) or folder(s)")
     v.add_argument(
         "--calibration",
         nargs="?",
@@ -101,7 +95,7 @@ def register_leaderboard(sub: Any) -> None:
     p.add_argument("--batch", type=_count, default=None, help="prompts per step (default: the log's own batch)")
     p.add_argument("--seeds", type=_count, default=3, help="replay seeds 0..N-1 (default 3)")
     p.add_argument("--steps", type=_count, default=None, help="steps to replay (default: the log's horizon)")
-    p.add_argument("--workers", type=_count, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     p.add_argument("--reports", action="store_true", help="also write each log's replay report into DIR/<log name>/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -115,37 +109,43 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return leaderboard_command(args, world_settings_from_args(args))
 
 
-def add_log_options(p: argparse.ArgumentParser) -> None:
-    """The options of `dps.logs.LogSpec`, for commands that read a log."""
+def add_log_options(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """The options of `dps.logs.LogSpec`, for commands that read a log (`scope` begins each help)."""
     p.add_argument(
         "--column",
         action="append",
         default=[],
         metavar="SCHEMA=NAME",
-        help="the log's name for a schema column (step, prompt_id, n_rollouts, n_correct, reward, correct, kind, ...), "
-        "e.g. --column step=global_step --column prompt_id=prompt (repeatable)",
+        help=f"{scope}the log's name for a schema column (step, prompt_id, n_rollouts, n_correct, reward, correct, "
+        "kind, ...), e.g. --column step=global_step --column prompt_id=prompt (repeatable)",
     )
     p.add_argument(
-        "--threshold", type=float, default=None, help="a response is correct when its score is >= this (default 0.5)"
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"{scope}a response is correct when its score is >= this (default 0.5)",
     )
     p.add_argument(
-        "--format", choices=("parquet", "csv", "jsonl", "json"), default=None, help="default: from the file name"
+        "--format",
+        choices=("parquet", "csv", "jsonl", "json"),
+        default=None,
+        help=f"{scope}default: from the file name",
     )
-    p.add_argument("--layout", choices=("group", "response"), default=None, help="default: from the columns")
+    p.add_argument("--layout", choices=("group", "response"), default=None, help=f"{scope}default: from the columns")
     p.add_argument(
         "--prompt-ids",
         choices=("dense", "index"),
         default=None,
-        help="dense (default): any ids -> 0..N-1; index: integer ids as they are",
+        help=f"{scope}dense (default): any ids -> 0..N-1; index: integer ids as they are",
     )
     p.add_argument(
         "--group-by",
         action="append",
         default=None,
         metavar="COLUMN",
-        help="per-response logs: a column that tells groups of one (step, prompt) apart",
+        help=f"{scope}per-response logs: a column that tells groups of one (step, prompt) apart",
     )
-    p.add_argument("--kinds", default=None, help="keep only rows of these kinds (comma-separated), e.g. train")
+    p.add_argument("--kinds", default=None, help=f"{scope}keep only rows of these kinds (comma-separated), e.g. train")
 
 
 def parse_columns(items: list[str]) -> dict[str, str]:
@@ -175,10 +175,15 @@ def log_spec_from_args(args: argparse.Namespace) -> Any:
     return LogSpec.from_dict(world_settings_from_args(args), "options")
 
 
-def _toml_string(text: str) -> str:
+def world_sets(settings: dict[str, Any]) -> list[str]:
+    """`world_settings_from_args` as `--set world.KEY=VALUE` items (the values as TOML)."""
     import json
 
-    return json.dumps(text)  # a JSON string is a valid TOML basic string
+    items = [f"world.columns.{name}={json.dumps(col)}" for name, col in settings.get("columns", {}).items()]
+    for key, value in settings.items():
+        if key != "columns":  # a JSON string, number or list of strings is valid TOML
+            items.append(f"world.{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}")
+    return items
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -197,21 +202,19 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from dps.replay.outputs import check_out_folder
     from dps.replay.report import aggregate, closed_loop_lines, interval_lines, markdown_table, write_report
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
-    columns = [f"world.columns.{name}={_toml_string(col)}" for name, col in parse_columns(args.column).items()]
-    sc = load_scenario(args.scenario, [*args.set, *columns])
+    sc = load_scenario(args.scenario, [*args.set, *world_sets(world_settings_from_args(args))])
     if args.seeds is not None:
         sc.seeds = _parse_seeds(args.seeds)
     if args.steps is not None:
         if args.steps < 1:
             raise ValueError("--steps must be positive")
         sc.steps = args.steps
-    out = Path(args.out) if args.out else Path("runs") / f"replay-{sc.name}"
+    out = check_out_folder(Path(args.out) if args.out else Path("runs") / f"replay-{sc.name}")
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
     paths = write_report(res, out, plots=not args.no_plots)
     agg = aggregate(res.summary)
@@ -249,9 +252,26 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_swallowed_a_log(args: argparse.Namespace) -> None:
+    """`dps validate --calibration LOG`: argparse reads LOG as the option's folder; a path that is a
+    log file (or names one) is a log, and the folder the current one."""
+    from dps.logs.schema import FORMATS
+
+    given = args.calibration
+    if given is None or given == ".":
+        return
+    path = Path(given)
+    if path.is_file() or (not path.exists() and path.suffix.lower() in FORMATS):
+        args.logs = [given, *args.logs]
+        args.calibration = "."
+
+
 def _validate(args: argparse.Namespace) -> int:
     from dps.logs import explain, load_log
 
+    _calibration_swallowed_a_log(args)
+    if not args.logs:
+        raise ValueError("no log given: dps validate LOG... (a file or a folder of them)")
     spec = log_spec_from_args(args)
     for path in args.logs:
         log = load_log(path, spec)

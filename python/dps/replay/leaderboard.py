@@ -11,6 +11,7 @@ P(partial) against what the world returned (Brier, ECE).
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 import time
@@ -79,11 +80,18 @@ def log_batch_size(groups: pl.DataFrame, num_prompts: int) -> int:
     """The batch the logged run trained on: the median number of groups per logged step, over
     the rows of kind "train" when the log has them. A step that holds every prompt (a dense
     sweep) tells nothing about the run's batch: refused."""
+    return read_batch(groups, num_prompts)[0]
+
+
+def read_batch(groups: pl.DataFrame, num_prompts: int) -> tuple[int, str]:
+    """`log_batch_size` and how it was read, in words: the rows and steps it counted, their range,
+    and, when the steps vary (a gate's rounds roll out more groups than the run trained on), the
+    advice to give --batch."""
     import polars as pl
 
-    rows = groups
+    rows, which = groups, ""
     if "kind" in groups.columns and groups.filter(pl.col("kind") == "train").height:
-        rows = groups.filter(pl.col("kind") == "train")
+        rows, which = groups.filter(pl.col("kind") == "train"), " of kind 'train'"
     per_step = rows.group_by("step").len()["len"].to_numpy()
     batch = int(np.median(per_step))
     if batch >= num_prompts:
@@ -91,7 +99,17 @@ def log_batch_size(groups: pl.DataFrame, num_prompts: int) -> int:
             f"the log's steps hold {batch} groups for its {num_prompts} prompts (a dense log: every prompt every "
             "step), so its batch size cannot be read from it; give --batch"
         )
-    return batch
+    lo, hi = int(per_step.min()), int(per_step.max())
+    how = f"read from the log: the median of the groups per step over {len(per_step)} steps{which}"
+    if lo == hi:
+        return batch, f"{how} (every step holds {lo})"
+    how += f" ({lo} to {hi})"
+    unit = int(np.gcd.reduce(per_step))
+    rounds = f"; every step holds a multiple of {unit}, as rounds of {unit} would" if 1 < unit < batch else ""
+    return batch, (
+        f"{how}. Steps that vary are what a gate (dynamic sampling, GRESO) logs when it rolls out more groups than "
+        f"the run trained on{rounds}: if the run trained on fewer groups per step than it rolled out, give --batch"
+    )
 
 
 @dataclass
@@ -102,6 +120,7 @@ class Board:
     batch_size: int
     sweep: SweepResult
     table: pl.DataFrame  # one row per policy, ranked
+    batch_from: str = "--batch"  # how batch_size was had: given, or read from the log (in words)
 
 
 def rank_table(summary: pl.DataFrame, log: str) -> pl.DataFrame:
@@ -160,7 +179,9 @@ def run_leaderboard(
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such log")
         loaded = load_log(path, LogSpec.from_dict(world_settings, "options"))
-        batch = batch_size or log_batch_size(loaded.groups, loaded.info.num_prompts)
+        batch, batch_from = (
+            (batch_size, "--batch") if batch_size else read_batch(loaded.groups, loaded.info.num_prompts)
+        )
         if not 1 <= batch <= loaded.info.num_prompts:
             raise ValueError(f"--batch {batch} must be in [1, {loaded.info.num_prompts}] (the prompts of {path})")
         name = Path(path).name.split(".")[0]
@@ -176,7 +197,7 @@ def run_leaderboard(
             description=f"dps leaderboard of {path}",
         )
         sweep = run_sweep(scenario, workers=workers, progress=progress)
-        boards.append(Board(str(path), batch, sweep, rank_table(sweep.summary, str(path))))
+        boards.append(Board(str(path), batch, sweep, rank_table(sweep.summary, str(path)), batch_from))
     return boards
 
 
@@ -242,6 +263,10 @@ def describe(board: Board) -> list[str]:
         "",
         f"{w.get('num_prompts'):,} prompts, k = {w.get('k')}, {steps} steps of B = {board.batch_size}, seeds "
         f"{', '.join(map(str, sc.seeds))}; {len(board.sweep.summary)} replays in {board.sweep.wall_s:.1f} s.",
+        "",
+        f"B = {board.batch_size} ({board.batch_from})."
+        if board.batch_from == "--batch"
+        else f"B = {board.batch_size}, {board.batch_from}.",
     ]
     cal = board.sweep.calibration
     if cal is not None:
@@ -327,21 +352,41 @@ def plot_ranking(boards: list[Board], path: Path) -> Path:
 
 def leaderboard_command(args: Any, settings: dict[str, Any]) -> int:
     """`dps leaderboard LOG... --out DIR` (registered in dps.replay.cli); `settings`: how to read the logs."""
+    from dps.replay.outputs import check_out_folder
     from dps.replay.report import write_report
 
     t0 = time.perf_counter()
+    out = check_out_folder(args.out)
     seeds = tuple(range(args.seeds))
-    boards = run_leaderboard(args.logs, settings, args.batch, seeds, args.steps, args.workers, not args.quiet)
-    out = Path(args.out)
+    workers = args.workers or os.cpu_count() or 1
+    boards = run_leaderboard(args.logs, settings, args.batch, seeds, args.steps, workers, not args.quiet)
     command = "dps " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["leaderboard"] else ""
     paths = write_leaderboard(boards, out, plots=not args.no_plots, command=command)
-    if args.reports:
-        for board in boards:
-            write_report(board.sweep, out / Path(board.log).name.split(".")[0], plots=not args.no_plots)
+    reports = [out / name for name in report_folder_names([b.log for b in boards])] if args.reports else []
+    for board, folder in zip(boards, reports, strict=False):
+        write_report(board.sweep, folder, plots=not args.no_plots)
     for board in boards:
         print("\n".join(describe(board)) + "\n\n" + markdown(board) + "\n")
     print(
         f"{sum(len(b.sweep.summary) for b in boards)} replays in {time.perf_counter() - t0:.1f} s; "
         f"leaderboard in {out}/ ({', '.join(sorted(p.name for p in paths.values()))})"
+        + (f"; reports in {', '.join(f'{r}/' for r in reports)}" if reports else "")
     )
     return 0
+
+
+def report_folder_names(logs: list[str]) -> list[str]:
+    """One folder name per log for `--reports`, distinct: the file's name without its suffixes,
+    with as many of its parent folders' names as it takes to tell logs of one name apart (two
+    runs' rollouts.parquet: A-rollouts, B-rollouts), numbered when even the paths agree."""
+    paths = [Path(log).resolve() for log in logs]
+    names = [p.name.split(".")[0] for p in paths]
+    depth = 0
+    while len(set(names)) < len(names) and depth < max(len(p.parts) for p in paths):
+        depth += 1
+        names = [
+            "-".join([*p.parent.parts[len(p.parent.parts) - depth :], p.name.split(".")[0]]).lstrip("/-") for p in paths
+        ]
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}-{name}" for i, name in enumerate(names)]
+    return names

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dps.outcomes import effective_ratio, group_states
-from dps.policies.base import Policy, run_step
+from dps.policies.base import Policy, policy_size, run_step
 from dps.policies.builtin import prediction_scores
 from dps.replay.worlds import World
 
@@ -79,7 +79,7 @@ class Instrumented(Policy):
 
     def __init__(self, inner: Policy):
         self.inner = inner
-        self.num_prompts = int(inner.num_prompts)
+        self.num_prompts = policy_size(inner)
         self.predictor = find_predictor(inner)
         self.max_rounds = int(getattr(inner, "max_rounds", 1))
         self.policy_time = 0.0
@@ -182,7 +182,7 @@ def replay(
     """
     if steps < 1:
         raise ValueError("steps must be positive")
-    if not 0 < batch_size <= policy.num_prompts:
+    if not 0 < batch_size <= policy_size(policy):
         raise ValueError(f"batch_size {batch_size} must be in [1, num_prompts={policy.num_prompts}]")
     if policy.num_prompts > world.num_prompts:
         raise ValueError(f"the policy has {policy.num_prompts} prompts, the world only {world.num_prompts}")

@@ -123,13 +123,16 @@ def _model(args: argparse.Namespace) -> int:
 def handle(args: argparse.Namespace) -> int:
     from dps.train.config import build_config
 
-    cfg = build_config(args)
+    notes: list[str] = []
+    cfg = build_config(args, notes)
     if not cfg.out:
         raise ValueError("no run folder: pass --out DIR (or set out = ... in the config)")
     from dps.train.trainer import Trainer  # imports torch lazily, after the config is known good
 
     trainer = Trainer(cfg, cfg.out)
     trainer.prepare()
+    for note in notes:
+        print(f"dps train: note: {note}", file=sys.stderr)
     if args.check:
         print(
             f"ok: task {cfg.task.name} ({len(trainer.train_ex)} train / {len(trainer.test_ex)} test prompts), "

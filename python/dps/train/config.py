@@ -20,7 +20,6 @@ from dps.train.presets import NEEDS_MODEL, preset
 LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
 ENGINES = ("hf", "vllm")
 EVAL_MODES = ("greedy", "sampled", "both")
-DPS_NAMES = ("dps", "dps+ds")  # policies a preset's policy options (DPS's) apply to
 
 
 @dataclass
@@ -275,28 +274,73 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(args: Any) -> TrainConfig:
+#: Other names of one policy, for deciding whose options are whose.
+POLICY_ALIASES = {"us": "uniform", "history_resampling": "hr", "dynamic_sampling": "ds"}
+
+
+def _canonical_policy(name: str) -> str:
+    if ":" in name:
+        return name.strip()
+    parts = [POLICY_ALIASES.get(p.strip(), p.strip()) for p in name.strip().lower().split("+")]
+    return "+".join(parts)
+
+
+def options_carry(written_for: str, used: str) -> bool:
+    """Whether policy options written for `written_for` belong to the policy `used`: the same
+    policy (aliases alike), or that selector under a DS gate (dps's options go to dps+ds)."""
+    a, b = _canonical_policy(written_for), _canonical_policy(used)
+    return a == b or b == f"{a}+ds"
+
+
+def policy_options(used: str, written: list[tuple[str, str, dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """The policy options that go to `used`, merged in order from `written` (where, the policy they
+    were written for, options), and a note for each set left out because it was written for another
+    policy."""
+    options: dict[str, Any] = {}
+    notes = []
+    for where, written_for, opts in written:
+        if not opts:
+            continue
+        if options_carry(written_for, used):
+            options.update(opts)
+        else:
+            notes.append(
+                f"the policy options of {where} ({', '.join(sorted(opts))}) are for {written_for}, not {used}: "
+                f"not used (give {used}'s own with --set policy.options.KEY=VALUE)"
+            )
+    return options, notes
+
+
+def build_config(args: Any, notes: list[str] | None = None) -> TrainConfig:
     """The config of `dps train` / `dps compare` arguments: a preset, a config file over it, then the options.
 
     `args` has the attributes of `dps train`'s options (config, preset, policy, steps, seed, out, engine,
-    model, gguf_file, warmup_cache, loss_agg, set, no_progress).
+    model, gguf_file, warmup_cache, loss_agg, set, no_progress). Policy options go only to the policy they
+    were written for (`policy_options`); a set left out is said in `notes`, when a list is given.
     """
-    data: dict[str, Any] = {}
-    preset_dps: dict[str, Any] = {}  # a preset's policy options are DPS's: kept only for a DPS policy
-    if args.preset:
-        data = preset(args.preset)
-        preset_dps = data["policy"].pop("options", {})
-    if args.config:  # its relative paths are relative to the file, as in a replay scenario
-        data = merge(data, read_config_file(args.config))
     if not args.config and not args.preset:
         raise ValueError("give a config file or --preset (e.g. dps train --preset tiny-cpu --out runs/tiny)")
+    data: dict[str, Any] = {}
+    written: list[tuple[str, str, dict[str, Any]]] = []  # (where, the policy they were written for, options)
+    if args.preset:
+        data = preset(args.preset)
+        written.append((f"preset {args.preset}", data["policy"]["name"], data["policy"].pop("options", {})))
+    if args.config:  # its relative paths are relative to the file, as in a replay scenario
+        given = read_config_file(args.config)
+        table: dict[str, Any] = given["policy"] if isinstance(given.get("policy"), dict) else {}
+        name = table.get("name", data.get("policy", {}).get("name", PolicyConfig.name))
+        if isinstance(table.get("options"), dict):  # else the check below names its type
+            written.append((str(args.config), name, table.pop("options")))
+        data = merge(data, given)
     if args.policy:
         data.setdefault("policy", {})["name"] = args.policy
-        if args.preset and args.policy.lower() not in DPS_NAMES:
-            data["policy"]["options"] = {}
-    if data.get("policy", {}).get("name", "dps").lower() in DPS_NAMES:
-        opts = data.setdefault("policy", {}).setdefault("options", {})
-        data["policy"]["options"] = {**preset_dps, **opts}
+    table = data.setdefault("policy", {}) if isinstance(data.get("policy", {}), dict) else {}
+    used = table.get("name", PolicyConfig.name)
+    if isinstance(used, str) and all(isinstance(w, str) for _, w, _ in written) and "options" not in table:
+        options, left_out = policy_options(used, written)
+        table["options"] = options
+        if notes is not None:
+            notes += left_out
     for key, val in (
         (("steps",), args.steps),
         (("seed",), args.seed),

@@ -26,13 +26,14 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dps.policies.base import Policy, run_step
+from dps.policies.base import Policy, policy_size, run_step
 from dps.policies.builtin import DPS
 from dps.policies.registry import capped_rounds, make_policy
 from dps.tasks import Example, Task, make_task
@@ -80,7 +81,7 @@ class Trainer:
         self.policy = self._given_policy or make_policy(
             cfg.policy.name, n, cfg.seed, batch_size=cfg.policy.batch_size, **cfg.policy.options
         )
-        if self.policy.num_prompts != n:
+        if policy_size(self.policy) != n:
             raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")
         if cfg.model.path:
             from dps.train.model import check_model_path
@@ -329,6 +330,8 @@ class Trainer:
             self.prepare()
         self._write_config()
         start = self._setup()
+        if start:
+            print(self._resume_line(start), file=sys.stderr, flush=True)
         self._open_logs(start)
         bar = self._progress_bar(start)
         for step in range(start, self.cfg.steps):
@@ -345,6 +348,13 @@ class Trainer:
         if bar is not None:
             bar.close()
         return self._finish(start)
+
+    def _resume_line(self, start: int) -> str:
+        """What a resumed run says before its first step."""
+        where = f"resuming the run in {self.out} from its checkpoint at step {start}"
+        if start >= self.cfg.steps:
+            return f"{where}: it has done its {self.cfg.steps} steps already (raise --steps to train on)"
+        return f"{where}; steps {start}..{self.cfg.steps - 1} to go"
 
     def train_step(self, step: int) -> tuple[dict[str, Any], list[Group]]:
         """One GRPO step: the policy selects (a gate may ask for more) -> roll out and verify ->

@@ -23,7 +23,7 @@ import numpy as np
 
 from dps.logs import RolloutLogWriter
 from dps.outcomes import partial_share
-from dps.policies.base import Policy, abandon_step
+from dps.policies.base import Policy, abandon_step, checked_selection, policy_size
 
 POLICY_STATE_FILE = "dps_policy.npz"
 
@@ -69,7 +69,7 @@ class StepDriver:
 
     # -- the policy ------------------------------------------------------------------------
     def attach(self, policy: Policy, num_prompts: int) -> None:
-        if policy.num_prompts != num_prompts:
+        if policy_size(policy) != num_prompts:
             raise ValueError(
                 f"the policy was built for {policy.num_prompts} prompts but the training set has {num_prompts}"
             )
@@ -98,7 +98,9 @@ class StepDriver:
         if count <= 0:
             return np.zeros(0, np.int64)
         started = time.perf_counter()
-        ids = np.asarray(self._policy().select(count), dtype=np.int64)
+        policy = self._policy()
+        earlier = [np.fromiter(self.step.prompt_of.values(), np.int64, len(self.step.prompt_of))]
+        ids = checked_selection(policy, policy.select(count), count, earlier)
         self.policy_seconds += time.perf_counter() - started
         if ids.shape != (count,):
             raise ValueError(f"{type(self.policy).__name__}.select({count}) returned {ids.shape[0]} ids")
