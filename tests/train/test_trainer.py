@@ -123,33 +123,14 @@ def test_resume_refuses_a_different_config(tmp_path, capsys):
 
 
 def test_config_example_matches_the_preset():
-    import argparse
+    from train_configs import train_args
 
     from dps.train.config import build_config
 
-    def ns(**kw):
-        base = dict(
-            config=None,
-            preset=None,
-            policy=None,
-            steps=None,
-            seed=None,
-            out="x",
-            engine=None,
-            model=None,
-            gguf_file=None,
-            warmup_cache=None,
-            loss_agg=None,
-            set=[],
-            no_progress=False,
-        )
-        base.update(kw)
-        return argparse.Namespace(**base)
-
-    from_file = build_config(ns(config=str(ROOT / "configs" / "tiny-cpu.toml")))
-    from_preset = build_config(ns(preset="tiny-cpu"))
+    from_file = build_config(train_args(config=str(ROOT / "configs" / "tiny-cpu.toml")))
+    from_preset = build_config(train_args(preset="tiny-cpu"))
     assert from_file.to_dict() == from_preset.to_dict()
-    ds = build_config(ns(preset="tiny-cpu", policy="ds"))
+    ds = build_config(train_args(preset="tiny-cpu", policy="ds"))
     assert ds.policy.name == "ds" and ds.policy.options == {}
 
 
