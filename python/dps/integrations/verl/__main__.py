@@ -8,6 +8,9 @@ With ``trainer.device=cpu`` it runs on CPUs (``actor_rollout_ref.rollout.name=hf
 
 from __future__ import annotations
 
+import sys
+from typing import Any, NoReturn
+
 import hydra
 from omegaconf import DictConfig
 
@@ -28,7 +31,7 @@ def main(config: DictConfig) -> None:
     from dps.integrations.verl.runner import DPSTaskRunner
     from dps.integrations.verl.trainer import TRAINER_MODE, dps_options
 
-    dps_options(config)  # unknown keys in the dps section fail here, before Ray starts
+    timeout_s = placement_timeout(dps_options(config))  # unknown keys in the dps section fail here, before Ray starts
     mode = config.trainer.v1.trainer_mode
     if mode != TRAINER_MODE or not config.trainer.use_v1:
         raise SystemExit(
@@ -38,7 +41,42 @@ def main(config: DictConfig) -> None:
         )
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    run_ppo(config, task_runner_class=DPSTaskRunner)
+    run_placed(run_ppo, config, DPSTaskRunner, timeout_s)
+
+
+def placement_timeout(options: dict[str, Any]) -> float | None:
+    value = options["placement_timeout_s"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"dps.placement_timeout_s must be a number of seconds above 0 or null, got {value!r}")
+    return float(value)
+
+
+def run_placed(run_ppo: Any, config: DictConfig, task_runner: Any, timeout_s: float | None) -> None:
+    """verl's `run_ppo` with the task runner placed and watched (`cluster.PlacedTaskRunner`); a
+    cluster without room ends the run with one line and exit status 2."""
+    from ray.exceptions import RayActorError
+
+    from dps.integrations.verl.cluster import PlacedTaskRunner
+    from dps.integrations.verl.placement import PlacementError
+
+    runner = PlacedTaskRunner(task_runner, config, timeout_s)
+    try:
+        run_ppo(config, task_runner_class=runner)
+    except PlacementError as e:
+        refuse(str(e))
+    except RayActorError:
+        if runner.failure is None:
+            raise
+        refuse(runner.failure)
+    finally:
+        runner.stop()
+
+
+def refuse(message: str) -> NoReturn:
+    print(f"dps verl: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

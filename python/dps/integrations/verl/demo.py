@@ -127,8 +127,14 @@ def run(settings: list[str], log: Path, watch: ClusterWatch | None = None) -> fl
             watch.poll()
         time.sleep(watch.interval_s if watch is not None else 0.5)
     if process.returncode != 0:
-        raise SystemExit(f"verl exited with status {process.returncode}; its output: {log}")
+        raise SystemExit(f"verl exited with status {process.returncode}{refusal(log)}; its output: {log}")
     return time.perf_counter() - started
+
+
+def refusal(log: Path) -> str:
+    """The one-line error `dps verl` ended with (a cluster without room, say), if any."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("dps verl: error:")]
+    return f" ({lines[-1]})" if lines else ""
 
 
 class ClusterWatch:
@@ -262,7 +268,7 @@ def replay_check(out: Path, batch: int, dps_cli: list[str]) -> dict[str, Any]:
     return {"returncode": result.returncode, "output": (result.stdout + result.stderr)[-2000:]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--steps", type=int, default=4)
@@ -285,6 +291,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-replay", action="store_true")
     parser.add_argument("--dps", default=None, help="the dps command for the replay check (default: dps on PATH)")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume_check and not 0 < args.kill_after < args.steps:
         parser.error(f"--kill-after must be between 1 and --steps - 1, got {args.kill_after}")

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "correct_key": None,  # reward_extra_info key holding correctness (e.g. acc); None: reward >= threshold
     "threshold": 0.5,
     "log": True,  # write rollouts.parquet into trainer.default_local_dir
+    "placement_timeout_s": 60.0,  # the longest wait for Ray to place the run's actors; None: no limit
 }
 
 
