@@ -163,13 +163,18 @@ class ClusterWatch:
             return []
 
     def poll(self) -> None:
+        if not self.nodes:  # Ray's state API may not answer yet when the run starts
+            self.nodes = self._list("nodes")
         for actor in self._list("actors"):
             self.actors.setdefault(actor.get("class_name", "?"), set()).add(actor.get("node_id", "?"))
 
     def summary(self) -> dict[str, Any]:
         names = {n.get("node_id", "?"): n.get("node_name", "") for n in self.nodes}
         return {
-            "nodes": [{"node_id": n.get("node_id"), "resources": n.get("resources_total")} for n in self.nodes],
+            "nodes": [
+                {"node_id": n.get("node_id"), "head": n.get("is_head_node"), "resources": n.get("resources_total")}
+                for n in self.nodes
+            ],
             "actors_by_class": {
                 cls: sorted(f"{node[:12]} ({names.get(node, '')})" for node in nodes)
                 for cls, nodes in sorted(self.actors.items())
