@@ -95,9 +95,9 @@ class PlacedTaskRunner:
         self.watch: Watch | None = None
 
     def options(self, **options: Any) -> PlacedTaskRunner:
-        placed = PlacedTaskRunner(self.actor_class, self.config, self.timeout_s, **{**self._options, **options})
-        placed.watch = self.watch
-        return placed
+        """As an actor class's: more options for the actor (verl passes a runtime_env to profile)."""
+        self._options.update(options)
+        return self
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         options = dict(self._options)
@@ -135,7 +135,10 @@ class Watch(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.poll_s):
-            waiting = self.waiting()
+            try:
+                waiting = self.waiting()
+            except Exception:  # Ray's tables unreadable for a moment: the run goes on
+                continue
             now = time.monotonic()
             self.since = {key: self.since.get(key, now) for key in waiting}
             late = [waiting[key] for key, since in self.since.items() if now - since >= self.timeout_s]
