@@ -10,7 +10,6 @@ pub mod gate;
 pub mod greso;
 pub mod history;
 pub mod logworld;
-pub mod messages;
 pub mod mopps;
 pub mod observe;
 pub mod pending;

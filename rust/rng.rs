@@ -1,13 +1,29 @@
 //! Seeded randomness. Every random choice is drawn from a generator keyed by
 //! (seed, stream, step, ...), so a policy's state needs no generator state to resume exactly.
 
+/// SplitMix64's increment (the golden ratio) and its finaliser's two multipliers.
+pub const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+pub const MIX1: u64 = 0xBF58_476D_1CE4_E5B9;
+pub const MIX2: u64 = 0x94D0_49BB_1331_11EB;
+
 /// The SplitMix64 finaliser: a strong 64-bit mixing function.
 #[inline]
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+pub fn fmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(MIX1);
+    z = (z ^ (z >> 27)).wrapping_mul(MIX2);
     z ^ (z >> 31)
+}
+
+/// One SplitMix64 output from state `z`: the increment, then the finaliser.
+#[inline]
+pub fn mix64(z: u64) -> u64 {
+    fmix64(z.wrapping_add(GOLDEN))
+}
+
+/// A uniform in [0, 1) from 64 random bits (their top 53).
+#[inline]
+pub fn unit_f64(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Hash a sequence of words into one key.
@@ -37,7 +53,7 @@ impl Rng {
         let mut z = seed;
         let mut s = [0u64; 4];
         for word in &mut s {
-            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = z.wrapping_add(GOLDEN);
             *word = mix64(z);
         }
         Rng { s }
@@ -60,7 +76,7 @@ impl Rng {
     /// Uniform in [0, 1).
     #[inline]
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        unit_f64(self.next_u64())
     }
 
     /// Uniform integer in [0, n), without modulo bias.

@@ -1,5 +1,5 @@
-"""The log world's numpy implementation, kept to check the Rust core against (rust/messages.rs,
-rust/logworld.rs): the message passes rank by rank (a prompt's first row, its second, ...) over
+"""The log world's numpy implementation, kept to check the Rust core against (rust/logworld/:
+messages.rs, query.rs): the message passes rank by rank (a prompt's first row, its second, ...) over
 all prompts at once, and the queries a replay makes (posterior, draw, rollout) vectorised over
 the queries, as python/dps/replay/logworld.py did them before they moved into the core."""
 

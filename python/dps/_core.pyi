@@ -204,7 +204,7 @@ def top_k(scores: npt.NDArray[np.float32], k: int, seed: int) -> _Ids: ...
 
 @final
 class LogRows:
-    """A rollout log's groups sorted by (prompt, step), with the log world's model (rust/logworld.rs)."""
+    """A rollout log's groups sorted by (prompt, step), with the log world's model (rust/logworld/)."""
 
     def __new__(cls, step: _Ids, prompt_id: _Ids, n_correct: _Ids, n_rollouts: _Ids, origin: int) -> LogRows: ...
     @property

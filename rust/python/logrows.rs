@@ -5,6 +5,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::convert::{rows_array, Ids};
+use crate::logworld::Model;
 
 /// A rollout log's groups sorted by (prompt, step), with the log world's model over them
 /// (rust/logworld.rs; python/dps/replay/logworld.py, `RowLog`).
@@ -129,25 +130,17 @@ impl PyLogRows {
                 "the emission, prior and p grids differ in size",
             ));
         }
-        let (e, pr, g) = (
-            emission.as_array().iter().copied().collect(),
-            prior.as_array().iter().copied().collect(),
-            p_grid.as_array().to_vec(),
-        );
+        let model = Model {
+            rate,
+            prior: prior.as_array().iter().copied().collect(),
+            prior_start,
+            prior_scale,
+            floor,
+            emission: emission.as_array().iter().copied().collect(),
+            p_grid: p_grid.as_array().to_vec(),
+        };
         let inner = &mut self.inner;
-        Ok(py.detach(|| {
-            inner.build(
-                e,
-                pr,
-                prior_start,
-                prior_scale,
-                rate,
-                floor,
-                g,
-                float16,
-                every,
-            )
-        })?)
+        Ok(py.detach(|| inner.build(model, float16, every))?)
     }
 
     /// Every row's stored forward (or backward) message, rows x grid.

@@ -46,3 +46,26 @@ def test_a_state_that_does_not_fit_is_refused_without_a_change():
         core.load_state(bad)  # type: ignore[arg-type]
     after = core.state()
     assert all(np.array_equal(np.asarray(after[k]), np.asarray(v)) for k, v in before.items())  # type: ignore[literal-required]
+
+
+def rows() -> _core.LogRows:
+    ids = np.array([0, 0, 1], np.int64)
+    return _core.LogRows(np.array([0, 1, 0], np.int64), ids, np.array([1, 2, 4], np.int64), np.full(3, 4), 0)
+
+
+def test_file_errors_are_os_errors_and_a_damaged_file_a_value_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        _core.LogRows.load(tmp_path / "missing.bin")
+    with pytest.raises(FileNotFoundError, match="rows.bin"):
+        rows().save(tmp_path / "no-such-folder" / "rows.bin")
+    with pytest.raises(IsADirectoryError):
+        _core.LogRows.load(tmp_path)
+    path = tmp_path / "rows.bin"
+    rows().save(path)
+    assert _core.LogRows.load(path).rows == 3
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="rows.bin: the file ends early"):
+        _core.LogRows.load(path)
+    path.write_bytes(b"PK\x03\x04 not a log world")
+    with pytest.raises(ValueError, match="not a saved log world"):
+        _core.LogRows.load(path)

@@ -388,7 +388,7 @@ def _emission(pairs: np.ndarray) -> np.ndarray:
 
 
 class RowLog:
-    """The log's groups sorted by (prompt, step) in the Rust core (rust/logworld.rs), with the model's messages.
+    """The log's groups sorted by (prompt, step) in the Rust core (rust/logworld/), with the model's messages.
 
     fwd[j]: P(p_i(t_j) | the prompt's rows up to and including j);
     bwd[j]: P(the prompt's rows from j on | p_i(t_j)); both scaled to a maximum of 1, floored, and

@@ -31,7 +31,7 @@ _MASK64 = (1 << 64) - 1
 
 def hashed_uniforms(seed: int, step: int, ids: np.ndarray, k: int) -> np.ndarray:
     """(len(ids), k) uniforms in [0, 1), a pure function of (seed, step, id, j) (a splitmix64 hash;
-    rust/logworld.rs)."""
+    rust/logworld/dice.rs)."""
     return _core.hashed_uniforms(int(seed) & _MASK64, int(step) & _MASK64, np.ascontiguousarray(ids, np.int64), int(k))
 
 
