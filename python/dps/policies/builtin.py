@@ -77,10 +77,11 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def state_array(state: dict[str, Any], key: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """state[key] as a contiguous array of `dtype`, checked to have `shape`."""
+def state_array(state: dict[str, Any], key: str, dtype: Any, shape: tuple[int | None, ...]) -> np.ndarray:
+    """state[key] as a contiguous array of `dtype`, checked to have `shape` (None: any length)."""
     value = np.asarray(state[key])
-    if value.shape != shape:
+    fits = value.ndim == len(shape) and all(d is None or d == s for d, s in zip(shape, value.shape, strict=False))
+    if not fits:
         raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {shape}")
     if value.size and not np.can_cast(value.dtype, dtype, casting="same_kind"):
         raise ValueError(f"state[{key!r}] has dtype {value.dtype}, expected {np.dtype(dtype)}")
@@ -118,10 +119,10 @@ def core_state(state: dict[str, Any], fields: StateFields) -> dict[str, Any]:
     are defined once, in the core); the core checks the values."""
     out: dict[str, Any] = {}
     for name, kind, shape in fields:
-        if shape is not None:
-            dims = tuple(d for d in shape if d is not None)
-            fixed = len(dims) == len(shape)  # else ids of any number: pending, an epoch order
-            out[name] = state_array(state, name, kind, dims) if fixed else as_int_array(name, state[name])
+        if shape == (None,) and kind == "int64":
+            out[name] = as_int_array(name, state[name])  # ids: pending, an epoch order
+        elif shape is not None:
+            out[name] = state_array(state, name, kind, shape)
         elif kind == "int":
             out[name] = state_int(state, name)
         elif kind in ("float", "float | None"):
