@@ -36,9 +36,8 @@ def step_times(make, n: int, batch: int, steps: int, k: int = 16) -> list[float]
     policy = make(n)
     times = []
     for step in range(steps):
-        table = outcomes[step % 64]
 
-        def rollout(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def rollout(ids: np.ndarray, table: np.ndarray = outcomes[step % 64]) -> tuple[np.ndarray, np.ndarray]:
             return table[ids], np.full(len(ids), k, np.int64)
 
         t0 = time.perf_counter()
