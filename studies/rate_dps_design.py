@@ -40,6 +40,9 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from dps import DPS, MoPPS, Policy, Uniform  # noqa: E402
+from dps.replay.runner import RELIABILITY_BINS, expected_calibration_error, reliability_bins, replay  # noqa: E402
+from dps.replay.scenario import build_world  # noqa: E402
 from reference_rate_dps import (  # noqa: E402
     RateFilter,
     ReferenceRateDPS,
@@ -47,10 +50,6 @@ from reference_rate_dps import (  # noqa: E402
     rate_grid,
     state_chances,
 )
-
-from dps import DPS, MoPPS, Policy, Uniform  # noqa: E402
-from dps.replay.runner import RELIABILITY_BINS, expected_calibration_error, reliability_bins, replay  # noqa: E402
-from dps.replay.scenario import build_world  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 LOGS = {
@@ -117,7 +116,9 @@ class ThreeStateBinomial(Policy):
 
     def predicted_states(self, ids: Any, n_rollouts: Any) -> np.ndarray:
         ids, sizes = np.asarray(ids), np.broadcast_to(np.asarray(n_rollouts), np.shape(ids))
-        return np.stack([self.prior[self.chosen, i] @ self.state_probs(int(n)) for i, n in zip(ids, sizes, strict=True)])
+        return np.stack(
+            [self.prior[self.chosen, i] @ self.state_probs(int(n)) for i, n in zip(ids, sizes, strict=True)]
+        )
 
     def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
         ids, c, n = (np.asarray(a, np.int64) for a in (prompt_ids, n_correct, n_rollouts))
@@ -209,6 +210,11 @@ class RandomWalk(MeanPosteriorPopulation):
         return post @ (kernel / kernel.sum(axis=0, keepdims=True)).T
 
 
+def rate_dps(**options: Any) -> Factory:
+    """RateDPS with these options."""
+    return lambda n, seed: ReferenceRateDPS(n, seed=seed, **options)
+
+
 def variant(cls: type[RateFilter], **options: Any) -> Factory:
     """RateDPS with every filter of class `cls`."""
 
@@ -235,6 +241,7 @@ RATE_DESIGNS: dict[str, Factory] = {
     "RateDPS rho=0.01": lambda n, s: ReferenceRateDPS(n, seed=s, switch_rate=0.01),
     "RateDPS rho=0.05": lambda n, s: ReferenceRateDPS(n, seed=s, switch_rate=0.05),
     "RateDPS rho=0.1": lambda n, s: ReferenceRateDPS(n, seed=s, switch_rate=0.1),
+    "RateDPS population half-life=30": variant(type("SlowPopulation", (RateFilter,), {"population_half_life": 30.0})),
     "RateDPS population=mean posterior": variant(MeanPosteriorPopulation),
     "RateDPS population=last": variant(LastPopulation),
     "RateDPS population=first": variant(FirstLookPopulation),
@@ -306,7 +313,9 @@ def log_facts(path: Path) -> tuple[set[tuple[int, int]], np.ndarray, int]:
     return cells, np.sort(hard["prompt_id"].to_numpy()), first
 
 
-def run_one(world_name: str, world: Any, batch: int, label: str, make: Factory, seed: int, facts: Any) -> dict[str, Any]:
+def run_one(
+    world_name: str, world: Any, batch: int, label: str, make: Factory, seed: int, facts: Any
+) -> dict[str, Any]:
     rec = Recorder(make(world.num_prompts, seed))
     t0 = time.perf_counter()
     res = replay(rec, world, world.steps, batch, seed=seed)
@@ -441,8 +450,9 @@ def feed(path: Path, make: Factory) -> dict[str, float]:
     return out
 
 
-class SwitchAndDiffuse(RateFilter):
-    """Transition variant for the feed: a Gaussian step of sd `sigma` in logit, then the switch."""
+class SwitchAndDiffuse(MeanPosteriorPopulation):
+    """Transition variant for the feed: a Gaussian step of sd `sigma` in logit, then the switch (the
+    population: the mean posterior, since a diffused prediction has no unswitched part)."""
 
     sigma = 0.2
 
@@ -464,11 +474,8 @@ FEED_DESIGNS: dict[str, Factory] = {
     "DPS decay=0.7 (default)": BASELINES["DPS decay=0.7 (default)"],
     "DPS decay=0.5": BASELINES["DPS decay=0.5"],
     "MoPPS decay=0.5": BASELINES["MoPPS decay=0.5"],
-    **{f"RateDPS G={g}": (lambda g: lambda n, s: ReferenceRateDPS(n, seed=s, grid=g))(g) for g in (8, 12, 16, 32, 64)},
-    **{
-        f"RateDPS G=32 rho={r}": (lambda r: lambda n, s: ReferenceRateDPS(n, seed=s, grid=32, switch_rate=r))(r)
-        for r in (0.0, 0.01, 0.02, 0.05, 0.1)
-    },
+    **{f"RateDPS G={g}": rate_dps(grid=g) for g in (8, 12, 16, 32, 64)},
+    **{f"RateDPS G=32 rho={r}": rate_dps(grid=32, switch_rate=r) for r in (0.0, 0.01, 0.02, 0.05, 0.1)},
     "RateDPS population=mean posterior": variant(MeanPosteriorPopulation),
     "RateDPS population=last": variant(LastPopulation),
     "RateDPS population=first": variant(FirstLookPopulation),
@@ -516,6 +523,7 @@ def main() -> None:
         runs = pl.concat(
             [run_part([w], family_designs(w), list(range(args.seeds)), args.out) for w in names], how="diagonal_relaxed"
         )
+        runs.write_csv(args.out / "runs.csv")
     else:
         runs = run_part(names, policies, list(range(args.seeds)), args.out)
     agg = table(runs)

@@ -83,6 +83,8 @@ class RateFilter:
     step and the part of it that has not switched since the prompt's last observation; the
     population, fitted by online EM to the evidence of switches; a switch rate."""
 
+    population_half_life = POPULATION_HALF_LIFE
+
     def __init__(self, domain: np.ndarray, grid: int, switch_rate: float, families: np.ndarray | None, shrink: float):
         self.domain = domain  # the prompt ids this filter follows, sorted
         self.switch_rate = switch_rate
@@ -133,7 +135,7 @@ class RateFilter:
         """Online EM for the distribution switches draw from: each step's switch evidence is added
         to a sum whose older terms halve every POPULATION_HALF_LIFE steps; the population is that
         sum, normalised (uniform before any evidence)."""
-        keep = 0.5 ** (1.0 / POPULATION_HALF_LIFE)
+        keep = 0.5 ** (1.0 / self.population_half_life)
         self.switches = keep * self.switches + switched.sum(axis=0)
         self.switches_total = keep * self.switches_total + float(switched.sum())
         if self.switches_total > 0:
@@ -358,7 +360,10 @@ class ReferenceRateDPS(Policy):
             s.last_post = np.array(state["shadow_last_post"][i], np.float64)
             s.population = np.array(state["shadow_population"][i], np.float64)
             s.kept = np.array(state["shadow_kept"][i], np.float64)
-            s.switches, s.switches_total = np.array(state["shadow_switches"][i][:-1]), float(state["shadow_switches"][i][-1])
+            s.switches, s.switches_total = (
+                np.array(state["shadow_switches"][i][:-1]),
+                float(state["shadow_switches"][i][-1]),
+            )
             s.log_predictive_total = float(state["shadow_log_predictive"][i])
             s.groups_scored = int(state["shadow_groups"][i])
             s.observed = last_step[s.domain] >= 0
