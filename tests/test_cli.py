@@ -1,10 +1,12 @@
 """The `dps` command: every entry point is a subcommand, registered statically, described in --help."""
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
+from dps import cli
 from dps.cli import build_parser
 from dps.train.presets import PRESETS
 
@@ -48,3 +50,15 @@ def test_model_without_a_gguf_file_is_a_clear_error(tmp_path):
         text=True,
     )
     assert r.returncode == 2 and "no GGUF file" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("error", [PermissionError, FileNotFoundError, IsADirectoryError, ValueError])
+def test_a_file_error_or_bad_value_is_one_line_and_exit_status_2(monkeypatch, capsys, error):
+    """The core raises a file it cannot open or write as the matching OSError (rust/error.rs)."""
+
+    def fails(args: argparse.Namespace) -> int:
+        raise error("runs/x/rows.bin: cannot write")
+
+    monkeypatch.setattr(cli, "parse", lambda argv: argparse.Namespace(command="replay", func=fails))
+    assert cli.main(["replay"]) == 2
+    assert capsys.readouterr().err == "dps replay: error: runs/x/rows.bin: cannot write\n"

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # bad input, or a file that cannot be read or written
         print(f"dps {args.command}: error: {e}", file=sys.stderr)
         return 2
 
