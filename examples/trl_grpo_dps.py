@@ -43,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     setting = parser.add_mutually_exclusive_group()
     setting.add_argument("--tiny", action="store_true", help="a tiny local model and dataset on the CPU")
     setting.add_argument("--smollm2", metavar="DIR", help="SmolLM2-135M-Instruct from a local folder, on one GPU")
+    parser.add_argument(
+        "--task",
+        choices=["arithmetic", "figures"],
+        default="arithmetic",
+        help="with --tiny: one-digit arithmetic (a text Qwen2) or figures (drawn polygons, a tiny Qwen2-VL)",
+    )
     parser.add_argument("--model", default="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
     parser.add_argument("--dataset", default="DigitalLearningGmbH/MATH-lighteval")
     parser.add_argument("--out", default="runs/trl-math-dps")
@@ -112,28 +118,17 @@ def paper_setting(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def tiny_setting(args: argparse.Namespace) -> dict[str, Any]:
-    from datasets import Dataset
-
-    from dps.integrations import tiny
-
-    steps, prompts = args.steps or 4, args.prompts or 4
-    problems = tiny.arithmetic_problems(32)
-    train = Dataset.from_dict({"prompt": [p for p, _ in problems], "answer": [a for _, a in problems]})
-
-    def accuracy(prompts: list, completions: list, answer: list, **kwargs: Any) -> list[float]:
-        return [float(tiny.is_correct(c, a)) for c, a in zip(completions, answer, strict=True)]
-
-    tokenizer = tiny.digit_tokenizer()
+def tiny_config(args: argparse.Namespace, prompts: int, steps: int, completion_length: int) -> dict[str, Any]:
+    """B = `prompts` x k per generation, two optimizer steps each, on the CPU."""
     completions = prompts * args.k
-    config = dict(
+    return dict(
         num_generations=args.k,
         generation_batch_size=completions,
         per_device_train_batch_size=completions // 2,
         gradient_accumulation_steps=1,  # two updates per generation
         max_steps=2 * steps,
         save_steps=2,
-        max_completion_length=4,
+        max_completion_length=completion_length,
         learning_rate=1e-3,
         lr_scheduler_type="constant",
         temperature=1.0,
@@ -147,13 +142,50 @@ def tiny_setting(args: argparse.Namespace) -> dict[str, Any]:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def tiny_setting(args: argparse.Namespace) -> dict[str, Any]:
+    from datasets import Dataset
+
+    from dps.integrations import tiny
+
+    if args.task == "figures":
+        return tiny_figures_setting(args)
+    steps, prompts = args.steps or 4, args.prompts or 4
+    problems = tiny.arithmetic_problems(32)
+    train = Dataset.from_dict({"prompt": [p for p, _ in problems], "answer": [a for _, a in problems]})
+
+    def accuracy(prompts: list, completions: list, answer: list, **kwargs: Any) -> list[float]:
+        return [float(tiny.is_correct(c, a)) for c, a in zip(completions, answer, strict=True)]
+
+    tokenizer = tiny.digit_tokenizer()
     return {
         "model": tiny.tiny_policy_model(tokenizer),
         "train": train,
         "rewards": [accuracy],
         "correct": "accuracy",
-        "config": config,
+        "config": tiny_config(args, prompts, steps, completion_length=4),
         "tokenizer": tokenizer,
+    }
+
+
+def tiny_figures_setting(args: argparse.Namespace) -> dict[str, Any]:
+    """The tiny Qwen2-VL on 32 `figures` prompts (a drawn polygon: how many sides?), its processor
+    as TRL's processing_class; rewarded by the task's verifier on the response's first integer
+    (in-process: its check parses at most 16 characters as a number, nothing that can hang)."""
+    from dps.integrations import tiny
+    from dps.integrations.trl import task_dataset, task_reward
+
+    steps, prompts = args.steps or 4, args.prompts or 4
+    task = tiny.figures_task(n_train=32)
+    model, processor = tiny.tiny_vlm_with_processor()
+    return {
+        "model": model,
+        "train": task_dataset(task),
+        "rewards": [task_reward(task, timeout_s=0)],
+        "correct": "accuracy",
+        "config": tiny_config(args, prompts, steps, completion_length=16),
+        "tokenizer": processor,
     }
 
 

@@ -75,13 +75,29 @@ class StepEvents(TrainerCallback):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory) -> dict[str, Any]:
+def full_runs(tmp_path_factory):
+    """The uninterrupted run of a flavour (text: a character Qwen2; vlm: the tiny Qwen2-VL on
+    figures), trained once per module when a test first asks for it."""
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("trl") / "full"
-    events: list = []
-    trainer = trl_tiny.trainer(str(out), Recording(events, decay=0.5, seed=0), STEPS, [StepEvents(events)])
-    trainer.train()
-    return {"out": out, "events": events, "trainer": trainer, "log": read_log(out / "rollouts.parquet")}
+    runs: dict[str, dict[str, Any]] = {}
+
+    def run(flavour: str) -> dict[str, Any]:
+        if flavour not in runs:
+            out = tmp_path_factory.mktemp(f"trl-{flavour}") / "full"
+            events: list = []
+            policy = Recording(events, decay=0.5, seed=0)
+            trainer = trl_tiny.trainer(str(out), policy, STEPS, [StepEvents(events)], flavour=flavour)
+            trainer.train()
+            log = read_log(out / "rollouts.parquet")
+            runs[flavour] = {"out": out, "events": events, "trainer": trainer, "log": log}
+        return runs[flavour]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def full_run(full_runs) -> dict[str, Any]:
+    return full_runs("text")
 
 
 def test_every_generation_is_selected_after_the_previous_one_was_observed(full_run) -> None:
@@ -136,24 +152,31 @@ def test_the_log_replays_to_the_same_selections(full_run) -> None:
     assert np.array_equal(result.groups["n_correct"][order], log["n_correct"].to_numpy())
 
 
-def test_resume_from_a_checkpoint_selects_what_the_uninterrupted_run_selected(full_run, tmp_path) -> None:
+@pytest.mark.parametrize("flavour", ["text", "vlm"])
+def test_resume_from_a_checkpoint_selects_what_the_uninterrupted_run_selected(full_runs, flavour, tmp_path) -> None:
+    full_run = full_runs(flavour)
     checkpoint = full_run["out"] / "checkpoint-4"
     for name in ("dps_policy.npz", "dps_state.json", "rollouts.parquet"):
         assert (checkpoint / name).exists(), name
     events: list = []
-    resumed = trl_tiny.trainer(str(tmp_path / "resumed"), Recording(events, decay=0.5, seed=0), STEPS)
+    resumed = trl_tiny.trainer(str(tmp_path / "resumed"), Recording(events, decay=0.5, seed=0), STEPS, flavour=flavour)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     full = full_run["log"]
     again = read_log(tmp_path / "resumed" / "rollouts.parquet")
     assert again["step"].to_list() == full["step"].to_list()
     assert again["prompt_id"].to_list() == full["prompt_id"].to_list()
     assert again["n_correct"].to_list() == full["n_correct"].to_list()
+    assert again["rewards"].to_list() == full["rewards"].to_list()
     selects = [ids for kind, ids in events if kind == "select"]
     full_selects = [ids for kind, ids in full_run["events"] if kind == "select"]
     assert selects == full_selects[2:]
     assert np.array_equal(
         resumed.policy.inner.state_dict()["post"], full_run["trainer"].policy.inner.state_dict()["post"]
     )
+    # the model resumed too: both runs end on the same weights (a VLM's checkpoint names its weights
+    # differently from the model, which transformers' Trainer alone would not restore)
+    ended = full_run["trainer"].model.state_dict()
+    assert all(torch.equal(value, ended[name]) for name, value in resumed.model.state_dict().items())
 
 
 def test_correctness_from_a_named_reward_or_a_threshold(full_run) -> None:
@@ -249,12 +272,14 @@ def test_a_generation_whose_scoring_raises_is_abandoned(tmp_path) -> None:
     assert read_log(tmp_path / "flaky" / "rollouts.parquet")["step"].to_list() == [0] * B  # written on the way out
 
 
-def test_the_shipped_example_trains_four_generations_on_a_tiny_local_setting(tmp_path) -> None:
-    """`python examples/trl_grpo_dps.py --tiny --steps 4 --out DIR`, as a user runs it (nothing downloaded)."""
+@pytest.mark.parametrize("task", ["arithmetic", "figures"])
+def test_the_shipped_example_trains_four_generations_on_a_tiny_local_setting(tmp_path, task) -> None:
+    """`python examples/trl_grpo_dps.py --tiny --task TASK --steps 4 --out DIR`, as a user runs it
+    (nothing downloaded): arithmetic on a text Qwen2, figures (images) on a tiny Qwen2-VL."""
     example = Path(__file__).resolve().parents[2] / "examples" / "trl_grpo_dps.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(example), "--tiny", "--steps", "4", "--out", str(tmp_path / "run")],
+        [sys.executable, str(example), "--tiny", "--task", task, "--steps", "4", "--out", str(tmp_path / "run")],
         env=env,
         capture_output=True,
         text=True,
@@ -273,3 +298,23 @@ def test_the_shipped_example_trains_four_generations_on_a_tiny_local_setting(tmp
         ids = np.array(rows["prompt_id"].to_list())
         assert sorted(fresh.select(4).tolist()) == ids.tolist()
         fresh.observe(ids, np.array(rows["n_correct"].to_list()), np.full(4, 8))
+
+
+def test_a_task_becomes_trls_dataset_and_reward() -> None:
+    from dps.integrations import tiny
+    from dps.integrations.trl import task_dataset, task_reward
+    from dps.tasks import make_task
+
+    task = tiny.figures_task(n_train=4, n_test=2)
+    data = task_dataset(task)
+    assert data.column_names == ["prompt", "prompt_id", "images"] and data["prompt_id"] == [0, 1, 2, 3]
+    row = data[2]
+    assert [part["type"] for part in row["prompt"][0]["content"]] == ["image", "text"]  # the image first
+    assert row["images"][0].size == (56, 56)  # decoded by datasets
+    reward = task_reward(task, timeout_s=0)
+    answer = task.train()[2].answer
+    completions = [[{"role": "assistant", "content": f"it has {answer} sides"}], "no idea", f"{int(answer) + 1}"]
+    assert reward.__name__ == "accuracy"
+    assert reward([None] * 3, completions, prompt_id=[2, 2, 2]) == [1.0, 0.0, 0.0]
+    text = task_dataset(make_task("arithmetic-qa", n_train=8, n_test=4))
+    assert text.column_names == ["prompt", "prompt_id"] and isinstance(text[0]["prompt"][0]["content"], str)

@@ -2,7 +2,11 @@
 parameters, prompts "q<i>:" whose answer counts as correct when its first character falls in a
 prompt-specific set (prompt i: the first 6 x (i mod 12 + 1) printable characters), so a random
 model solves prompts between 6% and 77% of the time and every state (solved, partial, unsolved)
-appears; plus a 0.1 format bonus for a first character that is a lowercase letter (mostly wrong answers)."""
+appears; plus a 0.1 format bonus for a first character that is a lowercase letter (mostly wrong answers).
+
+The ``vlm`` flavour is the same trainer on images: the tiny Qwen2-VL and its processor, 32
+`figures` prompts (a drawn polygon: how many sides?) as TRL's image dataset, rewarded by the
+task's verifier on the first integer of a response (`dps.integrations.tiny`)."""
 
 from __future__ import annotations
 
@@ -58,26 +62,52 @@ def config(output_dir: str, max_steps: int, **overrides: Any):
     return GRPOConfig(**options)
 
 
+def text_setting() -> dict[str, Any]:
+    from dps.models.tiny import char_tokenizer, tiny_model
+
+    tok = char_tokenizer()
+    model = tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
+    return {"model": model, "processor": tok, "dataset": dataset(), "rewards": [accuracy, format_bonus], "config": {}}
+
+
+def vlm_setting() -> dict[str, Any]:
+    from dps.integrations import tiny
+    from dps.integrations.trl import task_dataset, task_reward
+
+    task = tiny.figures_task(N_PROMPTS)
+    model, processor = tiny.tiny_vlm_with_processor()
+    # 16 characters: a random VLM's first integer is the polygon's side count about one time in 12
+    return {
+        "model": model,
+        "processor": processor,
+        "dataset": task_dataset(task),
+        "rewards": [task_reward(task, timeout_s=0)],
+        "config": {"max_completion_length": 16},
+    }
+
+
+SETTINGS = {"text": text_setting, "vlm": vlm_setting}
+
+
 def trainer(
     output_dir: str,
     policy: Any,
     max_steps: int = 8,
     callbacks: list | None = None,
     reward_funcs: list | None = None,
+    flavour: str = "text",
     **overrides: Any,
 ):
     from dps.integrations.trl import DPSGRPOTrainer
-    from dps.models.tiny import char_tokenizer, tiny_model
 
-    tok = char_tokenizer()
-    model = tiny_model(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
+    setting = SETTINGS[flavour]()
     correct_reward = overrides.pop("correct_reward", None)
     return DPSGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs or [accuracy, format_bonus],
-        args=config(output_dir, max_steps, **overrides),
-        train_dataset=dataset(),
-        processing_class=tok,
+        model=setting["model"],
+        reward_funcs=reward_funcs or setting["rewards"],
+        args=config(output_dir, max_steps, **{**setting["config"], **overrides}),
+        train_dataset=setting["dataset"],
+        processing_class=setting["processor"],
         policy=policy,
         callbacks=callbacks,
         correct_reward=correct_reward,

@@ -104,3 +104,73 @@ def write_verl_parquet(path: str | Path, n: int, seed: int = 0) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(out)
     return out
+
+
+# -- the tiny VLM setting: figures ---------------------------------------------------------------
+#: Polygons of 3 to 6 sides: one-digit answers, read from the picture.
+FIGURES_LEVELS = ["sides:3-6"]
+
+
+def figures_task(n_train: int = 32, n_test: int = 8, seed: int = 0) -> Any:
+    """The `figures` task at its easiest levels, answered by the first integer of a response (a
+    fresh VLM writes no ``\\boxed{}``; a random one names the right count a few times in a hundred)."""
+    from dps.tasks import make_task
+
+    return make_task(
+        "figures",
+        n_train=n_train,
+        n_test=n_test,
+        n_warmup=0,
+        levels=FIGURES_LEVELS,
+        answer_format="first_int",
+        seed=seed,
+    )
+
+
+def tiny_vlm_with_processor(seed: int = 0) -> tuple[Any, Any]:
+    """The tiny Qwen2-VL (`dps.models.tiny.tiny_vlm`, with Qwen's ``<|im_end|>`` among its tokens)
+    and its processor, a transformers `ProcessorMixin` (`dps.models.processor`): what TRL's
+    ``processing_class`` and verl's multimodal data path take."""
+    from dps.models.processor import Qwen2VLProcessor
+    from dps.models.tiny import tiny_vlm
+
+    model, vision = tiny_vlm(seed=seed, extra_tokens=(EOS,))
+    tok = vision.tokenizer
+    model.generation_config.pad_token_id = tok.pad_token_id
+    processor = Qwen2VLProcessor(image_processor=vision.image_processor, tokenizer=tok, chat_template=tok.chat_template)
+    return model, processor
+
+
+def save_vlm_folder(path: str | Path, seed: int = 0) -> Path:
+    """The tiny VLM and its processor as a Hugging Face folder; the processor is the folder's
+    code (load it with ``trust_remote_code=True``, `dps.models.processor`)."""
+    from dps.models.processor import save_processor
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    model, processor = tiny_vlm_with_processor(seed)
+    model.save_pretrained(folder, safe_serialization=True)
+    save_processor(processor, folder)
+    return folder
+
+
+def figures_compute_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs: Any
+) -> dict[str, float]:
+    """verl's custom reward function for `figures_task`: 1 when the response's first integer is
+    the answer, else 0; ``acc`` too."""
+    from dps.tasks.base import extract_answer
+    from dps.tasks.figures import parse_number
+
+    answer = extract_answer(solution_str, "first_int")
+    score = float(answer is not None and parse_number(answer) == parse_number(str(ground_truth)))
+    return {"score": score, "acc": score}
+
+
+def write_figures_parquet(folder: str | Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path]:
+    """`figures_task` as verl's RL dataset reads it (``prompt`` with ``<image>``, ``images``,
+    ``reward_model.ground_truth``): ``folder/train.parquet`` and ``folder/test.parquet``."""
+    from dps.tasks.geometry3k import write_parquet
+
+    train, test = write_parquet(figures_task(n_train, n_test, seed), folder, layout="verl", instruction="")
+    return Path(train), Path(test)

@@ -50,6 +50,7 @@ from trl import GRPOTrainer
 from dps.logs import RolloutLogWriter
 from dps.outcomes import effective_ratio, partially_solved
 from dps.policies.base import Policy, abandon_step, checked_selection, policy_size
+from dps.tasks.base import Task
 
 POLICY_FILE = "dps_policy.npz"
 STATE_FILE = "dps_state.json"
@@ -259,6 +260,21 @@ class DPSGRPOTrainer(GRPOTrainer):
         }
         (folder / STATE_FILE).write_text(json.dumps(state))
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """The model's weights from a checkpoint. transformers' Trainer (5.19) loads them with a
+        plain ``load_state_dict``, which matches none of the keys of a model whose checkpoints are
+        written under other names (Qwen2-VL and other VLMs: ``visual.*`` and ``model.layers.*`` on
+        disk, ``model.visual.*`` and ``model.language_model.*`` in memory; transformers#43701) and
+        goes on with the weights it had, after a warning. Such a checkpoint is read the way
+        ``from_pretrained`` reads it (renaming the keys), and every weight is restored."""
+        target = self.accelerator.unwrap_model(self.model if model is None else model)
+        on_disk = _checkpoint_keys(Path(resume_from_checkpoint))
+        if on_disk is None or on_disk <= set(target.state_dict()) or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
@@ -308,3 +324,61 @@ class DPSGRPOTrainer(GRPOTrainer):
             "log_share": timing["log_s"] / train,
             "policy_cpu_share": timing["policy_cpu_s"] / cpu,
         }
+
+
+def _checkpoint_keys(folder: Path) -> set[str] | None:
+    """The weight names of a checkpoint's safetensors (one file or an index); None without them."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(single), framework="pt") as handle:
+            return set(handle.keys())
+    if index.exists():
+        return set(json.loads(index.read_text())["weight_map"])
+    return None
+
+
+# ---------------------------------------------------------------------- a dps task as TRL's data
+def task_dataset(task: Task) -> Any:
+    """A dps task's train split as a dataset TRL's `GRPOTrainer` takes (row i = prompt id i):
+    ``prompt``, one user turn (its text; for a task with images, its parts with the images where
+    the task places them, `Example.chat_content`), ``images`` (image files, which `datasets`
+    decodes) for a task with images, and ``prompt_id``. TRL turns image rows into the VLM's
+    inputs with the processor given as ``processing_class``."""
+    from datasets import Dataset, Image, List
+
+    examples = task.train()
+    with_images = any(ex.images for ex in examples)
+    columns: dict[str, list[Any]] = {
+        "prompt": [[{"role": "user", "content": ex.chat_content() if with_images else ex.prompt}] for ex in examples],
+        "prompt_id": [ex.id for ex in examples],
+    }
+    if not with_images:
+        return Dataset.from_dict(columns)
+    columns["images"] = [[{"bytes": data, "path": None} for data in ex.images] for ex in examples]
+    return Dataset.from_dict(columns).cast_column("images", List(Image()))
+
+
+def task_reward(task: Task, name: str = "accuracy", timeout_s: float | None = None) -> Any:
+    """A TRL reward function (named `name`, for ``correct_reward``) that scores each completion
+    1.0 or 0.0 with the task's verifier against the row's example (`Task.verify`: time-bounded in
+    a worker process unless ``timeout_s=0``); the dataset must carry ``prompt_id`` (`task_dataset`
+    does)."""
+    examples = [ex.without_images() for ex in task.train()]
+
+    def reward(prompts: list, completions: list, prompt_id: list, **kwargs: Any) -> list[float]:
+        return [
+            float(task.verify(examples[int(i)], _completion_text(c), timeout_s=timeout_s))
+            for c, i in zip(completions, prompt_id, strict=True)
+        ]
+
+    reward.__name__ = reward.__qualname__ = name
+    return reward
+
+
+def _completion_text(completion: Any) -> str:
+    """A completion as text: TRL gives conversational prompts' completions as messages."""
+    if isinstance(completion, list):
+        return "".join(str(m.get("content") or "") for m in completion if m.get("role") == "assistant")
+    return str(completion)

@@ -136,9 +136,12 @@ def tiny_vlm(
     max_positions: int = 512,
     vision: TinyVision | None = None,
     seed: int = 0,
+    extra_tokens: tuple[str, ...] = (),
 ) -> tuple[Any, VisionProcessor]:
     """A freshly initialised Qwen2-VL and its processor (character tokenizer with Qwen2-VL's image
-    tokens, `TINY_VLM_TEMPLATE`, a Qwen2-VL image processor sized by `vision`)."""
+    tokens, `TINY_VLM_TEMPLATE`, a Qwen2-VL image processor sized by `vision`). `extra_tokens`:
+    more special tokens after the image tokens (verl's Qwen token handling looks up
+    ``<|im_end|>``)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     v = vision or TinyVision()
@@ -148,7 +151,7 @@ def tiny_vlm(
         raise ValueError(f"model.tiny: the head dimension {hidden_size // heads} must be even (rotary embedding)")
     if v.image_size < 2 * v.patch_size:
         raise ValueError(f"model.tiny.vision: image_size {v.image_size} is below two patches of {v.patch_size}")
-    tok = char_tokenizer(VISION_TOKENS)
+    tok = char_tokenizer(VISION_TOKENS + tuple(extra_tokens))
     tok.chat_template = TINY_VLM_TEMPLATE
     ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
     text = _text_sizes(tok, hidden_size, layers, heads, kv_heads, intermediate_size, max_positions)
