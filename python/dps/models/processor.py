@@ -11,8 +11,9 @@ processor and is otherwise transformers' class: the same chat template, image-to
 It carries transformers' class name on purpose: verl chooses a processor's M-RoPE position
 function by the class name (``hf_processor`` in verl/utils/tokenizer/tokenizer.py, verl 0.9.1).
 A model folder saved with `save_processor` loads it through ``AutoProcessor.from_pretrained(...,
-trust_remote_code=True)``: the folder holds this file as its processor code (transformers' custom
-code mechanism), which is why this module imports nothing but transformers.
+trust_remote_code=True)`` (transformers' custom code mechanism): the folder's ``processor.py``
+imports this class, so it loads where dps is installed, and the processor pickles by reference
+(verl hands it to Ray actors).
 """
 
 from __future__ import annotations
@@ -36,8 +37,15 @@ class Qwen2VLProcessor(_TransformersQwen2VLProcessor):
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
+#: The processor code a model folder holds: this module's class, imported.
+FOLDER_CODE = (
+    '"""The processor of a model folder written by dps."""\n\nfrom dps.models.processor import Qwen2VLProcessor\n'
+)
+
+
 def save_processor(processor: Qwen2VLProcessor, path: str | Path) -> None:
-    """The processor into a model folder, with this module as its code (``auto_map``), so that
+    """The processor into a model folder with its code (``auto_map``, ``processor.py``), so that
     ``AutoProcessor.from_pretrained(path, trust_remote_code=True)`` rebuilds it."""
     processor.register_for_auto_class("AutoProcessor")
     processor.save_pretrained(path)
+    (Path(path) / "processor.py").write_text(FOLDER_CODE)  # in place of the copy of this file

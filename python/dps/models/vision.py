@@ -35,6 +35,16 @@ class ImageInputs:
     images: tuple[Any, ...]
 
 
+def image_inputs(image_processor: Any, images: list[Any]) -> ImageInputs:
+    """One prompt's decoded images through a Qwen2-VL-family image processor."""
+    features = image_processor(images=list(images), return_tensors="pt")
+    if "image_grid_thw" not in features:
+        name = type(image_processor).__name__
+        raise ValueError(f"{name} gives no image_grid_thw (not a Qwen2-VL family model)")
+    tensors = {"pixel_values": features["pixel_values"], "image_grid_thw": features["image_grid_thw"]}
+    return ImageInputs(tensors, tuple(images))
+
+
 def qwen2_vl_image_processor(**options: Any) -> Any:
     """transformers' Qwen2-VL image processor, its PIL backend where there is one (no torchvision)."""
     import importlib
@@ -79,15 +89,9 @@ class VisionProcessor:
         ids = list(tok(text + response_prefix, add_special_tokens=False)["input_ids"])
         if not images:
             return ids, None
-        features = self.image_processor(images=list(images), return_tensors="pt")
-        if "image_grid_thw" not in features:
-            name = type(self.image_processor).__name__
-            raise ValueError(f"{name} gives no image_grid_thw (not a Qwen2-VL family model)")
-        grid = features["image_grid_thw"]
-        sizes = [int(g.prod()) // self.merge_size**2 for g in grid]
-        return self._widen(ids, sizes), ImageInputs(
-            {"pixel_values": features["pixel_values"], "image_grid_thw": grid}, tuple(images)
-        )
+        inputs = image_inputs(self.image_processor, images)
+        sizes = [int(g.prod()) // self.merge_size**2 for g in inputs.tensors["image_grid_thw"]]
+        return self._widen(ids, sizes), inputs
 
     def _widen(self, ids: list[int], sizes: list[int]) -> list[int]:
         """Each image's one pad token repeated once per merged patch of that image."""
