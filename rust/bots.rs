@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::beta::Beliefs;
 use crate::error::{invalid, Result};
 use crate::observe::{Group, Observations};
-use crate::pending::Pending;
+use crate::pending::{FlightState, Pending};
 use crate::pool::{check_ratio, CandidatePool};
 use crate::rng::stream;
 use crate::sampler::{EpochOrder, OrderState};
@@ -72,7 +72,8 @@ crate::record! {
         pub b: Vec<f64> [N],
         /// The capability estimate c; None before the first estimate (or without anchors).
         pub capability: Option<f64>,
-        pub pending: Vec<i64> [*],
+        /// The ids handed out: this step's, and earlier steps' still in flight.
+        pub flight: FlightState as "",
         pub pool: OrderState as "pool_",
     }
 }
@@ -211,7 +212,7 @@ impl Bots {
         let (mut rate, mut r0, mut r1) = (0.0, 0.0, 0.0);
         for g in groups {
             let [lo, hi] = self.anchors[g.id as usize];
-            rate += g.n_correct as f64 / g.n_rollouts as f64;
+            rate += g.rate();
             r0 += lo;
             r1 += hi;
         }
@@ -254,7 +255,21 @@ impl Selector for Bots {
         )
     }
 
-    fn observe(&mut self, obs: &Observations) -> Result<()> {
+    fn pending(&self) -> &Pending {
+        &self.pending
+    }
+
+    fn pending_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    /// A graded group counts n x mean successes (rewards in [0, 1]).
+    fn accepts(&self, groups: &Observations) -> Result<()> {
+        groups.check_unit_rewards("BOTS")
+    }
+
+    /// A prompt still in flight takes no implicit evidence: its own group is on the way.
+    fn update(&mut self, obs: &Observations) {
         let groups = obs.groups();
         let capability = self.next_capability(groups);
         let m = self.cfg.pseudo_count.unwrap_or_else(|| {
@@ -279,9 +294,9 @@ impl Selector for Bots {
                 let (s, f) = match seen.peek() {
                     Some(g) if g.id as usize == i => {
                         let g = seen.next().unwrap();
-                        (g.n_correct as f64, (g.n_rollouts - g.n_correct) as f64)
+                        (g.successes, g.n_rollouts as f64 - g.successes)
                     }
-                    _ if implicit > 0.0 => {
+                    _ if implicit > 0.0 && !this.pending.contains(i as u32) => {
                         let p = this.implicit_rate(i, capability);
                         (implicit * p * m, implicit * (1.0 - p) * m)
                     }
@@ -298,8 +313,6 @@ impl Selector for Bots {
         self.beliefs = Beliefs { a, b };
         self.capability = capability;
         self.step += 1;
-        self.pending.clear();
-        Ok(())
     }
 
     fn state(&self) -> BotsState {
@@ -308,7 +321,7 @@ impl Selector for Bots {
             a: self.beliefs.a.clone(),
             b: self.beliefs.b.clone(),
             capability: self.capability(),
-            pending: self.pending.to_i64(),
+            flight: self.pending.state(),
             pool: self.pool.order().state(),
         }
     }
@@ -328,7 +341,7 @@ impl Selector for Bots {
                 ))
             }
         };
-        bots.pending = Pending::from_ids(n, &state.pending)?;
+        bots.pending = Pending::restore(n, &state.flight)?;
         bots.step = state.step;
         Ok(bots)
     }
@@ -470,9 +483,7 @@ mod tests {
             candidate_ratio: Some(2.5),
             ..Default::default()
         };
-        crate::selector::contract::state_round_trip_continues_exactly(
-            Bots::new(30, cfg, anchors).unwrap(),
-        );
+        crate::selector::contract::holds(Bots::new(30, cfg, anchors).unwrap());
     }
 
     #[test]

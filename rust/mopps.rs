@@ -4,7 +4,7 @@
 use crate::beta::Beliefs;
 use crate::error::{invalid, Result};
 use crate::observe::Observations;
-use crate::pending::Pending;
+use crate::pending::{FlightState, Pending};
 use crate::pool::{check_ratio, CandidatePool};
 use crate::rng::stream;
 use crate::sampler::{EpochOrder, OrderState};
@@ -35,7 +35,8 @@ crate::record! {
         /// Each prompt's Beta(a, b).
         pub a: Vec<f64> [N],
         pub b: Vec<f64> [N],
-        pub pending: Vec<i64> [*],
+        /// The ids handed out: this step's, and earlier steps' still in flight.
+        pub flight: FlightState as "",
         /// The candidate pool's epoch order (empty while the whole dataset is scored).
         pub pool: OrderState as "pool_",
     }
@@ -163,19 +164,30 @@ impl Selector for Mopps {
         )
     }
 
-    fn observe(&mut self, groups: &Observations) -> Result<()> {
+    fn pending(&self) -> &Pending {
+        &self.pending
+    }
+
+    fn pending_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    /// A graded group counts n x mean successes (rewards in [0, 1]).
+    fn accepts(&self, groups: &Observations) -> Result<()> {
+        groups.check_unit_rewards("MoPPS")
+    }
+
+    fn update(&mut self, groups: &Observations) {
         let lam = self.cfg.decay;
         let Beliefs { a, b } = &mut self.beliefs;
         for g in groups.groups() {
             let i = g.id as usize;
-            let s = g.n_correct as f64;
-            let f = (g.n_rollouts - g.n_correct) as f64;
+            let s = g.successes;
+            let f = g.n_rollouts as f64 - g.successes;
             a[i] = lam * a[i] + (1.0 - lam) * self.cfg.prior_a + s;
             b[i] = lam * b[i] + (1.0 - lam) * self.cfg.prior_b + f;
         }
         self.step += 1;
-        self.pending.clear();
-        Ok(())
     }
 
     fn state(&self) -> MoppsState {
@@ -183,7 +195,7 @@ impl Selector for Mopps {
             step: self.step,
             a: self.beliefs.a.clone(),
             b: self.beliefs.b.clone(),
-            pending: self.pending.to_i64(),
+            flight: self.pending.state(),
             pool: self.pool.order().state(),
         }
     }
@@ -194,7 +206,7 @@ impl Selector for Mopps {
         let order = EpochOrder::restore(cfg.seed, n, &state.pool)?;
         m.pool = CandidatePool::restore(cfg.candidate_ratio, n, order)?;
         m.beliefs = Beliefs::restore(n, state.a, state.b)?;
-        m.pending = Pending::from_ids(n, &state.pending)?;
+        m.pending = Pending::restore(n, &state.flight)?;
         m.step = state.step;
         Ok(m)
     }
@@ -317,9 +329,25 @@ mod tests {
                 candidate_ratio,
                 ..Default::default()
             };
-            crate::selector::contract::state_round_trip_continues_exactly(
-                Mopps::new(30, cfg).unwrap(),
-            );
+            crate::selector::contract::holds(Mopps::new(30, cfg).unwrap());
         }
+    }
+
+    #[test]
+    fn graded_groups_count_their_reward_sum_and_must_lie_in_the_unit_interval() {
+        use crate::observe::GradedRule;
+        let rule = GradedRule {
+            spread_tol: 1e-8,
+            success_at: 0.5,
+        };
+        let mut m = Mopps::new(4, MoppsConfig::default()).unwrap();
+        let graded = Observations::graded(4, &[1], &[4], &[0.375], &[0.2], rule).unwrap();
+        m.observe(&graded).unwrap();
+        assert_eq!(m.posterior(1), (2.5, 3.5));
+        let before = m.state();
+        let outside = Observations::graded(4, &[2], &[4], &[1.25], &[0.2], rule).unwrap();
+        let err = m.observe(&outside).unwrap_err().to_string();
+        assert!(err.contains("MoPPS") && err.contains("[0, 1]"), "{err}");
+        assert_eq!(m.state(), before, "a refused group changes nothing");
     }
 }

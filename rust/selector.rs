@@ -3,8 +3,9 @@
 
 use std::any::Any;
 
-use crate::error::Result;
+use crate::error::{invalid, Result};
 use crate::observe::Observations;
+use crate::pending::{Arrival, Pending};
 use crate::record::{self, Field, Record, Values};
 
 /// A prompt-selection policy.
@@ -12,7 +13,11 @@ use crate::record::{self, Field, Record, Values};
 /// A step: `select` before any rollout (several calls are a step's rounds, and never repeat an
 /// id handed out in the step), then `observe` with every rolled-out group, which advances the
 /// step and releases the ids handed out. `observe` also takes groups that were never selected
-/// (a log replayed into a fresh policy). `state` holds everything needed to continue exactly:
+/// (a log replayed into a fresh policy). With selections in flight, `observe_as` takes groups of
+/// earlier selections (`Arrival::InFlight`: each id must be in flight; the others stay out and
+/// are not selected again) or never-selected groups (`Arrival::WarmStart`), and `hand_back`
+/// returns ids whose rollouts were dropped. A group arriving late is taken as of the step it
+/// arrives at. `state` holds everything needed to continue exactly, what is in flight included:
 /// `restore` of it selects what this selector would have selected. A refused call changes nothing.
 pub trait Selector: Send + Sync + Sized + 'static {
     /// The options, fixed at construction.
@@ -24,10 +29,52 @@ pub trait Selector: Send + Sync + Sized + 'static {
     fn num_prompts(&self) -> usize;
     /// Steps observed so far.
     fn step(&self) -> u64;
-    /// `batch_size` distinct prompt ids, none handed out earlier in this step.
+    /// `batch_size` distinct prompt ids, none handed out earlier in this step or in flight.
     fn select(&mut self, batch_size: usize) -> Result<Vec<u32>>;
-    /// The step's groups (checked once, in `Observations::new`); advances one step.
-    fn observe(&mut self, groups: &Observations) -> Result<()>;
+    /// The ids handed out and not yet observed.
+    fn pending(&self) -> &Pending;
+    fn pending_mut(&mut self) -> &mut Pending;
+    /// Refuses groups this policy cannot read (checked, like the ids, before anything changes);
+    /// by default it reads every valid group.
+    fn accepts(&self, groups: &Observations) -> Result<()> {
+        let _ = groups;
+        Ok(())
+    }
+    /// The policy's own update from a step's groups, once they are accepted and `pending`
+    /// settled (ids still in flight are still in it); advances one step.
+    fn update(&mut self, groups: &Observations);
+
+    /// A lockstep step's groups (checked once, in `Observations::new`); advances one step and
+    /// releases every id handed out.
+    fn observe(&mut self, groups: &Observations) -> Result<()> {
+        self.observe_as(groups, Arrival::Lockstep)
+    }
+
+    /// A step's groups, arriving as `arrival` says; advances one step.
+    fn observe_as(&mut self, groups: &Observations, arrival: Arrival) -> Result<()> {
+        if let Some(g) = groups.groups().last() {
+            if g.id as usize >= self.num_prompts() {
+                return invalid(format!(
+                    "prompt id {} is outside [0, {})",
+                    g.id,
+                    self.num_prompts()
+                ));
+            }
+        }
+        self.accepts(groups)?;
+        self.pending().check(groups, arrival)?;
+        self.pending_mut().settle(groups, arrival);
+        self.update(groups);
+        Ok(())
+    }
+
+    /// Ids in flight handed back unobserved (their rollouts were dropped): they may be selected
+    /// again. Returns them; refuses an id that is not in flight.
+    fn hand_back(&mut self, ids: &[i64]) -> Result<Vec<u32>> {
+        let n = self.num_prompts();
+        self.pending_mut().hand_back(n, ids)
+    }
+
     fn state(&self) -> Self::State;
     /// This selector (its options and any fixed data) continued from `state`; refuses a state
     /// that does not fit.
@@ -46,7 +93,10 @@ pub trait AnySelector: Send + Sync {
     fn num_prompts(&self) -> usize;
     fn step(&self) -> u64;
     fn select(&mut self, batch_size: usize) -> Result<Vec<u32>>;
-    fn observe(&mut self, groups: &Observations) -> Result<()>;
+    fn observe_as(&mut self, groups: &Observations, arrival: Arrival) -> Result<()>;
+    fn hand_back(&mut self, ids: &[i64]) -> Result<Vec<u32>>;
+    /// Every id handed out and not yet observed: this step's, then earlier steps'.
+    fn in_flight(&self) -> Vec<u32>;
     fn config_values(&self) -> Values;
     fn state_values(&self) -> Values;
     /// The fields of the state, in order.
@@ -69,8 +119,17 @@ impl<S: Selector> AnySelector for S {
         Selector::select(self, batch_size)
     }
 
-    fn observe(&mut self, groups: &Observations) -> Result<()> {
-        Selector::observe(self, groups)
+    fn observe_as(&mut self, groups: &Observations, arrival: Arrival) -> Result<()> {
+        Selector::observe_as(self, groups, arrival)
+    }
+
+    fn hand_back(&mut self, ids: &[i64]) -> Result<Vec<u32>> {
+        Selector::hand_back(self, ids)
+    }
+
+    fn in_flight(&self) -> Vec<u32> {
+        let pending = self.pending();
+        [pending.ids(), pending.earlier()].concat()
     }
 
     fn config_values(&self) -> Values {
@@ -100,6 +159,8 @@ impl<S: Selector> AnySelector for S {
 /// number of prompts is refused without a change.
 #[cfg(test)]
 pub(crate) mod contract {
+    use std::collections::VecDeque;
+
     use super::*;
 
     /// Groups for `ids`: n_correct cycles through 0..=8 of 8.
@@ -118,6 +179,13 @@ pub(crate) mod contract {
                 ids
             })
             .collect()
+    }
+
+    /// Every contract test, each on a fresh copy of `s`.
+    pub fn holds<S: Selector + Clone>(s: S) {
+        state_round_trip_continues_exactly(s.clone());
+        in_flight_resumes_exactly(s.clone());
+        in_flight_refusals_change_nothing(s);
     }
 
     pub fn state_round_trip_continues_exactly<S: Selector>(mut s: S) {
@@ -142,5 +210,74 @@ pub(crate) mod contract {
         );
         boxed.load_state(before.clone()).unwrap();
         assert_eq!(boxed.state_values(), before);
+    }
+
+    fn values<S: Selector>(s: &S) -> Values {
+        record::to_values(s.state(), s.num_prompts())
+    }
+
+    /// Steps at lag 2: each selects, then observes, in flight, the groups selected two steps
+    /// before (`queue` holds the selections in flight). No selection repeats an id in flight.
+    pub fn run_lagged<S: Selector>(
+        s: &mut S,
+        steps: u64,
+        batch: usize,
+        queue: &mut VecDeque<Vec<u32>>,
+    ) -> Vec<Vec<u32>> {
+        (0..steps)
+            .map(|_| {
+                let ids = s.select(batch).unwrap();
+                let out: Vec<u32> = queue.iter().flatten().copied().collect();
+                assert!(ids.iter().all(|id| !out.contains(id)), "{ids:?} {out:?}");
+                queue.push_back(ids.clone());
+                if queue.len() > 2 {
+                    let due = queue.pop_front().unwrap();
+                    let obs = groups(s.num_prompts(), &due, s.step());
+                    s.observe_as(&obs, Arrival::InFlight).unwrap();
+                }
+                ids
+            })
+            .collect()
+    }
+
+    /// A state saved with selections in flight continues exactly.
+    pub fn in_flight_resumes_exactly<S: Selector>(mut s: S) {
+        let mut queue = VecDeque::new();
+        run_lagged(&mut s, 5, 4, &mut queue);
+        s.select(2).unwrap(); // mid-step too
+        assert_eq!(s.pending().len(), 10);
+        let mut copy = s.restore(s.state()).unwrap();
+        assert_eq!(values(&copy), values(&s));
+        let mut copied = queue.clone();
+        assert_eq!(
+            run_lagged(&mut copy, 6, 4, &mut copied),
+            run_lagged(&mut s, 6, 4, &mut queue)
+        );
+        assert_eq!(values(&copy), values(&s));
+    }
+
+    /// An id neither in flight nor a warm start's, an id in flight given as a warm start, an id
+    /// observed twice, one handed back that is not out: refused, nothing changed.
+    pub fn in_flight_refusals_change_nothing<S: Selector>(mut s: S) {
+        let mut queue = VecDeque::new();
+        run_lagged(&mut s, 3, 4, &mut queue);
+        let n = s.num_prompts();
+        let flying = queue[0][0];
+        let outside = (0..n as u32).find(|&i| !s.pending().contains(i)).unwrap();
+        let before = values(&s);
+        let lone = |id: u32| groups(n, &[id], 0);
+        assert!(s.observe_as(&lone(outside), Arrival::InFlight).is_err());
+        assert!(s.observe_as(&lone(flying), Arrival::WarmStart).is_err());
+        assert!(s.hand_back(&[outside as i64]).is_err());
+        assert!(s.hand_back(&[flying as i64, flying as i64]).is_err());
+        assert_eq!(values(&s), before, "a refused call changes nothing");
+        s.observe_as(&lone(flying), Arrival::InFlight).unwrap();
+        let after = values(&s);
+        assert!(s.observe_as(&lone(flying), Arrival::InFlight).is_err());
+        assert_eq!(values(&s), after, "an id observed twice is refused");
+        s.observe_as(&lone(outside), Arrival::WarmStart).unwrap();
+        let back = queue[1][1];
+        assert_eq!(s.hand_back(&[back as i64]).unwrap(), vec![back]);
+        assert!(!s.pending().contains(back));
     }
 }

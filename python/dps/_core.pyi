@@ -50,6 +50,7 @@ class _DpsState(TypedDict):
     post: _F32
     step: int
     pending: _Ids
+    in_flight: _Ids
     confusion: _Ids
     pool_epoch: int
     pool_cursor: int
@@ -58,6 +59,7 @@ class _DpsState(TypedDict):
 class _UniformState(TypedDict):
     step: int
     pending: _Ids
+    in_flight: _Ids
     epoch: int
     cursor: int
     order: NotRequired[_Ids]  # left out by state(with_order=False)
@@ -67,6 +69,7 @@ class _HistoryState(TypedDict):
     resets: int
     excluded: npt.NDArray[np.uint8]
     pending: _Ids
+    in_flight: _Ids
     epoch: int
     cursor: int
     order: _Ids
@@ -85,6 +88,7 @@ class _MoppsState(TypedDict):
     a: _F64
     b: _F64
     pending: _Ids
+    in_flight: _Ids
     pool_epoch: int
     pool_cursor: int
     pool_order: _Ids
@@ -110,6 +114,7 @@ class _GresoState(TypedDict):
     easy: npt.NDArray[np.uint16]
     hard: npt.NDArray[np.uint16]
     pending: _Ids
+    in_flight: _Ids
     epoch: int
     cursor: int
     order: _Ids
@@ -132,6 +137,7 @@ class _BotsState(TypedDict):
     b: _F64
     capability: float | None
     pending: _Ids
+    in_flight: _Ids
     pool_epoch: int
     pool_cursor: int
     pool_order: _Ids
@@ -146,6 +152,20 @@ class Selector(Generic[_Config, _State]):
     def step(self) -> int: ...
     def select(self, batch_size: int) -> _Ids: ...
     def observe(self, prompt_ids: _Ids, n_correct: _Ids, n_rollouts: _Ids) -> None: ...
+    def observe_groups(
+        self,
+        prompt_ids: _Ids,
+        n_rollouts: _Ids,
+        *,
+        n_correct: _Ids | None = None,
+        reward_mean: _F64 | None = None,
+        reward_std: _F64 | None = None,
+        spread_tol: float,
+        success_at: float,
+        arrival: str,
+    ) -> None: ...
+    def hand_back(self, prompt_ids: _Ids) -> _Ids: ...
+    def in_flight(self) -> _Ids: ...
     def config(self) -> _Config: ...
     def state(self) -> _State: ...
     def state_fields(self) -> list[tuple[str, str, tuple[int | None, ...] | None]]: ...

@@ -14,7 +14,7 @@ use store::Store;
 
 use crate::error::{invalid, Result};
 use crate::observe::{Observations, PARTIAL};
-use crate::pending::Pending;
+use crate::pending::{FlightState, Pending};
 use crate::pool::{check_ratio, CandidatePool};
 use crate::sampler::{EpochOrder, OrderState};
 use crate::scoring::select_best;
@@ -66,7 +66,8 @@ crate::record! {
         /// Each prompt's posterior over (unsolved, partial, solved).
         pub post: Vec<f32> [N, 3],
         pub step: u64,
-        pub pending: Vec<i64> [*],
+        /// The ids handed out: this step's, and earlier steps' still in flight.
+        pub flight: FlightState as "",
         /// The last step's counts of [observed state][predicted state].
         pub confusion: Vec<i64> [3, 3],
         /// The candidate pool's epoch order (empty while the whole dataset is scored).
@@ -325,17 +326,17 @@ impl Selector for Dps {
         )
     }
 
+    fn pending(&self) -> &Pending {
+        &self.pending
+    }
+
+    fn pending_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
     /// One filter step for every prompt: the observed ones take their evidence, the rest decay.
-    fn observe(&mut self, obs: &Observations) -> Result<()> {
-        if let Some(g) = obs.groups().last() {
-            if g.id as usize >= self.num_prompts() {
-                return invalid(format!(
-                    "prompt id {} is outside [0, {})",
-                    g.id,
-                    self.num_prompts()
-                ));
-            }
-        }
+    /// A group that arrives late is evidence of the prompt's state now.
+    fn update(&mut self, obs: &Observations) {
         // The observed prompts first, from their old values; then every prompt as if unobserved;
         // then the observed ones are written back over that.
         let mut confusion = [[0u64; 3]; 3];
@@ -372,8 +373,6 @@ impl Selector for Dps {
         self.unsettled = (self.step > 0).then(|| merge_sorted(&changed, &observed_ids));
         self.confusion = confusion;
         self.step += 1;
-        self.pending.clear();
-        Ok(())
     }
 
     fn state(&self) -> DpsState {
@@ -382,7 +381,7 @@ impl Selector for Dps {
             alpha: (0..n).flat_map(|i| self.cols.alpha_of(i)).collect(),
             post: (0..n).flat_map(|i| self.cols.post_of(i)).collect(),
             step: self.step,
-            pending: self.pending.to_i64(),
+            flight: self.pending.state(),
             confusion: self.confusion.iter().flatten().map(|&c| c as i64).collect(),
             pool: self.pool.order().state(),
         }
@@ -437,7 +436,7 @@ impl Selector for Dps {
         }
         let order = EpochOrder::restore(cfg.seed, num_prompts, &state.pool)?;
         dps.pool = CandidatePool::restore(cfg.candidate_ratio, num_prompts, order)?;
-        dps.pending = Pending::from_ids(num_prompts, &state.pending)?;
+        dps.pending = Pending::restore(num_prompts, &state.flight)?;
         dps.step = state.step;
         let c = &state.confusion;
         dps.confusion = std::array::from_fn(|i| std::array::from_fn(|j| c[3 * i + j] as u64));
@@ -773,9 +772,32 @@ mod tests {
                 candidate_ratio,
                 ..Default::default()
             };
-            crate::selector::contract::state_round_trip_continues_exactly(
-                Dps::new(30, cfg).unwrap(),
-            );
+            crate::selector::contract::holds(Dps::new(30, cfg).unwrap());
+        }
+    }
+
+    #[test]
+    fn binary_rewards_observed_graded_give_the_counts_state() {
+        use crate::observe::GradedRule;
+        let rule = GradedRule {
+            spread_tol: 1e-8,
+            success_at: 0.5,
+        };
+        let (mut counted, mut graded) = (
+            Dps::new(12, DpsConfig::default()).unwrap(),
+            Dps::new(12, DpsConfig::default()).unwrap(),
+        );
+        for step in 0..6i64 {
+            let ids: Vec<i64> = (0..12).filter(|i| (i + step) % 3 != 0).collect();
+            let correct: Vec<i64> = ids.iter().map(|i| (i * step) % 9).collect();
+            let mean: Vec<f64> = correct.iter().map(|&c| c as f64 / 8.0).collect();
+            let std: Vec<f64> = mean.iter().map(|p| (p * (1.0 - p)).sqrt()).collect();
+            counted.observe(&obs(12, &ids, &correct, 8)).unwrap();
+            let n = vec![8; ids.len()];
+            graded
+                .observe(&Observations::graded(12, &ids, &n, &mean, &std, rule).unwrap())
+                .unwrap();
+            assert_eq!(counted.state(), graded.state());
         }
     }
 }

@@ -4,7 +4,7 @@ use numpy::{ndarray::Array2, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::observe::Observations;
+use crate::observe::{GradedRule, Observations};
 
 pub type Ids<'py> = Bound<'py, PyArray1<i64>>;
 
@@ -26,6 +26,24 @@ pub fn observations(
         ids.as_slice()?,
         n_correct.as_slice()?,
         n_rollouts.as_slice()?,
+    )?)
+}
+
+pub fn graded_observations(
+    num_prompts: usize,
+    ids: &PyReadonlyArray1<'_, i64>,
+    n_rollouts: &PyReadonlyArray1<'_, i64>,
+    reward_mean: &PyReadonlyArray1<'_, f64>,
+    reward_std: &PyReadonlyArray1<'_, f64>,
+    rule: GradedRule,
+) -> PyResult<Observations> {
+    Ok(Observations::graded(
+        num_prompts,
+        ids.as_slice()?,
+        n_rollouts.as_slice()?,
+        reward_mean.as_slice()?,
+        reward_std.as_slice()?,
+        rule,
     )?)
 }
 

@@ -216,6 +216,7 @@ class RustPolicy(Policy):
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         fields = self._core.state_fields()
+        state = with_added_fields(state, fields)
         expected = {"num_prompts", "config", *(name for name, _, _ in fields)}
         missing = sorted(expected - state.keys())
         extra = sorted(state.keys() - expected)
@@ -229,6 +230,18 @@ class RustPolicy(Policy):
         self._end_step()
         if len(state["pending"]):
             self._step_open = True  # a state saved mid-step; abandon() then only clears the pending ids
+
+
+#: State fields added after states were first saved, with the value a state saved before them
+#: stands for: nothing in flight (selections in flight came with issue 23).
+ADDED_STATE_FIELDS: dict[str, Any] = {"in_flight": np.zeros(0, np.int64)}
+
+
+def with_added_fields(state: dict[str, Any], fields: StateFields) -> dict[str, Any]:
+    """A state saved before some of the core's fields existed, completed with their values then."""
+    names = {name for name, _, _ in fields}
+    missing = {k: v for k, v in ADDED_STATE_FIELDS.items() if k in names and k not in state}
+    return {**state, **missing} if missing else state
 
 
 def _normalise(value: Any) -> Any:
