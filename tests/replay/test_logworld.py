@@ -453,3 +453,22 @@ def test_a_parallel_sweep_hands_its_built_log_world_to_the_workers(
             m.setattr(LogWorld, "__init__", no_build)
             world = sweep._world(cfg)
         assert repr(world.describe()) == repr(serial.world)  # (NaN entries too)
+
+
+def test_a_replay_reads_its_own_seeds_world_before_its_first_rollout() -> None:
+    """The oracle reads p before any rollout: it must see the draws of its own replay seed, not of
+    whichever replay ran before it in the process (a sweep's worker runs several)."""
+    from dps.replay.oracle import Oracle
+
+    log, _ = stationary_log(seed=3, prompts=600, steps=6, batch=20)
+    world = LogWorld(log, LogEstimator(switch_rate=0.05))
+
+    def oracle_run(seed: int) -> list[int]:
+        policy = Oracle(world, seed=seed)
+        res = replay(policy, world, steps=3, batch_size=20, seed=seed, record=True)
+        assert res.groups is not None
+        return res.groups["prompt_id"].tolist()
+
+    fresh = oracle_run(2)
+    replay(make_policy("uniform", world.num_prompts, 7), world, steps=2, batch_size=20, seed=7)
+    assert oracle_run(2) == fresh

@@ -200,6 +200,7 @@ def replay(
     cum_r = cum_e = 0
     world_time = 0.0
     world.reset()
+    world.set_seed(seed)
     rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     wall0 = time.perf_counter()
     for t in range(steps):

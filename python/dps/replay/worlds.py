@@ -65,6 +65,11 @@ class World:
     def reset(self) -> None:
         """Forget what any earlier replay trained (closed-loop worlds); called before a replay."""
 
+    def set_seed(self, seed: int) -> None:
+        """The replay seed `p` answers for until the next `rollout` (which sets its own); called before a
+        replay, so that a policy reading `p` before its first rollout (the oracle) sees this replay's
+        world. Worlds whose p does not depend on the seed ignore it."""
+
     def learn(self, step: int, ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
         """The groups the replay trained on at `step` (closed-loop worlds react; others ignore it)."""
 

@@ -111,6 +111,9 @@ class ClosedLoopWorld(World):
         other.reset()
         return other
 
+    def set_seed(self, seed: int) -> None:
+        self.base.set_seed(seed)
+
     def reset(self) -> None:
         self.base.reset()
         groups = int(self._group.max()) + 1
@@ -339,6 +342,7 @@ def training_log(
     from dps.policies.base import run_step
 
     world.reset()
+    world.set_seed(seed)
     parts: list[pl.DataFrame] = []
     every = np.arange(world.num_prompts, dtype=np.int64)
 
