@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="write the numbers here as JSON")
     args = ap.parse_args(argv)
 
+    from dps.config import parse_value, set_dotted
     from dps.tasks import make_task
-    from dps.tomlfile import parse_value, set_dotted
     from dps.train.config import config_from_dict
     from dps.train.model import encode_prompt, load_pretrained
     from dps.train.presets import preset

@@ -49,7 +49,7 @@ def test_a_threshold_that_makes_every_response_alike_is_refused(threshold: float
 
 @pytest.mark.parametrize("threshold", [float("inf"), float("-inf"), float("nan")])
 def test_a_threshold_must_be_a_finite_number(threshold: float) -> None:
-    with pytest.raises(ValueError, match="threshold must be a finite number"):
+    with pytest.raises(ValueError, match="threshold: must be a finite number"):
         LogSpec(threshold=threshold).check("options")
 
 

@@ -383,16 +383,19 @@ def test_format_override_and_spec_errors(tmp_path: Path) -> None:
     path = tmp_path / "log.txt"
     good_groups().write_csv(path)
     assert read_log(path, LogSpec(format="csv")).height == 4
-    with pytest.raises(ValueError, match=r"\[world\]: layout must be"):
-        LogSpec.from_dict({"layout": "rows"}, "[world]")
-    with pytest.raises(ValueError, match="threshold must be a finite number"):
-        LogSpec.from_dict({"threshold": "high"}, "[world]")
-    with pytest.raises(ValueError, match="unknown schema name"):
-        LogSpec.from_dict({"columns": {"stpe": "global_step"}}, "[world]")
-    with pytest.raises(ValueError, match="group_by must be"):
-        LogSpec.from_dict({"group_by": 3}, "[world]")
-    with pytest.raises(ValueError, match="prompt_ids must be 'dense' or 'index'"):
-        read_log(path, LogSpec(format="csv", prompt_ids="sorted"))  # a spec built directly is checked too
+    with pytest.raises(ValueError, match=r"sc\.toml: layout: must be 'group' or 'response', not 'rows'"):
+        LogSpec.from_dict({"layout": "rows"}, "sc.toml")
+    with pytest.raises(ValueError, match="threshold: expected a number, got 'high'"):
+        LogSpec.from_dict({"threshold": "high"}, "sc.toml")
+    with pytest.raises(ValueError, match="threshold: must be a finite number, not inf"):
+        LogSpec.from_dict({"threshold": float("inf")}, "sc.toml")
+    with pytest.raises(ValueError, match="columns: unknown schema name"):
+        LogSpec.from_dict({"columns": {"stpe": "global_step"}}, "sc.toml")
+    with pytest.raises(ValueError, match="group_by: expected a string or a list of them, got 3"):
+        LogSpec.from_dict({"group_by": 3}, "sc.toml")
+    assert LogSpec.from_dict({"group_by": "rank", "kinds": ["train"]}, "sc.toml").group_by == ("rank",)
+    with pytest.raises(ValueError, match="prompt_ids: must be 'dense' or 'index'"):
+        LogSpec(format="csv", prompt_ids="sorted")  # a spec built directly is checked too
 
 
 def test_write_log_by_suffix(tmp_path: Path) -> None:

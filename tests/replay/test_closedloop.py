@@ -232,7 +232,7 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
 )
 def test_bad_closed_loop_config_names_the_key(world: dict, key: str) -> None:
     data = {"world": world, "run": {"batch_size": 8}, "policies": [{"type": "uniform"}]}
-    with pytest.raises(ValueError, match=rf"sc\.toml \[world\] {key}"):
+    with pytest.raises(ValueError, match=rf"sc\.toml: world\.{key}: "):
         parse_scenario(data, Path("sc.toml"))
 
 
@@ -374,6 +374,7 @@ def test_closed_loop_rows_get_an_interval_from_drawn_effects(tmp_path: Path) -> 
 
 def test_a_prompt_table_maps_the_logs_own_ids(tmp_path: Path) -> None:
     from dps.logs import load_log
+    from dps.replay.closedloop import ClosedLoopSettings
     from dps.replay.closedloop.world import prompt_labels
 
     log = pl.DataFrame({"step": [0, 0, 1], "prompt_id": ["b", "a", "c"], "n_rollouts": [8] * 3, "n_correct": [3, 4, 5]})
@@ -382,15 +383,16 @@ def test_a_prompt_table_maps_the_logs_own_ids(tmp_path: Path) -> None:
         tmp_path / "p.parquet"
     )
     loaded = load_log(tmp_path / "log.parquet")
+    table = str(tmp_path / "p.parquet")
     groups, strata = prompt_labels(
-        {"prompt_table": str(tmp_path / "p.parquet"), "similar_by": "question", "drift_by": "level"}, loaded, 3
+        ClosedLoopSettings(prompt_table=table, similar_by="question", drift_by="level"), loaded, 3
     )
     assert groups is not None and strata is not None
     key = {k: i for i, k in enumerate(loaded.keys.to_list())}  # dense id of each of the user's ids
     assert groups[key["a"]] == groups[key["b"]] != groups[key["c"]]
     assert strata[key["b"]] == strata[key["c"]] != strata[key["a"]]
     with pytest.raises(ValueError, match="similar_by: .* has no column 'topic'"):
-        prompt_labels({"prompt_table": str(tmp_path / "p.parquet"), "similar_by": "topic"}, loaded, 3)
+        prompt_labels(ClosedLoopSettings(prompt_table=table, similar_by="topic"), loaded, 3)
 
 
 @pytest.mark.parametrize(
@@ -405,7 +407,7 @@ def test_a_prompt_table_maps_the_logs_own_ids(tmp_path: Path) -> None:
 )
 def test_bad_similarity_config_names_the_key(world: dict, key: str) -> None:
     data = {"world": world, "run": {"batch_size": 8}, "policies": [{"type": "uniform"}]}
-    with pytest.raises(ValueError, match=rf"sc\.toml \[world\] {key}"):
+    with pytest.raises(ValueError, match=rf"sc\.toml: world\.{key}: "):
         parse_scenario(data, Path("sc.toml"))
 
 
@@ -415,7 +417,7 @@ def test_interval_draws_must_be_a_count() -> None:
         "run": {"batch_size": 8, "interval_draws": -1},
         "policies": [{"type": "uniform"}],
     }
-    with pytest.raises(ValueError, match="interval_draws must be an integer >= 0"):
+    with pytest.raises(ValueError, match=r"sc\.toml: run\.interval_draws: expected an integer >= 0, got -1"):
         parse_scenario(data, Path("sc.toml"))
 
 

@@ -426,7 +426,7 @@ def test_a_parallel_sweep_hands_its_built_log_world_to_the_workers(
     """Worker processes load the main process's world (LogWorld.save) instead of building it
     again, and replay exactly what a serial sweep replays; a closed loop's base world too."""
     from dps.replay import sweep
-    from dps.replay.scenario import build_world, parse_scenario
+    from dps.replay.scenario import parse_scenario
 
     log, _ = stationary_log(prompts=600, steps=30, batch=60)
     log.write_parquet(tmp_path / "log.parquet")
@@ -441,7 +441,7 @@ def test_a_parallel_sweep_hands_its_built_log_world_to_the_workers(
         for column in ("effective_prompts", "rollouts", "distinct_prompts"):
             assert serial.summary[column].to_list() == parallel.summary[column].to_list(), (extra, column)
         cfg = parse_scenario(data).world
-        saved = sweep.save_log_worlds(cfg, build_world(cfg), tmp_path / f"saved{len(extra)}")
+        saved = sweep.save_log_worlds(cfg, cfg.build(), tmp_path / f"saved{len(extra)}")
         assert len(saved) == 1  # the log world (a closed loop's base), not the closed loop itself
         monkeypatch.setattr(sweep, "_SAVED", saved)
         monkeypatch.setattr(sweep, "_WORLDS", {})

@@ -293,15 +293,18 @@ def test_scenario_errors_are_clear() -> None:
 
 
 def test_overrides_from_the_command_line() -> None:
-    from dps.replay.scenario import apply_overrides
+    from dps.config import apply_sets
+    from dps.replay.scenario import SETTABLE
 
-    data = apply_overrides(scenario_dict(), ["world.train_gain=0.1", "run.seeds=[4, 5]", "name=x"])
-    sc = parse_scenario(data)
-    assert sc.world["train_gain"] == 0.1 and sc.seeds == [4, 5] and sc.name == "x"
-    with pytest.raises(ValueError, match="table.key=value"):
-        apply_overrides(scenario_dict(), ["world.train_gain"])
-    with pytest.raises(ValueError, match="only world"):
-        apply_overrides(scenario_dict(), ["policies.x=1"])
+    data = scenario_dict()
+    origins = apply_sets(data, ["world.train_gain=0.1", "run.seeds=[4, 5]", "name=x"], SETTABLE)
+    sc = parse_scenario(data, None, origins)
+    assert sc.world.params.train_gain == 0.1 and sc.seeds == [4, 5] and sc.name == "x"
+    assert origins["run.seeds"] == "--set run.seeds=[4, 5]"
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        apply_sets(scenario_dict(), ["world.train_gain"], SETTABLE)
+    with pytest.raises(ValueError, match="only name, description, world, run can be set"):
+        apply_sets(scenario_dict(), ["policies.x=1"], SETTABLE)
 
 
 def test_sweep_and_report(tmp_path: Path) -> None:

@@ -55,46 +55,46 @@ def test_good_seeds_on_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "old, new, words",
     [
-        ("steps = 6\n[run]", 'steps = "twenty"\n[run]', "[world]: steps must be an integer >= 1, not 'twenty'"),
-        ("batch_size = 8", 'batch_size = "eight"', "[run]: batch_size must be an integer >= 1, not 'eight'"),
-        ("batch_size = 8", "batch_size = 8\nsteps = 2.5", "[run]: steps must be an integer >= 1, not 2.5"),
-        ("seeds = 1", "seeds = 0", "[run]: seeds must be a count >= 1"),
-        ("seeds = 1", "seeds = [-1]", "[run]: seeds must be a count >= 1"),
-        ("workers = 1", "workers = true", "[run]: workers must be an integer >= 1, not True"),
-        ("decay = 0.7", 'decay = "high"', "[[policies]] 'DPS': decay must be a number, not 'high'"),
-        ("num_prompts = 120", 'num_prompts = 120\nbase_mean = "low"', "[world]: base_mean must be a number, not 'low'"),
+        ("steps = 6\n[run]", 'steps = "twenty"\n[run]', "world.steps: expected an integer >= 1, got 'twenty'"),
+        ("batch_size = 8", 'batch_size = "eight"', "run.batch_size: expected an integer >= 1, got 'eight'"),
+        ("batch_size = 8", "batch_size = 8\nsteps = 2.5", "run.steps: expected an integer >= 1, got 2.5"),
+        ("seeds = 1", "seeds = 0", "run.seeds: expected a count >= 1"),
+        ("seeds = 1", "seeds = [-1]", "run.seeds: expected a count >= 1"),
+        ("workers = 1", "workers = true", "run.workers: expected an integer >= 1, got True"),
+        ("decay = 0.7", 'decay = "high"', "policies[1].decay: expected a number, got 'high'"),
+        ("num_prompts = 120", 'num_prompts = 120\nbase_mean = "low"', "world.base_mean: expected a number, got 'low'"),
         (
             "num_prompts = 120",
             "num_prompts = 120\nwobble_period = [1]",
-            "[world]: wobble_period must be a list of two numbers",
+            "world.wobble_period: expected a list of 2 values",
         ),
         (
             'type = "uniform"',
             'type = "ds"\nmax_rounds = 2.5',
-            "[[policies]] 'US': max_rounds must be an integer, not 2.5",
+            "policies[0].max_rounds: expected an integer, got 2.5",
         ),
     ],
 )
 def test_wrong_typed_scenario_values_name_file_table_and_key(tmp_path, capsys, old, new, words):
     assert old in SCENARIO
     code, _, err = run(tmp_path, capsys, text=SCENARIO.replace(old, new, 1))
-    assert code == 2 and f"sc.toml {words}" in err, err
+    assert code == 2 and f"sc.toml: {words}" in err, err
 
 
 @pytest.mark.parametrize(
     "setting, words",
     [
-        ("run.steps=abc", "[run]: steps must be an integer >= 1, not 'abc' (from --set run.steps=abc)"),
-        ("world.seed=-3", "[world]: seed must be an integer >= 0, not -3 (from --set world.seed=-3)"),
+        ("run.steps=abc", "run.steps: expected an integer >= 1, got 'abc' (from --set run.steps=abc)"),
+        ("world.seed=-3", "world.seed: expected an integer >= 0, got -3 (from --set world.seed=-3)"),
         (
             "world.train_gain=high",
-            "[world]: train_gain must be a number, not 'high' (from --set world.train_gain=high)",
+            "world.train_gain: expected a number, got 'high' (from --set world.train_gain=high)",
         ),
     ],
 )
 def test_wrong_typed_set_values_name_the_setting(tmp_path, capsys, setting, words):
     code, _, err = run(tmp_path, capsys, "--set", setting)
-    assert code == 2 and f"sc.toml {words}" in err, err
+    assert code == 2 and f"sc.toml: {words}" in err, err
 
 
 def test_log_world_values_are_checked_too(tmp_path, capsys):
@@ -104,9 +104,9 @@ def test_log_world_values_are_checked_too(tmp_path, capsys):
     ).write_csv(tmp_path / "l.csv")
     text = SCENARIO.replace('preset = "countdown"\nnum_prompts = 120\nsteps = 6', 'log = "l.csv"\nswitch_rate = "soon"')
     code, _, err = run(tmp_path, capsys, text=text)
-    assert code == 2 and "sc.toml [world]: switch_rate must be a number in [0, 1) or \"auto\", not 'soon'" in err
+    assert code == 2 and "sc.toml: world.switch_rate: expected a number in [0, 1) or \"auto\", got 'soon'" in err
     code, _, err = run(tmp_path, capsys, text=text.replace('"soon"', "0.05").replace("[run]", 'threshold = "x"\n[run]'))
-    assert code == 2 and "sc.toml [world]: threshold must be a finite number" in err
+    assert code == 2 and "sc.toml: world.threshold: expected a number" in err
     code, out, _ = run(tmp_path, capsys, text=text.replace('"soon"', "0.05"))
     assert code == 0 and "| DPS | 1 |" in out
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dps.config import FieldError, is_number, load
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -92,44 +94,40 @@ class LogSpec:
     #: The keys a scenario's [world] table may use for these settings.
     KEYS = ("columns", "threshold", "format", "layout", "prompt_ids", "group_by", "kinds")
 
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise FieldError(*problem)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "log settings") -> LogSpec:
-        """From a scenario's [world] table (other keys are ignored); errors name `where` and the key."""
-        kw: dict[str, Any] = {k: d[k] for k in cls.KEYS if k in d}
-        for key in ("group_by", "kinds"):
-            if key in kw:
-                v = [kw[key]] if isinstance(kw[key], str) else kw[key]
-                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                    raise ValueError(f"{where}: {key} must be a string or a list of strings, not {kw[key]!r}")
-                kw[key] = tuple(v)
-        spec = cls(**kw)
-        spec.check(where)
+        """From a table of these settings (`dps.config.load`'s rules: group_by and kinds may be one
+        string); errors name `where` and the key."""
+        spec: LogSpec = load(cls, d, where)
         return spec
 
-    def check(self, where: str) -> None:
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for the first setting a log cannot be read with, or None."""
         if not isinstance(self.columns, dict) or not all(isinstance(v, str) for v in self.columns.values()):
-            raise ValueError(
-                f"{where}: columns must map schema names to the file's column names (strings), not {self.columns!r}"
-            )
+            return "columns", f"must map schema names to the file's column names (strings), not {self.columns!r}"
         unknown = sorted(set(self.columns) - set(SCHEMA_COLUMNS))
         if unknown:
-            raise ValueError(
-                f"{where}: columns: unknown schema name(s) {', '.join(unknown)}; known: {', '.join(SCHEMA_COLUMNS)}"
-            )
+            return "columns", f"unknown schema name(s) {', '.join(unknown)}; known: {', '.join(SCHEMA_COLUMNS)}"
         if self.format is not None and self.format not in set(FORMATS.values()):
-            raise ValueError(
-                f"{where}: format must be one of {', '.join(sorted(set(FORMATS.values())))}, not {self.format!r}"
-            )
+            return "format", f"must be one of {', '.join(sorted(set(FORMATS.values())))}, not {self.format!r}"
         if self.layout is not None and self.layout not in LAYOUTS:
-            raise ValueError(f"{where}: layout must be 'group' or 'response', not {self.layout!r}")
+            return "layout", f"must be 'group' or 'response', not {self.layout!r}"
         if self.prompt_ids not in ID_MODES:
-            raise ValueError(f"{where}: prompt_ids must be 'dense' or 'index', not {self.prompt_ids!r}")
-        if (
-            isinstance(self.threshold, bool)
-            or not isinstance(self.threshold, (int, float))
-            or not math.isfinite(self.threshold)
-        ):
-            raise ValueError(f"{where}: threshold must be a finite number, not {self.threshold!r}")
+            return "prompt_ids", f"must be 'dense' or 'index', not {self.prompt_ids!r}"
+        if not is_number(self.threshold) or not math.isfinite(self.threshold):
+            return "threshold", f"must be a finite number, not {self.threshold!r}"
+        return None
+
+    def check(self, where: str) -> None:
+        """Refuse settings a log cannot be read with (changed since construction), naming `where` and the key."""
+        problem = self.problem()
+        if problem is not None:
+            raise ValueError(f"{where}: {problem[0]}: {problem[1]}")
 
     def file_column(self, name: str) -> str:
         """The file's name for schema column `name`."""

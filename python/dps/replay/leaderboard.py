@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dps.replay.scenario import PolicySpec, Scenario
+from dps.replay.worldconfig import LogWorldConfig
 
 if TYPE_CHECKING:
     import polars as pl
@@ -178,7 +179,8 @@ def run_leaderboard(
     for path in logs:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such log")
-        loaded = load_log(path, LogSpec.from_dict(world_settings, "options"))
+        spec = LogSpec.from_dict(world_settings, "options")
+        loaded = load_log(path, spec)
         batch, batch_from = (
             (batch_size, "--batch") if batch_size else read_batch(loaded.groups, loaded.info.num_prompts)
         )
@@ -187,7 +189,7 @@ def run_leaderboard(
         name = Path(path).name.split(".")[0]
         scenario = Scenario(
             name=name,
-            world={"log": str(path), **world_settings},
+            world=LogWorldConfig(str(path), spec=spec),
             policies=policy_specs(oracle),
             steps=steps or 0,
             batch_size=batch,

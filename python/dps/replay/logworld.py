@@ -51,13 +51,14 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 
 from dps import _core
+from dps.config import Check, load
 from dps.outcomes import partial_share, partially_solved
 from dps.replay.worlds import World
 
@@ -101,53 +102,42 @@ def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 P_GRID, LOG_P, LOG_1MP = _grid()
 
 
+def _switch_rate_ok(v: float | str) -> bool:
+    return v == "auto" or (not isinstance(v, str) and 0.0 <= v < 1.0)
+
+
+def _half_life_ok(v: float | str) -> bool:
+    return v.lower() in ("auto", "inf", "infinity") if isinstance(v, str) else v > 0
+
+
+_GONE = "replaced by switch_rate and a prior fitted from the log"
+
+
 @dataclass
 class LogEstimator:
     """How a log world estimates p where the log has no outcome (see the module docstring)."""
 
-    switch_rate: float | str = "auto"
-    prior_half_life: float | str = "auto"
-    draw: str = "posterior"
+    switch_rate: Annotated[float | str, Check(_switch_rate_ok, 'a number in [0, 1) or "auto"')] = "auto"
+    prior_half_life: Annotated[float | str, Check(_half_life_ok, 'a positive number, "inf" or "auto"')] = "auto"
+    draw: Literal["posterior", "mean"] = "posterior"
     extrapolate: bool = False
-    population: str = "auto"
+    #: What the population prior is fitted on: decided from the log ("auto"), every group, or each prompt's first group.
+    population: Literal["auto", "all", "first_looks"] = "auto"
 
-    SWITCH_RATES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+    SWITCH_RATES: ClassVar[tuple[float, ...]] = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+    #: Keys of earlier versions, and what replaced them.
+    KEY_HINTS: ClassVar[dict[str, str]] = {"half_life": _GONE, "prior_strength": _GONE}
+
+    def __post_init__(self) -> None:
+        h = self.prior_half_life
+        if isinstance(h, str) and h.lower() in ("inf", "infinity"):
+            self.prior_half_life = math.inf
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogEstimator:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            gone = {"half_life", "prior_strength"} & set(unknown)
-            hint = (
-                f" ({', '.join(sorted(gone))}: replaced by switch_rate and a prior fitted from the log)" if gone else ""
-            )
-            raise ValueError(
-                f"unknown log estimator parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}{hint}"
-            )
-        est = cls(**d)
-        r = est.switch_rate
-        if r != "auto" and (isinstance(r, (str, bool)) or not 0.0 <= r < 1.0):
-            raise ValueError(f"estimator switch_rate must be a number in [0, 1) or 'auto', not {r!r}")
-        h = est.prior_half_life
-        if isinstance(h, str) and h.lower() in ("inf", "infinity"):
-            est.prior_half_life = math.inf
-        elif h != "auto" and (isinstance(h, (str, bool)) or not h > 0):
-            raise ValueError(f"estimator prior_half_life must be a positive number, 'inf' or 'auto', not {h!r}")
-        if est.draw not in ("posterior", "mean"):
-            raise ValueError(f"estimator draw must be 'posterior' or 'mean', not {est.draw!r}")
-        if not isinstance(est.extrapolate, bool):
-            raise ValueError(f"estimator extrapolate must be true or false, not {est.extrapolate!r}")
-        if est.population not in POPULATIONS:
-            raise ValueError(
-                f"estimator population must be one of {', '.join(map(repr, POPULATIONS))}, not {est.population!r}"
-            )
+        """From a table of these settings, checked (`dps.config.load`)."""
+        est: LogEstimator = load(cls, d, "log estimator")
         return est
-
-
-ESTIMATOR_KEYS = tuple(f.name for f in fields(LogEstimator))
-#: What the population prior is fitted on: decided from the log ("auto"), every group, or each prompt's first group.
-POPULATIONS = ("auto", "all", "first_looks")
 
 
 # --------------------------------------------------------------------------------------------

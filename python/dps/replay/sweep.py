@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import multiprocessing as mp
 import os
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dps.replay.calibration import world_calibration
-from dps.replay.closedloop import closed_loop_enabled
 from dps.replay.logworld import LogWorld
 from dps.replay.runner import replay
-from dps.replay.scenario import PolicySpec, Scenario, build_policy, build_world, open_loop
+from dps.replay.scenario import PolicySpec, Scenario, build_policy
+from dps.replay.worldconfig import ClosedLoopWorldConfig, LogWorldConfig, SyntheticWorldConfig
 from dps.replay.worlds import World
 
 if TYPE_CHECKING:
@@ -35,11 +34,14 @@ _EFFECTS: dict[str, Any] = {}
 _DRAW_SALT = 0x1A7E_5EED
 
 
-def _key(cfg: dict[str, Any]) -> str:
-    return json.dumps(cfg, sort_keys=True, default=str)
+WorldConfig = SyntheticWorldConfig | LogWorldConfig | ClosedLoopWorldConfig
 
 
-def _world(cfg: dict[str, Any]) -> World:
+def _key(cfg: WorldConfig) -> str:
+    return repr(cfg)
+
+
+def _world(cfg: WorldConfig) -> World:
     """Built once per process (or loaded, where the main process saved it); a closed-loop world
     and its open-loop twin share the base world."""
     key = _key(cfg)
@@ -49,37 +51,40 @@ def _world(cfg: dict[str, Any]) -> World:
         if key in _SAVED:
             _WORLDS[key] = LogWorld.load(_SAVED[key])
             return _WORLDS[key]
-        base = None
-        if closed_loop_on(cfg):
-            base = _world(open_loop(cfg))
-        _WORLDS[key] = build_world(cfg, base, _EFFECTS.get(key))
+        if isinstance(cfg, ClosedLoopWorldConfig):
+            _WORLDS[key] = cfg.build(_world(cfg.open_loop()), _EFFECTS.get(key))
+        else:
+            _WORLDS[key] = cfg.build()
     return _WORLDS[key]
 
 
-def _drawn_world(cfg: dict[str, Any], draw: int) -> World:
+def _drawn_world(cfg: WorldConfig, draw: int) -> World:
     """The closed-loop world of `cfg` with its effect's `draw`-th draw (the same in every process)."""
     world = _world(cfg)
     return world.with_effect(world.effect.draw(np.random.default_rng([_DRAW_SALT, draw])))  # type: ignore[attr-defined]
 
 
-def save_log_worlds(cfg: dict[str, Any], world: World, folder: Path) -> dict[str, str]:
+def save_log_worlds(cfg: WorldConfig, world: World, folder: Path) -> dict[str, str]:
     """Save the log world of a sweep (or of its closed loop's base) for the worker processes:
     loading it takes a fraction of building it again. Key -> folder."""
+    pairs: list[tuple[WorldConfig, Any]] = [(cfg, world)]
+    if isinstance(cfg, ClosedLoopWorldConfig):
+        pairs.append((cfg.open_loop(), getattr(world, "base", None)))
     saved: dict[str, str] = {}
-    for c, w in ((cfg, world), (open_loop(cfg), getattr(world, "base", None))):
+    for c, w in pairs:
         if isinstance(w, LogWorld):
             saved[_key(c)] = str(w.save(folder / f"world-{len(saved)}"))
     return saved
 
 
-def closed_loop_on(cfg: dict[str, Any]) -> bool:
-    return closed_loop_enabled(cfg)
+def closed_loop_on(cfg: WorldConfig) -> bool:
+    return isinstance(cfg, ClosedLoopWorldConfig)
 
 
 @dataclass
 class Job:
     index: int
-    world: dict[str, Any]
+    world: WorldConfig
     spec: PolicySpec
     seed: int
     steps: int
@@ -155,9 +160,9 @@ def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Jo
     """Every (policy, seed); with a closed loop, each policy also against the open-loop world, named "NAME (open
     loop)"."""
     steps = scenario.steps or world.steps
-    variants = [(scenario.world, "")]
-    if closed_loop_on(scenario.world):
-        variants.append((open_loop(scenario.world), " (open loop)"))
+    variants: list[tuple[WorldConfig, str]] = [(scenario.world, "")]
+    if isinstance(scenario.world, ClosedLoopWorldConfig):
+        variants.append((scenario.world.open_loop(), " (open loop)"))
     jobs: list[Job] = []
     for spec in scenario.policies:
         for cfg, suffix in variants:
@@ -189,7 +194,7 @@ def run_sweep(
         if workers > 1:  # the workers start (spawn, imports) while this process builds the world
             ctx = mp.get_context("spawn")  # no fork after native thread pools have started
             pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker))
-        world = build_world(scenario.world)
+        world = scenario.build_world()
         calibration = world_calibration(world)
         if scenario.batch_size > world.num_prompts:
             raise ValueError(f"batch_size {scenario.batch_size} exceeds the world's {world.num_prompts} prompts")
@@ -202,8 +207,8 @@ def run_sweep(
         described = world.describe()
         if pool is None:
             _WORLDS.clear()
-            if closed_loop_on(scenario.world):
-                _WORLDS[_key(open_loop(scenario.world))] = world.base  # type: ignore[attr-defined]
+            if isinstance(scenario.world, ClosedLoopWorldConfig):
+                _WORLDS[_key(scenario.world.open_loop())] = world.base  # type: ignore[attr-defined]
             _WORLDS[_key(scenario.world)] = world
             for job in jobs:
                 results.append(run_job(job))

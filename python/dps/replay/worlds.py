@@ -15,12 +15,13 @@ model's learning is fixed in advance and does not depend on what the replayed po
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dps import _core
+from dps.config import Count, load
 from dps.outcomes import partially_solved
 
 if TYPE_CHECKING:
@@ -114,9 +115,9 @@ class SyntheticParams:
     train_gain * c.
     """
 
-    num_prompts: int = 7500
-    steps: int = 360
-    k: int = 8
+    num_prompts: Count = 7500
+    steps: Count = 360
+    k: Count = 8
     base_mean: float = 1.0
     base_sd: float = 2.5
     never_share: float = 0.08
@@ -137,17 +138,9 @@ class SyntheticParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SyntheticParams:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown synthetic world parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-            )
-        out = dict(d)
-        for key in ("forget_depth", "forget_width", "wobble_period"):
-            if key in out:
-                out[key] = tuple(float(v) for v in out[key])
-        return cls(**out)
+        """From a table of these parameters, checked (`dps.config.load`)."""
+        params: SyntheticParams = load(cls, d, "synthetic world")
+        return params
 
 
 #: Presets shaped like the paper's settings. The dynamics were chosen to be plausible for the

@@ -9,12 +9,11 @@ validation so that their errors come early too.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dps.tomlfile import parse_value, read_toml, set_dotted
+from dps.config import apply_sets, load, read_toml, set_dotted
 from dps.train.presets import NEEDS_MODEL, preset
 
 LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
@@ -171,50 +170,6 @@ class TrainConfig:
         need(not (self.model.gguf_file and not self.model.path), "model.gguf_file", "needs model.path (its folder)")
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    origin = typing.get_origin(typ)
-    if dataclasses.is_dataclass(typ):
-        if not isinstance(value, dict):
-            raise ValueError(f"config: {key}: expected a table, got {type(value).__name__}")
-        return _build(typ, value, key + ".")
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"config: {key}: expected true or false, got {value!r}")
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config: {key}: expected an integer, got {value!r}")
-        return value
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config: {key}: expected a number, got {value!r}")
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ValueError(f"config: {key}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        args = typing.get_args(typ)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"config: {key}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"config: {key}: expected a table, got {type(value).__name__}")
-        return dict(value)
-    raise TypeError(f"config: {key}: unsupported field type {typ!r}")  # pragma: no cover
-
-
-def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ValueError(f"config: {prefix}{unknown[0]}: unknown key; known keys here: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
 # Config keys holding paths. In a config file, a relative one is taken relative to the file's
 # folder (as a replay scenario's paths are); on the command line, relative to the current one.
 PATH_KEYS = (
@@ -249,7 +204,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    cfg = _build(TrainConfig, data)
+    cfg: TrainConfig = load(TrainConfig, data, "config")
     cfg.validate()
     return cfg
 
@@ -355,11 +310,7 @@ def build_config(args: Any, notes: list[str] | None = None) -> TrainConfig:
             set_dotted(data, ".".join(key), val, "config")
     if args.no_progress:
         set_dotted(data, "log.progress", False, "config")
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        set_dotted(data, k.strip(), parse_value(v), f"--set {item}")
+    apply_sets(data, args.set)
     if args.preset in NEEDS_MODEL and not data.get("model", {}).get("path"):
         raise ValueError(
             f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "

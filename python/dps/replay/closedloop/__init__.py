@@ -15,9 +15,10 @@ from dps.replay.closedloop.fit import (
 )
 from dps.replay.closedloop.world import (
     CLOSED_LOOP_KEYS,
+    ClosedLoopSettings,
     ClosedLoopWorld,
-    closed_loop_enabled,
     closed_loop_world,
+    training_effect,
     training_log,
     training_rows,
 )
@@ -27,10 +28,10 @@ __all__ = [
     "EFFECT_HALF_LIVES",
     "EFFECT_SATURATIONS",
     "MAX_GAIN_SE",
+    "ClosedLoopSettings",
     "ClosedLoopWorld",
     "TrainingEffect",
     "choose_shape",
-    "closed_loop_enabled",
     "closed_loop_world",
     "effect_curve",
     "fit_training_effect",
@@ -38,6 +39,7 @@ __all__ = [
     "parse_saturation",
     "partial_trainings",
     "trained_level",
+    "training_effect",
     "training_log",
     "training_rows",
 ]

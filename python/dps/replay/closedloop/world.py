@@ -16,11 +16,14 @@ model moves per step as in the logged run, whatever the replayed policy trains o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
+from dps.config import Check
 from dps.outcomes import partially_solved
 from dps.replay.closedloop.fit import (
     _CLIP,
@@ -37,19 +40,74 @@ from dps.replay.worlds import World, _sigmoid, draw_correct
 if TYPE_CHECKING:
     import polars as pl
 
-    from dps.logs import LoadedLog
+    from dps.logs import LoadedLog, LogSpec
+
+
+def _auto_or(parse: Any) -> Any:
+    """A test: "auto", or a value `parse` (parse_half_life, parse_saturation) takes."""
+
+    def ok(value: Any) -> bool:
+        try:
+            return value == "auto" or parse(value, "") is not None
+        except ValueError:
+            return False
+
+    return ok
+
+
+def _cap_ok(v: float | str) -> bool:
+    return v in ("none", "log") if isinstance(v, str) else v > 0
+
+
+_NON_EMPTY = Check(bool, "a non-empty string")
+
+
+@dataclass
+class ClosedLoopSettings:
+    """The [world] keys that shape a log world's closed loop (beside `closed_loop` itself, which says
+    whether there is one and whether its gain is fitted or given); see docs/replay.md#closed-loop.
+
+    None: the mode's default (`effect_half_life` "auto" for a fit, "inf" for a given gain;
+    `effect_saturation` "auto" for a fit, "linear" for a given gain)."""
+
+    #: the log of the groups the run trained on (default: the world's log)
+    train_log: Annotated[str, _NON_EMPTY] | None = None
+    effect_half_life: (
+        Annotated[float | str, Check(_auto_or(parse_half_life), 'a positive number, "inf" or "auto"')] | None
+    ) = None
+    effect_saturation: (
+        Annotated[float | str, Check(_auto_or(parse_saturation), '"auto", "linear" (or "inf") or a positive number')]
+        | None
+    ) = None
+    #: the most (decayed) trainings of one prompt that count: "none", "log" (the log's most) or a number
+    effect_cap: Annotated[float | str, Check(_cap_ok, '"none", "log" or a positive number of trainings')] = "none"
+    prompt_table: Annotated[str, _NON_EMPTY] | None = None
+    similar_by: Annotated[str, _NON_EMPTY] | None = None
+    drift_by: Annotated[str, _NON_EMPTY] | None = None
+
+    def problem(self, fitted: bool) -> tuple[str, str] | None:
+        """(key, what is wrong) for settings that do not go together, or None; `fitted`: closed_loop = "fit"."""
+        own = "with a gain of your own give a number or"
+        if not fitted and self.effect_half_life == "auto":
+            return "effect_half_life", f'"auto" needs closed_loop = "fit"; {own} "inf"'
+        if not fitted and self.effect_saturation == "auto":
+            return "effect_saturation", f'"auto" needs closed_loop = "fit"; {own} "linear"'
+        labels = [key for key in ("similar_by", "drift_by") if getattr(self, key) is not None]
+        if labels and self.prompt_table is None:
+            return labels[0], 'names a column of the prompt table; give prompt_table = "prompts.parquet" too'
+        if self.prompt_table is not None and not labels:
+            return "prompt_table", 'say which column to use: similar_by = "question" and/or drift_by = "level"'
+        if self.drift_by is not None and not fitted:
+            return "drift_by", 'only the fit uses it (closed_loop = "fit")'
+        return None
+
+    def cap(self) -> float | str:
+        """`effect_cap` as ClosedLoopWorld takes it (inf for "none")."""
+        return math.inf if self.effect_cap == "none" else self.effect_cap
+
 
 #: Scenario [world] keys of the closed loop (log worlds only).
-CLOSED_LOOP_KEYS = {
-    "closed_loop",
-    "train_log",
-    "effect_half_life",
-    "effect_saturation",
-    "effect_cap",
-    "prompt_table",
-    "similar_by",
-    "drift_by",
-}
+CLOSED_LOOP_KEYS = ("closed_loop", *(f.name for f in dataclasses.fields(ClosedLoopSettings)))
 
 # --------------------------------------------------------------------------------------------
 # The world
@@ -217,87 +275,93 @@ def _onto(train: LoadedLog, world: LoadedLog, path: str) -> pl.DataFrame:
     return g.with_columns(pl.col("_id").alias("prompt_id")).drop("_id")
 
 
-def closed_loop_enabled(cfg: dict[str, Any]) -> bool:
-    """A log world with closed_loop = "fit" or a gain (0.0 included: a closed loop that does nothing)."""
-    mode = cfg.get("closed_loop", "off")
-    return "log" in cfg and not (mode is False or mode == "off")
-
-
-def closed_loop_world(base: World, cfg: dict[str, Any], effect: TrainingEffect | None = None) -> World:
-    """Wrap a log world per the scenario's [world] closed-loop keys (see CLOSED_LOOP_KEYS).
+def closed_loop_world(
+    base: World,
+    log: str,
+    spec: LogSpec,
+    gain: float | str,
+    settings: ClosedLoopSettings,
+    effect: TrainingEffect | None = None,
+) -> ClosedLoopWorld:
+    """Wrap the open-loop world `base` of `log` (read with `spec`) in the closed loop: `gain` "fit"
+    (fitted from the log) or a logit gain of one's own, shaped by `settings`.
 
     The fit sees every row of the world's log (any kind) and of `train_log`; trainings are the
     training log's rows of kind "train" (all its rows when it has no kind column). `effect`: one
     fitted already (a sweep's worker gets the main process's), so the log is not fitted again.
     """
-    import dataclasses
-
     import polars as pl
 
-    from dps.logs import LogSpec, load_log
+    from dps.logs import load_log
 
-    if not closed_loop_enabled(cfg):
-        return base
-    mode = cfg["closed_loop"]
-    spec = dataclasses.replace(LogSpec.from_dict(cfg, "[world]"), kinds=None)
-    world_log = load_log(cfg["log"], spec)
+    spec = dataclasses.replace(spec, kinds=None)
+    world_log = load_log(log, spec)
     observations = world_log.groups
-    if cfg.get("train_log", cfg["log"]) != cfg["log"]:
-        trainings = training_rows(_onto(load_log(cfg["train_log"], spec), world_log, cfg["train_log"]))
+    train_log = settings.train_log or log
+    if train_log != log:
+        trainings = training_rows(_onto(load_log(train_log, spec), world_log, train_log))
         cols = ["step", "prompt_id", "n_rollouts", "n_correct"]
         observations = pl.concat([observations.select(cols), trainings.select(cols)])
     else:
         trainings = training_rows(observations)
     if trainings.height == 0:
-        raise ValueError(
-            f"{cfg.get('train_log', cfg['log'])}: no trained groups (rows of kind 'train') to fit the closed loop from"
-        )
+        raise ValueError(f"{train_log}: no trained groups (rows of kind 'train') to fit the closed loop from")
     if effect is None:
-        groups, strata = prompt_labels(cfg, world_log, base.num_prompts)
-        if mode == "fit":
-            effect = fit_training_effect(
-                observations,
-                trainings,
-                cfg.get("effect_half_life", "auto"),
-                base.num_prompts,
-                saturation=cfg.get("effect_saturation", "auto"),
-                groups=groups,
-                strata=strata,
-                spillover=cfg.get("similar_by", ""),
-                drift_by=cfg.get("drift_by", ""),
-            )
-        else:
-            effect = TrainingEffect(
-                gain=float(mode),
-                half_life=parse_half_life(cfg.get("effect_half_life", "inf"), "effect_half_life"),
-                saturation=parse_saturation(cfg.get("effect_saturation", "linear"), "effect_saturation"),
-                groups=groups,
-                spillover=cfg.get("similar_by", ""),
-            )
-    cap = cfg.get("effect_cap", "none")
-    return ClosedLoopWorld(base, effect, trainings, math.inf if cap == "none" else cap)
+        effect = training_effect(observations, trainings, gain, settings, world_log, base.num_prompts)
+    return ClosedLoopWorld(base, effect, trainings, settings.cap())
+
+
+def training_effect(
+    observations: pl.DataFrame,
+    trainings: pl.DataFrame,
+    gain: float | str,
+    settings: ClosedLoopSettings,
+    world_log: LoadedLog,
+    num_prompts: int,
+) -> TrainingEffect:
+    """The effect `gain` asks for: fitted from the log ("fit"), or the given gain with the given shape."""
+    groups, strata = prompt_labels(settings, world_log, num_prompts)
+    if gain == "fit":
+        return fit_training_effect(
+            observations,
+            trainings,
+            settings.effect_half_life or "auto",
+            num_prompts,
+            saturation=settings.effect_saturation or "auto",
+            groups=groups,
+            strata=strata,
+            spillover=settings.similar_by or "",
+            drift_by=settings.drift_by or "",
+        )
+    return TrainingEffect(
+        gain=float(gain),
+        half_life=parse_half_life(settings.effect_half_life or "inf", "effect_half_life"),
+        saturation=parse_saturation(settings.effect_saturation or "linear", "effect_saturation"),
+        groups=groups,
+        spillover=settings.similar_by or "",
+    )
 
 
 def prompt_labels(
-    cfg: dict[str, Any], world_log: LoadedLog, num_prompts: int
+    settings: ClosedLoopSettings, world_log: LoadedLog, num_prompts: int
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The [world] prompt_table's similar_by and drift_by columns as one integer per dense prompt id.
+    """The prompt table's similar_by and drift_by columns as one integer per dense prompt id.
 
     The table's `prompt_id` column holds the log's own prompt ids. Prompts the table leaves out
     stand alone (a group of their own) and share one extra stratum.
     """
     import polars as pl
 
-    if "prompt_table" not in cfg:
+    path = settings.prompt_table
+    if path is None:
         return None, None
-    path = cfg["prompt_table"]
     try:
         table = pl.read_parquet(path) if str(path).endswith(".parquet") else pl.read_csv(path)
     except (OSError, pl.exceptions.PolarsError) as e:
         raise ValueError(f"[world] prompt_table: cannot read {path} ({e})") from None
     out: list[np.ndarray | None] = []
     for key in ("similar_by", "drift_by"):
-        column = cfg.get(key)
+        column = getattr(settings, key)
         if column is None:
             out.append(None)
             continue
