@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from dps import DPS, MoPPS, Policy, Uniform  # noqa: E402
 from dps.replay.runner import RELIABILITY_BINS, expected_calibration_error, reliability_bins, replay  # noqa: E402
-from dps.replay.scenario import build_world  # noqa: E402
+from dps.replay.worldconfig import load_world  # noqa: E402
 from reference_rate_dps import (  # noqa: E402
     RateFilter,
     ReferenceRateDPS,
@@ -359,7 +359,7 @@ def run_part(names: list[str], policies: dict[str, Factory], seeds: list[int], o
     rows = []
     for name in names:
         cfg, batch = WORLDS[name]
-        world = build_world(dict(cfg))
+        world = load_world(dict(cfg)).build()
         facts = log_facts(Path(cfg["log"])) if "log" in cfg else None
         for label, make in policies.items():
             for seed in seeds:

@@ -173,3 +173,12 @@ def test_policy_tables() -> None:
         policies({"type": "dps"}, {"type": "dps"})
     with pytest.raises(ValueError, match=r"the scenario lists no \[\[policies\]\]"):
         policies()
+
+
+def test_a_world_table_alone() -> None:
+    from dps.replay.worldconfig import load_world
+
+    assert load_world({"preset": "countdown", "train_gain": 0.05}).params.train_gain == 0.05
+    assert isinstance(load_world({"log": "x.parquet", "closed_loop": "fit"}), ClosedLoopWorldConfig)
+    with pytest.raises(ValueError, match="scenario: world.x: unknown key"):
+        load_world({"preset": "math", "x": 1})

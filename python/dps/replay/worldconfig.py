@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from dps.config import Check, Count, FieldError, NonNegativeInt, Tagged, flatten
+from dps.config import Check, Count, FieldError, NonNegativeInt, Tagged, flatten, load
 from dps.logs import LogSpec
 from dps.replay.closedloop import CLOSED_LOOP_KEYS, ClosedLoopSettings, closed_loop_world
 from dps.replay.logworld import LogEstimator, LogWorld
@@ -163,3 +163,17 @@ def world_kind(table: dict[str, Any]) -> type:
 
 #: The [world] table: a synthetic world, a log world, or a closed loop over a log world.
 WorldConfig = Annotated[SyntheticWorldConfig | LogWorldConfig | ClosedLoopWorldConfig, Tagged(world_kind)]
+
+
+@dataclass
+class _WorldTable:
+    world: WorldConfig
+
+
+def load_world(
+    table: dict[str, Any], where: str = "scenario"
+) -> SyntheticWorldConfig | LogWorldConfig | ClosedLoopWorldConfig:
+    """The typed config of a [world] table (its keys as a scenario file writes them); `.build()` makes the world.
+    Errors name `where` and the key."""
+    config: _WorldTable = load(_WorldTable, {"world": table}, where)
+    return config.world
