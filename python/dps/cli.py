@@ -54,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as e:  # bad input, or a file that cannot be read or written
-        print(f"dps {args.command}: error: {e}", file=sys.stderr)
+        print(f"dps {args.command}: error: {error_text(e)}", file=sys.stderr)
         return 2
+
+
+def error_text(error: ValueError | OSError) -> str:
+    """The one line a bad input gets: an OS error on a path (a folder where a file belongs, a file
+    where a folder belongs) as `PATH: what`, any other error as its message."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror.lower()}"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,32 @@ def test_every_command_that_reads_a_log_takes_the_reading_options(command: str) 
     text = build_parser().commands[command].format_help()
     for option in ("--column", "--threshold", "--format", "--layout", "--prompt-ids", "--group-by", "--kinds"):
         assert option in text, (command, option)
+
+
+# ---------------------------------------------------------------- hostile inputs
+def test_one_file_column_read_as_two_schema_columns_is_refused(tmp_path: Path) -> None:
+    """--column prompt_id=step on a file with its own step column read the steps as prompt ids."""
+    df = pl.DataFrame({"step": [0, 0, 1], "prompt_id": [3, 4, 3], "n_rollouts": [4] * 3, "n_correct": [1, 2, 3]})
+    with pytest.raises(LogError) as info:
+        load_frame(df, spec=LogSpec(columns={"prompt_id": "step"}))
+    message = str(info.value)
+    assert "column 'step'" in message and "both step and prompt_id" in message, message
+
+
+def test_a_group_by_column_the_file_lacks_is_refused() -> None:
+    with pytest.raises(LogError, match="column 'round': no such column.*--group-by round"):
+        load_frame(responses(), spec=LogSpec(columns=COLUMNS, group_by=("round",)))
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_csv_with_another_separator_is_read(tmp_path: Path, separator: str) -> None:
+    path = tmp_path / "log.csv"
+    responses().write_csv(path, separator=separator)
+    log = load_log(path, LogSpec(columns=COLUMNS))
+    assert log.groups.height == 15 and log.groups["n_rollouts"].to_list() == [4] * 15
+
+
+def test_a_single_kind_or_group_by_string_is_one_name_not_its_letters() -> None:
+    df = responses().with_columns(pl.lit("train").alias("kind"))
+    log = load_frame(df, spec=LogSpec(columns=COLUMNS, kinds="train"))  # type: ignore[arg-type]
+    assert log.groups.height == 15 and log.info.kinds == ("train",)

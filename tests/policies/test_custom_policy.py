@@ -160,3 +160,11 @@ def test_the_docs_list_what_a_policy_must_provide() -> None:
     part = text.split("What a policy must provide", 1)[1].split("It replays like a built-in", 1)[0]
     for name in ("num_prompts", "select", "observe", "state_dict", "load_state_dict", "abandon", "admit"):
         assert re.search(rf"`{name}[`(]", part), name
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, "8", True])
+def test_run_step_refuses_a_batch_size_that_is_not_a_count(batch_size) -> None:
+    policy = Returns(lambda b: np.arange(b))
+    with pytest.raises(ValueError, match=f"run_step: batch_size must be an integer >= 1, not {batch_size!r}"):
+        run_step(policy, batch_size, rollout)
+    assert policy.observed == 0  # a step of nothing did not advance the policy

@@ -250,3 +250,14 @@ def test_the_docs_synopsis_lists_every_leaderboard_option():
     options = [o for a in build_parser().commands["leaderboard"]._actions for o in a.option_strings]
     missing = [o for o in options if o.startswith("--") and o != "--help" and o not in synopsis]
     assert not missing, missing
+
+
+def test_one_log_given_twice_and_steps_past_the_log_are_one_line(tmp_path, capsys):
+    log = gated_log(tmp_path / "log.parquet", [1] * 5)
+    args = ["--out", str(tmp_path / "o"), "--seeds", "1", "--quiet", "--no-plots"]
+    assert main(["leaderboard", str(log), str(tmp_path / "." / "log.parquet"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "given twice" in err and err.count("\n") == 1
+    assert main(["leaderboard", str(log), "--steps", "100", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--steps 100 runs past the log's 5 steps (0..4)" in err and "[world]" not in err, err

@@ -150,3 +150,17 @@ def test_train_finds_a_policy_module_in_the_current_folder(tmp_path):
     )
     assert r.returncode == 2 and "no_such_module" in r.stderr and "current folder" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@NEEDS_GYM
+@pytest.mark.parametrize(
+    "policies, words",
+    [("uniform,,dps", "an empty policy name"), ("uniform,nope", "unknown policy 'nope'"), ("dps,dps", "twice")],
+)
+def test_compare_checks_every_run_before_training_any(tmp_path, policies, words):
+    """`--policies uniform,,dps` trained DPS (the preset's) into OUT/token-mean/ itself; `uniform,nope` trained
+    uniform for minutes, then failed."""
+    out = tmp_path / "c"
+    r = run_dps("compare", "--policies", policies, "--steps", "1", "--out", str(out), timeout=120)
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists() or not any(out.rglob("*.json"))  # nothing trained

@@ -119,7 +119,8 @@ def _suggest(name: str, available: list[str], near: str | None = None) -> str:
 
 
 def _check_mapped(path: str | Path, spec: LogSpec, available: list[str]) -> None:
-    """Every column the user mapped exists in the file (a typo otherwise reads as a missing column)."""
+    """Every column the user mapped, or named to group by, exists in the file (a typo otherwise
+    reads as a missing column, or is ignored)."""
     for name, col in spec.columns.items():
         if available and col not in available:
             raise LogError(
@@ -128,6 +129,14 @@ def _check_mapped(path: str | Path, spec: LogSpec, available: list[str]) -> None
                 None,
                 f"no such column (mapped with --column {name}={col}, or columns.{name}); the file has "
                 f"{', '.join(available)}{_suggest(name, available, near=col)}",
+            )
+    for col in spec.group_by:
+        if available and col not in available:
+            raise LogError(
+                path,
+                col,
+                None,
+                f"no such column (given as --group-by {col}, or group_by); the file has {', '.join(available)}",
             )
 
 

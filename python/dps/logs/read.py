@@ -46,10 +46,21 @@ def _scan(path: Path, fmt: str) -> Any:
     if fmt == "parquet":
         return pl.scan_parquet(path)
     if fmt == "csv":
-        return pl.scan_csv(path, infer_schema_length=None)
+        return pl.scan_csv(path, infer_schema_length=None, separator=_csv_separator(path))
     if fmt == "jsonl":
         return pl.scan_ndjson(path, infer_schema_length=None)
     return pl.read_json(path).lazy()
+
+
+#: Separators a CSV file may use; the one its header line holds most of is taken (comma on a tie).
+CSV_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _csv_separator(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline()
+    counts = [header.count(sep) for sep in CSV_SEPARATORS]
+    return CSV_SEPARATORS[counts.index(max(counts))] if max(counts) else ","
 
 
 def _wanted(spec: LogSpec) -> dict[str, str]:
@@ -59,18 +70,42 @@ def _wanted(spec: LogSpec) -> dict[str, str]:
     return names
 
 
+def _picks(path: Path | str, spec: LogSpec, columns: Any) -> list[tuple[str, str]]:
+    """(schema name, file column) of each schema column the file has; one file column read as two
+    schema columns (--column prompt_id=step beside the file's own step) is refused."""
+    picks = [(name, col) for name, col in _wanted(spec).items() if col in columns]
+    readers: dict[str, list[str]] = {}
+    for name, col in picks:
+        readers.setdefault(col, []).append(name)
+    for col, names in readers.items():
+        if len(names) > 1:
+            raise LogError(
+                path,
+                col,
+                None,
+                f"read as both {' and '.join(names)}; map each schema column to a column of its own (--column "
+                f"{names[-1]}=NAME)",
+            )
+    return picks
+
+
 def _read_file(path: Path, fmt: str, spec: LogSpec) -> tuple[pl.DataFrame, list[str]]:
     """The columns the log needs (schema names) and every column the file has."""
     try:
         lf = _scan(path, fmt)
         schema = lf.collect_schema()
-        picks = [(name, col) for name, col in _wanted(spec).items() if col in schema]
-        return lf.select(_pl().col(col).alias(name) for name, col in picks).collect(), list(schema)
     except Exception as e:  # polars raises several error types for unreadable input
-        bad_line = _first_bad_json_line(path, fmt)
-        if bad_line is not None:
-            raise LogError(path, None, None, bad_line) from e
-        raise LogError(path, None, None, f"not a readable {fmt} file ({e})") from e
+        raise _unreadable(path, fmt, e) from e
+    picks = _picks(path, spec, schema)
+    try:
+        return lf.select(_pl().col(col).alias(name) for name, col in picks).collect(), list(schema)
+    except Exception as e:
+        raise _unreadable(path, fmt, e) from e
+
+
+def _unreadable(path: Path, fmt: str, error: Exception) -> LogError:
+    bad_line = _first_bad_json_line(path, fmt)
+    return LogError(path, None, None, bad_line or f"not a readable {fmt} file ({error})")
 
 
 def _first_bad_json_line(path: Path, fmt: str) -> str | None:
@@ -158,7 +193,7 @@ def frame_to_groups(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpe
 
 def load_frame(df: pl.DataFrame, path: str | Path = "<frame>", spec: LogSpec | None = None) -> LoadedLog:
     spec = spec or LogSpec()
-    picks = [(name, col) for name, col in _wanted(spec).items() if col in df.columns]
+    picks = _picks(path, spec, df.columns)
     frame = df.select(_pl().col(col).alias(name) for name, col in picks)
     return normalise(frame, path, spec, available=list(df.columns))
 

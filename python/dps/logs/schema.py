@@ -95,6 +95,11 @@ class LogSpec:
     KEYS = ("columns", "threshold", "format", "layout", "prompt_ids", "group_by", "kinds")
 
     def __post_init__(self) -> None:
+        # one name given as a string is that name, not its letters
+        if isinstance(self.group_by, str):
+            self.group_by = (self.group_by,)
+        if isinstance(self.kinds, str):
+            self.kinds = (self.kinds,)
         problem = self.problem()
         if problem is not None:
             raise FieldError(*problem)

@@ -253,6 +253,8 @@ def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
     gets a ValueError naming what it returned. If that check, the rollout or `admit` raises, the
     step is abandoned (`policy.abandon()`) and the error propagates: the policy is as it was
     before the step."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"run_step: batch_size must be an integer >= 1, not {batch_size!r}")
     policy_size(policy)
     try:
         ids, n_correct, n_rollouts, admitted, rounds = _rounds(policy, batch_size, rollout)

@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("scenario", help="scenario TOML file (see replay/*.toml)")
     p.add_argument("--out", default=None, help="report folder (default: runs/replay-<scenario name>)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: the scenario's, else all cores)")
+    p.add_argument("--workers", type=_count, default=None, help="processes (default: the scenario's, else all cores)")
     p.add_argument("--seeds", default=None, help="override the seeds: a count (3) or a list (0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="override the number of steps")
     p.add_argument(
@@ -187,15 +187,20 @@ def world_sets(settings: dict[str, Any]) -> list[str]:
 
 
 def _parse_seeds(text: str) -> list[int]:
-    """--seeds: a count >= 1 (3 -> 0, 1, 2) or a comma-separated list of integers >= 0."""
+    """--seeds: a count >= 1 (3 -> 0, 1, 2) or a comma-separated list of integers >= 0, at most
+    MAX_SEEDS of them."""
+    from dps.replay.scenario import MAX_SEEDS
+
     bad = ValueError(f"--seeds must be a count >= 1 or a comma-separated list of integers >= 0, not {text!r}")
     try:
-        if "," in text:
-            seeds = [int(x) for x in text.split(",") if x.strip()]
-        else:
-            seeds = list(range(int(text)))
+        seeds = [int(x) for x in text.split(",") if x.strip()] if "," in text else [int(text)]
     except ValueError:
         raise bad from None
+    count = len(seeds) if "," in text else seeds[0]
+    if count > MAX_SEEDS:
+        raise ValueError(f"--seeds {text}: at most {MAX_SEEDS:,} seeds (a replay each)")
+    if "," not in text:
+        seeds = list(range(count))
     if not seeds or min(seeds) < 0:
         raise bad
     return seeds
@@ -214,7 +219,7 @@ def _replay(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise ValueError("--steps must be positive")
         sc.steps = args.steps
-    out = check_out_folder(Path(args.out) if args.out else Path("runs") / f"replay-{sc.name}")
+    out = check_out_folder(args.out if args.out is not None else Path("runs") / f"replay-{sc.name}")
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
     paths = write_report(res, out, plots=not args.no_plots)
     agg = aggregate(res.summary)
@@ -232,14 +237,31 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most rows `dps synth` writes (a dense log of every prompt at every step grows fast).
+MAX_SYNTH_ROWS = 100_000_000
+
+
+def _check_synth_rows(num_prompts: int, steps: int, k: int, every: int, layout: str) -> None:
+    per_group = k if layout == "response" else 1
+    rows = max(num_prompts, 0) * -(-max(steps, 0) // every) * max(per_group, 0)
+    if rows > MAX_SYNTH_ROWS:
+        per = f" x {k} responses" if layout == "response" else ""
+        raise ValueError(
+            f"{num_prompts:,} prompts x {steps:,} steps (every {every}){per} make {rows:,} rows; at most "
+            f"{MAX_SYNTH_ROWS:,} (lower --num-prompts or --steps, or raise --every)"
+        )
+
+
 def _synth(args: argparse.Namespace) -> int:
     from dps.logs import describe, write_log
     from dps.replay.worlds import SyntheticWorld, preset_params
 
     over = {k: v for k, v in (("steps", args.steps), ("num_prompts", args.num_prompts), ("k", args.k)) if v is not None}
-    world = SyntheticWorld(preset_params(args.preset, **over), seed=args.seed)
+    params = preset_params(args.preset, **over)
     if args.every < 1:
         raise ValueError("--every must be positive")
+    _check_synth_rows(params.num_prompts, params.steps, params.k, args.every, args.layout)
+    world = SyntheticWorld(params, seed=args.seed)
     df = world.to_log(seed=args.noise_seed, every=args.every, layout=args.layout)
     write_log(df, args.out)
     from dps.logs import frame_to_groups

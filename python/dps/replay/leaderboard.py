@@ -175,12 +175,23 @@ def run_leaderboard(
     from dps.logs import LogSpec, load_log
     from dps.replay.sweep import run_sweep
 
-    boards = []
+    seen: dict[Path, str] = {}
     for path in logs:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such log")
-        spec = LogSpec.from_dict(world_settings, "options")
+        if Path(path).resolve() in seen:
+            raise ValueError(f"{path} is given twice (as {seen[Path(path).resolve()]} before); give each log once")
+        seen[Path(path).resolve()] = path
+    spec = LogSpec.from_dict(world_settings, "options")
+    boards = []
+    for path in logs:
         loaded = load_log(path, spec)
+        lo, hi = int(loaded.groups["step"].min()), int(loaded.groups["step"].max())  # type: ignore[arg-type]
+        if steps is not None and steps > hi - lo + 1:
+            raise ValueError(
+                f"--steps {steps} runs past the log's {hi - lo + 1} steps ({lo}..{hi}) in {path}; the leaderboard "
+                "replays within the log: leave --steps out, or give at most that many"
+            )
         batch, batch_from = (
             (batch_size, "--batch") if batch_size else read_batch(loaded.groups, loaded.info.num_prompts)
         )

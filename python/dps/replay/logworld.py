@@ -60,7 +60,7 @@ import numpy as np
 from dps import _core
 from dps.config import Check, load
 from dps.outcomes import partial_share, partially_solved
-from dps.replay.worlds import World
+from dps.replay.worlds import World, check_world_size
 
 if TYPE_CHECKING:
     import polars as pl
@@ -551,6 +551,7 @@ class LogWorld(World):
         if k is None:
             k = _most_common(nr)
         self.k = int(k)
+        check_world_size(self.num_prompts, self.steps, self.k)
         self.coverage = len(step) / (span * self.num_prompts)
         self.logged_groups = len(step)
         self.log = log = RowLog(step, pid, nc, nr, origin=self.first_step)

@@ -68,6 +68,8 @@ from dps.replay.worlds import World
 #: Policy types a scenario may name (case-insensitive): the registry's, the oracle, and
 #: "python" with class = "module:Class".
 POLICY_TYPES = {*SELECTORS, *GATES, "oracle", "python"}
+#: The most seeds a scenario may replay (each policy once per seed).
+MAX_SEEDS = 10_000
 #: Replays per policy with closed-loop effects drawn from the fit, for the interval (the default with a closed loop).
 DEFAULT_INTERVAL_DRAWS = 40
 #: What `--set` may set: name, description, and keys of [world] and [run].
@@ -79,7 +81,7 @@ SETTABLE = ("name", "description", "world", "run")
 
 
 def _seeds_ok(v: int | list[int]) -> bool:
-    return v >= 1 if isinstance(v, int) else bool(v) and all(s >= 0 for s in v)
+    return 1 <= v <= MAX_SEEDS if isinstance(v, int) else 0 < len(v) <= MAX_SEEDS and all(s >= 0 for s in v)
 
 
 @dataclass
@@ -91,7 +93,10 @@ class RunConfig:
     #: default: the preset's batch size (a log world needs one)
     batch_size: Count | None = None
     #: replay seeds (policy seed and outcome noise): a count (3: 0, 1, 2) or a list
-    seeds: Annotated[int | list[int], Check(_seeds_ok, "a count >= 1 or a non-empty list of integers >= 0")] = 1
+    seeds: Annotated[
+        int | list[int],
+        Check(_seeds_ok, f"a count >= 1 or a non-empty list of integers >= 0 (at most {MAX_SEEDS:,} seeds)"),
+    ] = 1
     #: processes; default: all cores
     workers: Count | None = None
     #: closed loop: replays with effects drawn from the fit, for the 90% interval (0: none);

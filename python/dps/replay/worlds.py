@@ -22,6 +22,7 @@ import numpy as np
 
 from dps import _core
 from dps.config import Count, load
+from dps.logs.check import MAX_GROUP_SIZE, MAX_INDEX_PROMPTS, MAX_STEP_SPAN
 from dps.outcomes import partially_solved
 
 if TYPE_CHECKING:
@@ -175,13 +176,26 @@ def preset_params(name: str, **overrides: Any) -> SyntheticParams:
     return SyntheticParams.from_dict({**PRESETS[key], **overrides})
 
 
+def check_world_size(num_prompts: int, steps: int, k: int) -> None:
+    """A world's sizes within what a replay can hold, the bounds a log's values get
+    (dps.logs.check): every policy keeps state for each prompt, a replay runs every step."""
+    if num_prompts < 1 or steps < 1 or k < 1:
+        raise ValueError("num_prompts, steps and k must be positive")
+    for name, value, most in (
+        ("num_prompts", num_prompts, MAX_INDEX_PROMPTS),
+        ("steps", steps, MAX_STEP_SPAN),
+        ("k", k, MAX_GROUP_SIZE),
+    ):
+        if value > most:
+            raise ValueError(f"{name} = {value:,}: at most {most:,} in a replay's world")
+
+
 class SyntheticWorld(World):
     """Seeded parametric learning dynamics (see `SyntheticParams`)."""
 
     def __init__(self, params: SyntheticParams | None = None, seed: int = 0):
         self.params = params = params or SyntheticParams()
-        if params.num_prompts < 1 or params.steps < 1 or params.k < 1:
-            raise ValueError("num_prompts, steps and k must be positive")
+        check_world_size(params.num_prompts, params.steps, params.k)
         self.num_prompts, self.steps, self.k, self.seed = params.num_prompts, params.steps, params.k, seed
         n, T = params.num_prompts, float(params.steps)
         rng = np.random.default_rng([seed, 0x5D5])

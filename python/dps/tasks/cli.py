@@ -37,6 +37,11 @@ def _figures(args: argparse.Namespace) -> int:
     from dps.tasks.geometry3k import write_parquet
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; give a folder to write train.parquet and test.parquet into")
+    for option, count in (("--n-train", args.n_train), ("--n-test", args.n_test)):
+        if count < 1:
+            raise ValueError(f"{option} {count}: a split needs at least 1 prompt")
     for name in ("train.parquet", "test.parquet"):
         if (out / name).exists():
             raise ValueError(f"{out / name} exists; remove it or choose another folder")

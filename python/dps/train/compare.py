@@ -22,14 +22,27 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+def listed(text: str, option: str, what: str) -> list[str]:
+    """A comma-separated option's names: none empty, none twice."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise ValueError(f"{option} {text!r}: an empty {what}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{option} {text!r}: {', '.join(twice)} given twice")
+    return names
+
+
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every (loss aggregation, policy); each run's config, task and policy are checked
+    before the first one trains, so that a bad name costs nothing."""
     from dps.train.config import build_config
     from dps.train.trainer import Trainer
 
     out = Path(args.out)
-    results = []
-    for agg in args.loss_aggs.split(","):
-        for pol in args.policies.split(","):
+    runs = []
+    for agg in listed(args.loss_aggs, "--loss-aggs", "loss aggregation"):
+        for pol in listed(args.policies, "--policies", "policy name"):
             ns = argparse.Namespace(
                 config=args.config,
                 preset=args.preset,
@@ -46,23 +59,26 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 no_progress=args.no_progress,
             )
             cfg = build_config(ns)
-            t = Trainer(cfg, cfg.out)
-            t.prepare()
-            summary = t.run()
-            import polars as pl
+            trainer = Trainer(cfg, cfg.out)
+            trainer.prepare()
+            runs.append((agg, pol, cfg, trainer))
+    results = []
+    for agg, pol, cfg, trainer in runs:
+        summary = trainer.run()
+        import polars as pl
 
-            log = pl.read_parquet(Path(cfg.out) / "rollouts.parquet")
-            summary["distinct_prompts"] = int(log["prompt_id"].n_unique())
-            summary["max_groups_per_prompt"] = int(log.group_by("prompt_id").len()["len"].max())  # type: ignore[arg-type]
-            results.append(
-                {
-                    "loss_agg": agg,
-                    "policy": pol,
-                    "summary": summary,
-                    "metrics": _rows(Path(cfg.out) / "metrics.jsonl"),
-                    "eval": _rows(Path(cfg.out) / "eval.jsonl"),
-                }
-            )
+        log = pl.read_parquet(Path(cfg.out) / "rollouts.parquet")
+        summary["distinct_prompts"] = int(log["prompt_id"].n_unique())
+        summary["max_groups_per_prompt"] = int(log.group_by("prompt_id").len()["len"].max())  # type: ignore[arg-type]
+        results.append(
+            {
+                "loss_agg": agg,
+                "policy": pol,
+                "summary": summary,
+                "metrics": _rows(Path(cfg.out) / "metrics.jsonl"),
+                "eval": _rows(Path(cfg.out) / "eval.jsonl"),
+            }
+        )
     return results
 
 

@@ -71,6 +71,10 @@ class Trainer:
         """Every check that needs no model: config, task (answers parse), policy, model path."""
         cfg = self.cfg
         cfg.validate()
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(
+                f"the run folder {self.out} is a file; give a folder (--out DIR, or out = ... in the config)"
+            )
         self.task = self._given_task or make_task(cfg.task.name, **cfg.task.options)
         self.task.validate()
         self.train_ex: list[Example] = self.task.train()
