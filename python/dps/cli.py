@@ -4,6 +4,7 @@ check logs, and train with GRPO (or inside TRL and verl) with a policy choosing 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Mapping
 from typing import NoReturn
@@ -43,6 +44,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.command_line = "dps " + shlex.join(sys.argv[1:] if argv is None else argv)  # what an output says made it
     return args
 
 

@@ -261,3 +261,24 @@ def test_one_log_given_twice_and_steps_past_the_log_are_one_line(tmp_path, capsy
     assert main(["leaderboard", str(log), "--steps", "100", *args]) == 2
     err = capsys.readouterr().err
     assert "--steps 100 runs past the log's 5 steps (0..4)" in err and "[world]" not in err, err
+
+
+def test_a_rerun_leaves_only_its_own_files_and_names_them_in_a_manifest(tmp_path, capsys):
+    import json
+
+    log = gated_log(tmp_path / "log.parquet", [1] * 5)
+    out = tmp_path / "o"
+    assert main(["leaderboard", str(log), "--out", str(out), "--seeds", "1", "--quiet", "--reports"]) == 0
+    assert (out / "leaderboard.png").exists() and (out / "log" / "report.md").exists()
+    assert main(["leaderboard", str(log), "--out", str(out), "--seeds", "1", "--quiet", "--no-plots"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"] == ["leaderboard.csv", "leaderboard.md", "leaderboard.parquet"]
+    assert "--no-plots" in manifest["command"] and manifest["written_by"].startswith("dps ")
+    assert sorted(p.name for p in out.iterdir()) == [*manifest["files"], "manifest.json"]  # no old PNG, no report
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine")
+    capsys.readouterr()
+    assert main(["leaderboard", str(log), "--out", str(foreign), "--seeds", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds files no dps manifest names (thesis.tex)" in err and err.count("\n") == 1

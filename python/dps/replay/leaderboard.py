@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,13 +300,29 @@ excluded).
 """
 
 
-def write_leaderboard(boards: list[Board], out: str | Path, plots: bool = True, command: str = "") -> dict[str, Path]:
+def write_leaderboard(
+    boards: list[Board], out: str | Path, plots: bool = True, command: str = "", reports: bool = False
+) -> dict[str, Path]:
     """Write leaderboard.md, .csv and .parquet (and leaderboard.png unless `plots` is False) to
-    `out`; `command`, when given, is the command line quoted in the markdown."""
+    `out`, and with `reports` each log's replay report into `out/<name>/` (`report_folder_names`);
+    `command`, when given, is the command line quoted in the markdown and the manifest. The folder
+    then holds this run's files only, listed in its manifest.json (dps.replay.outputs)."""
+    from dps.replay.outputs import claim
+    from dps.replay.report import write_report
+
+    folder = claim(out, command or None)
+    paths = _write_tables(boards, folder.path, plots, command)
+    if reports:
+        for board, name in zip(boards, report_folder_names([b.log for b in boards]), strict=True):
+            write_report(board.sweep, folder.path / name, plots=plots)
+            paths[f"report {name}"] = folder.path / name
+    paths["manifest"] = folder.seal()
+    return paths
+
+
+def _write_tables(boards: list[Board], out: Path, plots: bool, command: str) -> dict[str, Path]:
     import polars as pl
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     table = pl.concat([b.table for b in boards], how="vertical_relaxed")
     paths = {"csv": out / "leaderboard.csv", "parquet": out / "leaderboard.parquet", "markdown": out / "leaderboard.md"}
     table.write_csv(paths["csv"])
@@ -366,24 +380,21 @@ def plot_ranking(boards: list[Board], path: Path) -> Path:
 def leaderboard_command(args: Any, settings: dict[str, Any]) -> int:
     """`dps leaderboard LOG... --out DIR` (registered in dps.replay.cli); `settings`: how to read the logs."""
     from dps.replay.outputs import check_out_folder
-    from dps.replay.report import write_report
 
     t0 = time.perf_counter()
     out = check_out_folder(args.out)
     seeds = tuple(range(args.seeds))
     workers = args.workers or os.cpu_count() or 1
     boards = run_leaderboard(args.logs, settings, args.batch, seeds, args.steps, workers, not args.quiet)
-    command = "dps " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["leaderboard"] else ""
-    paths = write_leaderboard(boards, out, plots=not args.no_plots, command=command)
-    reports = [out / name for name in report_folder_names([b.log for b in boards])] if args.reports else []
-    for board, folder in zip(boards, reports, strict=False):
-        write_report(board.sweep, folder, plots=not args.no_plots)
+    command = getattr(args, "command_line", "")
+    paths = write_leaderboard(boards, out, plots=not args.no_plots, command=command, reports=args.reports)
+    files = sorted(p.name for name, p in paths.items() if not name.startswith("report "))
+    reports = [f"{p}/" for name, p in paths.items() if name.startswith("report ")]
     for board in boards:
         print("\n".join(describe(board)) + "\n\n" + markdown(board) + "\n")
     print(
         f"{sum(len(b.sweep.summary) for b in boards)} replays in {time.perf_counter() - t0:.1f} s; "
-        f"leaderboard in {out}/ ({', '.join(sorted(p.name for p in paths.values()))})"
-        + (f"; reports in {', '.join(f'{r}/' for r in reports)}" if reports else "")
+        f"leaderboard in {out}/ ({', '.join(files)})" + (f"; reports in {', '.join(reports)}" if reports else "")
     )
     return 0
 
