@@ -64,7 +64,8 @@ def error_text(error: ValueError | OSError) -> str:
     """The one line a bad input gets: an OS error on a path (a folder where a file belongs, a file
     where a folder belongs) as `PATH: what`, any other error as its message."""
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
-        return f"{error.filename}: {error.strerror.lower()}"
+        hint = {IsADirectoryError: "; give a file", NotADirectoryError: "; give a folder"}.get(type(error), "")
+        return f"{error.filename}: {error.strerror.lower()}{hint}"
     return str(error)
 
 
