@@ -158,7 +158,7 @@ def test_no_plots_announces_no_pngs_and_plots_do(tmp_path, capsys):
     code, out, _ = run(tmp_path, capsys)
     assert (
         code == 0
-        and "(meta.json, reliability.csv, report.md, steps.parquet, summary.csv, summary.parquet)" in out
+        and "(manifest.json, meta.json, reliability.csv, report.md, steps.parquet, summary.csv, summary.parquet)" in out
         and ".png" not in out
     )
     assert not list((tmp_path / "out").glob("*.png"))
@@ -187,3 +187,22 @@ def test_coinciding_curves_are_named_in_the_legend(tmp_path):
     )
     paths = plot_all(steps, tmp_path)
     assert paths["effective_ratio_png"].stat().st_size > 0
+
+
+def test_a_rerun_into_a_report_folder_leaves_only_its_own_files(tmp_path, capsys):
+    """A rerun with --no-plots kept the earlier run's PNGs beside the new files, and nothing said which
+    run wrote which."""
+    import json
+
+    sc = tmp_path / "sc.toml"
+    sc.write_text(SCENARIO)
+    out = tmp_path / "out"
+    assert main(["replay", str(sc), "--out", str(out), "--quiet", "--write-logs"]) == 0
+    assert list(out.glob("*.png")) and (out / "logs").is_dir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["replay", str(sc), "--out", str(out), "--quiet", "--no-plots", "--seeds", "2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not list(out.glob("*.png")) and not (out / "logs").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], "manifest.json", "notes.txt"])
+    assert "--no-plots" in manifest["command"] and "notes.txt" not in manifest["files"]
+    capsys.readouterr()

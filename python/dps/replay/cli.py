@@ -207,7 +207,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from dps.replay.outputs import check_out_folder
+    from dps.replay.outputs import check_out_folder, claim
     from dps.replay.report import aggregate, closed_loop_lines, interval_lines, markdown_table, write_report
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
@@ -221,7 +221,9 @@ def _replay(args: argparse.Namespace) -> int:
         sc.steps = args.steps
     out = check_out_folder(args.out if args.out is not None else Path("runs") / f"replay-{sc.name}")
     res = run_sweep(sc, workers=args.workers, progress=not args.quiet, record=args.write_logs)
-    paths = write_report(res, out, plots=not args.no_plots)
+    folder = claim(out, getattr(args, "command_line", None))  # one run's files only, and a manifest
+    paths = write_report(res, folder.path, plots=not args.no_plots)
+    paths["manifest"] = folder.seal()
     agg = aggregate(res.summary)
     print(markdown_table(agg))
     for line in filter(

@@ -551,7 +551,7 @@ class LogWorld(World):
         if k is None:
             k = _most_common(nr)
         self.k = int(k)
-        check_world_size(self.num_prompts, self.steps, self.k)
+        check_world_size(self.num_prompts, None, self.k)
         self.coverage = len(step) / (span * self.num_prompts)
         self.logged_groups = len(step)
         self.log = log = RowLog(step, pid, nc, nr, origin=self.first_step)

@@ -176,14 +176,15 @@ def preset_params(name: str, **overrides: Any) -> SyntheticParams:
     return SyntheticParams.from_dict({**PRESETS[key], **overrides})
 
 
-def check_world_size(num_prompts: int, steps: int, k: int) -> None:
+def check_world_size(num_prompts: int, steps: int | None, k: int) -> None:
     """A world's sizes within what a replay can hold, the bounds a log's values get
-    (dps.logs.check): every policy keeps state for each prompt, a replay runs every step."""
-    if num_prompts < 1 or steps < 1 or k < 1:
+    (dps.logs.check): every policy keeps state for each prompt, a replay runs every step (None:
+    the steps of a log, bounded where the log is read)."""
+    if num_prompts < 1 or (steps is not None and steps < 1) or k < 1:
         raise ValueError("num_prompts, steps and k must be positive")
     for name, value, most in (
         ("num_prompts", num_prompts, MAX_INDEX_PROMPTS),
-        ("steps", steps, MAX_STEP_SPAN),
+        ("steps", steps or 1, MAX_STEP_SPAN),
         ("k", k, MAX_GROUP_SIZE),
     ):
         if value > most:
