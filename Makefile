@@ -10,7 +10,7 @@ RUST_SRC := Cargo.toml $(shell find rust -name '*.rs')
 DEPS_STAMP := $(VENV)/.deps
 BUILD_STAMP := $(VENV)/.built
 
-.PHONY: install build test test-rust test-python test-verl verl-demo demo bench lint format docs docs-serve clean
+.PHONY: install build test test-rust test-python test-verl verl-demo verl-demo-vlm demo bench lint format docs docs-serve clean
 
 install: $(BUILD_STAMP)
 
@@ -58,6 +58,12 @@ test-verl: $(BUILD_STAMP) $(VERL_STAMP)
 OUT ?= runs/verl-demo
 verl-demo: $(BUILD_STAMP) $(VERL_STAMP)
 	OMP_NUM_THREADS=1 $(VERL_PY) -m dps.integrations.verl.demo --out "$(OUT)" --steps 4 --resume-check --dps $(VENV)/bin/dps
+
+# The same with image prompts: a tiny Qwen2-VL on drawn polygons (figures) through verl's
+# multimodal data path (data.image_key, the model folder's processor). OUT: a new folder.
+verl-demo-vlm: OUT = runs/verl-demo-vlm
+verl-demo-vlm: $(BUILD_STAMP) $(VERL_STAMP)
+	OMP_NUM_THREADS=1 $(VERL_PY) -m dps.integrations.verl.demo --task figures --out "$(OUT)" --steps 4 --resume-check --dps $(VENV)/bin/dps
 
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math

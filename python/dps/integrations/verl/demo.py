@@ -3,7 +3,9 @@
     python -m dps.integrations.verl.demo --out DIR [--steps 4] [--workers 1] [--resume-check]
 
 Writes a tiny Qwen2 and its tokenizer (DIR/model) and one-digit arithmetic prompts
-(DIR/data/*.parquet, `dps.integrations.tiny`), then runs `python -m dps.integrations.verl` (verl's
+(DIR/data/*.parquet, `dps.integrations.tiny`), or with ``--task figures`` the tiny Qwen2-VL and
+its processor and `figures` prompts (a drawn polygon: how many sides?) in verl's multimodal
+layout (``images``, read with ``data.image_key=images``), then runs `python -m dps.integrations.verl` (verl's
 `run_ppo` and `fit()`: the hf rollout, the rule reward, GRPO advantages, the FSDP actor update on
 gloo, a checkpoint every step) for ``--steps`` steps into DIR: DIR/rollouts.parquet is the DPS
 rollout log, DIR/global_step_N the checkpoints, DIR/metrics.jsonl verl's metrics.
@@ -25,16 +27,43 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 N_TRAIN, N_VAL = 32, 8
 
 
-def prepare(out: Path, model: str | None) -> tuple[Path, Path, Path]:
+@dataclass(frozen=True)
+class Setting:
+    """What a demo task changes in verl's config (its data and model are written by `prepare`)."""
+
+    reward: str  # the reward function in dps.integrations.tiny
+    prompt_length: int  # data.max_prompt_length (tokens)
+    response_length: int  # data.max_response_length (tokens)
+    overrides: tuple[str, ...] = ()
+
+
+SETTINGS = {
+    "arithmetic": Setting("compute_score", prompt_length=8, response_length=4),
+    # a prompt is 55 tokens: 16 image tokens between two markers and the question's 37 characters;
+    # verl's processor is the model folder's code (dps.models.processor)
+    "figures": Setting(
+        "figures_compute_score",
+        prompt_length=64,
+        response_length=16,
+        overrides=("data.image_key=images", "actor_rollout_ref.model.trust_remote_code=True"),
+    ),
+}
+
+
+def prepare(out: Path, model: str | None, task: str = "arithmetic") -> tuple[Path, Path, Path]:
     from dps.integrations import tiny
 
     data = out / "data"
+    if task == "figures":
+        train, val = tiny.write_figures_parquet(data, N_TRAIN, N_VAL, seed=0)
+        return train, val, Path(model) if model else tiny.save_vlm_folder(out / "model")
     train = tiny.write_verl_parquet(data / "train.parquet", N_TRAIN, seed=0)
     val = tiny.write_verl_parquet(data / "val.parquet", N_VAL, seed=1)
     folder = Path(model) if model else tiny.save_model_folder(out / "model")
@@ -45,13 +74,13 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, val: Path, model
     """The Hydra overrides of one run: verl's loop at the size of a 2-core machine."""
     from dps.integrations import tiny
 
-    batch, k = args.batch_size, args.k
+    batch, k, setting = args.batch_size, args.k, SETTINGS[args.task]
     settings = [
         f"data.train_files={train}",
         f"data.val_files={val}",
         f"data.train_batch_size={batch}",
-        f"data.max_prompt_length={args.prompt_length}",
-        f"data.max_response_length={args.response_length}",
+        f"data.max_prompt_length={args.prompt_length or setting.prompt_length}",
+        f"data.max_response_length={args.response_length or setting.response_length}",
         "data.filter_overlong_prompts=False",
         "data.dataloader_num_workers=0",
         f"actor_rollout_ref.model.path={model}",
@@ -71,7 +100,7 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, val: Path, model
         "algorithm.adv_estimator=grpo",
         "algorithm.use_kl_in_reward=False",
         f"reward.custom_reward_function.path={Path(tiny.__file__).resolve()}",
-        "reward.custom_reward_function.name=compute_score",
+        f"reward.custom_reward_function.name={setting.reward}",
         "reward.num_workers=1",
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
         f"trainer.device={args.device}",
@@ -85,13 +114,14 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, val: Path, model
         "trainer.logger=[console,file]",
         f"trainer.default_local_dir={out}",
         "trainer.project_name=dps",
-        "trainer.experiment_name=verl-cpu-demo",
+        f"trainer.experiment_name=verl-cpu-demo-{args.task}",
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out / 'metrics.jsonl'}",
         f"dps.policy={args.policy}",
         "dps.correct_key=acc",
         f"dps.seed={args.seed}",
         f"hydra.run.dir={out / 'hydra'}",
     ]
+    settings += list(setting.overrides)
     if args.address:
         settings.append(f"+ray_kwargs.ray_init.address={args.address}")
     else:
@@ -289,8 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda"], help="trainer.device (cuda: verl's GPU path)"
     )
-    parser.add_argument("--prompt-length", type=int, default=8, help="data.max_prompt_length (tokens)")
-    parser.add_argument("--response-length", type=int, default=4, help="data.max_response_length (tokens)")
+    parser.add_argument(
+        "--task",
+        choices=sorted(SETTINGS),
+        default="arithmetic",
+        help="arithmetic (a tiny Qwen2) or figures (image prompts, a tiny Qwen2-VL)",
+    )
+    parser.add_argument("--prompt-length", type=int, default=None, help="data.max_prompt_length (tokens)")
+    parser.add_argument("--response-length", type=int, default=None, help="data.max_response_length (tokens)")
     parser.add_argument("--resume-check", action="store_true", help="also kill a second run and resume it")
     parser.add_argument("--kill-after", type=int, default=2, help="the step whose checkpoint the kill waits for")
     parser.add_argument("--no-replay", action="store_true")
@@ -308,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     if (out / "rollouts.parquet").exists() or checkpointed(out):
         parser.error(f"{out} holds a run already: give an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
-    train, val, model = prepare(out, args.model)
+    train, val, model = prepare(out, args.model, args.task)
     summary: dict[str, Any] = {
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -316,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         "workers": args.workers,
         "nodes": args.nodes,
         "policy": args.policy,
+        "task": args.task,
     }
     watch = ClusterWatch(args.dashboard) if args.address else None
     summary["wall_s"] = run(overrides(args, out, train, val, model), out / "verl.log", watch)

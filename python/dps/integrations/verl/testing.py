@@ -48,6 +48,7 @@ class SeededRollout:
         self.reward_correct, self.reward_wrong = reward_correct, reward_wrong
         self.delay = delay  # > 0: groups finish one by one in a background thread, this far apart
         self.batches: list[list[int]] = []  # dataset indices of each batch received, in order
+        self.prompts: list[list[Any]] = []  # each batch's raw prompts (chat messages, images included)
         self.threads: list[threading.Thread] = []
         self.seconds = 0.0
 
@@ -55,6 +56,7 @@ class SeededRollout:
         uids, index = list(batch["uid"]), [int(i) for i in batch["index"]]
         step = int(batch["global_steps"])
         self.batches.append(index)
+        self.prompts.append(list(batch["raw_prompt"]) if "raw_prompt" in batch.keys() else [])
         if not self.delay:
             self._finish(uids, index, step)
             return
@@ -150,8 +152,9 @@ def cpu_config(out: str | Path, batch_size: int, dps: dict[str, Any], resume: bo
     )
 
 
-def cpu_trainer(config: Any, rollout: SeededRollout, num_prompts: int) -> DPSTrainer:
-    """A `DPSTrainer` with its config, data, replay buffer and policy, and stubs for the rest."""
+def cpu_trainer(config: Any, rollout: SeededRollout, num_prompts: int, rows: Any = None) -> DPSTrainer:
+    """A `DPSTrainer` with its config, data, replay buffer and policy, and stubs for the rest.
+    `rows`: the training set (default `dataset(num_prompts)`), e.g. a verl dataset of image prompts."""
     trainer = DPSTrainer.__new__(DPSTrainer)
     trainer.trainer_mode = config.trainer.v1.trainer_mode
     trainer.config = config
@@ -161,9 +164,9 @@ def cpu_trainer(config: Any, rollout: SeededRollout, num_prompts: int) -> DPSTra
     trainer.actor_rollout_wg = trainer.checkpoint_callback = _Stub()
     trainer.replay_buffer = trainer._build_replay_buffer()
     trainer.replay_buffer.poll_interval = 0.0
-    rows = dataset(num_prompts)
+    rows = dataset(num_prompts) if rows is None else rows
     with (
-        patch("verl.trainer.ppo.v1.trainer_base.create_rl_dataset", side_effect=[rows, rows[:1]]),
+        patch("verl.trainer.ppo.v1.trainer_base.create_rl_dataset", side_effect=[rows, [rows[0]]]),
         patch("verl.trainer.ppo.v1.trainer_base.create_rl_sampler", return_value=None),
     ):
         trainer._init_dataloader()
