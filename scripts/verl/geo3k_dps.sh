@@ -8,6 +8,13 @@
 #   bash scripts/verl/geo3k_dps.sh
 # The reward is verl's geo3k score, 0.9 x accuracy + 0.1 x format: a response counts as correct
 # for the policy when its reward is >= 0.5 (dps.threshold), so the format bonus alone is wrong.
+# The multimodal data path is verl's own, as in its geo3k example
+# (examples/grpo_trainer/run_qwen2_5_vl-7b.sh): data.image_key names the images column of the
+# preprocessed Parquet (its prompt carries an <image> marker per image), and the processor is the
+# model folder's own (verl's hf_processor: Qwen2.5-VL's, which needs torchvision and
+# qwen_vl_utils, installed beside vLLM on GPU machines). DPSTrainer's prompts are rows of that
+# dataset, images included; nothing in dps depends on the modality. The CPU rehearsal with a tiny
+# Qwen2-VL is `make verl-demo-vlm` (docs/integrations/verl.md#images).
 set -euo pipefail
 
 MODEL=${MODEL:-Qwen/Qwen2.5-VL-3B-Instruct}

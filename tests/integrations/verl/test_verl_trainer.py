@@ -193,10 +193,13 @@ def test_verl_filter_groups_and_a_colocated_reward_model_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "script, batch, decay",
-    [("math_dps.sh", 256, 0.7), ("geo3k_dps.sh", 512, 0.5)],
+    "script, batch, decay, model",
+    [
+        ("math_dps.sh", 256, 0.7, "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
+        ("geo3k_dps.sh", 512, 0.5, "Qwen/Qwen2.5-VL-3B-Instruct"),
+    ],
 )
-def test_launch_scripts_compose_with_verls_config(script, batch, decay):
+def test_launch_scripts_compose_with_verls_config(script, batch, decay, model):
     """Every override in the GPU launch scripts is a key of verl 0.9.1's config (Hydra refuses
     unknown ones); the scripts themselves were not run here."""
     import os
@@ -218,6 +221,12 @@ def test_launch_scripts_compose_with_verls_config(script, batch, decay):
     assert config["actor_rollout_ref"]["rollout"]["n"] == 8
     assert config["dps"]["policy"] == "dps" and config["dps"]["options"] == {"decay": decay}
     assert config["actor_rollout_ref"]["actor"]["clip_ratio_high"] == 0.28
+    assert config["actor_rollout_ref"]["model"]["path"] == model
+    # verl's multimodal data path, as its geo3k example sets it: the images column of its
+    # preprocessed Parquet, and the processor of the model folder (no processor code to trust)
+    assert config["data"]["image_key"] == "images"
+    assert config["data"]["custom_cls"]["path"] is None
+    assert not config["actor_rollout_ref"]["model"]["trust_remote_code"]
 
 
 def test_policy_share_of_the_step_is_logged(tmp_path, monkeypatch):

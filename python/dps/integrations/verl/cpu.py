@@ -259,8 +259,8 @@ def _load_policy_model(path: str, model_config: Any) -> tuple[Any, Any]:
 def _placeholder_ids(model: Any) -> torch.Tensor:
     """A VLM's image placeholder tokens (none for a causal LM)."""
     names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-    ids = {getattr(model.config, name, None) for name in names} - {None}
-    return torch.tensor(sorted(int(i) for i in ids), dtype=torch.long)
+    ids = {int(value) for name in names if (value := getattr(model.config, name, None)) is not None}
+    return torch.tensor(sorted(ids), dtype=torch.long)
 
 
 def _server_name(replica_rank: int) -> str:
@@ -355,7 +355,8 @@ class HFRolloutServer:
 
     def _stream_seed(self, key: tuple[tuple[int, ...], str], occurrence: int) -> int:
         prompt, images = key
-        text = f"{self.seed}:{self.global_steps}:{occurrence}:{images}:" + ",".join(map(str, prompt))
+        image_part = f"{images}:" if images else ""  # a text prompt's seed is what it was before images
+        text = f"{self.seed}:{self.global_steps}:{occurrence}:{image_part}" + ",".join(map(str, prompt))
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
     def _sampling(self, params: dict[str, Any]) -> tuple[float, float, int, int, bool]:
