@@ -6,11 +6,14 @@ from dps.policies import (
     DPS,
     GRESO,
     DynamicSampling,
+    GroupOutcomes,
     HistoryResampling,
+    LaggedSteps,
     MoPPS,
     Policy,
     StepResult,
     Uniform,
+    roll_out_step,
     run_step,
 )
 
@@ -20,10 +23,13 @@ __all__ = [
     "DPS",
     "GRESO",
     "DynamicSampling",
+    "GroupOutcomes",
     "HistoryResampling",
+    "LaggedSteps",
     "MoPPS",
     "Policy",
     "StepResult",
     "Uniform",
+    "roll_out_step",
     "run_step",
 ]

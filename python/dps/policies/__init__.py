@@ -1,6 +1,7 @@
 """Selection policies: the `Policy` interface, the built-in Rust-backed policies, the gate."""
 
-from dps.policies.base import Policy, StepResult, run_step
+from dps.outcomes import GroupOutcomes
+from dps.policies.base import LaggedSteps, Policy, StepResult, roll_out_step, run_step
 from dps.policies.builtin import (
     BOTS,
     DPS,
@@ -21,11 +22,14 @@ __all__ = [
     "GRESO",
     "PRIORS",
     "DynamicSampling",
+    "GroupOutcomes",
     "HistoryResampling",
+    "LaggedSteps",
     "MoPPS",
     "Policy",
     "StepResult",
     "Uniform",
+    "roll_out_step",
     "run_step",
     "make_policy",
     "prediction_scores",

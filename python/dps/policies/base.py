@@ -3,13 +3,14 @@
 A step, in replay and in training alike (see `run_step`):
 
 1. ``ids = policy.select(batch_size)`` picks prompts before any rollout;
-2. the caller rolls out k responses per prompt and scores them;
-3. ``keep = policy.admit(ids, n_correct, n_rollouts)`` may reject groups after rollout
-   (a dynamic-sampling gate); ``policy.round_size`` then says how many more prompts to
-   ``select`` (by default ``batch_size`` again while fewer than ``batch_size`` groups are
-   admitted and ``policy.max_rounds`` allows; 0 ends the step);
-4. ``policy.observe(all_ids, all_n_correct, all_n_rollouts)`` reports every rolled-out group
-   of the step, rejected ones too, and advances the policy by one step.
+2. the caller rolls out k responses per prompt and scores them: counts of correct responses
+   or graded rewards, one `GroupOutcomes` (dps.outcomes);
+3. ``keep = policy.admit_groups(groups)`` may reject groups after rollout (a dynamic-sampling
+   gate); ``policy.round_size`` then says how many more prompts to ``select`` (by default
+   ``batch_size`` again while fewer than ``batch_size`` groups are admitted and
+   ``policy.max_rounds`` allows; 0 ends the step);
+4. ``policy.observe_groups(groups)`` reports every rolled-out group of the step, rejected ones
+   too, and advances the policy by one step.
 
 Within one step, repeated ``select`` calls return ids not handed out earlier in that step.
 
@@ -25,6 +26,14 @@ Where a policy meets someone else's loop:
   warm-starting one from an earlier run, is `observe` step after step, and reaches the same
   state as the live run that selected those prompts. Ids handed out but not observed are
   released by `observe`.
+
+Selections in flight (a trainer that generates ahead): ``observe_groups(groups,
+in_flight=True)`` takes groups of any earlier selection, in any order; each id must be in flight
+(selected, not yet observed or handed back), and the ids not observed stay in flight, never
+selected again until observed. ``warm_start(groups)`` takes groups that were never selected,
+leaving what is in flight; ``abandon(ids)`` hands ids in flight back unobserved.
+`roll_out_step` is a step without its `observe`; `LaggedSteps` runs steps whose groups are
+observed a fixed number of steps later.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import abc
 import json
 import zipfile
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from dps.outcomes import effective_ratio, partially_solved
+from dps.outcomes import GroupOutcomes, effective_ratio, int_array
 
-RolloutFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: A rollout: the ids to roll out -> their (n_correct, n_rollouts), or their `GroupOutcomes`.
+RolloutFn = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray] | GroupOutcomes"]
+NO_IDS = np.zeros(0, np.int64)
 
 
 class Policy(abc.ABC):
@@ -59,9 +71,53 @@ class Policy(abc.ABC):
     def observe(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
         """Take the step's scored groups (one entry per group) and advance one step."""
 
+    def observe_groups(self, groups: GroupOutcomes, *, in_flight: bool = False) -> None:
+        """Take scored groups (counts or graded rewards) and advance one step: what the step
+        loop, replay and the trainers call.
+
+        Lockstep (the default): the step's groups, selected or not; every id handed out is
+        released. `in_flight=True`: groups of earlier selections, in any order; each id must be
+        in flight, and the others stay in flight.
+
+        The default serves a policy of counts in lockstep: it calls `observe` with the counts.
+        A policy of your own overrides this to take graded rewards or selections in flight."""
+        name = type(self).__name__
+        if in_flight:
+            raise NotImplementedError(
+                f"{name} does not take selections in flight: override observe_groups(groups, in_flight=True) "
+                "(docs/policies.md#in-flight)"
+            )
+        if groups.n_correct is None:
+            raise TypeError(
+                f"{name}.observe takes counts, and these groups carry only rewards: override "
+                "observe_groups(groups) to take them (docs/policies.md#graded-rewards)"
+            )
+        self.observe(groups.prompt_ids, groups.n_correct, groups.n_rollouts)
+
+    def warm_start(self, groups: GroupOutcomes) -> None:
+        """Take groups this policy never selected (a log, an earlier run) as one step; ids in
+        flight stay in flight. The default is a lockstep `observe_groups`."""
+        self.observe_groups(groups)
+
     def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
         """Boolean mask of the groups to train on. The default admits every group."""
         return np.ones(len(prompt_ids), dtype=bool)
+
+    def admit_groups(self, groups: GroupOutcomes) -> np.ndarray:
+        """Boolean mask of `groups` to train on: what the step loop calls. The default asks
+        `admit` with the counts (every group, where `admit` is not overridden)."""
+        if type(self).admit is Policy.admit:
+            return np.ones(len(groups), dtype=bool)
+        if groups.n_correct is None:
+            raise TypeError(
+                f"{type(self).__name__}.admit takes counts, and these groups carry only rewards: override "
+                "admit_groups(groups) to take them (docs/policies.md#graded-rewards)"
+            )
+        return self.admit(groups.prompt_ids, groups.n_correct, groups.n_rollouts)
+
+    def in_flight(self) -> np.ndarray:
+        """The ids handed out and not yet observed (empty for a policy that does not track them)."""
+        return NO_IDS
 
     def round_size(self, batch_size: int, rounds: Sequence[tuple[int, int]]) -> int:
         """How many prompts the step's next round rolls out; 0 ends the step.
@@ -83,11 +139,14 @@ class Policy(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; raise ValueError and change nothing if it does not fit."""
 
-    def abandon(self) -> None:
-        """Undo the `select` calls since the last `observe` (a step whose rollout failed).
+    def abandon(self, prompt_ids: Any = None) -> np.ndarray:
+        """Hand ids back unobserved, and return them.
 
-        The built-ins go back exactly to their state before the step. A policy of your own
-        overrides this when `select` changes its state (e.g. marks ids as handed out)."""
+        Without ids: undo the `select` calls since the last `observe` (a step whose rollout
+        failed); the built-ins go back exactly to their state before the step. With ids: hand
+        back those ids in flight (their rollouts were dropped); they may be selected again.
+        A policy of your own overrides this when `select` changes its state (e.g. marks ids as
+        handed out)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement abandon()")
 
     def metrics(self) -> dict[str, float]:
@@ -148,13 +207,26 @@ def load_state(path: str | Path, kind: str) -> dict[str, Any]:
 class StepResult:
     """What one step rolled out and what it trained on."""
 
-    prompt_ids: np.ndarray  # every group rolled out this step, in order
-    n_correct: np.ndarray
-    n_rollouts: np.ndarray
-    admitted: np.ndarray  # bool mask over prompt_ids
-    trained: np.ndarray  # indices into prompt_ids of the trained batch (<= batch_size)
+    groups: GroupOutcomes  # every group rolled out this step, in order
+    admitted: np.ndarray  # bool mask over the groups
+    trained: np.ndarray  # indices into the groups of the trained batch (<= batch_size)
     rounds: int
     shortfall: int  # batch_size minus the number of trained groups
+
+    @property
+    def prompt_ids(self) -> np.ndarray:
+        return self.groups.prompt_ids
+
+    @property
+    def n_rollouts(self) -> np.ndarray:
+        return self.groups.n_rollouts
+
+    @property
+    def n_correct(self) -> np.ndarray:
+        """The counts of correct responses (groups rolled out as rewards alone have none)."""
+        if self.groups.n_correct is None:
+            raise ValueError("this step's groups carry rewards, not counts: read result.groups")
+        return self.groups.n_correct
 
     @property
     def rollouts(self) -> int:
@@ -162,9 +234,26 @@ class StepResult:
 
     @property
     def effective_ratio(self) -> float:
-        """Share of the trained groups that were partially solved (0 < correct < k)."""
-        partial = partially_solved(self.n_correct[self.trained], self.n_rollouts[self.trained])
-        return effective_ratio(int(partial.sum()), len(self.trained))
+        """Share of the trained groups that were effective (partially solved, or a graded
+        group whose rewards differ)."""
+        return effective_ratio(int(self.groups.effective[self.trained].sum()), len(self.trained))
+
+
+def rolled_out(ids: np.ndarray, returned: object) -> GroupOutcomes:
+    """What a rollout returned for `ids`: their `GroupOutcomes` (for these ids, in order), or
+    (n_correct, n_rollouts) counts."""
+    if isinstance(returned, GroupOutcomes):
+        if not np.array_equal(returned.prompt_ids, ids):
+            raise ValueError("the rollout returned groups for other prompts than it was given, or in another order")
+        return returned
+    if not isinstance(returned, tuple) or len(returned) != 2:
+        raise TypeError(
+            f"the rollout returned {type(returned).__name__}; it must return (n_correct, n_rollouts) or GroupOutcomes"
+        )
+    n_correct, n_rollouts = returned
+    return GroupOutcomes.counts(
+        ids, count_array("n_correct", n_correct, len(ids)), count_array("n_rollouts", n_rollouts, len(ids))
+    )
 
 
 def count_array(name: str, values: object, n_groups: int) -> np.ndarray:
@@ -253,65 +342,102 @@ def run_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
     gets a ValueError naming what it returned. If that check, the rollout or `admit` raises, the
     step is abandoned (`policy.abandon()`) and the error propagates: the policy is as it was
     before the step."""
+    check_batch_size("run_step", batch_size)
+    result = roll_out_step(policy, batch_size, rollout)
+    policy.observe_groups(result.groups)
+    return result
+
+
+def check_batch_size(where: str, batch_size: object) -> None:
+    """Refuse a batch size that is not an integer >= 1, naming the caller."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"run_step: batch_size must be an integer >= 1, not {batch_size!r}")
+        raise ValueError(f"{where}: batch_size must be an integer >= 1, not {batch_size!r}")
+
+
+def roll_out_step(policy: Policy, batch_size: int, rollout: RolloutFn) -> StepResult:
+    """A step without its `observe`: select, roll out and admit, in rounds. The groups stay in
+    flight until the caller observes them (`policy.observe_groups(result.groups, in_flight=True)`,
+    at a later step) or hands them back (`policy.abandon(result.prompt_ids)`); `run_step`
+    observes them at once. A failure abandons the step, as in `run_step`."""
+    check_batch_size("roll_out_step", batch_size)
     policy_size(policy)
     try:
-        ids, n_correct, n_rollouts, admitted, rounds = _rounds(policy, batch_size, rollout)
+        groups, admitted, rounds = _rounds(policy, batch_size, rollout)
     except BaseException as error:
         abandon_step(policy, error)
         raise
-    policy.observe(ids, n_correct, n_rollouts)
     trained = np.flatnonzero(admitted)[:batch_size]
-    return StepResult(ids, n_correct, n_rollouts, admitted, trained, rounds, batch_size - len(trained))
+    return StepResult(groups, admitted, trained, rounds, batch_size - len(trained))
 
 
-def next_request(policy: Policy, batch_size: int, history: list[tuple[int, int]], handed_out: int) -> int:
-    """The policy's next round size, limited to what the dataset still has this step."""
+class LaggedSteps:
+    """Steps whose groups a policy observes `lag` steps after it selected them: each `step`
+    selects, rolls out and admits, then observes, in flight, the groups of the step `lag` steps
+    before. The policy thus selects step t having observed the groups of steps up to
+    t - 1 - lag: what a trainer that generates `lag` steps ahead gives it. Lag 0 is `run_step`.
+    `due` holds the steps rolled out and not yet observed, oldest first."""
+
+    def __init__(self, policy: Policy, lag: int):
+        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)):
+            raise TypeError(f"lag must be an int, got {type(lag).__name__}")
+        if lag < 0:
+            raise ValueError(f"lag must be >= 0 (steps between a selection and its observation), got {lag}")
+        self.policy, self.lag = policy, int(lag)
+        self.due: deque[GroupOutcomes] = deque()
+
+    def step(self, batch_size: int, rollout: RolloutFn) -> StepResult:
+        if self.lag == 0:
+            return run_step(self.policy, batch_size, rollout)
+        result = roll_out_step(self.policy, batch_size, rollout)
+        self.due.append(result.groups)
+        if len(self.due) > self.lag:
+            self.policy.observe_groups(self.due.popleft(), in_flight=True)
+        return result
+
+
+def next_request(
+    policy: Policy, batch_size: int, history: list[tuple[int, int]], handed_out: int, in_flight: int = 0
+) -> int:
+    """The policy's next round size, limited to what the dataset still has this step (less the
+    `in_flight` prompts of earlier steps, which are not handed out again)."""
     request = policy.round_size(batch_size, history)
     if isinstance(request, bool) or not isinstance(request, (int, np.integer)) or request < 0:
         raise ValueError(f"{type(policy).__name__}.round_size returned {request!r}, not a count >= 0")
     # The first round of a plain step asks for exactly batch_size (select refuses more than
-    # the dataset); a later or larger round asks only for what the step has left.
-    if history or request > batch_size:
-        request = min(int(request), policy.num_prompts - handed_out)
+    # the dataset); a later or larger round, or one beside selections in flight, asks only for
+    # what the step has left.
+    if history or request > batch_size or in_flight:
+        request = min(int(request), policy.num_prompts - in_flight - handed_out)
     return int(request)
 
 
-def _rounds(
-    policy: Policy, batch_size: int, rollout: RolloutFn
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    ids_parts: list[np.ndarray] = []
-    correct_parts, total_parts, admit_parts = [], [], []
+def _rounds(policy: Policy, batch_size: int, rollout: RolloutFn) -> tuple[GroupOutcomes, np.ndarray, int]:
+    flying = int_array("in_flight", policy.in_flight())
+    parts: list[GroupOutcomes] = []
+    admit_parts: list[np.ndarray] = []
     history: list[tuple[int, int]] = []
-    rounds = 0
     handed_out = 0
     while True:
-        request = next_request(policy, batch_size, history, handed_out)
+        request = next_request(policy, batch_size, history, handed_out, len(flying))
         if request <= 0:
             break
-        ids = checked_selection(policy, policy.select(request), request, ids_parts)
+        ids = checked_selection(policy, policy.select(request), request, [p.prompt_ids for p in parts])
+        if len(flying) and np.isin(ids, flying).any():
+            again = int(ids[np.isin(ids, flying)][0])
+            raise ValueError(
+                f"{type(policy).__name__}.select({request}) returned id {again}, which is in flight (selected at an "
+                f"earlier step and not observed yet); {CONTRACT}"
+            )
         handed_out += len(ids)
         if len(ids) == 0:
             break
-        n_correct, n_rollouts = rollout(ids)
-        n_correct = count_array("n_correct", n_correct, len(ids))
-        n_rollouts = count_array("n_rollouts", n_rollouts, len(ids))
-        keep = np.asarray(policy.admit(ids, n_correct, n_rollouts), dtype=bool)
+        groups = rolled_out(ids, rollout(ids))
+        keep = np.asarray(policy.admit_groups(groups), dtype=bool)
         if keep.shape != ids.shape:
             raise ValueError(f"admit returned a mask of shape {keep.shape} for {len(ids)} groups")
-        ids_parts.append(ids)
-        correct_parts.append(n_correct)
-        total_parts.append(n_rollouts)
+        parts.append(groups)
         admit_parts.append(keep)
         history.append((len(ids), int(keep.sum())))
-        rounds += 1
-    if not ids_parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), rounds
-    return (
-        np.concatenate(ids_parts),
-        np.concatenate(correct_parts),
-        np.concatenate(total_parts),
-        np.concatenate(admit_parts),
-        rounds,
-    )
+    if not parts:
+        return GroupOutcomes.counts(NO_IDS, NO_IDS, NO_IDS), np.zeros(0, bool), 0
+    return GroupOutcomes.concat(parts), np.concatenate(admit_parts), len(parts)

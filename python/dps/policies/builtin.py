@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from dps._core import BotsCore, DpsCore, GresoCore, HistoryCore, MoppsCore, Selector, UniformCore, admit_mask
-from dps.policies.base import Policy
+from dps.outcomes import GroupOutcomes, int_array
+from dps.policies.base import NO_IDS, Policy
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -22,26 +23,17 @@ INT64_MAX = np.iinfo(np.int64).max
 PRIORS: dict[str, list[list[float]]] = dict(DpsCore.PRIORS)
 
 
-def as_int_array(name: str, values: Any) -> np.ndarray:
-    """A 1-D contiguous int64 array, or TypeError / ValueError naming `name`."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
-    if array.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    if array.dtype.kind == "u" and array.max() > INT64_MAX:
-        raise ValueError(f"{name} holds values too large for int64")
-    return np.ascontiguousarray(array, dtype=np.int64)
+#: A 1-D contiguous int64 array, or TypeError / ValueError naming the argument.
+as_int_array = int_array
 
 
-def observation_arrays(prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> tuple[np.ndarray, ...]:
-    return (
-        as_int_array("prompt_ids", prompt_ids),
-        as_int_array("n_correct", n_correct),
-        as_int_array("n_rollouts", n_rollouts),
-    )
+def checked_groups(groups: Any) -> GroupOutcomes:
+    if not isinstance(groups, GroupOutcomes):
+        raise TypeError(
+            f"groups must be a GroupOutcomes (GroupOutcomes.counts, .from_rewards, .from_moments), "
+            f"got {type(groups).__name__}"
+        )
+    return groups
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -192,19 +184,57 @@ class RustPolicy(Policy):
         """Complete the step's snapshot if this select may change what it left out."""
 
     def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
-        self._core.observe(*observation_arrays(prompt_ids, n_correct, n_rollouts))
+        self._take(GroupOutcomes.counts(prompt_ids, n_correct, n_rollouts), "lockstep")
+
+    def observe_groups(self, groups: GroupOutcomes, *, in_flight: bool = False) -> None:
+        """A step's groups, counts or graded rewards (docs/policies.md#in-flight for the rules)."""
+        self._take(checked_groups(groups), "in_flight" if in_flight else "lockstep")
+
+    def warm_start(self, groups: GroupOutcomes) -> None:
+        """Groups this policy never selected, as one step; what is in flight stays in flight."""
+        self._take(checked_groups(groups), "warm_start")
+
+    def _take(self, groups: GroupOutcomes, arrival: str) -> None:
+        self._core.observe_groups(
+            groups.prompt_ids,
+            groups.n_rollouts,
+            n_correct=groups.n_correct,
+            reward_mean=groups.reward_mean,
+            reward_std=groups.reward_std,
+            spread_tol=groups.spread_tol,
+            success_at=groups.success_at,
+            arrival=arrival,
+        )
         self._end_step()
 
-    def abandon(self) -> None:
-        """Go back to the state before this step's first `select` (exactly)."""
+    def in_flight(self) -> np.ndarray:
+        """The ids handed out and not yet observed: this step's, then earlier steps' in flight."""
+        return self._core.in_flight()
+
+    def abandon(self, prompt_ids: Any = None) -> np.ndarray:
+        """Without ids: go back to the state before this step's first `select` (exactly) and
+        return the step's ids. With ids: hand those ids in flight back unobserved (they may be
+        selected again; an epoch order does not move back) and return them."""
+        if prompt_ids is not None:
+            return self._hand_back(as_int_array("prompt_ids", prompt_ids))
         if not self._step_open:
-            return
+            return NO_IDS
+        handed = np.asarray(self.state_dict()["pending"], np.int64)
         if self._step_start is not None:
             state = self._step_start
         else:
             state = self.state_dict()
             state["pending"] = np.zeros(0, np.int64)
         self.load_state_dict(state)
+        return handed
+
+    def _hand_back(self, ids: np.ndarray) -> np.ndarray:
+        back = self._core.hand_back(ids)
+        if self._step_start is not None:  # what a later abandon() returns to leaves them out too
+            start = self._step_start
+            for key in ("pending", "in_flight"):
+                start[key] = start[key][~np.isin(start[key], back)]
+        return back
 
     def _end_step(self) -> None:
         self._step_open, self._step_start = False, None
@@ -382,14 +412,15 @@ class Uniform(EpochPolicy):
         if start is None or "order" in start:
             return
         now = self._core.state(with_order=False)
-        if now["epoch"] == 0 or now["cursor"] + batch_size + len(now["pending"]) > self.num_prompts:
+        handed_out = len(now["pending"]) + len(now["in_flight"])  # skipped where the order meets them
+        if now["epoch"] == 0 or now["cursor"] + batch_size + handed_out > self.num_prompts:
             start["order"] = self._core.state()["order"]
 
-    def abandon(self) -> None:
+    def abandon(self, prompt_ids: Any = None) -> np.ndarray:
         start = self._step_start
-        if self._step_open and start is not None and "order" not in start:
+        if prompt_ids is None and self._step_open and start is not None and "order" not in start:
             start["order"] = self._core.state()["order"]  # no new epoch began since the snapshot
-        super().abandon()
+        return super().abandon(prompt_ids)
 
     def __init__(self, num_prompts: int, *, seed: int = 0) -> None:
         self.seed = check_seed(seed)
@@ -727,9 +758,13 @@ class GRESO(EpochPolicy):
     def admit(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> np.ndarray:
         return zero_variance_mask(n_correct, n_rollouts)
 
-    def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
+    def admit_groups(self, groups: GroupOutcomes) -> np.ndarray:
+        """The groups with a learning signal: effective (partially solved, or rewards that differ)."""
+        return checked_groups(groups).effective
+
+    def _take(self, groups: GroupOutcomes, arrival: str) -> None:
         skipped = int(self._core.skipped)
-        super().observe(prompt_ids, n_correct, n_rollouts)
+        super()._take(groups, arrival)
         self._skipped_last = skipped
 
     def metrics(self) -> dict[str, float]:

@@ -6,14 +6,16 @@ from typing import Any
 
 import numpy as np
 
+from dps.outcomes import GroupOutcomes
 from dps.policies.base import Policy
-from dps.policies.builtin import DEFAULT_MAX_ROUNDS, Uniform, check_count, zero_variance_mask
+from dps.policies.builtin import DEFAULT_MAX_ROUNDS, Uniform, check_count, checked_groups
 
 
 class DynamicSampling(Policy):
-    """Roll out, keep only groups with reward std > 0 (or a mean inside [lo, hi]), and roll out
-    more prompts from the selector until the batch is full or `max_rounds` is reached; then the
-    step trains on what it kept and the step loop reports the shortfall.
+    """Roll out, keep only effective groups (reward spread > 0: partially solved counts, or
+    graded rewards that differ; or a mean inside [lo, hi]), and roll out more prompts from the
+    selector until the batch is full or `max_rounds` is reached; then the step trains on what it
+    kept and the step loop reports the shortfall.
 
     `DynamicSampling(num_prompts=N, seed=s)` is DAPO's DS over a uniform dataloader;
     `DynamicSampling(DPS(num_prompts=N))` gates another selector.
@@ -56,20 +58,43 @@ class DynamicSampling(Policy):
         return self.selector.select(batch_size)
 
     def admit(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> np.ndarray:
-        keep = zero_variance_mask(n_correct, n_rollouts, self.band)
-        keep &= np.asarray(self.selector.admit(prompt_ids, n_correct, n_rollouts), dtype=bool)
+        return self.admit_groups(GroupOutcomes.counts(prompt_ids, n_correct, n_rollouts))
+
+    def admit_groups(self, groups: GroupOutcomes) -> np.ndarray:
+        groups = checked_groups(groups)
+        if self.band is None:
+            keep = groups.effective.copy()
+        else:
+            lo, hi = self.band
+            keep = (lo <= groups.mean) & (groups.mean <= hi)
+        keep &= np.asarray(self.selector.admit_groups(groups), dtype=bool)
         self._kept += int(keep.sum())
         self._rejected += int((~keep).sum())
         return keep
 
     def observe(self, prompt_ids: Any, n_correct: Any, n_rollouts: Any) -> None:
-        self.selector.observe(prompt_ids, n_correct, n_rollouts)
+        self.observe_groups(GroupOutcomes.counts(prompt_ids, n_correct, n_rollouts))
+
+    def observe_groups(self, groups: GroupOutcomes, *, in_flight: bool = False) -> None:
+        self.selector.observe_groups(groups, in_flight=in_flight)
+        self._end_step()
+
+    def warm_start(self, groups: GroupOutcomes) -> None:
+        self.selector.warm_start(groups)
+        self._end_step()
+
+    def _end_step(self) -> None:
         self._last = {"ds_kept": float(self._kept), "ds_rejected": float(self._rejected)}
         self._kept = self._rejected = 0
 
-    def abandon(self) -> None:
-        self.selector.abandon()
-        self._kept = self._rejected = 0
+    def in_flight(self) -> np.ndarray:
+        return self.selector.in_flight()
+
+    def abandon(self, prompt_ids: Any = None) -> np.ndarray:
+        back = self.selector.abandon(prompt_ids)
+        if prompt_ids is None:
+            self._kept = self._rejected = 0
+        return back
 
     def metrics(self) -> dict[str, float]:
         return {**self.selector.metrics(), **self._last}

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from dps.outcomes import GroupOutcomes
 from dps.policies.base import Policy
 from dps.replay.worlds import World
 
@@ -14,7 +15,9 @@ class Oracle(Policy):
     """Picks the B prompts with the highest chance of a partial group, 1 - p^k - (1-p)^k.
 
     An upper bound, not a method: it reads the world's p at the current step. Ties are broken
-    by a seeded random order. Within one step, repeated selects return fresh prompts.
+    by a seeded random order. Within one step, repeated selects return fresh prompts; with
+    selections in flight, prompts in flight are not selected again (what it observes is never
+    used: it knows p).
     """
 
     def __init__(self, world: World, num_prompts: int | None = None, k: int | None = None, seed: int = 0):
@@ -25,13 +28,14 @@ class Oracle(Policy):
         self.step = 0
         self._jitter = np.random.default_rng([self.seed, 0x0AC]).random(self.num_prompts) * 1e-9
         self._taken: list[np.ndarray] = []
+        self._flying = np.zeros(0, np.int64)
 
     def select(self, batch_size: int) -> np.ndarray:
         if not 0 < batch_size <= self.num_prompts:
             raise ValueError(f"batch_size {batch_size} must be in [1, {self.num_prompts}]")
         p = np.asarray(self.world.p(self.step), np.float64)[: self.num_prompts]
         score = 1.0 - p**self.k - (1.0 - p) ** self.k + self._jitter
-        for ids in self._taken:
+        for ids in (*self._taken, self._flying):
             score[ids] = -np.inf
         avail = int(np.isfinite(score).sum())
         b = min(batch_size, avail)
@@ -43,14 +47,37 @@ class Oracle(Policy):
         return top
 
     def observe(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        self._next_step(np.zeros(0, np.int64))
+
+    def observe_groups(self, groups: GroupOutcomes, *, in_flight: bool = False) -> None:
+        out = self.in_flight()
+        if not in_flight:
+            return self._next_step(np.zeros(0, np.int64))
+        missing = np.setdiff1d(groups.prompt_ids, out)
+        if len(missing):
+            raise ValueError(f"prompt {int(missing[0])} is not in flight")
+        self._next_step(out[~np.isin(out, groups.prompt_ids)])
+
+    def _next_step(self, flying: np.ndarray) -> None:
         self.step += 1
         self._taken = []
+        self._flying = flying
+
+    def in_flight(self) -> np.ndarray:
+        return np.concatenate([*self._taken, self._flying]).astype(np.int64)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "seed": self.seed, "num_prompts": self.num_prompts, "k": self.k}
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "num_prompts": self.num_prompts,
+            "k": self.k,
+            "in_flight": self.in_flight(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state.get("num_prompts", -1)) != self.num_prompts:
             raise ValueError("oracle state is for a different number of prompts")
         self.step = int(state["step"])
         self._taken = []
+        self._flying = np.asarray(state.get("in_flight", np.zeros(0, np.int64)), np.int64)

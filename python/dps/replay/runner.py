@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from dps.outcomes import effective_ratio, group_states
-from dps.policies.base import Policy, policy_size, run_step
+from dps.outcomes import GroupOutcomes, effective_ratio
+from dps.policies.base import LaggedSteps, Policy, policy_size
 from dps.policies.builtin import prediction_scores
 from dps.replay.worlds import World
 
@@ -95,18 +95,29 @@ class Instrumented(Policy):
         return self.inner.round_size(batch_size, rounds)
 
     def admit(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> np.ndarray:
+        return self.admit_groups(GroupOutcomes.counts(prompt_ids, n_correct, n_rollouts))
+
+    def admit_groups(self, groups: GroupOutcomes) -> np.ndarray:
         if self.predictor is not None:  # before admit and observe: the state the selection saw
-            ids, sizes = np.asarray(prompt_ids, np.int64), np.asarray(n_rollouts, np.int64)
-            self.predicted.append(predicted_states(self.predictor, ids, sizes))
+            self.predicted.append(predicted_states(self.predictor, groups.prompt_ids, groups.n_rollouts))
         t = time.perf_counter()
-        keep = self.inner.admit(prompt_ids, n_correct, n_rollouts)
+        keep = self.inner.admit_groups(groups)
         self.policy_time += time.perf_counter() - t
         return keep
 
     def observe(self, prompt_ids: np.ndarray, n_correct: np.ndarray, n_rollouts: np.ndarray) -> None:
+        self.observe_groups(GroupOutcomes.counts(prompt_ids, n_correct, n_rollouts))
+
+    def observe_groups(self, groups: GroupOutcomes, *, in_flight: bool = False) -> None:
         t = time.perf_counter()
-        self.inner.observe(prompt_ids, n_correct, n_rollouts)
+        self.inner.observe_groups(groups, in_flight=in_flight)
         self.policy_time += time.perf_counter() - t
+
+    def in_flight(self) -> np.ndarray:
+        return self.inner.in_flight()
+
+    def abandon(self, prompt_ids: Any = None) -> np.ndarray:
+        return self.inner.abandon(prompt_ids)
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()
@@ -175,10 +186,13 @@ def replay(
     seed: int = 0,
     progress: Any = None,
     record: bool = False,
+    lag: int = 0,
 ) -> ReplayResult:
     """Replay `policy` for `steps` steps of `world`; outcome noise keyed by `seed`.
 
-    With `record`, every rolled-out group is kept, as a training run would log it.
+    With `record`, every rolled-out group is kept, as a training run would log it. With `lag` L,
+    the policy selects step t having observed the groups of steps up to t - 1 - L (selections in
+    flight, `LaggedSteps`); L = 0 is the lockstep loop.
     """
     if steps < 1:
         raise ValueError("steps must be positive")
@@ -186,7 +200,9 @@ def replay(
         raise ValueError(f"batch_size {batch_size} must be in [1, num_prompts={policy.num_prompts}]")
     if policy.num_prompts > world.num_prompts:
         raise ValueError(f"the policy has {policy.num_prompts} prompts, the world only {world.num_prompts}")
+    check_lag(policy, lag)
     wrapped = Instrumented(policy)
+    loop = LaggedSteps(wrapped, lag)
     out = {
         c: np.zeros(steps, np.float64 if c.endswith(("_ratio", "_s", "_effective", "_accuracy")) else np.int64)
         for c in STEP_COLUMNS
@@ -201,29 +217,30 @@ def replay(
     world_time = 0.0
     world.reset()
     world.set_seed(seed)
-    rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    rec: list[tuple[int, GroupOutcomes]] = []
     wall0 = time.perf_counter()
     for t in range(steps):
         world_time = 0.0
 
-        def rollout(ids: np.ndarray, t: int = t) -> tuple[np.ndarray, np.ndarray]:
+        def rollout(ids: np.ndarray, t: int = t) -> GroupOutcomes:
             nonlocal world_time
             w0 = time.perf_counter()
-            res = world.rollout(t, ids, seed)
+            res = world.rollout_groups(t, ids, seed)
             world_time += time.perf_counter() - w0
             return res
 
-        res = run_step(wrapped, batch_size, rollout)
+        res = loop.step(batch_size, rollout)
         policy_time, pred = wrapped.take_step_timing()
         ids = res.prompt_ids
         before = counts[ids] == 0
         seen += int(before.sum())
         np.add.at(counts, ids, 1)
-        states = group_states(res.n_correct, res.n_rollouts)
+        states = res.groups.states
         if record:
-            rec.append((t, ids, res.n_rollouts, res.n_correct))
+            rec.append((t, res.groups))
         tr = res.trained
-        world.learn(t, ids[tr], res.n_correct[tr], res.n_rollouts[tr])
+        if res.groups.n_correct is not None:
+            world.learn(t, ids[tr], res.groups.n_correct[tr], res.n_rollouts[tr])
         eff = int(np.sum(states[tr] == 1))
         cum_r += res.rollouts
         cum_e += eff
@@ -240,7 +257,7 @@ def replay(
         out["rollouts_per_effective"][t] = cum_r / cum_e if cum_e else np.nan
         out["distinct_seen"][t] = seen
         n_tr = res.n_rollouts[tr].sum()
-        out["trained_accuracy"][t] = res.n_correct[tr].sum() / n_tr if n_tr else np.nan
+        out["trained_accuracy"][t] = res.groups.successes[tr].sum() / n_tr if n_tr else np.nan
         out["policy_time_s"][t] = policy_time
         out["world_time_s"][t] = world_time
         if conf_steps is not None and bins is not None and pred is not None and len(pred) == len(ids):
@@ -275,6 +292,7 @@ def replay(
         "world_ms_per_step": float(1e3 * out["world_time_s"].mean()),
         "wall_s": wall,
         "predictive": predictive,
+        "lag": int(lag),
     }
     if conf_steps is not None:
         summary.update(prediction_scores(conf_steps.sum(axis=0)))
@@ -293,17 +311,42 @@ def calibration_summary(bins: np.ndarray | None, squared_error: float) -> dict[s
     return {"pred_groups": scored, "brier": squared_error / scored, "ece": expected_calibration_error(bins)}
 
 
-def recorded_groups(rec: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], world: World) -> dict[str, Any]:
-    """The recorded (step, ids, n_rollouts, n_correct) as a per-group log, naming prompts by the user's ids where the
-    world has them."""
-    ids = np.concatenate([r[1] for r in rec])
-    groups: dict[str, Any] = {
-        "step": np.concatenate([np.full(len(r[1]), r[0], np.int64) for r in rec]),
+def recorded_groups(rec: list[tuple[int, GroupOutcomes]], world: World) -> dict[str, Any]:
+    """The recorded (step, groups) as a per-group log (counts, and rewards where the groups carry
+    them), naming prompts by the user's ids where the world has them."""
+    ids = np.concatenate([g.prompt_ids for _, g in rec])
+    out: dict[str, Any] = {
+        "step": np.concatenate([np.full(len(g), t, np.int64) for t, g in rec]),
         "prompt_id": ids,
     }
     keys = world.prompt_keys(ids)
     if keys is not None:
-        groups["prompt_key"] = keys
-    groups["n_rollouts"] = np.concatenate([r[2] for r in rec])
-    groups["n_correct"] = np.concatenate([r[3] for r in rec])
-    return groups
+        out["prompt_key"] = keys
+    out["n_rollouts"] = np.concatenate([g.n_rollouts for _, g in rec])
+    for column in ("n_correct", "reward_mean", "reward_std"):
+        parts = [getattr(g, column) for _, g in rec if len(g)]
+        if parts and all(p is not None for p in parts):
+            out[column] = np.concatenate(parts)
+    return out
+
+
+def takes_in_flight(policy: Policy) -> bool:
+    """Whether a policy (and the selector a gate wraps) takes groups in flight: it overrides
+    `observe_groups`, whose default refuses them."""
+    if type(policy).observe_groups is Policy.observe_groups:
+        return False
+    inner = getattr(policy, "selector", None)
+    return takes_in_flight(inner) if isinstance(inner, Policy) else True
+
+
+def check_lag(policy: Policy, lag: int) -> None:
+    """Refuse a lag below 0, or above 0 for a policy that cannot have selections in flight."""
+    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)):
+        raise TypeError(f"lag must be an int, got {type(lag).__name__}")
+    if lag < 0:
+        raise ValueError(f"lag must be >= 0 (steps between a selection and its observation), got {lag}")
+    if lag and not takes_in_flight(policy):
+        raise ValueError(
+            f"lag = {lag} needs a policy that takes selections in flight; {type(policy).__name__} does not "
+            "(override observe_groups(groups, in_flight=True): docs/policies.md#in-flight)"
+        )

@@ -23,7 +23,7 @@ import numpy as np
 from dps import _core
 from dps.config import Count, load
 from dps.logs.check import MAX_GROUP_SIZE, MAX_INDEX_PROMPTS, MAX_STEP_SPAN
-from dps.outcomes import partially_solved
+from dps.outcomes import GroupOutcomes, partially_solved
 
 if TYPE_CHECKING:
     import polars as pl
@@ -63,6 +63,13 @@ class World:
         ids = np.asarray(ids, np.int64)
         n_correct = draw_correct(seed, step, ids, self.p(step, ids), self.k)
         return n_correct, np.full(len(ids), self.k, np.int64)
+
+    def rollout_groups(self, step: int, ids: np.ndarray, seed: int) -> GroupOutcomes:
+        """The groups of `ids` at `step` as the replay's policies observe them: counts, or
+        graded rewards in a world that has them."""
+        ids = np.asarray(ids, np.int64)
+        n_correct, n_rollouts = self.rollout(step, ids, seed)
+        return GroupOutcomes.counts(ids, n_correct, n_rollouts)
 
     def reset(self) -> None:
         """Forget what any earlier replay trained (closed-loop worlds); called before a replay."""
