@@ -152,7 +152,7 @@ class GroupOutcomes:
         tol, at = _setting("spread_tol", self.spread_tol), _setting("success_at", self.success_at)
         if tol < 0:
             raise ValueError(f"spread_tol must be >= 0, got {tol}")
-        fields = {"prompt_ids": ids, "n_rollouts": sizes, "n_correct": correct}
+        fields: dict[str, Any] = {"prompt_ids": ids, "n_rollouts": sizes, "n_correct": correct}
         fields.update(reward_mean=mean, reward_std=std, spread_tol=tol, success_at=at)
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -244,7 +244,10 @@ class GroupOutcomes:
 
     def take(self, index: Any) -> GroupOutcomes:
         """The groups at `index` (indices or a boolean mask), with the same rule."""
-        pick = (lambda a: None if a is None else a[index])
+
+        def pick(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[index]
+
         return replace(
             self,
             prompt_ids=self.prompt_ids[index],
@@ -269,7 +272,8 @@ class GroupOutcomes:
             arrays = [getattr(p, name) for p in parts]
             return None if arrays[0] is None else np.concatenate(arrays)
 
-        return replace(first, **{name: joined(name) for name in _ARRAYS})
+        arrays: dict[str, Any] = {name: joined(name) for name in _ARRAYS}
+        return replace(first, **arrays)
 
 
 _ARRAYS = ("prompt_ids", "n_rollouts", "n_correct", "reward_mean", "reward_std")

@@ -11,7 +11,7 @@ import pytest
 
 from dps import BOTS, DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
 from dps.outcomes import SPREAD_TOL, GroupOutcomes
-from dps.policies.base import LaggedSteps, roll_out_step
+from dps.policies.base import LaggedSteps
 
 N, B, K = 60, 6, 4
 
