@@ -114,8 +114,9 @@ def test_a_cut_off_last_line_is_named_too(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     lines = [json.dumps(r) for r in responses().to_dicts()]
     path.write_text("\n".join(lines) + "\n" + lines[0][:7])
-    with pytest.raises(LogError, match=f"line {len(lines) + 1}"):
+    with pytest.raises(LogError, match=f"line {len(lines) + 1}") as info:
         load_log(path, LogSpec(columns=COLUMNS))
+    assert " at at " not in str(info.value), info.value  # json's "Unterminated string starting at"
 
 
 # ---------------------------------------------------------------- responses logged twice
@@ -151,6 +152,21 @@ def test_replay_takes_kinds_and_an_unknown_option_names_the_subcommand(
     assert "--kinsd" in err and "dps replay --help" in err
     err = one_line_error(capsys, ["validate", "--threshold", "half", "x"], "dps validate: error:")
     assert "half" in err
+
+
+@pytest.mark.parametrize(
+    "options, flags",
+    [(["--kinds", "train"], "--kinds"), (["--column", "reward=score", "--threshold", "0.5"], "--column, --threshold")],
+)
+def test_log_options_on_a_synthetic_scenario_name_the_options_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], flags: str
+) -> None:
+    """`dps replay sc.toml --kinds train` on a synthetic world spoke of a `--set world.kinds` the user never gave."""
+    sc = tmp_path / "sc.toml"
+    sc.write_text('[world]\npreset = "countdown"\nnum_prompts = 50\nsteps = 2\n[[policies]]\nname = "US"\ntype = "uniform"\n')
+    err = one_line_error(capsys, ["replay", str(sc), *options, "--out", str(tmp_path / "o")], "dps replay: error:")
+    assert f"{flags} read a log" in err and "synthetic" in err and "--set" not in err, err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("command", ["replay", "validate", "leaderboard"])

@@ -561,3 +561,23 @@ def test_log_world_prompt_keys_are_null_past_the_logs_own_prompts() -> None:
     assert world.prompt_keys(np.array([1, 3, 0])).to_list() == ["b", None, "a"]
     assert LogWorld(groups, LogEstimator(switch_rate=0.0)).prompt_keys(np.array([0])) is None
     assert SyntheticWorld(preset_params("countdown", num_prompts=10, steps=2)).prompt_keys(np.array([0])) is None
+
+
+def test_the_timing_wrapper_hands_a_failed_step_back_to_the_policy() -> None:
+    """Instrumented lacked abandon(): a failed step left a built-in's ids handed out and the note
+    named the wrapper."""
+    from dps import DPS, run_step
+    from dps.replay.runner import Instrumented
+
+    inner = DPS(num_prompts=20, seed=0)
+    before = inner.state_dict()
+
+    def fails(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("the rollout failed")
+
+    with pytest.raises(RuntimeError) as info:
+        run_step(Instrumented(inner), 4, fails)
+    assert not getattr(info.value, "__notes__", None)  # no "does not implement abandon()"
+    after = inner.state_dict()
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(np.asarray(before[k]), np.asarray(after[k])) for k in before)

@@ -154,6 +154,28 @@ def test_python_policy_module_imports_without_pythonpath(tmp_path, capsys, monke
     sys.modules.pop(name, None)
 
 
+BROKEN = MODULE.replace("class FirstFew", "class AllZeros").replace(
+    "return (np.arange(batch_size) + self.offset) % self.num_prompts", "return np.zeros(batch_size, np.int64)"
+) + MODULE.replace("class FirstFew", "class Sizeless").replace("self.num_prompts, self.offset", "self.n, self.offset")
+
+
+@pytest.mark.parametrize(
+    "cls, words",
+    [("AllZeros", "AllZeros.select(8) repeats id 0"), ("Sizeless", "Sizeless has no num_prompts: set self.num_prompts")],
+)
+def test_a_broken_policy_in_a_replay_is_one_line_naming_its_own_class(tmp_path, capsys, monkeypatch, cls, words):
+    """The issue's reproductions through `dps replay`: no num_prompts was an AttributeError traceback,
+    and a policy returning [0, 0, ..., 0] was named by the replay's timing wrapper (Instrumented)."""
+    name = f"broken_{cls.lower()}"
+    (tmp_path / f"{name}.py").write_text(BROKEN)
+    monkeypatch.chdir(tmp_path)
+    text = SCENARIO + f'[[policies]]\nname = "mine"\ntype = "python"\nclass = "{name}:{cls}"\n'
+    code, _, err = run(tmp_path, capsys, text=text)
+    assert code == 2 and err.startswith("dps replay: error: ") and len(err.strip().splitlines()) == 1, err
+    assert words in err and "Instrumented" not in err, err
+    sys.modules.pop(name, None)
+
+
 def test_no_plots_announces_no_pngs_and_plots_do(tmp_path, capsys):
     code, out, _ = run(tmp_path, capsys)
     assert (

@@ -132,7 +132,7 @@ def _first_bad_json_line(path: Path, fmt: str) -> str | None:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             return (
-                f"line {number}: not a JSON object ({e.msg} at character {e.colno}); a line cut off (a writer "
+                f"line {number}: not a JSON object ({e.msg.removesuffix(' at')} at character {e.colno}); a line cut off (a writer "
                 "stopped mid-line)? Complete or remove it"
             )
         if not isinstance(row, dict):

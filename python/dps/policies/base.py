@@ -275,7 +275,7 @@ def abandon_step(policy: Policy, error: BaseException) -> None:
         policy.abandon()
     except NotImplementedError:
         error.add_note(
-            f"{type(policy).__name__} does not implement abandon(): the ids it handed out in this "
+            f"{policy_name(policy)} does not implement abandon(): the ids it handed out in this "
             "step stay pending until its next observe()"
         )
 
@@ -284,9 +284,17 @@ def abandon_step(policy: Policy, error: BaseException) -> None:
 CONTRACT = "what a policy must provide: docs/policies.md#your-own-policy"
 
 
+def policy_name(policy: Policy) -> str:
+    """The class a message names: a wrapper that sets `__wrapped__` (replay's timing wrapper)
+    names the policy the user wrote, not itself."""
+    while isinstance(getattr(policy, "__wrapped__", None), Policy):
+        policy = policy.__wrapped__  # type: ignore[attr-defined]
+    return type(policy).__name__
+
+
 def policy_size(policy: Policy) -> int:
     """The policy's `num_prompts`, checked to be a count >= 1."""
-    name = type(policy).__name__
+    name = policy_name(policy)
     size = getattr(policy, "num_prompts", None)
     if size is None:
         raise ValueError(
@@ -301,7 +309,7 @@ def checked_selection(policy: Policy, returned: object, asked: int, earlier: Seq
     """What `policy.select(asked)` returned, as int64 ids, checked against the contract: a 1-d
     array of at most `asked` distinct integer ids in [0, num_prompts), none handed out in an
     `earlier` round of the step. A break is a ValueError naming it."""
-    where = f"{type(policy).__name__}.select({asked})"
+    where = f"{policy_name(policy)}.select({asked})"
 
     def refuse(what: str) -> ValueError:
         return ValueError(
@@ -402,7 +410,7 @@ def next_request(
     `in_flight` prompts of earlier steps, which are not handed out again)."""
     request = policy.round_size(batch_size, history)
     if isinstance(request, bool) or not isinstance(request, (int, np.integer)) or request < 0:
-        raise ValueError(f"{type(policy).__name__}.round_size returned {request!r}, not a count >= 0")
+        raise ValueError(f"{policy_name(policy)}.round_size returned {request!r}, not a count >= 0")
     # The first round of a plain step asks for exactly batch_size (select refuses more than
     # the dataset); a later or larger round, or one beside selections in flight, asks only for
     # what the step has left.

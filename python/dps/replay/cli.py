@@ -186,6 +186,23 @@ def world_sets(settings: dict[str, Any]) -> list[str]:
     return items
 
 
+def _check_the_world_reads_a_log(path: str, sets: list[str], log_sets: list[str]) -> None:
+    """The log-reading options of `dps replay` fit only a scenario whose [world] reads a log."""
+    from dps.config import apply_sets, read_toml
+    from dps.replay.scenario import SETTABLE
+
+    data = read_toml(Path(path), "scenario file")
+    apply_sets(data, sets, SETTABLE)
+    world = data.get("world")
+    if isinstance(world, dict) and "log" not in world:
+        keys = dict.fromkeys(item.split("=", 1)[0].split(".")[1] for item in log_sets)
+        flags = ", ".join("--" + ("column" if key == "columns" else key.replace("_", "-")) for key in keys)
+        raise ValueError(
+            f"{path}: {flags} read a log, and this scenario's [world] is synthetic (it has no log = FILE): "
+            "drop them, or replay a log (log = FILE in [world], or dps leaderboard FILE)"
+        )
+
+
 def _parse_seeds(text: str) -> list[int]:
     """--seeds: a count >= 1 (3 -> 0, 1, 2) or a comma-separated list of integers >= 0, at most
     MAX_SEEDS of them."""
@@ -212,7 +229,10 @@ def _replay(args: argparse.Namespace) -> int:
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
-    sc = load_scenario(args.scenario, [*args.set, *world_sets(world_settings_from_args(args))])
+    log_sets = world_sets(world_settings_from_args(args))
+    if log_sets:
+        _check_the_world_reads_a_log(args.scenario, args.set, log_sets)
+    sc = load_scenario(args.scenario, [*args.set, *log_sets])
     if args.seeds is not None:
         sc.seeds = _parse_seeds(args.seeds)
     if args.steps is not None:

@@ -79,6 +79,7 @@ class Instrumented(Policy):
 
     def __init__(self, inner: Policy):
         self.inner = inner
+        self.__wrapped__ = inner  # errors name the user's policy (policy_name), not this wrapper
         self.num_prompts = policy_size(inner)
         self.predictor = find_predictor(inner)
         self.max_rounds = int(getattr(inner, "max_rounds", 1))
@@ -90,6 +91,9 @@ class Instrumented(Policy):
         ids = self.inner.select(batch_size)
         self.policy_time += time.perf_counter() - t
         return ids
+
+    def abandon(self) -> None:
+        self.inner.abandon()
 
     def round_size(self, batch_size: int, rounds: Any) -> int:
         return self.inner.round_size(batch_size, rounds)
