@@ -4,6 +4,7 @@ undone, and observe of groups the policy never selected (log replay, warm starts
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -249,3 +250,50 @@ def test_loading_a_file_that_is_no_saved_state_says_so_and_never_suggests_pickle
 def test_loading_a_missing_state_file_names_it(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no such policy state file"):
         DPS(N, seed=1).load(tmp_path / "nope.npz")
+
+
+# ---------------------------------------------------------------- saving where it cannot go
+def test_saving_to_a_folder_or_a_missing_folder_names_the_path_and_leaves_nothing(tmp_path) -> None:
+    """`policy.save(folder)` said "Is a directory: 'folder.tmp' -> 'folder'" and left folder.tmp beside it."""
+    policy = DPS(N, seed=1)
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path}: is a folder; give the state a file name"):
+        policy.save(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder") as info:
+        policy.save(tmp_path / "nodir" / "state.npz")
+    assert ".tmp" not in str(info.value)
+    assert sorted(tmp_path.parent.glob(f"{tmp_path.name}*")) == [tmp_path] and not any(tmp_path.iterdir())
+
+
+class Unsaveable(Policy):
+    def __init__(self, state: dict):
+        self.num_prompts, self.state = N, state
+
+    def select(self, batch_size: int) -> np.ndarray:
+        return np.arange(batch_size)
+
+    def observe(self, prompt_ids, n_correct, n_rollouts) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+@pytest.mark.parametrize(
+    "state, words",
+    [
+        ({"seen": {1, 2}}, "state['seen'] is a set"),
+        ({"ids": np.array([[1], "x"], dtype=object)}, "state['ids'] is an array of Python objects"),
+        ({"rng": np.random.default_rng(0)}, "state['rng'] is a Generator"),
+    ],
+)
+def test_a_state_that_cannot_be_saved_is_named_and_nothing_is_written(tmp_path, state, words) -> None:
+    """A set in a state was json's "Object of type set is not JSON serializable"; an object array
+    was pickled into the file, which `load` then refused."""
+    path = tmp_path / "state.npz"
+    with pytest.raises(ValueError, match=re.escape(words)) as info:
+        Unsaveable(state).save(path)
+    assert "numpy arrays and plain scalars" in str(info.value)
+    assert not any(tmp_path.iterdir())

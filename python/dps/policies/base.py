@@ -161,16 +161,46 @@ class Policy(abc.ABC):
 
 
 def save_state(path: str | Path, kind: str, state: dict[str, Any]) -> None:
-    """Write a state dict as an .npz: arrays stored as such, scalars in a JSON header."""
-    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-    scalars = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    """Write a state dict as an .npz: arrays stored as such, scalars in a JSON header. Written to a
+    temporary file beside `path` and moved into place, so a failed save leaves nothing behind."""
+    arrays, scalars = _split_state(state)
     header = json.dumps({"kind": kind, "format": 1, "scalars": scalars})
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give the state a file name, e.g. {path / 'policy.npz'}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder {path.parent} (create it first)")
     tmp = path.with_name(path.name + ".tmp")
     payload: dict[str, Any] = {"__header__": np.frombuffer(header.encode(), dtype=np.uint8), **arrays}
-    with open(tmp, "wb") as f:
-        np.savez(f, **payload)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **payload)  # no object arrays (_split_state), so nothing is pickled
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A state's arrays and its JSON scalars (numpy scalars as Python's); anything else is named."""
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            what = "an array of Python objects" if value.dtype.hasobject else None
+            arrays[key] = value
+        else:
+            value = value.item() if isinstance(value, np.generic) else value
+            try:
+                json.dumps(value)
+                what, scalars[key] = None, value
+            except (TypeError, ValueError):
+                what = f"a {type(value).__name__}"
+        if what is not None:
+            raise ValueError(
+                f"state[{key!r}] is {what}: a state_dict holds numpy arrays and plain scalars "
+                "(numbers, strings, lists and dicts of them), so that it saves without pickle"
+            )
+    return arrays, scalars
 
 
 def load_state(path: str | Path, kind: str) -> dict[str, Any]:
