@@ -168,3 +168,25 @@ def test_run_step_refuses_a_batch_size_that_is_not_a_count(batch_size) -> None:
     with pytest.raises(ValueError, match=f"run_step: batch_size must be an integer >= 1, not {batch_size!r}"):
         run_step(policy, batch_size, rollout)
     assert policy.observed == 0  # a step of nothing did not advance the policy
+
+
+@pytest.mark.parametrize(
+    "name, options, words",
+    [
+        ("dps", {"decay": 0.5, "decya": 0.5}, "policy 'dps': unknown option 'decya' (its options: decay, prior_alpha"),
+        ("mopps", {"treshold": 0.5}, "; perhaps threshold"),
+        ("uniform", {"decay": 0.5}, "policy 'uniform': unknown option 'decay' (it takes no options)"),
+    ],
+)
+def test_a_misspelt_option_is_named_with_the_policys_own(name, options, words) -> None:
+    """`--set policy.options.decya=0.5` said "bad options ['decay', 'decya']", naming the good one too."""
+    with pytest.raises(ValueError) as info:
+        make_policy(name, N, **options)
+    message = str(info.value)
+    assert words in message and "bad options" not in message, message
+
+
+def test_a_bad_option_value_names_the_policy() -> None:
+    """`dps train --set policy.options.decay=2` said only "decay must be in (0, 1], got 2"."""
+    with pytest.raises(ValueError, match=r"^policy 'mopps': decay must be in \(0, 1\], got 2"):
+        make_policy("mopps", N, decay=2.0)

@@ -10,8 +10,11 @@ make_policy("mypkg.mod:MyPolicy", ...)  # a user's Policy subclass
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
+import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -108,9 +111,23 @@ def make_policy(name: str, num_prompts: int, seed: int = 0, *, batch_size: int |
             return DynamicSampling(selector, **gate_options)
         if key not in SELECTORS:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
-        return SELECTORS[key](num_prompts=num_prompts, seed=seed, **options)
+        try:
+            return SELECTORS[key](num_prompts=num_prompts, seed=seed, **options)
+        except ValueError as e:  # an option's value: say whose
+            raise ValueError(f"policy {name!r}: {e}") from e
     except TypeError as e:
-        raise ValueError(f"policy {name!r}: bad options {sorted(options)} ({e})") from e
+        raise ValueError(_bad_options(name, SELECTORS.get(key), options, e)) from e
+
+
+def _bad_options(name: str, cls: Any, options: dict[str, Any], error: TypeError) -> str:
+    """A built-in's unknown option named beside the options it takes (the closest first); else the error."""
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if unknown is None or cls is None:
+        return f"policy {name!r}: bad options {sorted(options)} ({error})"
+    own = [p for p in inspect.signature(cls).parameters if p not in ("num_prompts", "seed")]
+    close = difflib.get_close_matches(unknown[1], own, n=1)
+    takes = f"its options: {', '.join(own)}" if own else "it takes no options"
+    return f"policy {name!r}: unknown option {unknown[1]!r} ({takes})" + (f"; perhaps {close[0]}" if close else "")
 
 
 def rounds_in_batches(name: str, options: dict[str, Any]) -> bool:
