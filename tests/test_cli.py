@@ -49,7 +49,9 @@ def test_model_without_a_gguf_file_is_a_clear_error(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2 and "no GGUF file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    # --gguf was given: "pass --gguf" would be no help
+    assert f"--gguf {tmp_path / 'x.gguf'}: no such file" in r.stderr and "pass --gguf" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("error", [PermissionError, FileNotFoundError, IsADirectoryError, ValueError])

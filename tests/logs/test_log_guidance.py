@@ -206,3 +206,22 @@ def test_a_single_kind_or_group_by_string_is_one_name_not_its_letters() -> None:
     df = responses().with_columns(pl.lit("train").alias("kind"))
     log = load_frame(df, spec=LogSpec(columns=COLUMNS, kinds="train"))  # type: ignore[arg-type]
     assert log.groups.height == 15 and log.info.kinds == ("train",)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_a_parquet_file_read_as_text_says_so_not_its_bytes(tmp_path: Path, fmt: str) -> None:
+    """`--format csv` on a Parquet file printed the file's binary header as its column names."""
+    path = tmp_path / "log.parquet"
+    responses().write_parquet(path)
+    with pytest.raises(LogError) as info:
+        load_log(path, LogSpec(columns=COLUMNS, format=fmt))  # type: ignore[arg-type]
+    message = str(info.value)
+    assert f"a Parquet file read as {fmt}" in message and "PAR1" in message and "\x00" not in message, message
+
+
+def test_a_group_by_column_mapped_to_a_schema_column_names_the_option() -> None:
+    """`--group-by score` with `--column reward=score` suggested `--column score=NAME`."""
+    with pytest.raises(LogError) as info:
+        load_frame(responses(), spec=LogSpec(columns=COLUMNS, group_by=("score",)))
+    message = str(info.value)
+    assert "--group-by score: the column is read as reward" in message and "--column score=" not in message, message

@@ -78,6 +78,16 @@ def _picks(path: Path | str, spec: LogSpec, columns: Any) -> list[tuple[str, str
     for name, col in picks:
         readers.setdefault(col, []).append(name)
     for col, names in readers.items():
+        grouping = [n for n in names if n in spec.group_by and n not in SCHEMA_COLUMNS]
+        if len(names) > 1 and grouping:
+            read_as = " and ".join(n for n in names if n not in grouping)
+            raise LogError(
+                path,
+                col,
+                None,
+                f"--group-by {col}: the column is read as {read_as}; group by a column that tells the groups of "
+                "one (step, prompt) apart (a round or a generation id)",
+            )
         if len(names) > 1:
             raise LogError(
                 path,
@@ -91,6 +101,7 @@ def _picks(path: Path | str, spec: LogSpec, columns: Any) -> list[tuple[str, str
 
 def _read_file(path: Path, fmt: str, spec: LogSpec) -> tuple[pl.DataFrame, list[str]]:
     """The columns the log needs (schema names) and every column the file has."""
+    _check_not_parquet_as_text(path, fmt)
     try:
         lf = _scan(path, fmt)
         schema = lf.collect_schema()
@@ -101,6 +112,21 @@ def _read_file(path: Path, fmt: str, spec: LogSpec) -> tuple[pl.DataFrame, list[
         return lf.select(_pl().col(col).alias(name) for name, col in picks).collect(), list(schema)
     except Exception as e:
         raise _unreadable(path, fmt, e) from e
+
+
+def _check_not_parquet_as_text(path: Path, fmt: str) -> None:
+    """A Parquet file read as CSV or JSON would be read as its binary bytes."""
+    if fmt == "parquet":
+        return
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":
+            raise LogError(
+                path,
+                None,
+                None,
+                f"a Parquet file read as {fmt} (it starts with PAR1): give --format parquet (format = \"parquet\"), "
+                "or none and the file's suffix decides",
+            )
 
 
 def _unreadable(path: Path, fmt: str, error: Exception) -> LogError:

