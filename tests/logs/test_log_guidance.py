@@ -163,7 +163,9 @@ def test_log_options_on_a_synthetic_scenario_name_the_options_given(
 ) -> None:
     """`dps replay sc.toml --kinds train` on a synthetic world spoke of a `--set world.kinds` the user never gave."""
     sc = tmp_path / "sc.toml"
-    sc.write_text('[world]\npreset = "countdown"\nnum_prompts = 50\nsteps = 2\n[[policies]]\nname = "US"\ntype = "uniform"\n')
+    sc.write_text(
+        '[world]\npreset = "countdown"\nnum_prompts = 50\nsteps = 2\n[[policies]]\nname = "US"\ntype = "uniform"\n'
+    )
     err = one_line_error(capsys, ["replay", str(sc), *options, "--out", str(tmp_path / "o")], "dps replay: error:")
     assert f"{flags} read a log" in err and "synthetic" in err and "--set" not in err, err
     assert not (tmp_path / "o").exists()

@@ -161,7 +161,10 @@ BROKEN = MODULE.replace("class FirstFew", "class AllZeros").replace(
 
 @pytest.mark.parametrize(
     "cls, words",
-    [("AllZeros", "AllZeros.select(8) repeats id 0"), ("Sizeless", "Sizeless has no num_prompts: set self.num_prompts")],
+    [
+        ("AllZeros", "AllZeros.select(8) repeats id 0"),
+        ("Sizeless", "Sizeless has no num_prompts: set self.num_prompts"),
+    ],
 )
 def test_a_broken_policy_in_a_replay_is_one_line_naming_its_own_class(tmp_path, capsys, monkeypatch, cls, words):
     """The issue's reproductions through `dps replay`: no num_prompts was an AttributeError traceback,

@@ -124,7 +124,7 @@ def _check_not_parquet_as_text(path: Path, fmt: str) -> None:
                 path,
                 None,
                 None,
-                f"a Parquet file read as {fmt} (it starts with PAR1): give --format parquet (format = \"parquet\"), "
+                f'a Parquet file read as {fmt} (it starts with PAR1): give --format parquet (format = "parquet"), '
                 "or none and the file's suffix decides",
             )
 
@@ -157,8 +157,9 @@ def _first_bad_json_line(path: Path, fmt: str) -> str | None:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
+            problem = e.msg.removesuffix(" at")  # json's "Unterminated string starting at"
             return (
-                f"line {number}: not a JSON object ({e.msg.removesuffix(' at')} at character {e.colno}); a line cut off (a writer "
+                f"line {number}: not a JSON object ({problem} at character {e.colno}); a line cut off (a writer "
                 "stopped mid-line)? Complete or remove it"
             )
         if not isinstance(row, dict):
