@@ -92,9 +92,6 @@ class Instrumented(Policy):
         self.policy_time += time.perf_counter() - t
         return ids
 
-    def abandon(self) -> None:
-        self.inner.abandon()
-
     def round_size(self, batch_size: int, rounds: Any) -> int:
         return self.inner.round_size(batch_size, rounds)
 
