@@ -21,8 +21,7 @@ import math
 import numpy as np
 import polars as pl
 
-from dps.replay.closedloop import fit_training_effect, trained_level, training_rows
-from dps.replay.closedloop.fit import _fit
+from dps.replay.closedloop import Rows, fit_logistic, fit_training_effect, trained_level, training_rows
 
 COLS = ["step", "prompt_id", "n_rollouts", "n_correct"]
 
@@ -48,7 +47,9 @@ def main() -> None:
     ts, tp = train["step"].to_numpy(), train["prompt_id"].to_numpy()
     M = trained_level(step, pid, ts, tp, math.inf, N)
     X = np.stack([(M >= n).astype(float) for n in range(1, a.max_n + 1)], 1)
-    coef, *_, cov = _fit(pid, sidx, nc, nr, X, N, len(steps))
+    rows = Rows(pid, sidx, nc, nr, N, len(steps))
+    fit = fit_logistic(rows, X)
+    coef, cov = fit.coef, fit.covariance
     se = np.sqrt(np.diag(cov))
     print(f"{len(step):,} observations, {len(ts):,} trainings, {N:,} prompts")
     print("what the n-th selection added (logits, standard error):")
@@ -69,7 +70,8 @@ def main() -> None:
         size = np.bincount(group)
         same = trained_level(step, group[pid], ts, group[tp], math.inf, len(size))  # trainings of the group before t
         spill = (same - M) / np.maximum(size[group[pid]] - 1, 1)  # of the others, per prompt of the group
-        coef, *_, cov = _fit(pid, sidx, nc, nr, np.stack([M, spill], 1), N, len(steps))
+        fit = fit_logistic(rows, np.stack([M, spill], 1))
+        coef, cov = fit.coef, fit.covariance
         print(
             f"spillover within {a.group_col}: {coef[1]:+.3f} ({math.sqrt(cov[1, 1]):.3f}) logits per training of every "
             f"other prompt of the group (own selection {coef[0]:+.4f} ({math.sqrt(cov[0, 0]):.4f}))"

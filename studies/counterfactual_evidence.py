@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dps.replay.closedloop.fit import _drift_cells, _fit, effect_curve, partial_trainings, trained_level
-from dps.replay.worlds import _sigmoid
+from dps.replay.closedloop import Rows, drift_cells, effect_curve, fit_logistic, partial_trainings, trained_level
+from dps.replay.closedloop.glm import clipped_sigmoid
 
 PAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "smollm2-arith-lr3e6-pair"
 COLS = ["step", "prompt_id", "n_rollouts", "n_correct"]
@@ -97,7 +97,7 @@ def design(c: Candidate, M: np.ndarray, lev: np.ndarray) -> np.ndarray:
 
 
 def loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    p = np.clip(_sigmoid(eta), 1e-6, 1 - 1e-6)
+    p = clipped_sigmoid(eta)
     return nc * np.log(p) + (nr - nc) * np.log1p(-p)
 
 
@@ -105,11 +105,19 @@ class Fitted:
     def __init__(self, run: Run, c: Candidate, group: np.ndarray, level: np.ndarray, weights: np.ndarray | None = None):
         step, pid, nc, nr = run.arrays(run.obs)
         strata = level if c.by_level else np.zeros(len(level), np.int64)
-        self.sidx, S, steps, cell_step, cell_stratum = _drift_cells(step, strata[pid])
+        cells = drift_cells(step, strata[pid])
+        self.sidx, S, steps, cell_step, cell_stratum = (
+            cells.of_row,
+            cells.count,
+            cells.steps,
+            cells.step_index,
+            cells.stratum,
+        )
         M, lev = counts(run, run.obs, group, level, selections=True)
         X = design(c, M, lev)
         w = np.ones(len(step)) if weights is None else weights
-        self.coef, self.a, d, _, _ = _fit(pid, self.sidx, nc * w, nr * w, X, len(level), S, blocks=cell_stratum)
+        fit = fit_logistic(Rows(pid, self.sidx, nc * w, nr * w, len(level), S), X, strata=cell_stratum)
+        self.coef, self.a, d = fit.coef, fit.levels, fit.drift
         self.drift = {(int(cell_stratum[j]), int(steps[cell_step[j]])): d[j] for j in range(S)}
         self.eta_rows = self.a[pid] + d[self.sidx] + X @ self.coef
         self.strata, self.run, self.c = strata, run, c

@@ -44,7 +44,7 @@ def draw_correct(seed: int, step: int, ids: np.ndarray, p: np.ndarray, k: int) -
     return _core.draw_correct(int(seed) & _MASK64, int(step) & _MASK64, ids, p, int(k))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -223,7 +223,7 @@ class SyntheticWorld(World):
         phase = rng.uniform(0.0, 2 * math.pi, n)
         self.never = never
         self._a, self._g, self._t0, self._s = a, g, t0, s
-        self._g0 = g * _sigmoid(-t0 / s)
+        self._g0 = g * sigmoid(-t0 / s)
         self._d, self._c, self._w = d, c, w
         self._m, self._freq, self._phase = m, 2 * math.pi / period, phase
         self._cache_step: int | None = None
@@ -251,7 +251,7 @@ class SyntheticWorld(World):
         sel = slice(None) if ids is None else np.asarray(ids, np.int64)
         t = float(step)
         a, g, g0 = self._a[sel], self._g[sel], self._g0[sel]
-        x = a + g * _sigmoid((t - self._t0[sel]) / self._s[sel]) - g0
+        x = a + g * sigmoid((t - self._t0[sel]) / self._s[sel]) - g0
         d = self._d[sel]
         x = x - d * np.exp(-0.5 * ((t - self._c[sel]) / self._w[sel]) ** 2)
         x = x + self._m[sel] * np.sin(self._freq[sel] * t + self._phase[sel])
@@ -262,13 +262,13 @@ class SyntheticWorld(World):
     def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
         if ids is None:
             if self._cache_step != step:
-                self._cache_p = _sigmoid(self.logit(step))
+                self._cache_p = sigmoid(self.logit(step))
                 self._cache_step = step
             assert self._cache_p is not None
             return self._cache_p
         if self._cache_step == step and self._cache_p is not None:
             return self._cache_p[np.asarray(ids, np.int64)]
-        return _sigmoid(self.logit(step, ids))
+        return sigmoid(self.logit(step, ids))
 
     def to_log(self, seed: int = 0, every: int = 1, steps: int | None = None, layout: str = "group") -> pl.DataFrame:
         """Every prompt rolled out every `every` steps: a dense log of this world."""

@@ -39,15 +39,30 @@ weights stay spread); prompts logged under several ids show where the effect lev
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dps.outcomes import partially_solved
-from dps.replay.worlds import _sigmoid
+from dps.replay.closedloop.effect import (
+    Candidate,
+    TrainingEffect,
+    effect_curve,
+    parse_half_life,
+    parse_saturation,
+    partial_trainings,
+    trained_level,
+)
+from dps.replay.closedloop.glm import (
+    CellLayout,
+    Rows,
+    clustered_standard_error,
+    fit_logistic,
+    pearson_dispersion,
+    sigmoid,
+    unit_logliks,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -58,319 +73,6 @@ EFFECT_HALF_LIVES = (math.inf, 64.0, 16.0, 4.0)
 EFFECT_SATURATIONS = (math.inf, 32.0, 16.0, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0, 1.0)
 #: A fit whose gain has a larger standard error (logits per training) is refused as unidentified.
 MAX_GAIN_SE = 0.25
-_PRIOR_SD = 4.0
-_CLIP = 1e-6
-
-# --------------------------------------------------------------------------------------------
-# Training counts
-
-
-def _rho(half_life: float) -> float:
-    return 1.0 if math.isinf(half_life) else 0.5 ** (1.0 / half_life)
-
-
-def trained_level(
-    obs_step: np.ndarray,
-    obs_pid: np.ndarray,
-    train_step: np.ndarray,
-    train_pid: np.ndarray,
-    half_life: float,
-    num_prompts: int,
-) -> np.ndarray:
-    """M_i(t) at each observation: trainings of the prompt at steps < t, decayed by the half-life."""
-    rho = _rho(half_life)
-    level = np.zeros(num_prompts)
-    at = np.zeros(num_prompts)  # the step at which `level` holds
-    out = np.zeros(len(obs_step))
-    t_order = np.argsort(train_step, kind="stable")
-    o_order = np.argsort(obs_step, kind="stable")
-    ts, tp = train_step[t_order], train_pid[t_order]
-    os_, op = obs_step[o_order], obs_pid[o_order]
-    steps = np.union1d(np.unique(ts), np.unique(os_))
-    t_bounds = np.searchsorted(ts, np.append(steps, steps[-1] + 1) if len(steps) else [0])
-    o_bounds = np.searchsorted(os_, np.append(steps, steps[-1] + 1) if len(steps) else [0])
-    for j, t in enumerate(steps):
-        lo, hi = o_bounds[j], o_bounds[j + 1]
-        if hi > lo:  # observations at t see trainings before t
-            ids = op[lo:hi]
-            out[o_order[lo:hi]] = level[ids] * rho ** (t - at[ids]) if rho != 1.0 else level[ids]
-        lo, hi = t_bounds[j], t_bounds[j + 1]
-        if hi > lo:
-            ids, n = np.unique(tp[lo:hi], return_counts=True)
-            level[ids] = (level[ids] * rho ** (t + 1 - at[ids]) if rho != 1.0 else level[ids]) + n
-            at[ids] = t + 1
-    return out
-
-
-def effect_curve(M: np.ndarray, saturation: float) -> np.ndarray:
-    """f(M) = c (1 - exp(-M / c)) for saturation c: each training adds exp(-1 / c) times what the
-    one before it added, and no number of them adds more than c (the rate's worth of c trainings
-    at the start); c = inf: f(M) = M."""
-    M = np.asarray(M, np.float64)
-    if math.isinf(saturation):
-        return M
-    return -saturation * np.expm1(-M / saturation)
-
-
-# --------------------------------------------------------------------------------------------
-# The fit
-
-
-@dataclass
-class TrainingEffect:
-    """The fitted closed loop: gain * f(M) logits for M (decayed) trainings that gave a gradient.
-
-    `gain` is the effect's initial rate per such training (the first adds gain * f(1), f(1) =
-    c (1 - exp(-1 / c)): 1 for the line, 0.8 at c = 2.3); `saturation` the shape c of f (see
-    effect_curve; inf: linear, every training adds `gain`); `half_life` how fast it fades (steps).
-    """
-
-    gain: float
-    half_life: float = math.inf
-    gain_se: float = float("nan")
-    saturation: float = math.inf
-    #: population drift d(t) at each observed step, relative to the first (logits)
-    drift_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
-    drift: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    #: mean log-likelihood per rollout, and the gain, of each candidate half-life
-    scores: dict[float, float] = field(default_factory=dict)
-    gains: dict[float, float] = field(default_factory=dict)
-    observations: int = 0
-    trainings: int = 0
-    prompts: int = 0
-    #: total log-likelihood of each candidate saturation (the shape), with the half-life chosen
-    shape_scores: dict[float, float] = field(default_factory=dict)
-    #: the shape used when the log cannot tell: saturation at the log's own trainings per prompt
-    shape_default: float = math.inf
-    #: why this shape: "fitted" (the log prefers it), "default" (it cannot tell) or "given"
-    shape_reason: str = "given"
-    #: the similarity group of each prompt id (a training counts for its whole group), or None: each prompt alone
-    groups: np.ndarray | None = field(default=None, repr=False)
-    #: the prompt-table columns that gave the groups and the drift's strata ("" when not used)
-    spillover: str = ""
-    drift_by: str = ""
-    #: Pearson's chi-square per degree of freedom of the fit (at least 1): likelihoods are divided by it
-    dispersion: float = 1.0
-    #: every shape fitted, with its weight: what an interval draws from (empty: the gain was given)
-    candidates: list[Candidate] = field(default_factory=list, repr=False)
-
-    def level(self, M: np.ndarray) -> np.ndarray:
-        """The logit effect of M (decayed) trainings of a prompt."""
-        return self.gain * effect_curve(M, self.saturation)
-
-    def draw(self, rng: np.random.Generator) -> TrainingEffect:
-        """One effect the log allows: a candidate shape by its weight, its gain from its sampling
-        distribution (normal, standard error scaled by the dispersion; never below 0 logits)."""
-        if not self.candidates:
-            return self
-        weights = np.array([c.weight for c in self.candidates])
-        c = self.candidates[int(rng.choice(len(weights), p=weights / weights.sum()))]
-        se = c.gain_se if math.isfinite(c.gain_se) else 0.0
-        gain = max(0.0, float(rng.normal(c.gain, se)))
-        return dataclasses.replace(self, gain=gain, gain_se=se, half_life=c.half_life, saturation=c.saturation)
-
-    def shape_weights(self) -> dict[str, float]:
-        """Weight of each saturation among the candidates (summed over half-lives), heaviest first."""
-        out: dict[str, float] = {}
-        for c in self.candidates:
-            out[_count_label(c.saturation)] = out.get(_count_label(c.saturation), 0.0) + c.weight
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "gain": round(self.gain, 5),
-            "gain_se": round(self.gain_se, 5),
-            "first_training": round(float(self.level(np.array([1.0]))[0]), 5),
-            "most": "inf" if math.isinf(self.saturation) else round(self.gain * self.saturation, 5),
-            "half_life": "inf" if math.isinf(self.half_life) else self.half_life,
-            "saturation": _count_label(self.saturation),
-            "shape": self.shape_reason,
-            "shape_default": _count_label(self.shape_default),
-            "shape_loglik": {_count_label(c): round(v, 2) for c, v in self.shape_scores.items()},
-            "shape_margin": round(0.5 * math.log(max(self.observations, 2)), 2),
-            "drift_total": round(float(self.drift[-1]), 4) if len(self.drift) else 0.0,
-            "spillover": self.spillover,
-            "drift_by": self.drift_by,
-            "dispersion": round(self.dispersion, 3),
-            "shape_weights": {k: round(v, 4) for k, v in self.shape_weights().items()},
-            "observations": self.observations,
-            "trainings": self.trainings,
-            "prompts": self.prompts,
-        }
-
-
-def _loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray) -> float:
-    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
-    return float(np.sum(nc * np.log(p) + (nr - nc) * np.log1p(-p)))
-
-
-def _fit_one(
-    pid: np.ndarray,
-    sidx: np.ndarray,
-    nc: np.ndarray,
-    nr: np.ndarray,
-    M: np.ndarray,
-    N: int,
-    S: int,
-    iters: int = 50,
-    blocks: np.ndarray | None = None,
-) -> tuple[float, np.ndarray, np.ndarray, float, float]:
-    """`_fit` with one regressor: (coef, a, d, log-likelihood per rollout, standard error of coef)."""
-    coef, a, d, ll, cov = _fit(pid, sidx, nc, nr, M[:, None], N, S, iters, blocks=blocks)
-    se = float(math.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
-    return float(coef[0]), a, d, ll, se
-
-
-def _fit(
-    pid: np.ndarray,
-    sidx: np.ndarray,
-    nc: np.ndarray,
-    nr: np.ndarray,
-    X: np.ndarray,
-    N: int,
-    S: int,
-    iters: int = 50,
-    start: tuple[np.ndarray, np.ndarray] | None = None,
-    blocks: np.ndarray | None = None,
-    cells: Any = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
-    """Maximum likelihood of logit p = a[pid] + d[sidx] + X @ coef by Newton's method.
-
-    The prompt levels a (diagonal block of the Hessian, with the N(0, 4^2) prior) are eliminated
-    by their Schur complement, so each step solves an (S + q)-sized system for q regressors. The
-    (drift cell, prompt) block is kept as the list of observed cells, so memory follows the rows,
-    not S x N. `start`: (a, d) of a similar fit to start from (the coefficients start at 0).
-    `blocks`: each drift cell's stratum, when no prompt spans two strata (then the drift block of
-    the system is block-diagonal and is solved stratum by stratum). `cells`: `_cells(pid, sidx,
-    N, S)`, when several fits share the observations. Returns (coef, a, d, log-likelihood per rollout,
-    covariance of coef).
-    """
-    lam = 1.0 / _PRIOR_SD**2
-    q = X.shape[1]
-    a, x = np.zeros(N), np.zeros(S + q)  # x = (d, coef)
-    if start is not None:
-        a[:] = start[0]
-        x[:S] = start[1]
-    cell_of_row, cs, ci, pairs = cells if cells is not None else _cells(pid, sidx, N, S)
-
-    def eta(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return a[pid] + x[sidx] + X @ x[S:]
-
-    def objective(a: np.ndarray, x: np.ndarray) -> float:
-        return _loglik(nc, nr, eta(a, x)) - 0.5 * lam * float(a @ a)
-
-    cur = objective(a, x)
-    cov = np.full((q, q), np.nan)
-    for _ in range(iters):
-        p = _sigmoid(eta(a, x))
-        r, w = nc - nr * p, nr * p * (1 - p) + 1e-12
-        g_a = np.bincount(pid, r, N) - lam * a
-        g_x = np.concatenate([np.bincount(sidx, r, S), r @ X])
-        D = np.bincount(pid, w, N) + lam
-        cw = np.bincount(cell_of_row, w, len(cs))  # H[d_s, a_i] over the observed cells
-        wX = w[:, None] * X
-        hx = np.stack([np.bincount(pid, wX[:, j], N) for j in range(q)]) if q else np.zeros((0, N))  # H[coef_j, a_i]
-        schur = np.zeros((S + q, S + q))
-        if pairs is None:
-            block = np.zeros((S, N))
-            block[cs, ci] = cw
-            schur[:S, :S] = -(block / D) @ block.T
-        else:
-            schur[:S, :S] = -_pair_sum(pairs, cw / np.sqrt(D[ci]), S)
-        schur[np.arange(S), np.arange(S)] += np.bincount(sidx, w, S) + 1e-8
-        for j in range(q):
-            col = np.bincount(sidx, wX[:, j], S) - np.bincount(cs, cw * hx[j][ci] / D[ci], S)
-            schur[:S, S + j] = schur[S + j, :S] = col
-        schur[S:, S:] = X.T @ wX - (hx / D) @ hx.T + 1e-12 * np.eye(q)
-        ga_d = g_a / D
-        rhs = g_x - np.concatenate([np.bincount(cs, cw * ga_d[ci], S), hx @ ga_d])
-        dx, cov = _block_solve(schur, rhs, S, blocks)
-        da = (g_a - np.bincount(ci, cw * dx[cs], N) - hx.T @ dx[S:]) / D
-        step = 1.0
-        while step > 1e-4:
-            new = objective(a + step * da, x + step * dx)
-            if new >= cur - 1e-9 * abs(cur):
-                break
-            step /= 2
-        a, x = a + step * da, x + step * dx
-        done = new - cur < 1e-10 * max(1.0, abs(cur))
-        cur = new
-        if done:
-            break
-    ll = _loglik(nc, nr, eta(a, x))
-    return x[S:], a, x[:S], ll / float(nr.sum()), cov
-
-
-def _cells(pid: np.ndarray, sidx: np.ndarray, N: int, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-    """The observed (drift cell, prompt) cells: each row's cell, each cell's drift index and prompt,
-    and the cell pairs of `_pair_sum` (None where the block is kept dense: small and mostly filled,
-    where BLAS is faster)."""
-    cells, cell_of_row = np.unique(sidx.astype(np.int64) * N + pid, return_inverse=True)
-    cs, ci = cells // N, cells % N
-    per_prompt = np.bincount(ci, minlength=N)
-    dense = S * N <= _DENSE_CELLS and float(per_prompt @ per_prompt) * _PAIR_COST > float(S) * S * N
-    return cell_of_row.ravel(), cs, ci, None if dense else _cell_pairs(ci, cs, S)
-
-
-def _solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.solve(A, B)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(A) @ B
-
-
-def _block_solve(M: np.ndarray, rhs: np.ndarray, S: int, blocks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Solve M x = rhs, M = [[A, C], [C', E]] with A (S x S) block-diagonal over `blocks`; also
-    return the (q x q) inverse of the coefficients' Schur complement (their covariance)."""
-    q = M.shape[0] - S
-    groups = [np.arange(S)] if blocks is None else [np.flatnonzero(blocks == b) for b in np.unique(blocks)]
-    C, E = M[:S, S:], M[S:, S:]
-    y, Z = np.zeros(S), np.zeros((S, q))
-    for idx in groups:
-        sol = _solve(M[np.ix_(idx, idx)], np.column_stack([rhs[idx], C[idx]]))
-        y[idx], Z[idx] = sol[:, 0], sol[:, 1:]
-    red = E - C.T @ Z
-    cov = _solve(red, np.eye(q)) if q else np.zeros((0, 0))
-    coef = cov @ (rhs[S:] - C.T @ y) if q else np.zeros(0)
-    return np.concatenate([y - Z @ coef, coef]), cov
-
-
-#: Pairs of cells of one chunk of the Schur complement's drift block (each pair keeps three indices).
-_PAIR_CHUNK = 4_000_000
-#: Up to this many (drift cell, prompt) entries the fit may hold that block as a dense matrix.
-_DENSE_CELLS = 4_000_000
-#: A cell pair costs about this many dense multiply-adds (measured: bincount against BLAS).
-_PAIR_COST = 30
-
-
-def _cell_pairs(ci: np.ndarray, cs: np.ndarray, S: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every pair of observed cells of the same prompt, in chunks: (first cell, second cell, their
-    place in the flattened (S, S) drift block). Built once per fit; the cells' values change per step."""
-    order = np.argsort(ci, kind="stable")
-    bounds = np.flatnonzero(np.diff(ci[order])) + 1
-    starts = np.concatenate([[0], bounds]).astype(np.int64)
-    sizes = np.diff(np.concatenate([starts, [len(ci)]]))
-    start, size = np.repeat(starts, sizes), np.repeat(sizes, sizes)  # per cell, in prompt order
-    chunks = []
-    total = np.cumsum(size)
-    lo = 0
-    while lo < len(order):
-        hi = max(int(np.searchsorted(total, (total[lo - 1] if lo else 0) + _PAIR_CHUNK, side="right")), lo + 1)
-        k = size[lo:hi]
-        first = np.repeat(np.arange(lo, hi), k)
-        second = np.repeat(start[lo:hi], k) + (np.arange(len(first)) - np.repeat(np.cumsum(k) - k, k))
-        first, second = order[first], order[second]
-        chunks.append((first, second, cs[first] * S + cs[second]))
-        lo = hi
-    return chunks
-
-
-def _pair_sum(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], v: np.ndarray, S: int) -> np.ndarray:
-    """(S, S) sum over prompts of the outer product of the prompt's cell values v, at the cells' drift indices."""
-    out = np.zeros(S * S)
-    for first, second, place in pairs:
-        out += np.bincount(place, v[first] * v[second], S * S)
-    return out.reshape(S, S)
 
 
 def fit_training_effect(
@@ -411,77 +113,101 @@ def fit_training_effect(
         raise ValueError("fit_training_effect: no observations")
     step = observations["step"].to_numpy().astype(np.int64)
     pid = observations["prompt_id"].to_numpy().astype(np.int64)
-    nc = observations["n_correct"].to_numpy().astype(np.float64)
-    nr = observations["n_rollouts"].to_numpy().astype(np.float64)
     tstep, tpid = partial_trainings(trainings)
     if len(tstep) == 0:
         raise ValueError(
             "fit_training_effect: the log trained on no partially solved group; there is no training effect to fit"
         )
-    sstep = trainings["step"].to_numpy().astype(np.int64)
-    spid = trainings["prompt_id"].to_numpy().astype(np.int64)
-    N = int(max(pid.max(), tpid.max() if len(tpid) else 0)) + 1
-    N = max(N, num_prompts or 0)
+    N = max(int(max(pid.max(), tpid.max())) + 1, num_prompts or 0)
     group = _per_prompt(groups, N, "groups")
-    stratum = _per_prompt(strata, N, "strata")
-    G = int(group.max()) + 1
-    sidx, S, steps, cell_step, cell_stratum = _drift_cells(step, stratum[pid])
-    if half_life == "auto":
-        candidates: tuple[float, ...] = EFFECT_HALF_LIVES
-    else:
-        candidates = (parse_half_life(half_life, "effect_half_life"),)
-    counts: dict[float, np.ndarray] = {}
-    for h in candidates:
-        MP = trained_level(step, group[pid], tstep, group[tpid], h, G)
-        if count == "partial":
-            counts[h] = MP
-            continue
-        MS = trained_level(step, group[pid], sstep, group[spid], h, G)
-        coef, a, d, _, _ = _fit_one(pid, sidx, nc, nr, MS, N, S, blocks=cell_stratum)
-        p = _sigmoid(a[pid] + d[sidx] + coef * MS)
-        w = nr * p * (1 - p)
-        share = float(w @ MP) / max(float(w @ MS), 1e-12)
-        counts[h] = share * MS  # selections in units of trainings that gave a gradient
+    cells = drift_cells(step, _per_prompt(strata, N, "strata")[pid])
+    rows = Rows(
+        pid,
+        cells.of_row,
+        observations["n_correct"].to_numpy().astype(np.float64),
+        observations["n_rollouts"].to_numpy().astype(np.float64),
+        N,
+        cells.count,
+    )
+    half_lives = EFFECT_HALF_LIVES if half_life == "auto" else (parse_half_life(half_life, "effect_half_life"),)
+    counts = {h: _training_counts(rows, step, group, trainings, h, count, cells.stratum) for h in half_lives}
+    prompts = np.unique(pid)
     final = trained_level(
-        np.full(len(np.unique(pid)), int(step.max()) + 1), group[np.unique(pid)], tstep, group[tpid], math.inf, G
+        np.full(len(prompts), int(step.max()) + 1), group[prompts], tstep, group[tpid], math.inf, int(group.max()) + 1
     )
     scale = float(final.mean())  # trainings per prompt by the end of the log (its own and its group's)
     given = None if saturation == "auto" else parse_saturation(saturation, "effect_saturation")
-    fits = choose_shape(pid, sidx, nc, nr, counts, N, S, scale, given, blocks=cell_stratum, units=group[pid])
+    fits = choose_shape(rows, counts, scale, given, strata=cells.stratum, units=group[pid])
     best = max(fits, key=lambda c: c.score)
-    gain, se = best.gain, best.gain_se
-    if not se <= MAX_GAIN_SE:
+    if not best.gain_se <= MAX_GAIN_SE:
         raise ValueError(
-            f"the log does not identify the training effect (standard error {se:.3g} logits per training): it needs "
-            "untrained measurements of the prompts between their trainings, e.g. dense sweeps (dps train --set "
-            "log.sweep_every=N) or random revisits; else set closed_loop to a gain of your own"
+            f"the log does not identify the training effect (standard error {best.gain_se:.3g} logits per training): "
+            "it needs untrained measurements of the prompts between their trainings, e.g. dense sweeps (dps train "
+            "--set log.sweep_every=N) or random revisits; else set closed_loop to a gain of your own"
         )
-    drift = np.bincount(cell_step, best.drift, len(steps)) / np.maximum(np.bincount(cell_step, None, len(steps)), 1)
-    shape_scores = {
-        c.saturation: c.loglik for c in sorted(fits, key=lambda c: -c.saturation) if c.half_life == best.half_life
-    }
+    steps = cells.steps
+    drift = np.bincount(cells.step_index, best.drift, len(steps)) / np.maximum(
+        np.bincount(cells.step_index, None, len(steps)), 1
+    )
+    same_half_life = sorted((c for c in fits if c.half_life == best.half_life), key=lambda c: -c.saturation)
+    same_shape = [c for c in fits if c.saturation == best.saturation]
     default_c = _default_saturation(scale) if given is None else given
     return TrainingEffect(
-        gain=float(gain),
+        gain=float(best.gain),
         half_life=best.half_life,
-        gain_se=float(se),
+        gain_se=float(best.gain_se),
         saturation=best.saturation,
-        shape_scores=shape_scores,
+        shape_scores={c.saturation: c.loglik for c in same_half_life},
         shape_default=default_c if given is None else math.inf,
         shape_reason="given" if given is not None else ("default" if best.saturation == default_c else "fitted"),
         drift_steps=steps,
         drift=drift - drift[0],
-        scores={c.half_life: c.loglik / float(nr.sum()) for c in fits if c.saturation == best.saturation},
-        gains={c.half_life: c.gain for c in fits if c.saturation == best.saturation},
+        scores={c.half_life: c.loglik / float(rows.rollouts.sum()) for c in same_shape},
+        gains={c.half_life: c.gain for c in same_shape},
         observations=len(step),
         trainings=len(tstep),
-        prompts=int(len(np.unique(pid))),
+        prompts=len(prompts),
         groups=None if groups is None else group,
         spillover=spillover,
         drift_by=drift_by,
         dispersion=best.dispersion,
         candidates=_weighted(fits),
     )
+
+
+def _training_counts(
+    rows: Rows,
+    step: np.ndarray,
+    group: np.ndarray,
+    trainings: pl.DataFrame,
+    half_life: float,
+    count: str,
+    strata: np.ndarray,
+) -> np.ndarray:
+    """M at each observation, for one half-life, in units of trainings that gave a gradient.
+
+    `count` "partial": the partial trainings themselves (biased: see the module docstring).
+    "selection": every selection (a randomised regressor), scaled by the share of selections that
+    were partial, weighted as the likelihood weighs them.
+    """
+    pid = rows.prompt
+    tstep, tpid = partial_trainings(trainings)
+    G = int(group.max()) + 1
+    partial = trained_level(step, group[pid], tstep, group[tpid], half_life, G)
+    if count == "partial":
+        return partial
+    sstep = trainings["step"].to_numpy().astype(np.int64)
+    spid = trainings["prompt_id"].to_numpy().astype(np.int64)
+    selected = trained_level(step, group[pid], sstep, group[spid], half_life, G)
+    fit = fit_logistic(rows, selected[:, None], strata=strata)
+    p = sigmoid(fit.eta(rows, selected[:, None]))
+    w = rows.rollouts * p * (1 - p)
+    share = float(w @ partial) / max(float(w @ selected), SHARE_FLOOR)
+    return share * selected  # selections in units of trainings that gave a gradient
+
+
+#: The likelihood-weighted selections below which the partial share is not divided by them.
+SHARE_FLOOR = 1e-12
 
 
 def _per_prompt(values: np.ndarray | None, N: int, name: str) -> np.ndarray:
@@ -498,21 +224,31 @@ def _per_prompt(values: np.ndarray | None, N: int, name: str) -> np.ndarray:
 MAX_DRIFT_CELLS = 3000
 
 
-def _drift_cells(step: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-    """Each observation's drift cell (stratum, step), the number of cells, the (first) step of each
-    step index, and each cell's step index and stratum.
+@dataclass(frozen=True)
+class DriftCells:
+    """The drift's cells: one per (stratum, logged step), or per run of steps where there are too many."""
+
+    of_row: np.ndarray  # each observation's cell
+    count: int
+    steps: np.ndarray  # the (first) step of each step index
+    step_index: np.ndarray  # each cell's step index
+    stratum: np.ndarray  # each cell's stratum
+
+
+def drift_cells(step: np.ndarray, stratum: np.ndarray) -> DriftCells:
+    """The drift cell (stratum, step) of each observation, given its step and its prompt's stratum.
 
     Steps are labels: cells are numbered over the logged steps only. A log with more cells than
     MAX_DRIFT_CELLS gets one drift value per run of consecutive logged steps (as few as fit).
     """
-    steps, sidx = np.unique(step, return_inverse=True)
+    steps, step_index = np.unique(step, return_inverse=True)
     n_strata = int(stratum.max()) + 1
     per = max(1, math.ceil(len(steps) * n_strata / MAX_DRIFT_CELLS))
-    sidx = sidx // per
-    width = int(sidx.max()) + 1
-    cells, idx = np.unique(stratum.astype(np.int64) * width + sidx, return_inverse=True)
-    return (
-        idx.astype(np.int64).ravel(),
+    step_index = step_index // per
+    width = int(step_index.max()) + 1
+    cells, of_row = np.unique(stratum.astype(np.int64) * width + step_index, return_inverse=True)
+    return DriftCells(
+        of_row.astype(np.int64).ravel(),
         len(cells),
         steps[::per],
         (cells % width).astype(np.int64),
@@ -522,25 +258,6 @@ def _drift_cells(step: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, int
 
 def _default_saturation(scale: float) -> float:
     return float(max(round(scale, 2), 0.01))
-
-
-@dataclass
-class Candidate:
-    """One fitted shape of the effect: its likelihood, and its weight among those the log allows."""
-
-    half_life: float
-    saturation: float
-    gain: float
-    gain_se: float
-    loglik: float  # total log-likelihood
-    score: float = 0.0  # loglik / dispersion minus BIC's margin per departure from the default
-    weight: float = 0.0
-    dispersion: float = 1.0
-    drift: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    #: log-likelihood of each unit (group of prompts sharing trainings), for the weights
-    unit_loglik: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    #: the gain's standard error robust to correlation within a unit (its rows over time)
-    robust_se: float = 0.0
 
 
 #: Bayesian-bootstrap draws of the candidates' weights.
@@ -574,16 +291,11 @@ def _weighted(fits: list[Candidate]) -> list[Candidate]:
 
 
 def choose_shape(
-    pid: np.ndarray,
-    sidx: np.ndarray,
-    nc: np.ndarray,
-    nr: np.ndarray,
+    rows: Rows,
     counts: dict[float, np.ndarray],
-    N: int,
-    S: int,
     scale: float,
     given: float | None = None,
-    blocks: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
     units: np.ndarray | None = None,
 ) -> list[Candidate]:
     """The candidate (half-life, saturation c) pairs of gain * f_c(M), fitted, each with its score.
@@ -610,27 +322,30 @@ def choose_shape(
     """
     default_c = given if given is not None else _default_saturation(scale)
     default_h = math.inf if math.inf in counts else next(iter(counts))
-    margin = 0.5 * math.log(max(len(pid), 2))
+    margin = 0.5 * math.log(max(len(rows.prompt), 2))
     fits: list[Candidate] = []
-
     start: list[tuple[np.ndarray, np.ndarray]] = []
-    cells = _cells(pid, sidx, N, S)
-    units = pid if units is None else units
+    layout = CellLayout.of(rows)
+    units = rows.prompt if units is None else units
 
     def add(h: float, c: float) -> Candidate:
         X = effect_curve(counts[h], c)[:, None]
-        coef, a, d, ll, cov = _fit(
-            pid, sidx, nc, nr, X, N, S, start=start[0] if start else None, blocks=blocks, cells=cells
-        )
+        fit = fit_logistic(rows, X, start=start[0] if start else None, strata=strata, layout=layout)
         if not start:
-            start.append((a, d))
-        se = float(math.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
-        eta = a[pid] + d[sidx] + X[:, 0] * coef[0]
+            start.append((fit.levels, fit.drift))
+        eta = fit.eta(rows, X)
+        loglik = fit.loglik_per_rollout * float(rows.rollouts.sum())
         cand = Candidate(
-            h, c, float(coef[0]), se, ll * float(nr.sum()), drift=d, unit_loglik=_unit_loglik(nc, nr, eta, units)
+            h,
+            c,
+            float(fit.coef[0]),
+            fit.standard_error(),
+            loglik,
+            drift=fit.drift,
+            unit_loglik=unit_logliks(rows, eta, units),
         )
-        cand.dispersion = _dispersion(nc, nr, eta, len(nc) - N - S - 1)
-        cand.robust_se = _clustered_se(nc, nr, eta, X[:, 0], pid, sidx, N, S, units)
+        cand.dispersion = pearson_dispersion(rows, eta, len(rows.prompt) - rows.num_prompts - rows.num_cells - 1)
+        cand.robust_se = clustered_standard_error(rows, eta, X[:, 0], units)
         fits.append(cand)
         return cand
 
@@ -649,81 +364,3 @@ def choose_shape(
         cand.dispersion = phi
         cand.gain_se = max(cand.gain_se * math.sqrt(phi), cand.robust_se)
     return fits
-
-
-def _unit_loglik(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, units: np.ndarray) -> np.ndarray:
-    """Each unit's log-likelihood (binomial, without the coefficient)."""
-    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
-    return np.bincount(units, nc * np.log(p) + (nr - nc) * np.log1p(-p))
-
-
-def _clustered_se(
-    nc: np.ndarray,
-    nr: np.ndarray,
-    eta: np.ndarray,
-    x: np.ndarray,
-    pid: np.ndarray,
-    sidx: np.ndarray,
-    N: int,
-    S: int,
-    units: np.ndarray,
-    iters: int = 500,
-) -> float:
-    """The gain's standard error, clustered by unit (a sandwich over units of the score).
-
-    A prompt's residuals are correlated over time (its curve is not the population's), which the
-    binomial standard error, even scaled by the dispersion, takes for independent evidence. The
-    regressor is first made orthogonal to the prompt levels and the drift (two-way weighted
-    demeaning, by alternating projections); the score of each unit is its residuals times that.
-    """
-    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
-    w, r = nr * p * (1 - p), nc - nr * p
-    wp, ws = np.bincount(pid, w, N) + 1e-12, np.bincount(sidx, w, S) + 1e-12
-    x = np.asarray(x, np.float64).copy()
-    for _ in range(iters):
-        shift = np.bincount(pid, w * x, N)[pid] / wp[pid]
-        x -= shift
-        x -= np.bincount(sidx, w * x, S)[sidx] / ws[sidx]
-        if float(np.max(np.abs(shift), initial=0.0)) < 1e-9 * (1.0 + float(np.max(np.abs(x), initial=0.0))):
-            break
-    info = float(w @ (x * x))
-    if info <= 0:
-        return float("nan")
-    scores = np.bincount(units, r * x)
-    return math.sqrt(float(scores @ scores)) / info
-
-
-def _dispersion(nc: np.ndarray, nr: np.ndarray, eta: np.ndarray, df: int) -> float:
-    """Pearson's chi-square per degree of freedom of a binomial fit, at least 1."""
-    p = np.clip(_sigmoid(eta), _CLIP, 1 - _CLIP)
-    chi2 = float(np.sum((nc - nr * p) ** 2 / (nr * p * (1 - p))))
-    return max(1.0, chi2 / max(df, 1))
-
-
-def _count_label(c: float) -> str:
-    return "inf" if math.isinf(c) else f"{c:.3g}"
-
-
-def partial_trainings(trainings: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(step, prompt_id) of the trained groups that gave a gradient (0 < n_correct < n_rollouts)."""
-    keep = partially_solved(trainings["n_correct"].to_numpy(), trainings["n_rollouts"].to_numpy())
-    return trainings["step"].to_numpy().astype(np.int64)[keep], trainings["prompt_id"].to_numpy().astype(np.int64)[keep]
-
-
-def parse_saturation(value: Any, key: str) -> float:
-    if isinstance(value, str) and value.lower() in ("inf", "linear", "none"):
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
-        raise ValueError(
-            f'[world] {key}: must be "auto", "linear" (or "inf") or a positive number of trainings '
-            f"at which the effect saturates, not {value!r}"
-        )
-    return float(value)
-
-
-def parse_half_life(value: Any, key: str) -> float:
-    if isinstance(value, str) and value.lower() in ("inf", "infinite", "permanent"):
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"[world] {key}: must be a positive number of steps, 'inf' or 'auto', not {value!r}")
-    return float(value)

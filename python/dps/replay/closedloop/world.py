@@ -25,17 +25,17 @@ import numpy as np
 
 from dps.config import Check
 from dps.outcomes import partially_solved
-from dps.replay.closedloop.fit import (
-    _CLIP,
+from dps.replay.closedloop.effect import (
     TrainingEffect,
-    _rho,
-    fit_training_effect,
+    decay_per_step,
     parse_half_life,
     parse_saturation,
     partial_trainings,
     trained_level,
 )
-from dps.replay.worlds import World, _sigmoid, draw_correct
+from dps.replay.closedloop.fit import fit_training_effect
+from dps.replay.closedloop.glm import PROB_CLIP
+from dps.replay.worlds import World, draw_correct, sigmoid
 
 if TYPE_CHECKING:
     import polars as pl
@@ -135,7 +135,7 @@ class ClosedLoopWorld(World):
         self.base = base
         self.effect = effect
         self.num_prompts, self.k, self.steps = base.num_prompts, base.k, base.steps
-        self._rho = _rho(effect.half_life)
+        self._rho = decay_per_step(effect.half_life)
         self._group = _groups_of(effect.groups, self.num_prompts)
         if log_trainings is not None and log_trainings.height:
             ls, lp = partial_trainings(log_trainings)
@@ -165,7 +165,7 @@ class ClosedLoopWorld(World):
     def with_effect(self, effect: TrainingEffect) -> ClosedLoopWorld:
         """The same world (base and log trainings shared) with another effect: an interval's draw."""
         other = copy.copy(self)
-        other.effect, other._rho = effect, _rho(effect.half_life)
+        other.effect, other._rho = effect, decay_per_step(effect.half_life)
         other.reset()
         return other
 
@@ -211,8 +211,8 @@ class ClosedLoopWorld(World):
         return level(np.minimum(self._replay[sel], self.cap)) - level(np.minimum(self._log[sel], self.cap))
 
     def p(self, step: int, ids: np.ndarray | None = None) -> np.ndarray:
-        base = np.clip(np.asarray(self.base.p(step, ids), np.float64), _CLIP, 1 - _CLIP)
-        return _sigmoid(np.log(base) - np.log1p(-base) + self.shift(step, ids))
+        base = np.clip(np.asarray(self.base.p(step, ids), np.float64), PROB_CLIP, 1 - PROB_CLIP)
+        return sigmoid(np.log(base) - np.log1p(-base) + self.shift(step, ids))
 
     def rollout(self, step: int, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, np.int64)
