@@ -21,9 +21,9 @@ import polars as pl
 
 from dps import DPS, DynamicSampling, Uniform
 from dps.replay.closedloop import ClosedLoopWorld, fit_training_effect, training_log
+from dps.replay.intervals import prediction_interval
 from dps.replay.logworld import LogWorld
 from dps.replay.runner import replay
-from dps.replay.sweep import prediction_interval
 from dps.replay.worlds import SyntheticWorld, World, preset_params
 
 POLICIES = {

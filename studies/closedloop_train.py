@@ -96,9 +96,10 @@ def main() -> None:
         us, dps, ds = (a.runs / f"s{seed}-{p}" for p in ("uniform", "dps", "ds"))
         sc = parse_scenario(scenario(us, config(dps), config(ds), list(range(a.replay_seeds)), a.draws))
         res = run_sweep(sc, workers=1, progress=False)
-        w, s = res.world, res.summary
+        e, s = res.world.effect, res.summary
+        assert e is not None, "the scenario fits a closed loop"
         truth = {"US": live(us), "DPS": live(dps), "DS": live(ds)}
-        weights = ", ".join(f"{c}: {x:.2f}" for c, x in w["closed_loop_shape_weights"].items() if x >= 0.05)
+        weights = ", ".join(f"{c}: {x:.2f}" for c, x in e.shape_weights().items() if x >= 0.05)
 
         cells = [
             three(s, truth, p, k, f)
@@ -109,9 +110,7 @@ def main() -> None:
             )
         ]
         print(
-            f"| {seed} | {w['closed_loop_gain']:+.3f} ({w['closed_loop_gain_se']:.3f}); {weights} | "
-            + " | ".join(cells)
-            + " |",
+            f"| {seed} | {e.gain:+.3f} ({e.gain_se:.3f}); {weights} | " + " | ".join(cells) + " |",
             flush=True,
         )
 

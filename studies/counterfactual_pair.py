@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dps.outcomes import partially_solved
+from dps.replay.closedloop import count_label
 from dps.replay.scenario import load_scenario
 from dps.replay.sweep import SweepResult, run_sweep
 
@@ -32,15 +34,15 @@ def sweep(scenario: str, workers: int, draws: int, *sets: str) -> SweepResult:
 
 
 def row(res: SweepResult, policy: str, key: str) -> tuple[float, float, float]:
-    r = res.summary.filter(pl.col("policy") == policy)
-    return float(r[key].mean()), float(r[f"{key}_lo"][0]), float(r[f"{key}_hi"][0])
+    interval = getattr(res.intervals[policy], key)
+    return float(res.summary.filter(pl.col("policy") == policy)[key].mean()), interval.lo, interval.hi
 
 
 def uniform_truth(steps: int) -> float:
     """The uniform run's partially solved share of its training groups over its first `steps` steps."""
     log = pl.read_parquet(PAIR / "log_uniform.parquet").filter((pl.col("kind") == "train") & (pl.col("step") <= steps))
     c, n = log["n_correct"].to_numpy(), log["n_rollouts"].to_numpy()
-    return float(np.mean((c > 0) & (c < n)))
+    return float(np.mean(partially_solved(c, n)))
 
 
 def windows(x: np.ndarray) -> list[float]:
@@ -81,11 +83,12 @@ def main() -> None:
     for name, (mean, lo, hi), truth in lines:
         fmt = ",.0f" if mean > 10 else ".3f"
         print(f"| {name} | {mean:{fmt}} | {lo:{fmt}} - {hi:{fmt}} | {truth} |")
-    w = forward.world
+    e = forward.world.effect
+    assert e is not None, "the pair's scenarios fit a closed loop"
+    weights = {c: round(x, 4) for c, x in e.shape_weights().items()}
     print(
-        f"\nfit: gain {w['closed_loop_gain']:+.4f} (se {w['closed_loop_gain_se']:.4f}), "
-        f"saturation {w['closed_loop_saturation']}, half-life {w['closed_loop_half_life']}, "
-        f"shape weights {w['closed_loop_shape_weights']}, dispersion {w['closed_loop_dispersion']}"
+        f"\nfit: gain {e.gain:+.4f} (se {e.gain_se:.4f}), saturation {count_label(e.saturation)}, "
+        f"half-life {e.half_life}, shape weights {weights}, dispersion {e.dispersion:.3f}"
     )
     steps = forward.steps
     curves = {

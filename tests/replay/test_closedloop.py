@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from dps.replay.closedloop import (
     EFFECT_SATURATIONS,
     ClosedLoopWorld,
     TrainingEffect,
+    count_label,
     fit_training_effect,
     trained_level,
     training_log,
@@ -195,13 +197,15 @@ def test_scenario_reports_open_and_closed_loop_side_by_side(tmp_path: Path) -> N
     rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"], strict=False))
     assert set(rows) == {"DPS", "DPS (open loop)"}
     assert rows["DPS"] < rows["DPS (open loop)"] - 0.02
-    assert res.world["kind"] == "ClosedLoop(LogWorld)" and res.world["closed_loop_gain"] > 0.05
+    effect = res.world.effect
+    assert res.world.kind == "ClosedLoop(LogWorld)" and effect is not None and effect.gain > 0.05
+    assert res.world.description["closed_loop_gain"] == round(effect.gain, 5)  # meta.json's record of it
     from dps.replay.report import write_report
 
     write_report(res, tmp_path / "out", plots=False)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Closed loop fitted from the log" in report
-    assert f"saturation at the log's own {res.world['closed_loop_shape_default']} trainings per prompt" in report
+    assert f"saturation at the log's own {count_label(effect.shape_default)} trainings per prompt" in report
     assert "log-likelihood by saturation count, relative to the default: inf: " in report
     # a fixed gain instead of a fit
     fixed = load_scenario(tmp_path / "s.toml", ["world.closed_loop=0.0"])
@@ -244,31 +248,31 @@ def test_the_shared_real_log_fits_a_positive_effect_and_slows_dps() -> None:
     sc = load_scenario(SHARED_LOG, ["run.seeds=[0]", "run.steps=60"])
     sc.policies = [p for p in sc.policies if p.name == "DPS"]
     res = run_sweep(sc, workers=1, progress=False)
-    gain, se = res.world["closed_loop_gain"], res.world["closed_loop_gain_se"]
+    assert res.world.effect is not None
+    gain, se = res.world.effect.gain, res.world.effect.gain_se
     assert 0 < se < 0.05 and gain > 2 * se  # trained prompts rise more than untrained ones
     rows = dict(zip(res.summary["policy"], res.summary["effective_ratio"], strict=False))
     assert rows["DPS"] < rows["DPS (open loop)"]
 
 
 def test_the_report_says_which_shape_and_why() -> None:
-    from dps.replay.report import shape_sentence
+    from dps.replay.report.markdown import shape_sentence
 
-    w = {
-        "closed_loop_saturation": "inf",
-        "closed_loop_shape": "fitted",
-        "closed_loop_shape_default": "5.6",
-        "closed_loop_shape_loglik": {"inf": -100.0, "2": -130.0, "5.6": -120.0},
-        "closed_loop_shape_margin": 5.5,
-    }
-    line = shape_sentence(w)
+    effect = TrainingEffect(
+        gain=0.1,
+        shape_reason="fitted",
+        shape_default=5.6,
+        shape_scores={math.inf: -100.0, 2.0: -130.0, 5.6: -120.0},
+        observations=59874,  # BIC's margin 5.5
+    )
+    line = shape_sentence(effect)
     assert line.startswith("shape linear") and "the log prefers it over the default" in line
     assert "inf: +20.0, 2: -10.0, 5.6: +0.0" in line
-    w.update(
-        closed_loop_saturation="5.6",
-        closed_loop_shape="default",
-        closed_loop_shape_loglik={"inf": -118.0, "5.6": -120.0},
+    assert "BIC's margin of 5.5" in line
+    effect = dataclasses.replace(
+        effect, saturation=5.6, shape_reason="default", shape_scores={math.inf: -118.0, 5.6: -120.0}
     )
-    line = shape_sentence(w)
+    line = shape_sentence(effect)
     assert (
         "saturating after about 5.6 trainings" in line
         and "cannot tell" in line
@@ -330,7 +334,7 @@ def test_strata_give_each_stratum_its_own_drift() -> None:
 
 
 def test_prediction_and_seed_intervals() -> None:
-    from dps.replay.sweep import prediction_interval, seed_interval
+    from dps.replay.intervals import prediction_interval, seed_interval
 
     x = np.arange(20.0)
     assert prediction_interval(x) == (0.0, 19.0)  # 19/21 of new draws fall in the range of 20
@@ -432,4 +436,4 @@ def test_the_uniform_run_predicts_the_live_dps_run_of_the_pair() -> None:
     assert abs(closed - live) < abs(opened - live) / 2  # the closed loop takes most of the open loop's error away
     lo, hi = rows["DPS"]["effective_ratio_lo"][0], rows["DPS"]["effective_ratio_hi"][0]
     assert lo <= live <= hi and hi - lo <= 0.15
-    assert res.world["closed_loop_spillover"] == "question"
+    assert res.world.effect is not None and res.world.effect.spillover == "question"

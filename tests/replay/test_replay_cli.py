@@ -195,7 +195,7 @@ def test_no_plots_announces_no_pngs_and_plots_do(tmp_path, capsys):
 
 
 def test_coinciding_curves_are_named_in_the_legend(tmp_path):
-    from dps.replay.report import curve_label, plot_all
+    from dps.replay.report.plots import curve_label, plot_all
 
     flat, other = np.ones(50), np.linspace(0.5, 0.9, 50)
     drawn = {"DS": flat, "US": other}

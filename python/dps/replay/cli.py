@@ -225,7 +225,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _replay(args: argparse.Namespace) -> int:
     from dps.replay.outputs import check_out_folder, claim
-    from dps.replay.report import aggregate, closed_loop_lines, interval_lines, markdown_table, write_report
+    from dps.replay.report import aggregate, console_summary, write_report
     from dps.replay.scenario import load_scenario
     from dps.replay.sweep import run_sweep
 
@@ -244,12 +244,7 @@ def _replay(args: argparse.Namespace) -> int:
     folder = claim(out, getattr(args, "command_line", None))  # one run's files only, and a manifest
     paths = write_report(res, folder.path, plots=not args.no_plots)
     paths["manifest"] = folder.seal()
-    agg = aggregate(res.summary)
-    print(markdown_table(agg))
-    for line in filter(
-        None, [*closed_loop_lines(res.world), *interval_lines(agg, res.world)]
-    ):  # without the blank lines
-        print("\n" + line)
+    print(console_summary(res, aggregate(res.summary)))
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in paths.values() if p.parent == out)
     if res.calibration is not None:
         print(f"\nlog world {res.calibration.line()}")

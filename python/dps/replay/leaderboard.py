@@ -272,7 +272,7 @@ def describe(board: Board) -> list[str]:
     lines = [
         f"## {board.log}",
         "",
-        f"{w.get('num_prompts'):,} prompts, k = {w.get('k')}, {steps} steps of B = {board.batch_size}, seeds "
+        f"{w.num_prompts:,} prompts, k = {w.k}, {steps} steps of B = {board.batch_size}, seeds "
         f"{', '.join(map(str, sc.seeds))}; {len(board.sweep.summary)} replays in {board.sweep.wall_s:.1f} s.",
         "",
         f"B = {board.batch_size} ({board.batch_from})."

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dps.replay.calibration import world_calibration
+from dps.replay.calibration import Calibration, world_calibration
+from dps.replay.closedloop import ClosedLoopWorld, TrainingEffect
+from dps.replay.intervals import PolicyIntervals, policy_intervals, with_intervals
 from dps.replay.logworld import LogWorld
 from dps.replay.runner import replay
 from dps.replay.scenario import PolicySpec, Scenario, build_policy
@@ -29,7 +31,7 @@ _WORLDS: dict[str, World] = {}
 #: Worlds the sweep's main process built and saved for its workers: key -> folder (LogWorld.save).
 _SAVED: dict[str, str] = {}
 #: Closed-loop effects the main process fitted, for its workers: key -> TrainingEffect.
-_EFFECTS: dict[str, Any] = {}
+_EFFECTS: dict[str, TrainingEffect] = {}
 #: Salt of the interval's effect draws (draw r uses the generator seeded with (salt, r) in every process).
 _DRAW_SALT = 0x1A7E_5EED
 
@@ -95,40 +97,53 @@ class Job:
     #: >= 0: a replay of the interval, with the closed loop's effect drawn (draw number)
     draw: int = -1
     #: closed-loop effects the main process fitted (key -> TrainingEffect), so a worker does not fit again
-    effects: dict[str, Any] = field(default_factory=dict)
+    effects: dict[str, TrainingEffect] = field(default_factory=dict)
 
 
-def run_job(job: Job) -> dict[str, Any]:
+@dataclass
+class ReplayOutput:
+    """One (policy, seed) replay, as a worker hands it back."""
+
+    index: int
+    policy: str
+    type: str
+    seed: int
+    steps: dict[str, np.ndarray]
+    summary: dict[str, Any]
+    groups: dict[str, Any] | None
+    reliability: np.ndarray | None
+
+
+@dataclass
+class DrawOutput:
+    """One replay of a closed loop's interval: the effect drawn, and what the policy did under it."""
+
+    index: int
+    policy: str
+    draw: int
+    seed: int
+    saturation: float
+    half_life: float
+    gain: float
+    effective_ratio: float
+    rollouts: int
+
+
+def run_job(job: Job) -> ReplayOutput | DrawOutput:
     """Build the world (cached per process) and the policy, replay, return plain arrays."""
     _SAVED.update(job.saved)
     _EFFECTS.update(job.effects)
     world = _world(job.world) if job.draw < 0 else _drawn_world(job.world, job.draw)
     policy = build_policy(job.spec, world, job.seed)
     res = replay(policy, world, job.steps, job.batch_size, job.seed, record=job.record)
+    name, seed = job.spec.name, job.seed
     if job.draw >= 0:
         effect = world.effect  # type: ignore[attr-defined]
-        return {
-            "index": job.index,
-            "policy": job.spec.name,
-            "draw": job.draw,
-            "seed": job.seed,
-            "saturation": effect.saturation,
-            "half_life": effect.half_life,
-            "gain": effect.gain,
-            "effective_ratio": res.summary["effective_ratio"],
-            "rollouts": res.summary["rollouts"],
-        }
-    return {
-        "index": job.index,
-        "policy": job.spec.name,
-        "type": job.spec.type,
-        "seed": job.seed,
-        "steps": res.steps,
-        "summary": res.summary,
-        "sample_counts_hist": np.bincount(np.minimum(res.sample_counts, 10_000)),
-        "groups": res.groups,
-        "reliability": res.reliability,
-    }
+        ratio, rollouts = res.summary["effective_ratio"], res.summary["rollouts"]
+        return DrawOutput(
+            job.index, name, job.draw, seed, effect.saturation, effect.half_life, effect.gain, ratio, rollouts
+        )
+    return ReplayOutput(job.index, name, job.spec.type, seed, res.steps, res.summary, res.groups, res.reliability)
 
 
 def _init_worker() -> None:
@@ -137,19 +152,43 @@ def _init_worker() -> None:
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 
+@dataclass(frozen=True)
+class WorldFacts:
+    """What a report says of the replayed world: typed, and its own description for meta.json."""
+
+    kind: str
+    num_prompts: int
+    k: int
+    #: `World.describe()`: what meta.json records
+    description: dict[str, Any]
+    #: a closed loop's effect (fitted, or a gain given) and the most trainings of a prompt it counts
+    effect: TrainingEffect | None = None
+    cap: float = math.inf
+
+    @classmethod
+    def of(cls, world: World) -> WorldFacts:
+        description = world.describe()
+        kind, n, k = str(description["kind"]), world.num_prompts, world.k
+        if isinstance(world, ClosedLoopWorld):
+            return cls(kind, n, k, description, world.effect, world.cap)
+        return cls(kind, n, k, description)
+
+
 @dataclass
 class SweepResult:
     """What `run_sweep` returns: the per-(policy, seed) summary and per-step rows, and what the report needs."""
 
     scenario: Scenario
-    world: dict[str, Any]
-    summary: pl.DataFrame  # one row per (policy, seed)
+    world: WorldFacts
+    summary: pl.DataFrame  # one row per (policy, seed), with each policy's intervals as columns
     steps: pl.DataFrame  # one row per (policy, seed, step)
     wall_s: float
+    #: each policy's 90% intervals, in the scenario's order
+    intervals: dict[str, PolicyIntervals] = field(default_factory=dict)
     #: (policy, seed) -> the replay's own rollouts as a per-group log, when recorded
     logs: dict[tuple[str, int], pl.DataFrame] | None = None
     #: a log world's held-out calibration on its own log (dps.replay.calibration)
-    calibration: Any = None
+    calibration: Calibration | None = None
     #: the predictive policies' reliability bins of P(partial), one row per (policy, seed, bin)
     reliability: pl.DataFrame | None = None
     #: the closed loop's interval replays: one row per (policy, draw) with the effect drawn and the result
@@ -202,171 +241,79 @@ def run_sweep(
         for spec in scenario.policies:
             build_policy(spec, world, scenario.seeds[0])
         jobs = make_jobs(scenario, world, record)
-        results: list[dict[str, Any]] = []
+        outputs: list[ReplayOutput | DrawOutput] = []
         bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)
-        described = world.describe()
+        facts = WorldFacts.of(world)
         if pool is None:
             _WORLDS.clear()
             if isinstance(scenario.world, ClosedLoopWorldConfig):
                 _WORLDS[_key(scenario.world.open_loop())] = world.base  # type: ignore[attr-defined]
             _WORLDS[_key(scenario.world)] = world
             for job in jobs:
-                results.append(run_job(job))
+                outputs.append(run_job(job))
                 bar.update()
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dps-sweep-"))
             saved = save_log_worlds(scenario.world, world, Path(tmp))
-            effects = {_key(scenario.world): world.effect} if closed_loop_on(scenario.world) else {}  # type: ignore[attr-defined]
+            effects = {_key(scenario.world): facts.effect} if facts.effect is not None else {}
             del world  # the workers hold their own
             # Longest first: gates that roll out several rounds per step take longest.
             order = sorted(jobs, key=lambda j: j.spec.type not in ("dynamic_sampling", "ds", "greso"))
             jobs_out = [dataclasses.replace(j, saved=saved, effects=effects) for j in order]
-            for res in pool.imap_unordered(run_job, jobs_out, chunksize=1):
-                results.append(res)
+            for out in pool.imap_unordered(run_job, jobs_out, chunksize=1):
+                outputs.append(out)
                 bar.update()
     bar.close()
-    results.sort(key=lambda r: r["index"])
-    draws = pl.DataFrame([r for r in results if "draw" in r]) if any("draw" in r for r in results) else None
-    results = [r for r in results if "draw" not in r]
-    rows, frames = [], []
-    for r in results:
-        rows.append({"policy": r["policy"], "type": r["type"], "seed": r["seed"], **r["summary"]})
-        f = pl.DataFrame(r["steps"]).with_columns(
-            pl.lit(r["policy"]).alias("policy"), pl.lit(r["type"]).alias("type"), pl.lit(r["seed"]).alias("seed")
-        )
-        frames.append(f)
-    summary = with_intervals(pl.DataFrame(rows), draws)
-    steps_df = pl.concat(frames, how="diagonal_relaxed")
-    front = ["policy", "type", "seed"]
-    steps_df = steps_df.select(front + [c for c in steps_df.columns if c not in front])
-    logs = None
-    if record:
-        logs = {(r["policy"], r["seed"]): pl.DataFrame(r["groups"]) for r in results}
-    reliability = reliability_frame(results)
-    wall = time.perf_counter() - t0
-    return SweepResult(scenario, described, summary, steps_df, wall, logs, calibration, reliability, draws)
+    outputs.sort(key=lambda r: r.index)
+    replays = [r for r in outputs if isinstance(r, ReplayOutput)]
+    drawn = [dataclasses.asdict(r) for r in outputs if isinstance(r, DrawOutput)]
+    draws = pl.DataFrame(drawn) if drawn else None
+    summary = pl.DataFrame([{"policy": r.policy, "type": r.type, "seed": r.seed, **r.summary} for r in replays])
+    intervals = policy_intervals(summary, draws)
+    logs = {(r.policy, r.seed): pl.DataFrame(r.groups) for r in replays} if record else None
+    return SweepResult(
+        scenario,
+        facts,
+        with_intervals(summary, intervals),
+        steps_frame(replays),
+        time.perf_counter() - t0,
+        intervals,
+        logs,
+        calibration,
+        reliability_frame(replays),
+        draws,
+    )
 
 
-#: The interval's level: a replay of the same scenario falls inside it this often.
-INTERVAL_LEVEL = 0.9
-#: Summary columns that get an interval (column_lo, column_hi).
-INTERVAL_COLUMNS = ("effective_ratio", "rollouts")
-
-
-def with_intervals(summary: pl.DataFrame, draws: pl.DataFrame | None) -> pl.DataFrame:
-    """Add COLUMN_lo / COLUMN_hi (a 90% interval) and interval_from to every (policy, seed) row.
-
-    A closed-loop policy with interval replays gets the interval of those replays (each with its
-    own seed and an effect drawn from what the log allows: seed noise, the fitted gain's
-    uncertainty and the shapes the log cannot tell apart): `prediction_interval`. Every other row
-    gets one from its seeds alone (the replay noise; in a log world without a closed loop, not
-    how far the open loop itself is off): a normal prediction interval for one more seed.
-    """
+def steps_frame(replays: list[ReplayOutput]) -> pl.DataFrame:
+    """Every replay's per-step rows, led by policy, type and seed."""
     import polars as pl
 
-    by_draws: dict[str, pl.DataFrame] = {}
-    if draws is not None:
-        by_draws = {str(p[0]): d for p, d in draws.group_by("policy")}
-    parts = []
-    for (policy,), rows in summary.group_by("policy", maintain_order=True):
-        d = by_draws.get(str(policy))
-        cols = {}
-        for col in INTERVAL_COLUMNS:
-            if d is not None:
-                lo, hi = prediction_interval(d[col].to_numpy().astype(np.float64))
-            else:
-                lo, hi = seed_interval(rows[col].to_numpy().astype(np.float64))
-            cols[f"{col}_lo"], cols[f"{col}_hi"] = lo, hi
-        source = f"closed loop, {d.height} draws" if d is not None else "seeds"
-        parts.append(
-            rows.with_columns(
-                *(pl.lit(v, pl.Float64).alias(k) for k, v in cols.items()), pl.lit(source).alias("interval_from")
-            )
+    frames = [
+        pl.DataFrame(r.steps).with_columns(
+            pl.lit(r.policy).alias("policy"), pl.lit(r.type).alias("type"), pl.lit(r.seed).alias("seed")
         )
-    return pl.concat(parts) if parts else summary
+        for r in replays
+    ]
+    steps = pl.concat(frames, how="diagonal_relaxed")
+    front = ["policy", "type", "seed"]
+    return steps.select(front + [c for c in steps.columns if c not in front])
 
 
-def prediction_interval(values: np.ndarray, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
-    """The order statistics (k, n + 1 - k) of n draws: a new draw falls between them with probability
-    (n + 1 - 2k) / (n + 1), k the largest that keeps this at `level` (k = 1, the range, below 19 draws)."""
-    x = np.sort(values[np.isfinite(values)])
-    n = len(x)
-    if n == 0:
-        return float("nan"), float("nan")
-    k = max(1, int(math.floor((n + 1) * (1 - level) / 2)))
-    return float(x[k - 1]), float(x[n - k])
-
-
-def seed_interval(values: np.ndarray, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
-    """mean +- t sd sqrt(1 + 1/n): where one more seed's replay falls with probability `level` (NaN from one seed)."""
-    x = values[np.isfinite(values)]
-    n = len(x)
-    if n < 2:
-        return float("nan"), float("nan")
-    half = _t_quantile(0.5 + level / 2, n - 1) * float(np.std(x, ddof=1)) * math.sqrt(1 + 1 / n)
-    m = float(np.mean(x))
-    return m - half, m + half
-
-
-def _t_quantile(q: float, df: int) -> float:
-    """Student's t quantile by bisection on its CDF (regularised incomplete beta by continued fraction)."""
-    lo, hi = 0.0, 1e3
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if _t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def _t_cdf(t: float, df: int) -> float:
-    x = df / (df + t * t)
-    return 1.0 - 0.5 * _betainc(df / 2, 0.5, x)
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) (Lentz's continued fraction)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - _betainc(b, a, 1 - x)
-    f, c, d = 1.0, 1.0, 0.0
-    for i in range(400):
-        m = i // 2
-        if i == 0:
-            num = 1.0
-        elif i % 2 == 0:
-            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        else:
-            num = -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-        c = 1.0 + num / (c if abs(c) > 1e-300 else 1e-300)
-        f *= c * d
-        if abs(1.0 - c * d) < 1e-12:
-            break
-    return front * (f - 1.0) / a
-
-
-def reliability_frame(results: list[dict[str, Any]]) -> pl.DataFrame | None:
+def reliability_frame(replays: list[ReplayOutput]) -> pl.DataFrame | None:
     """The replays' reliability bins as rows (policy, seed, bin, lo, hi, count, sum_pred, sum_obs)."""
     import polars as pl
 
     rows = []
-    for r in results:
-        bins = r.get("reliability")
-        if bins is None:
+    for r in replays:
+        if r.reliability is None:
             continue
-        n = len(bins)
-        for i, (count, sum_pred, sum_obs) in enumerate(bins):
+        n = len(r.reliability)
+        for i, (count, sum_pred, sum_obs) in enumerate(r.reliability):
             rows.append(
                 {
-                    "policy": r["policy"],
-                    "seed": r["seed"],
+                    "policy": r.policy,
+                    "seed": r.seed,
                     "bin": i,
                     "lo": i / n,
                     "hi": (i + 1) / n,
