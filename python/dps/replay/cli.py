@@ -82,6 +82,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _lag(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (steps between a selection and its observation), not {value}")
+    return value
+
+
 def register_leaderboard(sub: Any) -> None:
     p = sub.add_parser(
         "leaderboard",
@@ -96,6 +103,13 @@ def register_leaderboard(sub: Any) -> None:
     p.add_argument("--seeds", type=_count, default=3, help="replay seeds 0..N-1 (default 3)")
     p.add_argument("--steps", type=_count, default=None, help="steps to replay (default: the log's horizon)")
     p.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
+    p.add_argument(
+        "--lag",
+        type=_lag,
+        default=0,
+        help="selections in flight: each step t is selected having observed the groups of steps up to t - 1 - LAG "
+        "(default 0, lockstep)",
+    )
     p.add_argument("--reports", action="store_true", help="also write each log's replay report into DIR/<log name>/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

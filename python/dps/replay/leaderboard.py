@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.replay.runner import lag_words
 from dps.replay.scenario import PolicySpec, Scenario
 from dps.replay.worldconfig import LogWorldConfig
 
@@ -138,6 +139,7 @@ def rank_table(summary: pl.DataFrame, log: str) -> pl.DataFrame:
         pl.col("brier").cast(pl.Float64).mean().fill_nan(None),  # null: the policy predicts nothing
         pl.col("ece").cast(pl.Float64).mean().fill_nan(None),
         pl.col("rollouts").mean(),
+        pl.col("lag").first(),
     )
     table = table.with_columns(pl.col("policy").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
     table = table.sort("rollouts_per_effective", "_o").drop("_o")
@@ -155,6 +157,7 @@ def rank_table(summary: pl.DataFrame, log: str) -> pl.DataFrame:
         "brier",
         "ece",
         "rollouts",
+        "lag",
     )
 
 
@@ -167,9 +170,11 @@ def run_leaderboard(
     workers: int = 1,
     progress: bool = True,
     oracle: bool = True,
+    lag: int = 0,
 ) -> list[Board]:
     """Replay every leaderboard policy on each log (`world_settings`: the log-reading keys of
-    a scenario's [world] table, as `dps validate`'s options give them)."""
+    a scenario's [world] table, as `dps validate`'s options give them); with `lag` L, each step
+    t selected having observed the groups of steps up to t - 1 - L."""
     from dps.logs import LogSpec, load_log
     from dps.replay.sweep import run_sweep
 
@@ -206,6 +211,7 @@ def run_leaderboard(
             workers=workers,
             source=None,
             description=f"dps leaderboard of {path}",
+            lag=lag,
         )
         sweep = run_sweep(scenario, workers=workers, progress=progress)
         boards.append(Board(str(path), batch, sweep, rank_table(sweep.summary, str(path)), batch_from))
@@ -273,7 +279,8 @@ def describe(board: Board) -> list[str]:
         f"## {board.log}",
         "",
         f"{w.num_prompts:,} prompts, k = {w.k}, {steps} steps of B = {board.batch_size}, seeds "
-        f"{', '.join(map(str, sc.seeds))}; {len(board.sweep.summary)} replays in {board.sweep.wall_s:.1f} s.",
+        f"{', '.join(map(str, sc.seeds))}; {lag_words(sc.lag)}; {len(board.sweep.summary)} replays in "
+        f"{board.sweep.wall_s:.1f} s.",
         "",
         f"B = {board.batch_size} ({board.batch_from})."
         if board.batch_from == "--batch"
@@ -366,7 +373,9 @@ def plot_ranking(boards: list[Board], path: Path) -> Path:
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel("rollouts per effective prompt (lower is better)")
         ax.set_title(
-            f"{short_name(board.log)}, B = {board.batch_size}\n"
+            f"{short_name(board.log)}, B = {board.batch_size}"
+            + (f", lag {board.sweep.scenario.lag}" if board.sweep.scenario.lag else "")
+            + "\n"
             "(effective ratio in brackets; blue: predictive, grey: bound)",
             fontsize=9,
         )
@@ -385,7 +394,7 @@ def leaderboard_command(args: Any, settings: dict[str, Any]) -> int:
     out = check_out_folder(args.out)
     seeds = tuple(range(args.seeds))
     workers = args.workers or os.cpu_count() or 1
-    boards = run_leaderboard(args.logs, settings, args.batch, seeds, args.steps, workers, not args.quiet)
+    boards = run_leaderboard(args.logs, settings, args.batch, seeds, args.steps, workers, not args.quiet, lag=args.lag)
     command = getattr(args, "command_line", "")
     paths = write_leaderboard(boards, out, plots=not args.no_plots, command=command, reports=args.reports)
     files = sorted(p.name for name, p in paths.items() if not name.startswith("report "))

@@ -340,6 +340,13 @@ def takes_in_flight(policy: Policy) -> bool:
     return takes_in_flight(inner) if isinstance(inner, Policy) else True
 
 
+def lag_words(lag: int) -> str:
+    """How the report names the lag between a selection and the observation of its groups."""
+    if lag == 0:
+        return "lockstep (lag 0: each step selected having observed every earlier step)"
+    return f"lag {lag} (each step t selected having observed the groups of steps up to t - {1 + lag})"
+
+
 def check_lag(policy: Policy, lag: int) -> None:
     """Refuse a lag below 0, or above 0 for a policy that cannot have selections in flight."""
     if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)):

@@ -21,6 +21,7 @@ batch_size = 256              # default: the preset's batch size
 seeds = [0, 1, 2]             # replay seeds: policy seed and outcome noise
 workers = 2                   # processes; default: all cores
 interval_draws = 40           # closed loop: replays with effects drawn from the fit, for the 90% interval (0: none)
+lag = 0                       # selections in flight: step t is selected having observed steps up to t - 1 - lag
 
 [[policies]]
 name = "DPS"                  # label in the report (default: type)
@@ -102,6 +103,9 @@ class RunConfig:
     #: closed loop: replays with effects drawn from the fit, for the 90% interval (0: none);
     #: default DEFAULT_INTERVAL_DRAWS
     interval_draws: NonNegativeInt | None = None
+    #: selections in flight: the policies select step t having observed the groups of steps up
+    #: to t - 1 - lag (an asynchronous trainer's); 0 is lockstep
+    lag: NonNegativeInt = 0
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
@@ -174,6 +178,8 @@ class Scenario:
     description: str = ""
     #: closed loop: replays with effects drawn from what the log allows (the interval); 0: none
     interval_draws: int = 0
+    #: steps between a selection and the observation of its groups ([run] lag)
+    lag: int = 0
 
     def build_world(self) -> World:
         return self.world.build()
@@ -203,6 +209,7 @@ def parse_scenario(data: dict[str, Any], source: Path | None = None, origins: di
         source=source,
         description=file.description,
         interval_draws=draws,
+        lag=run.lag,
     )
 
 

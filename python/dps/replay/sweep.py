@@ -19,7 +19,7 @@ from dps.replay.calibration import Calibration, world_calibration
 from dps.replay.closedloop import ClosedLoopWorld, TrainingEffect
 from dps.replay.intervals import PolicyIntervals, policy_intervals, with_intervals
 from dps.replay.logworld import LogWorld
-from dps.replay.runner import replay
+from dps.replay.runner import check_lag, replay
 from dps.replay.scenario import PolicySpec, Scenario, build_policy
 from dps.replay.worldconfig import ClosedLoopWorldConfig, LogWorldConfig, SyntheticWorldConfig
 from dps.replay.worlds import World
@@ -98,6 +98,8 @@ class Job:
     draw: int = -1
     #: closed-loop effects the main process fitted (key -> TrainingEffect), so a worker does not fit again
     effects: dict[str, TrainingEffect] = field(default_factory=dict)
+    #: steps between a selection and the observation of its groups
+    lag: int = 0
 
 
 @dataclass
@@ -135,7 +137,7 @@ def run_job(job: Job) -> ReplayOutput | DrawOutput:
     _EFFECTS.update(job.effects)
     world = _world(job.world) if job.draw < 0 else _drawn_world(job.world, job.draw)
     policy = build_policy(job.spec, world, job.seed)
-    res = replay(policy, world, job.steps, job.batch_size, job.seed, record=job.record)
+    res = replay(policy, world, job.steps, job.batch_size, job.seed, record=job.record, lag=job.lag)
     name, seed = job.spec.name, job.seed
     if job.draw >= 0:
         effect = world.effect  # type: ignore[attr-defined]
@@ -207,12 +209,13 @@ def make_jobs(scenario: Scenario, world: World, record: bool = False) -> list[Jo
         for cfg, suffix in variants:
             named = dataclasses.replace(spec, name=spec.name + suffix)
             for seed in scenario.seeds:
-                jobs.append(Job(len(jobs), cfg, named, seed, steps, scenario.batch_size, record))
+                jobs.append(Job(len(jobs), cfg, named, seed, steps, scenario.batch_size, record, lag=scenario.lag))
     if closed_loop_on(scenario.world) and getattr(getattr(world, "effect", None), "candidates", None):
         first = max(scenario.seeds) + 1  # the interval's replays use seeds of their own
         for spec in scenario.policies:
             for r in range(scenario.interval_draws):
-                jobs.append(Job(len(jobs), scenario.world, spec, first + r, steps, scenario.batch_size, False, draw=r))
+                job = Job(len(jobs), scenario.world, spec, first + r, steps, scenario.batch_size, False, draw=r)
+                jobs.append(dataclasses.replace(job, lag=scenario.lag))
     return jobs
 
 
@@ -239,7 +242,11 @@ def run_sweep(
             raise ValueError(f"batch_size {scenario.batch_size} exceeds the world's {world.num_prompts} prompts")
         # Construct every policy once here, so that a bad parameter fails before any work starts.
         for spec in scenario.policies:
-            build_policy(spec, world, scenario.seeds[0])
+            policy = build_policy(spec, world, scenario.seeds[0])
+            try:
+                check_lag(policy, scenario.lag)
+            except ValueError as e:
+                raise ValueError(f"policy {spec.name!r}: {e}") from None
         jobs = make_jobs(scenario, world, record)
         outputs: list[ReplayOutput | DrawOutput] = []
         bar = tqdm(total=len(jobs), desc=f"replay {scenario.name}", unit="run", disable=not progress)

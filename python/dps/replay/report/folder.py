@@ -78,6 +78,7 @@ def write_tables(result: SweepResult, out: Path) -> dict[str, Path]:
         "steps": int(steps["step"].to_numpy().max()) + 1,
         "batch_size": sc.batch_size,
         "seeds": sc.seeds,
+        "lag": sc.lag,
         "wall_s": round(result.wall_s, 2),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from dps.replay.closedloop.effect import count_label
+from dps.replay.runner import lag_words
 
 if TYPE_CHECKING:
     import polars as pl
@@ -36,7 +37,8 @@ def report(result: SweepResult, table: str, images: list[tuple[str, str]]) -> st
         md += [sc.description, ""]
     md += [
         f"World: {world.kind} with {world.num_prompts} prompts, k = {world.k}; "
-        f"{steps} steps of batch {sc.batch_size}; seeds {sc.seeds}; sweep wall time {result.wall_s:.1f} s.",
+        f"{steps} steps of batch {sc.batch_size}; seeds {sc.seeds}; {lag_words(sc.lag)}; "
+        f"sweep wall time {result.wall_s:.1f} s.",
         "",
         *closed_loop_lines(world),
         *interval_lines(result.intervals, world),
