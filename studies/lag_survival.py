@@ -47,7 +47,8 @@ def run_boards(out: Path, lags: tuple[int, ...], workers: int) -> pl.DataFrame:
         folder = out / f"lag-{lag}"
         if not (folder / "leaderboard.csv").exists():
             cmd = [str(dps), "leaderboard", *map(str, LOGS), "--lag", str(lag), "--out", str(folder)]
-            subprocess.run([*cmd, "--workers", str(workers), "--no-plots", "--quiet"], check=True)
+            args = [*cmd, "--workers", str(workers), "--no-plots", "--quiet"]
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL)  # the tables below are what it prints
         tables.append(pl.read_csv(folder / "leaderboard.csv"))
     return pl.concat(tables)
 
