@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dps import BOTS, DPS, GRESO, DynamicSampling, HistoryResampling, MoPPS, Policy, Uniform, run_step
+from dps import BOTS, DPS, GRESO, DynamicSampling, GroupOutcomes, HistoryResampling, MoPPS, Policy, Uniform, run_step
 from dps.policies import PRIORS
 
 N = 60
@@ -211,6 +211,46 @@ def test_bad_observations_are_refused_without_change(name, case):
     with pytest.raises(error, match=message):
         policy.observe(ids, correct, total)
     assert_states_equal(policy.state_dict(), before)
+
+
+def graded_one(prompt: int, rewards: list[float]) -> GroupOutcomes:
+    return GroupOutcomes.from_rewards([prompt], [rewards])
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_bad_groups_in_flight_are_refused_without_change(name):
+    """Issue 23: an id never selected, or observed twice, is refused with the state unchanged."""
+    policy = FACTORIES[name]()
+    run(policy, 3, World())
+    out = policy.select(B)
+    never = int(np.setdiff1d(np.arange(N), out)[0])
+    before = policy.state_dict()
+    with pytest.raises(ValueError, match="not in flight"):
+        policy.observe_groups(graded_one(never, [0.0, 1.0]), in_flight=True)
+    assert_states_equal(policy.state_dict(), before)
+    policy.observe_groups(graded_one(int(out[0]), [0.0, 1.0]), in_flight=True)
+    observed = policy.state_dict()
+    with pytest.raises(ValueError, match="not in flight"):
+        policy.observe_groups(graded_one(int(out[0]), [0.0, 1.0]), in_flight=True)
+    assert_states_equal(policy.state_dict(), observed)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_a_reward_outside_what_the_policy_takes_is_refused_without_change(name):
+    """MoPPS and BOTS (and a gate over them) model a success rate: a mean reward outside [0, 1]
+    is refused; the others map any finite reward by spread and threshold."""
+    policy = FACTORIES[name]()
+    run(policy, 3, World())
+    out = policy.select(B)
+    before = policy.state_dict()
+    beta = isinstance(getattr(policy, "selector", policy), (MoPPS, BOTS))
+    groups = GroupOutcomes.from_rewards(out, np.tile([1.5, 1.5, 2.0, 2.0], (len(out), 1)))
+    if beta:
+        with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+            policy.observe_groups(groups)
+        assert_states_equal(policy.state_dict(), before)
+    else:
+        policy.observe_groups(groups)
 
 
 @pytest.mark.parametrize("name", FACTORIES)

@@ -351,7 +351,8 @@ def test_cli_round_trip_synth_validate_replay(tmp_path: Path, capsys: pytest.Cap
     resp = tmp_path / "resp.parquet"
     assert main([*args, "--layout", "response", "--out", str(resp)]) == 0
     assert main(["validate", str(resp)]) == 0
-    assert read_log(resp).drop("reward_mean", "rewards").equals(read_log(log))  # per-response rows aggregate back
+    graded = ("reward_mean", "reward_std", "rewards")
+    assert read_log(resp).drop(*graded).equals(read_log(log))  # per-response rows aggregate back
     sc = tmp_path / "sc.toml"
     sc.write_text(
         'name = "rt"\n[world]\nlog = "log.parquet"\nswitch_rate = 0.05\n[run]\nbatch_size = 16\nseeds = 2\nworkers '

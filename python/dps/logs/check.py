@@ -166,6 +166,8 @@ def _require(df: pl.DataFrame, path: str | Path, spec: LogSpec, layout: str, ava
     _check_mapped(path, spec, available)
     _require_a_layout(df, path, spec, available)
     required = list(GROUP_COLUMNS) if layout == "group" else ["step", "prompt_id"]
+    if layout == "group" and graded_columns(df.columns):
+        required.remove("n_correct")  # graded groups: success counted from the rewards
     if layout == "response" and not {"reward", "correct"} & set(df.columns):
         required.append("reward")
     has = f"; the file has {', '.join(available)}" if available else ""
@@ -177,11 +179,12 @@ def _require(df: pl.DataFrame, path: str | Path, spec: LogSpec, layout: str, ava
                 if col == name
                 else ""
             )
+            graded = " (or graded rewards: rewards, or reward_mean and reward_std)" if name == "n_correct" else ""
             raise LogError(
                 path,
                 col,
                 None,
-                f"missing: a {layout} log needs {', '.join(required)}{hint}{has}{_suggest(name, available)}",
+                f"missing: a {layout} log needs {', '.join(required)}{graded}{hint}{has}{_suggest(name, available)}",
             )
     if df.height == 0:
         raise LogError(path, None, None, "the log holds no rows")
@@ -197,10 +200,12 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     chk.whole("step", 0)
     _check_step_span(chk)
     if layout == "group":
-        _check_groups(chk)
-        correctness, threshold = "n_correct as logged", None
+        correctness, threshold, rewards = _check_groups(chk)
     else:
         correctness, threshold = _check_responses(chk)
+        rewards = None
+        if "reward" in chk.df.columns:
+            rewards = f"{chk.spec.file_column('reward')} per response (each group's mean and spread)"
     if "kind" in chk.df.columns:
         chk.df = chk.df.with_columns(pl.col("kind").cast(pl.String))
         chk.not_null("kind")
@@ -223,7 +228,19 @@ def normalise(df: pl.DataFrame, path: str | Path, spec: LogSpec, available: list
     used = {name: spec.file_column(name) for name in df.columns if name in SCHEMA_COLUMNS and name != "prompt_key"}
     used["prompt_id"] = chk.spec.file_column("prompt_id")  # the file's prompt_key, where it has one
     info = LogInfo(
-        str(path), "frame", 1, layout, rows, used, id_type, mapping, len(keys), correctness, threshold, spec.kinds
+        str(path),
+        "frame",
+        1,
+        layout,
+        rows,
+        used,
+        id_type,
+        mapping,
+        len(keys),
+        correctness,
+        threshold,
+        spec.kinds,
+        rewards,
     )
     return LoadedLog(frame, info, keys)
 
@@ -258,10 +275,16 @@ def _check_step_span(chk: _Checker) -> None:
     )
 
 
-def _check_groups(chk: _Checker) -> None:
+def graded_columns(columns: Any) -> bool:
+    """Whether a per-group log's columns carry each group's reward spread (graded rewards)."""
+    return "rewards" in columns or {"reward_mean", "reward_std"} <= set(columns)
+
+
+def _check_groups(chk: _Checker) -> tuple[str, float | None, str | None]:
+    """Check the group columns; return (where n_correct came from, the threshold used or None,
+    where the graded rewards came from or None)."""
     pl = _pl()
     chk.whole("n_rollouts", 1)
-    chk.whole("n_correct", 0)
     df = chk.df
     bad = chk.first(pl.col("n_rollouts") > MAX_GROUP_SIZE)
     if bad is not None:
@@ -270,22 +293,73 @@ def _check_groups(chk: _Checker) -> None:
             bad,
             f"is {df['n_rollouts'][bad]}: a group of more than {MAX_GROUP_SIZE:,} responses (a corrupt row?)",
         )
-    bad = chk.first(pl.col("n_correct") > pl.col("n_rollouts"))
-    if bad is not None:
-        raise chk.error(
-            "n_correct", bad, f"n_correct = {df['n_correct'][bad]} exceeds n_rollouts = {df['n_rollouts'][bad]}"
-        )
-    if "reward_mean" in df.columns:
-        chk.number("reward_mean")
-        chk.df = chk.df.with_columns(pl.col("reward_mean").cast(pl.Float64))
-    if "rewards" in df.columns:
-        s = df["rewards"]
-        if not isinstance(s.dtype, pl.List) or not (s.dtype.inner.is_float() or s.dtype.inner.is_integer()):
-            raise chk.error("rewards", None, f"has type {s.dtype}, expected a list of floats")
-        bad = chk.first(pl.col("rewards").is_null() | (pl.col("rewards").list.len() != pl.col("n_rollouts")))
+    if "n_correct" in df.columns:
+        chk.whole("n_correct", 0)
+        bad = chk.first(pl.col("n_correct") > pl.col("n_rollouts"))
         if bad is not None:
-            raise chk.error("rewards", bad, "is null or its length differs from n_rollouts")
-        chk.df = chk.df.with_columns(pl.col("rewards").cast(pl.List(pl.Float64)))
+            raise chk.error(
+                "n_correct", bad, f"n_correct = {df['n_correct'][bad]} exceeds n_rollouts = {df['n_rollouts'][bad]}"
+            )
+    rewards = _check_group_rewards(chk)
+    if "n_correct" in chk.df.columns:
+        return "n_correct as logged", None, rewards
+    th = float(chk.spec.threshold)
+    if "rewards" in chk.df.columns:
+        counted = pl.col("rewards").list.eval(pl.element() >= th).list.sum()
+        chk.df = chk.df.with_columns(counted.cast(pl.Int64).alias("n_correct"))
+        return f"{chk.spec.file_column('rewards')} >= {th:g} (no n_correct column)", th, rewards
+    share = pl.col("reward_mean").clip(0.0, 1.0) * pl.col("n_rollouts")
+    chk.df = chk.df.with_columns(share.round(0).cast(pl.Int64).alias("n_correct"))
+    return f"round(n_rollouts x {chk.spec.file_column('reward_mean')}) (no n_correct column)", None, rewards
+
+
+def _check_group_rewards(chk: _Checker) -> str | None:
+    """Check the optional reward columns (finite numbers, a spread >= 0, one reward per response)
+    and give every graded group its mean and spread; return where they came from, or None."""
+    pl = _pl()
+    columns = chk.df.columns
+    if "reward_std" in columns and "reward_mean" not in columns and "rewards" not in columns:
+        raise chk.error("reward_std", None, "needs reward_mean beside it (each group's mean reward)")
+    for name in ("reward_mean", "reward_std"):
+        if name in columns:
+            chk.number(name)
+            chk.df = chk.df.with_columns(pl.col(name).cast(pl.Float64))
+    if "reward_std" in columns:
+        bad = chk.first(pl.col("reward_std") < 0)
+        if bad is not None:
+            raise chk.error("reward_std", bad, f"is {chk.df['reward_std'][bad]}: a spread is >= 0")
+    if "rewards" in columns:
+        _check_reward_lists(chk)
+        moments = {"reward_mean": pl.col("rewards").list.mean(), "reward_std": list_spread(pl.col("rewards"))}
+        chk.df = chk.df.with_columns(e.alias(k) for k, e in moments.items() if k not in columns)
+        return f"{chk.spec.file_column('rewards')} (each group's rewards)"
+    if "reward_std" in columns:
+        return f"{chk.spec.file_column('reward_mean')} and {chk.spec.file_column('reward_std')} as logged"
+    return None
+
+
+def _check_reward_lists(chk: _Checker) -> None:
+    pl = _pl()
+    s = chk.df["rewards"]
+    if not isinstance(s.dtype, pl.List) or not (s.dtype.inner.is_float() or s.dtype.inner.is_integer()):
+        raise chk.error("rewards", None, f"has type {s.dtype}, expected a list of floats")
+    bad = chk.first(pl.col("rewards").is_null() | (pl.col("rewards").list.len() != pl.col("n_rollouts")))
+    if bad is not None:
+        raise chk.error("rewards", bad, "is null or its length differs from n_rollouts")
+    chk.df = chk.df.with_columns(pl.col("rewards").cast(pl.List(pl.Float64)))
+    finite = pl.col("rewards").list.eval(pl.element().is_finite() & pl.element().is_not_null()).list.all()
+    bad = chk.first(~finite)
+    if bad is not None:
+        values = chk.df["rewards"][bad].to_list()
+        first = next(v for v in values if v is None or not np.isfinite(v))
+        raise chk.error("rewards", bad, f"holds {first}: every reward must be a finite number")
+
+
+def list_spread(rewards: Any) -> Any:
+    """Each list's population standard deviation, exactly 0 where its rewards are all equal."""
+    pl = _pl()
+    equal = rewards.list.max() == rewards.list.min()
+    return pl.when(equal).then(0.0).otherwise(rewards.list.std(ddof=0))
 
 
 def _check_responses(chk: _Checker) -> tuple[str, float | None]:
@@ -429,7 +503,17 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _order(frame: pl.DataFrame, spec: LogSpec) -> pl.DataFrame:
-    order = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards", "prompt_key", "kind")
+    order = (
+        "step",
+        "prompt_id",
+        "n_rollouts",
+        "n_correct",
+        "reward_mean",
+        "reward_std",
+        "rewards",
+        "prompt_key",
+        "kind",
+    )
     front: list[str] = [c for c in order if c in frame.columns]
     rest = [c for c in spec.group_by if c in frame.columns and c not in front]
     return frame.select(front + rest)
@@ -453,10 +537,9 @@ def aggregate_responses(
     keys = list(dict.fromkeys(keys))
     rewards = []
     if "reward" in df.columns:
-        rewards = [
-            pl.col("reward").cast(pl.Float64).mean().alias("reward_mean"),
-            pl.col("reward").cast(pl.Float64).alias("rewards"),
-        ]
+        reward = pl.col("reward").cast(pl.Float64)
+        spread = pl.when(reward.max() == reward.min()).then(0.0).otherwise(reward.std(ddof=0))
+        rewards = [reward.mean().alias("reward_mean"), spread.alias("reward_std"), reward.alias("rewards")]
     return (
         df.with_columns(correct.alias("_correct"))
         .group_by(keys, maintain_order=True)

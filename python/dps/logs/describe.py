@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dps.logs.schema import LoadedLog, _pl
-from dps.outcomes import partial_share
+from dps.outcomes import SPREAD_TOL, partial_share
 
 if TYPE_CHECKING:
     import polars as pl
@@ -41,6 +41,8 @@ def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]
         "group_sizes": dict(sorted(zip(*np.unique(n, return_counts=True), strict=True))),
         "kinds": {},
     }
+    if {"reward_mean", "reward_std"} <= set(df.columns):
+        facts["rewards"] = reward_facts(df["reward_mean"].to_numpy(), df["reward_std"].to_numpy())
     if "kind" in df.columns:
         facts["repeated_within_kind"] = df.group_by("step", "prompt_id", "kind").len().filter(pl.col("len") > 1).height
         for kind, part in df.group_by("kind", maintain_order=True):
@@ -53,6 +55,19 @@ def describe(df: pl.DataFrame, num_prompts: int | None = None) -> dict[str, Any]
                 "partial_share": partial_share(pc, pn),
             }
     return facts
+
+
+def reward_facts(mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    """What a log's graded groups hold: the range of their mean rewards, how many have every
+    reward equal (and of those, how many at a reward other than 0 or 1), and the share effective
+    by spread (docs/method.md#graded-rewards)."""
+    equal = std <= SPREAD_TOL
+    return {
+        "mean_range": (float(mean.min()), float(mean.max())),
+        "all_equal": int(equal.sum()),
+        "all_equal_not_0_1": int((equal & (mean != 0) & (mean != 1)).sum()),
+        "effective_share": float((~equal).mean()),
+    }
 
 
 def _key_text(keys: pl.Series, i: int) -> str:
@@ -86,6 +101,18 @@ def group_size_lines(sizes: dict[int, int], layout: str) -> list[str]:
     return lines
 
 
+def reward_lines(source: str | None, facts: dict[str, Any] | None, groups: int) -> list[str]:
+    """`dps validate`'s lines on the graded rewards a log carries (none for counts alone)."""
+    if source is None or facts is None:
+        return []
+    lo, hi = facts["mean_range"]
+    return [
+        f"  rewards: {source}; group means {lo:g}..{hi:g}; {facts['all_equal']:,} of {groups:,} groups with every "
+        f"reward equal ({facts['all_equal_not_0_1']:,} of them at a reward other than 0 or 1), effective by spread "
+        f'{facts["effective_share"]:.3f}; a replay\'s policies observe them with [world] rewards = "graded"'
+    ]
+
+
 def explain(log: LoadedLog) -> str:
     """A few lines on what was read and how: `dps validate`'s report."""
     info, keys = log.info, log.keys
@@ -111,6 +138,7 @@ def explain(log: LoadedLog) -> str:
     lines.append(
         f"  correct: {info.correctness}" + ("" if info.threshold is None else f" (threshold {info.threshold:g})")
     )
+    lines += reward_lines(info.rewards, d.get("rewards"), d["groups"])
     for kind, k in d["kinds"].items():
         lines.append(
             f"  kind {kind!r}: {k['groups']:,} groups, steps {k['step_range'][0]}..{k['step_range'][1]} "

@@ -21,6 +21,7 @@ SCHEMA_COLUMNS = (
     "n_rollouts",
     "n_correct",
     "reward_mean",
+    "reward_std",
     "rewards",
     "reward",
     "correct",
@@ -155,6 +156,8 @@ class LogInfo:
     correctness: str  # where n_correct came from
     threshold: float | None  # None when no threshold was applied
     kinds: tuple[str, ...] | None = None
+    #: where each group's graded rewards came from (None: the log has counts alone)
+    rewards: str | None = None
 
 
 @dataclass

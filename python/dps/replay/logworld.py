@@ -59,7 +59,7 @@ import numpy as np
 
 from dps import _core
 from dps.config import Check, load
-from dps.outcomes import partial_share, partially_solved
+from dps.outcomes import SUCCESS_AT, GroupOutcomes, partial_share, partially_solved
 from dps.replay.worlds import World, check_world_size
 
 if TYPE_CHECKING:
@@ -517,6 +517,35 @@ def held_out(log: RowLog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(chance), np.concatenate(loglik)
 
 
+class LoggedRewards:
+    """Each logged group's mean reward and spread, found by its cell (relative step, prompt) and
+    its counts: the graded view of a group a log world returns from the log. Of groups logged
+    twice in one cell with the same counts, the first's rewards are taken."""
+
+    def __init__(self, t: np.ndarray, pid: np.ndarray, nc: np.ndarray, nr: np.ndarray, groups: pl.DataFrame, n: int):
+        self.n = int(n)
+        key = _int64(t) * self.n + _int64(pid)
+        order = np.argsort(key, kind="stable")
+        self.key, self.nc, self.nr = key[order], _int64(nc)[order], _int64(nr)[order]
+        self.mean = np.asarray(groups["reward_mean"].to_numpy(), np.float64)[order]
+        self.std = np.asarray(groups["reward_std"].to_numpy(), np.float64)[order]
+
+    def moments(self, t: int, ids: np.ndarray, nc: np.ndarray, nr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and spread of the groups (t, ids) with counts (nc, nr): the logged group's where
+        the log holds it, else those of 0/1 rewards with these counts (an estimator's draw)."""
+        mean = nc / nr
+        std = np.where((nc == 0) | (nc == nr), 0.0, np.sqrt(mean * (1 - mean)))
+        key = int(t) * self.n + ids
+        lo = np.searchsorted(self.key, key, "left")
+        hi = np.searchsorted(self.key, key, "right")
+        for i in np.flatnonzero(hi > lo):
+            for row in range(lo[i], hi[i]):
+                if self.nc[row] == nc[i] and self.nr[row] == nr[i]:
+                    mean[i], std[i] = self.mean[row], self.std[row]
+                    break
+        return mean, std
+
+
 class LogWorld(World):
     """Outcomes from a per-group log; elsewhere draws from the estimator's posterior (module docstring)."""
 
@@ -528,9 +557,14 @@ class LogWorld(World):
         num_prompts: int | None = None,
         steps: int | None = None,
         keys: pl.Series | None = None,
+        graded: bool = False,
+        success_at: float = SUCCESS_AT,
     ):
         """`keys`: the user's id of each dense id 0..len(keys)-1 (`LoadedLog.keys`), or None when the
-        dense ids are the user's own; replay outputs name prompts by them (`prompt_keys`)."""
+        dense ids are the user's own; replay outputs name prompts by them (`prompt_keys`).
+        `graded`: the policies observe each logged group's rewards (its `reward_mean` and
+        `reward_std`; effective by spread, solved at `success_at`), and a group drawn where the
+        log has none as 0/1 rewards; else counts alone."""
         self.estimator = est = estimator or LogEstimator()
         self.keys = keys
         if groups.height == 0:
@@ -554,6 +588,15 @@ class LogWorld(World):
         check_world_size(self.num_prompts, None, self.k)
         self.coverage = len(step) / (span * self.num_prompts)
         self.logged_groups = len(step)
+        self.success_at = float(success_at)
+        self.rewards: LoggedRewards | None = None
+        if graded:
+            if not {"reward_mean", "reward_std"} <= set(groups.columns):
+                raise ValueError(
+                    'rewards = "graded" needs a log with graded rewards (a reward per response, a rewards list, or '
+                    "reward_mean and reward_std per group); this one has counts alone"
+                )
+            self.rewards = LoggedRewards(step - self.first_step, pid, nc, nr, groups, self.num_prompts)
         self.log = log = RowLog(step, pid, nc, nr, origin=self.first_step)
         del step, pid, nc, nr
         self._fit_population(log)
@@ -712,6 +755,14 @@ class LogWorld(World):
         return self.log.core.rollout(
             t, _int64(ids), _seed(seed), self.k, self._draw_seed(seed), self.estimator.draw == "mean"
         )
+
+    def rollout_groups(self, step: int, ids: np.ndarray, seed: int) -> GroupOutcomes:
+        ids = _int64(ids)
+        n_correct, n_rollouts = self.rollout(step, ids, seed)
+        if self.rewards is None:
+            return GroupOutcomes.counts(ids, n_correct, n_rollouts)
+        mean, std = self.rewards.moments(self._rel_step(step), ids, n_correct, n_rollouts)
+        return GroupOutcomes.from_moments(ids, n_rollouts, mean, std, n_correct=n_correct, success_at=self.success_at)
 
     def prompt_keys(self, ids: np.ndarray) -> pl.Series | None:
         if self.keys is None:

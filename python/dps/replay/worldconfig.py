@@ -99,6 +99,9 @@ class LogWorldConfig(LogWorldBase):
     """A log world (docs/replay.md#log-world), open-loop."""
 
     closed_loop: Literal["off", False] = "off"
+    #: what the policies observe of a logged group: its counts, or its graded rewards (a log with
+    #: reward columns; docs/replay.md#graded-logs)
+    rewards: Literal["counts", "graded"] = "counts"
 
     KEY_HINTS: ClassVar[dict[str, str]] = {key: _NEEDS_THE_LOOP for key in CLOSED_LOOP_KEYS if key != "closed_loop"}
 
@@ -108,7 +111,21 @@ class LogWorldConfig(LogWorldBase):
         log = load_log(self.log, self.spec)
         num_prompts = max(self.num_prompts or 0, log.info.num_prompts)  # prompts a kinds filter left out stay
         keys = log.keys if log.info.id_mapping == "dense" else None  # else the dense ids are the user's own
-        return LogWorld(log.groups, self.estimator, k=self.k, num_prompts=num_prompts, keys=keys)
+        graded = self.rewards == "graded"
+        if graded and log.info.rewards is None:
+            raise ValueError(
+                f'world.rewards: "graded" needs graded rewards in the log (a reward per response, a rewards list, or '
+                f'reward_mean and reward_std per group); {self.log} has counts alone (or leave rewards = "counts")'
+            )
+        return LogWorld(
+            log.groups,
+            self.estimator,
+            k=self.k,
+            num_prompts=num_prompts,
+            keys=keys,
+            graded=graded,
+            success_at=self.spec.threshold,
+        )
 
     def resolved(self, folder: Path) -> LogWorldConfig:
         """The same world with its relative paths taken relative to `folder` (the scenario file's)."""
@@ -128,6 +145,10 @@ class ClosedLoopWorldConfig(LogWorldBase):
         float | str, Check(_gain_ok, '"fit", "off" or a number (the logit gain per trained partial group)')
     ] = "fit"
     loop: ClosedLoopSettings = field(default_factory=ClosedLoopSettings, metadata=flatten())
+
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "rewards": "a closed loop replays counts; graded rewards replay on a log world without closed_loop"
+    }
 
     def __post_init__(self) -> None:
         problem = self.loop.problem(fitted=self.closed_loop == "fit")
