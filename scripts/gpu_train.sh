@@ -12,6 +12,11 @@
 # Settings by environment: STEPS (30), POLICIES ("uniform ds dps"), RUN_DIR (runs/gpu),
 # DEVICE (cuda; "cpu" for the CPU rehearsal, with small B and k), PY (python3), and OUT: when
 # set (the device tool sets it), the table and the runs' logs are copied there.
+#
+# PRESET=paper-geo3k runs the paper's Geometry3k recipe on one GPU at a smaller B instead (one
+# call; no SmolLM2 parts): MODEL (a Qwen2.5-VL-Instruct folder), DATA (a folder with
+# train.parquet and test.parquet, Geometry3k's or verl's layout; math-verify installed), B (64
+# prompts a step, in the recipe's 2 mini-batches), MICRO (4 sequences a forward pass), STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-30}"
@@ -22,21 +27,33 @@ PY="${PY:-python3}"
 SITE="${SITE:-/tmp/dps-gpu-site}"
 source scripts/gpu_common.sh
 
+PRESET="${PRESET:-smollm2-gpu}"
+
 gpu_setup_python
-gpu_model_folder || exit 0
+if [ "$PRESET" = "paper-geo3k" ]; then
+  : "${MODEL:?PRESET=paper-geo3k needs MODEL=DIR, a Qwen2.5-VL-Instruct folder}"
+  : "${DATA:?PRESET=paper-geo3k needs DATA=DIR holding train.parquet and test.parquet}"
+  # transformers rollouts (no vLLM on the bare machine); B prompts in the recipe's 2 mini-batches
+  PRESET_ARGS=(--model "$MODEL" --engine hf --set "task.options.path=$DATA/train.parquet"
+               --set "task.options.test_path=$DATA/test.parquet" --set "policy.batch_size=${B:-64}"
+               --set grpo.mini_batches=2 --set "grpo.micro_batch_size=${MICRO:-4}")
+else
+  gpu_model_folder || exit 0
+  PRESET_ARGS=()
+fi
 
 # Train each policy from the same start.
 EXTRA=()
 if [ "$DEVICE" = "cpu" ]; then
   # The rehearsal on a CPU: the same path with 4 prompts x 4 responses and a short eval.
-  EXTRA=(--set policy.batch_size=4 --set rollout.k=4 --set rollout.gen_batch_size=4
+  EXTRA=(--set policy.batch_size=4 --set rollout.k=4 --set rollout.gen_batch_size=4 --set rollout.max_new_tokens=16
          --set grpo.micro_batch_size=16 --set log.eval_max=8 --set log.checkpoint_every=2)
 fi
 mkdir -p "$RUN_DIR"
 for POL in $POLICIES; do
   say "training $POL for $STEPS steps"
-  "$PY" -m dps.cli train --preset smollm2-gpu --policy "$POL" --steps "$STEPS" --out "$RUN_DIR/$POL" \
-    --set model.device=$DEVICE --no-progress "${EXTRA[@]}" > "$RUN_DIR/$POL.summary.json"
+  "$PY" -m dps.cli train --preset "$PRESET" --policy "$POL" --steps "$STEPS" --out "$RUN_DIR/$POL" \
+    --set model.device=$DEVICE --no-progress "${PRESET_ARGS[@]}" "${EXTRA[@]}" > "$RUN_DIR/$POL.summary.json"
 done
 
 # One table: rollouts, effective ratio, speed, the step-time split, held-out accuracy.

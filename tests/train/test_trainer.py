@@ -223,7 +223,7 @@ class PickledThing:
 
 # ---------------------------------------------------------------- the paper's presets
 def test_paper_presets_follow_the_released_recipe(tmp_path):
-    """paper-countdown / paper-math carry docs/method.md#recipe; the CPU-sized variant
+    """paper-countdown / paper-math / paper-geo3k carry docs/method.md#recipe; the CPU-sized variant
     trains with the same algorithm settings (4 optimizer steps per step, sampled evaluation)."""
     from dps.train.presets import preset
     from dps.train.trainer import train
@@ -248,6 +248,12 @@ def test_paper_presets_follow_the_released_recipe(tmp_path):
         assert (c.log.eval_mode, c.log.eval_samples, c.log.eval_temperature) == ("sampled", 16, 0.6)
         cpu = config_from_dict(preset(name + "-cpu"))
         assert cpu.grpo.mini_batches == mini and cpu.grpo.clip_ratio_c == 10.0 and cpu.log.eval_mode == "sampled"
+    geo = config_from_dict(dict(preset("paper-geo3k"), model={"path": "/m", "chat_template": True}))
+    assert (geo.policy.batch_size, geo.grpo.mini_batches, geo.policy.options["decay"]) == (512, 2, 0.5)
+    assert (geo.rollout.max_prompt_tokens, geo.rollout.max_new_tokens, geo.grpo.kl_coef) == (1024, 1024, 0.01)
+    assert (geo.rollout.format_bonus, geo.grpo.clip_ratio_c, geo.grpo.lr, geo.steps) == (0.1, 10.0, 1e-6, 120)
+    assert preset("paper-geo3k")["model"]["chat_template"] and geo.task.name == "geometry3k"
+    assert preset("paper-countdown")["rollout"]["max_prompt_tokens"] == 256
     d = preset("paper-countdown-cpu")
     d.update(steps=2, model=TINY["model"], warmup={"steps": 3, "batch_size": 8})
     d["task"]["options"].update(n_train=24, n_test=6, n_warmup=20)

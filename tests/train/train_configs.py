@@ -25,6 +25,28 @@ TINY = {
     "log": {"eval_every": 2, "checkpoint_every": 2, "progress": False},
 }
 
+# The same loop with a tiny Qwen2-VL on `figures` (one vision block, 28 x 28 images: 4 image tokens).
+TINY_VLM = {
+    **TINY,
+    "model": {
+        "tiny": {
+            **TINY["model"]["tiny"],
+            "vlm": True,
+            "vision": {"depth": 1, "width": 32, "heads": 2, "patch_size": 7, "image_size": 28},
+        }
+    },
+    "task": {
+        "name": "figures",
+        "options": {
+            "n_train": 24,
+            "n_test": 8,
+            "n_warmup": 40,
+            "levels": ["sides:3-4", "sides:3-6"],
+            "answer_format": "plain",
+        },
+    },
+}
+
 
 def toml_text(d: dict, prefix: str = "") -> str:
     """A minimal TOML writer for the test configs (tables, scalars, lists)."""

@@ -117,6 +117,14 @@ class TinyVision:
     patch_size: int = 7  # pixels a side of one patch; 2 x 2 patches are merged into one LLM token
     image_size: int = 56  # images are resized to about image_size^2 pixels (aspect ratio kept)
 
+    def validate(self, where: str = "model.tiny.vision") -> None:
+        """ValueError naming the first size that cannot build a model."""
+        if min(self.depth, self.width, self.heads, self.patch_size) < 1:
+            raise ValueError(f"{where}: depth, width, heads and patch_size must be >= 1")
+        _check_heads(self.width, self.heads, 1, where)
+        if self.image_size < 2 * self.patch_size:
+            raise ValueError(f"{where}: image_size {self.image_size} is below two patches of {self.patch_size}")
+
 
 def _mrope_section(head_dim: int) -> list[int]:
     """Qwen2-VL's split of the rotary half-dimension into (time, height, width) as in its
@@ -145,12 +153,11 @@ def tiny_vlm(
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     v = vision or TinyVision()
+    v.validate()
     _check_heads(hidden_size, heads, kv_heads, "model.tiny")
-    _check_heads(v.width, v.heads, v.heads, "model.tiny.vision")
-    if (hidden_size // heads) % 2:
-        raise ValueError(f"model.tiny: the head dimension {hidden_size // heads} must be even (rotary embedding)")
-    if v.image_size < 2 * v.patch_size:
-        raise ValueError(f"model.tiny.vision: image_size {v.image_size} is below two patches of {v.patch_size}")
+    head_dim = hidden_size // heads
+    if head_dim % 2 or head_dim < 8:
+        raise ValueError(f"model.tiny: the head dimension {head_dim} must be even and >= 8 (M-RoPE's three sections)")
     tok = char_tokenizer(VISION_TOKENS + tuple(extra_tokens))
     tok.chat_template = TINY_VLM_TEMPLATE
     ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}

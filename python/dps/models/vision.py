@@ -132,6 +132,19 @@ def model_image_kwargs(model: Any, input_ids: Any, images: list[ImageInputs | No
     return kw
 
 
+PLACEHOLDER_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def placeholder_token_ids(model: Any) -> list[int]:
+    """The tokens that stand for images in a VLM's prompt (none for a text model).
+
+    A response never holds them: the engines never sample them and the learner's log-probs are
+    over the same vocabulary without them. A response holding an image pad would be read as a
+    placeholder by the model's next forward pass (an untrained tiny VLM does sample them)."""
+    ids = (getattr(model.config, name, None) for name in PLACEHOLDER_ATTRIBUTES)
+    return sorted({int(i) for i in ids if i is not None})
+
+
 def is_vlm_folder(path: str | Path) -> bool:
     """Does the model folder hold a vision-language model (a config with a vision part)?"""
     config = Path(path) / "config.json"

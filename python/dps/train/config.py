@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from dps.config import apply_sets, load, read_toml, set_dotted
-from dps.train.presets import NEEDS_MODEL, preset
+from dps.models.tiny import TinyVision
+from dps.train.presets import NEEDS_DATA, NEEDS_MODEL, preset
 
 LOSS_AGGS = ("token-mean", "token-mean-informative", "seq-mean-token-mean")
 ENGINES = ("hf", "vllm")
@@ -29,6 +30,8 @@ class TinyModelConfig:
     kv_heads: int = 2
     intermediate_size: int = 384
     max_positions: int = 256
+    vlm: bool = False  # a Qwen2-VL-shaped vision-language model (prompts with images) of these text sizes
+    vision: TinyVision = field(default_factory=TinyVision)  # its vision tower and image size
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RolloutConfig:
     max_new_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
+    max_prompt_tokens: int = 0  # a longer prompt (images' tokens included) stops the run before training; 0: no limit
     gen_batch_size: int = 64  # prompts per generate call (hf engine)
     format_bonus: float = 0.0  # reward = correct + format_bonus * format_score
     verify_timeout_s: float = 5.0  # per response; longer counts as wrong (0: no limit, in-process)
@@ -151,6 +155,7 @@ class TrainConfig:
         need(0 < self.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         need(self.rollout.verify_timeout_s >= 0, "rollout.verify_timeout_s", "must be >= 0")
         need(self.rollout.gen_batch_size >= 1, "rollout.gen_batch_size", "must be >= 1")
+        need(self.rollout.max_prompt_tokens >= 0, "rollout.max_prompt_tokens", "must be >= 0 (0: no limit)")
         need(self.grpo.lr > 0, "grpo.lr", "must be > 0")
         need(self.grpo.clip_low >= 0 and self.grpo.clip_high >= 0, "grpo.clip_low/clip_high", "must be >= 0")
         need(self.grpo.clip_ratio_c > 1, "grpo.clip_ratio_c", f"must be > 1, got {self.grpo.clip_ratio_c}")
@@ -167,6 +172,8 @@ class TrainConfig:
         need(self.log.checkpoint_every >= 1, "log.checkpoint_every", "must be >= 1")
         need(self.log.keep_checkpoints >= 1, "log.keep_checkpoints", "must be >= 1")
         need(self.model.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda")
+        if self.model.tiny.vlm and not self.model.path:
+            self.model.tiny.vision.validate()
         need(not (self.model.gguf_file and not self.model.path), "model.gguf_file", "needs model.path (its folder)")
 
 
@@ -316,6 +323,9 @@ def build_config(args: Any, notes: list[str] | None = None) -> TrainConfig:
             f"preset {args.preset} needs --model DIR (a Hugging Face model folder; "
             "scripts/gpu_train.sh makes the SmolLM2 one)"
         )
+    if args.preset in NEEDS_DATA and not data.get("task", {}).get("options", {}).get("path"):
+        option, what = NEEDS_DATA[args.preset]
+        raise ValueError(f"preset {args.preset} needs --set {option}=FILE ({what})")
     where = args.config or f"preset {args.preset}"
     try:
         return config_from_dict(data)

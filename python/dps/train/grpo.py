@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dps.models.vision import ImageInputs, model_image_kwargs, placeholder_token_ids
 from dps.train.config import GRPOConfig
 
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(pi/pi_old) and log(pi_ref/pi) to +-20 before exp
@@ -99,6 +100,7 @@ class Sequence:
     response: list[int]
     advantage: float
     group: int | None = None  # sequences of one group stay in one mini-batch; None: its own group
+    images: ImageInputs | None = None  # the prompt's images, as the model takes them (a VLM's prompt)
 
 
 def _pad_batch(seqs: list[Sequence], pad_id: int, device: Any):
@@ -128,23 +130,30 @@ def token_logprobs(
     """Per-token log-probs of the response tokens under softmax(logits / temperature), shape
     (B, T-1), with the response mask (and the per-token entropy when asked).
 
-    Position t holds log p(token t+1 | tokens <= t); the mask marks response tokens.
+    Position t holds log p(token t+1 | tokens <= t); the mask marks response tokens. Sequences
+    whose prompts carry images pass them to the model in the same forward pass (a VLM's
+    ``pixel_values`` and ``image_grid_thw``, concatenated in the batch's order).
     """
     import torch
 
     ids, attn, resp = _pad_batch(seqs, pad_id, device)
+    images = model_image_kwargs(model, ids, [s.images for s in seqs])
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=ids, attention_mask=attn).logits
+        logits = model(input_ids=ids, attention_mask=attn, **images).logits
     logits = logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature
+    banned = placeholder_token_ids(model)
+    if banned:  # the engines never sample a VLM's image placeholders: the same distribution here
+        logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
     logp_all = torch.log_softmax(logits, dim=-1)
     target = ids[:, 1:]
-    logp = logp_all.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     mask = resp[:, 1:].float()
+    # 0 off the response: a prompt's image placeholder (banned above) would give -inf there
+    logp = torch.where(resp[:, 1:], logp_all.gather(-1, target.unsqueeze(-1)).squeeze(-1), 0.0)
     ent = None
     if want_entropy:
-        ent = -(logp_all.exp() * logp_all).sum(-1)
+        ent = -(logp_all.exp() * logp_all).nan_to_num(0.0).sum(-1)  # 0 * -inf at a banned token is 0
     return logp, mask, ent
 
 
@@ -362,8 +371,11 @@ def supervised_warmup(
     pad_id: int,
     device: Any,
     progress: bool = False,
+    images: list[ImageInputs | None] | None = None,
 ) -> list[float]:
-    """Cross-entropy on reference responses (response tokens only), to teach the answer format."""
+    """Cross-entropy on reference responses (response tokens only), to teach the answer format.
+
+    `images`, one entry per pair, are the prompts' images for a VLM (None: text prompts)."""
     import torch
 
     if steps <= 0 or not pairs:
@@ -382,7 +394,7 @@ def supervised_warmup(
         for g in opt.param_groups:
             g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
         pick = rng.choice(len(pairs), size=min(batch_size, len(pairs)), replace=False)
-        batch = [Sequence(pairs[i][0], pairs[i][1], 0.0) for i in pick]
+        batch = [Sequence(pairs[i][0], pairs[i][1], 0.0, images=images[i] if images else None) for i in pick]
         logp, mask, _ = token_logprobs(model, batch, pad_id, device, autocast=device.type == "cuda")
         loss = -(logp * mask).sum() / mask.sum()
         opt.zero_grad(set_to_none=True)

