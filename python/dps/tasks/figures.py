@@ -95,12 +95,14 @@ class _Canvas:
         return encode_png(self.image.resize((self.size, self.size), Image.Resampling.LANCZOS))
 
 
-def _polygon(rng: np.random.Generator, size: int, n: int) -> bytes:
+def _polygon(rng: np.random.Generator, size: int, n: int, jitter: bool) -> bytes:
+    """A filled regular n-gon, turned at random; with `jitter` also sized, placed and coloured
+    at random (else centred, one colour, its size in a narrow band)."""
     c = _Canvas(size)
-    radius = rng.uniform(0.28, 0.44) * c.big
-    room = c.big / 2 - radius - 0.03 * c.big
+    radius = rng.uniform(0.28, 0.44) * c.big if jitter else rng.uniform(0.36, 0.42) * c.big
+    room = c.big / 2 - radius - 0.03 * c.big if jitter else 0.0
     cx, cy = c.big / 2 + rng.uniform(-room, room, size=2)
-    colour = PALETTE[int(rng.integers(len(PALETTE)))]
+    colour = PALETTE[int(rng.integers(len(PALETTE)))] if jitter else PALETTE[0]
     c.draw.regular_polygon((float(cx), float(cy), float(radius)), n, rotation=float(rng.uniform(0, 360)), fill=colour)
     return c.done()
 
@@ -161,12 +163,12 @@ def _hypotenuse(rng: np.random.Generator, size: int) -> tuple[bytes, int]:
     return c.done(), hyp
 
 
-def draw(level: Level, rng: np.random.Generator, size: int) -> tuple[bytes, int, dict[str, Any]]:
+def draw(level: Level, rng: np.random.Generator, size: int, jitter: bool = True) -> tuple[bytes, int, dict[str, Any]]:
     """One figure of `level`: (PNG bytes, answer, what was drawn)."""
     if level.kind in POLYGON_KINDS:
         n = int(rng.integers(level.low, level.high + 1))
         answer = n if level.kind == "sides" else (n - 2) * 180
-        return _polygon(rng, size, n), answer, {"sides": n}
+        return _polygon(rng, size, n, jitter), answer, {"sides": n}
     if level.kind == "triangle":
         png, answer = _triangle(rng, size)
         return png, answer, {}
@@ -189,7 +191,8 @@ class FiguresTask(SplitTask):
     """Visual geometry drawn with Pillow (see the module's docstring for the levels).
 
     ``meta["level"]`` is a prompt's level index in `levels`; every prompt has one image, which
-    the question's answer needs.
+    the question's answer needs. ``jitter=False`` draws the polygons centred, in one colour and
+    nearly one size (only turned): less for a tiny vision tower to learn to ignore.
     """
 
     name = "figures"
@@ -203,6 +206,7 @@ class FiguresTask(SplitTask):
         image_size: int = 56,
         seed: int = 0,
         answer_format: str = "boxed",
+        jitter: bool = True,
     ) -> None:
         if answer_format not in ANSWER_FORMATS:
             raise ValueError(f"unknown answer_format {answer_format!r}; expected one of {ANSWER_FORMATS}")
@@ -218,7 +222,7 @@ class FiguresTask(SplitTask):
         for li, level in enumerate(self.levels):
             rng = np.random.default_rng([seed, li])
             for _ in range(per_level + need // 8):  # a few more than needed: duplicates are dropped
-                png, answer, drawn = draw(level, rng, image_size)
+                png, answer, drawn = draw(level, rng, image_size, jitter)
                 items.append((QUESTIONS[level.kind], str(answer), {"level": li, **drawn}, (png,)))
         order = np.random.default_rng(seed).permutation(len(items))
         self._train, self._test, self._warmup = split_disjoint(

@@ -93,8 +93,8 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
     lines = [
         "| loss agg | policy | steps | rollouts | rollouts / trained group | effective ratio | "
         "distinct prompts (max uses) | train reward first 10 -> last 10 | held-out acc start | held-out acc end | "
-        f"held-out acc at {budget} rollouts |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"held-out acc at {budget} rollouts | s/step generate | s/step update |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r["summary"]
@@ -104,7 +104,7 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
             f"{s['rollouts_per_trained_group']:.1f} | {s['effective_ratio']:.2f} | "
             f"{s['distinct_prompts']} ({s['max_groups_per_prompt']}) | "
             f"{s['reward_first10']:.3f} -> {s['reward_last10']:.3f} | {s['test_accuracy_start']:.3f} | "
-            f"{s['test_accuracy_end']:.3f} | {at:.3f} |"
+            f"{s['test_accuracy_end']:.3f} | {at:.3f} | {s['time_generate']:.2f} | {s['time_update']:.2f} |"
         )
     table = "\n".join(lines) + "\n"
     (out / "compare.md").write_text(table)
