@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from collections.abc import Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dps._core import __version__
 from dps.integrations import cli as integrations_cli
@@ -16,11 +17,24 @@ from dps.tasks import cli as tasks_cli
 from dps.train import cli as train_cli
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped between words only: a preset or option name such as
+    paper-math-cpu is never split at its hyphens."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse with a usage error on one line that names the subcommand: `dps replay: error:
-    what (see dps replay --help)`, exit status 2."""
+    what (see dps replay --help)`, exit status 2. Every subcommand's help wraps with
+    `HelpFormatter`."""
 
     commands: Mapping[str, argparse.ArgumentParser]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
