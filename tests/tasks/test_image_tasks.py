@@ -62,6 +62,27 @@ def test_figures_splits_are_stable_disjoint_graded_and_need_the_picture():
     assert {e.key for e in other.train()} != keys[0]
 
 
+def test_figures_without_jitter_draws_centred_polygons_in_one_colour():
+    """jitter=False: every polygon filled with the first colour, its centre at the image's centre,
+    and still distinct figures (turned at random) in disjoint splits."""
+    import numpy as np
+
+    from dps.tasks.figures import PALETTE
+
+    task = FiguresTask(n_train=40, n_test=16, n_warmup=16, levels=["sides:3-6"], jitter=False, seed=1)
+    keys = [{e.key for e in split} for split in (task.train(), task.test(), task.warmup())]
+    assert len(keys[0]) == 40 and not (keys[0] & keys[1]) and not (keys[0] & keys[2])
+    fill = tuple(int(PALETTE[0][i : i + 2], 16) for i in (1, 3, 5))
+    for ex in task.train():
+        px = np.asarray(decode_image(ex.images[0]).convert("RGB")).astype(int)
+        inside = np.abs(px - fill).sum(axis=2) < 60
+        ys, xs = np.nonzero(inside)
+        assert inside.sum() > 200, "the polygon is not in the first colour"
+        assert abs(ys.mean() - 27.5) < 4 and abs(xs.mean() - 27.5) < 4, "the polygon is not centred"
+    jittered = FiguresTask(n_train=40, n_test=16, n_warmup=16, levels=["sides:3-6"], seed=1)
+    assert {e.key for e in jittered.train()} != keys[0]
+
+
 def test_figures_verifier_and_formats():
     t = FiguresTask(n_train=8, n_test=4, n_warmup=0, levels=["angle-sum:5-5"])
     ex = t.train()[0]
