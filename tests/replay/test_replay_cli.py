@@ -214,6 +214,71 @@ def test_coinciding_curves_are_named_in_the_legend(tmp_path):
     assert paths["effective_ratio_png"].stat().st_size > 0
 
 
+def many_policies_steps(names: list[str], predictive: set[str], steps: int = 12) -> pl.DataFrame:
+    """A report's steps table for `names` (two seeds each); the `predictive` ones carry confusion counts."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, name in enumerate(names):
+        for seed in range(2):
+            for t in range(steps):
+                row = {"policy": name, "seed": seed, "step": t, "effective_ratio": float(0.4 + 0.04 * i + 0.01 * seed)}
+                row |= {"cum_rollouts": (t + 1) * 64, "cum_effective_prompts": (t + 1) * (4 + i)}
+                for c in range(9):
+                    row[f"conf_{c // 3}{c % 3}"] = int(rng.integers(0, 9)) if name in predictive else None
+                rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def saved_figures(monkeypatch) -> dict:
+    """Every figure a plot saves, by file name (to look at its panels after it is written)."""
+    from matplotlib.figure import Figure
+
+    saved: dict = {}
+    original = Figure.savefig
+
+    def record(fig, fname, *args, **kwargs):
+        saved[Path(fname).name] = fig
+        return original(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+LEADERBOARD_NAMES = [
+    "US", "HR", "DS", "GRESO", "MoPPS decay=1 (default)", "MoPPS decay=0.5", "MoPPS decay=0.9",
+    "BOTS forgetting=0.1 (default)", "BOTS forgetting=0.03", "BOTS forgetting=0.01",
+    "DPS decay=0.7 (default)", "DPS decay=0.5", "DPS decay=0.9", "oracle",
+]  # fmt: skip
+PREDICTIVE = {n for n in LEADERBOARD_NAMES if n.split()[0] in ("GRESO", "MoPPS", "BOTS", "DPS")}
+
+
+def test_the_confusion_plot_shows_every_predictive_policy(tmp_path, monkeypatch):
+    """A leaderboard's report drew the first four predictive policies (GRESO and MoPPS): no DPS."""
+    from dps.replay.report.plots import plot_all
+
+    saved = saved_figures(monkeypatch)
+    plot_all(many_policies_steps(LEADERBOARD_NAMES, PREDICTIVE), tmp_path)
+    labels = [ax.get_ylabel() for ax in saved["dps_confusion.png"].axes if ax.get_ylabel()]
+    shown = {label.split("\n")[0] for label in labels}
+    assert shown == PREDICTIVE, sorted(PREDICTIVE - shown)
+
+
+def test_the_effective_ratio_of_many_policies_gets_a_panel_each(tmp_path, monkeypatch):
+    """14 curves on one plot could not be told apart: past a few policies, a panel per policy (best first),
+    the others in grey behind it; a few policies stay on one plot."""
+    from dps.replay.report.plots import plot_all
+
+    saved = saved_figures(monkeypatch)
+    plot_all(many_policies_steps(LEADERBOARD_NAMES, PREDICTIVE), tmp_path)
+    panels = [ax for ax in saved["effective_ratio.png"].axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in panels]
+    assert len(panels) == len(LEADERBOARD_NAMES), titles
+    assert titles[0].startswith("oracle") and titles[-1].startswith("US"), titles  # by mean ratio, best first
+    assert all(len(ax.get_lines()) == len(LEADERBOARD_NAMES) for ax in panels)  # its own, and the others
+    plot_all(many_policies_steps(LEADERBOARD_NAMES[:3], set()), tmp_path)
+    assert len([ax for ax in saved["effective_ratio.png"].axes if ax.get_visible()]) == 1
+
+
 def test_a_rerun_into_a_report_folder_leaves_only_its_own_files(tmp_path, capsys):
     """A rerun with --no-plots kept the earlier run's PNGs beside the new files, and nothing said which
     run wrote which."""

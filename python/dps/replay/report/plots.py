@@ -70,19 +70,27 @@ def plot_all(steps: pl.DataFrame, out: Path) -> dict[str, Path]:
     return paths
 
 
-def plot_effective_ratio(steps: pl.DataFrame, styles: Styles, path: Path) -> Path:
-    """Each policy's effective ratio per step (smoothed), with its seeds' range as a band."""
-    import matplotlib.pyplot as plt
-    import polars as pl
+#: Up to this many policies share one plot of the effective ratio; more get a panel each.
+OVERLAY_POLICIES = 6
+#: Panels in a row of the many-policies view.
+PANEL_COLUMNS = 4
 
-    policies, colors, dashes, markers = styles.policies, styles.colors, styles.dashes, styles.markers
-    T = int(steps["step"].to_numpy().max()) + 1
-    win = max(1, T // 40)
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    drawn: dict[str, np.ndarray] = {}
-    for i, p in enumerate(policies):
+
+@dataclass
+class RatioCurve:
+    """One policy's mean effective ratio per step over its seeds (smoothed), and the seeds' range."""
+
+    x: np.ndarray
+    y: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def of(cls, steps: pl.DataFrame, policy: str, window: int) -> RatioCurve:
+        import polars as pl
+
         d = (
-            steps.filter(pl.col("policy") == p)
+            steps.filter(pl.col("policy") == policy)
             .group_by("step")
             .agg(
                 pl.col("effective_ratio").mean().alias("m"),
@@ -91,33 +99,84 @@ def plot_effective_ratio(steps: pl.DataFrame, styles: Styles, path: Path) -> Pat
             )
             .sort("step")
         )
-        x, y = d["step"].to_numpy(), _smooth(d["m"].to_numpy(), win)
+        return cls(*(d["step"].to_numpy(), *(_smooth(d[c].to_numpy(), window) for c in ("m", "lo", "hi"))))
+
+
+def plot_effective_ratio(steps: pl.DataFrame, styles: Styles, path: Path) -> Path:
+    """Each policy's effective ratio per step (smoothed), with its seeds' range as a band: on one
+    plot for a few policies; for more, a panel each (best mean first), the others in grey behind."""
+    T = int(steps["step"].to_numpy().max()) + 1
+    window = max(1, T // 40)
+    curves = {p: RatioCurve.of(steps, p, window) for p in styles.policies}
+    title = f"Effective ratio per step (mean over seeds, {window}-step moving average; band: seed range)"
+    if len(curves) <= OVERLAY_POLICIES:
+        return _ratio_on_one_plot(curves, styles, title, path)
+    return _ratio_panels(curves, title, path)
+
+
+def _ratio_on_one_plot(curves: dict[str, RatioCurve], styles: Styles, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    colors, dashes, markers = styles.colors, styles.dashes, styles.markers
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    drawn: dict[str, np.ndarray] = {}
+    for i, (p, c) in enumerate(curves.items()):
         # Lines that coincide (every gate sits at 1.0) would hide each other: staggered markers
         # keep each visible, and the legend says which curves are the same.
-        every = max(1, len(x) // 8)
+        every = max(1, len(c.x) // 8)
         ax.plot(
-            x,
-            y,
-            label=curve_label(p, y, drawn),
+            c.x,
+            c.y,
+            label=curve_label(p, c.y, drawn),
             color=colors[p],
             ls=dashes[p],
             lw=1.8,
             marker=markers[i % len(markers)],
             ms=5,
-            markevery=(i * every // max(1, len(policies)), every),
+            markevery=(i * every // max(1, len(curves)), every),
         )
-        ax.fill_between(
-            x, _smooth(d["lo"].to_numpy(), win), _smooth(d["hi"].to_numpy(), win), color=colors[p], alpha=0.15, lw=0
-        )
-        drawn[p] = y
+        ax.fill_between(c.x, c.lo, c.hi, color=colors[p], alpha=0.15, lw=0)
+        drawn[p] = c.y
     ax.set_xlabel("step")
     ax.set_ylabel("effective ratio (partially solved share of batch)")
     ax.set_ylim(0, 1.05)
-    ax.set_title(
-        f"Effective ratio per step (mean over seeds, {win}-step moving average; band: seed range)", fontsize=10
-    )
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _ratio_panels(curves: dict[str, RatioCurve], title: str, path: Path) -> Path:
+    """Small multiples: a panel per policy, ordered by mean effective ratio, each over the others in grey."""
+    import matplotlib.pyplot as plt
+
+    order = sorted(curves, key=lambda p: -float(np.nanmean(curves[p].y)))
+    rows = -(-len(order) // PANEL_COLUMNS)
+    fig, axes = plt.subplots(
+        rows, PANEL_COLUMNS, figsize=(3.2 * PANEL_COLUMNS, 2.3 * rows + 0.6), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, p in zip(axes.flat, order, strict=False):
+        for q in order:
+            if q != p:
+                ax.plot(curves[q].x, curves[q].y, color="0.75", lw=0.8)
+        c = curves[p]  # one colour for every panel's own curve: the title names it, and tab20's pale ones fade
+        ax.fill_between(c.x, c.lo, c.hi, color="tab:blue", alpha=0.2, lw=0)
+        ax.plot(c.x, c.y, color="tab:blue", lw=2.0)
+        ax.set_title(f"{p}  (mean {float(np.nanmean(c.y)):.2f})", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(order) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("effective ratio", fontsize=8)
+    for column in axes.T:  # the lowest panel of each column carries the steps
+        lowest = [ax for ax in column if ax.get_visible()][-1]
+        lowest.xaxis.set_tick_params(labelbottom=True)
+        lowest.set_xlabel("step", fontsize=8)
+    fig.suptitle(title + "; grey: the other policies", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -157,24 +216,30 @@ def plot_rollouts(steps: pl.DataFrame, styles: Styles, path: Path) -> Path:
     return path
 
 
-#: The confusion plot's policies at most (its rows), and its time windows (its columns).
-CONFUSION_POLICIES = 4
+#: The confusion plot's policies at most (its rows: every predictive policy of a leaderboard), and its
+#: time windows (its columns).
+CONFUSION_POLICIES = 12
 CONFUSION_WINDOWS = 4
 CONFUSION_COLUMNS = [f"conf_{i}{j}" for i in range(3) for j in range(3)]  # observed i, predicted j
 
 
 def plot_confusion(steps: pl.DataFrame, policies: list[str], path: Path) -> Path | None:
-    """Predicted against observed state of the selected groups, in time windows, for the first
-    predictive policies; None without one."""
+    """Predicted against observed state of the selected groups, in time windows, for every
+    predictive policy (the first CONFUSION_POLICIES, said in the title when there are more); None
+    without one."""
     import matplotlib.pyplot as plt
     import polars as pl
 
     if not all(c in steps.columns for c in CONFUSION_COLUMNS):
         return None
     pred = steps.filter(pl.col("conf_00").is_not_null())
-    shown = [p for p in policies if p in set(pred["policy"].to_list())][:CONFUSION_POLICIES]
+    predictive = [p for p in policies if p in set(pred["policy"].to_list())]
+    shown = predictive[:CONFUSION_POLICIES]
     if not shown:
         return None
+    left_out = (
+        f"; the first {len(shown)} of {len(predictive)} predictive policies" if len(shown) < len(predictive) else ""
+    )
     T = int(steps["step"].to_numpy().max()) + 1
     edges = np.linspace(0, T, CONFUSION_WINDOWS + 1).astype(int)
     fig, axes = plt.subplots(
@@ -194,9 +259,10 @@ def plot_confusion(steps: pl.DataFrame, policies: list[str], path: Path) -> Path
                 ax.set_ylabel(f"{p}\nobserved", fontsize=8)
             ax.set_title(f"steps {lo}-{hi - 1}", fontsize=8)
     fig.suptitle(
-        "Predicted vs observed state of the selected groups (rows normalised; counts in brackets)", fontsize=10
+        f"Predicted vs observed state of the selected groups (rows normalised; counts in brackets{left_out})",
+        fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the top row
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
