@@ -444,10 +444,26 @@ def test_scenario_reads_a_foreign_log_through_its_columns_table(
         for _ in range(4)
     ]
     pl.DataFrame(rows).write_csv(tmp_path / "theirs.csv")
+    # a user's policy in a module beside the scenario, as dps replay finds it
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\nfrom dps.policies import Policy\n\n"
+        "class Mine(Policy):\n"
+        "    def __init__(self, num_prompts, seed=0):\n"
+        "        self.num_prompts = num_prompts\n"
+        "        self.rng = np.random.default_rng(seed)\n"
+        "    def select(self, batch_size):\n"
+        "        return self.rng.choice(self.num_prompts, batch_size, replace=False).astype(np.int64)\n"
+        "    def observe(self, prompt_ids, n_correct, n_rollouts):\n"
+        "        pass\n"
+        "    def state_dict(self):\n"
+        "        return {}\n"
+        "    def load_state_dict(self, state):\n"
+        "        pass\n"
+    )
     sc = tmp_path / "sc.toml"
     body = (
         '[run]\nbatch_size = 4\nseeds = 1\nworkers = 1\nsteps = 3\n[[policies]]\nname = "mine"\ntype = '
-        '"python"\nclass = "test_replay:PyUniform"\n'
+        '"python"\nclass = "mine:Mine"\n'
     )
     sc.write_text(
         'name = "theirs"\n[world]\nlog = "theirs.csv"\nswitch_rate = 0.05\n[world.columns]\nstep = '
