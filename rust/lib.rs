@@ -14,6 +14,7 @@ pub mod mopps;
 pub mod observe;
 pub mod pending;
 pub mod pool;
+pub mod ratedps;
 pub mod record;
 pub mod rng;
 pub mod sampler;

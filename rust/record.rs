@@ -244,6 +244,22 @@ impl<T: Scalar, const K: usize> Scalar for [T; K] {
     }
 }
 
+/// A list of any length (a Python list).
+impl<T: Scalar> Scalar for Vec<T> {
+    fn type_name() -> String {
+        format!("list[{}]", T::type_name())
+    }
+    fn into_value(self) -> Value {
+        Value::List(self.into_iter().map(T::into_value).collect())
+    }
+    fn from_value(value: Value) -> std::result::Result<Self, Mismatch> {
+        let (Value::List(items) | Value::Tuple(items)) = value else {
+            return Err(Mismatch::Type);
+        };
+        items.into_iter().map(T::from_value).collect()
+    }
+}
+
 /// A pair (a Python tuple).
 impl<T: Scalar> Scalar for (T, T) {
     fn type_name() -> String {

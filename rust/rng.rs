@@ -40,6 +40,8 @@ pub mod stream {
     pub const MOPPS: u64 = 3;
     pub const GRESO_SKIP: u64 = 4;
     pub const BOTS: u64 = 5;
+    pub const RATEDPS_TIE: u64 = 6;
+    pub const RATEDPS_REVISIT: u64 = 7;
 }
 
 /// xoshiro256++ (Blackman and Vigna), seeded through SplitMix64.

@@ -33,11 +33,13 @@ START_SWITCH_RATE = 0.02
 POPULATION_HALF_LIFE = 10.0
 #: The shadow filters run on about this many prompts (every prompt when there are fewer).
 FIT_SAMPLE = 65536
-#: Salts of the policy's hashed uniforms (so that they never coincide with a world's dice).
-TIE_SALT = 0x7261_7465_7469_6531  # "rateie1"
+#: The salt of the fit sample's hashed uniforms (so that they never coincide with a world's dice).
 SAMPLE_SALT = 0x7261_7465_7361_6D31  # "ratesam1"
-REVISIT_SALT = 0x7261_7465_7265_7631  # "raterev1"
+#: The core's random streams (rust/rng.rs) of the keyed orders: ties among equal scores, revisits.
+TIE_STREAM = 6
+REVISIT_STREAM = 7
 MASK64 = (1 << 64) - 1
+GOLDEN, MIX1, MIX2 = 0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9, 0x94D0_49BB_1331_11EB
 
 
 def rate_grid(size: int, logit_max: float) -> np.ndarray:
@@ -76,6 +78,45 @@ def log_mix(weights: np.ndarray, log_likelihood: np.ndarray) -> np.ndarray:
 def hashed_key(salt: int, seed: int, step: int, ids: np.ndarray) -> np.ndarray:
     """A uniform in [0, 1) per prompt, a pure function of (seed, step, id)."""
     return hashed_uniforms((seed ^ salt) & MASK64, step, np.ascontiguousarray(ids, np.int64), 1)[:, 0]
+
+
+def fmix64(z: Any) -> Any:
+    """SplitMix64's finaliser, on Python ints or uint64 arrays (which wrap)."""
+    if isinstance(z, int):
+        z = ((z ^ (z >> 30)) * MIX1) & MASK64
+        z = ((z ^ (z >> 27)) * MIX2) & MASK64
+        return z ^ (z >> 31)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    return z ^ (z >> np.uint64(31))
+
+
+def mix64(z: int) -> int:
+    return fmix64((z + GOLDEN) & MASK64)
+
+
+def stream_key(*parts: int) -> int:
+    """rng.rs's key(): the words folded into one."""
+    h = 0x243F_6A88_85A3_08D3
+    for p in parts:
+        h = mix64(h ^ mix64(p & MASK64))
+    return h
+
+
+def order_keys(stream: int, seed: int, step: int, num_prompts: int, ids: np.ndarray) -> np.ndarray:
+    """A keyed order of the ids: each id's key under a permutation of [0, 4^h), 4^h >= N (a
+    four-round Feistel network on two h-bit halves whose round function is fmix64 of the half
+    and a round key). Distinct ids get distinct keys; smaller comes first. A permutation, so the
+    port lists the first ids of an order by inverting it (docs/method.md#rate-dps-selection)."""
+    half = max(1, ((num_prompts - 1).bit_length() + 1) // 2)
+    base = stream_key(seed, stream, step)
+    mask = np.uint64((1 << half) - 1)
+    ids = np.asarray(ids, np.int64).astype(np.uint64)
+    left, right = ids >> np.uint64(half), ids & mask
+    for r in range(4):
+        round_key = np.uint64(mix64((base + r) & MASK64))
+        left, right = right, left ^ (fmix64(right ^ round_key) & mask)
+    return (left << np.uint64(half)) | right
 
 
 class RateFilter:
@@ -221,7 +262,8 @@ class ReferenceRateDPS(Policy):
 
     def scores(self) -> np.ndarray:
         """P(a group of k is partially solved) for every prompt."""
-        return self.main.prior @ state_chances(self.rates, self.group_size)[:, 1]
+        # elementwise, then summed per row: equal rows give equal scores (a matrix product need not)
+        return (self.main.prior * state_chances(self.rates, self.group_size)[:, 1]).sum(axis=1)
 
     def select(self, batch_size: int) -> np.ndarray:
         free = np.flatnonzero(~self.pending)
@@ -230,20 +272,23 @@ class ReferenceRateDPS(Policy):
         stale = int(math.floor(self.revisit * batch_size + 0.5))
         by_age = np.lexsort((self.revisit_keys(free), self.last_step[free]))[:stale]
         rest = np.setdiff1d(np.arange(len(free)), by_age)
-        tie = hashed_key(TIE_SALT, self.seed, self.step, free)
-        by_score = rest[np.lexsort((tie[rest], -self.scores()[free][rest]))[: batch_size - stale]]
+        tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, free)
+        # ranked on float32 scores: rounding noise never splits scores equal in exact arithmetic
+        # (mirror-image histories on the symmetric grid); those go to the keyed order
+        rank = self.scores().astype(np.float32)[free]
+        by_score = rest[np.lexsort((tie[rest], -rank[rest]))[: batch_size - stale]]
         ids = free[np.concatenate([by_age, by_score])].astype(np.int64)
         self.pending[ids] = True
         self.revisited += stale
         return ids
 
     def revisit_keys(self, ids: np.ndarray) -> np.ndarray:
-        """The order among prompts last observed at the same step: a hash of (seed, that step + 1,
-        id), fixed until the prompt is observed again (never-observed prompts: step 0)."""
-        keys = np.empty(len(ids))
+        """The order among prompts last observed at the same step: a keyed order of (seed, that
+        step + 1), fixed until the prompt is observed again (never-observed prompts: step 0)."""
+        keys = np.empty(len(ids), np.uint64)
         for last in np.unique(self.last_step[ids]):
             rows = self.last_step[ids] == last
-            keys[rows] = hashed_key(REVISIT_SALT, self.seed, int(last) + 1, ids[rows])
+            keys[rows] = order_keys(REVISIT_STREAM, self.seed, int(last) + 1, self.num_prompts, ids[rows])
         return keys
 
     def predicted_states(self, prompt_ids: Any, n_rollouts: Any) -> np.ndarray:

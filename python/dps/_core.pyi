@@ -15,6 +15,7 @@ __all__ = [
     "MoppsCore",
     "GresoCore",
     "BotsCore",
+    "RateDpsCore",
     "admit_mask",
     "top_k",
     "LogRows",
@@ -142,6 +143,40 @@ class _BotsState(TypedDict):
     pool_cursor: int
     pool_order: _Ids
 
+class _RateDpsConfig(TypedDict):
+    grid: int
+    logit_max: float
+    switch_rate: float | None
+    switch_rates: list[float]
+    revisit: float
+    group_size: int | None
+    family_shrink: float
+    fit_sample: int
+    seed: int
+
+class _RateDpsState(TypedDict):
+    step: int
+    last_step: _Ids
+    group_size: int
+    switch_rate: float
+    pending: _Ids
+    post: _F64
+    population: _F64
+    switches: _F64
+    mixture: _F64
+    unswitched: _F64
+    family_sums: _F64
+    log_predictive: _F64
+    groups: _Ids
+    shadow_post: _F64
+    shadow_population: _F64
+    shadow_switches: _F64
+    shadow_mixture: _F64
+    shadow_unswitched: _F64
+    shadow_family_sums: _F64
+    shadow_log_predictive: _F64
+    shadow_groups: _Ids
+
 @disjoint_base
 class Selector(Generic[_Config, _State]):
     """A policy of the core (the `Selector` trait of rust/selector.rs): every class below is one."""
@@ -218,6 +253,22 @@ class BotsCore(Selector[_BotsConfig, _BotsState]):
     @property
     def capability(self) -> float | None: ...
     def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> _F64: ...
+
+@final
+class RateDpsCore(Selector[_RateDpsConfig, _RateDpsState]):
+    SWITCH_RATES: ClassVar[list[float]]
+    START_SWITCH_RATE: ClassVar[float]
+    FIT_SAMPLE: ClassVar[int]
+    def __new__(cls, num_prompts: int, config: _RateDpsConfig, families: _Ids | None = None) -> RateDpsCore: ...
+    def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> _F64: ...
+    def rate_distribution(self, prompt_ids: _Ids) -> _F64: ...
+    def scores(self) -> _F64: ...
+    @property
+    def rates(self) -> _F64: ...
+    @property
+    def group_size(self) -> int: ...
+    def metrics(self) -> dict[str, float]: ...
+    def bytes_per_prompt(self) -> float: ...
 
 def admit_mask(n_correct: _Ids, n_rollouts: _Ids, band: tuple[float, float] | None = None) -> npt.NDArray[np.bool_]: ...
 def top_k(scores: npt.NDArray[np.float32], k: int, seed: int) -> _Ids: ...

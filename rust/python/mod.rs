@@ -16,6 +16,7 @@ mod greso;
 mod history;
 mod logrows;
 mod mopps;
+mod ratedps;
 mod record;
 mod selector;
 mod uniform;
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mopps::PyMopps>()?;
     m.add_class::<greso::PyGreso>()?;
     m.add_class::<bots::PyBots>()?;
+    m.add_class::<ratedps::PyRateDps>()?;
     m.add_class::<logrows::PyLogRows>()?;
     m.add_function(wrap_pyfunction!(functions::admit_mask, m)?)?;
     m.add_function(wrap_pyfunction!(functions::top_k, m)?)?;

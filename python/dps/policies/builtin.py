@@ -13,7 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from dps._core import BotsCore, DpsCore, GresoCore, HistoryCore, MoppsCore, Selector, UniformCore, admit_mask
+from dps._core import (
+    BotsCore,
+    DpsCore,
+    GresoCore,
+    HistoryCore,
+    MoppsCore,
+    RateDpsCore,
+    Selector,
+    UniformCore,
+    admit_mask,
+)
 from dps.outcomes import GroupOutcomes, int_array
 from dps.policies.base import NO_IDS, Policy
 
@@ -626,6 +636,136 @@ class BOTS(BetaPredictive, PooledPolicy):
     def metrics(self) -> dict[str, float]:
         c = self._core.capability
         return {"capability": math.nan if c is None else float(c)}
+
+
+def family_ids(families: Any, num_prompts: int) -> np.ndarray | None:
+    """RateDPS's families as dense int64 ids 0..F-1, one per prompt: any labels (numbers,
+    strings), equal labels one family; None leaves families off."""
+    if families is None:
+        return None
+    labels = np.asarray(families)
+    if labels.shape != (num_prompts,):
+        raise ValueError(f"families must hold one label per prompt, shape ({num_prompts},), got {labels.shape}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError("families must not hold NaN or infinite labels")
+    _, dense = np.unique(labels, return_inverse=True)
+    return np.ascontiguousarray(dense.reshape(-1), dtype=np.int64)
+
+
+def check_switch_rate(switch_rate: Any) -> float | None:
+    """"auto" (None to the core: fitted online) or a number (the core checks its range)."""
+    if isinstance(switch_rate, str):
+        if switch_rate != "auto":
+            raise ValueError(f"switch_rate must be 'auto' or a number in [0, 1), got {switch_rate!r}")
+        return None
+    if isinstance(switch_rate, bool) or not isinstance(switch_rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"switch_rate must be 'auto' or a number, got {type(switch_rate).__name__}")
+    return float(switch_rate)
+
+
+class RateDPS(RustPolicy):
+    """RateDPS (docs/method.md#rate-dps): the prompt's success rate as the hidden state, on a grid
+    of `grid` rates evenly spaced in logit over [-logit_max, logit_max]; a group of n with c
+    correct is a Binomial(n, rate) look at it, for any n; between steps a prompt keeps its rate or,
+    with chance `switch_rate`, draws a new one from a population fitted online. Selection: a
+    `revisit` share of each batch goes to the prompts observed least recently, the rest to the
+    highest predicted P(the next group of k is partially solved).
+
+    switch_rate: "auto" fits it online (shadow filters over the candidates `switch_rates`, on
+    about `fit_sample` prompts, scoring each group before they see it); a number fixes it.
+    group_size: the score's k (None: the most common group size of the last step). families: an
+    optional label per prompt (e.g. a column of the prompt table); a never-observed prompt then
+    starts from its family's observed posteriors, shrunk towards the population by
+    `family_shrink` prompts' worth.
+    """
+
+    _core: RateDpsCore
+    _select_only_marks_pending = True
+    SWITCH_RATES: tuple[float, ...] = tuple(RateDpsCore.SWITCH_RATES)
+
+    def __init__(
+        self,
+        num_prompts: int,
+        *,
+        grid: int = 16,
+        logit_max: float = 7.0,
+        switch_rate: float | str = "auto",
+        switch_rates: Sequence[float] = SWITCH_RATES,
+        revisit: float = 0.125,
+        group_size: int | None = None,
+        families: Any = None,
+        family_shrink: float = 1.0,
+        fit_sample: int = RateDpsCore.FIT_SAMPLE,
+        seed: int = 0,
+    ) -> None:
+        num_prompts = check_num_prompts(num_prompts)
+        self._families = family_ids(families, num_prompts)
+        self.seed = check_seed(seed)
+        self._core = RateDpsCore(
+            num_prompts,
+            {
+                "grid": check_count("grid", grid),
+                "logit_max": float(logit_max),
+                "switch_rate": check_switch_rate(switch_rate),
+                "switch_rates": [float(r) for r in switch_rates],
+                "revisit": float(revisit),
+                "group_size": None if group_size is None else check_count("group_size", group_size),
+                "family_shrink": float(family_shrink),
+                "fit_sample": check_count("fit_sample", fit_sample),
+                "seed": self.seed,
+            },
+            self._families,
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The core's options ("auto" for a fitted switch rate), and the families: None or a
+        fingerprint of their ids."""
+        config = super().config()
+        if config["switch_rate"] is None:
+            config["switch_rate"] = "auto"
+        digest = None
+        if self._families is not None:
+            digest = "sha256:" + hashlib.sha256(self._families.tobytes()).hexdigest()[:16]
+        return {**config, "families": digest}
+
+    @property
+    def families(self) -> np.ndarray | None:
+        """The family id of each prompt (dense, 0..F-1), or None."""
+        return None if self._families is None else self._families.copy()
+
+    @property
+    def rates(self) -> np.ndarray:
+        """The grid of success rates."""
+        return self._core.rates
+
+    @property
+    def switch_rate(self) -> float:
+        """The switch rate the main filter uses now (the fitted choice, or the fixed value)."""
+        return float(self._core.metrics()["switch_rate"])
+
+    def predicted_states(self, prompt_ids: Any, n_rollouts: Any) -> np.ndarray:
+        """(n, 3) P(unsolved, partial, solved) of each prompt's next group of `n_rollouts`
+        responses: the binomial predictive of its rate distribution."""
+        ids = as_int_array("prompt_ids", prompt_ids)
+        return self._core.predicted(ids, group_sizes(ids, n_rollouts))
+
+    def predicted_rates(self, prompt_ids: Any = None) -> np.ndarray:
+        """(n, G) each prompt's predicted distribution over `rates` at the coming step."""
+        ids = np.arange(self.num_prompts) if prompt_ids is None else as_int_array("prompt_ids", prompt_ids)
+        return self._core.rate_distribution(ids)
+
+    def scores(self) -> np.ndarray:
+        """Every prompt's score: P(its next group of k is partially solved)."""
+        return self._core.scores()
+
+    def bytes_per_prompt(self) -> float:
+        return float(self._core.bytes_per_prompt())
+
+    def metrics(self) -> dict[str, float]:
+        """switch_rate, switch_rate_loglik (the best candidate's mean log predictive per group,
+        once the fit has scored groups), population_mean_rate, population_partial (the population's
+        P(partial) at k) and observed_share (prompts observed at least once)."""
+        return {k: float(v) for k, v in self._core.metrics().items()}
 
 
 def zero_variance_mask(n_correct: Any, n_rollouts: Any, band: tuple[float, float] | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from dps.policies.base import CONTRACT, Policy
-from dps.policies.builtin import BOTS, DEFAULT_MAX_ROUNDS, DPS, GRESO, HistoryResampling, MoPPS, Uniform
+from dps.policies.builtin import BOTS, DEFAULT_MAX_ROUNDS, DPS, GRESO, HistoryResampling, MoPPS, RateDPS, Uniform
 from dps.policies.gate import DynamicSampling
 
 #: Each built-in selector, constructed as cls(num_prompts=..., seed=..., **options).
@@ -33,6 +33,8 @@ SELECTORS: dict[str, Callable[..., Policy]] = {
     "mopps": MoPPS,
     "greso": GRESO,
     "bots": BOTS,
+    "ratedps": RateDPS,
+    "rate_dps": RateDPS,
 }
 GATES = ("ds", "dynamic_sampling")
 #: Options that belong to the gate when a name combines a selector with it.

@@ -1,0 +1,182 @@
+//! One RateDPS filter in its lazy form (docs/method.md#rate-dps-cost): per row (a prompt of the
+//! filter's domain) the posterior at its last look; per step the mixture M_t and, per step of a
+//! last look, the chance that no switch happened since. A prompt last looked at at step t0 with
+//! posterior p predicts, at step t,
+//!
+//!     pi(t) = M_t + D(t0) (p - M_t0),     kept(t) = D(t0) p,     D(t0) = prod_{s=t0}^{t-1} (1 - rho_s),
+//!
+//! so a step touches only the prompts it observes, and the O(T) table D. Arithmetic in f64.
+
+/// How a prompt is looked at in a step: its row in the filter, the step of its last look (None:
+/// never), and its family when families are on.
+#[derive(Clone, Copy, Debug)]
+pub struct Look {
+    pub row: usize,
+    pub last: Option<usize>,
+    pub family: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filter {
+    pub grid: usize,
+    /// rho: the chance of a switch at each step's transition.
+    pub rate: f64,
+    /// g: what a switch draws.
+    pub population: Vec<f64>,
+    /// The decayed switch evidence per rate (S) and its total (sigma).
+    pub switches: Vec<f64>,
+    pub switches_total: f64,
+    /// rows x G: the posterior at each row's last look.
+    pub post: Vec<f64>,
+    /// (T + 1) x G: M_0 .. M_T.
+    pub mixture: Vec<f64>,
+    /// T values: D(t0) for t0 = 0 .. T - 1.
+    pub unswitched: Vec<f64>,
+    /// F x G: per family, the sum of its observed members' posteriors (empty without families).
+    pub family_sums: Vec<f64>,
+    /// Per family, its observed members (derived from the last looks).
+    pub family_counts: Vec<u64>,
+    /// The log predictive of the groups scored so far, and how many.
+    pub log_predictive: f64,
+    pub groups: u64,
+}
+
+/// The weight of a step's switch evidence halves after this many steps.
+pub const POPULATION_HALF_LIFE: f64 = 10.0;
+
+impl Filter {
+    pub fn new(rows: usize, grid: usize, rate: f64, families: usize) -> Self {
+        Filter {
+            grid,
+            rate,
+            population: vec![1.0 / grid as f64; grid],
+            switches: vec![0.0; grid],
+            switches_total: 0.0,
+            post: vec![0.0; rows * grid],
+            mixture: vec![0.0; grid],
+            unswitched: Vec::new(),
+            family_sums: vec![0.0; families * grid],
+            family_counts: vec![0; families],
+            log_predictive: 0.0,
+            groups: 0,
+        }
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> usize {
+        self.unswitched.len()
+    }
+
+    fn mixture_at(&self, t: usize) -> &[f64] {
+        &self.mixture[t * self.grid..(t + 1) * self.grid]
+    }
+
+    fn row(&self, row: usize) -> &[f64] {
+        &self.post[row * self.grid..(row + 1) * self.grid]
+    }
+
+    /// What a never-observed prompt of `family` predicts: the population, or its family's
+    /// observed posteriors with `shrink` prompts' worth of the population.
+    pub fn unseen_into(&self, family: Option<usize>, shrink: f64, out: &mut [f64]) {
+        match family {
+            None => out.copy_from_slice(&self.population),
+            Some(f) => {
+                let sums = &self.family_sums[f * self.grid..(f + 1) * self.grid];
+                let total = self.family_counts[f] as f64 + shrink;
+                for ((o, s), g) in out.iter_mut().zip(sums).zip(&self.population) {
+                    *o = (s + shrink * g) / total;
+                }
+            }
+        }
+    }
+
+    /// The predicted rate distribution of the coming step.
+    pub fn prior_into(&self, look: &Look, shrink: f64, out: &mut [f64]) {
+        let Some(t0) = look.last else {
+            return self.unseen_into(look.family, shrink, out);
+        };
+        let d = self.unswitched[t0];
+        let (now, then) = (self.mixture_at(self.steps()), self.mixture_at(t0));
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = now[j] + d * (self.row(look.row)[j] - then[j]);
+        }
+    }
+
+    /// The step's groups (`loglik`: G log-likelihoods a look): score them, take their evidence,
+    /// refit the population, then the transition at this filter's rate.
+    pub fn observe(&mut self, looks: &[Look], loglik: &[f64], shrink: f64) {
+        let g = self.grid;
+        let (mut prior, mut likelihood) = (vec![0.0; g], vec![0.0; g]);
+        let (mut switched, mut switched_total) = (vec![0.0; g], 0.0);
+        let mut step_loglik = 0.0;
+        // (family, the row's posterior before this look if it had one) for the family sums
+        let mut family_updates: Vec<(usize, Option<Vec<f64>>, usize)> = Vec::new();
+        for (look, ll) in looks.iter().zip(loglik.chunks_exact(g)) {
+            self.prior_into(look, shrink, &mut prior);
+            let top = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for (l, &x) in likelihood.iter_mut().zip(ll) {
+                *l = (x - top).exp();
+            }
+            let total: f64 = prior.iter().zip(&likelihood).map(|(p, l)| p * l).sum();
+            step_loglik += top + total.ln();
+            let d = look.last.map_or(0.0, |t0| self.unswitched[t0]);
+            if let Some(f) = look.family {
+                family_updates.push((f, look.last.map(|_| self.row(look.row).to_vec()), look.row));
+            }
+            let row = &mut self.post[look.row * g..(look.row + 1) * g];
+            for j in 0..g {
+                let kept = d * row[j];
+                let e = (prior[j] - kept) * likelihood[j] / total;
+                switched[j] += e;
+                switched_total += e;
+                row[j] = prior[j] * likelihood[j] / total;
+            }
+        }
+        self.log_predictive += step_loglik;
+        self.groups += looks.len() as u64;
+        let keep = 0.5f64.powf(1.0 / POPULATION_HALF_LIFE);
+        for (s, e) in self.switches.iter_mut().zip(&switched) {
+            *s = keep * *s + e;
+        }
+        self.switches_total = keep * self.switches_total + switched_total;
+        if self.switches_total > 0.0 {
+            for (p, s) in self.population.iter_mut().zip(&self.switches) {
+                *p = s / self.switches_total;
+            }
+        }
+        for (f, old, row) in family_updates {
+            let new = self.row(row).to_vec();
+            let sums = &mut self.family_sums[f * g..(f + 1) * g];
+            match old {
+                Some(old) => sums.iter_mut().zip(&old).for_each(|(s, o)| *s -= o),
+                None => self.family_counts[f] += 1,
+            }
+            sums.iter_mut().zip(&new).for_each(|(s, n)| *s += n);
+        }
+        self.transition();
+    }
+
+    /// M_{T+1} = (1 - rho) M_T + rho g; every D(t0) takes a factor 1 - rho, and D(T) = 1 - rho.
+    fn transition(&mut self) {
+        let rho = self.rate;
+        let next: Vec<f64> = self
+            .mixture_at(self.steps())
+            .iter()
+            .zip(&self.population)
+            .map(|(m, g)| (1.0 - rho) * m + rho * g)
+            .collect();
+        self.mixture.extend(next);
+        self.unswitched.push(1.0);
+        for d in &mut self.unswitched {
+            *d *= 1.0 - rho;
+        }
+    }
+
+    /// The family counts from the rows' last looks (after a restore).
+    pub fn count_families(&mut self, families: impl Iterator<Item = usize>) {
+        self.family_counts.iter_mut().for_each(|c| *c = 0);
+        for f in families {
+            self.family_counts[f] += 1;
+        }
+    }
+}

@@ -1,0 +1,523 @@
+use super::*;
+use crate::rng::Rng;
+
+fn obs(n: usize, ids: &[i64], c: &[i64], k: &[i64]) -> Observations {
+    Observations::new(n, ids, c, k).unwrap()
+}
+
+fn eights(len: usize) -> Vec<i64> {
+    vec![8; len]
+}
+
+fn fixed(rate: f64) -> RateDpsConfig {
+    RateDpsConfig {
+        switch_rate: Some(rate),
+        revisit: 0.0,
+        ..Default::default()
+    }
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+}
+
+/// A group is a binomial look at the rate, for any n: the posterior is prior x C(n, c) r^c (1-r)^(n-c), normalised.
+#[test]
+fn a_group_is_a_binomial_look_at_the_rate() {
+    let mut p = RateDps::new(4, fixed(0.0)).unwrap();
+    let prior = p.rate_distribution(2);
+    p.observe(&obs(4, &[2], &[3], &[11])).unwrap();
+    let brute: Vec<f64> = p
+        .rates()
+        .iter()
+        .zip(&prior)
+        .map(|(r, q)| q * 165.0 * r.powi(3) * (1.0 - r).powi(8))
+        .collect();
+    let total: f64 = brute.iter().sum();
+    let brute: Vec<f64> = brute.iter().map(|x| x / total).collect();
+    // with rho = 0 the prediction is the posterior
+    assert!(close(&p.rate_distribution(2), &brute, 1e-14));
+}
+
+/// First looks are switches: after one step the population is their mean posterior, and an
+/// observed prompt predicts (1 - rho) posterior + rho population.
+#[test]
+fn the_population_is_the_switch_evidence_and_the_transition_mixes_it_in() {
+    let mut p = RateDps::new(6, fixed(0.1)).unwrap();
+    p.observe(&obs(6, &[0, 1, 2, 3], &[0, 2, 5, 8], &eights(4)))
+        .unwrap();
+    let g = p.grid.len();
+    let posts: Vec<&[f64]> = (0..4).map(|i| &p.main.post[i * g..(i + 1) * g]).collect();
+    let mean: Vec<f64> = (0..g)
+        .map(|j| posts.iter().map(|r| r[j]).sum::<f64>() / 4.0)
+        .collect();
+    assert!(close(&p.main.population, &mean, 1e-14));
+    let want: Vec<f64> = (0..g).map(|j| 0.9 * posts[1][j] + 0.1 * mean[j]).collect();
+    assert!(close(&p.rate_distribution(1), &want, 1e-14));
+    assert!(
+        close(&p.rate_distribution(5), &mean, 1e-15),
+        "never observed: the population"
+    );
+}
+
+/// The lazy form against an eager filter that updates every prompt every step (the reference's
+/// equations, written out here): predictions, switch evidence and population agree to rounding.
+#[test]
+fn the_lazy_filter_matches_eager_updates() {
+    let (n, grid) = (40usize, Grid::new(16, 7.0));
+    let g = grid.len();
+    let rho = 0.05;
+    let mut lazy = RateDps::new(n, fixed(rho)).unwrap();
+    let mut prior = vec![1.0 / g as f64; n * g];
+    let mut kept = vec![0.0; n * g];
+    let mut observed = vec![false; n];
+    let (mut switches, mut total) = (vec![0.0; g], 0.0);
+    let mut population = vec![1.0 / g as f64; g];
+    let keep = 0.5f64.powf(0.1);
+    let mut rng = Rng::new(3);
+    for step in 0..60 {
+        let mut ids: Vec<i64> = (0..n as i64).filter(|_| rng.uniform() < 0.2).collect();
+        if step % 7 == 0 {
+            ids.clear();
+        }
+        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+        lazy.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+        let mut post = prior.clone();
+        let mut sw = vec![0.0; g];
+        for (&id, &ci) in ids.iter().zip(&c) {
+            let i = id as usize;
+            let mut ll = vec![0.0; g];
+            grid.log_binomial(ci as u32, 8, &mut ll);
+            let top = ll.iter().cloned().fold(f64::MIN, f64::max);
+            let l: Vec<f64> = ll.iter().map(|x| (x - top).exp()).collect();
+            let z: f64 = (0..g).map(|j| prior[i * g + j] * l[j]).sum();
+            for j in 0..g {
+                sw[j] += (prior[i * g + j] - kept[i * g + j]) * l[j] / z;
+                post[i * g + j] = prior[i * g + j] * l[j] / z;
+            }
+            observed[i] = true;
+        }
+        let sum: f64 = sw.iter().sum();
+        for j in 0..g {
+            switches[j] = keep * switches[j] + sw[j];
+        }
+        total = keep * total + sum;
+        if total > 0.0 {
+            population = switches.iter().map(|s| s / total).collect();
+        }
+        for i in 0..n {
+            let was = ids.contains(&(i as i64));
+            for j in 0..g {
+                let k = if was {
+                    post[i * g + j]
+                } else {
+                    kept[i * g + j]
+                };
+                kept[i * g + j] = if observed[i] { (1.0 - rho) * k } else { 0.0 };
+                prior[i * g + j] = if observed[i] {
+                    (1.0 - rho) * post[i * g + j] + rho * population[j]
+                } else {
+                    population[j]
+                };
+            }
+        }
+        for i in 0..n {
+            assert!(
+                close(
+                    &lazy.rate_distribution(i as u32),
+                    &prior[i * g..(i + 1) * g],
+                    1e-12
+                ),
+                "step {step} prompt {i}"
+            );
+        }
+        assert!(close(&lazy.main.population, &population, 1e-12));
+    }
+}
+
+/// A world whose rates are redrawn from a fixed population with chance rho each step: the fit
+/// finds rho among the candidates.
+#[test]
+fn the_online_fit_finds_the_switch_rate_of_a_switching_world() {
+    let n = 400;
+    let mut rng = Rng::new(4);
+    let draw = |rng: &mut Rng| 1.0 / (1.0 + (-2.0 * rng.normal()).exp());
+    for true_rho in [0.01, 0.1] {
+        let mut p = RateDps::new(
+            n,
+            RateDpsConfig {
+                revisit: 0.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut rates: Vec<f64> = (0..n).map(|_| draw(&mut rng)).collect();
+        for _ in 0..150 {
+            for r in rates.iter_mut() {
+                if rng.uniform() < true_rho {
+                    *r = draw(&mut rng);
+                }
+            }
+            let mut ids: Vec<u32> = (0..n as u32).collect();
+            rng.shuffle(&mut ids);
+            let ids: Vec<i64> = ids[..100].iter().map(|&i| i as i64).collect();
+            let c: Vec<i64> = ids
+                .iter()
+                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
+                .collect();
+            p.observe(&obs(n, &ids, &c, &eights(100))).unwrap();
+        }
+        assert_eq!(p.switch_rate(), true_rho);
+    }
+}
+
+#[test]
+fn the_start_value_holds_while_the_candidates_tie() {
+    let mut p = RateDps::new(10, RateDpsConfig::default()).unwrap();
+    assert_eq!(p.switch_rate(), START_SWITCH_RATE);
+    p.observe(&obs(10, &[0, 1, 2, 3, 4], &[0, 8, 4, 2, 6], &eights(5)))
+        .unwrap();
+    assert_eq!(
+        p.switch_rate(),
+        START_SWITCH_RATE,
+        "first looks only: every candidate ties"
+    );
+}
+
+/// The naive selection: revisits by (last step, that step's key), then every free prompt sorted
+/// by (score, this step's key).
+fn naive_select(p: &RateDps, batch: usize) -> Vec<u32> {
+    let n = p.num_prompts();
+    let revisits = ((p.cfg.revisit * batch as f64 + 0.5).floor() as usize).min(batch);
+    let mut free: Vec<u32> = (0..n as u32)
+        .filter(|&id| !p.pending.contains(id))
+        .collect();
+    let age = |id: u32| {
+        let last = p.last[id as usize];
+        let (rank, step) = if last == NEVER {
+            (0u64, 0u64)
+        } else {
+            (last as u64 + 1, last as u64 + 1)
+        };
+        (
+            rank,
+            Order::new(p.cfg.seed, stream::RATEDPS_REVISIT, step, n).key(id),
+        )
+    };
+    free.sort_by_key(|&id| age(id));
+    let mut out: Vec<u32> = free[..revisits].to_vec();
+    let scores = p.scores();
+    let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, n);
+    let mut rest: Vec<Candidate> = free[revisits..]
+        .iter()
+        .map(|&id| Candidate {
+            score: scores[id as usize] as f32,
+            key: tie.key(id),
+            id,
+        })
+        .collect();
+    rest.sort_unstable();
+    out.extend(rest.iter().take(batch - revisits).map(|c| c.id));
+    out
+}
+
+/// Selection (the keyed walk over never-observed prompts, the observed scan, the revisit queue)
+/// equals sorting every prompt, early (most prompts never observed) and late, with a second round.
+#[test]
+fn selection_equals_sorting_every_prompt() {
+    for (n, batch, revisit, seed) in [
+        (3000usize, 64usize, 0.125, 1u64),
+        (700, 100, 0.25, 2),
+        (5000, 40, 0.0, 3),
+    ] {
+        let cfg = RateDpsConfig {
+            revisit,
+            seed,
+            ..Default::default()
+        };
+        let mut p = RateDps::new(n, cfg).unwrap();
+        let mut rng = Rng::new(seed);
+        let rates: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+        for step in 0..40 {
+            let want = naive_select(&p, batch);
+            let mut ids = p.select(batch).unwrap();
+            assert_eq!(ids, want, "n {n} step {step}");
+            if step % 5 == 2 {
+                let want = naive_select(&p, batch / 2);
+                let more = p.select(batch / 2).unwrap();
+                assert_eq!(more, want, "second round, step {step}");
+                ids.extend(more);
+            }
+            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            let c: Vec<i64> = ids
+                .iter()
+                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
+                .collect();
+            p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn revisits_take_the_prompts_observed_least_recently() {
+    let n = 64;
+    let mut p = RateDps::new(
+        n,
+        RateDpsConfig {
+            revisit: 0.25,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids: Vec<i64> = (0..48).collect();
+    p.observe(&obs(n, &ids, &vec![4; 48], &eights(48))).unwrap();
+    let picked = p.select(8).unwrap();
+    assert!(
+        picked[..2].iter().all(|&id| id >= 48),
+        "2 of 8 go to never-observed prompts"
+    );
+    let ids: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+    p.observe(&obs(n, &ids, &vec![4; 8], &eights(8))).unwrap();
+    let again = p.select(8).unwrap();
+    assert!(again[..2].iter().all(|id| !picked.contains(id)));
+}
+
+#[test]
+fn selection_is_seeded_and_ties_differ_between_seeds() {
+    let pick = |seed| {
+        RateDps::new(
+            1000,
+            RateDpsConfig {
+                seed,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .select(10)
+        .unwrap()
+    };
+    assert_eq!(pick(0), pick(0));
+    assert_ne!(pick(0), pick(1));
+}
+
+#[test]
+fn a_second_select_hands_out_other_prompts_and_room_is_checked() {
+    let mut p = RateDps::new(12, RateDpsConfig::default()).unwrap();
+    let a = p.select(6).unwrap();
+    let b = p.select(6).unwrap();
+    assert!(a.iter().all(|id| !b.contains(id)));
+    assert!(p.select(1).is_err());
+}
+
+#[test]
+fn group_size_follows_the_last_step_unless_fixed() {
+    let mut p = RateDps::new(6, RateDpsConfig::default()).unwrap();
+    p.observe(&obs(6, &[0, 1, 2], &[1, 2, 3], &[4, 4, 16]))
+        .unwrap();
+    assert_eq!(p.group_size(), 4);
+    p.observe(&obs(6, &[0, 1], &[1, 2], &[4, 16])).unwrap();
+    assert_eq!(p.group_size(), 16, "a tie goes to the larger");
+    let mut q = RateDps::new(
+        6,
+        RateDpsConfig {
+            group_size: Some(8),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    q.observe(&obs(6, &[0, 1, 2], &[1, 2, 3], &[4, 4, 16]))
+        .unwrap();
+    assert_eq!(q.group_size(), 8);
+    // the scores follow k: recomputed for every observed prompt
+    let chances = p.grid.partial_chances(16);
+    for id in 0..6 {
+        assert!((p.scores()[id as usize] - dot(&p.rate_distribution(id), &chances)).abs() < 1e-14);
+    }
+}
+
+#[test]
+fn predictions_are_the_binomial_predictive() {
+    let mut p = RateDps::new(3, RateDpsConfig::default()).unwrap();
+    p.observe(&obs(3, &[0, 1], &[0, 5], &[8, 8])).unwrap();
+    for n in [0u32, 1, 4, 8, 16] {
+        for id in 0..3 {
+            let got = p.predicted(id, n);
+            assert!((got.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            if n <= 1 {
+                assert_eq!(got[1], 0.0);
+            }
+        }
+    }
+    assert_eq!(p.predicted(1, 0), [1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn families_of_one_change_nothing_and_a_family_shares_its_first_look() {
+    let n = 30;
+    let mut plain = RateDps::new(n, RateDpsConfig::default()).unwrap();
+    let mut single =
+        RateDps::with_families(n, RateDpsConfig::default(), Some((0..n as i64).collect())).unwrap();
+    let mut rng = Rng::new(7);
+    for _ in 0..8 {
+        let a = plain.select(5).unwrap();
+        assert_eq!(a, single.select(5).unwrap());
+        let ids: Vec<i64> = a.iter().map(|&i| i as i64).collect();
+        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+        plain.observe(&obs(n, &ids, &c, &eights(5))).unwrap();
+        single.observe(&obs(n, &ids, &c, &eights(5))).unwrap();
+    }
+    for id in 0..n as u32 {
+        assert!(close(
+            &plain.rate_distribution(id),
+            &single.rate_distribution(id),
+            1e-12
+        ));
+    }
+    let mut twins =
+        RateDps::with_families(4, RateDpsConfig::default(), Some(vec![0, 0, 1, 1])).unwrap();
+    twins.observe(&obs(4, &[0, 2], &[8, 0], &[8, 8])).unwrap();
+    assert!(twins.predicted(1, 8)[2] > 0.4 && twins.predicted(3, 8)[2] < 0.4);
+}
+
+#[test]
+fn bad_options_and_families_are_refused() {
+    let bad = [
+        RateDpsConfig {
+            grid: 1,
+            ..Default::default()
+        },
+        RateDpsConfig {
+            logit_max: f64::NAN,
+            ..Default::default()
+        },
+        RateDpsConfig {
+            switch_rate: Some(1.0),
+            ..Default::default()
+        },
+        RateDpsConfig {
+            switch_rates: vec![],
+            ..Default::default()
+        },
+        RateDpsConfig {
+            switch_rates: vec![0.1, -0.1],
+            ..Default::default()
+        },
+        RateDpsConfig {
+            revisit: 1.5,
+            ..Default::default()
+        },
+        RateDpsConfig {
+            group_size: Some(0),
+            ..Default::default()
+        },
+        RateDpsConfig {
+            family_shrink: 0.0,
+            ..Default::default()
+        },
+        RateDpsConfig {
+            fit_sample: 0,
+            ..Default::default()
+        },
+    ];
+    for cfg in bad {
+        assert!(RateDps::new(10, cfg.clone()).is_err(), "{cfg:?}");
+    }
+    assert!(RateDps::with_families(3, RateDpsConfig::default(), Some(vec![0, 1])).is_err());
+    assert!(RateDps::with_families(3, RateDpsConfig::default(), Some(vec![0, -1, 2])).is_err());
+}
+
+#[test]
+fn a_group_for_another_dataset_is_refused_without_a_change() {
+    let mut p = RateDps::new(5, RateDpsConfig::default()).unwrap();
+    p.observe(&obs(5, &[1], &[2], &[8])).unwrap();
+    let before = p.state();
+    assert!(p.observe(&obs(9, &[7], &[1], &[8])).is_err());
+    assert_eq!(p.state(), before);
+}
+
+#[test]
+fn restore_refuses_a_state_that_does_not_fit() {
+    let mut p = RateDps::new(20, RateDpsConfig::default()).unwrap();
+    crate::selector::contract::run(&mut p, 4, 5);
+    let good = p.state();
+    let mut bad = good.clone();
+    bad.last_step[3] = 4;
+    assert!(p
+        .restore(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("last_step[3]"));
+    let mut bad = good.clone();
+    bad.main.post[0] = f64::NAN;
+    assert!(p.restore(bad).is_err());
+    let mut bad = good.clone();
+    bad.shadow_post_truncate();
+    assert!(p
+        .restore(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("shadow_post"));
+    let mut bad = good.clone();
+    bad.switch_rate = 0.3;
+    assert!(p.restore(bad).is_err());
+    let mut bad = good;
+    bad.group_size = 0;
+    assert!(p.restore(bad).is_err());
+}
+
+impl RateDpsState {
+    fn shadow_post_truncate(&mut self) {
+        self.shadow.post.pop();
+    }
+}
+
+#[test]
+fn state_round_trip() {
+    let configs = [
+        RateDpsConfig::default(),
+        RateDpsConfig {
+            switch_rate: Some(0.05),
+            revisit: 0.25,
+            ..Default::default()
+        },
+        RateDpsConfig {
+            fit_sample: 12,
+            group_size: Some(4),
+            seed: 3,
+            ..Default::default()
+        },
+    ];
+    for cfg in configs {
+        crate::selector::contract::state_round_trip_continues_exactly(
+            RateDps::new(30, cfg).unwrap(),
+        );
+    }
+    let families = Some((0..30).map(|i| i % 4).collect());
+    crate::selector::contract::state_round_trip_continues_exactly(
+        RateDps::with_families(30, RateDpsConfig::default(), families).unwrap(),
+    );
+}
+
+#[test]
+fn the_fit_sample_is_a_hashed_share_of_the_prompts() {
+    let p = RateDps::new(
+        2000,
+        RateDpsConfig {
+            fit_sample: 200,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!((120..280).contains(&p.sample.len()), "{}", p.sample.len());
+    assert!(p
+        .shadows
+        .iter()
+        .all(|s| s.post.len() == p.sample.len() * 16));
+    assert_eq!(
+        RateDps::new(50, RateDpsConfig::default())
+            .unwrap()
+            .sample
+            .len(),
+        50
+    );
+}

@@ -1,0 +1,136 @@
+"""The built-in RateDPS (rust/ratedps/) against its numpy reference (tests/reference_rate_dps.py),
+the oracle: on several worlds and step counts the same ids, exactly, and the same predictions,
+rate distributions, metrics and fitted switch rate, to rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dps import RateDPS
+from dps.policies import make_policy
+from dps.replay.runner import replay
+from dps.replay.worlds import SyntheticWorld, preset_params
+from reference_rate_dps import ReferenceRateDPS
+
+TOL = {"rtol": 1e-9, "atol": 1e-12}
+
+
+def agree(port: RateDPS, ref: ReferenceRateDPS, ids: np.ndarray, sizes: np.ndarray) -> None:
+    np.testing.assert_allclose(port.predicted_rates(), ref.main.prior, **TOL)
+    np.testing.assert_allclose(port.predicted_states(ids, sizes), ref.predicted_states(ids, sizes), **TOL)
+    np.testing.assert_allclose(port.scores(), ref.scores(), **TOL)
+    got, want = port.metrics(), ref.metrics()
+    assert got.keys() == want.keys()
+    assert got["switch_rate"] == want["switch_rate"]
+    np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], **TOL)
+
+
+def run_both(options: dict, n: int, steps: int, batch: int, seed: int, sizes=(8,), rounds: int = 1) -> RateDPS:
+    """Both policies on one world; each step's selections must be equal id for id."""
+    port, ref = RateDPS(n, seed=seed, **options), ReferenceRateDPS(n, seed=seed, **options)
+    rng = np.random.default_rng(seed)
+    rates = rng.beta(0.6, 0.6, n)
+    for step in range(steps):
+        ids = []
+        for r in range(rounds if step % 3 == 1 else 1):
+            got = port.select(batch // (r + 1))
+            np.testing.assert_array_equal(got, ref.select(batch // (r + 1)), err_msg=f"step {step} round {r}")
+            ids.append(got)
+        picked = np.concatenate(ids)
+        k = rng.choice(sizes, len(picked))
+        c = rng.binomial(k, rates[picked])
+        agree(port, ref, picked, k)
+        port.observe(picked, c, k)
+        ref.observe(picked, c, k)
+        rates = np.clip(rates + rng.normal(0, 0.03, n), 0, 1)  # the world drifts
+    agree(port, ref, np.arange(n), np.full(n, 8))
+    return port
+
+
+@pytest.mark.parametrize(
+    "options, n, steps, batch",
+    [
+        ({}, 200, 80, 16),
+        ({"revisit": 0.25}, 120, 60, 24),
+        ({"switch_rate": 0.05}, 150, 50, 16),
+        ({"fit_sample": 80}, 400, 60, 32),  # the shadows follow a hashed sample
+        ({"grid": 8, "logit_max": 5.0, "switch_rates": (0.01, 0.1)}, 100, 40, 10),
+        ({"group_size": 4}, 100, 40, 10),
+    ],
+)
+def test_the_port_selects_and_predicts_what_the_reference_does(options, n, steps, batch):
+    run_both(options, n, steps, batch, seed=3)
+
+
+def test_groups_of_several_sizes_and_several_rounds_a_step():
+    port = run_both({}, 150, 50, 20, seed=5, sizes=(4, 8, 16), rounds=2)
+    assert port._core.group_size in (4, 8, 16)
+
+
+def test_families_agree_with_the_reference():
+    families = np.arange(120) % 7
+    run_both({"families": families}, 120, 40, 12, seed=2)
+
+
+def test_a_log_observed_into_a_fresh_policy_agrees():
+    """Groups never selected (a log replayed, a warm start), prompts observed twice in a row."""
+    n, rng = 90, np.random.default_rng(8)
+    port, ref = RateDPS(n, seed=1), ReferenceRateDPS(n, seed=1)
+    for _ in range(30):
+        ids = rng.choice(n, 25, replace=False)
+        c = rng.binomial(8, 0.4, 25)
+        port.observe(ids, c, np.full(25, 8))
+        ref.observe(ids, c, np.full(25, 8))
+    agree(port, ref, np.arange(n), np.full(n, 8))
+    np.testing.assert_array_equal(port.select(20), ref.select(20))
+
+
+def test_a_replay_scores_the_same_as_the_reference():
+    world = SyntheticWorld(preset_params("countdown", num_prompts=400, steps=40), seed=0)
+    a = replay(RateDPS(400, seed=0), world, steps=40, batch_size=32, seed=0).summary
+    b = replay(ReferenceRateDPS(400, seed=0), world, steps=40, batch_size=32, seed=0).summary
+    for key in ("effective_ratio", "brier", "ece", "pred_groups"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    assert a["ece"] < 0.1 and a["brier"] < 0.2
+
+
+def test_options_are_checked_and_the_registry_knows_it():
+    assert isinstance(make_policy("ratedps", 10, seed=2, revisit=0.0), RateDPS)
+    with pytest.raises(ValueError, match="switch_rate"):
+        RateDPS(10, switch_rate="fast")
+    with pytest.raises(ValueError, match="switch_rate"):
+        RateDPS(10, switch_rate=1.0)
+    with pytest.raises(TypeError, match="grid"):
+        RateDPS(10, grid=16.5)
+    with pytest.raises(ValueError, match="revisit"):
+        RateDPS(10, revisit=2)
+    with pytest.raises(ValueError, match="families"):
+        RateDPS(10, families=np.zeros(9))
+    config = RateDPS(10, families=["a", "b"] * 5).config()
+    assert config["switch_rate"] == "auto" and config["families"].startswith("sha256:")
+    assert RateDPS(10, switch_rate=0.05).config()["switch_rate"] == 0.05
+
+
+def test_a_state_saved_with_other_families_or_options_is_refused(tmp_path):
+    a = RateDPS(20, families=np.arange(20) % 2)
+    a.observe([1, 2], [3, 4], [8, 8])
+    a.save(tmp_path / "s.npz")
+    for other in (RateDPS(20, families=np.arange(20) % 3), RateDPS(20), RateDPS(20, families=np.arange(20) % 2, revisit=0)):
+        with pytest.raises(ValueError, match="options"):
+            other.load(tmp_path / "s.npz")
+    b = RateDPS(20, families=np.arange(20) % 2)
+    b.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(a.select(5), b.select(5))
+
+
+def test_bad_groups_are_refused_and_change_nothing():
+    policy = RateDPS(5)
+    policy.observe([1], [2], [8])
+    before = policy.state_dict()
+    for ids, correct, total in [([0, 0], [1, 1], [8, 8]), ([0], [9], [8]), ([7], [1], [8]), ([0], [-1], [8]), ([0], [0], [0])]:
+        with pytest.raises(ValueError):
+            policy.observe(ids, correct, total)
+        after = policy.state_dict()
+        for key, value in before.items():
+            np.testing.assert_array_equal(after[key], value)
