@@ -7,6 +7,34 @@
 //!
 //! so a step touches only the prompts it observes, and the O(T) table D. Arithmetic in f64.
 
+/// What a step's groups say: per group, its likelihood at every rate over the largest one
+/// (exp(log L - top)), and that top.
+#[derive(Clone, Debug, Default)]
+pub struct Evidence {
+    pub likelihood: Vec<f64>,
+    pub top: Vec<f64>,
+}
+
+impl Evidence {
+    pub fn push(&mut self, ll: &[f64]) {
+        let top = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        self.likelihood.extend(ll.iter().map(|x| (x - top).exp()));
+        self.top.push(top);
+    }
+
+    /// The groups `rows` of this evidence.
+    pub fn subset(&self, rows: &[usize], grid: usize) -> Self {
+        Evidence {
+            likelihood: rows
+                .iter()
+                .flat_map(|&r| &self.likelihood[r * grid..(r + 1) * grid])
+                .copied()
+                .collect(),
+            top: rows.iter().map(|&r| self.top[r]).collect(),
+        }
+    }
+}
+
 /// How a prompt is looked at in a step: its row in the filter, the step of its last look (None:
 /// never), and its family when families are on.
 #[derive(Clone, Copy, Debug)]
@@ -102,22 +130,23 @@ impl Filter {
         }
     }
 
-    /// The step's groups (`loglik`: G log-likelihoods a look): score them, take their evidence,
-    /// refit the population, then the transition at this filter's rate.
-    pub fn observe(&mut self, looks: &[Look], loglik: &[f64], shrink: f64) {
+    /// The step's groups, each with its likelihood at every rate scaled by exp(-top) (`top`: the
+    /// largest log-likelihood): score them, take their evidence, refit the population, then the
+    /// transition at this filter's rate.
+    pub fn observe(&mut self, looks: &[Look], evidence: &Evidence, shrink: f64) {
         let g = self.grid;
-        let (mut prior, mut likelihood) = (vec![0.0; g], vec![0.0; g]);
+        let mut prior = vec![0.0; g];
         let (mut switched, mut switched_total) = (vec![0.0; g], 0.0);
         let mut step_loglik = 0.0;
         // (family, the row's posterior before this look if it had one) for the family sums
         let mut family_updates: Vec<(usize, Option<Vec<f64>>, usize)> = Vec::new();
-        for (look, ll) in looks.iter().zip(loglik.chunks_exact(g)) {
+        for ((look, likelihood), top) in looks
+            .iter()
+            .zip(evidence.likelihood.chunks_exact(g))
+            .zip(&evidence.top)
+        {
             self.prior_into(look, shrink, &mut prior);
-            let top = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            for (l, &x) in likelihood.iter_mut().zip(ll) {
-                *l = (x - top).exp();
-            }
-            let total: f64 = prior.iter().zip(&likelihood).map(|(p, l)| p * l).sum();
+            let total: f64 = prior.iter().zip(likelihood).map(|(p, l)| p * l).sum();
             step_loglik += top + total.ln();
             let d = look.last.map_or(0.0, |t0| self.unswitched[t0]);
             if let Some(f) = look.family {

@@ -27,7 +27,7 @@ use crate::observe::Observations;
 use crate::pending::Pending;
 use crate::rng::stream;
 use crate::selector::{Predictor, Selector};
-use filter::{Filter, Look};
+use filter::{Evidence, Filter, Look};
 pub use grid::{rate_grid, Grid};
 use order::Order;
 
@@ -562,31 +562,31 @@ impl RateDps {
         best.into_iter().map(|c| c.id).collect()
     }
 
-    /// The step's log-likelihoods, G per group.
-    fn log_likelihoods(&self, obs: &Observations) -> Vec<f64> {
-        let g = self.grid.len();
-        let mut out = vec![0.0; obs.len() * g];
-        for (group, ll) in obs.groups().iter().zip(out.chunks_exact_mut(g)) {
+    /// What the step's groups say at each rate.
+    fn evidence(&self, obs: &Observations) -> Evidence {
+        let mut ll = vec![0.0; self.grid.len()];
+        let mut out = Evidence::default();
+        for group in obs.groups() {
             self.grid
-                .log_binomial(group.n_correct, group.n_rollouts, ll);
+                .log_binomial(group.n_correct, group.n_rollouts, &mut ll);
+            out.push(&ll);
         }
         out
     }
 
-    /// The shadows' looks and log-likelihood rows: the groups of the fit sample.
-    fn shadow_looks(&self, obs: &Observations, loglik: &[f64]) -> (Vec<Look>, Vec<f64>) {
-        let g = self.grid.len();
+    /// The shadows' looks and evidence: the groups of the fit sample.
+    fn shadow_looks(&self, obs: &Observations, evidence: &Evidence) -> (Vec<Look>, Evidence) {
         let (mut looks, mut rows) = (Vec::new(), Vec::new());
-        for (group, ll) in obs.groups().iter().zip(loglik.chunks_exact(g)) {
+        for (i, group) in obs.groups().iter().enumerate() {
             if let Ok(row) = self.sample.binary_search(&group.id) {
                 looks.push(Look {
                     row,
                     ..self.look(group.id)
                 });
-                rows.extend_from_slice(ll);
+                rows.push(i);
             }
         }
-        (looks, rows)
+        (looks, evidence.subset(&rows, self.grid.len()))
     }
 
     /// b_i of the given observed prompts.
@@ -784,17 +784,19 @@ impl Selector for RateDps {
         if self.step + 1 >= NEVER as u64 {
             return invalid("RateDPS counts steps in 32 bits; this run has used them all");
         }
-        let loglik = self.log_likelihoods(obs);
+        let evidence = self.evidence(obs);
         if !self.shadows.is_empty() {
-            let (looks, rows) = self.shadow_looks(obs, &loglik);
+            let (looks, rows) = self.shadow_looks(obs, &evidence);
             let shrink = self.cfg.family_shrink;
-            self.shadows
-                .par_iter_mut()
-                .for_each(|s| s.observe(&looks, &rows, shrink));
+            // In turn: a step's shadow work is small (about B x sample / N groups each), and
+            // waking pool threads for it costs more on a busy machine.
+            for shadow in &mut self.shadows {
+                shadow.observe(&looks, &rows, shrink);
+            }
             self.main.rate = self.chosen_switch_rate();
         }
         let looks: Vec<Look> = obs.groups().iter().map(|g| self.look(g.id)).collect();
-        self.main.observe(&looks, &loglik, self.cfg.family_shrink);
+        self.main.observe(&looks, &evidence, self.cfg.family_shrink);
         let ids: Vec<u32> = obs.groups().iter().map(|g| g.id).collect();
         let first_looks: Vec<u32> = ids
             .iter()
@@ -804,7 +806,9 @@ impl Selector for RateDps {
         for &id in &ids {
             self.last[id as usize] = self.step as u32;
         }
-        self.seen = merge_sorted(&self.seen, &first_looks);
+        if !first_looks.is_empty() {
+            self.seen = merge_sorted(&self.seen, &first_looks);
+        }
         let k = self.next_group_size(obs);
         if k != self.group_size {
             self.group_size = k;
