@@ -56,7 +56,7 @@ def test_brier_and_ece_are_scored_against_what_the_world_returned():
     assert res.reliability[3, 0] == 320 and res.reliability[:, 0].sum() == 320
 
 
-@pytest.mark.parametrize("name", ["dps", "mopps", "bots", "greso"])
+@pytest.mark.parametrize("name", ["dps", "mopps", "bots", "greso", "ratedps"])
 def test_every_predictive_builtin_is_scored(name):
     from dps.policies.registry import make_policy
 
@@ -85,7 +85,7 @@ def test_ece_of_bins():
 def test_the_leaderboard_holds_every_builtin_and_the_decay_grids():
     specs = policy_specs()
     types = {s.type for s in specs}
-    assert {"uniform", "hr", "ds", "greso", "mopps", "bots", "dps", "oracle"} <= types
+    assert {"uniform", "hr", "ds", "greso", "mopps", "bots", "dps", "ratedps", "oracle"} <= types
     assert len(specs) >= 8 and len({s.name for s in specs}) == len(specs)
     for ptype in ("dps", "mopps", "bots"):
         assert sum(s.type == ptype for s in specs) == 3

@@ -1,8 +1,8 @@
 """`dps leaderboard`: every built-in policy replayed on a user's own rollout logs, ranked.
 
 For each log: every built-in selector at its defaults (uniform, history resampling, dynamic
-sampling, GRESO, MoPPS, BOTS, DPS), DPS, MoPPS and BOTS also over a small grid of their decay,
-and the oracle as an upper bound; each replayed with 3 seeds on the log's world (`dps replay`'s
+sampling, GRESO, MoPPS, BOTS, DPS, RateDPS), DPS, MoPPS and BOTS also over a small grid of their
+decay, and the oracle as an upper bound; each replayed with 3 seeds on the log's world (`dps replay`'s
 log world), B = the log's own batch. The table ranks them by rollouts per effective prompt (what
 a partially solved group costs, rejected groups included), and scores each predictive policy's
 P(partial) against what the world returned (Brier, ECE).
@@ -38,6 +38,7 @@ DEFAULTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("MoPPS", "mopps", {}),
     ("BOTS", "bots", {}),
     ("DPS", "dps", {}),
+    ("RateDPS", "ratedps", {}),
 )
 DECAY_GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "dps": ("decay", (0.5, 0.9)),
@@ -48,7 +49,7 @@ ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
 BOUNDS = {"oracle"}
 #: Policy types that predict each group's state (scored by Brier and ECE).
-PREDICTIVE = {"dps", "mopps", "bots", "greso"}
+PREDICTIVE = {"dps", "mopps", "bots", "greso", "ratedps"}
 SEEDS = (0, 1, 2)
 
 
