@@ -12,6 +12,13 @@ decay close to 1, where prompts take long to settle. The references update every
 
 All timings come from this one run on this machine. Usage:
     .venv/bin/python benchmarks/bench_dps.py [--sizes 40000 1000000 10000000] [--batch 256]
+
+`--rate-dps` instead times RateDPS against DPS in the same run (docs/method.md#rate-dps-cost), a
+step = observe + select through the Python API, median of 100 steps, the best of three runs that
+alternate the two policies, in two regimes: from a fresh start (most prompts never observed, as
+above) and after a warm start that observed every prompt once (RateDPS then scans every prompt's
+score; DPS is timed from step 100 on, once its prompts have settled):
+    .venv/bin/python benchmarks/bench_dps.py --rate-dps --sizes 1000000 --batches 256 1000
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dps import DPS  # noqa: E402
+from dps import DPS, RateDPS  # noqa: E402
 from reference_dps import ReferenceDPS  # noqa: E402
 
 DECAY = 0.7
@@ -137,6 +144,49 @@ def check_agreement(n=20_000, steps=30):
     return float(np.abs(ours.predicted_state_probs() - np_predicted()).max())
 
 
+def warm_start(policy, n, rng, chunk=50_000):
+    """Every prompt observed once, in steps of `chunk` groups (a log replayed into the policy)."""
+    for start in range(0, n, chunk):
+        ids = np.arange(start, min(n, start + chunk))
+        policy.observe(ids, *outcomes(rng, ids))
+
+
+def policy_step_time(make, n, batch, warm, steps=100):
+    """Median seconds of an observe + select step, over `steps` steps (after 100 unmeasured ones
+    when `warm`, so that DPS's prompts have settled)."""
+    rng = np.random.default_rng(0)
+    policy = make(n)
+    if warm:
+        warm_start(policy, n, rng)
+        ids = policy.select(batch)
+        for _ in range(100):
+            policy.observe(ids, *outcomes(rng, ids))
+            ids = policy.select(batch)
+    return time_steps(policy.observe, policy.select, batch, steps, rng)[1], policy.bytes_per_prompt()
+
+
+def rate_dps_table(sizes, batches, repeats=3):
+    print("| N | B | regime | DPS (ms/step) | RateDPS (ms/step) | RateDPS / DPS | bytes/prompt DPS | RateDPS |")
+    print("|" + "---|" * 8)
+    makers = {"DPS": lambda n: DPS(num_prompts=n, decay=DECAY), "RateDPS": lambda n: RateDPS(n)}
+    for n in sizes:
+        for batch in batches:
+            for warm in (False, True):
+                best = {name: (float("inf"), 0.0) for name in makers}
+                for _ in range(repeats):
+                    for name, make in makers.items():
+                        t, size = policy_step_time(make, n, batch, warm)
+                        best[name] = (min(best[name][0], t), size)
+                        gc.collect()
+                (dps_t, dps_b), (rate_t, rate_b) = best["DPS"], best["RateDPS"]
+                regime = "every prompt observed once" if warm else "fresh start"
+                print(
+                    f"| {n:,} | {batch} | {regime} | {dps_t * 1e3:.2f} | {rate_t * 1e3:.2f} | {rate_t / dps_t:.2f}x "
+                    f"| {dps_b:.0f} | {rate_b:.0f} |",
+                    flush=True,
+                )
+
+
 def fmt_ms(t):
     return "-" if t is None else f"{t * 1e3:.2f}"
 
@@ -146,7 +196,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[40_000, 1_000_000, 10_000_000])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--loop-max", type=int, default=40_000, help="largest N timed with the Python loop")
+    parser.add_argument("--rate-dps", action="store_true", help="time RateDPS against DPS instead")
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1000], help="B values of --rate-dps")
     args = parser.parse_args()
+    if args.rate_dps:
+        print(f"threads: RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')} of {os.cpu_count()} cores")
+        rate_dps_table(args.sizes, args.batches)
+        return
     print(f"numpy reference agrees with ours to {check_agreement():.1e} (max |difference| of predictions)")
     print(
         f"threads: RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')} of {os.cpu_count()} cores; B = "
