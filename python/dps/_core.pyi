@@ -160,6 +160,7 @@ class _RateDpsState(TypedDict):
     group_size: int
     switch_rate: float
     pending: _Ids
+    in_flight: _Ids
     post: _F64
     population: _F64
     switches: _F64

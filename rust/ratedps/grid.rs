@@ -38,10 +38,16 @@ impl Grid {
         self.rates.is_empty()
     }
 
-    /// log P(c of n | rate) at every rate, the binomial coefficient included, into `out`.
-    pub fn log_binomial(&self, c: u32, n: u32, out: &mut [f64]) {
-        let coefficient = ln_choose(n as u64, c as u64);
-        let (c, miss) = (c as f64, (n - c) as f64);
+    /// log P(c of n | rate) at every rate, the binomial coefficient included, into `out`. A
+    /// graded group's c = n x its mean reward need not be whole: its coefficient is then the
+    /// Gamma function's (the same at every rate, so it moves no posterior).
+    pub fn log_binomial(&self, c: f64, n: u32, out: &mut [f64]) {
+        let coefficient = if c.fract() == 0.0 {
+            ln_choose(n as u64, c as u64)
+        } else {
+            ln_gamma(n as f64 + 1.0) - ln_gamma(c + 1.0) - ln_gamma(n as f64 - c + 1.0)
+        };
+        let miss = n as f64 - c;
         for ((o, lr), lm) in out.iter_mut().zip(&self.log_rate).zip(&self.log_miss) {
             *o = coefficient + c * lr + miss * lm;
         }
@@ -130,7 +136,7 @@ mod tests {
     fn log_binomial_matches_a_direct_computation() {
         let grid = Grid::new(8, 5.0);
         let mut out = vec![0.0; 8];
-        grid.log_binomial(3, 11, &mut out);
+        grid.log_binomial(3.0, 11, &mut out);
         for (j, &r) in grid.rates.iter().enumerate() {
             let direct = (165.0 * r.powi(3) * (1.0 - r).powi(8)).ln();
             assert!((out[j] - direct).abs() < 1e-12, "{j}");

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::error::{invalid, Result};
 use crate::logworld::Dice;
 use crate::observe::Observations;
-use crate::pending::Pending;
+use crate::pending::{FlightState, Pending};
 use crate::rng::stream;
 use crate::selector::{Predictor, Selector};
 use filter::{Evidence, Filter, Look};
@@ -105,7 +105,8 @@ crate::record! {
         pub group_size: u64,
         /// rho of the main filter's last transition (the fitted choice).
         pub switch_rate: f64,
-        pub pending: Vec<i64> [*],
+        /// The ids handed out: this step's, and earlier steps' still in flight.
+        pub flight: FlightState as "",
         /// The main filter, over every prompt.
         pub main: FilterState as "",
         /// The shadow filters of the fit, one per candidate, over the fit sample.
@@ -472,6 +473,7 @@ impl RateDps {
             .pending
             .ids()
             .iter()
+            .chain(self.pending.earlier())
             .filter(|&&id| self.last[id as usize] == NEVER)
             .count();
         let free = n - self.seen.len() - pending_unseen;
@@ -568,7 +570,7 @@ impl RateDps {
         let mut out = Evidence::default();
         for group in obs.groups() {
             self.grid
-                .log_binomial(group.n_correct, group.n_rollouts, &mut ll);
+                .log_binomial(group.successes, group.n_rollouts, &mut ll);
             out.push(&ll);
         }
         out
@@ -770,20 +772,25 @@ impl Selector for RateDps {
         Ok(ids)
     }
 
-    /// The shadows take the step first; the main filter then transitions at the best candidate.
-    fn observe(&mut self, obs: &Observations) -> Result<()> {
-        if let Some(g) = obs.groups().last() {
-            if g.id as usize >= self.num_prompts() {
-                return invalid(format!(
-                    "prompt id {} is outside [0, {})",
-                    g.id,
-                    self.num_prompts()
-                ));
-            }
-        }
+    fn pending(&self) -> &Pending {
+        &self.pending
+    }
+
+    fn pending_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    /// Counts, or graded groups read as n x mean successes (a mean in [0, 1]).
+    fn accepts(&self, obs: &Observations) -> Result<()> {
         if self.step + 1 >= NEVER as u64 {
             return invalid("RateDPS counts steps in 32 bits; this run has used them all");
         }
+        obs.check_unit_rewards("RateDPS")
+    }
+
+    /// The shadows take the step first; the main filter then transitions at the best candidate.
+    /// A group that arrives late is a look at the prompt's rate now.
+    fn update(&mut self, obs: &Observations) {
         let evidence = self.evidence(obs);
         if !self.shadows.is_empty() {
             let (looks, rows) = self.shadow_looks(obs, &evidence);
@@ -821,8 +828,6 @@ impl Selector for RateDps {
         }
         self.enqueue(&ids);
         self.step += 1;
-        self.pending.clear();
-        Ok(())
     }
 
     fn state(&self) -> RateDpsState {
@@ -836,7 +841,7 @@ impl Selector for RateDps {
             last_step,
             group_size: self.group_size,
             switch_rate: self.main.rate,
-            pending: self.pending.to_i64(),
+            flight: self.pending.state(),
             main: filter_state(std::slice::from_ref(&self.main)),
             shadow: filter_state(&self.shadows),
         }
@@ -911,7 +916,7 @@ impl Selector for RateDps {
         r.refresh_offsets(&seen);
         r.seen = seen;
         r.rebuild_queue();
-        r.pending = Pending::from_ids(n, &state.pending)?;
+        r.pending = Pending::restore(n, &state.flight)?;
         Ok(r)
     }
 }

@@ -64,10 +64,10 @@ def value_fits(annotation: str, value: object) -> bool:
 
 
 def test_stub_state_and_config_types_match_the_core():
-    from dps import BOTS, DPS, GRESO, HistoryResampling, MoPPS, Uniform
+    from dps import BOTS, DPS, GRESO, HistoryResampling, MoPPS, RateDPS, Uniform
 
     dicts, classes = stub_typeddicts()
-    cores = [p(20)._core for p in (DPS, Uniform, HistoryResampling, MoPPS, GRESO, BOTS)]
+    cores = [p(20)._core for p in (DPS, Uniform, HistoryResampling, MoPPS, GRESO, BOTS, RateDPS)]
     assert {type(c).__name__ for c in cores} == set(classes)
     for core in cores:
         config_name, state_name = classes[type(core).__name__]

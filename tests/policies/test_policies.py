@@ -7,7 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dps import BOTS, DPS, GRESO, DynamicSampling, GroupOutcomes, HistoryResampling, MoPPS, Policy, Uniform, run_step
+from dps import (
+    BOTS,
+    DPS,
+    GRESO,
+    DynamicSampling,
+    GroupOutcomes,
+    HistoryResampling,
+    MoPPS,
+    Policy,
+    RateDPS,
+    Uniform,
+    run_step,
+)
 from dps.policies import PRIORS
 
 N = 60
@@ -38,6 +50,9 @@ FACTORIES = {
         num_prompts=N, candidate_ratio=2.5, pseudo_count=16, anchors="population", seed=seed
     ),
     "bots-mean": lambda seed=0: BOTS(num_prompts=N, thompson=False, seed=seed),
+    "ratedps": lambda seed=0: RateDPS(num_prompts=N, seed=seed),
+    "ratedps-fixed": lambda seed=0: RateDPS(num_prompts=N, switch_rate=0.05, group_size=8, seed=seed),
+    "ratedps-families": lambda seed=0: RateDPS(num_prompts=N, families=np.arange(N) % 7, fit_sample=20, seed=seed),
     "ds": lambda seed=0: DynamicSampling(num_prompts=N, seed=seed, max_rounds=3),
     "ds-dps": lambda seed=0: DynamicSampling(DPS(num_prompts=N, seed=seed), lo=0.1, hi=0.9, max_rounds=2),
     "ds-dps-pool": lambda seed=0: DynamicSampling(DPS(num_prompts=N, candidate_ratio=2.0, seed=seed), max_rounds=3),

@@ -116,7 +116,11 @@ def test_a_state_saved_with_other_families_or_options_is_refused(tmp_path):
     a = RateDPS(20, families=np.arange(20) % 2)
     a.observe([1, 2], [3, 4], [8, 8])
     a.save(tmp_path / "s.npz")
-    for other in (RateDPS(20, families=np.arange(20) % 3), RateDPS(20), RateDPS(20, families=np.arange(20) % 2, revisit=0)):
+    for other in (
+        RateDPS(20, families=np.arange(20) % 3),
+        RateDPS(20),
+        RateDPS(20, families=np.arange(20) % 2, revisit=0),
+    ):
         with pytest.raises(ValueError, match="options"):
             other.load(tmp_path / "s.npz")
     b = RateDPS(20, families=np.arange(20) % 2)
@@ -128,7 +132,13 @@ def test_bad_groups_are_refused_and_change_nothing():
     policy = RateDPS(5)
     policy.observe([1], [2], [8])
     before = policy.state_dict()
-    for ids, correct, total in [([0, 0], [1, 1], [8, 8]), ([0], [9], [8]), ([7], [1], [8]), ([0], [-1], [8]), ([0], [0], [0])]:
+    for ids, correct, total in [
+        ([0, 0], [1, 1], [8, 8]),
+        ([0], [9], [8]),
+        ([7], [1], [8]),
+        ([0], [-1], [8]),
+        ([0], [0], [0]),
+    ]:
         with pytest.raises(ValueError):
             policy.observe(ids, correct, total)
         after = policy.state_dict()

@@ -177,7 +177,7 @@ def test_user_policy_and_dense_sweep(tmp_path):
     assert 'log = "dense.parquet"' in (tmp_path / "u" / "replay.toml").read_text()
 
 
-@pytest.mark.parametrize("name", ["dps", "hr", "mopps", "greso", "bots", "dps+ds"])
+@pytest.mark.parametrize("name", ["dps", "hr", "mopps", "greso", "bots", "ratedps", "dps+ds"])
 def test_every_builtin_policy_trains(tmp_path, name):
     from dps.train.trainer import train
 

@@ -653,7 +653,7 @@ def family_ids(families: Any, num_prompts: int) -> np.ndarray | None:
 
 
 def check_switch_rate(switch_rate: Any) -> float | None:
-    """"auto" (None to the core: fitted online) or a number (the core checks its range)."""
+    """ "auto" (None to the core: fitted online) or a number (the core checks its range)."""
     if isinstance(switch_rate, str):
         if switch_rate != "auto":
             raise ValueError(f"switch_rate must be 'auto' or a number in [0, 1), got {switch_rate!r}")
