@@ -3,7 +3,9 @@
 //! last look, the chance that no switch happened since. A prompt last looked at at step t0 with
 //! posterior p predicts, at step t,
 //!
-//!     pi(t) = M_t + D(t0) (p - M_t0),     kept(t) = D(t0) p,     D(t0) = prod_{s=t0}^{t-1} (1 - rho_s),
+//! ```text
+//! pi(t) = M_t + D(t0) (p - M_t0),     kept(t) = D(t0) p,     D(t0) = prod_{s=t0}^{t-1} (1 - rho_s),
+//! ```
 //!
 //! so a step touches only the prompts it observes, and the O(T) table D. Arithmetic in f64.
 

@@ -302,7 +302,8 @@ group that was partially solved (lower is better; a gate that filters to an effe
 pays for it here). `prompts used`: the share of the log's prompts a policy rolled out at least
 once. `Brier`, `ECE`: the policy's predicted probability that a group it rolled out is partially
 solved, against whether it was (DPS: its HMM's P(partial); MoPPS and BOTS: the Beta-binomial
-predictive of their Beta belief; GRESO: its keep probability; '-': the policy predicts
+predictive of their Beta belief; RateDPS: the binomial predictive of its rate distribution;
+GRESO: its keep probability; '-': the policy predicts
 nothing). The best of each column in bold (the oracle, a bound that knows the world's rates,
 excluded).
 """
