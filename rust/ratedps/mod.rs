@@ -46,6 +46,10 @@ const SAMPLE_SALT: u64 = 0x7261_7465_7361_6D31;
 const NEVER: u32 = u32::MAX;
 /// Observed prompts scanned per task when selecting in parallel.
 const CHUNK: usize = 1 << 15;
+/// Observed prompts whose scores place the selection's bar.
+const BAR_SAMPLE: usize = 4096;
+/// The bar aims at this many times the prompts wanted (missing them costs a second pass).
+const BAR_MARGIN: f64 = 4.0;
 
 crate::record! {
     /// RateDPS's options (docs/method.md#rate-dps-parameters).
@@ -514,28 +518,69 @@ impl RateDps {
         all.into_iter().map(|c| c.id).collect()
     }
 
-    /// The `count` best observed prompts not handed out, best first.
+    /// The `count` best observed prompts not handed out, best first. A bar read from a sample of
+    /// the scores first keeps only the prompts at or above it (a plain pass, no heap); when fewer
+    /// than `count` free prompts clear it, every observed prompt is ranked.
     fn best_observed(&self, count: usize, tie: &Order) -> Vec<Candidate> {
         let base = self.score_base();
-        let chunk_best = |ids: &[u32]| {
+        let score = |id: u32| self.observed_score(base, id) as f32;
+        let ranked = |ids: &[u32]| {
             best_of(
-                ids.iter().map(|&id| (id, self.observed_score(base, id))),
+                ids.iter().map(|&id| (id, score(id))),
                 count,
                 tie,
                 &self.pending,
             )
         };
-        let mut best: Vec<Candidate> = if self.seen.len() <= CHUNK {
-            chunk_best(&self.seen)
-        } else {
-            self.seen
-                .par_chunks(CHUNK)
-                .flat_map_iter(chunk_best)
-                .collect()
-        };
+        let cleared = self.sampled_bar(base, count).and_then(|bar| {
+            let above: Vec<(u32, f32)> = self.par_seen(|ids| {
+                ids.iter()
+                    .filter_map(|&id| {
+                        let s = score(id);
+                        (s >= bar).then_some((id, s))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let free = above
+                .iter()
+                .filter(|(id, _)| !self.pending.contains(*id))
+                .count();
+            (free >= count).then(|| best_of(above.into_iter(), count, tie, &self.pending))
+        });
+        let mut best = cleared.unwrap_or_else(|| self.par_seen(ranked));
         best.sort_unstable();
         best.truncate(count);
         best
+    }
+
+    /// `f` over the observed prompts, in parallel chunks when there are many; results joined.
+    fn par_seen<T: Send>(&self, f: impl Fn(&[u32]) -> Vec<T> + Sync) -> Vec<T> {
+        if self.seen.len() <= CHUNK {
+            f(&self.seen)
+        } else {
+            self.seen.par_chunks(CHUNK).flat_map_iter(&f).collect()
+        }
+    }
+
+    /// A score that about `BAR_MARGIN` x (`count` + the ids handed out) observed prompts reach,
+    /// read from `BAR_SAMPLE` evenly spaced observed prompts; None when the sample cannot place it
+    /// (few observed prompts, or a large share wanted).
+    fn sampled_bar(&self, base: f64, count: usize) -> Option<f32> {
+        let n = self.seen.len();
+        let wanted = BAR_MARGIN * (count + self.pending.len()) as f64;
+        if n < 4 * BAR_SAMPLE {
+            return None;
+        }
+        let rank = (wanted / n as f64 * BAR_SAMPLE as f64).ceil() as usize;
+        if rank + 1 >= BAR_SAMPLE / 2 {
+            return None;
+        }
+        let stride = n / BAR_SAMPLE;
+        let mut sample: Vec<f32> = (0..BAR_SAMPLE)
+            .map(|j| self.observed_score(base, self.seen[j * stride]) as f32)
+            .collect();
+        let (_, &mut bar, _) = sample.select_nth_unstable_by(rank, |a, b| b.total_cmp(a));
+        Some(bar)
     }
 
     /// With families, never-observed prompts score by family: one pass over every prompt.
@@ -552,7 +597,7 @@ impl RateDps {
             .par_chunks(CHUNK)
             .flat_map_iter(|chunk| {
                 best_of(
-                    chunk.iter().map(|&id| (id, score(id))),
+                    chunk.iter().map(|&id| (id, score(id) as f32)),
                     count,
                     tie,
                     &self.pending,
@@ -676,14 +721,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// The `count` best of `(id, score)` pairs not in `pending`, in no particular order; keys are
 /// computed only for candidates that may enter.
 fn best_of(
-    candidates: impl Iterator<Item = (u32, f64)>,
+    candidates: impl Iterator<Item = (u32, f32)>,
     count: usize,
     tie: &Order,
     pending: &Pending,
 ) -> Vec<Candidate> {
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(count + 1);
     for (id, score) in candidates {
-        let score = score as f32;
         if heap.len() == count {
             let worst = heap.peek().expect("full");
             if score < worst.score || (score == worst.score && tie.key(id) > worst.key) {

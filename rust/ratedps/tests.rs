@@ -258,6 +258,33 @@ fn selection_equals_sorting_every_prompt() {
     }
 }
 
+/// With every prompt observed (many tied scores), the sampled bar's pass selects what sorting
+/// every prompt selects: a batch it places, a second round (ids handed out above the bar), and a
+/// batch too large for the sample (every prompt ranked).
+#[test]
+fn the_sampled_bar_selects_what_sorting_every_prompt_selects() {
+    let n = 40_000;
+    let mut p = RateDps::new(n, RateDpsConfig::default()).unwrap();
+    let mut rng = Rng::new(9);
+    for start in (0..n).step_by(10_000) {
+        let ids: Vec<i64> = (start as i64..(start + 10_000) as i64).collect();
+        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+        p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+    }
+    for (step, batch) in [(0, 256usize), (1, 6000), (2, 64)] {
+        let want = naive_select(&p, batch);
+        let mut ids = p.select(batch).unwrap();
+        assert_eq!(ids, want, "step {step}");
+        let want = naive_select(&p, batch / 2);
+        let more = p.select(batch / 2).unwrap();
+        assert_eq!(more, want, "second round, step {step}");
+        ids.extend(more);
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+        p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+    }
+}
+
 #[test]
 fn revisits_take_the_prompts_observed_least_recently() {
     let n = 64;

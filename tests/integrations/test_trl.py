@@ -211,6 +211,18 @@ def test_a_gate_trains_on_admitted_groups_and_reports_the_shortfall(tmp_path) ->
     assert output["advantages"].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
 
 
+def test_ratedps_by_name_trains_like_any_builtin(tmp_path) -> None:
+    from dps.policies.registry import make_policy
+
+    policy = make_policy("ratedps", num_prompts=N, seed=0, revisit=0.25)
+    trainer = trl_tiny.trainer(str(tmp_path / "rate"), policy, max_steps=4, save_steps=100)
+    trainer.train()
+    log = read_log(tmp_path / "rate" / "rollouts.parquet")
+    assert log.height == 2 * B and policy.step == 2
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    assert "dps/switch_rate" in history[0]
+
+
 def test_bad_setups_fail_before_training(tmp_path) -> None:
     with pytest.raises(ValueError, match="num_prompts=10"):
         trl_tiny.trainer(str(tmp_path / "a"), DPS(10), max_steps=1)

@@ -120,6 +120,18 @@ def test_rollout_gets_exactly_the_policys_prompts_and_each_group_is_observed_onc
     assert "dps/pred_accuracy" in metrics  # the policy's own metrics reach verl's logger
 
 
+def test_ratedps_is_taken_by_name_like_any_builtin(tmp_path):
+    from dps import RateDPS
+
+    trainer, rollout, recording = build(tmp_path, "ratedps", {"revisit": 0.25})
+    assert isinstance(recording.inner, RateDPS) and recording.inner.config()["revisit"] == 0.25
+    for step in range(3):
+        metrics = run_steps(trainer, 1)[0]
+        assert rollout.batches[step] == recording.selected[step]
+        assert sorted(recording.observed[step].tolist()) == sorted(recording.selected[step])
+    assert "dps/switch_rate" in metrics
+
+
 def test_gate_evicts_rejected_groups_and_verl_refills_them(tmp_path):
     trainer, rollout, recording = build(tmp_path, "ds", {"max_rounds": 4})
     success = mixed_success()
