@@ -252,13 +252,13 @@ def test_bad_groups_in_flight_are_refused_without_change(name):
 
 @pytest.mark.parametrize("name", FACTORIES)
 def test_a_reward_outside_what_the_policy_takes_is_refused_without_change(name):
-    """MoPPS and BOTS (and a gate over them) model a success rate: a mean reward outside [0, 1]
-    is refused; the others map any finite reward by spread and threshold."""
+    """MoPPS, BOTS and RateDPS (and a gate over them) model a success rate: a mean reward outside
+    [0, 1] is refused; the others map any finite reward by spread and threshold."""
     policy = FACTORIES[name]()
     run(policy, 3, World())
     out = policy.select(B)
     before = policy.state_dict()
-    beta = isinstance(getattr(policy, "selector", policy), (MoPPS, BOTS))
+    beta = isinstance(getattr(policy, "selector", policy), (MoPPS, BOTS, RateDPS))
     groups = GroupOutcomes.from_rewards(out, np.tile([1.5, 1.5, 2.0, 2.0], (len(out), 1)))
     if beta:
         with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
