@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from dps.outcomes import partially_solved
+
 
 def shares(n_correct: np.ndarray, k: int) -> dict[str, float]:
     return {
         "prompts": int(len(n_correct)),
         "accuracy": float(n_correct.mean() / k),
-        "partial": float(np.mean((n_correct > 0) & (n_correct < k))),
+        "partial": float(np.mean(partially_solved(n_correct, k))),
         "solved": float(np.mean(n_correct == k)),
         "unsolved": float(np.mean(n_correct == 0)),
     }
@@ -40,13 +42,23 @@ def prompts_file_task(path: str, response_prefix: str):
     from dps.tasks.base import Example
     from dps.tasks.questions import QuestionArithmeticTask
 
+    class PromptsFileTask(QuestionArithmeticTask):
+        """arithmetic-qa's template and verifier over the file's questions (its train split)."""
+
+        def __init__(self, examples: list[Example]) -> None:
+            super().__init__(n_train=8, n_test=8, response_prefix=response_prefix)
+            self.examples = examples
+
+        def train(self) -> list[Example]:
+            return self.examples
+
     table = pl.read_parquet(path).to_dicts()
-    task = QuestionArithmeticTask(n_train=8, n_test=8, response_prefix=response_prefix)
-    task._train = [
-        Example(i, str(r.get("prompt_id", i)), r["question"], str(r["answer"]), {"level": int(r["level"])})
-        for i, r in enumerate(table)
-    ]
-    return task
+    return PromptsFileTask(
+        [
+            Example(i, str(r.get("prompt_id", i)), r["question"], str(r["answer"]), {"level": int(r["level"])})
+            for i, r in enumerate(table)
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
