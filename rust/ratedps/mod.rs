@@ -532,25 +532,70 @@ impl RateDps {
                 &self.pending,
             )
         };
-        let cleared = self.sampled_bar(base, count).and_then(|bar| {
-            let above: Vec<(u32, f32)> = self.par_seen(|ids| {
-                ids.iter()
-                    .filter_map(|&id| {
-                        let s = score(id);
-                        (s >= bar).then_some((id, s))
-                    })
-                    .collect::<Vec<_>>()
-            });
-            let free = above
-                .iter()
-                .filter(|(id, _)| !self.pending.contains(*id))
-                .count();
-            (free >= count).then(|| best_of(above.into_iter(), count, tie, &self.pending))
-        });
+        let cleared = self
+            .sampled_bar(base, count)
+            .and_then(|bar| self.best_at_a_bar(bar, count, tie, &score));
         let mut best = cleared.unwrap_or_else(|| self.par_seen(ranked));
         best.sort_unstable();
         best.truncate(count);
         best
+    }
+
+    /// The `count` best free observed prompts when at least `count` free ones score `bar` or
+    /// more: every free one above it, then those at it in the keyed order (walked from the front,
+    /// so a large tie, e.g. prompts drifted back to the population, costs no key per prompt).
+    fn best_at_a_bar(
+        &self,
+        bar: f32,
+        count: usize,
+        tie: &Order,
+        score: &(impl Fn(u32) -> f32 + Sync),
+    ) -> Option<Vec<Candidate>> {
+        let passes: Vec<(Vec<(u32, f32)>, usize)> = self.par_seen(|ids| {
+            let (mut above, mut at) = (Vec::new(), 0usize);
+            for &id in ids {
+                let s = score(id);
+                if s > bar {
+                    above.push((id, s));
+                } else if s == bar {
+                    at += 1;
+                }
+            }
+            vec![(above, at)]
+        });
+        let at_bar = |id: u32| self.last[id as usize] != NEVER && score(id) == bar;
+        let pending_at = self.in_flight_ids().filter(|&id| at_bar(id)).count();
+        let tied = passes.iter().map(|p| p.1).sum::<usize>() - pending_at;
+        let above: Vec<(u32, f32)> = passes.into_iter().flat_map(|p| p.0).collect();
+        let free = above
+            .iter()
+            .filter(|(id, _)| !self.pending.contains(*id))
+            .count();
+        if free + tied < count {
+            return None;
+        }
+        let mut best = best_of(above.into_iter(), count, tie, &self.pending);
+        let wanted = count.saturating_sub(best.len());
+        let fits = |id: u32| at_bar(id) && !self.pending.contains(id);
+        best.extend(
+            tie.first(self.num_prompts(), wanted, tied, fits)
+                .into_iter()
+                .map(|id| Candidate {
+                    score: bar,
+                    key: tie.key(id),
+                    id,
+                }),
+        );
+        Some(best)
+    }
+
+    /// Every id handed out and not yet observed.
+    fn in_flight_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pending
+            .ids()
+            .iter()
+            .chain(self.pending.earlier())
+            .copied()
     }
 
     /// `f` over the observed prompts, in parallel chunks when there are many; results joined.
