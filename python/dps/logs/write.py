@@ -50,7 +50,7 @@ def groups_frame(
     )
 
 
-LOG_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards")
+LOG_COLUMNS = ("step", "prompt_id", "n_rollouts", "n_correct", "reward_mean", "rewards", "selected_step")
 
 
 class RolloutLogWriter:
@@ -59,7 +59,8 @@ class RolloutLogWriter:
     `add` takes one step's groups as arrays; `write` validates and replaces the file through a
     temporary one, so a reader (or a resumed run) never sees a torn file; `load(keep_below)`
     reads an existing file back, dropping the rows of steps >= keep_below (resume from a
-    checkpoint of that step).
+    checkpoint of that step). A trainer that generates ahead gives each group's `selected_step`
+    (the step that selected it; `step` is the one that observed it): a column readers ignore.
     """
 
     def __init__(self, path: str | Path):
@@ -76,8 +77,12 @@ class RolloutLogWriter:
         n_correct: Any,
         n_rollouts: Any,
         rewards: list[list[float]] | None = None,
+        selected_step: Any = None,
     ) -> None:
         ids = np.asarray(prompt_ids, np.int64)
+        selected = None if selected_step is None else np.asarray(selected_step, np.int64)
+        if selected is not None and selected.shape != ids.shape:
+            raise ValueError("RolloutLogWriter.add: selected_step and prompt_ids differ in length")
         nc = np.asarray(n_correct)
         nr = np.asarray(n_rollouts)
         if not (len(ids) == len(nc) == len(nr)) or (rewards is not None and len(rewards) != len(ids)):
@@ -92,6 +97,7 @@ class RolloutLogWriter:
             self.rows["n_correct"].append(int(nc[i]))
             self.rows["reward_mean"].append(float(np.mean(r)) if r else float(nc[i]) / max(int(nr[i]), 1))
             self.rows["rewards"].append(r)
+            self.rows["selected_step"].append(None if selected is None else int(selected[i]))
 
     def frame(self) -> pl.DataFrame:
         """The rows as a frame; the `rewards` column only when every group has its rewards."""
@@ -105,6 +111,8 @@ class RolloutLogWriter:
         }
         if all(r is not None for r in self.rows["rewards"]):
             columns["rewards"] = pl.Series(self.rows["rewards"], dtype=pl.List(pl.Float64))
+        if self.rows["selected_step"] and all(s is not None for s in self.rows["selected_step"]):
+            columns["selected_step"] = pl.Series(self.rows["selected_step"], dtype=pl.Int64)
         return pl.DataFrame(columns)
 
     def write(self) -> None:
@@ -144,6 +152,8 @@ class RolloutLogWriter:
                         self.path, "rewards", i, f"holds {len(r)} rewards for n_rollouts = {cols['n_rollouts'][i]}"
                     )
             arrays["rewards"] = pa.array(rewards, pa.list_(pa.float64()))
+        if all(s is not None for s in self.rows["selected_step"]):
+            arrays["selected_step"] = pa.array(self.rows["selected_step"], pa.int64())
         pq.write_table(pa.table(arrays), tmp)
 
     def load(self, keep_below: int) -> None:

@@ -1,7 +1,8 @@
 """`python -m dps.integrations.verl [hydra overrides]`: verl's PPO entry point with the dps trainer.
 
-The config is verl's `ppo_trainer` with ``trainer.v1.trainer_mode=dps`` and a ``dps`` section
-(`config/dps_trainer.yaml`); every verl override works as with `python -m verl.trainer.main_ppo`.
+The config is verl's `ppo_trainer` with ``trainer.v1.trainer_mode=dps`` (verl's sync trainer) or
+``dps_async`` (verl's ``colocate_async``: generation one batch ahead of the update) and a ``dps``
+section (`config/dps_trainer.yaml`); every verl override works as with `python -m verl.trainer.main_ppo`.
 With ``trainer.device=cpu`` it runs on CPUs (``actor_rollout_ref.rollout.name=hf``; see
 `dps.integrations.verl.cpu` and `cpu_env`).
 """
@@ -29,15 +30,15 @@ def main(config: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     from dps.integrations.verl.runner import DPSTaskRunner
-    from dps.integrations.verl.trainer import TRAINER_MODE, dps_options
+    from dps.integrations.verl.trainer import ASYNC_TRAINER_MODE, TRAINER_MODE, dps_options
 
     timeout_s = placement_timeout(dps_options(config))  # unknown keys in the dps section fail here, before Ray starts
     mode = config.trainer.v1.trainer_mode
-    if mode != TRAINER_MODE or not config.trainer.use_v1:
+    if mode not in (TRAINER_MODE, ASYNC_TRAINER_MODE) or not config.trainer.use_v1:
         raise SystemExit(
-            f"python -m dps.integrations.verl runs verl's V1 trainer in mode {TRAINER_MODE!r} "
-            f"(trainer.use_v1=true, trainer.v1.trainer_mode={TRAINER_MODE}); got use_v1={config.trainer.use_v1}, "
-            f"trainer_mode={mode!r}, where the dps section would be ignored"
+            f"python -m dps.integrations.verl runs verl's V1 trainer in mode {TRAINER_MODE!r} or "
+            f"{ASYNC_TRAINER_MODE!r} (trainer.use_v1=true, trainer.v1.trainer_mode={TRAINER_MODE}); got "
+            f"use_v1={config.trainer.use_v1}, trainer_mode={mode!r}, where the dps section would be ignored"
         )
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))

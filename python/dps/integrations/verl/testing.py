@@ -10,6 +10,9 @@ groups finish one at a time in a background thread while verl's buffer polls, as
 `cpu_trainer` builds a `DPSTrainer` with the parts a step needs (config, training set, replay
 buffer, policy; stubs for the actor's checkpoint calls); `run_steps` runs the sampling half of
 `PPOTrainer.fit`'s steps (prepare_step, sample, clear), which is what dps changes.
+`cpu_trainer(..., trainer=DPSAsyncTrainer)` and `run_async_steps` do the same for verl's
+``colocate_async`` loop (warm-up batches before the first step; `LateRollout` finishes each
+batch's groups only when the next batch arrives, so every selection is made one batch ahead).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import transfer_queue as tq
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from dps.integrations.verl.trainer import DPSTrainer
+from dps.integrations.verl.trainer import DPSAsyncTrainer, DPSTrainer
 
 PARTITION = "train"
 
@@ -42,8 +45,10 @@ class SeededRollout:
         reward_correct: float = 1.0,
         reward_wrong: float = 0.0,
         delay: float = 0.0,
+        by_step: bool = True,
     ):
         self.success = np.asarray(success, float)
+        self.by_step = by_step  # False: a prompt's outcomes are the same whenever it is rolled out
         self.k, self.seed = k, seed
         self.reward_correct, self.reward_wrong = reward_correct, reward_wrong
         self.delay = delay  # > 0: groups finish one by one in a background thread, this far apart
@@ -75,7 +80,7 @@ class SeededRollout:
         started = time.perf_counter()
         keys, rewards = [], []
         for uid, prompt_id in zip(uids, index, strict=True):
-            rng = np.random.default_rng([self.seed, step, prompt_id])
+            rng = np.random.default_rng([self.seed, step if self.by_step else 0, prompt_id])
             correct = rng.random(self.k) < self.success[prompt_id]
             for session, ok in enumerate(correct):
                 keys.append(f"{uid}_{session}_0")
@@ -89,6 +94,26 @@ class SeededRollout:
         done = [{"is_prompt": True, "status": "finished", "global_steps": step} for _ in uids]
         tq.kv_batch_put(keys=uids, partition_id=PARTITION, tags=done)
         self.seconds += time.perf_counter() - started
+
+
+class LateRollout(SeededRollout):
+    """`SeededRollout` whose groups finish one batch late: a batch's groups are written when the
+    next batch is submitted (`flush` writes the last one)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.held: list[tuple[list[str], list[int], int]] = []
+
+    def generate_sequences(self, batch: TensorDict) -> None:
+        uids, index = list(batch["uid"]), [int(i) for i in batch["index"]]
+        self.batches.append(index)
+        tq.kv_batch_put(keys=uids, partition_id=PARTITION, tags=[{"status": "running"} for _ in uids])
+        self.flush()
+        self.held.append((uids, index, int(batch["global_steps"])))
+
+    def flush(self) -> None:
+        while self.held:
+            self._finish(*self.held.pop(0))
 
 
 class _Stub:
@@ -112,7 +137,7 @@ def dataset(num_prompts: int) -> list[dict[str, Any]]:
     ]
 
 
-def cpu_config(out: str | Path, batch_size: int, dps: dict[str, Any], resume: bool = False) -> Any:
+def cpu_config(out: str | Path, batch_size: int, dps: dict[str, Any], resume: bool = False, mode: str = "dps") -> Any:
     return OmegaConf.create(
         {
             "algorithm": {"filter_groups": None},
@@ -138,7 +163,8 @@ def cpu_config(out: str | Path, batch_size: int, dps: dict[str, Any], resume: bo
                 "resume_from_path": None,
                 "del_local_ckpt_after_load": False,
                 "v1": {
-                    "trainer_mode": "dps",
+                    "trainer_mode": mode,
+                    "colocate_async": {"num_warmup_batches": 1},
                     "sampler": {
                         "custom_sampler": None,
                         "max_off_policy_threshold": None,
@@ -147,16 +173,24 @@ def cpu_config(out: str | Path, batch_size: int, dps: dict[str, Any], resume: bo
                     },
                 },
             },
+            "skip": {"rollout_tq": {"enable": False}},
             "dps": dps,
         }
     )
 
 
-def cpu_trainer(config: Any, rollout: SeededRollout, num_prompts: int, rows: Any = None) -> DPSTrainer:
-    """A `DPSTrainer` with its config, data, replay buffer and policy, and stubs for the rest.
+def cpu_trainer(
+    config: Any,
+    rollout: SeededRollout,
+    num_prompts: int,
+    rows: Any = None,
+    trainer_class: type[DPSTrainer | DPSAsyncTrainer] = DPSTrainer,
+) -> Any:
+    """A dps trainer with its config, data, replay buffer and policy, and stubs for the rest.
     `rows`: the training set (default `dataset(num_prompts)`), e.g. a verl dataset of image prompts."""
-    trainer = DPSTrainer.__new__(DPSTrainer)
+    trainer = trainer_class.__new__(trainer_class)
     trainer.trainer_mode = config.trainer.v1.trainer_mode
+    trainer._restored_tq_prompt_count = 0
     trainer.config = config
     trainer.parameter_sync_step = 1
     trainer.use_critic = False
@@ -194,6 +228,29 @@ def run_steps(trainer: DPSTrainer, steps: int, save_every: int = 0) -> list[dict
         if save_every and trainer.global_steps % save_every == 0:
             trainer._save_checkpoint()
         all_metrics.append(metrics)
+    return all_metrics
+
+
+def run_async_steps(trainer: DPSAsyncTrainer, steps: int, save_every: int = 0) -> list[dict[str, Any]]:
+    """`PPOTrainerColocateAsync.fit`'s sampling half: before the first step (and after a resume)
+    verl's re-issue of the prompts in flight and its warm-up batches, then `steps` times prepare,
+    sample, clear, checkpoint every `save_every` steps."""
+    batch_size = int(trainer.config.data.train_batch_size)
+    trainer.global_steps += 1
+    trainer._reissue_inflight_prompts()
+    trainer._add_async_warmup_batches(trainer.config.trainer.v1.colocate_async.num_warmup_batches)
+    all_metrics = []
+    for _ in range(steps):
+        trainer.prepare_step()
+        batch, metrics = trainer.replay_buffer.sample(
+            global_steps=trainer.global_steps, partition_id=PARTITION, batch_size=batch_size
+        )
+        metrics["trained_uids"] = sorted({key.rsplit("_", 2)[0] for key in batch.keys})
+        tq.kv_clear(keys=batch.keys, partition_id=PARTITION)
+        if save_every and trainer.global_steps % save_every == 0:
+            trainer._save_checkpoint()
+        all_metrics.append(metrics)
+        trainer.global_steps += 1  # as fit() does: one past the last step run
     return all_metrics
 
 
