@@ -263,3 +263,25 @@ def test_paper_presets_follow_the_released_recipe(tmp_path):
     assert summary["steps"] == 2 and all(m["update_optimizer_steps"] == 4 for m in metrics)
     evals = [json.loads(x) for x in (tmp_path / "cd" / "eval.jsonl").read_text().splitlines()]
     assert all("test_accuracy_sampled" in e and "test_accuracy_greedy" not in e for e in evals)
+
+
+def test_a_run_a_step_ahead_selects_before_observing_and_resumes_exactly(tmp_path):
+    """policy.lag = 1: step t + 1 is selected before step t's groups are observed; a run stopped
+    at its step-2 checkpoint (one step in flight) resumes to the uninterrupted run's log."""
+    from dps.policies.base import load_state
+    from dps.train.checkpoint import load_in_flight
+    from dps.train.trainer import train
+
+    d = dict(TINY, policy={"name": "dps", "batch_size": 4, "lag": 1}, rollout=dict(TINY["rollout"], format_bonus=0.1))
+    train(config_from_dict(d), tmp_path / "ref")
+    train(config_from_dict(dict(d, steps=2)), tmp_path / "run")
+    held = load_in_flight(tmp_path / "run" / "ckpt" / "step-0000002")
+    assert len(held) == 1 and held[0].graded  # step 1's groups, rolled out and not observed
+    state = load_state(tmp_path / "run" / "ckpt" / "step-0000002" / "policy.npz", "DPS")
+    assert sorted(state["in_flight"].tolist()) == sorted(held[0].prompt_ids.tolist())  # the policy's own record
+    train(config_from_dict(d), tmp_path / "run")
+    a, b = _frame(tmp_path / "ref" / "rollouts.parquet"), _frame(tmp_path / "run" / "rollouts.parquet")
+    assert a.equals(b), "the resumed run's log differs from the uninterrupted run's"
+    assert set(a["step"].to_list()) == {0, 1, 2, 3}
+    steps = [set(a.filter(a["step"] == s)["prompt_id"].to_list()) for s in range(4)]
+    assert all(not steps[t] & steps[t + 1] for t in range(3))  # a prompt in flight is not selected again

@@ -11,13 +11,19 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dps.policies.base import Policy
+from dps.outcomes import GroupOutcomes
+from dps.policies.base import Policy, load_state, save_state
 from dps.train.records import atomic_write_bytes
+
+#: The groups rolled out and not yet observed (a run with `policy.lag` > 0), oldest step first.
+IN_FLIGHT_FILE = "in_flight.npz"
+_GROUP_FIELDS = ("prompt_ids", "n_rollouts", "n_correct", "reward_mean", "reward_std")
 
 
 class CheckpointError(ValueError):
@@ -33,7 +39,14 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def save_checkpoint(
-    root: Path, next_step: int, model: Any, learner: Any, policy: Policy, counters: dict[str, int], keep: int
+    root: Path,
+    next_step: int,
+    model: Any,
+    learner: Any,
+    policy: Policy,
+    counters: dict[str, int],
+    keep: int,
+    in_flight: Sequence[GroupOutcomes] = (),
 ) -> None:
     import torch
 
@@ -47,6 +60,7 @@ def save_checkpoint(
     torch.save(learner.state_dict(), tmp / "learner.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     policy.save(tmp / "policy.npz")
+    save_state(tmp / IN_FLIGHT_FILE, "GroupOutcomes", _steps_state(in_flight))
     state = {
         "next_step": next_step,
         "counters": counters,
@@ -76,6 +90,30 @@ def load_checkpoint(d: Path, model: Any, learner: Any, policy: Policy, device: A
     version, internal, pgauss = state["python_random"]
     random.setstate((version, tuple(internal), pgauss))
     return int(state["next_step"]), state["counters"]
+
+
+def load_in_flight(d: Path) -> list[GroupOutcomes]:
+    """The groups a checkpoint holds rolled out and not yet observed (none for a lockstep run,
+    or a checkpoint written before runs had a lag)."""
+    if not (d / IN_FLIGHT_FILE).exists():
+        return []
+    state = load_state(d / IN_FLIGHT_FILE, "GroupOutcomes")
+    steps = []
+    for i in range(int(state["steps"])):
+        fields: dict[str, Any] = {name: state.get(f"{i}.{name}") for name in _GROUP_FIELDS}
+        rule = state[f"{i}.rule"]
+        steps.append(GroupOutcomes(**fields, spread_tol=float(rule[0]), success_at=float(rule[1])))
+    return steps
+
+
+def _steps_state(steps: Sequence[GroupOutcomes]) -> dict[str, Any]:
+    state: dict[str, Any] = {"steps": len(steps)}
+    for i, groups in enumerate(steps):
+        for name in _GROUP_FIELDS:
+            if getattr(groups, name) is not None:
+                state[f"{i}.{name}"] = getattr(groups, name)
+        state[f"{i}.rule"] = np.array([groups.spread_tol, groups.success_at], np.float64)
+    return state
 
 
 def _load_tensors(path: Path, device: Any) -> Any:

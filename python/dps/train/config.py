@@ -53,6 +53,9 @@ class TaskConfig:
 class PolicyConfig:
     name: str = "dps"  # dps | uniform | ds | hr | mopps | greso | bots | dps+ds | module:Class
     batch_size: int = 16  # B: groups in each trained batch
+    # Steps between selecting a batch and observing its groups: 0 lockstep; 1 selects step t + 1
+    # before step t's groups are observed (what a trainer generating a step ahead gives the policy)
+    lag: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,7 +68,7 @@ class RolloutConfig:
     top_p: float = 1.0
     max_prompt_tokens: int = 0  # a longer prompt (images' tokens included) stops the run before training; 0: no limit
     gen_batch_size: int = 64  # prompts per generate call (hf engine)
-    format_bonus: float = 0.0  # reward = correct + format_bonus * format_score
+    format_bonus: float = 0.0  # reward = correct + format_bonus * format_score, in [0, 1)
     verify_timeout_s: float = 5.0  # per response; longer counts as wrong (0: no limit, in-process)
 
 
@@ -148,6 +151,16 @@ class TrainConfig:
 
         need(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
         need(self.policy.batch_size >= 1, "policy.batch_size", "must be >= 1")
+        need(
+            self.policy.lag >= 0,
+            "policy.lag",
+            f"must be >= 0 (steps between selecting and observing), got {self.policy.lag}",
+        )
+        need(
+            0 <= self.rollout.format_bonus < 1,
+            "rollout.format_bonus",
+            f"must be in [0, 1) (a wrong answer earns less than a right one), got {self.rollout.format_bonus}",
+        )
         need(self.rollout.k >= 2, "rollout.k", f"GRPO needs at least 2 responses per prompt, got {self.rollout.k}")
         need(self.rollout.engine in ENGINES, "rollout.engine", f"{self.rollout.engine!r} is not one of {ENGINES}")
         need(self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")

@@ -1,7 +1,10 @@
 """The training loop: select -> roll out -> score -> (gate) -> GRPO update -> weight push -> log.
 
-One step is `dps.policies.base.run_step` (the same loop replay uses); the trainer supplies its
-rollout function. Files written under the run folder ``out``:
+One step is `dps.policies.base.run_step` (the same loop replay uses; with ``policy.lag`` L > 0,
+`LaggedSteps`: the policy selects step t having observed the groups of steps up to t - 1 - L, as
+in a trainer that generates L steps ahead); the trainer supplies its rollout function, which
+returns each group's rewards (correct + format_bonus x format score) with its counts: the policy
+observes the rewards (`observed_groups`). Files written under the run folder ``out``:
 
 * ``rollouts.parquet``: every rolled-out group, DS-rejected ones included, in the replay log
   schema (int64 step, prompt_id, n_rollouts, n_correct; float64 reward_mean; list rewards), so
@@ -33,16 +36,31 @@ from typing import Any
 
 import numpy as np
 
-from dps.policies.base import Policy, policy_size, run_step
+from dps.outcomes import GroupOutcomes
+from dps.policies.base import LaggedSteps, Policy, policy_size
 from dps.policies.builtin import DPS
 from dps.policies.registry import capped_rounds, make_policy
 from dps.tasks import Example, Task, make_task
-from dps.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dps.train.checkpoint import latest_checkpoint, load_checkpoint, load_in_flight, save_checkpoint
 from dps.train.config import TrainConfig
 from dps.train.presets import task_decay
 from dps.train.records import Group, RunRecords, atomic_write_bytes, replay_scenario
 
 RESUME_IGNORED = ("steps", "out", "log")  # may change between a run and its resumption
+
+
+def observed_groups(ids: np.ndarray, groups: list[Group], format_bonus: float) -> GroupOutcomes:
+    """What the policy observes of rolled-out groups: each response's reward over the largest one
+    (1 + format_bonus), so in [0, 1]; a group of equal rewards is solved when that reward is a
+    correct answer's (`format_bonus` < 1 keeps a wrong one below), and a group whose rewards
+    differ is effective (docs/method.md#graded-rewards). The counts of correct responses go beside."""
+    scale = 1.0 + format_bonus
+    return GroupOutcomes.from_rewards(
+        ids,
+        np.array([g.rewards for g in groups], dtype=np.float64) / scale,
+        n_correct=np.array([int(g.correct.sum()) for g in groups], dtype=np.int64),
+        success_at=1.0 / scale,
+    )
 
 
 def _seed(*parts: int) -> int:
@@ -410,19 +428,16 @@ class Trainer:
         timer: dict[str, Any] = {"generate": 0.0, "calls": 0}
         self._gen_tokens, timeouts_before = 0, self.verifier.timeouts
 
-        def rollout_fn(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def rollout_fn(ids: np.ndarray) -> GroupOutcomes:
             t = time.perf_counter()
             new = self._rollout_groups(ids, _seed(cfg.seed, step, timer["calls"]))
             timer["calls"] += 1
             timer["generate"] += time.perf_counter() - t
             groups.extend(new)
-            return (
-                np.array([int(g.correct.sum()) for g in new], dtype=np.int64),
-                np.array([len(g.correct) for g in new], dtype=np.int64),
-            )
+            return observed_groups(ids, new, cfg.rollout.format_bonus)
 
         t0 = time.perf_counter()
-        res = run_step(self.policy, cfg.policy.batch_size, rollout_fn)
+        res = self.steps.step(cfg.policy.batch_size, rollout_fn)
         t1 = time.perf_counter()
         trained = [groups[i] for i in res.trained]
         update = self.learner.update(self._sequences(trained), seed=_seed(cfg.seed, step, 31337))
@@ -527,8 +542,10 @@ class Trainer:
         self._warmup_info = self._warmup(self.model, self.device) if latest is None else {}
         self.learner = GRPOLearner(self.model, cfg.grpo, self.pad_id, self.device, temperature=cfg.rollout.temperature)
         start = 0
+        self.steps = LaggedSteps(self.policy, cfg.policy.lag)
         if latest is not None:
             start, self.counters = load_checkpoint(latest, self.model, self.learner, self.policy, self.device)
+            self.steps.due.extend(load_in_flight(latest))
         self.engine = self._make_engine(self.model, self.device)
         if latest is not None and cfg.rollout.engine == "vllm":
             self.engine.sync_weights(self.model)
@@ -562,7 +579,14 @@ class Trainer:
         records.write()
         if done % cfg.log.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(
-                self.out / "ckpt", done, self.model, self.learner, self.policy, self.counters, cfg.log.keep_checkpoints
+                self.out / "ckpt",
+                done,
+                self.model,
+                self.learner,
+                self.policy,
+                self.counters,
+                cfg.log.keep_checkpoints,
+                in_flight=list(self.steps.due),
             )
 
     def _progress_bar(self, start: int) -> Any:
