@@ -223,11 +223,36 @@ def test_ratedps_by_name_trains_like_any_builtin(tmp_path) -> None:
     assert "dps/switch_rate" in history[0]
 
 
+def test_observing_rewards_judges_groups_by_their_spread_as_trl_does(tmp_path) -> None:
+    """observe="reward": the policy sees each response's weighted total reward; the DS gate keeps
+    the groups whose rewards differ, which are the groups TRL itself counts as not zero-std."""
+    gate = DynamicSampling(DPS(N, decay=0.5, seed=0))
+    trainer = trl_tiny.trainer(str(tmp_path / "graded"), gate, max_steps=4, save_steps=100, observe="reward")
+    trainer.train()
+    log = read_log(tmp_path / "graded" / "rollouts.parquet")
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    for generation, first in ((0, history[0]), (1, history[2])):
+        rewards = log.filter(log["step"] == generation)["rewards"].to_list()
+        differ = sum(len(set(np.round(r, 6))) > 1 for r in rewards)
+        assert first["dps/admitted"] == differ
+        assert first["frac_reward_zero_std"] == pytest.approx((B - differ) / B)  # TRL's own count
+    # a group of one wrong answer with the format bonus and three without: effective by spread,
+    # though no response is correct
+    groups = trainer._observed(np.arange(2), np.array([0, 4]), [[0.1, 0.0, 0.0, 0.0], [1.1, 1.1, 1.1, 1.1]])
+    assert groups.graded and groups.effective.tolist() == [True, False] and groups.states.tolist() == [1, 2]
+
+
 def test_bad_setups_fail_before_training(tmp_path) -> None:
     with pytest.raises(ValueError, match="num_prompts=10"):
         trl_tiny.trainer(str(tmp_path / "a"), DPS(10), max_steps=1)
     with pytest.raises(ValueError, match="correct_reward='exact'"):
         trl_tiny.trainer(str(tmp_path / "b"), DPS(N), max_steps=1, correct_reward="exact")
+    with pytest.raises(ValueError, match="normalize_then_sum"):
+        trl_tiny.trainer(
+            str(tmp_path / "c"), DPS(N), max_steps=1, observe="reward", multi_objective_aggregation="normalize_then_sum"
+        )
+    with pytest.raises(ValueError, match="observe must be one of"):
+        trl_tiny.trainer(str(tmp_path / "d"), DPS(N), max_steps=1, observe="spread")
 
 
 def test_two_processes_train_on_one_selection_and_the_policy_sees_each_group_once(tmp_path) -> None:

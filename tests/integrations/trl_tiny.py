@@ -102,6 +102,7 @@ def trainer(
 
     setting = SETTINGS[flavour]()
     correct_reward = overrides.pop("correct_reward", None)
+    observe = overrides.pop("observe", "correct")
     return DPSGRPOTrainer(
         model=setting["model"],
         reward_funcs=reward_funcs or setting["rewards"],
@@ -111,4 +112,5 @@ def trainer(
         policy=policy,
         callbacks=callbacks,
         correct_reward=correct_reward,
+        observe=observe,
     )

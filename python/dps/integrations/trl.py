@@ -17,6 +17,14 @@ How it meets TRL's loop (trl/trainer/grpo_trainer.py, 1.16):
   without one, the weighted total reward) is ``>= correct_threshold``; a NaN (None) reward is
   not correct. With a 0/1 accuracy reward plus a small format bonus, the total of a wrong answer
   stays below 0.5, so the bonus never turns a wrong group into a partial one.
+* What the policy observes (``observe``): ``"correct"`` (default), each group's count of correct
+  responses as above; or ``"reward"``, each response's weighted total reward, the number TRL's
+  ``sum_then_normalize`` advantages are computed from (``nansum`` of reward x ``reward_weights``;
+  a response no function scored counts 0, as in the log): a group is effective when its rewards
+  differ (`GroupOutcomes.from_rewards`, population spread above `SPREAD_TOL`; TRL logs the same
+  groups in ``frac_reward_zero_std``), otherwise solved at ``correct_threshold``. With
+  ``multi_objective_aggregation="normalize_then_sum"`` the advantages come from each function's
+  own spread, not the total's, so ``observe="reward"`` is refused there.
 * A gate (``admit``, e.g. ``DynamicSampling``): TRL's batches have a fixed shape, so a rejected
   group cannot be replaced by a new rollout inside a step. The gate runs one round; rejected
   groups stay in the batch with advantage 0 (no policy-gradient signal; their tokens still count
@@ -48,7 +56,7 @@ from accelerate.utils import broadcast_object_list
 from trl import GRPOTrainer
 
 from dps.logs import RolloutLogWriter
-from dps.outcomes import effective_ratio, partially_solved
+from dps.outcomes import GroupOutcomes, effective_ratio
 from dps.policies.base import Policy, abandon_step, checked_selection, policy_size
 from dps.tasks.base import Task
 
@@ -56,12 +64,16 @@ POLICY_FILE = "dps_policy.npz"
 STATE_FILE = "dps_state.json"
 LOG_FILE = "rollouts.parquet"
 CHECKPOINT_PREFIX = "checkpoint"
+#: What the policy observes of a group: its count of correct responses, or their total rewards.
+OBSERVE = ("correct", "reward")
 
 
 class DPSGRPOTrainer(GRPOTrainer):
     """`GRPOTrainer(...)` plus ``policy=`` (a `dps.Policy` over the rows of ``train_dataset``:
     prompt id = row index). Options: ``correct_reward`` (name of the reward function that says
-    right or wrong; default: the weighted total reward), ``correct_threshold`` (0.5)."""
+    right or wrong; default: the weighted total reward), ``correct_threshold`` (0.5),
+    ``observe`` (``"correct"``: counts of correct responses; ``"reward"``: each response's
+    weighted total reward, effective by spread; see the module docstring)."""
 
     # What TRL sets up by the time our code runs (its stubs type them more loosely).
     args: Any  # a GRPOConfig
@@ -75,12 +87,22 @@ class DPSGRPOTrainer(GRPOTrainer):
         policy: Policy,
         correct_reward: str | None = None,
         correct_threshold: float = 0.5,
+        observe: str = "correct",
         **kwargs: Any,
     ) -> None:
+        if observe not in OBSERVE:
+            raise ValueError(f"observe must be one of {list(OBSERVE)}, got {observe!r}")
         super().__init__(*args, **kwargs)
         self.policy = policy
+        self.observe = observe
         self.correct_threshold = float(correct_threshold)
         self._correct_index = self._check_setup(correct_reward)
+        if observe == "reward" and self.args.multi_objective_aggregation == "normalize_then_sum":
+            raise ValueError(
+                'observe="reward" judges a group by the spread of its total reward, and with '
+                "multi_objective_aggregation=\"normalize_then_sum\" TRL's advantages come from each function's "
+                'own spread: use observe="correct", or sum_then_normalize'
+            )
         self.prompts_per_generation = self.args.generation_batch_size // self.num_generations
         self.dps_generation = 0
         self.dps_log = RolloutLogWriter(Path(self.args.output_dir) / LOG_FILE)
@@ -134,7 +156,7 @@ class DPSGRPOTrainer(GRPOTrainer):
                 abandon_step(self.policy, error)
             raise
         n_correct, rewards = self._group_outcomes(len(ids))
-        keep, metrics = self._admit_and_observe(ids, n_correct, rewards)
+        keep, metrics = self._admit_and_observe(self._observed(ids, n_correct, rewards), rewards)
         self._zero_rejected(output, keep, len(inputs))
         for name, value in metrics.items():
             self._metrics["train"][f"dps/{name}"].append(value)
@@ -193,16 +215,23 @@ class DPSGRPOTrainer(GRPOTrainer):
         per_group = torch.nan_to_num(total, nan=0.0).view(n_prompts, k).tolist()
         return n_correct, per_group
 
+    def _observed(self, ids: np.ndarray, n_correct: np.ndarray, rewards: list[list[float]]) -> GroupOutcomes:
+        """The groups as the policy observes them (``observe``), counts kept beside rewards."""
+        if self.observe == "correct":
+            return GroupOutcomes.counts(ids, n_correct, np.full(len(ids), self.num_generations, np.int64))
+        return GroupOutcomes.from_rewards(
+            ids, np.array(rewards), n_correct=n_correct, success_at=self.correct_threshold
+        )
+
     def _admit_and_observe(
-        self, ids: np.ndarray, n_correct: np.ndarray, rewards: list[list[float]]
+        self, groups: GroupOutcomes, rewards: list[list[float]]
     ) -> tuple[np.ndarray, dict[str, float]]:
         payload: list[Any] = [None]
         if self.accelerator.is_main_process:
-            k = self.num_generations
-            n_rollouts = np.full(len(ids), k, np.int64)
+            ids, n_correct, n_rollouts = groups.prompt_ids, groups.n_correct, groups.n_rollouts
             t0, c0 = time.perf_counter(), time.process_time()
-            keep = np.asarray(self.policy.admit(ids, n_correct, n_rollouts), dtype=bool)
-            self.policy.observe(ids, n_correct, n_rollouts)
+            keep = np.asarray(self.policy.admit_groups(groups), dtype=bool)
+            self.policy.observe_groups(groups)
             policy_metrics = self.policy.metrics()
             spent = time.perf_counter() - t0
             self.dps_timing["policy_s"] += spent
@@ -211,7 +240,7 @@ class DPSGRPOTrainer(GRPOTrainer):
             t1 = time.perf_counter()
             self.dps_log.add(self.dps_generation, ids, n_correct, n_rollouts, rewards)
             self.dps_timing["log_s"] += time.perf_counter() - t1
-            partial = partially_solved(n_correct, n_rollouts)
+            partial = groups.effective
             metrics = {name: float(value) for name, value in policy_metrics.items()}
             metrics.update(
                 {
