@@ -10,7 +10,7 @@ RUST_SRC := Cargo.toml $(shell find rust -name '*.rs')
 DEPS_STAMP := $(VENV)/.deps
 BUILD_STAMP := $(VENV)/.built
 
-.PHONY: install build test test-rust test-python test-verl verl-demo verl-demo-vlm demo bench lint format docs docs-serve clean
+.PHONY: install build test test-rust test-python test-verl verl-demo verl-demo-vlm verl-demo-async demo bench lint format docs docs-serve clean
 
 install: $(BUILD_STAMP)
 
@@ -64,6 +64,12 @@ verl-demo: $(BUILD_STAMP) $(VERL_STAMP)
 verl-demo-vlm: OUT = runs/verl-demo-vlm
 verl-demo-vlm: $(BUILD_STAMP) $(VERL_STAMP)
 	OMP_NUM_THREADS=1 $(VERL_PY) -m dps.integrations.verl.demo --task figures --out "$(OUT)" --steps 4 --resume-check --dps $(VENV)/bin/dps
+
+# The same with verl's asynchronous colocate_async (trainer mode dps_async): 3 steps, generation a
+# batch ahead, the policy selecting while groups are in flight. OUT: a new folder.
+verl-demo-async: OUT = runs/verl-demo-async
+verl-demo-async: $(BUILD_STAMP) $(VERL_STAMP)
+	OMP_NUM_THREADS=1 $(VERL_PY) -m dps.integrations.verl.demo --out "$(OUT)" --steps 3 --mode async --dps $(VENV)/bin/dps
 
 demo: $(BUILD_STAMP)
 	$(VENV)/bin/dps replay replay/math.toml --out runs/demo-math
