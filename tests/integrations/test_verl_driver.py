@@ -165,3 +165,14 @@ def test_a_flight_driver_observes_rewards_and_resumes_with_its_flights(tmp_path)
         resumed.load(tmp_path / "global_step_1", global_step=1)
     with pytest.raises(ValueError, match="dps.observe must be one of"):
         FlightDriver(4, observe="spread")
+
+
+def test_a_step_driver_observing_rewards_gates_by_their_spread():
+    driver = StepDriver(2, observe="reward")
+    driver.attach(DynamicSampling(num_prompts=20, max_rounds=2), 20)
+    driver.select(2, ["a", "b"])
+    bonus = FinishedGroup("a", [0.1, 0.0, 0.0, 0.0], [False] * 4)  # no answer right, a format bonus's spread
+    equal = FinishedGroup("b", [0.1] * 4, [False] * 4)
+    assert driver.finish([bonus, equal], kept=0, in_flight=0) == {"b"}
+    metrics = driver.end_step(1)
+    assert metrics["dps/partial_share_rolled_out"] == 0.5
