@@ -285,3 +285,14 @@ def test_a_run_a_step_ahead_selects_before_observing_and_resumes_exactly(tmp_pat
     assert set(a["step"].to_list()) == {0, 1, 2, 3}
     steps = [set(a.filter(a["step"] == s)["prompt_id"].to_list()) for s in range(4)]
     assert all(not steps[t] & steps[t + 1] for t in range(3))  # a prompt in flight is not selected again
+
+
+def test_a_lag_for_a_policy_of_counts_alone_is_refused_before_any_model_work(tmp_path):
+    from dps.train.trainer import Trainer
+
+    d = dict(TINY, policy={"name": "uniform", "batch_size": 4, "lag": 1})
+    trainer = Trainer(config_from_dict(d), tmp_path / "r", policy=_user_policy_class()(num_prompts=24))
+    with pytest.raises(ValueError, match="policy.lag: lag = 1 needs a policy that takes selections in flight"):
+        trainer.prepare()
+    with pytest.raises(ValueError, match="policy.lag: must be >= 0"):
+        config_from_dict(dict(TINY, policy={"name": "uniform", "batch_size": 4, "lag": -1}))

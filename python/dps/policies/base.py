@@ -433,6 +433,28 @@ class LaggedSteps:
         return result
 
 
+def takes_in_flight(policy: Policy) -> bool:
+    """Whether a policy (and the selector a gate wraps) takes groups in flight: it overrides
+    `observe_groups`, whose default refuses them."""
+    if type(policy).observe_groups is Policy.observe_groups:
+        return False
+    inner = getattr(policy, "selector", None)
+    return takes_in_flight(inner) if isinstance(inner, Policy) else True
+
+
+def check_lag(policy: Policy, lag: int) -> None:
+    """Refuse a lag below 0, or above 0 for a policy that cannot have selections in flight."""
+    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)):
+        raise TypeError(f"lag must be an int, got {type(lag).__name__}")
+    if lag < 0:
+        raise ValueError(f"lag must be >= 0 (steps between a selection and its observation), got {lag}")
+    if lag and not takes_in_flight(policy):
+        raise ValueError(
+            f"lag = {lag} needs a policy that takes selections in flight; {type(policy).__name__} does not "
+            "(override observe_groups(groups, in_flight=True): docs/policies.md#in-flight)"
+        )
+
+
 def next_request(
     policy: Policy, batch_size: int, history: list[tuple[int, int]], handed_out: int, in_flight: int = 0
 ) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dps.outcomes import GroupOutcomes, effective_ratio
-from dps.policies.base import LaggedSteps, Policy, policy_size
+from dps.policies.base import LaggedSteps, Policy, check_lag, policy_size
 from dps.policies.builtin import prediction_scores
 from dps.replay.worlds import World
 
@@ -331,30 +331,8 @@ def recorded_groups(rec: list[tuple[int, GroupOutcomes]], world: World) -> dict[
     return out
 
 
-def takes_in_flight(policy: Policy) -> bool:
-    """Whether a policy (and the selector a gate wraps) takes groups in flight: it overrides
-    `observe_groups`, whose default refuses them."""
-    if type(policy).observe_groups is Policy.observe_groups:
-        return False
-    inner = getattr(policy, "selector", None)
-    return takes_in_flight(inner) if isinstance(inner, Policy) else True
-
-
 def lag_words(lag: int) -> str:
     """How the report names the lag between a selection and the observation of its groups."""
     if lag == 0:
         return "lockstep (lag 0: each step selected having observed every earlier step)"
     return f"lag {lag} (each step t selected having observed the groups of steps up to t - {1 + lag})"
-
-
-def check_lag(policy: Policy, lag: int) -> None:
-    """Refuse a lag below 0, or above 0 for a policy that cannot have selections in flight."""
-    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)):
-        raise TypeError(f"lag must be an int, got {type(lag).__name__}")
-    if lag < 0:
-        raise ValueError(f"lag must be >= 0 (steps between a selection and its observation), got {lag}")
-    if lag and not takes_in_flight(policy):
-        raise ValueError(
-            f"lag = {lag} needs a policy that takes selections in flight; {type(policy).__name__} does not "
-            "(override observe_groups(groups, in_flight=True): docs/policies.md#in-flight)"
-        )

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.policies.base import check_lag
 from dps.replay.calibration import Calibration, world_calibration
 from dps.replay.closedloop import ClosedLoopWorld, TrainingEffect
 from dps.replay.intervals import PolicyIntervals, policy_intervals, with_intervals
 from dps.replay.logworld import LogWorld
-from dps.replay.runner import check_lag, replay
+from dps.replay.runner import replay
 from dps.replay.scenario import PolicySpec, Scenario, build_policy
 from dps.replay.worldconfig import ClosedLoopWorldConfig, LogWorldConfig, SyntheticWorldConfig
 from dps.replay.worlds import World

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dps.outcomes import GroupOutcomes
-from dps.policies.base import LaggedSteps, Policy, policy_size
+from dps.policies.base import LaggedSteps, Policy, check_lag, policy_size
 from dps.policies.builtin import DPS
 from dps.policies.registry import capped_rounds, make_policy
 from dps.tasks import Example, Task, make_task
@@ -105,6 +105,10 @@ class Trainer:
         )
         if policy_size(self.policy) != n:
             raise ValueError(f"policy has num_prompts={self.policy.num_prompts}, the task has {n} train prompts")
+        try:
+            check_lag(self.policy, cfg.policy.lag)
+        except ValueError as e:
+            raise ValueError(f"config: policy.lag: {e}") from None
         if cfg.model.path:
             from dps.train.model import check_model_path
 
