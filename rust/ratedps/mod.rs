@@ -50,6 +50,15 @@ const CHUNK: usize = 1 << 15;
 const BAR_SAMPLE: usize = 4096;
 /// The bar aims at this many times the prompts wanted (missing them costs a second pass).
 const BAR_MARGIN: f64 = 4.0;
+/// The smallest D(key_ref) the selection keys are read against; below it they are rebased.
+const KEY_SCALE_MIN: f64 = 1.0 / (1u64 << 60) as f64;
+/// How far (absolute) a prompt's computed f64 score can sit from D(key_ref) x its key: the
+/// rounding of the score and of the D history over up to ~10^6 steps.
+const SCORE_SLACK: f64 = 1e-9;
+/// How far (relative) a stored f32 key can sit from its exact value (f32 rounding is 6e-8).
+const KEY_SLACK: f64 = 1e-6;
+/// Keys counted at a time in the selection's branch-free pass.
+const KEY_BLOCK: usize = 64;
 
 crate::record! {
     /// RateDPS's options (docs/method.md#rate-dps-parameters).
@@ -193,6 +202,72 @@ struct Families {
     count: usize,
 }
 
+/// A key range of the prompts surely at the selection's bar (`at_lo..=at_hi`) and the key below
+/// which a prompt is surely under it.
+struct KeyBounds {
+    floor: f32,
+    at_lo: f32,
+    at_hi: f32,
+}
+
+impl KeyBounds {
+    fn sure_at(&self, k: f32) -> bool {
+        k >= self.at_lo && k <= self.at_hi
+    }
+
+    /// The ids the keys leave unsure, and how many are surely at the bar.
+    fn split(&self, keyed: impl Iterator<Item = (u32, f32)>) -> (Vec<u32>, usize) {
+        let (mut unsure, mut at) = (Vec::new(), 0usize);
+        for (id, k) in keyed {
+            if self.sure_at(k) {
+                at += 1;
+            } else if k >= self.floor {
+                unsure.push(id);
+            }
+        }
+        (unsure, at)
+    }
+
+    /// `split` of the ids `start..` with these keys: blocks the keys settle whole (all surely at
+    /// the bar or under it, the common case) are counted in a branch-free pass.
+    fn split_run(&self, start: u32, keys: &[f32]) -> (Vec<u32>, usize) {
+        let (mut unsure, mut at) = (Vec::new(), 0usize);
+        for (b, block) in keys.chunks(KEY_BLOCK).enumerate() {
+            let sure_at = block.iter().filter(|&&k| self.sure_at(k)).count();
+            let under = block.iter().filter(|&&k| k < self.floor).count();
+            if sure_at + under == block.len() {
+                at += sure_at;
+                continue;
+            }
+            let first = start + (b * KEY_BLOCK) as u32;
+            let (u, a) = self.split((first..).zip(block.iter().copied()));
+            unsure.extend(u);
+            at += a;
+        }
+        (unsure, at)
+    }
+}
+
+/// The nearest f32 at or below `x`.
+fn f32_at_most(x: f64) -> f32 {
+    let y = x as f32;
+    if y as f64 > x {
+        y.next_down()
+    } else {
+        y
+    }
+}
+
+/// The nearest f32 at or above `x`.
+fn f32_at_least(x: f64) -> f32 {
+    let y = x as f32;
+    if (y as f64) < x {
+        y.next_up()
+    } else {
+        y
+    }
+}
+
 /// A candidate of the score slots: better is a higher score, then a smaller key. Scores are
 /// ranked rounded to f32, so that rounding noise never splits two scores equal in exact
 /// arithmetic (mirror-image histories on the symmetric grid give such ties): those go to the
@@ -240,6 +315,12 @@ pub struct RateDps {
     seen: Vec<u32>,
     /// b_i = f_k . p_i - f_k . M_t0 of each observed prompt: its score is f_k . M_t + D(t0) b_i.
     offset: Vec<f64>,
+    /// b_i D(t0_i) / D(key_ref) of each observed prompt (-inf for the others): a prompt's score
+    /// is f_k . M_t + D(key_ref) key_i up to rounding, and the key is constant between its looks,
+    /// so a pass over these 4 bytes a prompt finds the few that can reach the selection's bar.
+    key: Vec<f32>,
+    /// The step whose D the keys are relative to. Derived, never saved.
+    key_ref: usize,
     /// f_k: P(partially solved) of a group of k at each rate.
     partial: Vec<f64>,
     group_size: u64,
@@ -291,6 +372,8 @@ impl RateDps {
             last: vec![NEVER; num_prompts],
             seen: Vec::new(),
             offset: vec![0.0; num_prompts],
+            key: vec![f32::NEG_INFINITY; num_prompts],
+            key_ref: 0,
             partial: grid.partial_chances(group_size as u32),
             group_size,
             step: 0,
@@ -435,6 +518,7 @@ impl RateDps {
             + self.shadows.iter().map(f64s).sum::<usize>()
             + self.offset.capacity();
         let words = self.last.capacity()
+            + self.key.capacity()
             + self.seen.capacity()
             + self.sample.capacity()
             + 2 * self.queue.capacity();
@@ -551,7 +635,7 @@ impl RateDps {
         tie: &Order,
         score: &(impl Fn(u32) -> f32 + Sync),
     ) -> Option<Vec<Candidate>> {
-        let passes: Vec<(Vec<(u32, f32)>, usize)> = self.par_seen(|ids| {
+        let classify = |ids: &[u32]| {
             let (mut above, mut at) = (Vec::new(), 0usize);
             for &id in ids {
                 let s = score(id);
@@ -562,7 +646,15 @@ impl RateDps {
                 }
             }
             vec![(above, at)]
-        });
+        };
+        let passes: Vec<(Vec<(u32, f32)>, usize)> = match self.key_bounds(bar) {
+            Some(bounds) => self.par_keys(&bounds, |unsure, sure_at| {
+                let mut out = classify(unsure);
+                out[0].1 += sure_at;
+                out
+            }),
+            None => self.par_seen(classify),
+        };
         let at_bar = |id: u32| self.last[id as usize] != NEVER && score(id) == bar;
         let pending_at = self.in_flight_ids().filter(|&id| at_bar(id)).count();
         let tied = passes.iter().map(|p| p.1).sum::<usize>() - pending_at;
@@ -596,6 +688,59 @@ impl RateDps {
             .iter()
             .chain(self.pending.earlier())
             .copied()
+    }
+
+    /// What an observed prompt's key says of its f32 score against `bar` (None: the keys cannot
+    /// be read now). Conservative: each bound sits inside (or below) the f32 rounding interval of
+    /// `bar` by more than the rounding of the score, of the key and of the D history can move a
+    /// prompt, so every prompt the keys leave unsure is scored exactly.
+    fn key_bounds(&self, bar: f32) -> Option<KeyBounds> {
+        let scale = *self.main.unswitched.get(self.key_ref)?;
+        if !(scale >= KEY_SCALE_MIN) {
+            return None;
+        }
+        let base = self.score_base();
+        let to_key = |score: f64| (score - base) / scale;
+        let lowest = (bar as f64 + bar.next_down() as f64) / 2.0;
+        let highest = (bar as f64 + bar.next_up() as f64) / 2.0;
+        let (floor, at_lo, at_hi) = (
+            to_key(lowest - SCORE_SLACK),
+            to_key(lowest + SCORE_SLACK),
+            to_key(highest - SCORE_SLACK),
+        );
+        let bounds = KeyBounds {
+            floor: f32_at_most(floor - KEY_SLACK * floor.abs()),
+            at_lo: f32_at_least(at_lo + KEY_SLACK * at_lo.abs()),
+            at_hi: f32_at_most(at_hi - KEY_SLACK * at_hi.abs()),
+        };
+        [bounds.floor, bounds.at_lo, bounds.at_hi]
+            .iter()
+            .all(|b| b.is_finite())
+            .then_some(bounds)
+    }
+
+    /// `f(unsure ids, how many are surely at the bar)` over the observed prompts in parallel
+    /// chunks, skipping those surely below it: a pass over every prompt's 4-byte key (a
+    /// never-observed one is -inf) unless few are observed.
+    fn par_keys<T: Send>(
+        &self,
+        bounds: &KeyBounds,
+        f: impl Fn(&[u32], usize) -> Vec<T> + Sync,
+    ) -> Vec<T> {
+        if 4 * self.seen.len() < self.num_prompts() {
+            return self.par_seen(|ids| {
+                let (unsure, at) = bounds.split(ids.iter().map(|&id| (id, self.key[id as usize])));
+                f(&unsure, at)
+            });
+        }
+        self.key
+            .par_chunks(CHUNK)
+            .enumerate()
+            .flat_map_iter(|(c, keys)| {
+                let (unsure, at) = bounds.split_run((c * CHUNK) as u32, keys);
+                f(&unsure, at)
+            })
+            .collect()
     }
 
     /// `f` over the observed prompts, in parallel chunks when there are many; results joined.
@@ -681,7 +826,7 @@ impl RateDps {
         (looks, evidence.subset(&rows, self.grid.len()))
     }
 
-    /// b_i of the given observed prompts.
+    /// b_i and the key of the given observed prompts.
     fn refresh_offsets(&mut self, ids: &[u32]) {
         let g = self.grid.len();
         for &id in ids {
@@ -691,6 +836,33 @@ impl RateDps {
             let then = &self.main.mixture[t0 * g..(t0 + 1) * g];
             self.offset[i] = dot(&self.partial, p) - dot(&self.partial, then);
         }
+        self.refresh_keys(ids);
+    }
+
+    fn refresh_keys(&mut self, ids: &[u32]) {
+        let d = &self.main.unswitched;
+        let Some(&scale) = d.get(self.key_ref) else {
+            return;
+        };
+        for &id in ids {
+            let i = id as usize;
+            self.key[i] = (self.offset[i] * d[self.last[i] as usize] / scale) as f32;
+        }
+    }
+
+    /// Keys relative to the latest step once D(key_ref) is too small to read them against (every
+    /// ~190 steps at a switch rate of 0.2): O(N), rare.
+    fn rebase_keys(&mut self) {
+        let d = &self.main.unswitched;
+        let readable = |t: usize| d.get(t).is_some_and(|&s| s >= KEY_SCALE_MIN);
+        let latest = d.len().saturating_sub(1);
+        if readable(self.key_ref) || !readable(latest) {
+            return; // still readable, or no step is (a switch rate of 1: exact scores only)
+        }
+        self.key_ref = latest;
+        let seen = std::mem::take(&mut self.seen);
+        self.refresh_keys(&seen);
+        self.seen = seen;
     }
 
     /// The score's k after a step: the fixed one, or the most common group size (ties to the larger).
@@ -915,6 +1087,7 @@ impl Selector for RateDps {
         } else {
             self.refresh_offsets(&ids);
         }
+        self.rebase_keys();
         self.enqueue(&ids);
         self.step += 1;
     }
@@ -1001,6 +1174,7 @@ impl Selector for RateDps {
         r.group_size = k;
         r.partial = r.grid.partial_chances(k as u32);
         r.step = state.step;
+        r.key_ref = steps.saturating_sub(1);
         let seen = std::mem::take(&mut r.seen);
         r.refresh_offsets(&seen);
         r.seen = seen;

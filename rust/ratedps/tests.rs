@@ -285,6 +285,31 @@ fn the_sampled_bar_selects_what_sorting_every_prompt_selects() {
     }
 }
 
+/// Hundreds of steps after every prompt was observed (most scores tied at the population's, keys
+/// rebased every ~190 steps at a switch rate of 0.2): the keyed pass selects what sorting every
+/// prompt selects.
+#[test]
+fn the_keyed_pass_selects_what_sorting_every_prompt_selects_over_many_steps() {
+    let n = 20_000;
+    let mut p = RateDps::new(n, fixed(0.2)).unwrap();
+    let mut rng = Rng::new(5);
+    let all: Vec<i64> = (0..n as i64).collect();
+    let c: Vec<i64> = all.iter().map(|_| rng.below(9) as i64).collect();
+    p.observe(&obs(n, &all, &c, &eights(n))).unwrap();
+    for step in 1..420 {
+        let mut ids = p.select(128).unwrap();
+        if step % 7 == 0 {
+            let want = naive_select(&p, 64);
+            let more = p.select(64).unwrap();
+            assert_eq!(more, want, "step {step}");
+            ids.extend(more);
+        }
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+        p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+    }
+}
+
 #[test]
 fn revisits_take_the_prompts_observed_least_recently() {
     let n = 64;
