@@ -141,12 +141,7 @@ def _ratio_on_one_plot(curves: dict[str, RatioCurve], styles: Styles, title: str
     ax.set_ylabel("effective ratio (partially solved share of batch)")
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_with_legend_beside(fig, ax, path)
 
 
 def _ratio_panels(curves: dict[str, RatioCurve], title: str, path: Path) -> Path:
@@ -178,9 +173,7 @@ def _ratio_panels(curves: dict[str, RatioCurve], title: str, path: Path) -> Path
         lowest.set_xlabel("step", fontsize=8)
     fig.suptitle(title + "; grey: the other policies", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_rollouts(steps: pl.DataFrame, styles: Styles, path: Path) -> Path:
@@ -208,12 +201,7 @@ def plot_rollouts(steps: pl.DataFrame, styles: Styles, path: Path) -> Path:
     ax.set_xlabel("cumulative rollouts (millions)")
     ax.set_ylabel("cumulative effective prompts (thousands)")
     ax.set_title("Effective prompts bought per rollout (mean over seeds; steeper is better)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_with_legend_beside(fig, ax, path)
 
 
 #: The confusion plot's policies at most (its rows: every predictive policy of a leaderboard), and its
@@ -263,9 +251,7 @@ def plot_confusion(steps: pl.DataFrame, policies: list[str], path: Path) -> Path
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the top row
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _confusion_panel(ax: Any, counts: np.ndarray) -> None:
@@ -312,9 +298,20 @@ def plot_reliability(table: pl.DataFrame, path: Path) -> Path:
     ax.set_xlabel("predicted P(partially solved)")
     ax.set_ylabel("observed share partially solved")
     ax.set_title("Reliability of each policy's predictions (selected groups, all seeds)", fontsize=10)
+    return _save_with_legend_beside(fig, ax, path)
+
+
+def _save_with_legend_beside(fig: Any, ax: Any, path: Path) -> Path:
+    """A one-axes plot's grid and legend (right of the axes), laid out and saved."""
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
