@@ -19,6 +19,8 @@ alternate the two policies, in two regimes: from a fresh start (most prompts nev
 above) and after a warm start that observed every prompt once (RateDPS then scans every prompt's
 score; DPS is timed from step 100 on, once its prompts have settled):
     .venv/bin/python benchmarks/bench_dps.py --rate-dps --sizes 1000000 --batches 256 1000
+`--rate-dps-selection sample` times RateDPS with selection="sample" (the slots after the revisits
+drawn in proportion to the score) instead of the best scores.
 """
 
 from __future__ import annotations
@@ -165,10 +167,14 @@ def policy_step_time(make, n, batch, warm, steps=100):
     return time_steps(policy.observe, policy.select, batch, steps, rng)[1], policy.bytes_per_prompt()
 
 
-def rate_dps_table(sizes, batches, repeats=3):
-    print("| N | B | regime | DPS (ms/step) | RateDPS (ms/step) | RateDPS / DPS | bytes/prompt DPS | RateDPS |")
+def rate_dps_table(sizes, batches, selection="top", repeats=3):
+    name = "RateDPS" if selection == "top" else f"RateDPS {selection}"
+    print(f"| N | B | regime | DPS (ms/step) | {name} (ms/step) | {name} / DPS | bytes/prompt DPS | {name} |")
     print("|" + "---|" * 8)
-    makers = {"DPS": lambda n: DPS(num_prompts=n, decay=DECAY), "RateDPS": lambda n: RateDPS(n)}
+    makers = {
+        "DPS": lambda n: DPS(num_prompts=n, decay=DECAY),
+        "RateDPS": lambda n: RateDPS(n, selection=selection),
+    }
     for n in sizes:
         for batch in batches:
             for warm in (False, True):
@@ -198,10 +204,13 @@ def main() -> None:
     parser.add_argument("--loop-max", type=int, default=40_000, help="largest N timed with the Python loop")
     parser.add_argument("--rate-dps", action="store_true", help="time RateDPS against DPS instead")
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1000], help="B values of --rate-dps")
+    parser.add_argument(
+        "--rate-dps-selection", choices=["top", "sample"], default="top", help="RateDPS's selection in --rate-dps"
+    )
     args = parser.parse_args()
     if args.rate_dps:
         print(f"threads: RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')} of {os.cpu_count()} cores")
-        rate_dps_table(args.sizes, args.batches)
+        rate_dps_table(args.sizes, args.batches, args.rate_dps_selection)
         return
     print(f"numpy reference agrees with ours to {check_agreement():.1e} (max |difference| of predictions)")
     print(

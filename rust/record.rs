@@ -20,7 +20,7 @@
 //! assert_eq!(back.step, 2);
 //! ```
 //!
-//! A field is a scalar (`u64`, `f64`, `bool`, options and fixed lists of them), an array
+//! A field is a scalar (`u64`, `f64`, `bool`, `String`, options and fixed lists of them), an array
 //! (`Vec<T>` of a numpy dtype, with its shape after it: `N` is the number of prompts, a number a
 //! fixed length, `*` any length), or another record flattened under a key prefix
 //! (`pub pool: OrderState as "pool_"`).
@@ -186,6 +186,21 @@ impl Scalar for f64 {
         match value {
             Value::Float(x) => Ok(x),
             Value::Int(i) => Ok(i as f64),
+            _ => Err(Mismatch::Type),
+        }
+    }
+}
+
+impl Scalar for String {
+    fn type_name() -> String {
+        "str".into()
+    }
+    fn into_value(self) -> Value {
+        Value::Text(self)
+    }
+    fn from_value(value: Value) -> std::result::Result<Self, Mismatch> {
+        match value {
+            Value::Text(t) => Ok(t),
             _ => Err(Mismatch::Type),
         }
     }

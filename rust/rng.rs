@@ -42,6 +42,8 @@ pub mod stream {
     pub const BOTS: u64 = 5;
     pub const RATEDPS_TIE: u64 = 6;
     pub const RATEDPS_REVISIT: u64 = 7;
+    pub const RATEDPS_SAMPLE: u64 = 8;
+    pub const RATEDPS_SAMPLE_ALL: u64 = 9;
 }
 
 /// xoshiro256++ (Blackman and Vigna), seeded through SplitMix64.

@@ -35,9 +35,14 @@ POPULATION_HALF_LIFE = 10.0
 FIT_SAMPLE = 65536
 #: The salt of the fit sample's hashed uniforms (so that they never coincide with a world's dice).
 SAMPLE_SALT = 0x7261_7465_7361_6D31  # "ratesam1"
-#: The core's random streams (rust/rng.rs) of the keyed orders: ties among equal scores, revisits.
+#: The core's random streams (rust/rng.rs) of the keyed orders: ties among equal scores, revisits;
+#: then the draws of selection="sample": the rejection draws, the keys of its fallback.
 TIE_STREAM = 6
 REVISIT_STREAM = 7
+SAMPLE_STREAM = 8
+SAMPLE_ALL_STREAM = 9
+#: The values of the selection option.
+SELECTIONS = ("top", "sample")
 MASK64 = (1 << 64) - 1
 GOLDEN, MIX1, MIX2 = 0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9, 0x94D0_49BB_1331_11EB
 
@@ -101,6 +106,11 @@ def stream_key(*parts: int) -> int:
     for p in parts:
         h = mix64(h ^ mix64(p & MASK64))
     return h
+
+
+def unit(bits: int) -> float:
+    """rng.rs's unit_f64: a uniform in [0, 1) from the top 53 of 64 bits."""
+    return (bits >> 11) / float(1 << 53)
 
 
 def order_keys(stream: int, seed: int, step: int, num_prompts: int, ids: np.ndarray) -> np.ndarray:
@@ -208,7 +218,8 @@ class ReferenceRateDPS(Policy):
     that had groups, ties to the larger; 8 before any); families: an optional family id per
     prompt, whose never-observed prompts start from their family's population (shrunk towards the
     global one by `family_shrink` prompts); fit_sample: about how many prompts the shadow filters
-    follow.
+    follow; selection: "top" (the best scores after the revisits) or "sample" (drawn in
+    proportion to the score, without replacement).
     """
 
     def __init__(
@@ -224,7 +235,11 @@ class ReferenceRateDPS(Policy):
         families: Any = None,
         family_shrink: float = 1.0,
         fit_sample: int = FIT_SAMPLE,
+        selection: str = "top",
     ):
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be 'top' or 'sample', got {selection!r}")
+        self.selection = selection
         if switch_rate != "auto" and not 0.0 <= float(switch_rate) < 1.0:
             raise ValueError(f"switch_rate must be 'auto' or in [0, 1), got {switch_rate!r}")
         if not 0.0 <= revisit <= 1.0:
@@ -271,16 +286,46 @@ class ReferenceRateDPS(Policy):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(free)} prompts not yet handed out")
         stale = int(math.floor(self.revisit * batch_size + 0.5))
         by_age = np.lexsort((self.revisit_keys(free), self.last_step[free]))[:stale]
-        rest = np.setdiff1d(np.arange(len(free)), by_age)
-        tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, free)
-        # ranked on float32 scores: rounding noise never splits scores equal in exact arithmetic
-        # (mirror-image histories on the symmetric grid); those go to the keyed order
-        rank = self.scores().astype(np.float32)[free]
-        by_score = rest[np.lexsort((tie[rest], -rank[rest]))[: batch_size - stale]]
-        ids = free[np.concatenate([by_age, by_score])].astype(np.int64)
+        if self.selection == "sample":
+            blocked = self.pending.copy()
+            blocked[free[by_age]] = True
+            ids = np.concatenate([free[by_age], self.sampled(batch_size - stale, blocked)]).astype(np.int64)
+        else:
+            rest = np.setdiff1d(np.arange(len(free)), by_age)
+            tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, free)
+            # ranked on float32 scores: rounding noise never splits scores equal in exact
+            # arithmetic (mirror-image histories on the symmetric grid); those go to the keyed order
+            rank = self.scores().astype(np.float32)[free]
+            by_score = rest[np.lexsort((tie[rest], -rank[rest]))[: batch_size - stale]]
+            ids = free[np.concatenate([by_age, by_score])].astype(np.int64)
         self.pending[ids] = True
         self.revisited += stale
         return ids
+
+    def sampled(self, count: int, blocked: np.ndarray) -> np.ndarray:
+        """`count` prompts not `blocked`, drawn one after another with chance proportional to the
+        score among those left: a hashed uniform id accepted with chance its score, for up to
+        64 count + 4096 draws; the rest by Efraimidis-Spirakis keys ln(u) / score over every
+        prompt left (largest first; a score of 0 last, in the tie order)."""
+        scores, blocked, out = self.scores(), blocked.copy(), []
+        draw = lambda j: stream_key(self.seed, SAMPLE_STREAM, self.step, j)  # noqa: E731
+        for j in range(64 * count + 4096):
+            if len(out) == count:
+                break
+            prompt = (draw(2 * j) * self.num_prompts) >> 64
+            if not blocked[prompt] and unit(draw(2 * j + 1)) < scores[prompt]:
+                blocked[prompt] = True
+                out.append(prompt)
+        if len(out) == count:
+            return np.array(out, np.int64)
+        left = np.flatnonzero(~blocked)
+        u = np.array([unit(stream_key(self.seed, SAMPLE_ALL_STREAM, self.step, int(i))) for i in left])
+        s = scores[left]
+        with np.errstate(divide="ignore"):
+            keys = np.where(s > 0, np.log(u) / np.where(s > 0, s, 1.0), -np.inf)
+        tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, left)
+        rest = left[np.lexsort((tie, -keys))[: count - len(out)]]
+        return np.concatenate([np.array(out, np.int64), rest])
 
     def revisit_keys(self, ids: np.ndarray) -> np.ndarray:
         """The order among prompts last observed at the same step: a keyed order of (seed, that

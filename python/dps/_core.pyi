@@ -149,6 +149,7 @@ class _RateDpsConfig(TypedDict):
     switch_rate: float | None
     switch_rates: list[float]
     revisit: float
+    selection: str
     group_size: int | None
     family_shrink: float
     fit_sample: int

@@ -17,7 +17,7 @@ mod grid;
 mod order;
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 
 use rayon::prelude::*;
 
@@ -25,7 +25,7 @@ use crate::error::{invalid, Result};
 use crate::logworld::Dice;
 use crate::observe::Observations;
 use crate::pending::{FlightState, Pending};
-use crate::rng::stream;
+use crate::rng::{self, stream};
 use crate::selector::{Predictor, Selector};
 use filter::{Evidence, Filter, Look};
 pub use grid::{rate_grid, Grid};
@@ -33,6 +33,8 @@ use order::Order;
 
 /// The switch-rate candidates of the online fit (per step).
 pub const SWITCH_RATES: [f64; 6] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+/// The values of the `selection` option.
+pub const SELECTIONS: [&str; 2] = ["top", "sample"];
 /// The switch rate while the candidates tie (before any prompt is observed twice).
 pub const START_SWITCH_RATE: f64 = 0.02;
 /// The shadow filters follow about this many prompts (every prompt when there are fewer).
@@ -73,6 +75,9 @@ crate::record! {
         pub switch_rates: Vec<f64>,
         /// The share of each batch that revisits the prompts observed least recently.
         pub revisit: f64,
+        /// How the other slots are filled: "top" (the best scores) or "sample" (drawn in
+        /// proportion to the score, without replacement).
+        pub selection: String,
         /// The score's k; None: the most common group size of the last step.
         pub group_size: Option<u64>,
         /// How many prompts' worth of the population a family's start is shrunk towards.
@@ -135,6 +140,7 @@ impl Default for RateDpsConfig {
             switch_rate: None,
             switch_rates: SWITCH_RATES.to_vec(),
             revisit: 0.125,
+            selection: "top".into(),
             group_size: None,
             family_shrink: 1.0,
             fit_sample: FIT_SAMPLE,
@@ -172,6 +178,12 @@ impl RateDpsConfig {
         if !(0.0..=1.0).contains(&self.revisit) {
             return invalid(format!("revisit must be in [0, 1], got {}", self.revisit));
         }
+        if !SELECTIONS.contains(&self.selection.as_str()) {
+            return invalid(format!(
+                "selection must be 'top' or 'sample', got '{}'",
+                self.selection
+            ));
+        }
         if self.group_size == Some(0) || self.group_size.is_some_and(|k| k > u32::MAX as u64) {
             return invalid(format!(
                 "group_size must be a count >= 1 or None, got {:?}",
@@ -192,6 +204,10 @@ impl RateDpsConfig {
 
     fn fitted(&self) -> bool {
         self.switch_rate.is_none()
+    }
+
+    fn sampled(&self) -> bool {
+        self.selection == "sample"
     }
 }
 
@@ -444,17 +460,21 @@ impl RateDps {
 
     /// Every prompt's score: P(its next group of k is partially solved).
     pub fn scores(&self) -> Vec<f64> {
+        let score = self.score_of();
+        (0..self.num_prompts() as u32).map(score).collect()
+    }
+
+    /// The score of a prompt, any prompt (never-observed ones by family).
+    fn score_of(&self) -> impl Fn(u32) -> f64 + Sync + '_ {
         let base = self.score_base();
         let unseen: Vec<f64> = match &self.families {
             None => vec![self.unseen_score(None)],
             Some(f) => (0..f.count).map(|k| self.unseen_score(Some(k))).collect(),
         };
-        (0..self.num_prompts() as u32)
-            .map(|id| match self.last[id as usize] {
-                NEVER => unseen[self.family_of(id).unwrap_or(0)],
-                _ => self.observed_score(base, id),
-            })
-            .collect()
+        move |id| match self.last[id as usize] {
+            NEVER => unseen[self.family_of(id).unwrap_or(0)],
+            _ => self.observed_score(base, id),
+        }
     }
 
     /// Scalars describing the policy now (docs/policies.md#ratedps).
@@ -773,15 +793,76 @@ impl RateDps {
         Some(bar)
     }
 
+    /// `count` free prompts drawn one after another, each with chance proportional to its score
+    /// among those left (docs/method.md#rate-dps-selection): by rejection from this step's hashed
+    /// stream (uniform id, accepted with chance its score), then, past `64 count + 4096` draws,
+    /// the rest by keyed exponentials over every free prompt.
+    fn sampled(&self, count: usize) -> Vec<u32> {
+        let score = self.score_of();
+        let n = self.num_prompts() as u128;
+        let draw = |j: u64| rng::key(&[self.cfg.seed, stream::RATEDPS_SAMPLE, self.step, j]);
+        let mut chosen = Vec::with_capacity(count);
+        let mut taken = HashSet::with_capacity(count);
+        let cap = 64 * count as u64 + 4096;
+        let mut j = 0;
+        while chosen.len() < count && j < cap {
+            let id = ((draw(2 * j) as u128 * n) >> 64) as u32;
+            let u = rng::unit_f64(draw(2 * j + 1));
+            if u < score(id) && !self.pending.contains(id) && taken.insert(id) {
+                chosen.push(id);
+            }
+            j += 1;
+        }
+        let rest = count - chosen.len();
+        chosen.extend(self.sampled_by_keys(rest, &taken, &score));
+        chosen
+    }
+
+    /// Efraimidis-Spirakis: the `count` free prompts not in `taken` with the largest ln(u) / s,
+    /// u hashed per (step, id); a key of -inf (s = 0) ranks last, in the tie order.
+    fn sampled_by_keys(
+        &self,
+        count: usize,
+        taken: &HashSet<u32>,
+        score: &(impl Fn(u32) -> f64 + Sync),
+    ) -> Vec<u32> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let (seed, step) = (self.cfg.seed, self.step);
+        let tie = Order::new(seed, stream::RATEDPS_TIE, step, self.num_prompts());
+        let mut keyed: Vec<(f64, u64, u32)> = (0..self.num_prompts() as u32)
+            .into_par_iter()
+            .filter(|&id| !self.pending.contains(id) && !taken.contains(&id))
+            .map(|id| {
+                let u = rng::unit_f64(rng::key(&[
+                    seed,
+                    stream::RATEDPS_SAMPLE_ALL,
+                    step,
+                    id as u64,
+                ]));
+                let s = score(id);
+                let k = if s > 0.0 {
+                    u.ln() / s
+                } else {
+                    f64::NEG_INFINITY
+                };
+                (k, tie.key(id), id)
+            })
+            .collect();
+        let first =
+            |a: &(f64, u64, u32), b: &(f64, u64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if keyed.len() > count {
+            keyed.select_nth_unstable_by(count - 1, first);
+            keyed.truncate(count);
+        }
+        keyed.sort_unstable_by(first);
+        keyed.into_iter().map(|(_, _, id)| id).collect()
+    }
+
     /// With families, never-observed prompts score by family: one pass over every prompt.
     fn best_scored_with_families(&self, count: usize, tie: &Order) -> Vec<u32> {
-        let f = self.families.as_ref().expect("families are on");
-        let unseen: Vec<f64> = (0..f.count).map(|k| self.unseen_score(Some(k))).collect();
-        let base = self.score_base();
-        let score = |id: u32| match self.last[id as usize] {
-            NEVER => unseen[f.of[id as usize] as usize],
-            _ => self.observed_score(base, id),
-        };
+        let score = self.score_of();
         let ids: Vec<u32> = (0..self.num_prompts() as u32).collect();
         let mut best: Vec<Candidate> = ids
             .par_chunks(CHUNK)
@@ -1016,7 +1097,7 @@ impl Selector for RateDps {
         self.step
     }
 
-    /// Revisits first (a share of the batch), then the best scores.
+    /// Revisits first (a share of the batch), then the best scores or a sample by score.
     fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts(), batch_size)?;
         let revisits =
@@ -1025,7 +1106,12 @@ impl Selector for RateDps {
         for &id in &ids {
             self.pending.insert(id);
         }
-        let best = self.best_scored(batch_size - ids.len());
+        let rest = batch_size - ids.len();
+        let best = if self.cfg.sampled() {
+            self.sampled(rest)
+        } else {
+            self.best_scored(rest)
+        };
         for &id in &best {
             self.pending.insert(id);
         }

@@ -470,6 +470,10 @@ fn bad_options_and_families_are_refused() {
             fit_sample: 0,
             ..Default::default()
         },
+        RateDpsConfig {
+            selection: "best".into(),
+            ..Default::default()
+        },
     ];
     for cfg in bad {
         assert!(RateDps::new(10, cfg.clone()).is_err(), "{cfg:?}");
@@ -538,14 +542,15 @@ fn state_round_trip() {
             seed: 3,
             ..Default::default()
         },
+        sampling(RateDpsConfig::default()),
     ];
     for cfg in configs {
         crate::selector::contract::holds(RateDps::new(30, cfg).unwrap());
     }
-    let families = Some((0..30).map(|i| i % 4).collect());
-    crate::selector::contract::holds(
-        RateDps::with_families(30, RateDpsConfig::default(), families).unwrap(),
-    );
+    for cfg in [RateDpsConfig::default(), sampling(RateDpsConfig::default())] {
+        let families = Some((0..30).map(|i| i % 4).collect());
+        crate::selector::contract::holds(RateDps::with_families(30, cfg, families).unwrap());
+    }
 }
 
 #[test]
@@ -601,4 +606,151 @@ fn a_graded_group_is_read_as_n_times_its_mean_successes() {
     let before = read.state();
     assert!(read.observe(&graded(1.5)).is_err());
     assert_eq!(read.state(), before);
+}
+
+fn sampling(cfg: RateDpsConfig) -> RateDpsConfig {
+    RateDpsConfig {
+        selection: "sample".into(),
+        ..cfg
+    }
+}
+
+/// `p`'s selection of `count` at each of `steps` steps from the same posteriors (the step moves
+/// only the draws; nothing is observed), and its scores.
+fn repeated_selections(p: &mut RateDps, steps: u64, count: usize) -> Vec<Vec<u32>> {
+    (0..steps)
+        .map(|t| {
+            p.step = t;
+            p.pending.clear();
+            let ids = p.select(count).unwrap();
+            let mut distinct = ids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), count, "no repeats: {ids:?}");
+            ids
+        })
+        .collect()
+}
+
+/// Pearson's chi-square of how often each prompt came first against chances proportional to
+/// `scores`.
+fn chi_square_of_first_picks(selections: &[Vec<u32>], scores: &[f64]) -> f64 {
+    let total: f64 = scores.iter().sum();
+    let mut counts = vec![0.0; scores.len()];
+    for ids in selections {
+        counts[ids[0] as usize] += 1.0;
+    }
+    let draws = selections.len() as f64;
+    counts
+        .iter()
+        .zip(scores)
+        .map(|(c, s)| {
+            let want = draws * s / total;
+            (c - want).powi(2) / want
+        })
+        .sum()
+}
+
+/// Each draw takes a prompt with chance proportional to its score: the first of each selection
+/// fits those chances (chi-square, 39 degrees of freedom: 72 is its 99.9% point), and neither
+/// uniform picks nor the best scores would.
+#[test]
+fn sampling_draws_in_proportion_to_the_score() {
+    let n = 40;
+    let mut p = RateDps::new(
+        n,
+        sampling(RateDpsConfig {
+            group_size: Some(8),
+            ..fixed(0.0)
+        }),
+    )
+    .unwrap();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    let correct: Vec<i64> = ids.iter().map(|i| i % 9).collect();
+    p.observe(&obs(n, &ids, &correct, &eights(n))).unwrap();
+    let scores = p.scores();
+    let spread =
+        scores.iter().cloned().fold(0.0, f64::max) / scores.iter().cloned().fold(1.0, f64::min);
+    assert!(spread > 2.0, "scores too alike to tell: {scores:?}");
+    let selections = repeated_selections(&mut p, 20_000, 4);
+    assert!(chi_square_of_first_picks(&selections, &scores) < 72.0);
+    assert!(chi_square_of_first_picks(&selections, &vec![1.0; n]) > 200.0);
+    let top = scores.iter().cloned().fold(0.0, f64::max);
+    let best = (0..n).filter(|&i| scores[i] == top).count();
+    let firsts: std::collections::HashSet<u32> = selections.iter().map(|ids| ids[0]).collect();
+    assert!(firsts.len() > best + 30, "not only the best: {firsts:?}");
+}
+
+/// Scores too small for the rejection draws to fill the batch within the cap: the rest comes
+/// from the keyed exponentials, first picks still in proportion to the score.
+#[test]
+fn sampling_falls_back_to_keyed_exponentials_when_scores_are_tiny() {
+    let n = 40;
+    let cfg = RateDpsConfig {
+        grid: 3,
+        logit_max: 30.0,
+        group_size: Some(2),
+        ..fixed(0.0)
+    };
+    let mut p = RateDps::new(n, sampling(cfg)).unwrap();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    let sizes: Vec<i64> = ids.iter().map(|&i| if i < 20 { 40 } else { 41 }).collect();
+    p.observe(&obs(n, &ids, &sizes, &sizes)).unwrap();
+    let scores = p.scores();
+    assert!(scores.iter().all(|&s| s > 0.0 && s < 1e-11), "{scores:?}");
+    let steps = 3000;
+    for t in 0..20 {
+        p.step = t;
+        p.pending.clear();
+        let keyed = p.sampled_by_keys(3, &HashSet::new(), &p.score_of());
+        assert_eq!(p.select(3).unwrap(), keyed, "every slot from the fallback");
+    }
+    let selections = repeated_selections(&mut p, steps, 3);
+    let low: f64 = scores[..20].iter().sum::<f64>() / scores.iter().sum::<f64>();
+    let got = selections.iter().filter(|ids| ids[0] < 20).count() as f64 / steps as f64;
+    assert!(
+        (low - 0.5).abs() > 0.08,
+        "the groups' scores must differ: {low}"
+    );
+    assert!(
+        (got - low).abs() < 0.04,
+        "first picks {got}, scores say {low}"
+    );
+}
+
+/// Prompts handed out are never drawn again; a second call of a step continues the first's
+/// draws (5 then 5 is the 10 of one call); revisits come first, as with "top".
+#[test]
+fn sampling_skips_prompts_handed_out_and_a_second_call_continues() {
+    let cfg = sampling(RateDpsConfig {
+        revisit: 0.0,
+        ..Default::default()
+    });
+    let mut p = RateDps::new(200, cfg.clone()).unwrap();
+    crate::selector::contract::run(&mut p, 6, 20);
+    let mut q = p.clone();
+    let mut two = p.select(5).unwrap();
+    two.extend(p.select(5).unwrap());
+    assert_eq!(two, q.select(10).unwrap());
+    let mut r = RateDps::new(
+        12,
+        RateDpsConfig {
+            revisit: 0.5,
+            ..cfg
+        },
+    )
+    .unwrap();
+    let first = r.select(6).unwrap();
+    let second = r.select(6).unwrap();
+    assert!(first.iter().all(|id| !second.contains(id)));
+    assert!(r.select(1).is_err());
+    let mut top = RateDps::new(
+        12,
+        RateDpsConfig {
+            revisit: 0.5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(top.select(6).unwrap()[..3], first[..3], "the same revisits");
 }

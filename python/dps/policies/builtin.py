@@ -264,7 +264,7 @@ class RustPolicy(Policy):
             raise ValueError(f"state does not fit {type(self).__name__}: missing {missing}, unexpected {extra}")
         if state["num_prompts"] != self.num_prompts:
             raise ValueError(f"state is for {state['num_prompts']} prompts, this policy has {self.num_prompts}")
-        if _normalise(state["config"]) != _normalise(self.config()):
+        if _normalise(with_added_options(state["config"], self.config())) != _normalise(self.config()):
             raise ValueError(f"state was saved with options {state['config']}, this policy has {self.config()}")
         self._core.load_state(core_state(state, fields))
         self._end_step()
@@ -275,6 +275,19 @@ class RustPolicy(Policy):
 #: State fields added after states were first saved, with the value a state saved before them
 #: stands for: nothing in flight (selections in flight came with issue 23).
 ADDED_STATE_FIELDS: dict[str, Any] = {"in_flight": np.zeros(0, np.int64)}
+
+
+#: Options added after states were first saved, with the value a state saved before them stands
+#: for: RateDPS's selection was always the best scores.
+ADDED_OPTIONS: dict[str, Any] = {"selection": "top"}
+
+
+def with_added_options(saved: Any, config: dict[str, Any]) -> Any:
+    """A saved config from before some of this policy's options existed, completed with their
+    values then."""
+    if not isinstance(saved, dict):
+        return saved
+    return {**{k: v for k, v in ADDED_OPTIONS.items() if k in config}, **saved}
 
 
 def with_added_fields(state: dict[str, Any], fields: StateFields) -> dict[str, Any]:
@@ -669,7 +682,9 @@ class RateDPS(RustPolicy):
     correct is a Binomial(n, rate) look at it, for any n; between steps a prompt keeps its rate or,
     with chance `switch_rate`, draws a new one from a population fitted online. Selection: a
     `revisit` share of each batch goes to the prompts observed least recently, the rest to the
-    highest predicted P(the next group of k is partially solved).
+    highest predicted P(the next group of k is partially solved) (`selection="top"`), or drawn
+    in proportion to it without replacement (`selection="sample"`), which spreads training
+    over more prompts.
 
     switch_rate: "auto" fits it online (shadow filters over the candidates `switch_rates`, on
     about `fit_sample` prompts, scoring each group before they see it); a number fixes it.
@@ -692,6 +707,7 @@ class RateDPS(RustPolicy):
         switch_rate: float | str = "auto",
         switch_rates: Sequence[float] = SWITCH_RATES,
         revisit: float = 0.125,
+        selection: str = "top",
         group_size: int | None = None,
         families: Any = None,
         family_shrink: float = 1.0,
@@ -709,6 +725,7 @@ class RateDPS(RustPolicy):
                 "switch_rate": check_switch_rate(switch_rate),
                 "switch_rates": [float(r) for r in switch_rates],
                 "revisit": float(revisit),
+                "selection": selection,
                 "group_size": None if group_size is None else check_count("group_size", group_size),
                 "family_shrink": float(family_shrink),
                 "fit_sample": check_count("fit_sample", fit_sample),
