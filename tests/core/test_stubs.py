@@ -59,7 +59,9 @@ def value_fits(annotation: str, value: object) -> bool:
     if annotation.endswith(" | None") and value is None:
         return True
     base = annotation.removesuffix(" | None")
-    python_type = {"float": float, "int": int, "bool": bool, "str": str}.get(base) or (list if base.startswith("list") else tuple)
+    python_type = {"float": float, "int": int, "bool": bool, "str": str}.get(base) or (
+        list if base.startswith("list") else tuple
+    )
     return isinstance(value, python_type) and not (python_type is int and isinstance(value, bool))
 
 

@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from paths import ROOT
 
 from dps import RateDPS
 from dps.policies import make_policy
 from dps.replay.runner import replay
 from dps.replay.worlds import SyntheticWorld, preset_params
+from paths import ROOT
 from reference_rate_dps import ReferenceRateDPS
 
 TOL = {"rtol": 1e-9, "atol": 1e-12}
