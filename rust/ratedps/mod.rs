@@ -797,7 +797,7 @@ impl RateDps {
     /// among those left (docs/method.md#rate-dps-selection): by rejection from this step's hashed
     /// stream (uniform id, accepted with chance its score), then, past `64 count + 4096` draws,
     /// the rest by keyed exponentials over every free prompt.
-    fn sampled(&self, count: usize) -> Vec<u32> {
+    fn sampled_by_score(&self, count: usize) -> Vec<u32> {
         let score = self.score_of();
         let n = self.num_prompts() as u128;
         let draw = |j: u64| rng::key(&[self.cfg.seed, stream::RATEDPS_SAMPLE, self.step, j]);
@@ -1108,7 +1108,7 @@ impl Selector for RateDps {
         }
         let rest = batch_size - ids.len();
         let best = if self.cfg.sampled() {
-            self.sampled(rest)
+            self.sampled_by_score(rest)
         } else {
             self.best_scored(rest)
         };
