@@ -20,7 +20,8 @@ above) and after a warm start that observed every prompt once (RateDPS then scan
 score; DPS is timed from step 100 on, once its prompts have settled):
     .venv/bin/python benchmarks/bench_dps.py --rate-dps --sizes 1000000 --batches 256 1000
 `--rate-dps-selection sample` times RateDPS with selection="sample" (the slots after the revisits
-drawn in proportion to the score) instead of the best scores.
+drawn in proportion to the score) instead of the best scores; `--rate-dps-selection thompson` with
+selection="thompson" (the best partial chances at rates drawn from each prompt's prediction).
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def main() -> None:
     parser.add_argument("--rate-dps", action="store_true", help="time RateDPS against DPS instead")
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1000], help="B values of --rate-dps")
     parser.add_argument(
-        "--rate-dps-selection", choices=["top", "sample"], default="top", help="RateDPS's selection in --rate-dps"
+        "--rate-dps-selection", choices=["top", "sample", "thompson"], default="top", help="RateDPS's selection in --rate-dps"
     )
     args = parser.parse_args()
     if args.rate_dps:

@@ -36,13 +36,15 @@ FIT_SAMPLE = 65536
 #: The salt of the fit sample's hashed uniforms (so that they never coincide with a world's dice).
 SAMPLE_SALT = 0x7261_7465_7361_6D31  # "ratesam1"
 #: The core's random streams (rust/rng.rs) of the keyed orders: ties among equal scores, revisits;
-#: then the draws of selection="sample": the rejection draws, the keys of its fallback.
+#: then the draws of selection="sample": the rejection draws, the keys of its fallback; then the
+#: uniforms of selection="thompson".
 TIE_STREAM = 6
 REVISIT_STREAM = 7
 SAMPLE_STREAM = 8
 SAMPLE_ALL_STREAM = 9
+THOMPSON_STREAM = 10
 #: The values of the selection option.
-SELECTIONS = ("top", "sample")
+SELECTIONS = ("top", "sample", "thompson")
 MASK64 = (1 << 64) - 1
 GOLDEN, MIX1, MIX2 = 0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9, 0x94D0_49BB_1331_11EB
 
@@ -218,8 +220,9 @@ class ReferenceRateDPS(Policy):
     that had groups, ties to the larger; 8 before any); families: an optional family id per
     prompt, whose never-observed prompts start from their family's population (shrunk towards the
     global one by `family_shrink` prompts); fit_sample: about how many prompts the shadow filters
-    follow; selection: "top" (the best scores after the revisits) or "sample" (drawn in
-    proportion to the score, without replacement).
+    follow; selection: "top" (the best scores after the revisits), "sample" (drawn in
+    proportion to the score, without replacement) or "thompson" (the best partial chances at a
+    rate drawn from each prompt's prediction).
     """
 
     def __init__(
@@ -238,7 +241,7 @@ class ReferenceRateDPS(Policy):
         selection: str = "top",
     ):
         if selection not in SELECTIONS:
-            raise ValueError(f"selection must be 'top' or 'sample', got {selection!r}")
+            raise ValueError(f"selection must be 'top', 'sample' or 'thompson', got {selection!r}")
         self.selection = selection
         if switch_rate != "auto" and not 0.0 <= float(switch_rate) < 1.0:
             raise ValueError(f"switch_rate must be 'auto' or in [0, 1), got {switch_rate!r}")
@@ -286,10 +289,11 @@ class ReferenceRateDPS(Policy):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(free)} prompts not yet handed out")
         stale = int(math.floor(self.revisit * batch_size + 0.5))
         by_age = np.lexsort((self.revisit_keys(free), self.last_step[free]))[:stale]
-        if self.selection == "sample":
+        if self.selection in ("sample", "thompson"):
             blocked = self.pending.copy()
             blocked[free[by_age]] = True
-            ids = np.concatenate([free[by_age], self.sampled(batch_size - stale, blocked)]).astype(np.int64)
+            pick = self.sampled if self.selection == "sample" else self.thompson
+            ids = np.concatenate([free[by_age], pick(batch_size - stale, blocked)]).astype(np.int64)
         else:
             rest = np.setdiff1d(np.arange(len(free)), by_age)
             tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, free)
@@ -326,6 +330,19 @@ class ReferenceRateDPS(Policy):
         tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, left)
         rest = left[np.lexsort((tie, -keys))[: count - len(out)]]
         return np.concatenate([np.array(out, np.int64), rest])
+
+    def thompson(self, count: int, blocked: np.ndarray) -> np.ndarray:
+        """The `count` prompts not `blocked` whose rate drawn from their prediction (the first
+        rate where the running sum reaches a hashed uniform of (step, id); the last if it never
+        does) has the largest float32 partial chance; ties in the tie order. Every prompt drawn:
+        the port's walk from the front of the tie order gives the same ids."""
+        left = np.flatnonzero(~blocked)
+        u = np.array([unit(stream_key(self.seed, THOMPSON_STREAM, self.step, int(i))) for i in left])
+        reached = np.cumsum(self.main.prior[left], axis=1) >= u[:, None]
+        drawn = np.where(reached.any(axis=1), reached.argmax(axis=1), len(self.rates) - 1)
+        value = state_chances(self.rates, self.group_size)[:, 1].astype(np.float32)[drawn]
+        tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, left)
+        return left[np.lexsort((tie, -value))[:count]]
 
     def revisit_keys(self, ids: np.ndarray) -> np.ndarray:
         """The order among prompts last observed at the same step: a keyed order of (seed, that

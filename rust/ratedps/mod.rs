@@ -34,7 +34,7 @@ use order::Order;
 /// The switch-rate candidates of the online fit (per step).
 pub const SWITCH_RATES: [f64; 6] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
 /// The values of the `selection` option.
-pub const SELECTIONS: [&str; 2] = ["top", "sample"];
+pub const SELECTIONS: [&str; 3] = ["top", "sample", "thompson"];
 /// The switch rate while the candidates tie (before any prompt is observed twice).
 pub const START_SWITCH_RATE: f64 = 0.02;
 /// The shadow filters follow about this many prompts (every prompt when there are fewer).
@@ -75,8 +75,9 @@ crate::record! {
         pub switch_rates: Vec<f64>,
         /// The share of each batch that revisits the prompts observed least recently.
         pub revisit: f64,
-        /// How the other slots are filled: "top" (the best scores) or "sample" (drawn in
-        /// proportion to the score, without replacement).
+        /// How the other slots are filled: "top" (the best scores), "sample" (drawn in
+        /// proportion to the score, without replacement) or "thompson" (the best partial chances
+        /// at a rate drawn from each prompt's predicted distribution).
         pub selection: String,
         /// The score's k; None: the most common group size of the last step.
         pub group_size: Option<u64>,
@@ -180,7 +181,7 @@ impl RateDpsConfig {
         }
         if !SELECTIONS.contains(&self.selection.as_str()) {
             return invalid(format!(
-                "selection must be 'top' or 'sample', got '{}'",
+                "selection must be 'top', 'sample' or 'thompson', got '{}'",
                 self.selection
             ));
         }
@@ -204,10 +205,6 @@ impl RateDpsConfig {
 
     fn fitted(&self) -> bool {
         self.switch_rate.is_none()
-    }
-
-    fn sampled(&self) -> bool {
-        self.selection == "sample"
     }
 }
 
@@ -860,6 +857,98 @@ impl RateDps {
         keyed.into_iter().map(|(_, _, id)| id).collect()
     }
 
+    /// Thompson sampling (docs/method.md#rate-dps-selection): the `count` free prompts whose rate
+    /// drawn from their predicted distribution has the largest partial chance (f32), ties in
+    /// this step's keyed order. Walks that order from its front for draws at the grid's largest
+    /// partial chance; one pass over every free prompt when the walk cannot settle it.
+    fn thompson(&self, count: usize) -> Vec<u32> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let tie = Order::new(
+            self.cfg.seed,
+            stream::RATEDPS_TIE,
+            self.step,
+            self.num_prompts(),
+        );
+        self.thompson_walk(count, &tie)
+            .unwrap_or_else(|| self.thompson_pass(count, &tie))
+    }
+
+    /// The partial chance (f32) at the rate prompt `id` draws this step: the first rate where
+    /// its predicted distribution's running sum reaches a hashed uniform of (step, id); the
+    /// last rate if rounding leaves the sum below it. `pi`: scratch of G values.
+    fn thompson_draw(&self, id: u32, pi: &mut [f64]) -> f32 {
+        self.main
+            .prior_into(&self.look(id), self.cfg.family_shrink, pi);
+        let u = rng::unit_f64(rng::key(&[
+            self.cfg.seed,
+            stream::RATEDPS_THOMPSON,
+            self.step,
+            id as u64,
+        ]));
+        let mut total = 0.0;
+        let j = pi
+            .iter()
+            .position(|&p| {
+                total += p;
+                total >= u
+            })
+            .unwrap_or(pi.len() - 1);
+        self.partial[j] as f32
+    }
+
+    /// The first `count` free prompts in `tie`'s order whose draw is the grid's largest partial
+    /// chance: no other prompt can rank before them. None when `64 count + 4096` draws, or the
+    /// whole order, do not find them.
+    fn thompson_walk(&self, count: usize, tie: &Order) -> Option<Vec<u32>> {
+        let top = self
+            .partial
+            .iter()
+            .map(|&p| p as f32)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let n = self.num_prompts() as u64;
+        let cap = 64 * count + 4096;
+        let mut pi = vec![0.0; self.grid.len()];
+        let (mut out, mut drawn) = (Vec::with_capacity(count), 0);
+        for k in 0..tie.size() {
+            let id = tie.inverse(k);
+            if id >= n || self.pending.contains(id as u32) {
+                continue;
+            }
+            if drawn == cap {
+                return None;
+            }
+            drawn += 1;
+            if self.thompson_draw(id as u32, &mut pi) == top {
+                out.push(id as u32);
+                if out.len() == count {
+                    return Some(out);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every free prompt's draw, the best `count` (draw, then key): one pass over N.
+    fn thompson_pass(&self, count: usize, tie: &Order) -> Vec<u32> {
+        let ids: Vec<u32> = (0..self.num_prompts() as u32).collect();
+        let mut best: Vec<Candidate> = ids
+            .par_chunks(CHUNK)
+            .flat_map_iter(|chunk| {
+                let mut pi = vec![0.0; self.grid.len()];
+                let draws = chunk
+                    .iter()
+                    .filter(|&&id| !self.pending.contains(id))
+                    .map(|&id| (id, self.thompson_draw(id, &mut pi)));
+                best_of(draws, count, tie, &self.pending)
+            })
+            .collect();
+        best.sort_unstable();
+        best.truncate(count);
+        best.into_iter().map(|c| c.id).collect()
+    }
+
     /// With families, never-observed prompts score by family: one pass over every prompt.
     fn best_scored_with_families(&self, count: usize, tie: &Order) -> Vec<u32> {
         let score = self.score_of();
@@ -1097,7 +1186,8 @@ impl Selector for RateDps {
         self.step
     }
 
-    /// Revisits first (a share of the batch), then the best scores or a sample by score.
+    /// Revisits first (a share of the batch), then the best scores, a sample by score or the
+    /// best Thompson draws.
     fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts(), batch_size)?;
         let revisits =
@@ -1107,10 +1197,10 @@ impl Selector for RateDps {
             self.pending.insert(id);
         }
         let rest = batch_size - ids.len();
-        let best = if self.cfg.sampled() {
-            self.sampled_by_score(rest)
-        } else {
-            self.best_scored(rest)
+        let best = match self.cfg.selection.as_str() {
+            "sample" => self.sampled_by_score(rest),
+            "thompson" => self.thompson(rest),
+            _ => self.best_scored(rest),
         };
         for &id in &best {
             self.pending.insert(id);

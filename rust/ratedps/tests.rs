@@ -1,5 +1,5 @@
 use super::*;
-use crate::rng::Rng;
+use crate::rng::{self, Rng};
 
 fn obs(n: usize, ids: &[i64], c: &[i64], k: &[i64]) -> Observations {
     Observations::new(n, ids, c, k).unwrap()
@@ -543,11 +543,16 @@ fn state_round_trip() {
             ..Default::default()
         },
         sampling(RateDpsConfig::default()),
+        thompson(RateDpsConfig::default()),
     ];
     for cfg in configs {
         crate::selector::contract::holds(RateDps::new(30, cfg).unwrap());
     }
-    for cfg in [RateDpsConfig::default(), sampling(RateDpsConfig::default())] {
+    for cfg in [
+        RateDpsConfig::default(),
+        sampling(RateDpsConfig::default()),
+        thompson(RateDpsConfig::default()),
+    ] {
         let families = Some((0..30).map(|i| i % 4).collect());
         crate::selector::contract::holds(RateDps::with_families(30, cfg, families).unwrap());
     }
@@ -753,4 +758,205 @@ fn sampling_skips_prompts_handed_out_and_a_second_call_continues() {
     )
     .unwrap();
     assert_eq!(top.select(6).unwrap()[..3], first[..3], "the same revisits");
+}
+
+fn thompson(cfg: RateDpsConfig) -> RateDpsConfig {
+    RateDpsConfig {
+        selection: "thompson".into(),
+        ..cfg
+    }
+}
+
+/// The naive Thompson selection: every free prompt draws a rate from its predicted distribution
+/// (inverse CDF of this step's hashed uniform), all sorted by (f32 partial chance there, key).
+fn naive_thompson(p: &RateDps, count: usize) -> Vec<u32> {
+    let n = p.num_prompts();
+    let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, n);
+    let mut all: Vec<Candidate> = (0..n as u32)
+        .filter(|&id| !p.pending.contains(id))
+        .map(|id| {
+            let u = rng::unit_f64(rng::key(&[
+                p.cfg.seed,
+                stream::RATEDPS_THOMPSON,
+                p.step,
+                id as u64,
+            ]));
+            let pi = p.rate_distribution(id);
+            let mut running = 0.0;
+            let mut j = pi.len() - 1;
+            for (i, q) in pi.iter().enumerate() {
+                running += q;
+                if running >= u {
+                    j = i;
+                    break;
+                }
+            }
+            Candidate {
+                score: p.partial[j] as f32,
+                key: tie.key(id),
+                id,
+            }
+        })
+        .collect();
+    all.sort_unstable();
+    all.into_iter().take(count).map(|c| c.id).collect()
+}
+
+/// One select against the naive forms: the revisits of "top", then the naive Thompson pick of
+/// the rest. Returns the ids and whether the walk settled the pick (no full pass).
+fn select_checked(p: &mut RateDps, batch: usize) -> (Vec<u32>, bool) {
+    let revisits = ((p.cfg.revisit * batch as f64 + 0.5).floor() as usize).min(batch);
+    let mut q = p.clone();
+    let want_revisits = naive_select(&q, batch)[..revisits].to_vec();
+    for &id in &want_revisits {
+        q.pending.insert(id);
+    }
+    let want = naive_thompson(&q, batch - revisits);
+    let tie = Order::new(q.cfg.seed, stream::RATEDPS_TIE, q.step, q.num_prompts());
+    let walked = batch > revisits && q.thompson_walk(batch - revisits, &tie).is_some();
+    let ids = p.select(batch).unwrap();
+    assert_eq!(ids[..revisits], want_revisits[..], "revisits as with top");
+    assert_eq!(ids[revisits..], want[..], "step {}", p.step);
+    (ids, walked)
+}
+
+/// The walk (or its full pass) selects what drawing for every prompt and sorting selects, over
+/// many steps, with second rounds and with families; both paths are taken.
+#[test]
+fn thompson_selects_what_drawing_for_every_prompt_selects() {
+    let (mut walks, mut passes) = (0, 0);
+    // (.., the power of a uniform that draws each prompt's rate: large, most prompts unsolved)
+    for (n, batch, revisit, seed, families, power) in [
+        (3000usize, 64usize, 0.125, 1u64, false, 3),
+        (700, 100, 0.25, 2, false, 3),
+        (5000, 40, 0.0, 3, true, 3),
+        (400, 32, 0.125, 4, true, 12),
+        (300, 100, 0.0, 5, false, 12),
+    ] {
+        let cfg = thompson(RateDpsConfig {
+            revisit,
+            seed,
+            ..Default::default()
+        });
+        let fam = families.then(|| (0..n as i64).map(|i| i % 5).collect());
+        let mut p = RateDps::with_families(n, cfg, fam).unwrap();
+        let mut rng = Rng::new(seed);
+        let rates: Vec<f64> = (0..n).map(|_| rng.uniform().powi(power)).collect();
+        for step in 0..40 {
+            let (mut ids, walked) = select_checked(&mut p, batch);
+            if walked {
+                walks += 1
+            } else {
+                passes += 1
+            }
+            if step % 5 == 2 {
+                ids.extend(select_checked(&mut p, batch / 2).0);
+            }
+            let mut distinct = ids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), ids.len(), "no repeats");
+            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            let c: Vec<i64> = ids
+                .iter()
+                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
+                .collect();
+            p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+        }
+    }
+    assert!(walks > 20 && passes > 5, "walks {walks}, passes {passes}");
+}
+
+/// Every prompt solved: few draws land on the middle rates, the walk passes its cap, and the
+/// full pass picks what the naive form picks.
+#[test]
+fn thompson_falls_back_to_a_full_pass_when_few_draws_reach_the_top() {
+    let n = 20_000;
+    let mut p = RateDps::new(n, thompson(fixed(0.0))).unwrap();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    for _ in 0..3 {
+        p.observe(&obs(n, &ids, &eights(n), &eights(n))).unwrap();
+    }
+    let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, n);
+    assert!(p.thompson_walk(8, &tie).is_none(), "the walk must give up");
+    let (got, walked) = select_checked(&mut p, 8);
+    assert!(!walked && got.len() == 8);
+}
+
+/// Prompts handed out are skipped; a second call of a step continues the first (5 then 5 is the
+/// 10 of one call).
+#[test]
+fn thompson_skips_prompts_handed_out_and_a_second_call_continues() {
+    let cfg = thompson(RateDpsConfig {
+        revisit: 0.0,
+        ..Default::default()
+    });
+    let mut p = RateDps::new(200, cfg).unwrap();
+    crate::selector::contract::run(&mut p, 6, 20);
+    let mut q = p.clone();
+    let mut two = p.select(5).unwrap();
+    two.extend(p.select(5).unwrap());
+    assert_eq!(two, q.select(10).unwrap());
+    let mut r = RateDps::new(12, thompson(fixed(0.0))).unwrap();
+    let first = r.select(6).unwrap();
+    let second = r.select(6).unwrap();
+    assert!(first.iter().all(|id| !second.contains(id)));
+    assert!(r.select(1).is_err());
+}
+
+/// A prompt's chance of selection grows with its predicted mass at the rates of the largest
+/// partial chance, and it is not top-B: prompts below the best scores are taken too.
+#[test]
+fn thompson_picks_in_favour_of_mass_at_the_top_rates_but_not_only_the_best() {
+    let (n, half) = (200usize, 100usize);
+    let mut p = RateDps::new(
+        n,
+        thompson(RateDpsConfig {
+            group_size: Some(8),
+            ..fixed(0.0)
+        }),
+    )
+    .unwrap();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    // the first half seen at 4 of 8 twice (mass near 1/2), the other at 2 of 8 twice
+    let c: Vec<i64> = ids
+        .iter()
+        .map(|&i| if (i as usize) < half { 4 } else { 2 })
+        .collect();
+    for _ in 0..2 {
+        p.observe(&obs(n, &ids, &c, &eights(n))).unwrap();
+    }
+    let top = p.partial.iter().map(|&x| x as f32).fold(0.0, f32::max);
+    let mass = |id: u32| -> f64 {
+        let pi = p.rate_distribution(id);
+        (0..pi.len())
+            .filter(|&j| p.partial[j] as f32 == top)
+            .map(|j| pi[j])
+            .sum()
+    };
+    let (high, low) = (mass(0), mass(half as u32));
+    assert!(high > 2.0 * low && low > 0.01, "masses {high} {low}");
+    let scores = p.scores();
+    assert!(scores[0] > scores[half], "the first half scores best");
+    let (steps, count) = (4000, 10);
+    let selections = repeated_selections(&mut p, steps, count);
+    let mut picks = vec![0usize; n];
+    for ids in &selections {
+        for &id in ids {
+            picks[id as usize] += 1;
+        }
+    }
+    let share_high = picks[..half].iter().sum::<usize>() as f64 / (steps * count as u64) as f64;
+    let picked_low = picks[half..].iter().filter(|&&k| k > 0).count();
+    assert!(
+        share_high > 0.6,
+        "the prompts with more mass at the top: {share_high}"
+    );
+    assert!(share_high < 0.99, "not only the best scores: {share_high}");
+    assert!(
+        picked_low > half / 2,
+        "prompts below the best scores picked: {picked_low}"
+    );
+    // within each half the prompts are alike: picks spread over them, not a fixed top-10
+    assert!(picks[..half].iter().all(|&k| k > 0));
 }

@@ -63,19 +63,21 @@ def run_both(options: dict, n: int, steps: int, batch: int, seed: int, sizes=(8,
         ({"group_size": 4}, 100, 40, 10),
         ({"selection": "sample"}, 200, 80, 16),
         ({"selection": "sample", "revisit": 0.25, "switch_rate": 0.05}, 120, 50, 24),
+        ({"selection": "thompson"}, 200, 80, 16),
+        ({"selection": "thompson", "revisit": 0.25, "switch_rate": 0.05}, 120, 50, 24),
     ],
 )
 def test_the_port_selects_and_predicts_what_the_reference_does(options, n, steps, batch):
     run_both(options, n, steps, batch, seed=3)
 
 
-@pytest.mark.parametrize("selection", ["top", "sample"])
+@pytest.mark.parametrize("selection", ["top", "sample", "thompson"])
 def test_groups_of_several_sizes_and_several_rounds_a_step(selection):
     port = run_both({"selection": selection}, 150, 50, 20, seed=5, sizes=(4, 8, 16), rounds=2)
     assert port._core.group_size in (4, 8, 16)
 
 
-@pytest.mark.parametrize("selection", ["top", "sample"])
+@pytest.mark.parametrize("selection", ["top", "sample", "thompson"])
 def test_families_agree_with_the_reference(selection):
     families = np.arange(120) % 7
     run_both({"families": families, "selection": selection}, 120, 40, 12, seed=2)
@@ -94,7 +96,7 @@ def test_a_log_observed_into_a_fresh_policy_agrees():
     np.testing.assert_array_equal(port.select(20), ref.select(20))
 
 
-@pytest.mark.parametrize("selection", ["top", "sample"])
+@pytest.mark.parametrize("selection", ["top", "sample", "thompson"])
 def test_a_replay_scores_the_same_as_the_reference(selection):
     world = SyntheticWorld(preset_params("countdown", num_prompts=400, steps=40), seed=0)
     a = replay(RateDPS(400, seed=0, selection=selection), world, steps=40, batch_size=32, seed=0).summary
@@ -116,12 +118,13 @@ def test_options_are_checked_and_the_registry_knows_it():
         RateDPS(10, revisit=2)
     with pytest.raises(ValueError, match="families"):
         RateDPS(10, families=np.zeros(9))
-    with pytest.raises(ValueError, match="selection must be 'top' or 'sample', got 'best'"):
+    with pytest.raises(ValueError, match="selection must be 'top', 'sample' or 'thompson', got 'best'"):
         RateDPS(10, selection="best")
     with pytest.raises(TypeError, match="selection"):
         RateDPS(10, selection=1)  # type: ignore[arg-type]
     assert RateDPS(10).config()["selection"] == "top"
     assert make_policy("ratedps", 10, selection="sample").config()["selection"] == "sample"
+    assert make_policy("ratedps", 10, selection="thompson").config()["selection"] == "thompson"
     config = RateDPS(10, families=["a", "b"] * 5).config()
     assert config["switch_rate"] == "auto" and config["families"].startswith("sha256:")
     assert RateDPS(10, switch_rate=0.05).config()["switch_rate"] == 0.05
@@ -136,6 +139,7 @@ def test_a_state_saved_with_other_families_or_options_is_refused(tmp_path):
         RateDPS(20),
         RateDPS(20, families=np.arange(20) % 2, revisit=0),
         RateDPS(20, families=np.arange(20) % 2, selection="sample"),
+        RateDPS(20, families=np.arange(20) % 2, selection="thompson"),
     ):
         with pytest.raises(ValueError, match="options"):
             other.load(tmp_path / "s.npz")
@@ -176,11 +180,11 @@ def test_a_state_saved_before_selection_existed_loads_as_top():
 
 def test_sampling_spreads_the_batch_over_more_prompts_than_the_best_scores():
     """Without revisits, the best scores keep returning to the same prompts; a sample by score
-    trains on many more of them."""
+    and Thompson sampling train on many more of them."""
     rng = np.random.default_rng(0)
     rates = rng.beta(0.6, 0.6, 400)
     trained = {}
-    for selection in ("top", "sample"):
+    for selection in ("top", "sample", "thompson"):
         policy, counts = RateDPS(400, seed=0, revisit=0.0, selection=selection), np.zeros(400, np.int64)
         for _ in range(60):
             ids = policy.select(16)
@@ -188,6 +192,7 @@ def test_sampling_spreads_the_batch_over_more_prompts_than_the_best_scores():
             policy.observe(ids, rng.binomial(8, rates[ids]), np.full(len(ids), 8))
         trained[selection] = int((counts >= 3).sum())
     assert trained["sample"] > 1.5 * trained["top"], trained
+    assert trained["thompson"] > 1.5 * trained["top"], trained
 
 
 def run_train_check(out, *options: str) -> subprocess.CompletedProcess:
@@ -200,7 +205,9 @@ def run_train_check(out, *options: str) -> subprocess.CompletedProcess:
 def test_train_takes_the_selection_option_and_refuses_a_bad_one(tmp_path):
     ok = run_train_check(tmp_path / "o", "--set", "policy.options.selection=sample")
     assert ok.returncode == 0 and "ok:" in ok.stdout, ok.stderr
+    ok = run_train_check(tmp_path / "t", "--set", "policy.options.selection=thompson")
+    assert ok.returncode == 0 and "ok:" in ok.stdout, ok.stderr
     bad = run_train_check(tmp_path / "o", "--set", "policy.options.selection=best")
     assert bad.returncode == 2, bad.stderr
-    assert "selection must be 'top' or 'sample', got 'best'" in bad.stderr
+    assert "selection must be 'top', 'sample' or 'thompson', got 'best'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr

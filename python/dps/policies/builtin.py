@@ -684,7 +684,8 @@ class RateDPS(RustPolicy):
     `revisit` share of each batch goes to the prompts observed least recently, the rest to the
     highest predicted P(the next group of k is partially solved) (`selection="top"`), or drawn
     in proportion to it without replacement (`selection="sample"`), which spreads training
-    over more prompts.
+    over more prompts, or by Thompson sampling (`selection="thompson"`: each prompt draws a rate
+    from its predicted distribution, the best P(partially solved) at the drawn rates win).
 
     switch_rate: "auto" fits it online (shadow filters over the candidates `switch_rates`, on
     about `fit_sample` prompts, scoring each group before they see it); a number fixes it.
