@@ -206,7 +206,10 @@ def main() -> None:
     parser.add_argument("--rate-dps", action="store_true", help="time RateDPS against DPS instead")
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1000], help="B values of --rate-dps")
     parser.add_argument(
-        "--rate-dps-selection", choices=["top", "sample", "thompson"], default="top", help="RateDPS's selection in --rate-dps"
+        "--rate-dps-selection",
+        choices=["top", "sample", "thompson"],
+        default="top",
+        help="RateDPS's selection in --rate-dps",
     )
     args = parser.parse_args()
     if args.rate_dps:
