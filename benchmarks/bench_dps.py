@@ -19,15 +19,16 @@ alternate the two policies, in two regimes: from a fresh start (most prompts nev
 above) and after a warm start that observed every prompt once (RateDPS then scans every prompt's
 score; DPS is timed from step 100 on, once its prompts have settled):
     .venv/bin/python benchmarks/bench_dps.py --rate-dps --sizes 1000000 --batches 256 1000
-`--rate-dps-selection sample` times RateDPS with selection="sample" (the slots after the revisits
-drawn in proportion to the score) instead of the best scores; `--rate-dps-selection thompson` with
-selection="thompson" (the best partial chances at rates drawn from each prompt's prediction).
+`--rate-dps-selection` picks RateDPS's selection, by default the policy's own ("thompson": the
+best partial chances at rates drawn from each prompt's prediction); `top` times the best scores,
+`sample` the slots after the revisits drawn in proportion to the score.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import os
 import statistics
 import sys
@@ -42,6 +43,8 @@ from dps import DPS, RateDPS  # noqa: E402
 from reference_dps import ReferenceDPS  # noqa: E402
 
 DECAY = 0.7
+#: RateDPS's own default selection, the one the bench times unless told otherwise.
+RATE_DPS_SELECTION: str = inspect.signature(RateDPS).parameters["selection"].default
 
 
 def numpy_step_factory(n: int):
@@ -168,8 +171,8 @@ def policy_step_time(make, n, batch, warm, steps=100):
     return time_steps(policy.observe, policy.select, batch, steps, rng)[1], policy.bytes_per_prompt()
 
 
-def rate_dps_table(sizes, batches, selection="top", repeats=3):
-    name = "RateDPS" if selection == "top" else f"RateDPS {selection}"
+def rate_dps_table(sizes, batches, selection=RATE_DPS_SELECTION, repeats=3):
+    name = "RateDPS" if selection == RATE_DPS_SELECTION else f"RateDPS {selection}"
     print(f"| N | B | regime | DPS (ms/step) | {name} (ms/step) | {name} / DPS | bytes/prompt DPS | {name} |")
     print("|" + "---|" * 8)
     makers = {
@@ -208,8 +211,8 @@ def main() -> None:
     parser.add_argument(
         "--rate-dps-selection",
         choices=["top", "sample", "thompson"],
-        default="top",
-        help="RateDPS's selection in --rate-dps",
+        default=RATE_DPS_SELECTION,
+        help=f"RateDPS's selection in --rate-dps (default: the policy's, {RATE_DPS_SELECTION})",
     )
     args = parser.parse_args()
     if args.rate_dps:

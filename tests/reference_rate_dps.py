@@ -220,9 +220,9 @@ class ReferenceRateDPS(Policy):
     that had groups, ties to the larger; 8 before any); families: an optional family id per
     prompt, whose never-observed prompts start from their family's population (shrunk towards the
     global one by `family_shrink` prompts); fit_sample: about how many prompts the shadow filters
-    follow; selection: "top" (the best scores after the revisits), "sample" (drawn in
-    proportion to the score, without replacement) or "thompson" (the best partial chances at a
-    rate drawn from each prompt's prediction).
+    follow; selection: "thompson" (the default: the best partial chances at a rate drawn from
+    each prompt's prediction), "top" (the best scores after the revisits) or "sample" (drawn in
+    proportion to the score, without replacement).
     """
 
     def __init__(
@@ -238,7 +238,7 @@ class ReferenceRateDPS(Policy):
         families: Any = None,
         family_shrink: float = 1.0,
         fit_sample: int = FIT_SAMPLE,
-        selection: str = "top",
+        selection: str = "thompson",
     ):
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be 'top', 'sample' or 'thompson', got {selection!r}")

@@ -30,6 +30,9 @@ impl PyRateDps {
     /// About how many prompts the shadow filters follow.
     #[classattr]
     const FIT_SAMPLE: u64 = crate::ratedps::FIT_SAMPLE;
+    /// The selection when none is given.
+    #[classattr]
+    const SELECTION: &'static str = crate::ratedps::SELECTION;
 
     #[new]
     #[pyo3(signature = (num_prompts, config, families=None))]

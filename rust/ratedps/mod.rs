@@ -5,9 +5,10 @@
 //! candidate, score every group of a hashed sample of the prompts before they see it, and the
 //! main filter takes the candidate with the best predictive likelihood so far. The score is the
 //! predicted chance that a prompt's next group of k is partially solved; an eighth of each batch
-//! revisits the prompts observed least recently.
+//! revisits the prompts observed least recently, and the rest goes by Thompson sampling (the
+//! default), to the best scores ("top") or is drawn in proportion to them ("sample").
 //!
-//! The filters are lazy (`filter`): a step touches only the prompts it observes. Selection scans
+//! The filters are lazy (`filter`): a step touches only the prompts it observes. Top-B scans
 //! the observed prompts' scores (a look-up and a multiply-add each) and takes never-observed
 //! prompts, which share one score, from the front of a keyed order (`order`). Everything is f64,
 //! so the policy agrees with its numpy reference (tests/reference_rate_dps.py) to rounding.
@@ -35,6 +36,8 @@ use order::Order;
 pub const SWITCH_RATES: [f64; 6] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
 /// The values of the `selection` option.
 pub const SELECTIONS: [&str; 3] = ["top", "sample", "thompson"];
+/// The selection when none is given (docs/method.md#rate-dps-why-thompson).
+pub const SELECTION: &str = "thompson";
 /// The switch rate while the candidates tie (before any prompt is observed twice).
 pub const START_SWITCH_RATE: f64 = 0.02;
 /// The shadow filters follow about this many prompts (every prompt when there are fewer).
@@ -75,9 +78,9 @@ crate::record! {
         pub switch_rates: Vec<f64>,
         /// The share of each batch that revisits the prompts observed least recently.
         pub revisit: f64,
-        /// How the other slots are filled: "top" (the best scores), "sample" (drawn in
-        /// proportion to the score, without replacement) or "thompson" (the best partial chances
-        /// at a rate drawn from each prompt's predicted distribution).
+        /// How the other slots are filled: "thompson", the default (the best partial chances at
+        /// a rate drawn from each prompt's predicted distribution), "top" (the best scores) or
+        /// "sample" (drawn in proportion to the score, without replacement).
         pub selection: String,
         /// The score's k; None: the most common group size of the last step.
         pub group_size: Option<u64>,
@@ -141,7 +144,7 @@ impl Default for RateDpsConfig {
             switch_rate: None,
             switch_rates: SWITCH_RATES.to_vec(),
             revisit: 0.125,
-            selection: "top".into(),
+            selection: SELECTION.into(),
             group_size: None,
             family_shrink: 1.0,
             fit_sample: FIT_SAMPLE,

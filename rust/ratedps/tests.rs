@@ -17,6 +17,14 @@ fn fixed(rate: f64) -> RateDpsConfig {
     }
 }
 
+/// `cfg` with top-B selection (the best scores), which the naive sort checks.
+fn top(cfg: RateDpsConfig) -> RateDpsConfig {
+    RateDpsConfig {
+        selection: "top".into(),
+        ..cfg
+    }
+}
+
 fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
@@ -184,11 +192,15 @@ fn the_start_value_holds_while_the_candidates_tie() {
     );
 }
 
-/// The naive selection: revisits by (last step, that step's key), then every free prompt sorted
-/// by (score, this step's key).
-fn naive_select(p: &RateDps, batch: usize) -> Vec<u32> {
+/// How many of `batch` slots go to revisits.
+fn revisit_count(p: &RateDps, batch: usize) -> usize {
+    ((p.cfg.revisit * batch as f64 + 0.5).floor() as usize).min(batch)
+}
+
+/// The free prompts, observed least recently first (by last step, then that step's key): the
+/// naive revisit order of every selection.
+fn by_age(p: &RateDps) -> Vec<u32> {
     let n = p.num_prompts();
-    let revisits = ((p.cfg.revisit * batch as f64 + 0.5).floor() as usize).min(batch);
     let mut free: Vec<u32> = (0..n as u32)
         .filter(|&id| !p.pending.contains(id))
         .collect();
@@ -205,9 +217,17 @@ fn naive_select(p: &RateDps, batch: usize) -> Vec<u32> {
         )
     };
     free.sort_by_key(|&id| age(id));
+    free
+}
+
+/// The naive top-B selection: the revisits, then every other free prompt sorted by (score, this
+/// step's key).
+fn naive_select(p: &RateDps, batch: usize) -> Vec<u32> {
+    assert_eq!(p.cfg.selection, "top", "the naive sort is top-B selection");
+    let (free, revisits) = (by_age(p), revisit_count(p, batch));
     let mut out: Vec<u32> = free[..revisits].to_vec();
     let scores = p.scores();
-    let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, n);
+    let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, p.num_prompts());
     let mut rest: Vec<Candidate> = free[revisits..]
         .iter()
         .map(|&id| Candidate {
@@ -230,11 +250,11 @@ fn selection_equals_sorting_every_prompt() {
         (700, 100, 0.25, 2),
         (5000, 40, 0.0, 3),
     ] {
-        let cfg = RateDpsConfig {
+        let cfg = top(RateDpsConfig {
             revisit,
             seed,
             ..Default::default()
-        };
+        });
         let mut p = RateDps::new(n, cfg).unwrap();
         let mut rng = Rng::new(seed);
         let rates: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
@@ -264,7 +284,7 @@ fn selection_equals_sorting_every_prompt() {
 #[test]
 fn the_sampled_bar_selects_what_sorting_every_prompt_selects() {
     let n = 40_000;
-    let mut p = RateDps::new(n, RateDpsConfig::default()).unwrap();
+    let mut p = RateDps::new(n, top(RateDpsConfig::default())).unwrap();
     let mut rng = Rng::new(9);
     for start in (0..n).step_by(10_000) {
         let ids: Vec<i64> = (start as i64..(start + 10_000) as i64).collect();
@@ -291,7 +311,7 @@ fn the_sampled_bar_selects_what_sorting_every_prompt_selects() {
 #[test]
 fn the_keyed_pass_selects_what_sorting_every_prompt_selects_over_many_steps() {
     let n = 20_000;
-    let mut p = RateDps::new(n, fixed(0.2)).unwrap();
+    let mut p = RateDps::new(n, top(fixed(0.2))).unwrap();
     let mut rng = Rng::new(5);
     let all: Vec<i64> = (0..n as i64).collect();
     let c: Vec<i64> = all.iter().map(|_| rng.below(9) as i64).collect();
@@ -530,7 +550,7 @@ impl RateDpsState {
 #[test]
 fn state_round_trip() {
     let configs = [
-        RateDpsConfig::default(),
+        top(RateDpsConfig::default()),
         RateDpsConfig {
             switch_rate: Some(0.05),
             revisit: 0.25,
@@ -549,7 +569,7 @@ fn state_round_trip() {
         crate::selector::contract::holds(RateDps::new(30, cfg).unwrap());
     }
     for cfg in [
-        RateDpsConfig::default(),
+        top(RateDpsConfig::default()),
         sampling(RateDpsConfig::default()),
         thompson(RateDpsConfig::default()),
     ] {
@@ -749,15 +769,19 @@ fn sampling_skips_prompts_handed_out_and_a_second_call_continues() {
     let second = r.select(6).unwrap();
     assert!(first.iter().all(|id| !second.contains(id)));
     assert!(r.select(1).is_err());
-    let mut top = RateDps::new(
+    let mut best = RateDps::new(
         12,
-        RateDpsConfig {
+        top(RateDpsConfig {
             revisit: 0.5,
             ..Default::default()
-        },
+        }),
     )
     .unwrap();
-    assert_eq!(top.select(6).unwrap()[..3], first[..3], "the same revisits");
+    assert_eq!(
+        best.select(6).unwrap()[..3],
+        first[..3],
+        "the same revisits"
+    );
 }
 
 fn thompson(cfg: RateDpsConfig) -> RateDpsConfig {
@@ -802,12 +826,12 @@ fn naive_thompson(p: &RateDps, count: usize) -> Vec<u32> {
     all.into_iter().take(count).map(|c| c.id).collect()
 }
 
-/// One select against the naive forms: the revisits of "top", then the naive Thompson pick of
+/// One select against the naive forms: the naive revisits, then the naive Thompson pick of
 /// the rest. Returns the ids and whether the walk settled the pick (no full pass).
 fn select_checked(p: &mut RateDps, batch: usize) -> (Vec<u32>, bool) {
-    let revisits = ((p.cfg.revisit * batch as f64 + 0.5).floor() as usize).min(batch);
+    let revisits = revisit_count(p, batch);
     let mut q = p.clone();
-    let want_revisits = naive_select(&q, batch)[..revisits].to_vec();
+    let want_revisits = by_age(&q)[..revisits].to_vec();
     for &id in &want_revisits {
         q.pending.insert(id);
     }
@@ -815,7 +839,7 @@ fn select_checked(p: &mut RateDps, batch: usize) -> (Vec<u32>, bool) {
     let tie = Order::new(q.cfg.seed, stream::RATEDPS_TIE, q.step, q.num_prompts());
     let walked = batch > revisits && q.thompson_walk(batch - revisits, &tie).is_some();
     let ids = p.select(batch).unwrap();
-    assert_eq!(ids[..revisits], want_revisits[..], "revisits as with top");
+    assert_eq!(ids[..revisits], want_revisits[..], "the naive revisits");
     assert_eq!(ids[revisits..], want[..], "step {}", p.step);
     (ids, walked)
 }

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from dps import RateDPS
+from dps._core import RateDpsCore
 from dps.policies import make_policy
+from dps.policies.base import save_state
 from dps.replay.runner import replay
 from dps.replay.worlds import SyntheticWorld, preset_params
 from paths import ROOT
@@ -122,7 +124,9 @@ def test_options_are_checked_and_the_registry_knows_it():
         RateDPS(10, selection="best")
     with pytest.raises(TypeError, match="selection"):
         RateDPS(10, selection=1)  # type: ignore[arg-type]
-    assert RateDPS(10).config()["selection"] == "top"
+    assert RateDPS(10).config()["selection"] == "thompson" == RateDpsCore.SELECTION  # one default, in the core
+    assert make_policy("ratedps", 10).config()["selection"] == "thompson"
+    assert make_policy("ratedps", 10, selection="top").config()["selection"] == "top"
     assert make_policy("ratedps", 10, selection="sample").config()["selection"] == "sample"
     assert make_policy("ratedps", 10, selection="thompson").config()["selection"] == "thompson"
     config = RateDPS(10, families=["a", "b"] * 5).config()
@@ -139,7 +143,7 @@ def test_a_state_saved_with_other_families_or_options_is_refused(tmp_path):
         RateDPS(20),
         RateDPS(20, families=np.arange(20) % 2, revisit=0),
         RateDPS(20, families=np.arange(20) % 2, selection="sample"),
-        RateDPS(20, families=np.arange(20) % 2, selection="thompson"),
+        RateDPS(20, families=np.arange(20) % 2, selection="top"),
     ):
         with pytest.raises(ValueError, match="options"):
             other.load(tmp_path / "s.npz")
@@ -166,16 +170,24 @@ def test_bad_groups_are_refused_and_change_nothing():
             np.testing.assert_array_equal(after[key], value)
 
 
-def test_a_state_saved_before_selection_existed_loads_as_top():
-    a = RateDPS(30, seed=4)
+def test_a_state_saved_before_selection_existed_loads_as_top_and_not_into_the_default(tmp_path):
+    """Such a state was made by top-B selection (the default then): it loads into
+    RateDPS(selection="top"), from a dict or a file, and continues exactly; the default policy
+    (Thompson) and "sample" refuse it with an error that names the option."""
+    a = RateDPS(30, seed=4, selection="top")
     a.observe([1, 2, 3], [3, 4, 8], [8, 8, 8])
     old = a.state_dict()
     del old["config"]["selection"]
-    b = RateDPS(30, seed=4)
-    b.load_state_dict(old)
-    np.testing.assert_array_equal(a.select(6), b.select(6))
-    with pytest.raises(ValueError, match="options"):
-        RateDPS(30, seed=4, selection="sample").load_state_dict(old)
+    save_state(tmp_path / "old.npz", "RateDPS", old)
+    want = a.select(6)
+    for load in (lambda p: p.load_state_dict(old), lambda p: p.load(tmp_path / "old.npz")):
+        b = RateDPS(30, seed=4, selection="top")
+        load(b)
+        np.testing.assert_array_equal(b.select(6), want)
+        for other in (RateDPS(30, seed=4), RateDPS(30, seed=4, selection="sample")):
+            with pytest.raises(ValueError, match=r"state was saved with options .*they differ in selection: 'top' saved"):
+                load(other)
+            assert (other.state_dict()["last_step"] == -1).all()  # refused, nothing loaded
 
 
 def test_sampling_spreads_the_batch_over_more_prompts_than_the_best_scores():

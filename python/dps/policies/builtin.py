@@ -264,8 +264,9 @@ class RustPolicy(Policy):
             raise ValueError(f"state does not fit {type(self).__name__}: missing {missing}, unexpected {extra}")
         if state["num_prompts"] != self.num_prompts:
             raise ValueError(f"state is for {state['num_prompts']} prompts, this policy has {self.num_prompts}")
-        if _normalise(with_added_options(state["config"], self.config())) != _normalise(self.config()):
-            raise ValueError(f"state was saved with options {state['config']}, this policy has {self.config()}")
+        saved = with_added_options(state["config"], self.config())
+        if _normalise(saved) != _normalise(self.config()):
+            raise ValueError(options_mismatch(saved, self.config()))
         self._core.load_state(core_state(state, fields))
         self._end_step()
         if len(state["pending"]):
@@ -278,7 +279,8 @@ ADDED_STATE_FIELDS: dict[str, Any] = {"in_flight": np.zeros(0, np.int64)}
 
 
 #: Options added after states were first saved, with the value a state saved before them stands
-#: for: RateDPS's selection was always the best scores.
+#: for: RateDPS's selection was always the best scores (the default is now "thompson", so such a
+#: state loads only into RateDPS(selection="top")).
 ADDED_OPTIONS: dict[str, Any] = {"selection": "top"}
 
 
@@ -288,6 +290,17 @@ def with_added_options(saved: Any, config: dict[str, Any]) -> Any:
     if not isinstance(saved, dict):
         return saved
     return {**{k: v for k, v in ADDED_OPTIONS.items() if k in config}, **saved}
+
+
+def options_mismatch(saved: Any, config: dict[str, Any]) -> str:
+    """Why a state saved with `saved` options does not load into a policy with `config`."""
+    text = f"state was saved with options {saved}, this policy has {config}"
+    if not isinstance(saved, dict):
+        return text
+    differ = [k for k in config if _normalise(saved.get(k)) != _normalise(config[k])]
+    differ += [k for k in saved if k not in config]
+    detail = ", ".join(f"{k}: {saved.get(k)!r} saved, {config.get(k)!r} here" for k in differ)
+    return f"{text} (they differ in {detail}; build the policy with the saved options to load it)"
 
 
 def with_added_fields(state: dict[str, Any], fields: StateFields) -> dict[str, Any]:
@@ -681,11 +694,12 @@ class RateDPS(RustPolicy):
     of `grid` rates evenly spaced in logit over [-logit_max, logit_max]; a group of n with c
     correct is a Binomial(n, rate) look at it, for any n; between steps a prompt keeps its rate or,
     with chance `switch_rate`, draws a new one from a population fitted online. Selection: a
-    `revisit` share of each batch goes to the prompts observed least recently, the rest to the
-    highest predicted P(the next group of k is partially solved) (`selection="top"`), or drawn
-    in proportion to it without replacement (`selection="sample"`), which spreads training
-    over more prompts, or by Thompson sampling (`selection="thompson"`: each prompt draws a rate
-    from its predicted distribution, the best P(partially solved) at the drawn rates win).
+    `revisit` share of each batch goes to the prompts observed least recently, the rest by
+    Thompson sampling (`selection="thompson"`, the default: each prompt draws a rate from its
+    predicted distribution, the best P(the next group of k is partially solved) at the drawn
+    rates win), or to the highest predicted P(partially solved) (`selection="top"`, which
+    concentrates training on a few prompts; states saved before the option existed were made
+    by it), or drawn in proportion to it without replacement (`selection="sample"`).
 
     switch_rate: "auto" fits it online (shadow filters over the candidates `switch_rates`, on
     about `fit_sample` prompts, scoring each group before they see it); a number fixes it.
@@ -708,7 +722,7 @@ class RateDPS(RustPolicy):
         switch_rate: float | str = "auto",
         switch_rates: Sequence[float] = SWITCH_RATES,
         revisit: float = 0.125,
-        selection: str = "top",
+        selection: str = RateDpsCore.SELECTION,
         group_size: int | None = None,
         families: Any = None,
         family_shrink: float = 1.0,
