@@ -94,8 +94,8 @@ def register_leaderboard(sub: Any) -> None:
         "leaderboard",
         help="rank every built-in policy on your own rollout logs",
         description="Replay every built-in policy at its defaults (DPS, MoPPS and BOTS also over a small decay grid, "
-        "the oracle as a bound) on each log's world with 3 seeds, B from the log; write DIR/leaderboard.md, "
-        ".csv, .parquet and a plot ranking them by rollouts per effective prompt.",
+        "RateDPS also with its other selections, the oracle as a bound) on each log's world with 3 seeds, B from the "
+        "log; write DIR/leaderboard.md, .csv, .parquet and a plot ranking them by rollouts per effective prompt.",
     )
     p.add_argument("logs", nargs="+", metavar="LOG", help="log file(s) or folder(s), any format `dps validate` reads")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for leaderboard.md/.csv/.parquet/.png")

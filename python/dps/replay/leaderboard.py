@@ -2,10 +2,11 @@
 
 For each log: every built-in selector at its defaults (uniform, history resampling, dynamic
 sampling, GRESO, MoPPS, BOTS, DPS, RateDPS), DPS, MoPPS and BOTS also over a small grid of their
-decay, and the oracle as an upper bound; each replayed with 3 seeds on the log's world (`dps replay`'s
-log world), B = the log's own batch. The table ranks them by rollouts per effective prompt (what
-a partially solved group costs, rejected groups included), and scores each predictive policy's
-P(partial) against what the world returned (Brier, ECE).
+decay, RateDPS also with its other selections, and the oracle as an upper bound; each replayed
+with 3 seeds on the log's world (`dps replay`'s log world), B = the log's own batch. The table
+ranks them by rollouts per effective prompt (what a partially solved group costs, rejected groups
+included), and scores each predictive policy's P(partial) against what the world returned
+(Brier, ECE).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from dps.replay.sweep import SweepResult
 
-#: (label, policy type, parameters): the built-ins at their defaults, then the decay grids.
+#: (label, policy type, parameters): the built-ins at their defaults, then the option grids.
 #: The first entry of each grid is the policy's default.
 DEFAULTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("US", "uniform", {}),
@@ -40,10 +41,11 @@ DEFAULTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("DPS", "dps", {}),
     ("RateDPS", "ratedps", {}),
 )
-DECAY_GRID: dict[str, tuple[str, tuple[float, ...]]] = {
+OPTION_GRID: dict[str, tuple[str, tuple[float | str, ...]]] = {
     "dps": ("decay", (0.5, 0.9)),
     "mopps": ("decay", (0.5, 0.9)),
     "bots": ("forgetting", (0.03, 0.01)),
+    "ratedps": ("selection", ("top",)),
 }
 ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
@@ -51,6 +53,10 @@ BOUNDS = {"oracle"}
 #: Policy types that predict each group's state (scored by Brier and ECE).
 PREDICTIVE = {"dps", "mopps", "bots", "greso", "ratedps"}
 SEEDS = (0, 1, 2)
+
+
+def option_text(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def default_of(ptype: str, key: str) -> Any:
@@ -66,12 +72,12 @@ def policy_specs(oracle: bool = True) -> list[PolicySpec]:
     """The leaderboard's policies, in table order before ranking."""
     specs = []
     for label, ptype, params in DEFAULTS:
-        if ptype not in DECAY_GRID:
+        if ptype not in OPTION_GRID:
             specs.append(PolicySpec(label, ptype, dict(params)))
             continue
-        key, values = DECAY_GRID[ptype]
-        specs.append(PolicySpec(f"{label} {key}={default_of(ptype, key):g} (default)", ptype, dict(params)))
-        specs += [PolicySpec(f"{label} {key}={v:g}", ptype, {key: v}) for v in values]
+        key, values = OPTION_GRID[ptype]
+        specs.append(PolicySpec(f"{label} {key}={option_text(default_of(ptype, key))} (default)", ptype, dict(params)))
+        specs += [PolicySpec(f"{label} {key}={option_text(v)}", ptype, {key: v}) for v in values]
     if oracle:
         specs.append(PolicySpec(*ORACLE))
     return specs
