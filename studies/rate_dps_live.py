@@ -95,10 +95,15 @@ def collect(specs: list[tuple[str, str]]) -> dict[int, dict[str, dict[str, Any]]
     return runs
 
 
+def span(pair: tuple[float, float]) -> str:
+    """start -> end, or - where the run did not measure it (the paper presets evaluate sampled only)."""
+    return "-" if np.isnan(pair[0]) else f"{pair[0]:.3f} -> {pair[1]:.3f}"
+
+
 def row(label: str, s: dict[str, Any], versus: str) -> str:
     return (
         f"| {label} | {s['rollouts']} | {s['effective_ratio']:.3f} | {s['distinct']} | "
-        f"{s['sampled'][0]:.3f} -> {s['sampled'][1]:.3f} | {s['greedy'][0]:.3f} -> {s['greedy'][1]:.3f} | "
+        f"{span(s['sampled'])} | {span(s['greedy'])} | "
         f"{s['unsolved'][0]:.3f} -> {s['unsolved'][1]:.3f} | {versus} | "
         f"{s['hard_visits'][0]:.2f} ({s['hard_visits'][1]:.2f}) |"
     )

@@ -45,7 +45,7 @@ OPTION_GRID: dict[str, tuple[str, tuple[float | str, ...]]] = {
     "dps": ("decay", (0.5, 0.9)),
     "mopps": ("decay", (0.5, 0.9)),
     "bots": ("forgetting", (0.03, 0.01)),
-    "ratedps": ("selection", ("top",)),
+    "ratedps": ("selection", ("sample", "thompson")),
 }
 ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
