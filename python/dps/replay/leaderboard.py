@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from dps.replay.sweep import SweepResult
 
-#: (label, policy type, parameters): the built-ins at their defaults, then the option grids.
+#: (label, policy type, parameters): the built-ins at their defaults, then the option grids (a
+#: grid's value equal to the default is replayed once, as the default).
 #: The first entry of each grid is the policy's default.
 DEFAULTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("US", "uniform", {}),
@@ -45,7 +46,7 @@ OPTION_GRID: dict[str, tuple[str, tuple[float | str, ...]]] = {
     "dps": ("decay", (0.5, 0.9)),
     "mopps": ("decay", (0.5, 0.9)),
     "bots": ("forgetting", (0.03, 0.01)),
-    "ratedps": ("selection", ("sample", "thompson")),
+    "ratedps": ("selection", ("top", "sample", "thompson")),
 }
 ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
@@ -76,8 +77,9 @@ def policy_specs(oracle: bool = True) -> list[PolicySpec]:
             specs.append(PolicySpec(label, ptype, dict(params)))
             continue
         key, values = OPTION_GRID[ptype]
-        specs.append(PolicySpec(f"{label} {key}={option_text(default_of(ptype, key))} (default)", ptype, dict(params)))
-        specs += [PolicySpec(f"{label} {key}={option_text(v)}", ptype, {key: v}) for v in values]
+        default = default_of(ptype, key)
+        specs.append(PolicySpec(f"{label} {key}={option_text(default)} (default)", ptype, dict(params)))
+        specs += [PolicySpec(f"{label} {key}={option_text(v)}", ptype, {key: v}) for v in values if v != default]
     if oracle:
         specs.append(PolicySpec(*ORACLE))
     return specs
