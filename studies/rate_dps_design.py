@@ -210,16 +210,22 @@ class RandomWalk(MeanPosteriorPopulation):
         return post @ (kernel / kernel.sum(axis=0, keepdims=True)).T
 
 
+def reference_top(num_prompts: int, seed: int, **options: Any) -> ReferenceRateDPS:
+    """The reference as this study measured it: top-B selection (the default when it ran; since
+    a4109c3 the policy's default is Thompson)."""
+    return ReferenceRateDPS(num_prompts, seed=seed, **{"selection": "top", **options})
+
+
 def rate_dps(**options: Any) -> Factory:
     """RateDPS with these options."""
-    return lambda n, seed: ReferenceRateDPS(n, seed=seed, **options)
+    return lambda n, seed: reference_top(n, seed=seed, **options)
 
 
 def variant(cls: type[RateFilter], **options: Any) -> Factory:
     """RateDPS with every filter of class `cls`."""
 
     def make(n: int, seed: int) -> Policy:
-        policy = ReferenceRateDPS(n, seed=seed, **options)
+        policy = reference_top(n, seed=seed, **options)
         for f in (policy.main, *policy.shadows):
             f.__class__ = cls
             f.rates = policy.rates  # type: ignore[attr-defined]
@@ -232,15 +238,15 @@ def variant(cls: type[RateFilter], **options: Any) -> Factory:
 # The policies compared
 
 RATE_DESIGNS: dict[str, Factory] = {
-    "RateDPS": lambda n, s: ReferenceRateDPS(n, seed=s),
-    "RateDPS G=8": lambda n, s: ReferenceRateDPS(n, seed=s, grid=8),
-    "RateDPS G=32": lambda n, s: ReferenceRateDPS(n, seed=s, grid=32),
-    "RateDPS revisit=0": lambda n, s: ReferenceRateDPS(n, seed=s, revisit=0.0),
-    "RateDPS revisit=1/16": lambda n, s: ReferenceRateDPS(n, seed=s, revisit=0.0625),
-    "RateDPS revisit=1/4": lambda n, s: ReferenceRateDPS(n, seed=s, revisit=0.25),
-    "RateDPS rho=0.01": lambda n, s: ReferenceRateDPS(n, seed=s, switch_rate=0.01),
-    "RateDPS rho=0.05": lambda n, s: ReferenceRateDPS(n, seed=s, switch_rate=0.05),
-    "RateDPS rho=0.1": lambda n, s: ReferenceRateDPS(n, seed=s, switch_rate=0.1),
+    "RateDPS": lambda n, s: reference_top(n, seed=s),
+    "RateDPS G=8": lambda n, s: reference_top(n, seed=s, grid=8),
+    "RateDPS G=32": lambda n, s: reference_top(n, seed=s, grid=32),
+    "RateDPS revisit=0": lambda n, s: reference_top(n, seed=s, revisit=0.0),
+    "RateDPS revisit=1/16": lambda n, s: reference_top(n, seed=s, revisit=0.0625),
+    "RateDPS revisit=1/4": lambda n, s: reference_top(n, seed=s, revisit=0.25),
+    "RateDPS rho=0.01": lambda n, s: reference_top(n, seed=s, switch_rate=0.01),
+    "RateDPS rho=0.05": lambda n, s: reference_top(n, seed=s, switch_rate=0.05),
+    "RateDPS rho=0.1": lambda n, s: reference_top(n, seed=s, switch_rate=0.1),
     "RateDPS population half-life=30": variant(type("SlowPopulation", (RateFilter,), {"population_half_life": 30.0})),
     "RateDPS population=mean posterior": variant(MeanPosteriorPopulation),
     "RateDPS population=last": variant(LastPopulation),
@@ -491,7 +497,7 @@ def family_designs(world_name: str) -> dict[str, Factory]:
     designs: dict[str, Factory] = {"RateDPS": RATE_DESIGNS["RateDPS"]}
     for column in ("question", "level"):
         ids = table[column].rank("dense").to_numpy().astype(np.int64) - 1
-        designs[f"RateDPS families={column}"] = (lambda f: lambda n, s: ReferenceRateDPS(n, seed=s, families=f))(ids)
+        designs[f"RateDPS families={column}"] = (lambda f: lambda n, s: reference_top(n, seed=s, families=f))(ids)
     return designs
 
 
