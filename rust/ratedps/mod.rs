@@ -935,36 +935,33 @@ impl RateDps {
 
     /// Every free prompt's draw, the best `count` (draw, then key): one pass over N.
     fn thompson_pass(&self, count: usize, tie: &Order) -> Vec<u32> {
-        let ids: Vec<u32> = (0..self.num_prompts() as u32).collect();
-        let mut best: Vec<Candidate> = ids
-            .par_chunks(CHUNK)
-            .flat_map_iter(|chunk| {
-                let mut pi = vec![0.0; self.grid.len()];
-                let draws = chunk
-                    .iter()
-                    .filter(|&&id| !self.pending.contains(id))
-                    .map(|&id| (id, self.thompson_draw(id, &mut pi)));
-                best_of(draws, count, tie, &self.pending)
-            })
-            .collect();
-        best.sort_unstable();
-        best.truncate(count);
-        best.into_iter().map(|c| c.id).collect()
+        self.best_of_every(count, tie, || {
+            let mut pi = vec![0.0; self.grid.len()];
+            move |id| self.thompson_draw(id, &mut pi)
+        })
     }
 
     /// With families, never-observed prompts score by family: one pass over every prompt.
     fn best_scored_with_families(&self, count: usize, tie: &Order) -> Vec<u32> {
         let score = self.score_of();
+        self.best_of_every(count, tie, || |id| score(id) as f32)
+    }
+
+    /// The `count` free prompts with the best values (value, then key) over every prompt, in
+    /// parallel chunks; `value_in_chunk` makes each chunk's valuer (which may keep scratch space).
+    fn best_of_every<V: FnMut(u32) -> f32>(
+        &self,
+        count: usize,
+        tie: &Order,
+        value_in_chunk: impl Fn() -> V + Sync,
+    ) -> Vec<u32> {
         let ids: Vec<u32> = (0..self.num_prompts() as u32).collect();
         let mut best: Vec<Candidate> = ids
             .par_chunks(CHUNK)
             .flat_map_iter(|chunk| {
-                best_of(
-                    chunk.iter().map(|&id| (id, score(id) as f32)),
-                    count,
-                    tie,
-                    &self.pending,
-                )
+                let mut value = value_in_chunk();
+                let free = chunk.iter().filter(|&&id| !self.pending.contains(id));
+                best_of(free.map(|&id| (id, value(id))), count, tie, &self.pending)
             })
             .collect();
         best.sort_unstable();
