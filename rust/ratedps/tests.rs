@@ -299,10 +299,15 @@ fn the_sampled_bar_selects_what_sorting_every_prompt_selects() {
         let more = p.select(batch / 2).unwrap();
         assert_eq!(more, want, "second round, step {step}");
         ids.extend(more);
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
-        p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+        observe_random(&mut p, n, &ids, &mut rng);
     }
+}
+
+/// Observes the ids as selected, each with 0..=8 correct of 8 drawn from `rng`.
+fn observe_random(p: &mut RateDps, n: usize, ids: &[u32], rng: &mut Rng) {
+    let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
+    p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
 }
 
 /// Hundreds of steps after every prompt was observed (most scores tied at the population's, keys
@@ -324,9 +329,7 @@ fn the_keyed_pass_selects_what_sorting_every_prompt_selects_over_many_steps() {
             assert_eq!(more, want, "step {step}");
             ids.extend(more);
         }
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
-        p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+        observe_random(&mut p, n, &ids, &mut rng);
     }
 }
 
