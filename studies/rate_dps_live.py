@@ -139,15 +139,9 @@ def tables(runs: dict[int, dict[str, dict[str, Any]]], labels: list[str]) -> str
                 lines.append(row(f"{seed}, {label}", by_label[label], gap))
     complete = sorted(s for s, by in runs.items() if all(label in by for label in labels))
     lines += ["", f"Mean over seeds {', '.join(map(str, complete))}:", "", head.replace("seed, run", "run")]
-    for label in labels:
-        if complete:
-            mean = mean_summary([runs[s][label] for s in complete])
-            gaps = [
-                runs[s][label]["unsolved"][1] - runs[s][BASELINE]["unsolved"][1]
-                for s in complete
-                if BASELINE in runs[s]
-            ]
-            lines.append(row(label, mean, f"{np.mean(gaps):+.3f}" if gaps else ""))
+    means = {label: mean_summary([runs[s][label] for s in complete]) for label in labels} if complete else {}
+    for label, mean in means.items():
+        lines.append(row(label, mean, stranding_gap(mean, means.get(BASELINE))))
     return "\n".join(lines)
 
 
