@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1000], help="B values of --rate-dps")
     parser.add_argument(
         "--rate-dps-selection",
-        choices=["top", "sample", "thompson"],
+        choices=RateDPS.SELECTIONS,
         default=RATE_DPS_SELECTION,
         help=f"RateDPS's selection in --rate-dps (default: the policy's, {RATE_DPS_SELECTION})",
     )

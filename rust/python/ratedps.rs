@@ -33,6 +33,9 @@ impl PyRateDps {
     /// The selection when none is given.
     #[classattr]
     const SELECTION: &'static str = crate::ratedps::SELECTION;
+    /// Every selection's name.
+    #[classattr]
+    const SELECTIONS: [&'static str; 3] = crate::ratedps::SELECTIONS;
 
     #[new]
     #[pyo3(signature = (num_prompts, config, families=None))]

@@ -712,6 +712,7 @@ class RateDPS(RustPolicy):
     _core: RateDpsCore
     _select_only_marks_pending = True
     SWITCH_RATES: tuple[float, ...] = tuple(RateDpsCore.SWITCH_RATES)
+    SELECTIONS: tuple[str, ...] = tuple(RateDpsCore.SELECTIONS)
 
     def __init__(
         self,

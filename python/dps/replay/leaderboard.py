@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dps.policies import RateDPS
 from dps.replay.runner import lag_words
 from dps.replay.scenario import PolicySpec, Scenario
 from dps.replay.worldconfig import LogWorldConfig
@@ -46,7 +47,7 @@ OPTION_GRID: dict[str, tuple[str, tuple[float | str, ...]]] = {
     "dps": ("decay", (0.5, 0.9)),
     "mopps": ("decay", (0.5, 0.9)),
     "bots": ("forgetting", (0.03, 0.01)),
-    "ratedps": ("selection", ("top", "sample", "thompson")),
+    "ratedps": ("selection", RateDPS.SELECTIONS),
 }
 ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
