@@ -45,6 +45,7 @@ pub mod stream {
     pub const RATEDPS_SAMPLE: u64 = 8;
     pub const RATEDPS_SAMPLE_ALL: u64 = 9;
     pub const RATEDPS_THOMPSON: u64 = 10;
+    pub const RATEDPS_RESCUE: u64 = 11;
 }
 
 /// xoshiro256++ (Blackman and Vigna), seeded through SplitMix64.

@@ -7,8 +7,9 @@ otherwise draws a new one from the population (the mean posterior of the prompts
 far). rho is fitted online: shadow filters, one per candidate rho, run on a sample of the prompts
 and score every group before they see it; the main filter, over every prompt, uses the candidate
 with the best predictive log-likelihood so far. A prompt's score is the predicted chance that its
-next group of k is partially solved; an eighth of each batch revisits the prompts observed least
-recently.
+next group of k is partially solved; an eighth of each batch revisits the prompts most likely
+stranded (at a rate r drawn from each prompt's prediction, the largest f_k(r) k r (1 - r)^k) or,
+with revisit_by="age", those observed least recently.
 
 Deliberately plain: every prompt's predicted distribution is updated every step, in every
 filter (the Rust core updates lazily, docs/method.md#rate-dps-cost, and must agree with this to
@@ -37,14 +38,17 @@ FIT_SAMPLE = 65536
 SAMPLE_SALT = 0x7261_7465_7361_6D31  # "ratesam1"
 #: The core's random streams (rust/rng.rs) of the keyed orders: ties among equal scores, revisits;
 #: then the draws of selection="sample": the rejection draws, the keys of its fallback; then the
-#: uniforms of selection="thompson".
+#: uniforms of selection="thompson", and those of revisit_by="stranding".
 TIE_STREAM = 6
 REVISIT_STREAM = 7
 SAMPLE_STREAM = 8
 SAMPLE_ALL_STREAM = 9
 THOMPSON_STREAM = 10
+RESCUE_STREAM = 11
 #: The values of the selection option.
 SELECTIONS = ("top", "sample", "thompson")
+#: The values of the revisit_by option.
+REVISIT_BYS = ("stranding", "age")
 MASK64 = (1 << 64) - 1
 GOLDEN, MIX1, MIX2 = 0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9, 0x94D0_49BB_1331_11EB
 
@@ -215,8 +219,9 @@ class ReferenceRateDPS(Policy):
     """RateDPS in numpy, every prompt updated every step.
 
     grid, logit_max: the G rates; switch_rate: "auto" (the online fit over `switch_rates`) or a
-    fixed rho in [0, 1); revisit: the share of each batch given to the prompts observed least
-    recently; group_size: the k of the score (None: the most common group size of the last step
+    fixed rho in [0, 1); revisit: the share of each batch given to revisits; revisit_by:
+    "stranding" (the default: the largest f_k(r) k r (1 - r)^k at a rate r drawn from each
+    prompt's prediction) or "age" (the prompts observed least recently); group_size: the k of the score (None: the most common group size of the last step
     that had groups, ties to the larger; 8 before any); families: an optional family id per
     prompt, whose never-observed prompts start from their family's population (shrunk towards the
     global one by `family_shrink` prompts); fit_sample: about how many prompts the shadow filters
@@ -239,10 +244,14 @@ class ReferenceRateDPS(Policy):
         family_shrink: float = 1.0,
         fit_sample: int = FIT_SAMPLE,
         selection: str = "thompson",
+        revisit_by: str = "stranding",
     ):
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be 'top', 'sample' or 'thompson', got {selection!r}")
+        if revisit_by not in REVISIT_BYS:
+            raise ValueError(f"revisit_by must be 'stranding' or 'age', got {revisit_by!r}")
         self.selection = selection
+        self.revisit_by = revisit_by
         if switch_rate != "auto" and not 0.0 <= float(switch_rate) < 1.0:
             raise ValueError(f"switch_rate must be 'auto' or in [0, 1), got {switch_rate!r}")
         if not 0.0 <= revisit <= 1.0:
@@ -288,23 +297,26 @@ class ReferenceRateDPS(Policy):
         if batch_size > len(free):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(free)} prompts not yet handed out")
         stale = int(math.floor(self.revisit * batch_size + 0.5))
-        by_age = np.lexsort((self.revisit_keys(free), self.last_step[free]))[:stale]
-        if self.selection in ("sample", "thompson"):
-            blocked = self.pending.copy()
-            blocked[free[by_age]] = True
-            pick = self.sampled if self.selection == "sample" else self.thompson
-            ids = np.concatenate([free[by_age], pick(batch_size - stale, blocked)]).astype(np.int64)
+        if self.revisit_by == "age":
+            revisits = free[np.lexsort((self.revisit_keys(free), self.last_step[free]))[:stale]]
         else:
-            rest = np.setdiff1d(np.arange(len(free)), by_age)
-            tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, free)
-            # ranked on float32 scores: rounding noise never splits scores equal in exact
-            # arithmetic (mirror-image histories on the symmetric grid); those go to the keyed order
-            rank = self.scores().astype(np.float32)[free]
-            by_score = rest[np.lexsort((tie[rest], -rank[rest]))[: batch_size - stale]]
-            ids = free[np.concatenate([by_age, by_score])].astype(np.int64)
+            revisits = self.best_drawn(stale, self.pending, RESCUE_STREAM, self.stranding_values())
+        blocked = self.pending.copy()
+        blocked[revisits] = True
+        pick = {"sample": self.sampled, "thompson": self.thompson, "top": self.top}[self.selection]
+        ids = np.concatenate([revisits, pick(batch_size - stale, blocked)]).astype(np.int64)
         self.pending[ids] = True
         self.revisited += stale
         return ids
+
+    def top(self, count: int, blocked: np.ndarray) -> np.ndarray:
+        """The `count` prompts not `blocked` with the best scores, ranked on float32 scores:
+        rounding noise never splits scores equal in exact arithmetic (mirror-image histories on
+        the symmetric grid); those go to the keyed order."""
+        left = np.flatnonzero(~blocked)
+        tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, left)
+        rank = self.scores().astype(np.float32)[left]
+        return left[np.lexsort((tie, -rank))[:count]]
 
     def sampled(self, count: int, blocked: np.ndarray) -> np.ndarray:
         """`count` prompts not `blocked`, drawn one after another with chance proportional to the
@@ -332,17 +344,29 @@ class ReferenceRateDPS(Policy):
         return np.concatenate([np.array(out, np.int64), rest])
 
     def thompson(self, count: int, blocked: np.ndarray) -> np.ndarray:
+        """The `count` prompts not `blocked` whose rate drawn from their prediction has the
+        largest float32 partial chance."""
+        partial = state_chances(self.rates, self.group_size)[:, 1].astype(np.float32)
+        return self.best_drawn(count, blocked, THOMPSON_STREAM, partial)
+
+    def stranding_values(self) -> np.ndarray:
+        """f_k(r) k r (1 - r)^k at each grid rate, in float32: the chance (1 - r)^k that a group
+        of k shows 0 correct falls by k r (1 - r)^k per unit of logit(r), and a group moves the
+        prompt only when it is partially solved (chance f_k(r))."""
+        k, r = self.group_size, self.rates
+        return (state_chances(r, k)[:, 1] * k * r * (1.0 - r) ** k).astype(np.float32)
+
+    def best_drawn(self, count: int, blocked: np.ndarray, stream: int, value: np.ndarray) -> np.ndarray:
         """The `count` prompts not `blocked` whose rate drawn from their prediction (the first
-        rate where the running sum reaches a hashed uniform of (step, id); the last if it never
-        does) has the largest float32 partial chance; ties in the tie order. Every prompt drawn:
-        the port's walk from the front of the tie order gives the same ids."""
+        rate where the running sum reaches a hashed uniform of (stream, step, id); the last if it
+        never does) has the largest `value`; ties in the tie order. Every prompt drawn: the
+        port's walk from the front of the tie order gives the same ids."""
         left = np.flatnonzero(~blocked)
-        u = np.array([unit(stream_key(self.seed, THOMPSON_STREAM, self.step, int(i))) for i in left])
+        u = np.array([unit(stream_key(self.seed, stream, self.step, int(i))) for i in left])
         reached = np.cumsum(self.main.prior[left], axis=1) >= u[:, None]
         drawn = np.where(reached.any(axis=1), reached.argmax(axis=1), len(self.rates) - 1)
-        value = state_chances(self.rates, self.group_size)[:, 1].astype(np.float32)[drawn]
         tie = order_keys(TIE_STREAM, self.seed, self.step, self.num_prompts, left)
-        return left[np.lexsort((tie, -value))[:count]]
+        return left[np.lexsort((tie, -value[drawn]))[:count]]
 
     def revisit_keys(self, ids: np.ndarray) -> np.ndarray:
         """The order among prompts last observed at the same step: a keyed order of (seed, that

@@ -149,6 +149,7 @@ class _RateDpsConfig(TypedDict):
     switch_rate: float | None
     switch_rates: list[float]
     revisit: float
+    revisit_by: str
     selection: str
     group_size: int | None
     family_shrink: float
@@ -263,6 +264,8 @@ class RateDpsCore(Selector[_RateDpsConfig, _RateDpsState]):
     FIT_SAMPLE: ClassVar[int]
     SELECTION: ClassVar[str]
     SELECTIONS: ClassVar[list[str]]
+    REVISIT_BY: ClassVar[str]
+    REVISIT_BYS: ClassVar[list[str]]
     def __new__(cls, num_prompts: int, config: _RateDpsConfig, families: _Ids | None = None) -> RateDpsCore: ...
     def predicted(self, prompt_ids: _Ids, n_rollouts: _Ids) -> _F64: ...
     def rate_distribution(self, prompt_ids: _Ids) -> _F64: ...

@@ -1,5 +1,5 @@
 //! `RateDpsCore`: the success rate as the hidden state, a binomial look per group, the switch
-//! rate fitted online, revisits of the prompts observed least recently.
+//! rate fitted online, revisits of the prompts most likely stranded or observed least recently.
 
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -36,6 +36,12 @@ impl PyRateDps {
     /// Every selection's name.
     #[classattr]
     const SELECTIONS: [&'static str; 3] = crate::ratedps::SELECTIONS;
+    /// The revisit rule when none is given.
+    #[classattr]
+    const REVISIT_BY: &'static str = crate::ratedps::REVISIT_BY;
+    /// Every revisit rule's name.
+    #[classattr]
+    const REVISIT_BYS: [&'static str; 2] = crate::ratedps::REVISIT_BYS;
 
     #[new]
     #[pyo3(signature = (num_prompts, config, families=None))]

@@ -4,9 +4,11 @@
 //! population, which is fitted online. rho is fitted online too: shadow filters, one per
 //! candidate, score every group of a hashed sample of the prompts before they see it, and the
 //! main filter takes the candidate with the best predictive likelihood so far. The score is the
-//! predicted chance that a prompt's next group of k is partially solved; an eighth of each batch
-//! revisits the prompts observed least recently, and the rest goes by Thompson sampling (the
-//! default), to the best scores ("top") or is drawn in proportion to them ("sample").
+//! predicted chance that a prompt's next group of k is partially solved. An eighth of each batch
+//! revisits the prompts most likely stranded (the best draws of the expected drop in their chance
+//! of staying unsolved; "age": the prompts observed least recently), and the rest goes by
+//! Thompson sampling (the default), to the best scores ("top") or is drawn in proportion to them
+//! ("sample").
 //!
 //! The filters are lazy (`filter`): a step touches only the prompts it observes. Top-B scans
 //! the observed prompts' scores (a look-up and a multiply-add each) and takes never-observed
@@ -38,6 +40,10 @@ pub const SWITCH_RATES: [f64; 6] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
 pub const SELECTIONS: [&str; 3] = ["top", "sample", "thompson"];
 /// The selection when none is given (docs/method.md#rate-dps-why-thompson).
 pub const SELECTION: &str = "thompson";
+/// The values of the `revisit_by` option: how the revisit slots are filled.
+pub const REVISIT_BYS: [&str; 2] = ["stranding", "age"];
+/// The revisit rule when none is given (docs/method.md#rate-dps-selection).
+pub const REVISIT_BY: &str = "stranding";
 /// The switch rate while the candidates tie (before any prompt is observed twice).
 pub const START_SWITCH_RATE: f64 = 0.02;
 /// The shadow filters follow about this many prompts (every prompt when there are fewer).
@@ -76,8 +82,13 @@ crate::record! {
         /// None: fitted online over `switch_rates`; a number in [0, 1): that rho, fixed.
         pub switch_rate: Option<f64>,
         pub switch_rates: Vec<f64>,
-        /// The share of each batch that revisits the prompts observed least recently.
+        /// The share of each batch given to revisits.
         pub revisit: f64,
+        /// How the revisit slots are filled: "stranding", the default (the largest
+        /// f_k(r) k r (1 - r)^k at a rate r drawn from each prompt's predicted distribution: the
+        /// expected drop in the chance the prompt stays unsolved), or "age" (the prompts observed
+        /// least recently).
+        pub revisit_by: String,
         /// How the other slots are filled: "thompson", the default (the best partial chances at
         /// a rate drawn from each prompt's predicted distribution), "top" (the best scores) or
         /// "sample" (drawn in proportion to the score, without replacement).
@@ -144,6 +155,7 @@ impl Default for RateDpsConfig {
             switch_rate: None,
             switch_rates: SWITCH_RATES.to_vec(),
             revisit: 0.125,
+            revisit_by: REVISIT_BY.into(),
             selection: SELECTION.into(),
             group_size: None,
             family_shrink: 1.0,
@@ -181,6 +193,12 @@ impl RateDpsConfig {
         }
         if !(0.0..=1.0).contains(&self.revisit) {
             return invalid(format!("revisit must be in [0, 1], got {}", self.revisit));
+        }
+        if !REVISIT_BYS.contains(&self.revisit_by.as_str()) {
+            return invalid(format!(
+                "revisit_by must be 'stranding' or 'age', got '{}'",
+                self.revisit_by
+            ));
         }
         if !SELECTIONS.contains(&self.selection.as_str()) {
             return invalid(format!(
@@ -315,6 +333,22 @@ impl PartialEq for Candidate {
     }
 }
 impl Eq for Candidate {}
+
+/// What a draw of each prompt's rate is ranked by: a value per grid rate (f32, so that rounding
+/// noise never splits values equal in exact arithmetic), its largest, and the stream of the
+/// draws' uniforms.
+struct Drawn {
+    value: Vec<f32>,
+    top: f32,
+    stream: u64,
+}
+
+impl Drawn {
+    fn new(value: Vec<f32>, stream: u64) -> Self {
+        let top = value.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Drawn { value, top, stream }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RateDps {
@@ -547,9 +581,9 @@ impl RateDps {
         (bytes as f64 + self.num_prompts() as f64 / 8.0) / self.num_prompts() as f64
     }
 
-    /// The `count` revisits: never-observed prompts first (a fixed keyed order), then the observed
+    /// The `count` age revisits: never-observed prompts first (a fixed keyed order), then the observed
     /// ones by the step of their last look, each step's in a keyed order.
-    fn revisits(&mut self, count: usize) -> Vec<u32> {
+    fn least_recently_observed(&mut self, count: usize) -> Vec<u32> {
         let order = Order::new(
             self.cfg.seed,
             stream::RATEDPS_REVISIT,
@@ -862,9 +896,38 @@ impl RateDps {
 
     /// Thompson sampling (docs/method.md#rate-dps-selection): the `count` free prompts whose rate
     /// drawn from their predicted distribution has the largest partial chance (f32), ties in
-    /// this step's keyed order. Walks that order from its front for draws at the grid's largest
-    /// partial chance; one pass over every free prompt when the walk cannot settle it.
+    /// this step's keyed order.
     fn thompson(&self, count: usize) -> Vec<u32> {
+        self.best_drawn(count, &self.thompson_drawn())
+    }
+
+    fn thompson_drawn(&self) -> Drawn {
+        let partial = self.partial.iter().map(|&p| p as f32).collect();
+        Drawn::new(partial, stream::RATEDPS_THOMPSON)
+    }
+
+    /// The stranding revisits (docs/method.md#rate-dps-selection): the `count` free prompts
+    /// whose rate r drawn from their predicted distribution has the largest
+    /// f_k(r) k r (1 - r)^k (f32), ties in this step's keyed order.
+    fn stranding(&self, count: usize) -> Vec<u32> {
+        self.best_drawn(count, &self.stranding_drawn())
+    }
+
+    /// The chance (1 - r)^k that a group shows 0 of k falls by k r (1 - r)^k per unit of
+    /// logit(r), and a group moves the prompt only when it is partially solved (f_k(r)): their
+    /// product, per grid rate, is the expected drop per group in the chance it stays unsolved.
+    fn stranding_drawn(&self) -> Drawn {
+        let k = self.group_size as f64;
+        let value = (self.grid.rates.iter().zip(&self.partial))
+            .map(|(&r, &f)| (f * k * r * (1.0 - r).powf(k)) as f32)
+            .collect();
+        Drawn::new(value, stream::RATEDPS_RESCUE)
+    }
+
+    /// The `count` free prompts whose draw (`drawn`) has the largest value, ties in this step's
+    /// keyed order. Walks that order from its front for draws at the grid's largest value; one
+    /// pass over every free prompt when the walk cannot settle it.
+    fn best_drawn(&self, count: usize, drawn: &Drawn) -> Vec<u32> {
         if count == 0 {
             return Vec::new();
         }
@@ -874,19 +937,19 @@ impl RateDps {
             self.step,
             self.num_prompts(),
         );
-        self.thompson_walk(count, &tie)
-            .unwrap_or_else(|| self.thompson_pass(count, &tie))
+        self.drawn_walk(count, &tie, drawn)
+            .unwrap_or_else(|| self.drawn_pass(count, &tie, drawn))
     }
 
-    /// The partial chance (f32) at the rate prompt `id` draws this step: the first rate where
-    /// its predicted distribution's running sum reaches a hashed uniform of (step, id); the
+    /// The value at the rate prompt `id` draws this step: the first rate where its predicted
+    /// distribution's running sum reaches a hashed uniform of (`drawn`'s stream, step, id); the
     /// last rate if rounding leaves the sum below it. `pi`: scratch of G values.
-    fn thompson_draw(&self, id: u32, pi: &mut [f64]) -> f32 {
+    fn draw(&self, id: u32, drawn: &Drawn, pi: &mut [f64]) -> f32 {
         self.main
             .prior_into(&self.look(id), self.cfg.family_shrink, pi);
         let u = rng::unit_f64(rng::key(&[
             self.cfg.seed,
-            stream::RATEDPS_THOMPSON,
+            drawn.stream,
             self.step,
             id as u64,
         ]));
@@ -898,32 +961,27 @@ impl RateDps {
                 total >= u
             })
             .unwrap_or(pi.len() - 1);
-        self.partial[j] as f32
+        drawn.value[j]
     }
 
-    /// The first `count` free prompts in `tie`'s order whose draw is the grid's largest partial
-    /// chance: no other prompt can rank before them. None when `64 count + 4096` draws, or the
-    /// whole order, do not find them.
-    fn thompson_walk(&self, count: usize, tie: &Order) -> Option<Vec<u32>> {
-        let top = self
-            .partial
-            .iter()
-            .map(|&p| p as f32)
-            .fold(f32::NEG_INFINITY, f32::max);
+    /// The first `count` free prompts in `tie`'s order whose draw is the grid's largest value:
+    /// no other prompt can rank before them. None when `64 count + 4096` draws, or the whole
+    /// order, do not find them.
+    fn drawn_walk(&self, count: usize, tie: &Order, drawn: &Drawn) -> Option<Vec<u32>> {
         let n = self.num_prompts() as u64;
         let cap = 64 * count + 4096;
         let mut pi = vec![0.0; self.grid.len()];
-        let (mut out, mut drawn) = (Vec::with_capacity(count), 0);
+        let (mut out, mut draws) = (Vec::with_capacity(count), 0);
         for k in 0..tie.size() {
             let id = tie.inverse(k);
             if id >= n || self.pending.contains(id as u32) {
                 continue;
             }
-            if drawn == cap {
+            if draws == cap {
                 return None;
             }
-            drawn += 1;
-            if self.thompson_draw(id as u32, &mut pi) == top {
+            draws += 1;
+            if self.draw(id as u32, drawn, &mut pi) == drawn.top {
                 out.push(id as u32);
                 if out.len() == count {
                     return Some(out);
@@ -933,11 +991,11 @@ impl RateDps {
         None
     }
 
-    /// Every free prompt's draw, the best `count` (draw, then key): one pass over N.
-    fn thompson_pass(&self, count: usize, tie: &Order) -> Vec<u32> {
+    /// Every free prompt's draw, the best `count` (value, then key): one pass over N.
+    fn drawn_pass(&self, count: usize, tie: &Order, drawn: &Drawn) -> Vec<u32> {
         self.best_of_every(count, tie, || {
             let mut pi = vec![0.0; self.grid.len()];
-            move |id| self.thompson_draw(id, &mut pi)
+            move |id| self.draw(id, drawn, &mut pi)
         })
     }
 
@@ -1186,13 +1244,16 @@ impl Selector for RateDps {
         self.step
     }
 
-    /// Revisits first (a share of the batch), then the best scores, a sample by score or the
-    /// best Thompson draws.
+    /// Revisits first (a share of the batch: the best stranding draws or the prompts observed
+    /// least recently), then the best scores, a sample by score or the best Thompson draws.
     fn select(&mut self, batch_size: usize) -> Result<Vec<u32>> {
         self.pending.check_room(self.num_prompts(), batch_size)?;
         let revisits =
             ((self.cfg.revisit * batch_size as f64 + 0.5).floor() as usize).min(batch_size);
-        let mut ids = self.revisits(revisits);
+        let mut ids = match self.cfg.revisit_by.as_str() {
+            "age" => self.least_recently_observed(revisits),
+            _ => self.stranding(revisits),
+        };
         for &id in &ids {
             self.pending.insert(id);
         }

@@ -220,17 +220,33 @@ fn by_age(p: &RateDps) -> Vec<u32> {
     free
 }
 
+/// The naive revisits of `count` slots: the first `count` free prompts by age, or the naive
+/// stranding draws.
+fn naive_revisits(p: &RateDps, count: usize) -> Vec<u32> {
+    match p.cfg.revisit_by.as_str() {
+        "age" => by_age(p)[..count].to_vec(),
+        by => {
+            assert_eq!(by, "stranding");
+            let k = p.group_size as f64;
+            let value: Vec<f32> = (p.rates().iter().zip(&p.partial))
+                .map(|(&r, &f)| (f * k * r * (1.0 - r).powf(k)) as f32)
+                .collect();
+            naive_drawn(p, count, &value, stream::RATEDPS_RESCUE)
+        }
+    }
+}
+
 /// The naive top-B selection: the revisits, then every other free prompt sorted by (score, this
 /// step's key).
 fn naive_select(p: &RateDps, batch: usize) -> Vec<u32> {
     assert_eq!(p.cfg.selection, "top", "the naive sort is top-B selection");
-    let (free, revisits) = (by_age(p), revisit_count(p, batch));
-    let mut out: Vec<u32> = free[..revisits].to_vec();
+    let revisits = revisit_count(p, batch);
+    let mut out = naive_revisits(p, revisits);
     let scores = p.scores();
     let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, p.num_prompts());
-    let mut rest: Vec<Candidate> = free[revisits..]
-        .iter()
-        .map(|&id| Candidate {
+    let mut rest: Vec<Candidate> = (0..p.num_prompts() as u32)
+        .filter(|id| !p.pending.contains(*id) && !out.contains(id))
+        .map(|id| Candidate {
             score: scores[id as usize] as f32,
             key: tie.key(id),
             id,
@@ -340,6 +356,7 @@ fn revisits_take_the_prompts_observed_least_recently() {
         n,
         RateDpsConfig {
             revisit: 0.25,
+            revisit_by: "age".into(),
             ..Default::default()
         },
     )
@@ -497,6 +514,10 @@ fn bad_options_and_families_are_refused() {
             selection: "best".into(),
             ..Default::default()
         },
+        RateDpsConfig {
+            revisit_by: "oldest".into(),
+            ..Default::default()
+        },
     ];
     for cfg in bad {
         assert!(RateDps::new(10, cfg.clone()).is_err(), "{cfg:?}");
@@ -567,6 +588,7 @@ fn state_round_trip() {
         },
         sampling(RateDpsConfig::default()),
         thompson(RateDpsConfig::default()),
+        by_age_config(RateDpsConfig::default()),
     ];
     for cfg in configs {
         crate::selector::contract::holds(RateDps::new(30, cfg).unwrap());
@@ -797,17 +819,19 @@ fn thompson(cfg: RateDpsConfig) -> RateDpsConfig {
 /// The naive Thompson selection: every free prompt draws a rate from its predicted distribution
 /// (inverse CDF of this step's hashed uniform), all sorted by (f32 partial chance there, key).
 fn naive_thompson(p: &RateDps, count: usize) -> Vec<u32> {
+    let partial: Vec<f32> = p.partial.iter().map(|&x| x as f32).collect();
+    naive_drawn(p, count, &partial, stream::RATEDPS_THOMPSON)
+}
+
+/// Every free prompt draws a rate from its predicted distribution (inverse CDF of a hashed
+/// uniform of (`stream`, step, id)), all sorted by (`value` there, key).
+fn naive_drawn(p: &RateDps, count: usize, value: &[f32], stream: u64) -> Vec<u32> {
     let n = p.num_prompts();
     let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, n);
     let mut all: Vec<Candidate> = (0..n as u32)
         .filter(|&id| !p.pending.contains(id))
         .map(|id| {
-            let u = rng::unit_f64(rng::key(&[
-                p.cfg.seed,
-                stream::RATEDPS_THOMPSON,
-                p.step,
-                id as u64,
-            ]));
+            let u = rng::unit_f64(rng::key(&[p.cfg.seed, stream, p.step, id as u64]));
             let pi = p.rate_distribution(id);
             let mut running = 0.0;
             let mut j = pi.len() - 1;
@@ -819,7 +843,7 @@ fn naive_thompson(p: &RateDps, count: usize) -> Vec<u32> {
                 }
             }
             Candidate {
-                score: p.partial[j] as f32,
+                score: value[j],
                 key: tie.key(id),
                 id,
             }
@@ -834,13 +858,15 @@ fn naive_thompson(p: &RateDps, count: usize) -> Vec<u32> {
 fn select_checked(p: &mut RateDps, batch: usize) -> (Vec<u32>, bool) {
     let revisits = revisit_count(p, batch);
     let mut q = p.clone();
-    let want_revisits = by_age(&q)[..revisits].to_vec();
+    let want_revisits = naive_revisits(&q, revisits);
     for &id in &want_revisits {
         q.pending.insert(id);
     }
     let want = naive_thompson(&q, batch - revisits);
     let tie = Order::new(q.cfg.seed, stream::RATEDPS_TIE, q.step, q.num_prompts());
-    let walked = batch > revisits && q.thompson_walk(batch - revisits, &tie).is_some();
+    let walked = batch > revisits
+        && q.drawn_walk(batch - revisits, &tie, &q.thompson_drawn())
+            .is_some();
     let ids = p.select(batch).unwrap();
     assert_eq!(ids[..revisits], want_revisits[..], "the naive revisits");
     assert_eq!(ids[revisits..], want[..], "step {}", p.step);
@@ -905,7 +931,10 @@ fn thompson_falls_back_to_a_full_pass_when_few_draws_reach_the_top() {
         p.observe(&obs(n, &ids, &eights(n), &eights(n))).unwrap();
     }
     let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, n);
-    assert!(p.thompson_walk(8, &tie).is_none(), "the walk must give up");
+    assert!(
+        p.drawn_walk(8, &tie, &p.thompson_drawn()).is_none(),
+        "the walk must give up"
+    );
     let (got, walked) = select_checked(&mut p, 8);
     assert!(!walked && got.len() == 8);
 }
@@ -986,4 +1015,186 @@ fn thompson_picks_in_favour_of_mass_at_the_top_rates_but_not_only_the_best() {
     );
     // within each half the prompts are alike: picks spread over them, not a fixed top-10
     assert!(picks[..half].iter().all(|&k| k > 0));
+}
+
+/// `cfg` with the age revisits (the prompts observed least recently).
+fn by_age_config(cfg: RateDpsConfig) -> RateDpsConfig {
+    RateDpsConfig {
+        revisit_by: "age".into(),
+        ..cfg
+    }
+}
+
+/// `cfg` whose every slot is a revisit.
+fn all_revisits(cfg: RateDpsConfig) -> RateDpsConfig {
+    RateDpsConfig {
+        revisit: 1.0,
+        ..cfg
+    }
+}
+
+/// The stranding walk and the full pass give the same ids, and those of the naive form: on
+/// random states (the walk settles it) and on solved prompts (little mass at the argmax rate:
+/// the walk gives up and the pass is taken).
+#[test]
+fn stranding_walk_and_full_pass_select_the_same_ids() {
+    let (mut walks, mut passes) = (0, 0);
+    for (n, count, seed, power) in [(3000usize, 24usize, 1u64, 1), (2000, 8, 2, 12)] {
+        let mut p = RateDps::new(
+            n,
+            all_revisits(RateDpsConfig {
+                seed,
+                ..fixed(0.05)
+            }),
+        )
+        .unwrap();
+        let mut rng = Rng::new(seed);
+        let rates: Vec<f64> = (0..n).map(|_| rng.uniform().powi(power)).collect();
+        for _ in 0..30 {
+            let tie = Order::new(seed, stream::RATEDPS_TIE, p.step, n);
+            let drawn = p.stranding_drawn();
+            let pass = p.drawn_pass(count, &tie, &drawn);
+            match p.drawn_walk(count, &tie, &drawn) {
+                Some(walked) => {
+                    assert_eq!(walked, pass, "step {}", p.step);
+                    walks += 1
+                }
+                None => passes += 1,
+            }
+            assert_eq!(pass, naive_revisits(&p, count), "step {}", p.step);
+            let ids = p.select(count).unwrap();
+            assert_eq!(ids, pass);
+            let c: Vec<i64> = ids
+                .iter()
+                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
+                .collect();
+            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+        }
+    }
+    let n = 20_000;
+    let mut solved = RateDps::new(n, all_revisits(fixed(0.0))).unwrap();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    for _ in 0..3 {
+        solved
+            .observe(&obs(n, &ids, &eights(n), &eights(n)))
+            .unwrap();
+    }
+    let tie = Order::new(0, stream::RATEDPS_TIE, solved.step, n);
+    let drawn = solved.stranding_drawn();
+    assert!(
+        solved.drawn_walk(8, &tie, &drawn).is_none(),
+        "the walk must give up"
+    );
+    passes += 1;
+    let want = naive_revisits(&solved, 8);
+    assert_eq!(solved.drawn_pass(8, &tie, &drawn), want);
+    assert_eq!(solved.select(8).unwrap(), want);
+    assert!(walks > 20 && passes > 0, "walks {walks}, passes {passes}");
+}
+
+/// Revisits skip the prompts handed out, and a second call of a step continues the first (5 then
+/// 5 is the 10 of one call), for both rules.
+#[test]
+fn revisits_skip_prompts_handed_out_and_a_second_call_continues() {
+    for cfg in [
+        all_revisits(RateDpsConfig::default()),
+        by_age_config(all_revisits(RateDpsConfig::default())),
+    ] {
+        let mut p = RateDps::new(200, cfg).unwrap();
+        crate::selector::contract::run(&mut p, 6, 20);
+        let mut q = p.clone();
+        let mut two = p.select(5).unwrap();
+        let second = p.select(5).unwrap();
+        assert!(second.iter().all(|id| !two.contains(id)));
+        two.extend(second);
+        assert_eq!(two, q.select(10).unwrap());
+    }
+}
+
+/// With k = 1 no group is partially solved: every stranding value is 0, and the revisits are the
+/// free prompts in the step's tie order.
+#[test]
+fn stranding_with_groups_of_one_takes_the_tie_order() {
+    let n = 500;
+    let cfg = all_revisits(RateDpsConfig {
+        group_size: Some(1),
+        ..Default::default()
+    });
+    let mut p = RateDps::new(n, cfg).unwrap();
+    let mut rng = Rng::new(4);
+    let ids: Vec<u32> = (0..300).collect();
+    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let c: Vec<i64> = ids.iter().map(|_| rng.below(2) as i64).collect();
+    p.observe(&obs(n, &ids64, &c, &vec![1; ids.len()])).unwrap();
+    assert!(p.stranding_drawn().value.iter().all(|&w| w == 0.0));
+    let first = p.select(7).unwrap();
+    let tie = Order::new(0, stream::RATEDPS_TIE, p.step, n);
+    let mut ordered: Vec<u32> = (0..n as u32).collect();
+    ordered.sort_by_key(|&id| tie.key(id));
+    assert_eq!(first, ordered[..7]);
+    assert_eq!(
+        p.select(5).unwrap(),
+        ordered[7..12],
+        "a second call continues"
+    );
+}
+
+/// Prompts whose posterior sits at the rate of the largest stranding value are revisited far
+/// more often than prompts sure to be near 0.001 or near 0.9; the age rule (all observed at one
+/// step) does not tell them apart.
+#[test]
+fn stranding_revisits_favour_prompts_at_the_rate_of_the_largest_value() {
+    let per = 60usize;
+    let n = 3 * per;
+    let make = |by: &str| {
+        let cfg = all_revisits(RateDpsConfig {
+            group_size: Some(8),
+            revisit_by: by.into(),
+            ..fixed(0.0)
+        });
+        let mut p = RateDps::new(n, cfg).unwrap();
+        let value = p.stranding_drawn().value;
+        let best = (0..value.len())
+            .max_by(|&a, &b| value[a].total_cmp(&value[b]))
+            .unwrap();
+        let near = |x: f64| {
+            (0..p.rates().len())
+                .min_by(|&a, &b| {
+                    (p.rates()[a] - x)
+                        .abs()
+                        .total_cmp(&(p.rates()[b] - x).abs())
+                })
+                .unwrap()
+        };
+        let at = [best, near(0.001), near(0.9)].map(|j| p.rates()[j]);
+        assert!(at[0] > 0.01 && at[0] < 0.5, "the argmax rate {}", at[0]);
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let big = 2000i64;
+        let c: Vec<i64> = ids
+            .iter()
+            .map(|&i| (at[i as usize / per] * big as f64).round() as i64)
+            .collect();
+        p.observe(&obs(n, &ids, &c, &vec![big; n])).unwrap();
+        p
+    };
+    let share_at_best = |p: &mut RateDps| {
+        let selections = repeated_selections(p, 1500, 12);
+        let picks = selections
+            .iter()
+            .flatten()
+            .filter(|&&id| (id as usize) < per)
+            .count();
+        picks as f64 / (12.0 * 1500.0)
+    };
+    let mut stranding = make("stranding");
+    let mass = stranding.rate_distribution(0);
+    assert!(
+        mass.iter().cloned().fold(0.0, f64::max) > 0.9,
+        "concentrated: {mass:?}"
+    );
+    let share = share_at_best(&mut stranding);
+    assert!(share > 0.9, "stranding: share at the argmax rate {share}");
+    let share_age = share_at_best(&mut make("age"));
+    assert!(share_age < 0.5, "age: share at the argmax rate {share_age}");
 }

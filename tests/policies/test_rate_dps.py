@@ -67,22 +67,34 @@ def run_both(options: dict, n: int, steps: int, batch: int, seed: int, sizes=(8,
         ({"selection": "sample", "revisit": 0.25, "switch_rate": 0.05}, 120, 50, 24),
         ({"selection": "thompson"}, 200, 80, 16),
         ({"selection": "thompson", "revisit": 0.25, "switch_rate": 0.05}, 120, 50, 24),
+        ({"revisit_by": "age"}, 200, 80, 16),
+        ({"revisit_by": "stranding", "revisit": 0.5, "group_size": 1}, 100, 30, 10),  # every value 0
     ],
 )
 def test_the_port_selects_and_predicts_what_the_reference_does(options, n, steps, batch):
     run_both(options, n, steps, batch, seed=3)
 
 
-@pytest.mark.parametrize("selection", ["top", "sample", "thompson"])
-def test_groups_of_several_sizes_and_several_rounds_a_step(selection):
-    port = run_both({"selection": selection}, 150, 50, 20, seed=5, sizes=(4, 8, 16), rounds=2)
+SELECTION_X_REVISIT_BY = [(s, by) for s in RateDpsCore.SELECTIONS for by in RateDpsCore.REVISIT_BYS]
+
+
+@pytest.mark.parametrize("selection, revisit_by", SELECTION_X_REVISIT_BY)
+def test_every_selection_and_revisit_rule_agree_with_the_reference(selection, revisit_by):
+    options = {"selection": selection, "revisit_by": revisit_by, "revisit": 0.25, "switch_rate": 0.05}
+    run_both(options, 160, 60, 24, seed=11, rounds=2)
+
+
+@pytest.mark.parametrize("selection, revisit_by", SELECTION_X_REVISIT_BY)
+def test_groups_of_several_sizes_and_several_rounds_a_step(selection, revisit_by):
+    options = {"selection": selection, "revisit_by": revisit_by}
+    port = run_both(options, 150, 50, 20, seed=5, sizes=(4, 8, 16), rounds=2)
     assert port._core.group_size in (4, 8, 16)
 
 
-@pytest.mark.parametrize("selection", ["top", "sample", "thompson"])
-def test_families_agree_with_the_reference(selection):
+@pytest.mark.parametrize("selection, revisit_by", SELECTION_X_REVISIT_BY)
+def test_families_agree_with_the_reference(selection, revisit_by):
     families = np.arange(120) % 7
-    run_both({"families": families, "selection": selection}, 120, 40, 12, seed=2)
+    run_both({"families": families, "selection": selection, "revisit_by": revisit_by}, 120, 40, 12, seed=2)
 
 
 def test_a_log_observed_into_a_fresh_policy_agrees():
@@ -98,11 +110,12 @@ def test_a_log_observed_into_a_fresh_policy_agrees():
     np.testing.assert_array_equal(port.select(20), ref.select(20))
 
 
-@pytest.mark.parametrize("selection", ["top", "sample", "thompson"])
-def test_a_replay_scores_the_same_as_the_reference(selection):
+@pytest.mark.parametrize("selection, revisit_by", SELECTION_X_REVISIT_BY)
+def test_a_replay_scores_the_same_as_the_reference(selection, revisit_by):
     world = SyntheticWorld(preset_params("countdown", num_prompts=400, steps=40), seed=0)
-    a = replay(RateDPS(400, seed=0, selection=selection), world, steps=40, batch_size=32, seed=0).summary
-    b = replay(ReferenceRateDPS(400, seed=0, selection=selection), world, steps=40, batch_size=32, seed=0).summary
+    options = {"seed": 0, "selection": selection, "revisit_by": revisit_by}
+    a = replay(RateDPS(400, **options), world, steps=40, batch_size=32, seed=0).summary
+    b = replay(ReferenceRateDPS(400, **options), world, steps=40, batch_size=32, seed=0).summary
     for key in ("effective_ratio", "brier", "ece", "pred_groups"):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
     assert a["ece"] < 0.1 and a["brier"] < (0.2 if selection == "top" else 0.25)  # a sample takes less sure prompts
@@ -129,6 +142,13 @@ def test_options_are_checked_and_the_registry_knows_it():
     assert make_policy("ratedps", 10, selection="top").config()["selection"] == "top"
     assert make_policy("ratedps", 10, selection="sample").config()["selection"] == "sample"
     assert make_policy("ratedps", 10, selection="thompson").config()["selection"] == "thompson"
+    assert RateDPS(10).config()["revisit_by"] == "stranding" == RateDpsCore.REVISIT_BY  # one default, in the core
+    assert RateDPS.REVISIT_BYS == ("stranding", "age") == tuple(RateDpsCore.REVISIT_BYS)
+    assert make_policy("ratedps", 10, revisit_by="age").config()["revisit_by"] == "age"
+    with pytest.raises(ValueError, match="revisit_by must be 'stranding' or 'age', got 'oldest'"):
+        RateDPS(10, revisit_by="oldest")
+    with pytest.raises(TypeError, match="revisit_by"):
+        RateDPS(10, revisit_by=None)  # type: ignore[arg-type]
     config = RateDPS(10, families=["a", "b"] * 5).config()
     assert config["switch_rate"] == "auto" and config["families"].startswith("sha256:")
     assert RateDPS(10, switch_rate=0.05).config()["switch_rate"] == 0.05
@@ -144,6 +164,7 @@ def test_a_state_saved_with_other_families_or_options_is_refused(tmp_path):
         RateDPS(20, families=np.arange(20) % 2, revisit=0),
         RateDPS(20, families=np.arange(20) % 2, selection="sample"),
         RateDPS(20, families=np.arange(20) % 2, selection="top"),
+        RateDPS(20, families=np.arange(20) % 2, revisit_by="age"),
     ):
         with pytest.raises(ValueError, match="options"):
             other.load(tmp_path / "s.npz")
@@ -223,3 +244,54 @@ def test_train_takes_the_selection_option_and_refuses_a_bad_one(tmp_path):
     assert bad.returncode == 2, bad.stderr
     assert "selection must be 'top', 'sample' or 'thompson', got 'best'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_a_state_saved_before_revisit_by_existed_loads_as_age_and_not_into_the_default(tmp_path):
+    """Such a state was made by the age revisits (the rule then): it loads into
+    RateDPS(revisit_by="age"), from a dict or a file, and continues exactly; the default policy
+    (stranding) refuses it with an error that names the option, and loads nothing."""
+    a = RateDPS(30, seed=4, revisit_by="age")
+    a.observe([1, 2, 3], [3, 4, 8], [8, 8, 8])
+    old = a.state_dict()
+    del old["config"]["revisit_by"]
+    save_state(tmp_path / "old.npz", "RateDPS", old)
+    want = a.select(6)
+    for load in (lambda p: p.load_state_dict(old), lambda p: p.load(tmp_path / "old.npz")):
+        b = RateDPS(30, seed=4, revisit_by="age")
+        load(b)
+        np.testing.assert_array_equal(b.select(6), want)
+        other = RateDPS(30, seed=4)
+        with pytest.raises(ValueError, match=r"saved with options .*they differ in revisit_by: 'age' saved"):
+            load(other)
+        assert (other.state_dict()["last_step"] == -1).all()  # refused, nothing loaded
+
+
+@pytest.mark.parametrize("revisit_by", RateDpsCore.REVISIT_BYS)
+def test_a_state_round_trip_continues_exactly(tmp_path, revisit_by):
+    a = RateDPS(50, seed=2, revisit=0.5, revisit_by=revisit_by)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        ids = a.select(8)
+        a.observe(ids, rng.binomial(8, 0.3, 8), np.full(8, 8))
+    first = a.select(4)  # saved mid-step: the second call must continue it
+    a.save(tmp_path / "s.npz")
+    b = RateDPS(50, seed=2, revisit=0.5, revisit_by=revisit_by)
+    b.load(tmp_path / "s.npz")
+    assert b.config()["revisit_by"] == revisit_by
+    np.testing.assert_array_equal(b.select(6), a.select(6))
+    assert not set(first) & set(b.select(2))
+
+
+def test_a_bad_revisit_by_is_refused_and_the_state_is_unchanged():
+    policy = RateDPS(20, revisit_by="age")
+    policy.observe([1, 2], [3, 4], [8, 8])
+    before = policy.state_dict()
+    with pytest.raises(ValueError, match="revisit_by must be 'stranding' or 'age', got 'rand'"):
+        RateDPS(20, revisit_by="rand")
+    with pytest.raises(ValueError, match="differ in revisit_by: 'oldest' saved, 'age' here"):
+        policy.load_state_dict({**before, "config": {**before["config"], "revisit_by": "oldest"}})
+    after = policy.state_dict()
+    assert after["config"] == before["config"]
+    for key, value in before.items():
+        if key != "config":
+            np.testing.assert_array_equal(after[key], value)

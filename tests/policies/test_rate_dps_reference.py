@@ -147,7 +147,7 @@ def test_the_start_value_holds_while_the_candidates_tie():
 
 def test_revisits_take_the_prompts_observed_least_recently():
     n, rng = 64, np.random.default_rng(5)
-    policy = ReferenceRateDPS(n, revisit=0.25)
+    policy = ReferenceRateDPS(n, revisit=0.25, revisit_by="age")
     policy.observe(np.arange(48), rng.binomial(8, 0.5, 48), np.full(48, 8))
     picked = policy.select(8)
     assert set(picked[:2]) <= set(range(48, 64))  # 2 of 8 go to never-observed prompts

@@ -279,9 +279,10 @@ ADDED_STATE_FIELDS: dict[str, Any] = {"in_flight": np.zeros(0, np.int64)}
 
 
 #: Options added after states were first saved, with the value a state saved before them stands
-#: for: RateDPS's selection was always the best scores (the default is now "thompson", so such a
-#: state loads only into RateDPS(selection="top")).
-ADDED_OPTIONS: dict[str, Any] = {"selection": "top"}
+#: for: RateDPS's selection was always the best scores and its revisits went by age (the defaults
+#: are now "thompson" and "stranding", so such a state loads only into a RateDPS built with the
+#: old values, e.g. RateDPS(revisit_by="age") for a state saved with a selection).
+ADDED_OPTIONS: dict[str, Any] = {"selection": "top", "revisit_by": "age"}
 
 
 def with_added_options(saved: Any, config: dict[str, Any]) -> Any:
@@ -694,7 +695,10 @@ class RateDPS(RustPolicy):
     of `grid` rates evenly spaced in logit over [-logit_max, logit_max]; a group of n with c
     correct is a Binomial(n, rate) look at it, for any n; between steps a prompt keeps its rate or,
     with chance `switch_rate`, draws a new one from a population fitted online. Selection: a
-    `revisit` share of each batch goes to the prompts observed least recently, the rest by
+    `revisit` share of each batch revisits prompts (`revisit_by="stranding"`, the default: each
+    prompt draws a rate r from its predicted distribution, the largest f_k(r) k r (1 - r)^k win,
+    the expected drop per group in the chance it stays unsolved; `revisit_by="age"`: the prompts
+    observed least recently, the rule of states saved before the option existed), the rest by
     Thompson sampling (`selection="thompson"`, the default: each prompt draws a rate from its
     predicted distribution, the best P(the next group of k is partially solved) at the drawn
     rates win), or to the highest predicted P(partially solved) (`selection="top"`, which
@@ -713,6 +717,7 @@ class RateDPS(RustPolicy):
     _select_only_marks_pending = True
     SWITCH_RATES: tuple[float, ...] = tuple(RateDpsCore.SWITCH_RATES)
     SELECTIONS: tuple[str, ...] = tuple(RateDpsCore.SELECTIONS)
+    REVISIT_BYS: tuple[str, ...] = tuple(RateDpsCore.REVISIT_BYS)
 
     def __init__(
         self,
@@ -723,6 +728,7 @@ class RateDPS(RustPolicy):
         switch_rate: float | str = "auto",
         switch_rates: Sequence[float] = SWITCH_RATES,
         revisit: float = 0.125,
+        revisit_by: str = RateDpsCore.REVISIT_BY,
         selection: str = RateDpsCore.SELECTION,
         group_size: int | None = None,
         families: Any = None,
@@ -741,6 +747,7 @@ class RateDPS(RustPolicy):
                 "switch_rate": check_switch_rate(switch_rate),
                 "switch_rates": [float(r) for r in switch_rates],
                 "revisit": float(revisit),
+                "revisit_by": revisit_by,
                 "selection": selection,
                 "group_size": None if group_size is None else check_count("group_size", group_size),
                 "family_shrink": float(family_shrink),
