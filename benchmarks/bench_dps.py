@@ -21,7 +21,9 @@ score; DPS is timed from step 100 on, once its prompts have settled):
     .venv/bin/python benchmarks/bench_dps.py --rate-dps --sizes 1000000 --batches 256 1000
 `--rate-dps-selection` picks RateDPS's selection, by default the policy's own ("thompson": the
 best partial chances at rates drawn from each prompt's prediction); `top` times the best scores,
-`sample` the slots after the revisits drawn in proportion to the score.
+`sample` the slots after the revisits drawn in proportion to the score. `--rate-dps-revisit-by`
+picks the revisit rule, by default the policy's own ("stranding": the best draws of the expected
+drop in a prompt's chance of staying unsolved); `age` times the prompts observed least recently.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from dps import DPS, RateDPS  # noqa: E402
+from dps._core import RateDpsCore  # noqa: E402
 from reference_dps import ReferenceDPS  # noqa: E402
 
 DECAY = 0.7
 #: RateDPS's own default selection, the one the bench times unless told otherwise.
 RATE_DPS_SELECTION: str = inspect.signature(RateDPS).parameters["selection"].default
+#: RateDPS's own default revisit rule (the core's), the one the bench times unless told otherwise.
+RATE_DPS_REVISIT_BY: str = RateDpsCore.REVISIT_BY
 
 
 def numpy_step_factory(n: int):
@@ -171,13 +176,17 @@ def policy_step_time(make, n, batch, warm, steps=100):
     return time_steps(policy.observe, policy.select, batch, steps, rng)[1], policy.bytes_per_prompt()
 
 
-def rate_dps_table(sizes, batches, selection=RATE_DPS_SELECTION, repeats=3):
-    name = "RateDPS" if selection == RATE_DPS_SELECTION else f"RateDPS {selection}"
+def rate_dps_table(sizes, batches, selection=RATE_DPS_SELECTION, revisit_by=RATE_DPS_REVISIT_BY, repeats=3):
+    name = " ".join(
+        ["RateDPS"]
+        + ([selection] if selection != RATE_DPS_SELECTION else [])
+        + ([f"revisit_by={revisit_by}"] if revisit_by != RATE_DPS_REVISIT_BY else [])
+    )
     print(f"| N | B | regime | DPS (ms/step) | {name} (ms/step) | {name} / DPS | bytes/prompt DPS | {name} |")
     print("|" + "---|" * 8)
     makers = {
         "DPS": lambda n: DPS(num_prompts=n, decay=DECAY),
-        "RateDPS": lambda n: RateDPS(n, selection=selection),
+        "RateDPS": lambda n: RateDPS(n, selection=selection, revisit_by=revisit_by),
     }
     for n in sizes:
         for batch in batches:
@@ -214,10 +223,16 @@ def main() -> None:
         default=RATE_DPS_SELECTION,
         help=f"RateDPS's selection in --rate-dps (default: the policy's, {RATE_DPS_SELECTION})",
     )
+    parser.add_argument(
+        "--rate-dps-revisit-by",
+        choices=RateDpsCore.REVISIT_BYS,
+        default=RATE_DPS_REVISIT_BY,
+        help=f"RateDPS's revisit rule in --rate-dps (default: the policy's, {RATE_DPS_REVISIT_BY})",
+    )
     args = parser.parse_args()
     if args.rate_dps:
         print(f"threads: RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')} of {os.cpu_count()} cores")
-        rate_dps_table(args.sizes, args.batches, args.rate_dps_selection)
+        rate_dps_table(args.sizes, args.batches, args.rate_dps_selection, args.rate_dps_revisit_by)
         return
     print(f"numpy reference agrees with ours to {check_agreement():.1e} (max |difference| of predictions)")
     print(

@@ -211,9 +211,10 @@ class RandomWalk(MeanPosteriorPopulation):
 
 
 def reference_top(num_prompts: int, seed: int, **options: Any) -> ReferenceRateDPS:
-    """The reference as this study measured it: top-B selection (the default when it ran; since
-    a4109c3 the policy's default is Thompson)."""
-    return ReferenceRateDPS(num_prompts, seed=seed, **{"selection": "top", **options})
+    """The reference as this study measured it: top-B selection and age revisits (the defaults
+    when it ran; since a4109c3 the policy's default selection is Thompson, and its default
+    revisits go by stranding)."""
+    return ReferenceRateDPS(num_prompts, seed=seed, **{"selection": "top", "revisit_by": "age", **options})
 
 
 def rate_dps(**options: Any) -> Factory:

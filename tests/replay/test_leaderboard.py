@@ -90,6 +90,13 @@ def test_the_leaderboard_holds_every_builtin_and_the_decay_grids():
     for ptype in ("dps", "mopps", "bots"):
         assert sum(s.type == ptype for s in specs) == 3
     assert "DPS decay=0.7 (default)" in [s.name for s in specs]
+    rate = {s.name: s.params for s in specs if s.type == "ratedps"}
+    assert rate == {
+        "RateDPS selection=thompson (default)": {},
+        "RateDPS selection=top": {"selection": "top"},
+        "RateDPS selection=sample": {"selection": "sample"},
+        "RateDPS selection=thompson revisit_by=age": {"revisit_by": "age"},  # the former default
+    }
 
 
 def test_batch_is_read_from_the_training_rows():

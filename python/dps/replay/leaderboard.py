@@ -2,7 +2,7 @@
 
 For each log: every built-in selector at its defaults (uniform, history resampling, dynamic
 sampling, GRESO, MoPPS, BOTS, DPS, RateDPS), DPS, MoPPS and BOTS also over a small grid of their
-decay, RateDPS also with its other selections, and the oracle as an upper bound; each replayed
+decay, RateDPS also with its other selections and its former default (age revisits), and the oracle as an upper bound; each replayed
 with 3 seeds on the log's world (`dps replay`'s log world), B = the log's own batch. The table
 ranks them by rollouts per effective prompt (what a partially solved group costs, rejected groups
 included), and scores each predictive policy's P(partial) against what the world returned
@@ -49,6 +49,10 @@ OPTION_GRID: dict[str, tuple[str, tuple[float | str, ...]]] = {
     "bots": ("forgetting", (0.03, 0.01)),
     "ratedps": ("selection", RateDPS.SELECTIONS),
 }
+#: Rows beyond the grids: a former default beside the new one (RateDPS's revisits went by age).
+FORMER_DEFAULTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("RateDPS selection=thompson revisit_by=age", "ratedps", {"revisit_by": "age"}),
+)
 ORACLE: tuple[str, str, dict[str, Any]] = ("oracle", "oracle", {})
 #: Rows that are bounds, not methods: never the best of a column.
 BOUNDS = {"oracle"}
@@ -81,6 +85,7 @@ def policy_specs(oracle: bool = True) -> list[PolicySpec]:
         default = default_of(ptype, key)
         specs.append(PolicySpec(f"{label} {key}={option_text(default)} (default)", ptype, dict(params)))
         specs += [PolicySpec(f"{label} {key}={option_text(v)}", ptype, {key: v}) for v in values if v != default]
+    specs += [PolicySpec(label, ptype, dict(params)) for label, ptype, params in FORMER_DEFAULTS]
     if oracle:
         specs.append(PolicySpec(*ORACLE))
     return specs
