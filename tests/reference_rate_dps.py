@@ -221,8 +221,9 @@ class ReferenceRateDPS(Policy):
     grid, logit_max: the G rates; switch_rate: "auto" (the online fit over `switch_rates`) or a
     fixed rho in [0, 1); revisit: the share of each batch given to revisits; revisit_by:
     "stranding" (the default: the largest f_k(r) k r (1 - r)^k at a rate r drawn from each
-    prompt's prediction) or "age" (the prompts observed least recently); group_size: the k of the score (None: the most common group size of the last step
-    that had groups, ties to the larger; 8 before any); families: an optional family id per
+    prompt's prediction) or "age" (the prompts observed least recently); group_size: the k of
+    the score (None: the most common group size of the last step that had groups, ties to the
+    larger; 8 before any); families: an optional family id per
     prompt, whose never-observed prompts start from their family's population (shrunk towards the
     global one by `family_shrink` prompts); fit_sample: about how many prompts the shadow filters
     follow; selection: "thompson" (the default: the best partial chances at a rate drawn from

@@ -2,11 +2,11 @@
 
 For each log: every built-in selector at its defaults (uniform, history resampling, dynamic
 sampling, GRESO, MoPPS, BOTS, DPS, RateDPS), DPS, MoPPS and BOTS also over a small grid of their
-decay, RateDPS also with its other selections and its former default (age revisits), and the oracle as an upper bound; each replayed
-with 3 seeds on the log's world (`dps replay`'s log world), B = the log's own batch. The table
-ranks them by rollouts per effective prompt (what a partially solved group costs, rejected groups
-included), and scores each predictive policy's P(partial) against what the world returned
-(Brier, ECE).
+decay, RateDPS also with its other selections and its former default (age revisits), and the
+oracle as an upper bound; each replayed with 3 seeds on the log's world (`dps replay`'s log
+world), B = the log's own batch. The table ranks them by rollouts per effective prompt (what a
+partially solved group costs, rejected groups included), and scores each predictive policy's
+P(partial) against what the world returned (Brier, ECE).
 """
 
 from __future__ import annotations
