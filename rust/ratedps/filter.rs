@@ -150,13 +150,15 @@ impl Filter {
             self.prior_into(look, shrink, &mut prior);
             let total: f64 = prior.iter().zip(likelihood).map(|(p, l)| p * l).sum();
             step_loglik += top + total.ln();
-            let d = look.last.map_or(0.0, |t0| self.unswitched[t0]);
+            // A first look keeps nothing, and leaves the row unread: at 10^6 prompts most rows
+            // of a fresh run's step lie in pages never touched yet.
+            let d = look.last.map(|t0| self.unswitched[t0]);
             if let Some(f) = look.family {
                 family_updates.push((f, look.last.map(|_| self.row(look.row).to_vec()), look.row));
             }
             let row = &mut self.post[look.row * g..(look.row + 1) * g];
             for j in 0..g {
-                let kept = d * row[j];
+                let kept = d.map_or(0.0, |d| d * row[j]);
                 let e = (prior[j] - kept) * likelihood[j] / total;
                 switched[j] += e;
                 switched_total += e;

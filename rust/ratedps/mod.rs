@@ -1311,9 +1311,7 @@ impl Selector for RateDps {
         for &id in &ids {
             self.last[id as usize] = self.step as u32;
         }
-        if !first_looks.is_empty() {
-            self.seen = merge_sorted(&self.seen, &first_looks);
-        }
+        insert_sorted(&mut self.seen, &first_looks);
         let k = self.next_group_size(obs);
         if k != self.group_size {
             self.group_size = k;
@@ -1543,19 +1541,18 @@ fn restore_filters(
     Ok(filters)
 }
 
-/// The union of two sorted lists of distinct ids, sorted.
-fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let (x, y) = (a[i], b[j]);
-        out.push(x.min(y));
-        i += (x <= y) as usize;
-        j += (y <= x) as usize;
+/// Adds the sorted ids `fresh`, none of them in the sorted `seen`, to `seen` in place: from the
+/// back, each one's slot is found by bisection and the ids above it move up in one copy (no new
+/// list a step: `seen` holds up to N ids).
+fn insert_sorted(seen: &mut Vec<u32>, fresh: &[u32]) {
+    let mut end = seen.len();
+    seen.resize(end + fresh.len(), 0);
+    for (k, &id) in fresh.iter().enumerate().rev() {
+        let at = seen[..end].partition_point(|&x| x < id);
+        seen.copy_within(at..end, at + k + 1);
+        seen[at + k] = id;
+        end = at;
     }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 #[cfg(test)]

@@ -1198,3 +1198,29 @@ fn stranding_revisits_favour_prompts_at_the_rate_of_the_largest_value() {
     let share_age = share_at_best(&mut make("age"));
     assert!(share_age < 0.5, "age: share at the argmax rate {share_age}");
 }
+
+#[test]
+fn inserting_sorted_ids_in_place_keeps_the_list_sorted() {
+    let mut rng = Rng::new(5);
+    for (old, fresh) in [
+        (0usize, 0usize),
+        (0, 7),
+        (9, 0),
+        (1, 1),
+        (50, 3),
+        (3, 50),
+        (200, 200),
+    ] {
+        let mut all: Vec<u32> = (0..1000).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let (mut seen, mut add) = (all[..old].to_vec(), all[old..old + fresh].to_vec());
+        seen.sort_unstable();
+        add.sort_unstable();
+        let mut want = [seen.clone(), add.clone()].concat();
+        want.sort_unstable();
+        insert_sorted(&mut seen, &add);
+        assert_eq!(seen, want, "{old} + {fresh}");
+    }
+}
