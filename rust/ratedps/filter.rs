@@ -24,6 +24,12 @@ impl Evidence {
         self.top.push(top);
     }
 
+    /// Group `i`'s evidence again, for a group with the same counts.
+    pub fn repeat(&mut self, i: usize, grid: usize) {
+        self.likelihood.extend_from_within(i * grid..(i + 1) * grid);
+        self.top.push(self.top[i]);
+    }
+
     /// The groups `rows` of this evidence.
     pub fn subset(&self, rows: &[usize], grid: usize) -> Self {
         Evidence {

@@ -20,7 +20,8 @@ mod grid;
 mod order;
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rayon::prelude::*;
 
@@ -70,6 +71,8 @@ const SCORE_SLACK: f64 = 1e-9;
 const KEY_SLACK: f64 = 1e-6;
 /// Keys counted at a time in the selection's branch-free pass.
 const KEY_BLOCK: usize = 64;
+/// Keys of the tie order a draw walk reads ahead.
+const WALK_BLOCK: u64 = 32;
 
 crate::record! {
     /// RateDPS's options (docs/method.md#rate-dps-parameters).
@@ -944,9 +947,8 @@ impl RateDps {
     /// The value at the rate prompt `id` draws this step: the first rate where its predicted
     /// distribution's running sum reaches a hashed uniform of (`drawn`'s stream, step, id); the
     /// last rate if rounding leaves the sum below it. `pi`: scratch of G values.
-    fn draw(&self, id: u32, drawn: &Drawn, pi: &mut [f64]) -> f32 {
-        self.main
-            .prior_into(&self.look(id), self.cfg.family_shrink, pi);
+    fn draw(&self, id: u32, look: &Look, drawn: &Drawn, pi: &mut [f64]) -> f32 {
+        self.main.prior_into(look, self.cfg.family_shrink, pi);
         let u = rng::unit_f64(rng::key(&[
             self.cfg.seed,
             drawn.stream,
@@ -972,19 +974,26 @@ impl RateDps {
         let cap = 64 * count + 4096;
         let mut pi = vec![0.0; self.grid.len()];
         let (mut out, mut draws) = (Vec::with_capacity(count), 0);
-        for k in 0..tie.size() {
-            let id = tie.inverse(k);
-            if id >= n || self.pending.contains(id as u32) {
-                continue;
-            }
-            if draws == cap {
-                return None;
-            }
-            draws += 1;
-            if self.draw(id as u32, drawn, &mut pi) == drawn.top {
-                out.push(id as u32);
-                if out.len() == count {
-                    return Some(out);
+        let mut block = Vec::with_capacity(WALK_BLOCK as usize);
+        for start in (0..tie.size()).step_by(WALK_BLOCK as usize) {
+            // A block's looks are read first, so that these reads, random over N, overlap.
+            block.clear();
+            block.extend(
+                (start..(start + WALK_BLOCK).min(tie.size()))
+                    .map(|k| tie.inverse(k))
+                    .filter(|&id| id < n && !self.pending.contains(id as u32))
+                    .map(|id| (id as u32, self.look(id as u32))),
+            );
+            for (id, look) in &block {
+                if draws == cap {
+                    return None;
+                }
+                draws += 1;
+                if self.draw(*id, look, drawn, &mut pi) == drawn.top {
+                    out.push(*id);
+                    if out.len() == count {
+                        return Some(out);
+                    }
                 }
             }
         }
@@ -995,7 +1004,7 @@ impl RateDps {
     fn drawn_pass(&self, count: usize, tie: &Order, drawn: &Drawn) -> Vec<u32> {
         self.best_of_every(count, tie, || {
             let mut pi = vec![0.0; self.grid.len()];
-            move |id| self.draw(id, drawn, &mut pi)
+            move |id| self.draw(id, &self.look(id), drawn, &mut pi)
         })
     }
 
@@ -1028,27 +1037,40 @@ impl RateDps {
     }
 
     /// What the step's groups say at each rate.
+    /// A step's groups show few distinct counts (k + 1 at one group size): each is worked out
+    /// once.
     fn evidence(&self, obs: &Observations) -> Evidence {
         let mut ll = vec![0.0; self.grid.len()];
         let mut out = Evidence::default();
-        for group in obs.groups() {
-            self.grid
-                .log_binomial(group.successes, group.n_rollouts, &mut ll);
-            out.push(&ll);
+        let mut first: HashMap<(u64, u32), usize> = HashMap::new();
+        for (i, group) in obs.groups().iter().enumerate() {
+            match first.entry((group.successes.to_bits(), group.n_rollouts)) {
+                Entry::Occupied(at) => out.repeat(*at.get(), self.grid.len()),
+                Entry::Vacant(at) => {
+                    at.insert(i);
+                    self.grid
+                        .log_binomial(group.successes, group.n_rollouts, &mut ll);
+                    out.push(&ll);
+                }
+            }
         }
         out
     }
 
     /// The shadows' looks and evidence: the groups of the fit sample.
     fn shadow_looks(&self, obs: &Observations, evidence: &Evidence) -> (Vec<Look>, Evidence) {
-        let (mut looks, mut rows) = (Vec::new(), Vec::new());
+        let (mut looks, mut rows, mut from) = (Vec::new(), Vec::new(), 0);
         for (i, group) in obs.groups().iter().enumerate() {
-            if let Ok(row) = self.sample.binary_search(&group.id) {
-                looks.push(Look {
-                    row,
-                    ..self.look(group.id)
-                });
-                rows.push(i);
+            match search_from(&self.sample, from, group.id) {
+                Ok(row) => {
+                    looks.push(Look {
+                        row,
+                        ..self.look(group.id)
+                    });
+                    rows.push(i);
+                    from = row + 1;
+                }
+                Err(at) => from = at,
             }
         }
         (looks, evidence.subset(&rows, self.grid.len()))
@@ -1541,17 +1563,40 @@ fn restore_filters(
     Ok(filters)
 }
 
-/// Adds the sorted ids `fresh`, none of them in the sorted `seen`, to `seen` in place: from the
-/// back, each one's slot is found by bisection and the ids above it move up in one copy (no new
-/// list a step: `seen` holds up to N ids).
+/// Adds the sorted ids `fresh`, none of them in the sorted `seen`, to `seen` in place: each one's
+/// slot is found from the last one's, then, from the back, the ids above a slot move up in one
+/// copy (no new list a step: `seen` holds up to N ids).
 fn insert_sorted(seen: &mut Vec<u32>, fresh: &[u32]) {
+    let mut from = 0;
+    let slots: Vec<usize> = fresh
+        .iter()
+        .map(|&id| {
+            from = search_from(seen, from, id).unwrap_or_else(|at| at);
+            from
+        })
+        .collect();
     let mut end = seen.len();
     seen.resize(end + fresh.len(), 0);
-    for (k, &id) in fresh.iter().enumerate().rev() {
-        let at = seen[..end].partition_point(|&x| x < id);
+    for (k, (&id, &at)) in fresh.iter().zip(&slots).enumerate().rev() {
         seen.copy_within(at..end, at + k + 1);
         seen[at + k] = id;
         end = at;
+    }
+}
+
+/// `binary_search` of `id` in the sorted `ids`, every id before `from` smaller: gallops up from
+/// `from`, so that a walk over sorted ids costs the log of each gap, not of the list, and stays
+/// in cache.
+fn search_from(ids: &[u32], from: usize, id: u32) -> std::result::Result<usize, usize> {
+    let (mut lo, mut width) = (from, 1);
+    while lo + width <= ids.len() && ids[lo + width - 1] < id {
+        lo += width;
+        width *= 2;
+    }
+    let hi = (lo + width).min(ids.len());
+    match ids[lo..hi].binary_search(&id) {
+        Ok(i) => Ok(lo + i),
+        Err(i) => Err(lo + i),
     }
 }
 

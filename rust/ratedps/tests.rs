@@ -1224,3 +1224,16 @@ fn inserting_sorted_ids_in_place_keeps_the_list_sorted() {
         assert_eq!(seen, want, "{old} + {fresh}");
     }
 }
+
+#[test]
+fn searching_from_a_start_agrees_with_a_binary_search() {
+    let ids: Vec<u32> = (0..300).map(|i| 3 * i + i % 2).collect();
+    for id in 0..950u32 {
+        let want = ids.binary_search(&id);
+        let start = want.unwrap_or_else(|at| at);
+        for from in [0, start / 2, start.saturating_sub(1), start] {
+            assert_eq!(search_from(&ids, from, id), want, "{id} from {from}");
+        }
+    }
+    assert_eq!(search_from(&[], 0, 4), Err(0));
+}
