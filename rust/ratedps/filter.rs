@@ -62,8 +62,12 @@ pub struct Filter {
     /// The decayed switch evidence per rate (S) and its total (sigma).
     pub switches: Vec<f64>,
     pub switches_total: f64,
-    /// rows x G: the posterior at each row's last look.
+    /// The posterior at each looked-at row's last look, G values a row, in the order the rows
+    /// were first looked at (`place`): a step's first looks fill memory in sequence instead of
+    /// each touching, at 10^6 rows, a page of its own that the kernel must map and clear.
     pub post: Vec<f64>,
+    /// Each row's place in `post` (NO_PLACE: never looked at).
+    pub place: Vec<u32>,
     /// (T + 1) x G: M_0 .. M_T.
     pub mixture: Vec<f64>,
     /// T values: D(t0) for t0 = 0 .. T - 1.
@@ -77,6 +81,9 @@ pub struct Filter {
     pub groups: u64,
 }
 
+/// The place of a row never looked at.
+const NO_PLACE: u32 = u32::MAX;
+
 /// The weight of a step's switch evidence halves after this many steps.
 pub const POPULATION_HALF_LIFE: f64 = 10.0;
 
@@ -88,7 +95,8 @@ impl Filter {
             population: vec![1.0 / grid as f64; grid],
             switches: vec![0.0; grid],
             switches_total: 0.0,
-            post: vec![0.0; rows * grid],
+            post: Vec::with_capacity(rows * grid),
+            place: vec![NO_PLACE; rows],
             mixture: vec![0.0; grid],
             unswitched: Vec::new(),
             family_sums: vec![0.0; families * grid],
@@ -107,8 +115,43 @@ impl Filter {
         &self.mixture[t * self.grid..(t + 1) * self.grid]
     }
 
-    fn row(&self, row: usize) -> &[f64] {
-        &self.post[row * self.grid..(row + 1) * self.grid]
+    /// The posterior at the last look of `row`, a row looked at before.
+    pub fn row(&self, row: usize) -> &[f64] {
+        let at = self.place[row] as usize;
+        &self.post[at * self.grid..(at + 1) * self.grid]
+    }
+
+    /// The posterior of `row` to write, placed after the others at its first look.
+    fn row_mut(&mut self, row: usize) -> &mut [f64] {
+        if self.place[row] == NO_PLACE {
+            self.place[row] = (self.post.len() / self.grid) as u32;
+            self.post.resize(self.post.len() + self.grid, 0.0);
+        }
+        let at = self.place[row] as usize;
+        &mut self.post[at * self.grid..(at + 1) * self.grid]
+    }
+
+    /// rows x G: each row's posterior at its last look, zeros for a row never looked at.
+    pub fn posts(&self) -> Vec<f64> {
+        let g = self.grid;
+        let mut out = vec![0.0; self.place.len() * g];
+        for (row, &at) in self.place.iter().enumerate() {
+            if at != NO_PLACE {
+                out[row * g..(row + 1) * g].copy_from_slice(self.row(row));
+            }
+        }
+        out
+    }
+
+    /// Takes `posts` (rows x G) for the rows `looked` says were looked at, in row order.
+    pub fn set_posts(&mut self, posts: &[f64], looked: impl Fn(usize) -> bool) {
+        self.post.clear();
+        self.place.fill(NO_PLACE);
+        for row in (0..self.place.len()).filter(|&row| looked(row)) {
+            let g = self.grid;
+            self.row_mut(row)
+                .copy_from_slice(&posts[row * g..(row + 1) * g]);
+        }
     }
 
     /// What a never-observed prompt of `family` predicts: the population, or its family's
@@ -133,8 +176,9 @@ impl Filter {
         };
         let d = self.unswitched[t0];
         let (now, then) = (self.mixture_at(self.steps()), self.mixture_at(t0));
+        let p = self.row(look.row);
         for (j, o) in out.iter_mut().enumerate() {
-            *o = now[j] + d * (self.row(look.row)[j] - then[j]);
+            *o = now[j] + d * (p[j] - then[j]);
         }
     }
 
@@ -156,13 +200,12 @@ impl Filter {
             self.prior_into(look, shrink, &mut prior);
             let total: f64 = prior.iter().zip(likelihood).map(|(p, l)| p * l).sum();
             step_loglik += top + total.ln();
-            // A first look keeps nothing, and leaves the row unread: at 10^6 prompts most rows
-            // of a fresh run's step lie in pages never touched yet.
+            // A first look keeps nothing (its row is new).
             let d = look.last.map(|t0| self.unswitched[t0]);
             if let Some(f) = look.family {
                 family_updates.push((f, look.last.map(|_| self.row(look.row).to_vec()), look.row));
             }
-            let row = &mut self.post[look.row * g..(look.row + 1) * g];
+            let row = self.row_mut(look.row);
             for j in 0..g {
                 let kept = d.map_or(0.0, |d| d * row[j]);
                 let e = (prior[j] - kept) * likelihood[j] / total;

@@ -575,6 +575,12 @@ impl RateDps {
             + self.shadows.iter().map(f64s).sum::<usize>()
             + self.offset.capacity();
         let words = self.last.capacity()
+            + self.main.place.capacity()
+            + self
+                .shadows
+                .iter()
+                .map(|f| f.place.capacity())
+                .sum::<usize>()
             + self.key.capacity()
             + self.seen.capacity()
             + self.sample.capacity()
@@ -1082,7 +1088,7 @@ impl RateDps {
         for &id in ids {
             let i = id as usize;
             let t0 = self.last[i] as usize;
-            let p = &self.main.post[i * g..(i + 1) * g];
+            let p = self.main.row(i);
             let then = &self.main.mixture[t0 * g..(t0 + 1) * g];
             self.offset[i] = dot(&self.partial, p) - dot(&self.partial, then);
         }
@@ -1458,7 +1464,7 @@ impl Predictor for RateDps {
 fn filter_state(filters: &[Filter]) -> FilterState {
     let cat = |part: fn(&Filter) -> Vec<f64>| filters.iter().flat_map(part).collect::<Vec<f64>>();
     FilterState {
-        post: cat(|f| f.post.clone()),
+        post: cat(Filter::posts),
         population: cat(|f| f.population.clone()),
         switches: cat(|f| {
             let mut s = f.switches.clone();
@@ -1550,7 +1556,7 @@ fn restore_filters(
         if !distribution(population) {
             return invalid(format!("{prefix}population is not a distribution"));
         }
-        f.post = post.to_vec();
+        f.set_posts(post, |row| rows[row].is_some());
         f.population = population.to_vec();
         f.switches = state.switches[k * (g + 1)..(k + 1) * (g + 1) - 1].to_vec();
         f.switches_total = state.switches[(k + 1) * (g + 1) - 1];

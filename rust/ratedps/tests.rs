@@ -55,7 +55,7 @@ fn the_population_is_the_switch_evidence_and_the_transition_mixes_it_in() {
     p.observe(&obs(6, &[0, 1, 2, 3], &[0, 2, 5, 8], &eights(4)))
         .unwrap();
     let g = p.grid.len();
-    let posts: Vec<&[f64]> = (0..4).map(|i| &p.main.post[i * g..(i + 1) * g]).collect();
+    let posts: Vec<&[f64]> = (0..4).map(|i| p.main.row(i)).collect();
     let mean: Vec<f64> = (0..g)
         .map(|j| posts.iter().map(|r| r[j]).sum::<f64>() / 4.0)
         .collect();
@@ -614,10 +614,7 @@ fn the_fit_sample_is_a_hashed_share_of_the_prompts() {
     )
     .unwrap();
     assert!((120..280).contains(&p.sample.len()), "{}", p.sample.len());
-    assert!(p
-        .shadows
-        .iter()
-        .all(|s| s.post.len() == p.sample.len() * 16));
+    assert!(p.shadows.iter().all(|s| s.place.len() == p.sample.len()));
     assert_eq!(
         RateDps::new(50, RateDpsConfig::default())
             .unwrap()
@@ -1236,4 +1233,23 @@ fn searching_from_a_start_agrees_with_a_binary_search() {
         }
     }
     assert_eq!(search_from(&[], 0, 4), Err(0));
+}
+
+#[test]
+fn posteriors_are_stored_in_first_look_order_and_saved_by_row() {
+    let mut p = RateDps::new(10, fixed(0.1)).unwrap();
+    p.observe(&obs(10, &[7, 2], &[1, 6], &eights(2))).unwrap();
+    p.observe(&obs(10, &[2, 5], &[3, 3], &eights(2))).unwrap();
+    assert_eq!(p.main.post.len(), 3 * p.grid.len());
+    let (g, posts) = (p.grid.len(), p.main.posts());
+    for row in 0..10 {
+        let saved = &posts[row * g..(row + 1) * g];
+        if [2, 5, 7].contains(&row) {
+            assert_eq!(saved, p.main.row(row), "{row}");
+        } else {
+            assert!(saved.iter().all(|&x| x == 0.0), "{row}");
+        }
+    }
+    let restored = p.restore(p.state()).unwrap();
+    assert_eq!(restored.state(), p.state());
 }
