@@ -121,14 +121,13 @@ impl Filter {
         &self.post[at * self.grid..(at + 1) * self.grid]
     }
 
-    /// The posterior of `row` to write, placed after the others at its first look.
-    fn row_mut(&mut self, row: usize) -> &mut [f64] {
+    /// The place of `row` in `post`; at its first look, a new one after the others.
+    fn place_of(&mut self, row: usize) -> usize {
         if self.place[row] == NO_PLACE {
             self.place[row] = (self.post.len() / self.grid) as u32;
             self.post.resize(self.post.len() + self.grid, 0.0);
         }
-        let at = self.place[row] as usize;
-        &mut self.post[at * self.grid..(at + 1) * self.grid]
+        self.place[row] as usize
     }
 
     /// rows x G: each row's posterior at its last look, zeros for a row never looked at.
@@ -148,9 +147,8 @@ impl Filter {
         self.post.clear();
         self.place.fill(NO_PLACE);
         for row in (0..self.place.len()).filter(|&row| looked(row)) {
-            let g = self.grid;
-            self.row_mut(row)
-                .copy_from_slice(&posts[row * g..(row + 1) * g]);
+            let (g, at) = (self.grid, self.place_of(row));
+            self.post[at * g..(at + 1) * g].copy_from_slice(&posts[row * g..(row + 1) * g]);
         }
     }
 
@@ -192,10 +190,13 @@ impl Filter {
         let mut step_loglik = 0.0;
         // (family, the row's posterior before this look if it had one) for the family sums
         let mut family_updates: Vec<(usize, Option<Vec<f64>>, usize)> = Vec::new();
-        for ((look, likelihood), top) in looks
+        // Every look's place first: these reads, random over the rows, then overlap.
+        let places: Vec<usize> = looks.iter().map(|look| self.place_of(look.row)).collect();
+        for (((look, likelihood), top), at) in looks
             .iter()
             .zip(evidence.likelihood.chunks_exact(g))
             .zip(&evidence.top)
+            .zip(places)
         {
             self.prior_into(look, shrink, &mut prior);
             let total: f64 = prior.iter().zip(likelihood).map(|(p, l)| p * l).sum();
@@ -205,7 +206,7 @@ impl Filter {
             if let Some(f) = look.family {
                 family_updates.push((f, look.last.map(|_| self.row(look.row).to_vec()), look.row));
             }
-            let row = self.row_mut(look.row);
+            let row = &mut self.post[at * g..(at + 1) * g];
             for j in 0..g {
                 let kept = d.map_or(0.0, |d| d * row[j]);
                 let e = (prior[j] - kept) * likelihood[j] / total;

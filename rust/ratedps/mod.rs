@@ -950,11 +950,17 @@ impl RateDps {
             .unwrap_or_else(|| self.drawn_pass(count, &tie, drawn))
     }
 
-    /// The value at the rate prompt `id` draws this step: the first rate where its predicted
-    /// distribution's running sum reaches a hashed uniform of (`drawn`'s stream, step, id); the
-    /// last rate if rounding leaves the sum below it. `pi`: scratch of G values.
-    fn draw(&self, id: u32, look: &Look, drawn: &Drawn, pi: &mut [f64]) -> f32 {
-        self.main.prior_into(look, self.cfg.family_shrink, pi);
+    /// The value at the rate prompt `id` draws this step (`pi`: scratch of G values).
+    fn draw(&self, id: u32, drawn: &Drawn, pi: &mut [f64]) -> f32 {
+        self.main
+            .prior_into(&self.look(id), self.cfg.family_shrink, pi);
+        self.drawn_value(id, pi, drawn)
+    }
+
+    /// The value at the rate prompt `id` draws from its predicted distribution `pi`: the first
+    /// rate where the running sum of `pi` reaches a hashed uniform of (`drawn`'s stream, step,
+    /// id); the last rate if rounding leaves the sum below it.
+    fn drawn_value(&self, id: u32, pi: &[f64], drawn: &Drawn) -> f32 {
         let u = rng::unit_f64(rng::key(&[
             self.cfg.seed,
             drawn.stream,
@@ -978,24 +984,29 @@ impl RateDps {
     fn drawn_walk(&self, count: usize, tie: &Order, drawn: &Drawn) -> Option<Vec<u32>> {
         let n = self.num_prompts() as u64;
         let cap = 64 * count + 4096;
-        let mut pi = vec![0.0; self.grid.len()];
+        let g = self.grid.len();
+        let mut priors = vec![0.0; WALK_BLOCK as usize * g];
         let (mut out, mut draws) = (Vec::with_capacity(count), 0);
         let mut block = Vec::with_capacity(WALK_BLOCK as usize);
         for start in (0..tie.size()).step_by(WALK_BLOCK as usize) {
-            // A block's looks are read first, so that these reads, random over N, overlap.
             block.clear();
             block.extend(
                 (start..(start + WALK_BLOCK).min(tie.size()))
                     .map(|k| tie.inverse(k))
                     .filter(|&id| id < n && !self.pending.contains(id as u32))
-                    .map(|id| (id as u32, self.look(id as u32))),
+                    .map(|id| id as u32),
             );
-            for (id, look) in &block {
+            // A block's predictions first: their reads, random over N, then overlap.
+            for (&id, pi) in block.iter().zip(priors.chunks_exact_mut(g)) {
+                self.main
+                    .prior_into(&self.look(id), self.cfg.family_shrink, pi);
+            }
+            for (id, pi) in block.iter().zip(priors.chunks_exact(g)) {
                 if draws == cap {
                     return None;
                 }
                 draws += 1;
-                if self.draw(*id, look, drawn, &mut pi) == drawn.top {
+                if self.drawn_value(*id, pi, drawn) == drawn.top {
                     out.push(*id);
                     if out.len() == count {
                         return Some(out);
@@ -1010,7 +1021,7 @@ impl RateDps {
     fn drawn_pass(&self, count: usize, tie: &Order, drawn: &Drawn) -> Vec<u32> {
         self.best_of_every(count, tie, || {
             let mut pi = vec![0.0; self.grid.len()];
-            move |id| self.draw(id, &self.look(id), drawn, &mut pi)
+            move |id| self.draw(id, drawn, &mut pi)
         })
     }
 
