@@ -12,7 +12,8 @@ Each run is named LABEL=PATTERN, PATTERN a run folder with `{seed}` where the se
 run and then as the mean over the seeds every run finished, held-out accuracy at the start and the
 end (sampled and greedy), the effective ratio, the rollouts, the distinct prompts trained on, and
 the stranding: the share of training prompts whose last sweep shows 0 correct of k, with each
-run's difference from the run labelled `uniform` seed by seed. The plot shows held-out accuracy
+run's difference from the run labelled `uniform` seed by seed (and, over the seeds, its standard
+error and the prompts learned and lost between the two sweeps). The plot shows held-out accuracy
 against steps and against rollouts (mean over the seeds every run finished, thin lines each
 seed) and each run's stranding against its effective ratio.
 """
@@ -52,6 +53,14 @@ def hard_prompt_visits(dense: pl.DataFrame, rollouts: pl.DataFrame, step: int) -
     return trained.height / hard.height, float(partial) / hard.height
 
 
+def sweep_moves(dense: pl.DataFrame, first: int, last: int) -> tuple[float, float]:
+    """Shares of the training prompts learned (0 correct at the first sweep, some at the last)
+    and lost (the other way round)."""
+    ends = dense.filter(pl.col("step") == first).join(dense.filter(pl.col("step") == last), on="prompt_id")
+    start_unsolved, end_unsolved = ends["n_correct"] == 0, ends["n_correct_right"] == 0
+    return float((start_unsolved & ~end_unsolved).mean()), float((~start_unsolved & end_unsolved).mean())  # type: ignore[arg-type]
+
+
 def run_summary(folder: Path) -> dict[str, Any]:
     evals, metrics = jsonl(folder / "eval.jsonl"), jsonl(folder / "metrics.jsonl")
     dense = pl.read_parquet(folder / "dense.parquet")
@@ -67,6 +76,7 @@ def run_summary(folder: Path) -> dict[str, Any]:
         "unsolved": (unsolved_share(dense, first), unsolved_share(dense, last)),
         "sweep_steps": (first, last),
         "hard_visits": hard_prompt_visits(dense, rollouts, first),
+        "moves": sweep_moves(dense, first, last),
         "curve_steps": [e["step"] for e in evals],
         "curve_rollouts": [e["rollouts_total"] for e in evals],
         "curve_sampled": [e["test_accuracy_sampled"] for e in evals],
@@ -116,7 +126,7 @@ def stranding_gap(s: dict[str, Any], base: dict[str, Any] | None) -> str:
 def mean_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     mean: dict[str, Any] = {
         key: tuple(float(np.mean([s[key][i] for s in summaries])) for i in range(2))
-        for key in ("sampled", "greedy", "unsolved", "hard_visits")
+        for key in ("sampled", "greedy", "unsolved", "hard_visits", "moves")
     }
     return mean | {
         "rollouts": int(np.mean([s["rollouts"] for s in summaries])),
@@ -142,6 +152,29 @@ def tables(runs: dict[int, dict[str, dict[str, Any]]], labels: list[str]) -> str
     means = {label: mean_summary([runs[s][label] for s in complete]) for label in labels} if complete else {}
     for label, mean in means.items():
         lines.append(row(label, mean, stranding_gap(mean, means.get(BASELINE))))
+    if complete:
+        lines += ["", stranding_table(runs, labels, complete)]
+    return "\n".join(lines)
+
+
+def stranding_table(runs: dict[int, dict[str, dict[str, Any]]], labels: list[str], seeds: list[int]) -> str:
+    """Where the unsolved count at the end comes from, mean over `seeds`: the gap to uniform with
+    the standard error of its seed-paired differences, and the prompts learned and lost."""
+    lines = [
+        f"Stranding over seeds {', '.join(map(str, seeds))}:",
+        "",
+        "| run | unsolved end - uniform's (SE over seeds) | learned: unsolved at start, solved at end "
+        "| lost: solved at start, unsolved at end |",
+        "|---|---:|---:|---:|",
+    ]
+    for label in labels:
+        moves = np.mean([runs[s][label]["moves"] for s in seeds], axis=0)
+        gap = ""
+        if BASELINE in labels and label != BASELINE:
+            diffs = [runs[s][label]["unsolved"][1] - runs[s][BASELINE]["unsolved"][1] for s in seeds]
+            se = np.std(diffs, ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+            gap = f"{np.mean(diffs):+.3f} ({se:.3f})"
+        lines.append(f"| {label} | {gap} | {moves[0]:.3f} | {moves[1]:.3f} |")
     return "\n".join(lines)
 
 
