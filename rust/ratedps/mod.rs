@@ -633,17 +633,22 @@ impl RateDps {
         })
     }
 
+    /// This step's keyed order, which breaks every tie among scores and draws.
+    pub(crate) fn tie_order(&self) -> Order {
+        Order::new(
+            self.cfg.seed,
+            stream::RATEDPS_TIE,
+            self.step,
+            self.num_prompts(),
+        )
+    }
+
     /// The `count` best-scored prompts not handed out: score, then this step's keyed order.
     fn best_scored(&self, count: usize) -> Vec<u32> {
         if count == 0 {
             return Vec::new();
         }
-        let tie = Order::new(
-            self.cfg.seed,
-            stream::RATEDPS_TIE,
-            self.step,
-            self.num_prompts(),
-        );
+        let tie = self.tie_order();
         if self.families.is_some() {
             return self.best_scored_with_families(count, &tie);
         }
@@ -873,7 +878,7 @@ impl RateDps {
             return Vec::new();
         }
         let (seed, step) = (self.cfg.seed, self.step);
-        let tie = Order::new(seed, stream::RATEDPS_TIE, step, self.num_prompts());
+        let tie = self.tie_order();
         let mut keyed: Vec<(f64, u64, u32)> = (0..self.num_prompts() as u32)
             .into_par_iter()
             .filter(|&id| !self.pending.contains(id) && !taken.contains(&id))
@@ -940,12 +945,7 @@ impl RateDps {
         if count == 0 {
             return Vec::new();
         }
-        let tie = Order::new(
-            self.cfg.seed,
-            stream::RATEDPS_TIE,
-            self.step,
-            self.num_prompts(),
-        );
+        let tie = self.tie_order();
         self.drawn_walk(count, &tie, drawn)
             .unwrap_or_else(|| self.drawn_pass(count, &tie, drawn))
     }

@@ -243,7 +243,7 @@ fn naive_select(p: &RateDps, batch: usize) -> Vec<u32> {
     let revisits = revisit_count(p, batch);
     let mut out = naive_revisits(p, revisits);
     let scores = p.scores();
-    let tie = Order::new(p.cfg.seed, stream::RATEDPS_TIE, p.step, p.num_prompts());
+    let tie = p.tie_order();
     let mut rest: Vec<Candidate> = (0..p.num_prompts() as u32)
         .filter(|id| !p.pending.contains(*id) && !out.contains(id))
         .map(|id| Candidate {
@@ -860,7 +860,7 @@ fn select_checked(p: &mut RateDps, batch: usize) -> (Vec<u32>, bool) {
         q.pending.insert(id);
     }
     let want = naive_thompson(&q, batch - revisits);
-    let tie = Order::new(q.cfg.seed, stream::RATEDPS_TIE, q.step, q.num_prompts());
+    let tie = q.tie_order();
     let walked = batch > revisits
         && q.drawn_walk(batch - revisits, &tie, &q.thompson_drawn())
             .is_some();
