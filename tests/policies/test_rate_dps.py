@@ -191,22 +191,32 @@ def test_bad_groups_are_refused_and_change_nothing():
             np.testing.assert_array_equal(after[key], value)
 
 
-def test_a_state_saved_before_selection_existed_loads_as_top_and_not_into_the_default(tmp_path):
-    """Such a state was made by top-B selection (the default then): it loads into
-    RateDPS(selection="top"), from a dict or a file, and continues exactly; the default policy
-    (Thompson) and "sample" refuse it with an error that names the option."""
-    a = RateDPS(30, seed=4, selection="top")
+@pytest.mark.parametrize(
+    ("option", "then", "refusers"),
+    [
+        ("selection", "top", ({}, {"selection": "sample"})),  # top-B was the default then
+        ("revisit_by", "age", ({},)),  # the age revisits were the rule then
+    ],
+)
+def test_a_state_saved_before_an_option_existed_loads_as_its_rule_then_and_not_into_the_default(
+    tmp_path, option, then, refusers
+):
+    """Such a state was made by the rule of its time: it loads into RateDPS(option=that rule),
+    from a dict or a file, and continues exactly; the default policy (and the other rules named)
+    refuse it with an error that names the option, and load nothing."""
+    a = RateDPS(30, seed=4, **{option: then})
     a.observe([1, 2, 3], [3, 4, 8], [8, 8, 8])
     old = a.state_dict()
-    del old["config"]["selection"]
+    del old["config"][option]
     save_state(tmp_path / "old.npz", "RateDPS", old)
     want = a.select(6)
     for load in (lambda p: p.load_state_dict(old), lambda p: p.load(tmp_path / "old.npz")):
-        b = RateDPS(30, seed=4, selection="top")
+        b = RateDPS(30, seed=4, **{option: then})
         load(b)
         np.testing.assert_array_equal(b.select(6), want)
-        for other in (RateDPS(30, seed=4), RateDPS(30, seed=4, selection="sample")):
-            with pytest.raises(ValueError, match=r"saved with options .*they differ in selection: 'top' saved"):
+        for options in refusers:
+            other = RateDPS(30, seed=4, **options)
+            with pytest.raises(ValueError, match=rf"saved with options .*they differ in {option}: '{then}' saved"):
                 load(other)
             assert (other.state_dict()["last_step"] == -1).all()  # refused, nothing loaded
 
@@ -244,26 +254,6 @@ def test_train_takes_the_selection_option_and_refuses_a_bad_one(tmp_path):
     assert bad.returncode == 2, bad.stderr
     assert "selection must be 'top', 'sample' or 'thompson', got 'best'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
-
-
-def test_a_state_saved_before_revisit_by_existed_loads_as_age_and_not_into_the_default(tmp_path):
-    """Such a state was made by the age revisits (the rule then): it loads into
-    RateDPS(revisit_by="age"), from a dict or a file, and continues exactly; the default policy
-    (stranding) refuses it with an error that names the option, and loads nothing."""
-    a = RateDPS(30, seed=4, revisit_by="age")
-    a.observe([1, 2, 3], [3, 4, 8], [8, 8, 8])
-    old = a.state_dict()
-    del old["config"]["revisit_by"]
-    save_state(tmp_path / "old.npz", "RateDPS", old)
-    want = a.select(6)
-    for load in (lambda p: p.load_state_dict(old), lambda p: p.load(tmp_path / "old.npz")):
-        b = RateDPS(30, seed=4, revisit_by="age")
-        load(b)
-        np.testing.assert_array_equal(b.select(6), want)
-        other = RateDPS(30, seed=4)
-        with pytest.raises(ValueError, match=r"saved with options .*they differ in revisit_by: 'age' saved"):
-            load(other)
-        assert (other.state_dict()["last_step"] == -1).all()  # refused, nothing loaded
 
 
 @pytest.mark.parametrize("revisit_by", RateDpsCore.REVISIT_BYS)
