@@ -394,11 +394,28 @@ fn selection_is_seeded_and_ties_differ_between_seeds() {
 
 #[test]
 fn a_second_select_hands_out_other_prompts_and_room_is_checked() {
-    let mut p = RateDps::new(12, RateDpsConfig::default()).unwrap();
-    let a = p.select(6).unwrap();
-    let b = p.select(6).unwrap();
-    assert!(a.iter().all(|id| !b.contains(id)));
+    halves_are_disjoint_and_room_is_checked(RateDps::new(12, RateDpsConfig::default()).unwrap());
+}
+
+/// On 12 prompts, two `select` calls of 6 in one step hand out disjoint halves, and a third
+/// finds no room.
+fn halves_are_disjoint_and_room_is_checked(mut p: RateDps) {
+    assert_eq!(p.num_prompts(), 12);
+    let first = p.select(6).unwrap();
+    let second = p.select(6).unwrap();
+    assert!(first.iter().all(|id| !second.contains(id)));
     assert!(p.select(1).is_err());
+}
+
+/// Two `select` calls of 5 in one step hand out what one call of 10 would, the second none of the
+/// first's.
+fn two_calls_continue_one(p: &mut RateDps) {
+    let mut q = p.clone();
+    let mut two = p.select(5).unwrap();
+    let second = p.select(5).unwrap();
+    assert!(second.iter().all(|id| !two.contains(id)));
+    two.extend(second);
+    assert_eq!(two, q.select(10).unwrap());
 }
 
 #[test]
@@ -775,11 +792,8 @@ fn sampling_skips_prompts_handed_out_and_a_second_call_continues() {
     });
     let mut p = RateDps::new(200, cfg.clone()).unwrap();
     crate::selector::contract::run(&mut p, 6, 20);
-    let mut q = p.clone();
-    let mut two = p.select(5).unwrap();
-    two.extend(p.select(5).unwrap());
-    assert_eq!(two, q.select(10).unwrap());
-    let mut r = RateDps::new(
+    two_calls_continue_one(&mut p);
+    let r = RateDps::new(
         12,
         RateDpsConfig {
             revisit: 0.5,
@@ -787,10 +801,8 @@ fn sampling_skips_prompts_handed_out_and_a_second_call_continues() {
         },
     )
     .unwrap();
-    let first = r.select(6).unwrap();
-    let second = r.select(6).unwrap();
-    assert!(first.iter().all(|id| !second.contains(id)));
-    assert!(r.select(1).is_err());
+    let first = r.clone().select(6).unwrap();
+    halves_are_disjoint_and_room_is_checked(r);
     let mut best = RateDps::new(
         12,
         top(RateDpsConfig {
@@ -946,15 +958,8 @@ fn thompson_skips_prompts_handed_out_and_a_second_call_continues() {
     });
     let mut p = RateDps::new(200, cfg).unwrap();
     crate::selector::contract::run(&mut p, 6, 20);
-    let mut q = p.clone();
-    let mut two = p.select(5).unwrap();
-    two.extend(p.select(5).unwrap());
-    assert_eq!(two, q.select(10).unwrap());
-    let mut r = RateDps::new(12, thompson(fixed(0.0))).unwrap();
-    let first = r.select(6).unwrap();
-    let second = r.select(6).unwrap();
-    assert!(first.iter().all(|id| !second.contains(id)));
-    assert!(r.select(1).is_err());
+    two_calls_continue_one(&mut p);
+    halves_are_disjoint_and_room_is_checked(RateDps::new(12, thompson(fixed(0.0))).unwrap());
 }
 
 /// A prompt's chance of selection grows with its predicted mass at the rates of the largest
@@ -1100,12 +1105,7 @@ fn revisits_skip_prompts_handed_out_and_a_second_call_continues() {
     ] {
         let mut p = RateDps::new(200, cfg).unwrap();
         crate::selector::contract::run(&mut p, 6, 20);
-        let mut q = p.clone();
-        let mut two = p.select(5).unwrap();
-        let second = p.select(5).unwrap();
-        assert!(second.iter().all(|id| !two.contains(id)));
-        two.extend(second);
-        assert_eq!(two, q.select(10).unwrap());
+        two_calls_continue_one(&mut p);
     }
 }
 
