@@ -715,20 +715,25 @@ fn chi_square_of_first_picks(selections: &[Vec<u32>], scores: &[f64]) -> f64 {
         .sum()
 }
 
+/// A policy over `n` prompts with the selection `rule` sets, k = 8 and no switches (rates fixed).
+fn at_k8_without_switches(n: usize, rule: fn(RateDpsConfig) -> RateDpsConfig) -> RateDps {
+    RateDps::new(
+        n,
+        rule(RateDpsConfig {
+            group_size: Some(8),
+            ..fixed(0.0)
+        }),
+    )
+    .unwrap()
+}
+
 /// Each draw takes a prompt with chance proportional to its score: the first of each selection
 /// fits those chances (chi-square, 39 degrees of freedom: 72 is its 99.9% point), and neither
 /// uniform picks nor the best scores would.
 #[test]
 fn sampling_draws_in_proportion_to_the_score() {
     let n = 40;
-    let mut p = RateDps::new(
-        n,
-        sampling(RateDpsConfig {
-            group_size: Some(8),
-            ..fixed(0.0)
-        }),
-    )
-    .unwrap();
+    let mut p = at_k8_without_switches(n, sampling);
     let ids: Vec<i64> = (0..n as i64).collect();
     let correct: Vec<i64> = ids.iter().map(|i| i % 9).collect();
     p.observe(&obs(n, &ids, &correct, &eights(n))).unwrap();
@@ -967,14 +972,7 @@ fn thompson_skips_prompts_handed_out_and_a_second_call_continues() {
 #[test]
 fn thompson_picks_in_favour_of_mass_at_the_top_rates_but_not_only_the_best() {
     let (n, half) = (200usize, 100usize);
-    let mut p = RateDps::new(
-        n,
-        thompson(RateDpsConfig {
-            group_size: Some(8),
-            ..fixed(0.0)
-        }),
-    )
-    .unwrap();
+    let mut p = at_k8_without_switches(n, thompson);
     let ids: Vec<i64> = (0..n as i64).collect();
     // the first half seen at 4 of 8 twice (mass near 1/2), the other at 2 of 8 twice
     let c: Vec<i64> = ids
