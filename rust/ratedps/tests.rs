@@ -168,12 +168,7 @@ fn the_online_fit_finds_the_switch_rate_of_a_switching_world() {
             }
             let mut ids: Vec<u32> = (0..n as u32).collect();
             rng.shuffle(&mut ids);
-            let ids: Vec<i64> = ids[..100].iter().map(|&i| i as i64).collect();
-            let c: Vec<i64> = ids
-                .iter()
-                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
-                .collect();
-            p.observe(&obs(n, &ids, &c, &eights(100))).unwrap();
+            observe_at_rates(&mut p, n, &ids[..100], &rates, &mut rng);
         }
         assert_eq!(p.switch_rate(), true_rho);
     }
@@ -284,12 +279,7 @@ fn selection_equals_sorting_every_prompt() {
                 assert_eq!(more, want, "second round, step {step}");
                 ids.extend(more);
             }
-            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-            let c: Vec<i64> = ids
-                .iter()
-                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
-                .collect();
-            p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+            observe_at_rates(&mut p, n, &ids, &rates, &mut rng);
         }
     }
 }
@@ -320,6 +310,16 @@ fn the_sampled_bar_selects_what_sorting_every_prompt_selects() {
 }
 
 /// Observes the ids as selected, each with 0..=8 correct of 8 drawn from `rng`.
+/// Observes a group of 8 for each of `ids`, its correct answers drawn at the prompt's rate.
+fn observe_at_rates(p: &mut RateDps, n: usize, ids: &[u32], rates: &[f64], rng: &mut Rng) {
+    let c: Vec<i64> = ids
+        .iter()
+        .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
+        .collect();
+    let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+}
+
 fn observe_random(p: &mut RateDps, n: usize, ids: &[u32], rng: &mut Rng) {
     let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let c: Vec<i64> = ids.iter().map(|_| rng.below(9) as i64).collect();
@@ -923,12 +923,7 @@ fn thompson_selects_what_drawing_for_every_prompt_selects() {
             distinct.sort_unstable();
             distinct.dedup();
             assert_eq!(distinct.len(), ids.len(), "no repeats");
-            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-            let c: Vec<i64> = ids
-                .iter()
-                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
-                .collect();
-            p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+            observe_at_rates(&mut p, n, &ids, &rates, &mut rng);
         }
     }
     assert!(walks > 20 && passes > 5, "walks {walks}, passes {passes}");
@@ -1064,12 +1059,7 @@ fn stranding_walk_and_full_pass_select_the_same_ids() {
             assert_eq!(pass, naive_revisits(&p, count), "step {}", p.step);
             let ids = p.select(count).unwrap();
             assert_eq!(ids, pass);
-            let c: Vec<i64> = ids
-                .iter()
-                .map(|&i| (0..8).filter(|_| rng.uniform() < rates[i as usize]).count() as i64)
-                .collect();
-            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-            p.observe(&obs(n, &ids, &c, &eights(ids.len()))).unwrap();
+            observe_at_rates(&mut p, n, &ids, &rates, &mut rng);
         }
     }
     let n = 20_000;
