@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import os
 import statistics
 import sys
@@ -46,8 +45,8 @@ from dps._core import RateDpsCore  # noqa: E402
 from reference_dps import ReferenceDPS  # noqa: E402
 
 DECAY = 0.7
-#: RateDPS's own default selection, the one the bench times unless told otherwise.
-RATE_DPS_SELECTION: str = inspect.signature(RateDPS).parameters["selection"].default
+#: RateDPS's own default selection (the core's), the one the bench times unless told otherwise.
+RATE_DPS_SELECTION: str = RateDpsCore.SELECTION
 #: RateDPS's own default revisit rule (the core's), the one the bench times unless told otherwise.
 RATE_DPS_REVISIT_BY: str = RateDpsCore.REVISIT_BY
 
